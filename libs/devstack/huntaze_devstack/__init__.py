@@ -1,0 +1,1 @@
+"""Local development stack: embedded infrastructure, the process runner and code generation."""

@@ -1,0 +1,58 @@
+"""The suite: every service process and its migrations, in one list.
+
+Adding a service to `make run`, `make migrate` and the local secrets is one entry in `SUITE`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Service:
+    """One process of the suite.
+
+    `module` is run as `python -m module args...` with the suite's environment. When the service
+    owns tables, `migrations` names its Alembic package and `schema` its PostgreSQL schema. When it
+    serves gRPC, `grpc_port_env` names the setting of its listen port (default
+    `grpc_port_default`) and `grpc_target_env` the setting its clients read to reach it: the stack
+    sets the latter from the former unless it is set already.
+    """
+
+    name: str
+    module: str
+    args: tuple[str, ...] = ()
+    migrations: str | None = None
+    schema: str | None = None
+    grpc_port_env: str | None = None
+    grpc_port_default: int | None = None
+    grpc_target_env: str | None = None
+
+    def command(self, python: str = sys.executable) -> str:
+        """The shell command that runs the process (`exec`, so signals reach it directly)."""
+        return shlex.join(["exec", python, "-m", self.module, *self.args])
+
+
+SUITE: tuple[Service, ...] = (
+    Service(
+        name="auth",
+        module="huntaze_auth.server",
+        migrations="huntaze_auth.migrations",
+        schema="auth",
+        grpc_port_env="HUNTAZE_AUTH_GRPC_PORT",
+        grpc_port_default=50051,
+        grpc_target_env="HUNTAZE_AUTH_GRPC_TARGET",
+    ),
+    Service(
+        name="crm",
+        module="huntaze_crm.server",
+        migrations="huntaze_crm.migrations",
+        schema="crm",
+        grpc_port_env="HUNTAZE_CRM_GRPC_PORT",
+        grpc_port_default=50052,
+        grpc_target_env="HUNTAZE_CRM_GRPC_TARGET",
+    ),
+    Service(name="gateway", module="huntaze_gateway"),
+)

@@ -1,0 +1,1 @@
+"""Shared plumbing for every Huntaze service."""

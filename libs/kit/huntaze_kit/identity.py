@@ -1,0 +1,254 @@
+"""Who is calling: access tokens for users, service tokens for services acting for a creator.
+
+Tokens are JWTs signed by the auth service with Ed25519 (EdDSA). Every service verifies them
+locally with auth's public keys, fetched once, cached, and fetched again when a token names an
+unknown `kid`. Revoked sessions reach every verifier as `auth.session.revoked` events, so a
+logged-out access token stops working at once instead of at its expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import jwt
+from jwt.algorithms import OKPAlgorithm
+
+from huntaze_kit.errors import PermissionDenied, Unauthenticated
+from huntaze_kit.logging import get_logger
+
+ACCESS_TOKEN_TYPE = "at+jwt"
+SERVICE_TOKEN_TYPE = "svc+jwt"
+SIGNING_ALGORITHM = "EdDSA"
+SERVICE_SUBJECT_PREFIX = "service:"
+# A token is never accepted this long after its expiry (clock skew between machines).
+LEEWAY_SECONDS = 5
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The verified caller. For a user, `creator_id` is the user; for a service, the creator
+    it acts for."""
+
+    kind: Literal["user", "service"]
+    subject: str
+    creator_id: str
+    token_id: str
+    expires_at: float
+    session_id: str | None = None
+    service_name: str | None = None
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def user_id(self) -> str:
+        if self.kind != "user":
+            raise PermissionDenied(message="This method is for users only.", reason="USER_ONLY")
+        return self.subject
+
+
+_principal: ContextVar[Principal | None] = ContextVar("huntaze_principal", default=None)
+
+
+def current_principal() -> Principal:
+    """The caller of the current gRPC method; raises when the method was called anonymously."""
+    principal = _principal.get()
+    if principal is None:
+        raise Unauthenticated(message="Authentication required.", reason="UNAUTHENTICATED")
+    return principal
+
+
+def optional_principal() -> Principal | None:
+    return _principal.get()
+
+
+@contextmanager
+def acting_as(principal: Principal | None) -> Iterator[None]:
+    token = _principal.set(principal)
+    try:
+        yield
+    finally:
+        _principal.reset(token)
+
+
+class KeySource(Protocol):
+    async def fetch_jwks(self) -> dict[str, Any]: ...
+
+
+class RevocationList:
+    """Sessions revoked before their tokens expire. Entries drop out once no token of theirs
+    can still be valid."""
+
+    def __init__(self, *, retention_seconds: float = 16 * 60) -> None:
+        self._revoked: dict[str, float] = {}
+        self._retention = retention_seconds
+
+    def revoke(self, session_id: str, *, at: float | None = None) -> None:
+        self._revoked[session_id] = (at or time.time()) + self._retention
+        self._prune()
+
+    def is_revoked(self, session_id: str) -> bool:
+        until = self._revoked.get(session_id)
+        return until is not None and until > time.time()
+
+    def __len__(self) -> int:
+        return len(self._revoked)
+
+    def _prune(self) -> None:
+        if len(self._revoked) < 1024:
+            return
+        now = time.time()
+        for session_id in [sid for sid, until in self._revoked.items() if until <= now]:
+            del self._revoked[session_id]
+
+
+@dataclass
+class _KeyCache:
+    keys: dict[str, Any] = field(default_factory=dict)
+    fetched_at: float = 0.0
+
+
+class TokenVerifier:
+    """Verifies access and service tokens against the auth service's published keys."""
+
+    def __init__(
+        self,
+        *,
+        key_source: KeySource,
+        audience: str,
+        issuer: str,
+        revocations: RevocationList | None = None,
+        min_refresh_interval: float = 10.0,
+        session_check: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
+        self._key_source = key_source
+        self._audience = audience
+        self._issuer = issuer
+        self.revocations = revocations or RevocationList()
+        self._cache = _KeyCache()
+        self._lock = asyncio.Lock()
+        self._min_refresh_interval = min_refresh_interval
+        self._session_check = session_check
+
+    async def _refresh(self, *, force: bool) -> None:
+        async with self._lock:
+            fresh_enough = time.monotonic() - self._cache.fetched_at < self._min_refresh_interval
+            if self._cache.keys and (not force or fresh_enough):
+                return
+            jwks = await self._key_source.fetch_jwks()
+            keys: dict[str, Any] = {}
+            for jwk in jwks.get("keys", []):
+                if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and "kid" in jwk:
+                    keys[jwk["kid"]] = OKPAlgorithm.from_jwk(json.dumps(jwk))
+            self._cache = _KeyCache(keys=keys, fetched_at=time.monotonic())
+
+    async def _key_for(self, kid: str) -> Any:
+        key = self._cache.keys.get(kid)
+        if key is None:
+            await self._refresh(force=True)
+            key = self._cache.keys.get(kid)
+        if key is None:
+            raise _invalid("unknown signing key")
+        return key
+
+    async def verify(self, token: str) -> Principal:
+        """A `Principal` for a valid token; `Unauthenticated` for anything else."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise _invalid("malformed token") from exc
+        if header.get("alg") != SIGNING_ALGORITHM:
+            raise _invalid("unexpected algorithm")
+        token_type = header.get("typ")
+        if token_type not in (ACCESS_TOKEN_TYPE, SERVICE_TOKEN_TYPE):
+            raise _invalid("unexpected token type")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise _invalid("missing key id")
+        key = await self._key_for(kid)
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[SIGNING_ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "sub", "jti", "aud", "iss"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated(message="Token expired.", reason="TOKEN_EXPIRED") from exc
+        except jwt.PyJWTError as exc:
+            raise _invalid(str(exc)) from exc
+        principal = _principal_from_claims(token_type, claims)
+        if principal.session_id is not None:
+            if self.revocations.is_revoked(principal.session_id):
+                raise Unauthenticated(message="Session revoked.", reason="SESSION_REVOKED")
+            if self._session_check is not None and not await self._session_check(
+                principal.session_id
+            ):
+                raise Unauthenticated(message="Session revoked.", reason="SESSION_REVOKED")
+        return principal
+
+
+def _principal_from_claims(token_type: str, claims: dict[str, Any]) -> Principal:
+    subject = str(claims["sub"])
+    token_id = str(claims["jti"])
+    expires_at = float(claims["exp"])
+    if token_type == ACCESS_TOKEN_TYPE:
+        session_id = claims.get("sid")
+        if not isinstance(session_id, str) or subject.startswith(SERVICE_SUBJECT_PREFIX):
+            raise _invalid("malformed access token")
+        return Principal(
+            kind="user",
+            subject=subject,
+            creator_id=subject,
+            session_id=session_id,
+            token_id=token_id,
+            expires_at=expires_at,
+        )
+    creator_id = claims.get("creator_id")
+    scope = claims.get("scope", "")
+    if not subject.startswith(SERVICE_SUBJECT_PREFIX) or not isinstance(creator_id, str):
+        raise _invalid("malformed service token")
+    return Principal(
+        kind="service",
+        subject=subject,
+        creator_id=creator_id,
+        service_name=subject.removeprefix(SERVICE_SUBJECT_PREFIX),
+        scopes=frozenset(str(scope).split()),
+        token_id=token_id,
+        expires_at=expires_at,
+    )
+
+
+def _invalid(detail: str) -> Unauthenticated:
+    log.info("token_rejected", detail=detail)
+    return Unauthenticated(message="Invalid token.", reason="INVALID_TOKEN")
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `authorization: Bearer <token>` value, else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class StaticKeySource:
+    """A fixed JWK Set: for the service that holds the keys itself, and for tools."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self._jwks = jwks
+
+    async def fetch_jwks(self) -> dict[str, Any]:
+        return self._jwks

@@ -1,0 +1,240 @@
+"""What the CRM consumes from the platform workers (stream ONLYFANS), each event applied once.
+
+* `crm-platform-messages`: `onlyfans.message.received` (a fan wrote: fan and conversation upserted,
+  message stored once by its platform id) and `onlyfans.message.sending|sent|failed` (delivery
+  status of an outgoing message, found by message id or idempotency key).
+* `crm-purchases`: `onlyfans.purchase.recorded` (stored once by platform transaction id; the fan's
+  spend recomputed as the sum of their purchases; linked to the message that sold it).
+* `crm-fan-sync`: `onlyfans.fan.synced` (the subscriber list: fan and subscription upserted).
+
+Besides the consumers' inbox (the same event id twice is skipped), every effect is idempotent by
+the platform's own ids, so the same fact published twice under two event ids is stored once too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf.message import Message as ProtoMessage
+from nats.aio.client import Client as NatsClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from huntaze.crm.v1 import crm_pb2
+from huntaze.onlyfans.v1 import events_pb2 as of_events
+from huntaze_crm import convert
+from huntaze_crm.models import SCHEMA
+from huntaze_crm.service import CrmService, FanProfile
+from huntaze_kit.consumers import EventConsumer, InvalidEvent, ReceivedEvent
+from huntaze_kit.streams import ONLYFANS
+
+PLATFORM = "onlyfans"
+
+MESSAGE_RECEIVED = "onlyfans.message.received"
+MESSAGE_SENDING = "onlyfans.message.sending"
+MESSAGE_SENT = "onlyfans.message.sent"
+MESSAGE_FAILED = "onlyfans.message.failed"
+PURCHASE_RECORDED = "onlyfans.purchase.recorded"
+FAN_SYNCED = "onlyfans.fan.synced"
+
+_PURCHASE_KINDS = {
+    of_events.PURCHASE_KIND_TIP: "tip",
+    of_events.PURCHASE_KIND_PPV_UNLOCK: "ppv_unlock",
+    of_events.PURCHASE_KIND_SUBSCRIPTION: "subscription",
+    of_events.PURCHASE_KIND_RENEWAL: "renewal",
+}
+_SUBSCRIPTION_STATES = {
+    of_events.SUBSCRIPTION_STATE_NONE: "none",
+    of_events.SUBSCRIPTION_STATE_ACTIVE: "active",
+    of_events.SUBSCRIPTION_STATE_CANCELLED: "cancelled",
+    of_events.SUBSCRIPTION_STATE_EXPIRED: "expired",
+}
+_MEDIA_KINDS = {
+    of_events.MEDIA_KIND_IMAGE: crm_pb2.ATTACHMENT_KIND_IMAGE,
+    of_events.MEDIA_KIND_VIDEO: crm_pb2.ATTACHMENT_KIND_VIDEO,
+    of_events.MEDIA_KIND_AUDIO: crm_pb2.ATTACHMENT_KIND_AUDIO,
+    of_events.MEDIA_KIND_FILE: crm_pb2.ATTACHMENT_KIND_FILE,
+}
+_MAX_ID_LENGTH = 200
+
+Handler = Callable[[AsyncSession, ReceivedEvent], Awaitable[None]]
+
+
+def _creator(event: ReceivedEvent, payload_creator: str) -> uuid.UUID:
+    """The creator of the event; its header, when present, must agree with the payload."""
+    if event.creator_id and event.creator_id != payload_creator:
+        raise InvalidEvent("the creator header and the payload disagree")
+    try:
+        return uuid.UUID(payload_creator)
+    except ValueError as err:
+        raise InvalidEvent(f"creator_id {payload_creator!r} is not a UUID") from err
+
+
+def _platform_id(value: str, name: str) -> str:
+    cleaned = value.strip()
+    if not cleaned or len(cleaned) > _MAX_ID_LENGTH:
+        raise InvalidEvent(f"{name} is missing or too long")
+    return cleaned
+
+
+def _profile(fan: of_events.FanProfile) -> FanProfile:
+    return FanProfile(
+        platform=PLATFORM,
+        platform_fan_id=_platform_id(fan.platform_fan_id, "fan.platform_fan_id"),
+        display_name=fan.display_name.strip()[:200],
+        handle=fan.handle.strip()[:200],
+        avatar_url=fan.avatar_url.strip()[:2048],
+    )
+
+
+def _attachments(media: Any) -> list[crm_pb2.Attachment]:
+    return [
+        crm_pb2.Attachment(
+            kind=_MEDIA_KINDS.get(item.kind, crm_pb2.ATTACHMENT_KIND_FILE),
+            url=item.url,
+            platform_media_id=item.platform_media_id,
+            mime_type=item.mime_type,
+            thumbnail_url=item.thumbnail_url,
+        )
+        for item in media
+        if item.url or item.platform_media_id
+    ]
+
+
+class PlatformEvents:
+    """The handlers, bound to the use cases."""
+
+    def __init__(self, service: CrmService) -> None:
+        self._service = service
+
+    def _parse(self, event: ReceivedEvent, message_type: type[ProtoMessage]) -> Any:
+        return event.parse(message_type)
+
+    async def messages(self, session: AsyncSession, event: ReceivedEvent) -> None:
+        if event.subject == MESSAGE_RECEIVED:
+            received: of_events.MessageReceived = self._parse(event, of_events.MessageReceived)
+            await self._service.receive_message(
+                session,
+                creator_id=_creator(event, received.creator_id),
+                profile=_profile(received.fan),
+                platform_message_id=_platform_id(
+                    received.platform_message_id, "platform_message_id"
+                ),
+                text=received.text,
+                price_cents=received.price_cents,
+                attachments=_attachments(received.media),
+                sent_at=convert.from_timestamp(received.sent_at),
+            )
+        elif event.subject == MESSAGE_SENDING:
+            sending: of_events.MessageSending = self._parse(event, of_events.MessageSending)
+            await self._service.update_delivery(
+                session,
+                creator_id=_creator(event, sending.creator_id),
+                message_id=sending.message_id,
+                idempotency_key=sending.idempotency_key,
+                status="sending",
+            )
+        elif event.subject == MESSAGE_SENT:
+            sent: of_events.MessageSent = self._parse(event, of_events.MessageSent)
+            await self._service.update_delivery(
+                session,
+                creator_id=_creator(event, sent.creator_id),
+                message_id=sent.message_id,
+                idempotency_key=sent.idempotency_key,
+                status="sent",
+                platform_message_id=sent.platform_message_id.strip()[:_MAX_ID_LENGTH],
+                sent_at=convert.from_timestamp(sent.sent_at),
+            )
+        elif event.subject == MESSAGE_FAILED:
+            failed: of_events.MessageFailed = self._parse(event, of_events.MessageFailed)
+            await self._service.update_delivery(
+                session,
+                creator_id=_creator(event, failed.creator_id),
+                message_id=failed.message_id,
+                idempotency_key=failed.idempotency_key,
+                status="failed",
+                reason=failed.reason,
+            )
+        else:
+            raise InvalidEvent(f"unexpected subject {event.subject}")
+
+    async def purchases(self, session: AsyncSession, event: ReceivedEvent) -> None:
+        purchase: of_events.PurchaseRecorded = self._parse(event, of_events.PurchaseRecorded)
+        kind = _PURCHASE_KINDS.get(purchase.kind)
+        if kind is None:
+            raise InvalidEvent(f"unknown purchase kind {purchase.kind}")
+        if purchase.amount_cents < 0:
+            raise InvalidEvent("negative amount")
+        currency = (purchase.currency or "USD").upper()
+        if len(currency) != 3 or not currency.isalpha() or not currency.isascii():
+            raise InvalidEvent(f"currency {purchase.currency!r} is not ISO 4217")
+        await self._service.record_purchase(
+            session,
+            creator_id=_creator(event, purchase.creator_id),
+            profile=_profile(purchase.fan),
+            platform_transaction_id=_platform_id(
+                purchase.platform_transaction_id, "platform_transaction_id"
+            ),
+            kind=kind,
+            amount_cents=purchase.amount_cents,
+            currency=currency,
+            platform_message_id=purchase.platform_message_id.strip()[:_MAX_ID_LENGTH],
+            occurred_at=convert.from_timestamp(purchase.purchased_at),
+        )
+
+    async def fans(self, session: AsyncSession, event: ReceivedEvent) -> None:
+        synced: of_events.FanSynced = self._parse(event, of_events.FanSynced)
+        subscription: dict[str, Any] = {}
+        state = _SUBSCRIPTION_STATES.get(synced.subscription_state)
+        if state is not None:
+            subscription["subscription_state"] = state
+        for column, stamp in (
+            ("subscribed_at", synced.subscribed_at),
+            ("subscription_expires_at", synced.expires_at),
+            ("last_seen_at", synced.last_seen_at),
+        ):
+            value = convert.from_timestamp(stamp)
+            if value is not None:
+                subscription[column] = value
+        await self._service.sync_fan(
+            session,
+            creator_id=_creator(event, synced.creator_id),
+            profile=_profile(synced.fan),
+            subscription=subscription,
+        )
+
+
+def platform_consumers(
+    *,
+    nats: NatsClient,
+    session_factory: async_sessionmaker[AsyncSession],
+    service: CrmService,
+    batch: int = 128,
+    concurrency: int = 4,
+) -> list[EventConsumer]:
+    """The durable consumers of the ONLYFANS stream."""
+    events = PlatformEvents(service)
+
+    def consumer(durable: str, subjects: list[str], handler: Handler) -> EventConsumer:
+        return EventConsumer(
+            nats=nats,
+            session_factory=session_factory,
+            schema=SCHEMA,
+            durable=durable,
+            stream=ONLYFANS.name,
+            filter_subjects=subjects,
+            handler=handler,
+            batch=batch,
+            concurrency=concurrency,
+        )
+
+    return [
+        consumer(
+            "crm-platform-messages",
+            [MESSAGE_RECEIVED, MESSAGE_SENDING, MESSAGE_SENT, MESSAGE_FAILED],
+            events.messages,
+        ),
+        consumer("crm-purchases", [PURCHASE_RECORDED], events.purchases),
+        consumer("crm-fan-sync", [FAN_SYNCED], events.fans),
+    ]

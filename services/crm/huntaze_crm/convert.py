@@ -1,0 +1,192 @@
+"""Rows <-> protobuf messages, and the enum names stored in the database."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.json_format import MessageToDict
+
+from huntaze.crm.v1 import crm_pb2
+from huntaze_crm import models
+
+E = TypeVar("E", bound=int)
+
+
+class EnumMap:
+    """One proto enum <-> the names stored in the database (`PLATFORM_ONLYFANS`: `onlyfans`)."""
+
+    def __init__(self, enum: Any, prefix: str, names: Sequence[str]) -> None:
+        self.prefix = prefix
+        self.to_db: dict[int, str] = {}
+        for name in names:
+            self.to_db[enum.Value(f"{prefix}{name.upper()}")] = name
+        self.from_db: dict[str, int] = {name: value for value, name in self.to_db.items()}
+
+    def db(self, value: int) -> str | None:
+        """The stored name of `value`; None for UNSPECIFIED and for unknown numbers."""
+        return self.to_db.get(value)
+
+    def proto(self, name: str) -> int:
+        return self.from_db[name]
+
+
+PLATFORM = EnumMap(crm_pb2.Platform, "PLATFORM_", models.PLATFORMS)
+SUBSCRIPTION_STATE = EnumMap(
+    crm_pb2.SubscriptionState, "SUBSCRIPTION_STATE_", models.SUBSCRIPTION_STATES
+)
+DIRECTION = EnumMap(crm_pb2.MessageDirection, "MESSAGE_DIRECTION_", models.DIRECTIONS)
+DELIVERY_STATUS = EnumMap(crm_pb2.DeliveryStatus, "DELIVERY_STATUS_", models.DELIVERY_STATUSES)
+SENDER_KIND = EnumMap(crm_pb2.SenderKind, "SENDER_KIND_", models.SENDER_KINDS)
+PURCHASE_KIND = EnumMap(crm_pb2.PurchaseKind, "PURCHASE_KIND_", models.PURCHASE_KINDS)
+FAN_LIST_KIND = EnumMap(crm_pb2.FanListKind, "FAN_LIST_KIND_", models.FAN_LIST_KINDS)
+ATTACHMENT_KINDS = ("image", "video", "audio", "file")
+ATTACHMENT_KIND = EnumMap(crm_pb2.AttachmentKind, "ATTACHMENT_KIND_", ATTACHMENT_KINDS)
+
+PREVIEW_LENGTH = 140
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    result = timestamp_pb2.Timestamp()
+    result.FromDatetime(value.astimezone(UTC))
+    return result
+
+
+def from_timestamp(value: timestamp_pb2.Timestamp) -> datetime | None:
+    """None for an unset (zero) timestamp."""
+    if value.seconds == 0 and value.nanos == 0:
+        return None
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    result = struct_pb2.Struct()
+    result.update(dict(value))
+    return result
+
+
+def struct_dict(value: struct_pb2.Struct) -> dict[str, Any]:
+    return MessageToDict(value)
+
+
+def preview(text: str) -> str:
+    """The start of a message for conversation lists, on one line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= PREVIEW_LENGTH else flat[: PREVIEW_LENGTH - 1] + "…"
+
+
+def attachment_dict(attachment: crm_pb2.Attachment) -> dict[str, str]:
+    """The JSON stored for an (already validated) attachment."""
+    stored = {
+        "kind": ATTACHMENT_KIND.db(attachment.kind) or "file",
+        "url": attachment.url,
+        "platform_media_id": attachment.platform_media_id,
+        "mime_type": attachment.mime_type,
+        "thumbnail_url": attachment.thumbnail_url,
+    }
+    return {key: value for key, value in stored.items() if value}
+
+
+def attachment(stored: Mapping[str, Any]) -> crm_pb2.Attachment:
+    kind = ATTACHMENT_KIND.from_db.get(str(stored.get("kind", "")), 0)
+    return crm_pb2.Attachment(
+        kind=kind,  # type: ignore[arg-type]
+        url=str(stored.get("url", "")),
+        platform_media_id=str(stored.get("platform_media_id", "")),
+        mime_type=str(stored.get("mime_type", "")),
+        thumbnail_url=str(stored.get("thumbnail_url", "")),
+    )
+
+
+def fan(row: models.Fan) -> crm_pb2.Fan:
+    return crm_pb2.Fan(
+        id=str(row.id),
+        platform=PLATFORM.proto(row.platform),  # type: ignore[arg-type]
+        platform_fan_id=row.platform_fan_id or "",
+        display_name=row.display_name,
+        handle=row.handle,
+        avatar_url=row.avatar_url,
+        email=row.email,
+        tags=list(row.tags),
+        notes=row.notes,
+        value_cents=row.value_cents,
+        subscription_state=SUBSCRIPTION_STATE.proto(row.subscription_state),  # type: ignore[arg-type]
+        subscribed_at=timestamp(row.subscribed_at),
+        subscription_expires_at=timestamp(row.subscription_expires_at),
+        last_seen_at=timestamp(row.last_seen_at),
+        last_message_at=timestamp(row.last_message_at),
+        custom_fields=struct(row.custom_fields),
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+    )
+
+
+def conversation(row: models.Conversation, fan_row: models.Fan | None) -> crm_pb2.Conversation:
+    return crm_pb2.Conversation(
+        id=str(row.id),
+        fan_id=str(row.fan_id),
+        platform=PLATFORM.proto(row.platform),  # type: ignore[arg-type]
+        unread_count=row.unread_count,
+        last_message_at=timestamp(row.last_message_at),
+        last_message_preview=row.last_message_preview,
+        pinned=row.pinned,
+        archived=row.archived,
+        assigned_member_id=str(row.assigned_member_id) if row.assigned_member_id else "",
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+        fan=fan(fan_row) if fan_row is not None else None,
+    )
+
+
+def message(row: models.Message) -> crm_pb2.Message:
+    return crm_pb2.Message(
+        id=str(row.id),
+        conversation_id=str(row.conversation_id),
+        fan_id=str(row.fan_id),
+        platform=PLATFORM.proto(row.platform),  # type: ignore[arg-type]
+        direction=DIRECTION.proto(row.direction),  # type: ignore[arg-type]
+        text=row.text,
+        price_cents=row.price_cents,
+        attachments=[attachment(item) for item in row.attachments],
+        read=row.read,
+        read_at=timestamp(row.read_at),
+        delivery_status=DELIVERY_STATUS.proto(row.delivery_status),  # type: ignore[arg-type]
+        failure_reason=row.failure_reason or "",
+        platform_message_id=row.platform_message_id or "",
+        idempotency_key=row.idempotency_key or "",
+        sender_kind=SENDER_KIND.proto(row.sender_kind),  # type: ignore[arg-type]
+        sender_id=row.sender_id or "",
+        created_at=timestamp(row.created_at),
+        sent_at=timestamp(row.sent_at),
+        unlocked_at=timestamp(row.unlocked_at),
+        updated_at=timestamp(row.updated_at),
+    )
+
+
+def purchase(row: models.Purchase) -> crm_pb2.Purchase:
+    return crm_pb2.Purchase(
+        id=str(row.id),
+        fan_id=str(row.fan_id),
+        message_id=str(row.message_id) if row.message_id else "",
+        platform=PLATFORM.proto(row.platform),  # type: ignore[arg-type]
+        kind=PURCHASE_KIND.proto(row.kind),  # type: ignore[arg-type]
+        amount_cents=row.amount_cents,
+        currency=row.currency,
+        platform_transaction_id=row.platform_transaction_id,
+        occurred_at=timestamp(row.occurred_at),
+        created_at=timestamp(row.created_at),
+    )
+
+
+def quick_reply(row: models.QuickReply) -> crm_pb2.QuickReply:
+    return crm_pb2.QuickReply(
+        id=str(row.id),
+        shortcut=row.shortcut,
+        text=row.text,
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+    )

@@ -1,0 +1,351 @@
+"""The real-time inbox behind `WatchInbox`.
+
+Changes write rows to `crm.inbox_events` in their own transaction and `NOTIFY crm_inbox` with
+`<creator>:<id>` (delivered at commit). One `InboxHub` per process keeps ONE connection
+listening; on a notification for a creator somebody watches, it reads that creator's new rows
+once and puts them on each watcher's queue. A watcher resuming from an event id first reads what
+it missed from the table (bounded by retention), then follows its queue; ids it has already sent
+are skipped, so the switch from replay to live has neither gap nor duplicate. A watcher too slow
+for its queue falls back to reading the table from where it was.
+
+`InboxPruner` keeps the table bounded: per creator the last `keep_events` events of the last
+`retention`, remembering the highest id it pruned, so a watcher resuming from before it is told
+to reload (`inbox.reset`) instead of silently missing events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import asyncpg
+from google.protobuf.message import Message as ProtoMessage
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from huntaze.crm.v1 import crm_pb2
+from huntaze_crm import convert
+from huntaze_crm.models import InboxEvent
+from huntaze_crm.repository import INBOX_CHANNEL, CrmRepository
+from huntaze_crm.service import (
+    CONVERSATION_UPDATED,
+    FAN_UPDATED,
+    INBOX_RESET,
+    MESSAGE_READ,
+    MESSAGE_RECEIVED,
+    MESSAGE_STATUS_CHANGED,
+)
+from huntaze_kit.db import libpq_url
+from huntaze_kit.logging import get_logger
+
+log = get_logger(__name__)
+
+FETCH_BATCH = 500
+QUEUE_SIZE = 1000
+START_TIMEOUT = 30.0
+
+_PAYLOADS: dict[str, tuple[str, type[ProtoMessage]]] = {
+    MESSAGE_RECEIVED: ("message", crm_pb2.Message),
+    MESSAGE_STATUS_CHANGED: ("message", crm_pb2.Message),
+    MESSAGE_READ: ("messages_read", crm_pb2.MessagesRead),
+    FAN_UPDATED: ("fan", crm_pb2.Fan),
+    CONVERSATION_UPDATED: ("conversation", crm_pb2.Conversation),
+}
+
+
+def to_proto(row: InboxEvent) -> crm_pb2.InboxEvent:
+    event = crm_pb2.InboxEvent(
+        id=row.id, type=row.type, created_at=convert.timestamp(row.created_at)
+    )
+    known = _PAYLOADS.get(row.type)
+    if known is not None:
+        field_name, message_type = known
+        getattr(event, field_name).CopyFrom(message_type.FromString(row.payload))
+    return event
+
+
+@dataclass(eq=False)
+class _Watcher:
+    queue: asyncio.Queue[InboxEvent] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    overflowed: bool = False
+
+    def offer(self, event: InboxEvent) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+@dataclass(eq=False)
+class _CreatorChannel:
+    """The watchers of one creator and the last event id handed to them."""
+
+    creator_id: uuid.UUID
+    last_id: int
+    watchers: set[_Watcher] = field(default_factory=set)
+    dirty: bool = False
+    draining: asyncio.Task[None] | None = None
+
+
+class InboxHub:
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        sessions: async_sessionmaker[AsyncSession],
+        name: str = "crm-inbox",
+    ) -> None:
+        self._dsn = libpq_url(database_url)
+        self._sessions = sessions
+        self._name = name
+        self._channels: dict[uuid.UUID, _CreatorChannel] = {}
+        self._join_lock = asyncio.Lock()
+        self._listening = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def watcher_count(self) -> int:
+        return sum(len(channel.watchers) for channel in self._channels.values())
+
+    async def start(self) -> None:
+        """Starts listening and returns once the listener is connected."""
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._listen_forever(), name=f"{self._name}-listen")
+        await asyncio.wait_for(self._listening.wait(), START_TIMEOUT)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        for channel in list(self._channels.values()):
+            if channel.draining is not None:
+                channel.draining.cancel()
+
+    # -- watching -------------------------------------------------------------------------------
+
+    async def watch(
+        self, creator_id: uuid.UUID, after_id: int
+    ) -> AsyncIterator[crm_pb2.InboxEvent]:
+        """The creator's inbox events after `after_id` (0: from now on), then live ones."""
+        watcher = _Watcher()
+        channel = await self._join(creator_id, watcher)
+        try:
+            if after_id > 0:
+                async with self._sessions() as session:
+                    pruned = await CrmRepository(session).inbox_pruned_through(
+                        creator_id=creator_id
+                    )
+                cursor = after_id
+                if after_id < pruned:
+                    yield crm_pb2.InboxEvent(
+                        id=pruned, type=INBOX_RESET, reset=crm_pb2.InboxReset()
+                    )
+                    cursor = pruned
+            else:
+                cursor = channel.last_id
+            async for event in self._replay(creator_id, cursor):
+                cursor = event.id
+                yield to_proto(event)
+            while not self._stopping.is_set():
+                if watcher.overflowed:
+                    watcher.overflowed = False
+                    while not watcher.queue.empty():
+                        watcher.queue.get_nowait()
+                    async for event in self._replay(creator_id, cursor):
+                        cursor = event.id
+                        yield to_proto(event)
+                    continue
+                row = await watcher.queue.get()
+                if row.id <= cursor:
+                    continue
+                cursor = row.id
+                yield to_proto(row)
+        finally:
+            await self._leave(channel, watcher)
+
+    async def _replay(self, creator_id: uuid.UUID, after_id: int) -> AsyncIterator[InboxEvent]:
+        cursor = after_id
+        while True:
+            rows = await self._fetch(creator_id, cursor)
+            for row in rows:
+                cursor = row.id
+                yield row
+            if len(rows) < FETCH_BATCH:
+                return
+
+    async def _fetch(self, creator_id: uuid.UUID, after_id: int) -> Sequence[InboxEvent]:
+        async with self._sessions() as session:
+            return await CrmRepository(session).inbox_events_after(
+                creator_id=creator_id, after_id=after_id, limit=FETCH_BATCH
+            )
+
+    async def _join(self, creator_id: uuid.UUID, watcher: _Watcher) -> _CreatorChannel:
+        async with self._join_lock:
+            channel = self._channels.get(creator_id)
+            if channel is None:
+                async with self._sessions() as session:
+                    latest = await CrmRepository(session).latest_inbox_event_id(
+                        creator_id=creator_id
+                    )
+                channel = _CreatorChannel(creator_id=creator_id, last_id=latest)
+                self._channels[creator_id] = channel
+            channel.watchers.add(watcher)
+            return channel
+
+    async def _leave(self, channel: _CreatorChannel, watcher: _Watcher) -> None:
+        async with self._join_lock:
+            channel.watchers.discard(watcher)
+            if not channel.watchers and self._channels.get(channel.creator_id) is channel:
+                del self._channels[channel.creator_id]
+                if channel.draining is not None:
+                    channel.draining.cancel()
+
+    # -- fan-out --------------------------------------------------------------------------------
+
+    def _wake(self, channel: _CreatorChannel) -> None:
+        channel.dirty = True
+        if channel.draining is None or channel.draining.done():
+            channel.draining = asyncio.create_task(self._drain(channel))
+
+    async def _drain(self, channel: _CreatorChannel) -> None:
+        """Reads the creator's new events once and offers them to every watcher."""
+        while channel.dirty and not self._stopping.is_set():
+            channel.dirty = False
+            try:
+                while True:
+                    rows = await self._fetch(channel.creator_id, channel.last_id)
+                    for row in rows:
+                        for watcher in list(channel.watchers):
+                            watcher.offer(row)
+                        channel.last_id = row.id
+                    if len(rows) < FETCH_BATCH:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("inbox.fetch_failed", error=repr(err))
+                channel.dirty = True
+                await asyncio.sleep(0.5)
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        creator, _, _ = payload.partition(":")
+        try:
+            creator_id = uuid.UUID(creator)
+        except ValueError:
+            return
+        channel = self._channels.get(creator_id)
+        if channel is not None:
+            self._wake(channel)
+
+    async def _listen_forever(self) -> None:
+        delay = 0.2
+        while not self._stopping.is_set():
+            try:
+                conn: asyncpg.Connection = await asyncpg.connect(
+                    self._dsn, server_settings={"application_name": f"{self._name}-listen"}
+                )
+            except (OSError, TimeoutError, asyncpg.PostgresError) as err:
+                log.warning("inbox.listen_connect_failed", error=repr(err))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+            try:
+                await conn.add_listener(INBOX_CHANNEL, self._on_notify)
+                delay = 0.2
+                self._listening.set()
+                for channel in list(self._channels.values()):
+                    self._wake(channel)  # catch up with what happened while not listening
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 15.0)
+                    if not lost.is_set():
+                        await asyncio.wait_for(conn.fetchval("SELECT 1"), 5.0)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                log.warning("inbox.listen_lost", error=repr(err))
+            finally:
+                self._listening.clear()
+                if not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2.0)
+            if not self._stopping.is_set():
+                await asyncio.sleep(delay)
+
+
+_PRUNE = text(
+    """
+    WITH ranked AS (
+        SELECT id, creator_id, created_at,
+               row_number() OVER (PARTITION BY creator_id ORDER BY id DESC) AS position
+        FROM crm.inbox_events
+    ),
+    doomed AS (
+        SELECT id FROM ranked
+        WHERE position > :keep OR created_at < now() - make_interval(secs => :age)
+    ),
+    deleted AS (
+        DELETE FROM crm.inbox_events AS e USING doomed WHERE e.id = doomed.id
+        RETURNING e.creator_id, e.id
+    ),
+    marked AS (
+        INSERT INTO crm.inbox_retention AS r (creator_id, pruned_through_id)
+        SELECT creator_id, max(id) FROM deleted GROUP BY creator_id
+        ON CONFLICT (creator_id) DO UPDATE
+            SET pruned_through_id = greatest(r.pruned_through_id, excluded.pruned_through_id)
+        RETURNING 1
+    )
+    SELECT count(*) FROM deleted
+    """
+)
+
+
+class InboxPruner:
+    """Deletes inbox events beyond the retention, every `interval` seconds."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        retention: timedelta,
+        keep_events: int,
+        interval: float = 60.0,
+    ) -> None:
+        self._sessions = sessions
+        self._retention = retention
+        self._keep = keep_events
+        self._interval = interval
+        self._stopping = asyncio.Event()
+
+    async def prune(self) -> int:
+        """One pass (a maintenance job over every creator's inbox); returns rows deleted."""
+        async with self._sessions() as session:
+            deleted = (
+                await session.execute(
+                    _PRUNE, {"keep": self._keep, "age": self._retention.total_seconds()}
+                )
+            ).scalar_one()
+            await session.commit()
+        return int(deleted)
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                deleted = await self.prune()
+                if deleted:
+                    log.info("inbox.pruned", deleted=deleted)
+            except Exception as err:
+                log.warning("inbox.prune_failed", error=repr(err))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+
+    def stop(self) -> None:
+        self._stopping.set()

@@ -1,0 +1,819 @@
+"""Queries of the `crm` schema, one creator at a time.
+
+Tenant isolation lives here: every method takes the creator id, and every statement is filtered
+by it, so no method can read or change another creator's rows; a method never takes an object id
+without the creator it must belong to. Methods work inside the caller's transaction and never
+commit: the service layer decides where a transaction ends.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVarTuple
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    delete,
+    exists,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from huntaze_crm.models import (
+    SCHEMA,
+    SEARCH_CONFIG,
+    Conversation,
+    Fan,
+    FanList,
+    FanListMember,
+    InboxEvent,
+    InboxRetention,
+    Message,
+    Purchase,
+    QuickReply,
+)
+from huntaze_crm.pagination import NULL_TIME, Page, Sort
+from huntaze_crm.segments import Segment
+
+INBOX_CHANNEL = f"{SCHEMA}_inbox"
+_SEARCH_CONFIG: ColumnElement[Any] = literal_column(f"'{SEARCH_CONFIG}'::regconfig")
+
+ConversationRow = tuple[Conversation, Fan]
+_Ts = TypeVarTuple("_Ts")
+
+
+def _search(vector: Any, query: str) -> ColumnElement[bool]:
+    """`vector @@ websearch_to_tsquery(query)` in the service's text-search configuration."""
+    tsquery = func.websearch_to_tsquery(_SEARCH_CONFIG, query)
+    result: ColumnElement[bool] = vector.op("@@")(tsquery)
+    return result
+
+
+# --- sorts -----------------------------------------------------------------------------------
+
+FAN_SORTS: dict[str, Sort[Fan]] = {
+    "created_at_desc": Sort(
+        "fans.created_at",
+        (Fan.created_at, Fan.id),
+        True,
+        (datetime, uuid.UUID),
+        lambda f: (f.created_at, f.id),
+    ),
+    "last_message_at_desc": Sort(
+        "fans.last_message_at",
+        (func.coalesce(Fan.last_message_at, NULL_TIME), Fan.id),
+        True,
+        (datetime, uuid.UUID),
+        lambda f: (f.last_message_at or NULL_TIME, f.id),
+    ),
+    "value_cents_desc": Sort(
+        "fans.value_cents",
+        (Fan.value_cents, Fan.id),
+        True,
+        (int, uuid.UUID),
+        lambda f: (f.value_cents, f.id),
+    ),
+    "display_name_asc": Sort(
+        "fans.display_name",
+        (Fan.display_name, Fan.id),
+        False,
+        (str, uuid.UUID),
+        lambda f: (f.display_name, f.id),
+    ),
+    "last_seen_at_desc": Sort(
+        "fans.last_seen_at",
+        (func.coalesce(Fan.last_seen_at, NULL_TIME), Fan.id),
+        True,
+        (datetime, uuid.UUID),
+        lambda f: (f.last_seen_at or NULL_TIME, f.id),
+    ),
+}
+
+CONVERSATION_SORTS: dict[str, Sort[ConversationRow]] = {
+    "last_message_at_desc": Sort(
+        "conversations.last_message_at",
+        (Conversation.last_message_at, Conversation.id),
+        True,
+        (datetime, uuid.UUID),
+        lambda r: (r[0].last_message_at, r[0].id),
+    ),
+    "pinned_first": Sort(
+        "conversations.pinned",
+        (Conversation.pinned, Conversation.last_message_at, Conversation.id),
+        True,
+        (bool, datetime, uuid.UUID),
+        lambda r: (r[0].pinned, r[0].last_message_at, r[0].id),
+    ),
+    "unread_count_desc": Sort(
+        "conversations.unread_count",
+        (Conversation.unread_count, Conversation.last_message_at, Conversation.id),
+        True,
+        (int, datetime, uuid.UUID),
+        lambda r: (r[0].unread_count, r[0].last_message_at, r[0].id),
+    ),
+}
+
+MESSAGE_SORT: Sort[Message] = Sort(
+    "messages.created_at",
+    (Message.created_at, Message.id),
+    True,
+    (datetime, uuid.UUID),
+    lambda m: (m.created_at, m.id),
+)
+
+PURCHASE_SORT: Sort[Purchase] = Sort(
+    "purchases.occurred_at",
+    (Purchase.occurred_at, Purchase.id),
+    True,
+    (datetime, uuid.UUID),
+    lambda p: (p.occurred_at, p.id),
+)
+
+QUICK_REPLY_SORT: Sort[QuickReply] = Sort(
+    "quick_replies.shortcut",
+    (QuickReply.shortcut, QuickReply.id),
+    False,
+    (str, uuid.UUID),
+    lambda q: (q.shortcut, q.id),
+)
+
+FAN_LIST_SORT: Sort[FanList] = Sort(
+    "fan_lists.name",
+    (FanList.name, FanList.id),
+    False,
+    (str, uuid.UUID),
+    lambda f: (f.name, f.id),
+)
+
+
+def _page(query: Select[*_Ts], sort: Sort[Any], page: Page) -> Select[*_Ts]:
+    after = sort.after(page)
+    if after is not None:
+        query = query.where(after)
+    return query.order_by(*sort.order_by()).limit(page.size + 1)
+
+
+def _inbox_lock_key(creator_id: uuid.UUID) -> int:
+    return zlib.crc32(f"huntaze-crm-inbox:{creator_id}".encode()) - 2**31
+
+
+class CrmRepository:
+    """The creator-scoped queries of one unit of work (one `AsyncSession`)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # --- fans ------------------------------------------------------------------------------------
+
+    async def get_fan(
+        self, *, creator_id: uuid.UUID, fan_id: uuid.UUID, for_update: bool = False
+    ) -> Fan | None:
+        query = select(Fan).where(Fan.creator_id == creator_id, Fan.id == fan_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def get_fan_by_platform_id(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        platform: str,
+        platform_fan_id: str,
+        for_update: bool = False,
+    ) -> Fan | None:
+        query = select(Fan).where(
+            Fan.creator_id == creator_id,
+            Fan.platform == platform,
+            Fan.platform_fan_id == platform_fan_id,
+        )
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def insert_fan(
+        self, *, creator_id: uuid.UUID, values: dict[str, Any], now: datetime
+    ) -> Fan | None:
+        """A new fan; None when the platform account id is taken (also by a concurrent insert)."""
+        statement = (
+            pg_insert(Fan)
+            .values(
+                id=uuid.uuid4(), creator_id=creator_id, created_at=now, updated_at=now, **values
+            )
+            .on_conflict_do_nothing()
+            .returning(Fan)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def update_fan(
+        self, *, creator_id: uuid.UUID, fan_id: uuid.UUID, values: dict[str, Any]
+    ) -> Fan | None:
+        statement = (
+            update(Fan)
+            .where(Fan.creator_id == creator_id, Fan.id == fan_id)
+            .values(**values)
+            .returning(Fan)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def delete_fan(self, *, creator_id: uuid.UUID, fan_id: uuid.UUID) -> Fan | None:
+        statement = delete(Fan).where(Fan.creator_id == creator_id, Fan.id == fan_id).returning(Fan)
+        return (await self.session.scalars(statement)).one_or_none()
+
+    def _fan_query(
+        self, creator_id: uuid.UUID, segment: Segment | None, query: str, now: datetime
+    ) -> Select[Fan]:
+        statement = select(Fan).where(Fan.creator_id == creator_id)
+        if segment is not None:
+            statement = statement.where(segment.condition(now=now))
+        if query:
+            statement = statement.where(_search(Fan.search_vector, query))
+        return statement
+
+    async def list_fans(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        segment: Segment | None,
+        query: str,
+        sort: Sort[Fan],
+        page: Page,
+        now: datetime,
+    ) -> Sequence[Fan]:
+        statement = _page(self._fan_query(creator_id, segment, query, now), sort, page)
+        return (await self.session.scalars(statement)).all()
+
+    async def count_fans(self, *, creator_id: uuid.UUID, segment: Segment, now: datetime) -> int:
+        statement = select(func.count()).where(
+            Fan.creator_id == creator_id, segment.condition(now=now)
+        )
+        return int((await self.session.execute(statement)).scalar_one())
+
+    async def existing_fan_ids(
+        self, *, creator_id: uuid.UUID, fan_ids: Sequence[uuid.UUID], for_update: bool = False
+    ) -> set[uuid.UUID]:
+        statement = select(Fan.id).where(Fan.creator_id == creator_id, Fan.id.in_(fan_ids))
+        if for_update:
+            statement = statement.order_by(Fan.id).with_for_update()
+        return set((await self.session.scalars(statement)).all())
+
+    async def change_tags(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        fan_ids: Sequence[uuid.UUID],
+        add: Sequence[str],
+        remove: Sequence[str],
+        now: datetime,
+    ) -> Sequence[Fan]:
+        """Adds then removes tags (order kept, no duplicates); returns the fans that changed."""
+        merged = func.array_cat(Fan.tags, literal(list(add), type_=Fan.tags.type))
+        tag = func.unnest(merged).table_valued("t", with_ordinality="n").render_derived()
+        computed = func.array(
+            select(tag.c.t)
+            .where(~tag.c.t.in_(list(remove)) if remove else true())
+            .group_by(tag.c.t)
+            .order_by(func.min(tag.c.n))
+            .scalar_subquery()
+        )
+        statement = (
+            update(Fan)
+            .where(
+                Fan.creator_id == creator_id,
+                Fan.id.in_(fan_ids),
+                Fan.tags.is_distinct_from(computed),
+            )
+            .values(tags=computed, updated_at=now)
+            .returning(Fan)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def recompute_fan_value(
+        self, *, creator_id: uuid.UUID, fan_id: uuid.UUID, now: datetime
+    ) -> Fan | None:
+        """Sets the fan's spend to the sum of their purchases."""
+        total = (
+            select(func.coalesce(func.sum(Purchase.amount_cents), 0))
+            .where(Purchase.creator_id == creator_id, Purchase.fan_id == fan_id)
+            .scalar_subquery()
+        )
+        return await self.update_fan(
+            creator_id=creator_id, fan_id=fan_id, values={"value_cents": total, "updated_at": now}
+        )
+
+    # --- conversations ---------------------------------------------------------------------------
+
+    async def get_conversation(
+        self, *, creator_id: uuid.UUID, conversation_id: uuid.UUID, for_update: bool = False
+    ) -> Conversation | None:
+        query = select(Conversation).where(
+            Conversation.creator_id == creator_id, Conversation.id == conversation_id
+        )
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def get_conversation_with_fan(
+        self, *, creator_id: uuid.UUID, conversation_id: uuid.UUID
+    ) -> ConversationRow | None:
+        query = (
+            select(Conversation, Fan)
+            .join(
+                Fan, (Fan.creator_id == Conversation.creator_id) & (Fan.id == Conversation.fan_id)
+            )
+            .where(Conversation.creator_id == creator_id, Conversation.id == conversation_id)
+        )
+        row = (await self.session.execute(query)).one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    async def open_conversation(
+        self, *, creator_id: uuid.UUID, fan: Fan, now: datetime
+    ) -> tuple[Conversation, bool]:
+        """The fan's conversation on their platform, locked; created when missing."""
+        inserted = (
+            await self.session.scalars(
+                pg_insert(Conversation)
+                .values(
+                    id=uuid.uuid4(),
+                    creator_id=creator_id,
+                    fan_id=fan.id,
+                    platform=fan.platform,
+                    last_message_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=[
+                        Conversation.creator_id,
+                        Conversation.fan_id,
+                        Conversation.platform,
+                    ]
+                )
+                .returning(Conversation.id)
+            )
+        ).one_or_none()
+        query = (
+            select(Conversation)
+            .where(
+                Conversation.creator_id == creator_id,
+                Conversation.fan_id == fan.id,
+                Conversation.platform == fan.platform,
+            )
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        conversation = (await self.session.scalars(query)).one()
+        return conversation, inserted is not None
+
+    async def update_conversation(
+        self, *, creator_id: uuid.UUID, conversation_id: uuid.UUID, values: dict[str, Any]
+    ) -> Conversation | None:
+        statement = (
+            update(Conversation)
+            .where(Conversation.creator_id == creator_id, Conversation.id == conversation_id)
+            .values(**values)
+            .returning(Conversation)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def count_unread(self, *, creator_id: uuid.UUID, conversation_id: uuid.UUID) -> int:
+        statement = select(func.count()).where(
+            Message.creator_id == creator_id,
+            Message.conversation_id == conversation_id,
+            Message.direction == "in",
+            Message.read.is_(False),
+        )
+        return int((await self.session.execute(statement)).scalar_one())
+
+    async def list_conversations(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        unread_only: bool,
+        platform: str | None,
+        query: str,
+        archived: bool | None,
+        sort: Sort[ConversationRow],
+        page: Page,
+    ) -> list[ConversationRow]:
+        statement = (
+            select(Conversation, Fan)
+            .join(
+                Fan, (Fan.creator_id == Conversation.creator_id) & (Fan.id == Conversation.fan_id)
+            )
+            .where(Conversation.creator_id == creator_id)
+        )
+        if unread_only:
+            statement = statement.where(Conversation.unread_count > 0)
+        if platform is not None:
+            statement = statement.where(Conversation.platform == platform)
+        if archived is not None:
+            statement = statement.where(Conversation.archived.is_(archived))
+        if query:
+            message_match = exists().where(
+                Message.creator_id == creator_id,
+                Message.conversation_id == Conversation.id,
+                _search(Message.search_vector, query),
+            )
+            statement = statement.where(or_(_search(Fan.search_vector, query), message_match))
+        rows = (await self.session.execute(_page(statement, sort, page))).all()
+        return [(row[0], row[1]) for row in rows]
+
+    # --- messages --------------------------------------------------------------------------------
+
+    async def get_message(
+        self, *, creator_id: uuid.UUID, message_id: uuid.UUID, for_update: bool = False
+    ) -> Message | None:
+        query = select(Message).where(Message.creator_id == creator_id, Message.id == message_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def get_message_by_platform_id(
+        self, *, creator_id: uuid.UUID, platform: str, platform_message_id: str
+    ) -> Message | None:
+        query = select(Message).where(
+            Message.creator_id == creator_id,
+            Message.platform == platform,
+            Message.platform_message_id == platform_message_id,
+        )
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def get_message_by_idempotency_key(
+        self, *, creator_id: uuid.UUID, idempotency_key: str, for_update: bool = False
+    ) -> Message | None:
+        query = select(Message).where(
+            Message.creator_id == creator_id, Message.idempotency_key == idempotency_key
+        )
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def insert_message(
+        self, *, creator_id: uuid.UUID, values: dict[str, Any]
+    ) -> Message | None:
+        """A new message; None when its platform id or idempotency key is already stored."""
+        statement = (
+            pg_insert(Message)
+            .values(id=uuid.uuid4(), creator_id=creator_id, **values)
+            .on_conflict_do_nothing()
+            .returning(Message)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def update_message(
+        self, *, creator_id: uuid.UUID, message_id: uuid.UUID, values: dict[str, Any]
+    ) -> Message | None:
+        statement = (
+            update(Message)
+            .where(Message.creator_id == creator_id, Message.id == message_id)
+            .values(**values)
+            .returning(Message)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def mark_read(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        message_ids: Sequence[uuid.UUID] | None,
+        now: datetime,
+    ) -> list[uuid.UUID]:
+        """Marks unread inbound messages read (those of `message_ids`, or all of the
+        conversation); returns the ids that changed."""
+        statement = (
+            update(Message)
+            .where(
+                Message.creator_id == creator_id,
+                Message.conversation_id == conversation_id,
+                Message.direction == "in",
+                Message.read.is_(False),
+            )
+            .values(read=True, read_at=now, updated_at=now)
+            .returning(Message.id)
+        )
+        if message_ids is not None:
+            statement = statement.where(Message.id.in_(message_ids))
+        return list((await self.session.scalars(statement)).all())
+
+    async def list_messages(
+        self, *, creator_id: uuid.UUID, conversation_id: uuid.UUID | None, query: str, page: Page
+    ) -> Sequence[Message]:
+        statement = select(Message).where(Message.creator_id == creator_id)
+        if conversation_id is not None:
+            statement = statement.where(Message.conversation_id == conversation_id)
+        if query:
+            statement = statement.where(_search(Message.search_vector, query))
+        return (await self.session.scalars(_page(statement, MESSAGE_SORT, page))).all()
+
+    # --- purchases -------------------------------------------------------------------------------
+
+    async def get_purchase_by_transaction(
+        self, *, creator_id: uuid.UUID, platform: str, platform_transaction_id: str
+    ) -> Purchase | None:
+        query = select(Purchase).where(
+            Purchase.creator_id == creator_id,
+            Purchase.platform == platform,
+            Purchase.platform_transaction_id == platform_transaction_id,
+        )
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def insert_purchase(
+        self, *, creator_id: uuid.UUID, values: dict[str, Any]
+    ) -> Purchase | None:
+        """A new purchase; None when its platform transaction is already stored."""
+        statement = (
+            pg_insert(Purchase)
+            .values(id=uuid.uuid4(), creator_id=creator_id, **values)
+            .on_conflict_do_nothing()
+            .returning(Purchase)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def link_purchases(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        platform: str,
+        platform_message_id: str,
+        message_id: uuid.UUID,
+    ) -> Sequence[Purchase]:
+        """Links purchases recorded before their message's platform id was known."""
+        statement = (
+            update(Purchase)
+            .where(
+                Purchase.creator_id == creator_id,
+                Purchase.platform == platform,
+                Purchase.platform_message_id == platform_message_id,
+                Purchase.message_id.is_(None),
+            )
+            .values(message_id=message_id)
+            .returning(Purchase)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def list_purchases(
+        self, *, creator_id: uuid.UUID, fan_id: uuid.UUID, page: Page
+    ) -> Sequence[Purchase]:
+        statement = select(Purchase).where(
+            Purchase.creator_id == creator_id, Purchase.fan_id == fan_id
+        )
+        return (await self.session.scalars(_page(statement, PURCHASE_SORT, page))).all()
+
+    # --- quick replies ---------------------------------------------------------------------------
+
+    async def get_quick_reply(
+        self, *, creator_id: uuid.UUID, quick_reply_id: uuid.UUID
+    ) -> QuickReply | None:
+        query = select(QuickReply).where(
+            QuickReply.creator_id == creator_id, QuickReply.id == quick_reply_id
+        )
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def insert_quick_reply(
+        self, *, creator_id: uuid.UUID, shortcut: str, text: str, now: datetime
+    ) -> QuickReply | None:
+        """None when the shortcut is taken."""
+        statement = (
+            pg_insert(QuickReply)
+            .values(
+                id=uuid.uuid4(),
+                creator_id=creator_id,
+                shortcut=shortcut,
+                text=text,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(QuickReply)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def shortcut_taken(
+        self, *, creator_id: uuid.UUID, shortcut: str, other_than: uuid.UUID
+    ) -> bool:
+        query = select(QuickReply.id).where(
+            QuickReply.creator_id == creator_id,
+            QuickReply.shortcut == shortcut,
+            QuickReply.id != other_than,
+        )
+        return (await self.session.scalars(query)).first() is not None
+
+    async def update_quick_reply(
+        self, *, creator_id: uuid.UUID, quick_reply_id: uuid.UUID, values: dict[str, Any]
+    ) -> QuickReply | None:
+        statement = (
+            update(QuickReply)
+            .where(QuickReply.creator_id == creator_id, QuickReply.id == quick_reply_id)
+            .values(**values)
+            .returning(QuickReply)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def delete_quick_reply(self, *, creator_id: uuid.UUID, quick_reply_id: uuid.UUID) -> bool:
+        statement = (
+            delete(QuickReply)
+            .where(QuickReply.creator_id == creator_id, QuickReply.id == quick_reply_id)
+            .returning(QuickReply.id)
+        )
+        return (await self.session.scalars(statement)).one_or_none() is not None
+
+    async def list_quick_replies(
+        self, *, creator_id: uuid.UUID, shortcut_prefix: str, page: Page
+    ) -> Sequence[QuickReply]:
+        statement = select(QuickReply).where(QuickReply.creator_id == creator_id)
+        if shortcut_prefix:
+            statement = statement.where(
+                QuickReply.shortcut.startswith(shortcut_prefix, autoescape=True)
+            )
+        return (await self.session.scalars(_page(statement, QUICK_REPLY_SORT, page))).all()
+
+    # --- fan lists -------------------------------------------------------------------------------
+
+    async def get_fan_list(
+        self, *, creator_id: uuid.UUID, list_id: uuid.UUID, for_update: bool = False
+    ) -> FanList | None:
+        query = select(FanList).where(FanList.creator_id == creator_id, FanList.id == list_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def insert_fan_list(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        name: str,
+        kind: str,
+        segment: dict[str, Any] | None,
+        now: datetime,
+    ) -> FanList:
+        statement = (
+            pg_insert(FanList)
+            .values(
+                id=uuid.uuid4(),
+                creator_id=creator_id,
+                name=name,
+                kind=kind,
+                segment=segment,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(FanList)
+        )
+        return (await self.session.scalars(statement)).one()
+
+    async def update_fan_list(
+        self, *, creator_id: uuid.UUID, list_id: uuid.UUID, values: dict[str, Any]
+    ) -> FanList | None:
+        statement = (
+            update(FanList)
+            .where(FanList.creator_id == creator_id, FanList.id == list_id)
+            .values(**values)
+            .returning(FanList)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def delete_fan_list(self, *, creator_id: uuid.UUID, list_id: uuid.UUID) -> bool:
+        statement = (
+            delete(FanList)
+            .where(FanList.creator_id == creator_id, FanList.id == list_id)
+            .returning(FanList.id)
+        )
+        return (await self.session.scalars(statement)).one_or_none() is not None
+
+    async def list_fan_lists(
+        self, *, creator_id: uuid.UUID, kind: str | None, page: Page
+    ) -> Sequence[FanList]:
+        statement = select(FanList).where(FanList.creator_id == creator_id)
+        if kind is not None:
+            statement = statement.where(FanList.kind == kind)
+        return (await self.session.scalars(_page(statement, FAN_LIST_SORT, page))).all()
+
+    async def count_members(self, *, creator_id: uuid.UUID, list_id: uuid.UUID) -> int:
+        statement = select(func.count()).where(
+            FanListMember.creator_id == creator_id, FanListMember.list_id == list_id
+        )
+        return int((await self.session.execute(statement)).scalar_one())
+
+    async def add_members(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        list_id: uuid.UUID,
+        fan_ids: Sequence[uuid.UUID],
+        now: datetime,
+    ) -> int:
+        statement = (
+            pg_insert(FanListMember)
+            .values(
+                [
+                    {
+                        "creator_id": creator_id,
+                        "list_id": list_id,
+                        "fan_id": fan_id,
+                        "added_at": now,
+                    }
+                    for fan_id in fan_ids
+                ]
+            )
+            .on_conflict_do_nothing()
+            .returning(FanListMember.fan_id)
+        )
+        return len((await self.session.scalars(statement)).all())
+
+    async def remove_members(
+        self, *, creator_id: uuid.UUID, list_id: uuid.UUID, fan_ids: Sequence[uuid.UUID]
+    ) -> int:
+        statement = (
+            delete(FanListMember)
+            .where(
+                FanListMember.creator_id == creator_id,
+                FanListMember.list_id == list_id,
+                FanListMember.fan_id.in_(fan_ids),
+            )
+            .returning(FanListMember.fan_id)
+        )
+        return len((await self.session.scalars(statement)).all())
+
+    async def list_members(
+        self, *, creator_id: uuid.UUID, list_id: uuid.UUID, sort: Sort[Fan], page: Page
+    ) -> Sequence[Fan]:
+        member = exists().where(
+            FanListMember.creator_id == creator_id,
+            FanListMember.list_id == list_id,
+            FanListMember.fan_id == Fan.id,
+        )
+        statement = select(Fan).where(Fan.creator_id == creator_id, member)
+        return (await self.session.scalars(_page(statement, sort, page))).all()
+
+    # --- inbox events ----------------------------------------------------------------------------
+
+    async def append_inbox_events(
+        self, *, creator_id: uuid.UUID, events: Sequence[tuple[str, bytes]], now: datetime
+    ) -> list[int]:
+        """Appends events to the creator's inbox and signals the watchers at commit.
+
+        Call it last in the transaction: it takes the creator's inbox lock, held until commit,
+        so that event ids increase in commit order within the creator's inbox (a watcher
+        resuming after id N then never misses an event committed later with a smaller id).
+        """
+        if not events:
+            return []
+        await self.session.execute(select(func.pg_advisory_xact_lock(_inbox_lock_key(creator_id))))
+        statement = (
+            pg_insert(InboxEvent)
+            .values(
+                [
+                    {"creator_id": creator_id, "type": kind, "payload": payload, "created_at": now}
+                    for kind, payload in events
+                ]
+            )
+            .returning(InboxEvent.id)
+        )
+        ids = list((await self.session.scalars(statement)).all())
+        await self.session.execute(
+            select(func.pg_notify(INBOX_CHANNEL, f"{creator_id}:{max(ids)}"))
+        )
+        return ids
+
+    async def inbox_events_after(
+        self, *, creator_id: uuid.UUID, after_id: int, limit: int
+    ) -> Sequence[InboxEvent]:
+        statement = (
+            select(InboxEvent)
+            .where(InboxEvent.creator_id == creator_id, InboxEvent.id > after_id)
+            .order_by(InboxEvent.id)
+            .limit(limit)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def latest_inbox_event_id(self, *, creator_id: uuid.UUID) -> int:
+        statement = select(func.coalesce(func.max(InboxEvent.id), 0)).where(
+            InboxEvent.creator_id == creator_id
+        )
+        return int((await self.session.execute(statement)).scalar_one())
+
+    async def inbox_pruned_through(self, *, creator_id: uuid.UUID) -> int:
+        statement = select(InboxRetention.pruned_through_id).where(
+            InboxRetention.creator_id == creator_id
+        )
+        found = (await self.session.scalars(statement)).one_or_none()
+        return int(found or 0)

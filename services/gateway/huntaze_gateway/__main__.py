@@ -1,0 +1,36 @@
+"""`python -m huntaze_gateway`: the gateway under uvicorn (uvloop, httptools), logging through
+structlog (uvicorn's own access log is off: the edge middleware logs each request)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from huntaze_gateway.app import create_app
+from huntaze_gateway.config import GatewaySettings
+from huntaze_kit.logging import configure_logging, get_logger
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    configure_logging(service="gateway", level=settings.log_level, fmt=settings.log_format)
+    get_logger(__name__).info(
+        "gateway_listening", url=f"http://{settings.gateway_host}:{settings.gateway_port}"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        # Client addresses come from the trusted-proxy setting, not from uvicorn.
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The gateway application: `create_app(settings)`.
+
+At start it opens one long-lived gRPC channel per upstream service, a `TokenVerifier` that reads
+auth's public keys over gRPC, and a `RevocationFollower` fed from NATS, so a revoked session is
+refused at the edge as soon as its `auth.session.revoked` event arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+from huntaze.auth.v1 import auth_pb2_grpc
+from huntaze_gateway import __version__
+from huntaze_gateway.auth_routes import (
+    SECURED,
+    auth_router,
+    needs_caller,
+    onboarding_router,
+    security_schemes,
+)
+from huntaze_gateway.config import GatewaySettings
+from huntaze_gateway.health import health_router
+from huntaze_gateway.middleware import install_middleware
+from huntaze_gateway.problems import (
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    Problems,
+    install_problem_handlers,
+)
+from huntaze_gateway.state import Runtime
+from huntaze_gateway.tokens import VerifiedTokens
+from huntaze_gateway.upstream import AuthKeySource, CallOptions, open_channel
+from huntaze_kit.identity import RevocationList, TokenVerifier
+from huntaze_kit.logging import get_logger
+from huntaze_kit.revocations import RevocationFollower
+from huntaze_kit.streams import connect_nats
+
+log = get_logger(__name__)
+
+API_DESCRIPTION = """\
+The HTTP/JSON API of Huntaze. Every route forwards to a gRPC service.
+
+**Authentication.** Sign in with `POST /api/auth/login`. Browsers get the tokens as HttpOnly
+cookies; API clients read them from the body and send `Authorization: Bearer <accessToken>`.
+Access tokens live 15 minutes; `POST /api/auth/refresh` exchanges the refresh token (body or
+cookie) for a new pair.
+
+**Errors.** Every error is an RFC 9457 `application/problem+json` document with `type`, `title`,
+`status`, `detail`, `instance`, a stable machine-readable `code` and, when the input was at
+fault, `errors`: a list of `{field, message}`. A 429 comes with `Retry-After`.
+
+**Naming.** JSON members are camelCase (snake_case is accepted on input).
+"""
+
+
+def upstream_targets(settings: GatewaySettings) -> Mapping[str, str]:
+    """Every upstream service the gateway talks to, by name."""
+    return {"auth": settings.auth_grpc_target}
+
+
+async def _follow_revocations(runtime: Runtime, *, poll_seconds: float = 1.0) -> None:
+    """Connects to NATS (waiting for it when it is not up yet) and follows revocations.
+
+    After each reconnection the subscription is made anew: the ordered consumer does not
+    survive a server restart (its own recovery asks for a start time and a start sequence at
+    once, which JetStream refuses), and a new one replays the recent revocations, so none
+    published meanwhile is missed.
+    """
+    while True:
+        try:
+            client = await connect_nats(runtime.settings.nats_url, name="gateway")
+            break
+        except ConnectionError as error:
+            log.warning("nats_unreachable_retrying", error=str(error))
+    runtime.nats = client
+    reconnects = client.stats["reconnects"]
+    while True:
+        follower = RevocationFollower(client.jetstream(), runtime.verifier.revocations)
+        await follower.start()
+        previous, runtime.follower = runtime.follower, follower
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous.stop()
+        log.info("revocations_followed", reconnects=reconnects)
+        # Polled: the connection's callbacks are `connect_nats`'s own.
+        while client.stats["reconnects"] == reconnects or not client.is_connected:  # noqa: ASYNC110
+            await asyncio.sleep(poll_seconds)
+        reconnects = client.stats["reconnects"]
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: GatewaySettings = app.state.settings
+    channels = {name: open_channel(target) for name, target in upstream_targets(settings).items()}
+    call = CallOptions(settings.gateway_upstream_deadline_seconds)
+    auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
+    verifier = TokenVerifier(
+        key_source=AuthKeySource(auth, call),
+        audience=settings.token_audience,
+        issuer=settings.token_issuer,
+        revocations=RevocationList(),
+    )
+    runtime = Runtime(
+        settings=settings,
+        problems=app.state.problems,
+        channels=channels,
+        auth=auth,
+        call=call,
+        verifier=verifier,
+        tokens=VerifiedTokens(verifier),
+    )
+    runtime.background.append(
+        asyncio.create_task(_follow_revocations(runtime), name="follow-revocations")
+    )
+    app.state.runtime = runtime
+    log.info("gateway_started", upstreams=dict(upstream_targets(settings)))
+    try:
+        yield
+    finally:
+        for task in runtime.background:
+            task.cancel()
+        for task in runtime.background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if runtime.follower is not None:
+            with contextlib.suppress(Exception):
+                await runtime.follower.stop()
+        if runtime.nats is not None:
+            with contextlib.suppress(Exception):
+                await runtime.nats.close()
+        for channel in channels.values():
+            await channel.close(grace=1.0)
+        log.info("gateway_stopped")
+
+
+def _problem_openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with every error response typed `application/problem+json`."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content")
+                if not status.isdigit() or int(status) < 400 or not content:
+                    continue
+                json_content = content.pop("application/json", None)
+                if json_content is not None:
+                    content[PROBLEM_MEDIA_TYPE] = json_content
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {}).pop("HTTPValidationError", None)
+    components["schemas"].pop("ValidationError", None)
+    settings: GatewaySettings = app.state.settings
+    components["securitySchemes"] = security_schemes(settings.gateway_access_cookie_name)
+    for route in (*auth_router.routes, *onboarding_router.routes):
+        if isinstance(route, APIRoute) and route.include_in_schema and needs_caller(route):
+            for method in route.methods or ():
+                schema["paths"][route.path_format][method.lower()]["security"] = SECURED
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    problems = Problems(settings.gateway_problem_type_base)
+    docs = settings.gateway_docs_enabled
+    app = FastAPI(
+        title="Huntaze API",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+        openapi_tags=[
+            {"name": "auth", "description": "Accounts, sign-in, sessions and two-factor."},
+            {"name": "onboarding", "description": "The creator profile and onboarding."},
+            {"name": "health", "description": "Liveness and readiness probes."},
+        ],
+        responses={500: {"model": Problem, "description": "Unexpected error."}},
+    )
+    app.state.settings = settings
+    app.state.problems = problems
+    install_problem_handlers(app, problems)
+    install_middleware(app, settings, problems)
+    app.include_router(auth_router)
+    app.include_router(onboarding_router)
+    app.include_router(health_router)
+
+    def openapi() -> dict[str, Any]:
+        return _problem_openapi(app)
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,917 @@
+"""`/api/auth/*` and `/api/onboarding/*`: HTTP/JSON in, the auth service's gRPC API out.
+
+The gateway holds no rules of its own: it checks the shape of the input, verifies the access
+token locally (so that a revoked session is refused at the edge at once), forwards the token as
+`authorization` metadata, and turns the answer into JSON (errors: see `problems`). Browsers get
+the tokens as HttpOnly cookies; API clients read them from the body and send them as Bearer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import grpc
+from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.routing import APIRoute
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from huntaze.auth.v1 import auth_pb2
+from huntaze.common.v1 import common_pb2
+from huntaze_gateway.config import GatewaySettings
+from huntaze_gateway.problems import FORBIDDEN, ApiProblem, Problem, error_details_of
+from huntaze_gateway.state import runtime_of
+from huntaze_kit.errors import Unauthenticated
+from huntaze_kit.identity import Principal, bearer_token
+from huntaze_kit.rich_status import ErrorDetails, from_rpc_error
+
+if TYPE_CHECKING:
+    from huntaze.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
+
+REFRESH_COOKIE_PATH = "/api/auth"
+MAX_USER_AGENT = 512
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# The OpenAPI security requirement of every route that needs a signed-in user (the document
+# marks the routes that depend on `current_caller`; see `app`).
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"cookie": []}]
+
+
+def security_schemes(access_cookie_name: str) -> dict[str, Any]:
+    return {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "The access token from login or refresh.",
+        },
+        "cookie": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": access_cookie_name,
+            "description": "The access-token cookie that login and refresh set (browsers).",
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: camelCase on the wire, snake_case accepted on input too.
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="ignore",
+    )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _encodable_text(cls, value: Any) -> Any:
+        """Text must be valid UTF-8 without NUL (JSON can carry lone surrogates and \\u0000,
+        which protobuf and PostgreSQL cannot)."""
+        texts = value if isinstance(value, list) else [value]
+        for text in texts:
+            if isinstance(text, str) and not _is_clean_text(text):
+                raise ValueError("contains characters that are not allowed (NUL or surrogates)")
+        return value
+
+
+def _is_clean_text(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+Email = Annotated[str, Field(min_length=1, max_length=320, examples=["ada@example.com"])]
+# The service decides what makes a good password; this only bounds the input.
+Password = Annotated[str, Field(min_length=1, max_length=1024)]
+Opaque = Annotated[str, Field(min_length=1, max_length=2048)]
+Code = Annotated[
+    str, Field(min_length=1, max_length=64, description="A TOTP code or a recovery code.")
+]
+
+
+class RegisterBody(ApiModel):
+    email: Email
+    password: Password = Field(description="8 to 128 characters, not easily guessed.")
+    name: str = Field(default="", max_length=200, description="How to address the user.")
+
+
+class LoginBody(ApiModel):
+    email: Email
+    password: Password
+
+
+class TwoFactorLoginBody(ApiModel):
+    challenge_token: Opaque = Field(description="From the login answer's `challenge`.")
+    code: Code
+
+
+class RefreshBody(ApiModel):
+    refresh_token: Opaque | None = Field(
+        default=None, description="Omit it to use the refresh-token cookie."
+    )
+
+
+class TokenBody(ApiModel):
+    token: Opaque = Field(description="The token from the link in the email.")
+
+
+class EmailBody(ApiModel):
+    email: Email
+
+
+class ResetPasswordBody(ApiModel):
+    token: Opaque = Field(description="The token from the link in the email.")
+    new_password: Password
+
+
+class ChangePasswordBody(ApiModel):
+    current_password: Password
+    new_password: Password
+
+
+class CodeBody(ApiModel):
+    code: Code
+
+
+class DisableTwoFactorBody(ApiModel):
+    password: Password
+    code: Code
+
+
+class SaveProfileBody(ApiModel):
+    display_name: str = Field(default="", max_length=100)
+    bio: str = Field(default="", max_length=2000)
+    timezone: str = Field(default="", max_length=64, examples=["Europe/Paris"])
+    niche: str = Field(default="", max_length=100)
+    goals: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=20)
+
+
+class UserOut(ApiModel):
+    id: str
+    email: str
+    name: str
+    email_verified: bool
+    two_factor_enabled: bool
+    onboarding_completed: bool
+    created_at: datetime | None
+
+
+class TokensOut(ApiModel):
+    token_type: Literal["Bearer"] = "Bearer"
+    access_token: str
+    access_token_expires_at: datetime | None
+    refresh_token: str
+    refresh_token_expires_at: datetime | None
+    session_id: str
+
+
+class ChallengeOut(ApiModel):
+    challenge_token: str = Field(description="Send it with a code to `POST /api/auth/login/2fa`.")
+    expires_at: datetime | None
+
+
+class LoginOut(ApiModel):
+    status: Literal["signed_in", "two_factor_required"]
+    user: UserOut | None
+    tokens: TokensOut | None = Field(description="Set when `status` is `signed_in`.")
+    challenge: ChallengeOut | None = Field(
+        description="Set when `status` is `two_factor_required`."
+    )
+
+
+class UserEnvelope(ApiModel):
+    user: UserOut
+
+
+class ProfileOut(ApiModel):
+    display_name: str
+    bio: str
+    timezone: str
+    niche: str
+    goals: list[str]
+    onboarding_completed: bool
+    onboarding_completed_at: datetime | None
+    updated_at: datetime | None
+
+
+class MeOut(ApiModel):
+    user: UserOut
+    profile: ProfileOut | None
+
+
+class SessionOut(ApiModel):
+    id: str
+    ip_address: str
+    user_agent: str
+    created_at: datetime | None
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    current: bool = Field(description="The session of the calling token.")
+
+
+class SessionsOut(ApiModel):
+    sessions: list[SessionOut]
+
+
+class RevokedOut(ApiModel):
+    revoked_count: int
+
+
+class EnrollmentOut(ApiModel):
+    secret: str = Field(description="Base32 secret, for manual entry.")
+    otpauth_uri: str
+    qr_svg: str = Field(description="The otpauth URI as an SVG QR code.")
+
+
+class RecoveryCodesOut(ApiModel):
+    recovery_codes: list[str] = Field(description="Shown once; each works one time.")
+
+
+class AcceptedOut(ApiModel):
+    message: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Proto -> JSON.
+
+
+def _time(message: Any, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    stamp: Timestamp = getattr(message, name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def user_out(user: auth_pb2.User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        email_verified=user.email_verified,
+        two_factor_enabled=user.two_factor_enabled,
+        onboarding_completed=user.onboarding_completed,
+        created_at=_time(user, "created_at"),
+    )
+
+
+def tokens_out(tokens: auth_pb2.TokenPair) -> TokensOut:
+    return TokensOut(
+        access_token=tokens.access_token,
+        access_token_expires_at=_time(tokens, "access_token_expires_at"),
+        refresh_token=tokens.refresh_token,
+        refresh_token_expires_at=_time(tokens, "refresh_token_expires_at"),
+        session_id=tokens.session_id,
+    )
+
+
+def profile_out(profile: auth_pb2.Profile) -> ProfileOut:
+    return ProfileOut(
+        display_name=profile.display_name,
+        bio=profile.bio,
+        timezone=profile.timezone,
+        niche=profile.niche,
+        goals=list(profile.goals),
+        onboarding_completed=profile.onboarding_completed,
+        onboarding_completed_at=_time(profile, "onboarding_completed_at"),
+        updated_at=_time(profile, "updated_at"),
+    )
+
+
+def session_out(session: auth_pb2.Session) -> SessionOut:
+    return SessionOut(
+        id=session.id,
+        ip_address=session.ip_address,
+        user_agent=session.user_agent,
+        created_at=_time(session, "created_at"),
+        last_used_at=_time(session, "last_used_at"),
+        expires_at=_time(session, "expires_at"),
+        current=session.current,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Cookies, client context and the caller.
+
+
+def _cookie_lifetime(stamp: datetime | None, fallback: int) -> int:
+    if stamp is None:
+        return fallback
+    return max(0, int(stamp.timestamp() - time.time()))
+
+
+def set_token_cookies(response: Response, settings: GatewaySettings, tokens: TokensOut) -> None:
+    common: dict[str, Any] = {
+        "domain": settings.gateway_cookie_domain,
+        "secure": settings.gateway_cookie_secure,
+        "httponly": True,
+        "samesite": settings.gateway_cookie_samesite,
+    }
+    response.set_cookie(
+        settings.gateway_access_cookie_name,
+        tokens.access_token,
+        max_age=_cookie_lifetime(tokens.access_token_expires_at, 15 * 60),
+        path="/",
+        **common,
+    )
+    response.set_cookie(
+        settings.gateway_refresh_cookie_name,
+        tokens.refresh_token,
+        max_age=_cookie_lifetime(tokens.refresh_token_expires_at, 30 * 24 * 3600),
+        path=REFRESH_COOKIE_PATH,
+        **common,
+    )
+
+
+def clear_token_cookies(response: Response, settings: GatewaySettings) -> None:
+    common: dict[str, Any] = {
+        "domain": settings.gateway_cookie_domain,
+        "secure": settings.gateway_cookie_secure,
+        "httponly": True,
+        "samesite": settings.gateway_cookie_samesite,
+    }
+    response.delete_cookie(settings.gateway_access_cookie_name, path="/", **common)
+    response.delete_cookie(settings.gateway_refresh_cookie_name, path=REFRESH_COOKIE_PATH, **common)
+
+
+def client_ip(request: Request, trusted_proxies: int) -> str:
+    """The client's address: the TCP peer, or, behind `trusted_proxies` proxies that each
+    append to X-Forwarded-For, the address the outermost of them saw."""
+    peer = request.client.host if request.client else ""
+    if trusted_proxies <= 0:
+        return peer
+    hops = [
+        hop.strip()
+        for value in request.headers.getlist("x-forwarded-for")
+        for hop in value.split(",")
+        if hop.strip()
+    ]
+    if not hops:
+        return peer
+    candidate = hops[-trusted_proxies] if len(hops) >= trusted_proxies else hops[0]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return peer
+
+
+def client_context(request: Request) -> common_pb2.ClientContext:
+    settings = runtime_of(request).settings
+    return common_pb2.ClientContext(
+        ip_address=client_ip(request, settings.gateway_trusted_proxies),
+        user_agent=request.headers.get("user-agent", "")[:MAX_USER_AGENT],
+    )
+
+
+def check_same_origin(request: Request, settings: GatewaySettings) -> None:
+    """A request authenticated by cookie that changes state must come from our own pages or an
+    allowed origin: the browser's Origin and Sec-Fetch-Site headers say where it comes from."""
+    if request.method in _SAFE_METHODS:
+        return
+    origin = request.headers.get("origin")
+    if origin is not None and origin != "null":
+        if origin.rstrip("/") in settings.gateway_cors_origins:
+            return
+        if urlsplit(origin).netloc == request.headers.get("host"):
+            return
+    elif request.headers.get("sec-fetch-site") in (None, "same-origin", "same-site", "none"):
+        return
+    raise ApiProblem(
+        FORBIDDEN,
+        code="CROSS_SITE_REQUEST",
+        detail="This origin may not use the session cookie; send a Bearer token instead.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A verified user, the auth stub, and the options of a call made for them (deadline,
+    request id and their token): `await caller.auth.Method(request, **caller.options)`."""
+
+    token: str
+    principal: Principal
+    from_cookie: bool
+    auth: AuthServiceAsyncStub
+    options: dict[str, Any]
+
+
+def _presented_token(request: Request, settings: GatewaySettings) -> tuple[str, bool]:
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        token = bearer_token(authorization)
+        if token is None:
+            raise Unauthenticated(
+                message="Send the access token as `Authorization: Bearer <token>`.",
+                reason="INVALID_TOKEN",
+            )
+        return token, False
+    cookie = request.cookies.get(settings.gateway_access_cookie_name)
+    if not cookie:
+        raise Unauthenticated(message="Authentication required.", reason="UNAUTHENTICATED")
+    return cookie, True
+
+
+async def current_caller(request: Request) -> Caller:
+    """Verifies the access token locally (signature, claims, revoked sessions)."""
+    runtime = runtime_of(request)
+    token, from_cookie = _presented_token(request, runtime.settings)
+    if from_cookie:
+        check_same_origin(request, runtime.settings)
+    principal = await runtime.tokens.verify(token)
+    if principal.kind != "user":
+        raise Unauthenticated(message="Invalid token.", reason="INVALID_TOKEN")
+    return Caller(
+        token=token,
+        principal=principal,
+        from_cookie=from_cookie,
+        auth=runtime.auth,
+        options=runtime.call(token),
+    )
+
+
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+
+
+def needs_caller(route: APIRoute) -> bool:
+    """Whether the route depends on `current_caller` (directly or through another dependency)."""
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        if dependant.call is current_caller:
+            return True
+        pending.extend(dependant.dependencies)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAPI: the problem documents each route may answer.
+
+_PROBLEM_DESCRIPTIONS: Mapping[int, str] = {
+    400: "Malformed JSON or an invalid request.",
+    401: "No valid access token (or wrong credentials). Comes with `WWW-Authenticate`.",
+    403: "Not allowed (e.g. a cross-site request with the session cookie).",
+    404: "No such resource.",
+    409: "Conflicts with the current state (e.g. the email is taken).",
+    413: "The body is larger than the gateway accepts.",
+    422: "Some fields are not valid: see `errors`.",
+    429: "Too many attempts: wait `Retry-After` seconds.",
+    503: "An upstream service is unavailable.",
+    504: "An upstream service did not answer in time.",
+}
+_BODY = (400, 413, 422)
+_UPSTREAM = (503, 504)
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {"model": Problem, "description": _PROBLEM_DESCRIPTIONS[status]}
+        for status in sorted({*statuses, *_UPSTREAM})
+    }
+
+
+auth_router = APIRouter(prefix="/api/auth", tags=["auth"])
+onboarding_router = APIRouter(prefix="/api/onboarding", tags=["onboarding"])
+
+ACCEPTED_MESSAGE = "If the address belongs to an account, an email is on its way."
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounts.
+
+
+@auth_router.post(
+    "/register",
+    status_code=201,
+    summary="Create an account",
+    responses=problems(*_BODY, 409, 429),
+)
+async def register(body: RegisterBody, request: Request) -> UserEnvelope:
+    """Creates the account and sends a verification email. The password must be 8 to 128
+    characters and hard to guess."""
+    runtime = runtime_of(request)
+    reply = await runtime.auth.Register(
+        auth_pb2.RegisterRequest(
+            email=body.email,
+            password=body.password,
+            name=body.name,
+            client=client_context(request),
+        ),
+        **runtime.call(),
+    )
+    return UserEnvelope(user=user_out(reply.user))
+
+
+@auth_router.post(
+    "/verify-email",
+    summary="Verify the email address",
+    responses=problems(*_BODY, 404, 409),
+)
+async def verify_email(body: TokenBody, request: Request) -> UserEnvelope:
+    """Redeems the single-use token from the verification email (valid one hour)."""
+    runtime = runtime_of(request)
+    reply = await runtime.auth.VerifyEmail(
+        auth_pb2.VerifyEmailRequest(token=body.token), **runtime.call()
+    )
+    return UserEnvelope(user=user_out(reply.user))
+
+
+@auth_router.post(
+    "/resend-verification",
+    status_code=202,
+    summary="Send the verification email again",
+    responses=problems(*_BODY, 429),
+)
+async def resend_verification(body: EmailBody, request: Request) -> AcceptedOut:
+    """Sends a new verification link (the previous one stops working). The answer is the same
+    whether or not the address is registered."""
+    runtime = runtime_of(request)
+    await runtime.auth.ResendVerification(
+        auth_pb2.ResendVerificationRequest(email=body.email, client=client_context(request)),
+        **runtime.call(),
+    )
+    return AcceptedOut(message=ACCEPTED_MESSAGE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sign-in and sessions.
+
+
+@auth_router.post(
+    "/login",
+    summary="Sign in with email and password",
+    responses=problems(*_BODY, 401, 429),
+)
+async def login(body: LoginBody, request: Request, response: Response) -> LoginOut:
+    """Answers the tokens (also set as cookies), or, when two-factor authentication is on, a
+    challenge to complete with `POST /api/auth/login/2fa`. Wrong email and wrong password get
+    the same 401."""
+    runtime = runtime_of(request)
+    reply = await runtime.auth.Login(
+        auth_pb2.LoginRequest(
+            email=body.email, password=body.password, client=client_context(request)
+        ),
+        **runtime.call(),
+    )
+    return _login_out(reply, response, runtime.settings)
+
+
+@auth_router.post(
+    "/login/2fa",
+    summary="Complete a sign-in with a two-factor code",
+    responses=problems(*_BODY, 401, 429),
+)
+async def login_two_factor(
+    body: TwoFactorLoginBody, request: Request, response: Response
+) -> LoginOut:
+    """Redeems the login challenge with a TOTP code or an unused recovery code."""
+    runtime = runtime_of(request)
+    reply = await runtime.auth.CompleteTwoFactorLogin(
+        auth_pb2.CompleteTwoFactorLoginRequest(
+            challenge_token=body.challenge_token,
+            code=body.code,
+            client=client_context(request),
+        ),
+        **runtime.call(),
+    )
+    return _login_out(reply, response, runtime.settings)
+
+
+def _login_out(
+    reply: auth_pb2.LoginResponse, response: Response, settings: GatewaySettings
+) -> LoginOut:
+    user = user_out(reply.user) if reply.HasField("user") else None
+    if reply.WhichOneof("result") == "two_factor_required":
+        challenge = reply.two_factor_required
+        return LoginOut(
+            status="two_factor_required",
+            user=user,
+            tokens=None,
+            challenge=ChallengeOut(
+                challenge_token=challenge.challenge_token,
+                expires_at=_time(challenge, "expires_at"),
+            ),
+        )
+    tokens = tokens_out(reply.tokens)
+    set_token_cookies(response, settings, tokens)
+    return LoginOut(status="signed_in", user=user, tokens=tokens, challenge=None)
+
+
+@auth_router.post(
+    "/refresh",
+    response_model=TokensOut,
+    summary="Exchange the refresh token for new tokens",
+    responses=problems(*_BODY, 401, 403),
+)
+async def refresh(
+    request: Request, response: Response, body: RefreshBody | None = None
+) -> TokensOut | Response:
+    """Takes the refresh token from the body or, for browsers, the cookie. Each refresh token
+    works once: presenting a used one again ends the whole session."""
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    token = body.refresh_token if body is not None else None
+    if token is None:
+        token = request.cookies.get(settings.gateway_refresh_cookie_name)
+        if not token:
+            raise Unauthenticated(
+                message="No refresh token: send `refreshToken` or the cookie.",
+                reason="UNAUTHENTICATED",
+            )
+        check_same_origin(request, settings)
+    try:
+        reply = await runtime.auth.RefreshSession(
+            auth_pb2.RefreshSessionRequest(refresh_token=token, client=client_context(request)),
+            **runtime.call(),
+        )
+    except grpc.aio.AioRpcError as error:
+        return _problem_clearing_cookies(request, from_rpc_error(error))
+    tokens = tokens_out(reply.tokens)
+    set_token_cookies(response, settings, tokens)
+    return tokens
+
+
+def _problem_clearing_cookies(request: Request, error: ErrorDetails) -> Response:
+    """The problem for `error`; a 401 also clears the token cookies (they are no good)."""
+    runtime = runtime_of(request)
+    answer = runtime.problems.from_error_details(error, request.url.path)
+    if answer.status_code == 401:
+        clear_token_cookies(answer, runtime.settings)
+    return answer
+
+
+@auth_router.post(
+    "/logout",
+    status_code=204,
+    response_class=Response,
+    summary="Sign out",
+    responses=problems(401, 403),
+    # It reads the token itself (to clear the cookies even when the token is no good).
+    openapi_extra={"security": SECURED},
+)
+async def logout(request: Request) -> Response:
+    """Revokes the session of the access token: its tokens stop working at once, here and in
+    every service. A token that is no longer valid gets a 401 that clears the cookies."""
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    try:
+        token, from_cookie = _presented_token(request, settings)
+        if from_cookie:
+            check_same_origin(request, settings)
+        principal = await runtime.tokens.verify(token)
+        await runtime.auth.Logout(auth_pb2.LogoutRequest(), **runtime.call(token))
+    except Unauthenticated as error:
+        return _problem_clearing_cookies(request, error_details_of(error))
+    except grpc.aio.AioRpcError as error:
+        return _problem_clearing_cookies(request, from_rpc_error(error))
+    if principal.session_id is not None:
+        runtime.verifier.revocations.revoke(principal.session_id)
+    answer = Response(status_code=204)
+    clear_token_cookies(answer, settings)
+    return answer
+
+
+@auth_router.get("/me", summary="The signed-in user", responses=problems(401))
+async def me(caller: CurrentCaller, request: Request) -> MeOut:
+    """The user of the access token and their creator profile."""
+    reply = await caller.auth.GetMe(auth_pb2.GetMeRequest(), **caller.options)
+    return MeOut(
+        user=user_out(reply.user),
+        profile=profile_out(reply.profile) if reply.HasField("profile") else None,
+    )
+
+
+@auth_router.get("/sessions", summary="List my sessions", responses=problems(401))
+async def list_sessions(caller: CurrentCaller, request: Request) -> SessionsOut:
+    """Every active session of the user; `current` marks the calling one."""
+    reply = await caller.auth.ListSessions(auth_pb2.ListSessionsRequest(), **caller.options)
+    return SessionsOut(sessions=[session_out(s) for s in reply.sessions])
+
+
+async def _revoke_others(caller: Caller, request: Request) -> RevokedOut:
+    reply = await caller.auth.RevokeOtherSessions(
+        auth_pb2.RevokeOtherSessionsRequest(), **caller.options
+    )
+    return RevokedOut(revoked_count=reply.revoked_count)
+
+
+@auth_router.delete(
+    "/sessions/others", summary="Sign out everywhere else", responses=problems(401, 403)
+)
+async def revoke_other_sessions(caller: CurrentCaller, request: Request) -> RevokedOut:
+    """Revokes every session of the user but the calling one."""
+    return await _revoke_others(caller, request)
+
+
+@auth_router.post(
+    "/sessions/others/revoke",
+    summary="Sign out everywhere else (POST form)",
+    responses=problems(401, 403),
+)
+async def revoke_other_sessions_post(caller: CurrentCaller, request: Request) -> RevokedOut:
+    """The same as `DELETE /api/auth/sessions/others`, for clients that only send POST."""
+    return await _revoke_others(caller, request)
+
+
+@auth_router.delete(
+    "/sessions/{session_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Revoke one of my sessions",
+    responses=problems(401, 403, 404, 422),
+)
+async def revoke_session(
+    caller: CurrentCaller,
+    request: Request,
+    session_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
+) -> Response:
+    """Signs that session out; its tokens stop working at once. Revoking the calling session
+    also clears the cookies."""
+    runtime = runtime_of(request)
+    await runtime.auth.RevokeSession(
+        auth_pb2.RevokeSessionRequest(session_id=session_id), **caller.options
+    )
+    runtime.verifier.revocations.revoke(session_id)
+    answer = Response(status_code=204)
+    if session_id == caller.principal.session_id:
+        clear_token_cookies(answer, runtime.settings)
+    return answer
+
+
+# ---------------------------------------------------------------------------------------------
+# Passwords.
+
+
+@auth_router.post(
+    "/forgot-password",
+    status_code=202,
+    summary="Send a password-reset email",
+    responses=problems(*_BODY, 429),
+)
+async def forgot_password(body: EmailBody, request: Request) -> AcceptedOut:
+    """Sends a single-use reset link valid for one hour. The answer is the same whether or not
+    the address is registered."""
+    runtime = runtime_of(request)
+    await runtime.auth.RequestPasswordReset(
+        auth_pb2.RequestPasswordResetRequest(email=body.email, client=client_context(request)),
+        **runtime.call(),
+    )
+    return AcceptedOut(message=ACCEPTED_MESSAGE)
+
+
+@auth_router.post(
+    "/reset-password",
+    status_code=204,
+    response_class=Response,
+    summary="Set a new password with a reset token",
+    responses=problems(*_BODY, 404, 409),
+)
+async def reset_password(body: ResetPasswordBody, request: Request) -> Response:
+    """Redeems the token from the reset email. Every session of the account is signed out."""
+    runtime = runtime_of(request)
+    await runtime.auth.ResetPassword(
+        auth_pb2.ResetPasswordRequest(token=body.token, new_password=body.new_password),
+        **runtime.call(),
+    )
+    answer = Response(status_code=204)
+    clear_token_cookies(answer, runtime.settings)
+    return answer
+
+
+@auth_router.post(
+    "/change-password",
+    summary="Change my password",
+    responses=problems(*_BODY, 401, 403, 429),
+)
+async def change_password(
+    body: ChangePasswordBody, caller: CurrentCaller, request: Request, response: Response
+) -> TokensOut:
+    """Other sessions are signed out; this one stays signed in with the new tokens answered
+    (and set as cookies)."""
+    runtime = runtime_of(request)
+    reply = await runtime.auth.ChangePassword(
+        auth_pb2.ChangePasswordRequest(
+            current_password=body.current_password, new_password=body.new_password
+        ),
+        **caller.options,
+    )
+    tokens = tokens_out(reply.tokens)
+    set_token_cookies(response, runtime.settings, tokens)
+    return tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-factor authentication (TOTP).
+
+
+@auth_router.post(
+    "/2fa/enroll", summary="Start enrolling an authenticator app", responses=problems(401, 409)
+)
+async def begin_two_factor(caller: CurrentCaller, request: Request) -> EnrollmentOut:
+    """A new secret, as an otpauth URI and a QR code; confirm it with a code from the app."""
+    reply = await caller.auth.BeginTotpEnrollment(
+        auth_pb2.BeginTotpEnrollmentRequest(), **caller.options
+    )
+    return EnrollmentOut(secret=reply.secret, otpauth_uri=reply.otpauth_uri, qr_svg=reply.qr_svg)
+
+
+@auth_router.post(
+    "/2fa/confirm",
+    summary="Confirm enrollment with a code",
+    responses=problems(*_BODY, 401, 409, 429),
+)
+async def confirm_two_factor(
+    body: CodeBody, caller: CurrentCaller, request: Request
+) -> RecoveryCodesOut:
+    """Turns two-factor authentication on and answers the recovery codes, shown once."""
+    reply = await caller.auth.ConfirmTotpEnrollment(
+        auth_pb2.ConfirmTotpEnrollmentRequest(code=body.code), **caller.options
+    )
+    return RecoveryCodesOut(recovery_codes=list(reply.recovery_codes))
+
+
+@auth_router.post(
+    "/2fa/disable",
+    status_code=204,
+    response_class=Response,
+    summary="Turn two-factor authentication off",
+    responses=problems(*_BODY, 401, 409, 429),
+)
+async def disable_two_factor(
+    body: DisableTwoFactorBody, caller: CurrentCaller, request: Request
+) -> Response:
+    """Needs the password and a current code (or a recovery code)."""
+    await caller.auth.DisableTotp(
+        auth_pb2.DisableTotpRequest(password=body.password, code=body.code),
+        **caller.options,
+    )
+    return Response(status_code=204)
+
+
+@auth_router.post(
+    "/2fa/recovery-codes",
+    summary="Replace the recovery codes",
+    responses=problems(*_BODY, 401, 409, 429),
+)
+async def regenerate_recovery_codes(
+    body: CodeBody, caller: CurrentCaller, request: Request
+) -> RecoveryCodesOut:
+    """New recovery codes (the old ones stop working), given a current code."""
+    reply = await caller.auth.RegenerateRecoveryCodes(
+        auth_pb2.RegenerateRecoveryCodesRequest(code=body.code), **caller.options
+    )
+    return RecoveryCodesOut(recovery_codes=list(reply.recovery_codes))
+
+
+# ---------------------------------------------------------------------------------------------
+# Onboarding and the creator profile.
+
+
+@onboarding_router.get("/profile", summary="My creator profile", responses=problems(401))
+async def get_profile(caller: CurrentCaller, request: Request) -> ProfileOut:
+    """The profile and the onboarding state."""
+    reply = await caller.auth.GetProfile(auth_pb2.GetProfileRequest(), **caller.options)
+    return profile_out(reply)
+
+
+@onboarding_router.post(
+    "/save-profile", summary="Save my creator profile", responses=problems(*_BODY, 401)
+)
+async def save_profile(
+    body: SaveProfileBody, caller: CurrentCaller, request: Request
+) -> ProfileOut:
+    """Replaces the profile: display name, bio, IANA timezone, niche and goals."""
+    reply = await caller.auth.SaveProfile(
+        auth_pb2.SaveProfileRequest(
+            display_name=body.display_name,
+            bio=body.bio,
+            timezone=body.timezone,
+            niche=body.niche,
+            goals=body.goals,
+        ),
+        **caller.options,
+    )
+    return profile_out(reply)
+
+
+@onboarding_router.post("/complete", summary="Finish onboarding", responses=problems(401, 409))
+async def complete_onboarding(caller: CurrentCaller, request: Request) -> ProfileOut:
+    """Marks onboarding as done (the profile must have been saved first)."""
+    reply = await caller.auth.CompleteOnboarding(
+        auth_pb2.CompleteOnboardingRequest(), **caller.options
+    )
+    return profile_out(reply)

@@ -1,0 +1,155 @@
+"""Fixtures of the gateway's own tests: the app in-process, reached with httpx over ASGI.
+
+`offline_app`: no upstream reachable (for what the edge answers by itself). `live`: in front of
+a real auth gRPC server, started in-process once per module on a free loopback port, with a
+fresh database on the session's PostgreSQL (the root conftest's `pg_server_url`), NATS and a
+mail catcher (module-scoped, unlike the root conftest's per-test `database_url`/`nats_url`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from fastapi import FastAPI
+
+from huntaze_auth.config import AuthSettings
+from huntaze_auth.server import AuthServer
+from huntaze_devstack.embedded import EmbeddedNats, drop_database, ensure_database, free_port
+from huntaze_devstack.mailcatcher import MailCatcher
+from huntaze_gateway.app import create_app
+from huntaze_gateway.config import GatewaySettings
+from huntaze_gateway.state import Runtime
+from huntaze_kit.migrations import upgrade_async
+
+ALLOWED_ORIGIN = "http://localhost:3000"
+SMALL_BODY_LIMIT = 4096
+
+
+def offline_settings(**overrides: object) -> GatewaySettings:
+    """Settings whose upstream and NATS are ports nobody listens on."""
+    values: dict[str, object] = {
+        "auth_grpc_target": f"127.0.0.1:{free_port()}",
+        "nats_url": f"nats://127.0.0.1:{free_port()}",
+        "gateway_cors_origins": ALLOWED_ORIGIN,
+        "gateway_max_body_bytes": SMALL_BODY_LIMIT,
+        "gateway_upstream_deadline_seconds": 2.0,
+        "gateway_readiness_timeout_seconds": 0.5,
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+async def offline_app() -> AsyncIterator[FastAPI]:
+    """The gateway with its lifespan running and no upstream reachable."""
+    app = create_app(offline_settings())
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture(scope="module")
+async def offline_client(offline_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=offline_app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        yield client
+
+
+@dataclass
+class Live:
+    """The gateway in-process in front of a real auth gRPC server (also in-process)."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    mail: MailCatcher
+    # The embedded NATS server, to restart; None when HUNTAZE_TEST_NATS_URL names one.
+    nats_server: EmbeddedNats | None
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+
+@contextlib.asynccontextmanager
+async def _nats() -> AsyncIterator[tuple[str, EmbeddedNats | None]]:
+    configured = os.environ.get("HUNTAZE_TEST_NATS_URL")
+    if configured:
+        client = await nats.connect(configured, connect_timeout=5, max_reconnect_attempts=0)
+        try:
+            jetstream = client.jetstream()
+            for info in await jetstream.streams_info():
+                await jetstream.delete_stream(info.config.name)
+        finally:
+            await client.close()
+        yield configured, None
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="huntaze-gw-nats-"))
+    try:
+        with EmbeddedNats(scratch, free_port()) as server:
+            yield server.url, server
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def live(pg_server_url: str) -> AsyncIterator[Live]:
+    """Once per module: a fresh database with auth's schema, NATS, a mail catcher, the auth
+    server on a free loopback port, and the gateway app (lifespan running) in front of it."""
+    name = f"gw_{uuid.uuid4().hex[:12]}"
+    database_url = await ensure_database(pg_server_url, name)
+    scratch = Path(tempfile.mkdtemp(prefix="huntaze-gw-"))
+    try:
+        async with _nats() as (nats_url, nats_server):
+            with MailCatcher(scratch / "mail") as mail:
+                await upgrade_async(database_url, package="huntaze_auth.migrations", schema="auth")
+                auth = AuthServer(
+                    AuthSettings(
+                        database_url=database_url,
+                        nats_url=nats_url,
+                        auth_grpc_host="127.0.0.1",
+                        auth_grpc_port=0,
+                        smtp_url=mail.smtp_url,
+                        db_pool_size=4,
+                    )
+                )
+                await auth.start()
+                try:
+                    app = create_app(
+                        GatewaySettings(
+                            auth_grpc_target=f"127.0.0.1:{auth.port}",
+                            nats_url=nats_url,
+                            gateway_trusted_proxies=1,
+                        )
+                    )
+                    async with app.router.lifespan_context(app):
+                        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+                        async with httpx.AsyncClient(
+                            transport=transport, base_url="http://gateway.test"
+                        ) as client:
+                            await _until_following(app)
+                            yield Live(app=app, client=client, mail=mail, nats_server=nats_server)
+                finally:
+                    await auth.stop()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        await drop_database(pg_server_url, name)
+
+
+async def _until_following(app: FastAPI, timeout: float = 20.0) -> None:
+    runtime: Runtime = app.state.runtime
+    deadline = asyncio.get_running_loop().time() + timeout
+    while runtime.revocations_status != "FOLLOWING":
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError("the gateway did not start following revocations")
+        await asyncio.sleep(0.05)

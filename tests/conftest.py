@@ -1,0 +1,268 @@
+"""Cross-service fixtures: the real processes (`python -m huntaze_auth.server`,
+`python -m huntaze_gateway`) against real PostgreSQL, NATS and an SMTP mail catcher.
+
+`suite` starts everything once per test module (processes cost seconds on these machines) on a
+fresh database, after applying auth's migrations, and waits for the gateway's `/readyz`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote
+
+import httpx
+import pytest
+
+from huntaze_devstack.embedded import EmbeddedNats, drop_database, ensure_database, free_port
+from huntaze_devstack.mailcatcher import MailCatcher
+from huntaze_kit.migrations import upgrade_async
+
+READY_TIMEOUT = 60.0
+_LINK_TOKEN = re.compile(r"/(verify-email|reset-password)\?token=([^\s\"'<>&]+)")
+
+
+@dataclass
+class Process:
+    """A child process whose output goes to a file (read back when something fails)."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_text(self) -> str:
+        self.log_file.flush()
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.log_file.close()
+
+
+def start_process(name: str, module: str, env: dict[str, str], log_dir: Path) -> Process:
+    log_path = log_dir / f"{name}.log"
+    log_file = open(log_path, "ab")  # noqa: SIM115 (closed by Process.stop)
+    popen = subprocess.Popen(
+        [sys.executable, "-m", module],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return Process(name=name, popen=popen, log_path=log_path, log_file=log_file)
+
+
+def _links(message: EmailMessage) -> list[tuple[str, str]]:
+    body = message.get_body(preferencelist=("plain", "html"))
+    if body is None:
+        return []
+    return [(kind, unquote(token)) for kind, token in _LINK_TOKEN.findall(body.get_content())]
+
+
+def token_from_email(message: EmailMessage, kind: str = "verify-email") -> str:
+    """The token of the `/verify-email?token=` (or `/reset-password?token=`) link."""
+    for found_kind, token in _links(message):
+        if found_kind == kind:
+            return token
+    raise AssertionError(f"no {kind} link in:\n{message}")
+
+
+@dataclass
+class Suite:
+    """The running suite and helpers to drive it over HTTP, as a client would."""
+
+    gateway_url: str
+    auth_target: str
+    database_url: str
+    nats_url: str
+    mail: MailCatcher
+    processes: list[Process] = field(default_factory=list)
+
+    def client(self, *, ip: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        """An HTTP client; `ip` poses as that client address (the gateway trusts one proxy)."""
+        headers = dict(kwargs.pop("headers", {}) or {})
+        headers["x-forwarded-for"] = ip or fresh_ip()
+        return httpx.AsyncClient(base_url=self.gateway_url, headers=headers, timeout=20.0, **kwargs)
+
+    async def email_to(self, address: str, *, link: str | None = None) -> EmailMessage:
+        """The newest email to `address` (holding a `/<link>?token=` link, when given)."""
+
+        def matches(message: EmailMessage) -> bool:
+            if address.lower() not in str(message.get("To", "")).lower():
+                return False
+            return link is None or any(kind == link for kind, _ in _links(message))
+
+        return await self.mail.wait_for_async(matches, timeout=20.0)
+
+    @staticmethod
+    def link_token(message: EmailMessage, kind: str = "verify-email") -> str:
+        return token_from_email(message, kind)
+
+    async def register(
+        self, client: httpx.AsyncClient, *, password: str = "", verify: bool = True
+    ) -> tuple[str, str]:
+        """Registers a new account (and verifies it by its email); answers (email, password)."""
+        email = f"user-{uuid.uuid4().hex[:12]}@example.com"
+        password = password or f"Violet-Harbour-{uuid.uuid4().hex[:6]}-Lantern"
+        response = await client.post(
+            "/api/auth/register", json={"email": email, "password": password, "name": "Ada"}
+        )
+        assert response.status_code == 201, response.text
+        if verify:
+            token = token_from_email(await self.email_to(email, link="verify-email"))
+            verified = await client.post("/api/auth/verify-email", json={"token": token})
+            assert verified.status_code == 200, verified.text
+        return email, password
+
+    async def login(self, client: httpx.AsyncClient, email: str, password: str) -> dict[str, Any]:
+        response = await client.post("/api/auth/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def process(self, name: str) -> Process:
+        return next(p for p in self.processes if p.name == name)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in self.processes)
+
+
+_ip_counter = 0
+
+
+def fresh_ip() -> str:
+    """A client address no other test uses (so per-IP throttles do not cross tests)."""
+    global _ip_counter  # noqa: PLW0603
+    _ip_counter += 1
+    return f"198.51.{(_ip_counter // 250) % 250}.{_ip_counter % 250 + 1}"
+
+
+@contextlib.contextmanager
+def _scratch(prefix: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def _clean_nats(url: str) -> None:
+    import nats  # noqa: PLC0415
+
+    client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+    try:
+        jetstream = client.jetstream()
+        for info in await jetstream.streams_info():
+            await jetstream.delete_stream(info.config.name)
+    finally:
+        await client.close()
+
+
+@contextlib.asynccontextmanager
+async def _nats(scratch: Path) -> AsyncIterator[str]:
+    configured = os.environ.get("HUNTAZE_TEST_NATS_URL")
+    if configured:
+        await _clean_nats(configured)
+        yield configured
+        return
+    with EmbeddedNats(scratch / "nats", free_port()) as server:
+        yield server.url
+
+
+async def _wait_ready(suite: Suite) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    last = "no answer"
+    async with httpx.AsyncClient(base_url=suite.gateway_url, timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            for process in suite.processes:
+                if not process.alive():
+                    raise RuntimeError(f"{process.name} exited early:\n{suite.logs()}")
+            try:
+                response = await client.get("/readyz")
+                if response.status_code == 200:
+                    return
+                last = response.text
+            except httpx.TransportError as error:
+                last = repr(error)
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the gateway was not ready in {READY_TIMEOUT}s ({last}):\n{suite.logs()}")
+
+
+@pytest.fixture(scope="module")
+async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
+    """auth and the gateway as real processes, on a fresh database, NATS and mail catcher."""
+    name = f"xsvc_{uuid.uuid4().hex[:12]}"
+    database_url = await ensure_database(pg_server_url, name)
+    with _scratch("huntaze-suite-") as scratch, MailCatcher(scratch / "mail") as mail:
+        async with _nats(scratch) as nats_url:
+            await upgrade_async(database_url, package="huntaze_auth.migrations", schema="auth")
+            auth_port, gateway_port = free_port(), free_port()
+            gateway_url = f"http://127.0.0.1:{gateway_port}"
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
+                "HUNTAZE_DATABASE_URL": database_url,
+                "HUNTAZE_NATS_URL": nats_url,
+                "HUNTAZE_LOG_LEVEL": "WARNING",
+                "HUNTAZE_AUTH_GRPC_HOST": "127.0.0.1",
+                "HUNTAZE_AUTH_GRPC_PORT": str(auth_port),
+                "HUNTAZE_AUTH_GRPC_TARGET": f"127.0.0.1:{auth_port}",
+                "HUNTAZE_SMTP_URL": mail.smtp_url,
+                "HUNTAZE_PUBLIC_URL": gateway_url,
+                "HUNTAZE_GATEWAY_HOST": "127.0.0.1",
+                "HUNTAZE_GATEWAY_PORT": str(gateway_port),
+                # Tests speak plain HTTP; each poses as its own client behind one proxy.
+                "HUNTAZE_GATEWAY_COOKIE_SECURE": "false",
+                "HUNTAZE_GATEWAY_TRUSTED_PROXIES": "1",
+                "HUNTAZE_GATEWAY_MAX_BODY_BYTES": "16384",
+            }
+            running = Suite(
+                gateway_url=gateway_url,
+                auth_target=f"127.0.0.1:{auth_port}",
+                database_url=database_url,
+                nats_url=nats_url,
+                mail=mail,
+            )
+            try:
+                # auth logs failed calls at INFO, with the request id the gateway forwarded.
+                auth_env = {**env, "HUNTAZE_LOG_LEVEL": "INFO"}
+                running.processes.append(
+                    start_process("auth", "huntaze_auth.server", auth_env, scratch)
+                )
+                running.processes.append(start_process("gateway", "huntaze_gateway", env, scratch))
+                await _wait_ready(running)
+                yield running
+            finally:
+                for process in reversed(running.processes):
+                    process.stop()
+    await drop_database(pg_server_url, name)
