@@ -6,12 +6,13 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: help bootstrap run test test-fast proto proto-check lint format migrate bench
+.PHONY: help bootstrap run test proto proto-check docs lint format migrate bench
 
 help:
 	@echo "make run        install, start infrastructure, migrate and run the whole suite"
 	@echo "make test       install and run every test"
 	@echo "make proto      regenerate the contracts package from proto/"
+	@echo "make docs       regenerate the README's settings table"
 	@echo "make lint       ruff and mypy"
 	@echo "make migrate    apply every service's migrations"
 	@echo "make bench      run the benchmarks and print their figures"
@@ -32,6 +33,9 @@ proto: bootstrap
 
 proto-check: bootstrap
 	$(RUN) python -m huntaze_devstack.protogen --check
+
+docs: bootstrap
+	$(RUN) python -m huntaze_devstack.settings_doc
 
 lint: bootstrap
 	$(RUN) ruff check .

@@ -244,15 +244,34 @@ def infrastructure(scratch: Path) -> Iterator[tuple[str, str]]:
         yield database, nats_url
 
 
-async def wait_http(url: str, children: list[Child], within: float = 60.0) -> None:
+# What `/me` needs of the gateway's readiness checks (the other upstreams do not run here).
+ME_READINESS = {"auth": "SERVING", "revocations": "FOLLOWING"}
+
+
+def _ready(answer: httpx.Response, needed: dict[str, str] | None) -> bool:
+    if needed is None:
+        return answer.status_code == 200
+    checks = answer.json().get("checks", {})
+    return all(checks.get(name) == status for name, status in needed.items())
+
+
+async def wait_http(
+    url: str,
+    children: list[Child],
+    within: float = 60.0,
+    *,
+    checks: dict[str, str] | None = None,
+) -> None:
+    """Waits for `url` to answer 200, or, with `checks`, for the readiness checks named there
+    to report those statuses."""
     deadline = time.monotonic() + within
     async with httpx.AsyncClient(timeout=2.0) as client:
         while time.monotonic() < deadline:
             for child in children:
                 if child.popen.poll() is not None:
                     raise RuntimeError(f"{child.name} exited:\n{child.tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await client.get(url)).status_code == 200:
+            with contextlib.suppress(httpx.TransportError, ValueError):
+                if _ready(await client.get(url), checks):
                     return
             await asyncio.sleep(0.2)
     raise RuntimeError(f"{url} not ready:\n" + "\n".join(c.tail() for c in children))
@@ -441,7 +460,7 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 gateway = f"http://127.0.0.1:{gateway_port}"
                 monolith = f"http://127.0.0.1:{monolith_port}"
-                await wait_http(f"{gateway}/readyz", children)
+                await wait_http(f"{gateway}/readyz", children, checks=ME_READINESS)
                 await wait_http(f"{monolith}/healthz", children)
                 token = await access_token(gateway)
                 targets = [

@@ -1,8 +1,10 @@
 """Cross-service fixtures: the real processes (`python -m huntaze_auth.server`,
-`python -m huntaze_gateway`) against real PostgreSQL, NATS and an SMTP mail catcher.
+`python -m huntaze_crm.server`, `python -m huntaze_gateway`) against real PostgreSQL, NATS and an
+SMTP mail catcher.
 
 `suite` starts everything once per test module (processes cost seconds on these machines) on a
-fresh database, after applying auth's migrations, and waits for the gateway's `/readyz`.
+fresh database, after applying auth's and the CRM's migrations, and waits for the gateway's
+`/readyz` (which needs every upstream serving).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class Process:
     popen: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
+    module: str = ""
+    env: dict[str, str] = field(default_factory=dict)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -80,7 +84,9 @@ def start_process(name: str, module: str, env: dict[str, str], log_dir: Path) ->
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    return Process(name=name, popen=popen, log_path=log_path, log_file=log_file)
+    return Process(
+        name=name, popen=popen, log_path=log_path, log_file=log_file, module=module, env=env
+    )
 
 
 def _links(message: EmailMessage) -> list[tuple[str, str]]:
@@ -104,6 +110,7 @@ class Suite:
 
     gateway_url: str
     auth_target: str
+    crm_target: str
     database_url: str
     nats_url: str
     mail: MailCatcher
@@ -153,6 +160,19 @@ class Suite:
 
     def process(self, name: str) -> Process:
         return next(p for p in self.processes if p.name == name)
+
+    @contextlib.asynccontextmanager
+    async def stopped(self, name: str) -> AsyncIterator[None]:
+        """Stops a process (SIGTERM, as an orchestrator would), and on leaving starts it again
+        with the same settings and waits until the gateway is ready."""
+        old = self.process(name)
+        old.stop()
+        try:
+            yield
+        finally:
+            new = start_process(name, old.module, old.env, old.log_path.parent)
+            self.processes[self.processes.index(old)] = new
+            await _wait_ready(self)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in self.processes)
@@ -227,7 +247,8 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
     with _scratch("huntaze-suite-") as scratch, MailCatcher(scratch / "mail") as mail:
         async with _nats(scratch) as nats_url:
             await upgrade_async(database_url, package="huntaze_auth.migrations", schema="auth")
-            auth_port, gateway_port = free_port(), free_port()
+            await upgrade_async(database_url, package="huntaze_crm.migrations", schema="crm")
+            auth_port, crm_port, gateway_port = free_port(), free_port(), free_port()
             gateway_url = f"http://127.0.0.1:{gateway_port}"
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
@@ -237,6 +258,10 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 "HUNTAZE_AUTH_GRPC_HOST": "127.0.0.1",
                 "HUNTAZE_AUTH_GRPC_PORT": str(auth_port),
                 "HUNTAZE_AUTH_GRPC_TARGET": f"127.0.0.1:{auth_port}",
+                "HUNTAZE_CRM_GRPC_HOST": "127.0.0.1",
+                "HUNTAZE_CRM_GRPC_PORT": str(crm_port),
+                "HUNTAZE_CRM_GRPC_TARGET": f"127.0.0.1:{crm_port}",
+                "HUNTAZE_CRM_GRACE_SECONDS": "1",
                 "HUNTAZE_SMTP_URL": mail.smtp_url,
                 "HUNTAZE_PUBLIC_URL": gateway_url,
                 "HUNTAZE_GATEWAY_HOST": "127.0.0.1",
@@ -249,6 +274,7 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
             running = Suite(
                 gateway_url=gateway_url,
                 auth_target=f"127.0.0.1:{auth_port}",
+                crm_target=f"127.0.0.1:{crm_port}",
                 database_url=database_url,
                 nats_url=nats_url,
                 mail=mail,
@@ -259,6 +285,7 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 running.processes.append(
                     start_process("auth", "huntaze_auth.server", auth_env, scratch)
                 )
+                running.processes.append(start_process("crm", "huntaze_crm.server", env, scratch))
                 running.processes.append(start_process("gateway", "huntaze_gateway", env, scratch))
                 await _wait_ready(running)
                 yield running

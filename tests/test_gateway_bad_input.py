@@ -10,6 +10,7 @@ passwords, unknown ids.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -52,7 +53,8 @@ AUTHENTICATED = [op for op in OPERATIONS if op[2].get("security")]
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{session_id}", SAMPLE_ID)
+    """Every path parameter (`{session_id}`, `{fan_id}`, ...) as an id of nothing."""
+    return re.sub(r"\{[^}]+\}", SAMPLE_ID, path)
 
 
 def _wrong_value(prop: dict[str, Any]) -> Any:

@@ -115,8 +115,56 @@ class _KeyCache:
     fetched_at: float = 0.0
 
 
+class VerifiedTokens:
+    """Tokens whose signature and claims were verified, with their principal, until they
+    expire: a client sends the same access token with every request for up to 15 minutes,
+    and parsing it and checking its Ed25519 signature costs far more than a look-up.
+
+    Bounded: when full, expired entries go first, then the oldest tenth (they verify again).
+    Keyed by the whole token, so only the very string that was verified is ever found. A token
+    stays remembered if its signing key is withdrawn meanwhile: auth withdraws a key only once
+    every token it signed has expired.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max_entries = max_entries
+        # Insertion-ordered: the oldest entries come first.
+        self._principals: dict[str, Principal] = {}
+
+    def __len__(self) -> int:
+        return len(self._principals)
+
+    def get(self, token: str, *, now: float) -> Principal | None:
+        principal = self._principals.get(token)
+        if principal is not None and principal.expires_at <= now:
+            del self._principals[token]
+            return None
+        return principal
+
+    def remember(self, token: str, principal: Principal, *, now: float) -> None:
+        if principal.expires_at <= now:
+            return
+        if len(self._principals) >= self._max_entries:
+            for stale in [t for t, p in self._principals.items() if p.expires_at <= now]:
+                del self._principals[stale]
+            if len(self._principals) >= self._max_entries:
+                for oldest in list(self._principals)[: max(1, self._max_entries // 10)]:
+                    del self._principals[oldest]
+        self._principals[token] = principal
+
+
+DEFAULT_VERIFIED_TOKENS = 20_000
+
+
 class TokenVerifier:
-    """Verifies access and service tokens against the auth service's published keys."""
+    """Verifies access and service tokens against the auth service's published keys.
+
+    A token's signature and claims are checked once; later calls with the same token answer
+    from `verified` until it expires. Revocations (and `session_check`, where given) are
+    checked on every call.
+    """
 
     def __init__(
         self,
@@ -127,11 +175,13 @@ class TokenVerifier:
         revocations: RevocationList | None = None,
         min_refresh_interval: float = 10.0,
         session_check: Callable[[str], Awaitable[bool]] | None = None,
+        max_verified_tokens: int = DEFAULT_VERIFIED_TOKENS,
     ) -> None:
         self._key_source = key_source
         self._audience = audience
         self._issuer = issuer
         self.revocations = revocations or RevocationList()
+        self.verified = VerifiedTokens(max_verified_tokens)
         self._cache = _KeyCache()
         self._lock = asyncio.Lock()
         self._min_refresh_interval = min_refresh_interval
@@ -158,8 +208,31 @@ class TokenVerifier:
             raise _invalid("unknown signing key")
         return key
 
-    async def verify(self, token: str) -> Principal:
-        """A `Principal` for a valid token; `Unauthenticated` for anything else."""
+    async def verify(self, token: str, *, check_session: bool = True) -> Principal:
+        """A `Principal` for a valid token; `Unauthenticated` for anything else.
+
+        `check_session=False` skips `session_check` (never the revocation list): for a caller
+        that checks the session itself, in the same database round trip as its own read.
+        """
+        now = time.time()
+        principal = self.verified.get(token, now=now)
+        if principal is None:
+            principal = await self._verify_signed(token)
+            self.verified.remember(token, principal, now=now)
+        session_id = principal.session_id
+        if session_id is not None:
+            if self.revocations.is_revoked(session_id):
+                raise Unauthenticated(message="Session revoked.", reason="SESSION_REVOKED")
+            if (
+                check_session
+                and self._session_check is not None
+                and not await self._session_check(session_id)
+            ):
+                raise Unauthenticated(message="Session revoked.", reason="SESSION_REVOKED")
+        return principal
+
+    async def _verify_signed(self, token: str) -> Principal:
+        """Signature, header and claims: the principal the token names."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -187,15 +260,7 @@ class TokenVerifier:
             raise Unauthenticated(message="Token expired.", reason="TOKEN_EXPIRED") from exc
         except jwt.PyJWTError as exc:
             raise _invalid(str(exc)) from exc
-        principal = _principal_from_claims(token_type, claims)
-        if principal.session_id is not None:
-            if self.revocations.is_revoked(principal.session_id):
-                raise Unauthenticated(message="Session revoked.", reason="SESSION_REVOKED")
-            if self._session_check is not None and not await self._session_check(
-                principal.session_id
-            ):
-                raise Unauthenticated(message="Session revoked.", reason="SESSION_REVOKED")
-        return principal
+        return _principal_from_claims(token_type, claims)
 
 
 def _principal_from_claims(token_type: str, claims: dict[str, Any]) -> Principal:

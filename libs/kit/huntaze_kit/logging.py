@@ -1,15 +1,23 @@
-"""structlog JSON logging with a request id that follows a request across gRPC and NATS."""
+"""structlog JSON logging with a request id that follows a request across gRPC and NATS.
+
+Loggers filter by level before doing any work: a call below the configured level is a no-op
+that formats nothing. Code that would compute something only to log it at a low level asks
+`enabled_for(level)` first.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 REQUEST_ID_METADATA_KEY = "x-request-id"
 REQUEST_ID_HEADER = "Huntaze-Request-Id"
@@ -17,13 +25,40 @@ REQUEST_ID_HEADER = "Huntaze-Request-Id"
 _request_id: ContextVar[str | None] = ContextVar("huntaze_request_id", default=None)
 
 
+class _Threshold:
+    """The configured level; until `configure_logging` runs, structlog's defaults print every
+    level."""
+
+    level = logging.NOTSET
+
+
+def _add_request_id(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Adds the current request id to each record (read only when a record is made)."""
+    request_id = _request_id.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
+
+
+def level_number(level: str) -> int:
+    """`"INFO"` -> 20; a ValueError for a name the logging module does not know."""
+    number = logging.getLevelNamesMapping().get(level.upper())
+    if number is None:
+        raise ValueError(f"unknown log level {level!r}")
+    return number
+
+
 def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -> None:
     """Routes stdlib and structlog records through one JSON (or console) renderer."""
+    threshold = level_number(level)
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        _add_request_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -33,7 +68,8 @@ def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        # Filters on the method called: below the threshold it returns at once.
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)
@@ -48,17 +84,43 @@ def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(threshold)
     structlog.contextvars.bind_contextvars(service=service)
+    _Threshold.level = threshold
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+def enabled_for(level: int) -> bool:
+    """Whether a record of `level` would be written."""
+    return level >= _Threshold.level
+
+
+def get_logger(name: str) -> FilteringBoundLogger:
+    logger: FilteringBoundLogger = structlog.get_logger(name)
     return logger
 
 
+class _RequestIds:
+    """A random per-process prefix and a counter: making an id costs no system call."""
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+_request_ids = _RequestIds()
+# A forked child must not repeat its parent's ids.
+os.register_at_fork(after_in_child=_request_ids.reseed)
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits, unique across processes (random prefix) and within one (counter)."""
+    return _request_ids.next()
 
 
 def current_request_id() -> str | None:
@@ -70,8 +132,7 @@ def request_context(request_id: str | None) -> Iterator[str]:
     """Binds a request id (a new one when none is given) to logs and outgoing calls."""
     rid = request_id or new_request_id()
     token = _request_id.set(rid)
-    with structlog.contextvars.bound_contextvars(request_id=rid):
-        try:
-            yield rid
-        finally:
-            _request_id.reset(token)
+    try:
+        yield rid
+    finally:
+        _request_id.reset(token)

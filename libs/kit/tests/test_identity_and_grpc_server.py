@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -22,8 +23,10 @@ from huntaze_kit.grpc_server import AccessPolicy, GrpcServer
 from huntaze_kit.identity import (
     ACCESS_TOKEN_TYPE,
     SERVICE_TOKEN_TYPE,
+    Principal,
     StaticKeySource,
     TokenVerifier,
+    VerifiedTokens,
     current_principal,
 )
 from huntaze_kit.logging import current_request_id, request_context
@@ -37,6 +40,7 @@ WHOAMI = f"/{SERVICE}/WhoAmI"
 FAIL = f"/{SERVICE}/Fail"
 CRASH = f"/{SERVICE}/Crash"
 REQUEST_ID = f"/{SERVICE}/RequestId"
+SLOW = f"/{SERVICE}/Slow"
 
 
 class Keys:
@@ -147,6 +151,81 @@ async def test_revoked_session_is_refused(keys: Keys, verifier: TokenVerifier) -
     assert caught.value.reason == "SESSION_REVOKED"
 
 
+async def test_a_verified_token_is_answered_from_memory(
+    keys: Keys, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = keys.sign(user_claims(session_id="s-5"))
+    first = await verifier.verify(token)
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        decoded.append(args[0])
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    assert await verifier.verify(token) is first
+    assert decoded == []
+    other = keys.sign(user_claims(session_id="s-6"))
+    assert (await verifier.verify(other)).session_id == "s-6"
+    assert decoded == [other]
+
+
+async def test_the_session_check_runs_on_every_call_unless_the_caller_does_it(keys: Keys) -> None:
+    active = {"s-1": True}
+    checked: list[str] = []
+
+    async def session_check(session_id: str) -> bool:
+        checked.append(session_id)
+        return active.get(session_id, False)
+
+    verifier = TokenVerifier(
+        key_source=StaticKeySource({"keys": [keys.jwk]}),
+        audience=AUDIENCE,
+        issuer=ISSUER,
+        session_check=session_check,
+    )
+    token = keys.sign(user_claims(session_id="s-1"))
+    await verifier.verify(token)
+    await verifier.verify(token)
+    assert checked == ["s-1", "s-1"]
+    active["s-1"] = False
+    with pytest.raises(Unauthenticated) as caught:
+        await verifier.verify(token)
+    assert caught.value.reason == "SESSION_REVOKED"
+    # A caller that checks the session itself skips the check, never the revocation list.
+    await verifier.verify(token, check_session=False)
+    assert checked == ["s-1", "s-1", "s-1"]
+    verifier.revocations.revoke("s-1")
+    with pytest.raises(Unauthenticated):
+        await verifier.verify(token, check_session=False)
+
+
+def test_remembered_tokens_expire_and_stay_bounded() -> None:
+    def principal(n: int, expires_at: float) -> Principal:
+        return Principal(
+            kind="user",
+            subject=f"u-{n}",
+            creator_id=f"u-{n}",
+            token_id=f"t-{n}",
+            expires_at=expires_at,
+            session_id=f"s-{n}",
+        )
+
+    memory = VerifiedTokens(max_entries=10)
+    memory.remember("expiring", principal(0, expires_at=100.0), now=50.0)
+    assert memory.get("expiring", now=99.0) is not None
+    assert memory.get("expiring", now=100.0) is None
+    assert len(memory) == 0
+    memory.remember("already-expired", principal(1, expires_at=100.0), now=100.0)
+    assert len(memory) == 0
+    for n in range(25):
+        memory.remember(f"token-{n}", principal(n, expires_at=1000.0), now=0.0)
+        assert len(memory) <= 10
+    assert memory.get("token-24", now=0.0) is not None
+    assert memory.get("token-0", now=0.0) is None
+
+
 async def test_unknown_kid_refetches_keys_once(keys: Keys) -> None:
     rotated = Keys()
     source = CountingKeySource({"keys": [keys.jwk]})
@@ -192,6 +271,10 @@ def _probe_handler() -> grpc.GenericRpcHandler:
         await context.send_initial_metadata((("x-seen-request-id", current_request_id() or ""),))
         return empty_pb2.Empty()
 
+    async def slow(request: empty_pb2.Empty, context: Any) -> empty_pb2.Empty:
+        await asyncio.sleep(5)
+        return empty_pb2.Empty()
+
     def unary(fn: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
             fn,
@@ -207,6 +290,7 @@ def _probe_handler() -> grpc.GenericRpcHandler:
             "Fail": unary(fail),
             "Crash": unary(crash),
             "RequestId": unary(request_id),
+            "Slow": unary(slow),
         },
     )
 
@@ -218,7 +302,7 @@ async def probe_server(verifier: TokenVerifier) -> AsyncIterator[GrpcServer]:
         port=0,
         verifier=verifier,
         policy=AccessPolicy(
-            public_methods=frozenset({PUBLIC, REQUEST_ID}),
+            public_methods=frozenset({PUBLIC, REQUEST_ID, SLOW}),
             service_methods={"crm": frozenset({WHOAMI})},
         ),
         grace_seconds=1.0,
@@ -306,6 +390,17 @@ async def test_request_id_travels_in_metadata(channel: grpc.aio.Channel) -> None
         call = _call(channel, REQUEST_ID)(empty_pb2.Empty())
         await call
     assert dict(await call.initial_metadata())["x-seen-request-id"] == "rid-123"
+
+
+async def test_unary_calls_get_the_channels_deadline(probe_server: GrpcServer) -> None:
+    async with create_channel(f"127.0.0.1:{probe_server.port}", deadline=0.2) as short:
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _call(short, SLOW)(empty_pb2.Empty())
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 2
+        # A deadline the caller gives wins.
+        await _call(short, PUBLIC)(empty_pb2.Empty(), timeout=3.0)
 
 
 async def test_health_serving_then_not_serving_on_stop(verifier: TokenVerifier) -> None:

@@ -37,7 +37,9 @@ class AuthSettings(CommonSettings):
             "or smtps:// (TLS), with optional user:password@."
         ),
     )
-    smtp_timeout_seconds: float = Field(default=15.0, gt=0)
+    smtp_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="Timeout of each SMTP connection and command."
+    )
     email_from: str = Field(
         default="Huntaze <no-reply@huntaze.local>", description="The From of every email."
     )
@@ -48,15 +50,23 @@ class AuthSettings(CommonSettings):
     ses_configuration_set: str | None = Field(default=None, description="SES configuration set.")
 
     # argon2id; the defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane).
-    auth_argon2_time_cost: int = Field(default=2, ge=1, le=20)
-    auth_argon2_memory_kib: int = Field(default=19_456, ge=8, le=4_194_304)
-    auth_argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    auth_argon2_time_cost: int = Field(
+        default=2, ge=1, le=20, description="argon2id passes; hashes are upgraded at login."
+    )
+    auth_argon2_memory_kib: int = Field(
+        default=19_456, ge=8, le=4_194_304, description="argon2id memory in KiB."
+    )
+    auth_argon2_parallelism: int = Field(default=1, ge=1, le=16, description="argon2id lanes.")
     auth_password_min_score: int = Field(
         default=3, ge=0, le=4, description="Minimum zxcvbn score of a new password."
     )
 
-    auth_access_token_ttl_seconds: int = Field(default=15 * 60, ge=30, le=3600)
-    auth_service_token_ttl_seconds: int = Field(default=5 * 60, ge=30, le=3600)
+    auth_access_token_ttl_seconds: int = Field(
+        default=15 * 60, ge=30, le=3600, description="Lifetime of an access token (JWT)."
+    )
+    auth_service_token_ttl_seconds: int = Field(
+        default=5 * 60, ge=30, le=3600, description="Lifetime of a service token."
+    )
     auth_session_lifetime_seconds: int = Field(
         default=30 * 24 * 3600, ge=300, description="Absolute session lifetime from sign-in."
     )
@@ -66,17 +76,31 @@ class AuthSettings(CommonSettings):
     auth_email_token_ttl_seconds: int = Field(
         default=3600, ge=60, description="Verification and password-reset links."
     )
-    auth_two_factor_challenge_ttl_seconds: int = Field(default=300, ge=30, le=1800)
+    auth_two_factor_challenge_ttl_seconds: int = Field(
+        default=300, ge=30, le=1800, description="Lifetime of a two-factor login challenge."
+    )
     auth_email_resend_interval_seconds: int = Field(
         default=60, ge=0, description="At most one verification or reset email per this period."
     )
 
     # Login throttling (see `service.LoginThrottle`).
-    auth_login_window_seconds: int = Field(default=15 * 60, ge=10)
-    auth_login_max_failures_per_account_ip: int = Field(default=5, ge=1)
-    auth_login_account_window_seconds: int = Field(default=5 * 60, ge=10)
-    auth_login_max_failures_per_account: int = Field(default=20, ge=1)
-    auth_login_max_failures_per_ip: int = Field(default=50, ge=1)
+    auth_login_window_seconds: int = Field(
+        default=15 * 60, ge=10, description="Window of the per-(account, IP) and per-IP limits."
+    )
+    auth_login_max_failures_per_account_ip: int = Field(
+        default=5, ge=1, description="Failed logins per (account, IP) in that window."
+    )
+    auth_login_account_window_seconds: int = Field(
+        default=5 * 60, ge=10, description="Short window of the per-account ceiling."
+    )
+    auth_login_max_failures_per_account: int = Field(
+        default=20,
+        ge=1,
+        description="Failed logins per account in that window; known devices are exempt.",
+    )
+    auth_login_max_failures_per_ip: int = Field(
+        default=50, ge=1, description="Failed logins per IP across all accounts."
+    )
 
     def sealing_keys(self) -> list[str]:
         if self.auth_sealing_key is None:

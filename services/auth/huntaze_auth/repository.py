@@ -1,5 +1,9 @@
 """Queries of the `auth` schema. Every function works inside the caller's transaction and
-never commits: the service layer decides where a transaction ends."""
+never commits: the service layer decides where a transaction ends.
+
+The reads on every authenticated call (is this session active, who am I) are plain SQL on the
+read pool instead (`huntaze_kit.db.fetch_row`): one statement, one round trip, no ORM.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     Boolean,
     case,
@@ -36,6 +41,7 @@ from huntaze_auth.models import (
     User,
     UserProfile,
 )
+from huntaze_kit.db import fetch_row
 
 # --- locks -------------------------------------------------------------------------------------
 
@@ -319,13 +325,44 @@ async def get_session(
     return (await db.execute(query)).scalar_one_or_none()
 
 
-async def session_is_active(db: AsyncSession, session_id: uuid.UUID, *, now: datetime) -> bool:
-    found = await db.execute(
-        select(Session.id).where(
-            Session.id == session_id, Session.revoked_at.is_(None), Session.expires_at > now
-        )
-    )
-    return found.first() is not None
+_SESSION_IS_ACTIVE = """
+SELECT 1 FROM auth.sessions WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2
+"""
+
+
+async def session_is_active(reads: asyncpg.Pool, session_id: uuid.UUID, *, now: datetime) -> bool:
+    """`reads`: the read pool."""
+    return await fetch_row(reads, _SESSION_IS_ACTIVE, session_id, now) is not None
+
+
+# The user with their profile (its columns NULL when there is none), as `read_me` answers.
+_ME_IN_SESSION = """
+SELECT u.id, u.email, u.name, u.email_verified_at, u.totp_enabled_at, u.created_at,
+       p.user_id IS NOT NULL AS has_profile, p.display_name, p.bio, p.timezone, p.niche,
+       p.goals, p.onboarding_completed_at, p.updated_at
+FROM auth.sessions s
+JOIN auth.users u ON u.id = s.user_id
+LEFT JOIN auth.user_profiles p ON p.user_id = u.id
+WHERE s.id = $2 AND s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $3
+"""
+_ME = """
+SELECT u.id, u.email, u.name, u.email_verified_at, u.totp_enabled_at, u.created_at,
+       p.user_id IS NOT NULL AS has_profile, p.display_name, p.bio, p.timezone, p.niche,
+       p.goals, p.onboarding_completed_at, p.updated_at
+FROM auth.users u
+LEFT JOIN auth.user_profiles p ON p.user_id = u.id
+WHERE u.id = $1
+"""
+
+
+async def read_me(
+    reads: asyncpg.Pool, user_id: uuid.UUID, *, session_id: uuid.UUID | None, now: datetime
+) -> asyncpg.Record | None:
+    """The user and their profile in one row (`reads`: the read pool); with `session_id`, only
+    while that session of the user is active. None when there is no such row."""
+    if session_id is None:
+        return await fetch_row(reads, _ME, user_id)
+    return await fetch_row(reads, _ME_IN_SESSION, user_id, session_id, now)
 
 
 async def list_active_sessions(

@@ -14,6 +14,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+import asyncpg
 import uvloop
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -30,7 +31,7 @@ from huntaze_auth.sealing import Sealer
 from huntaze_auth.service import AuthService, Clock, Lifetimes, LoginThrottle, utc_now
 from huntaze_auth.tokens import KeyRing
 from huntaze_kit.consumers import EventConsumer
-from huntaze_kit.db import create_engine, session_factory
+from huntaze_kit.db import create_engine, create_read_pool, session_factory
 from huntaze_kit.grpc_server import GrpcServer, run_until_signalled
 from huntaze_kit.identity import TokenVerifier
 from huntaze_kit.logging import configure_logging, get_logger
@@ -80,12 +81,14 @@ def build_service(
     settings: AuthSettings,
     *,
     sessions: async_sessionmaker[AsyncSession],
+    reads: asyncpg.Pool,
     sealer: Sealer,
     clock: Clock = utc_now,
 ) -> AuthService:
     """The use cases wired from settings (call `service.keyring.load()` before use)."""
     return AuthService(
         session_factory=sessions,
+        read_pool=reads,
         passwords=Passwords(
             Argon2Parameters(
                 time_cost=settings.auth_argon2_time_cost,
@@ -137,6 +140,7 @@ class AuthServer:
         self.relay: OutboxRelay | None = None
         self.email_consumer: EventConsumer | None = None
         self._engine: AsyncEngine | None = None
+        self._reads: asyncpg.Pool | None = None
         self._nats: NatsClient | None = None
         self._grpc: GrpcServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -150,8 +154,13 @@ class AuthServer:
             max_overflow=settings.db_max_overflow,
         )
         sessions = session_factory(self._engine)
+        self._reads = await create_read_pool(
+            settings.database_url, application_name="huntaze-auth", max_size=settings.db_pool_size
+        )
         sealer = await load_sealer(settings, sessions)
-        service = build_service(settings, sessions=sessions, sealer=sealer, clock=self._clock)
+        service = build_service(
+            settings, sessions=sessions, reads=self._reads, sealer=sealer, clock=self._clock
+        )
         await service.keyring.load()
         self.service = service
 
@@ -220,6 +229,8 @@ class AuthServer:
         if self._nats is not None:
             with contextlib.suppress(Exception):
                 await self._nats.drain()
+        if self._reads is not None:
+            await self._reads.close()
         if self._engine is not None:
             await self._engine.dispose()
         log.info("auth_stopped")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from email_validator import EmailNotValidError, validate_email
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -278,6 +279,7 @@ class AuthService:
         self,
         *,
         session_factory: async_sessionmaker[AsyncSession],
+        read_pool: asyncpg.Pool,
         passwords: Passwords,
         keyring: KeyRing,
         sealer: Sealer,
@@ -287,6 +289,8 @@ class AuthService:
         clock: Clock = utc_now,
     ) -> None:
         self._db = session_factory
+        # For the reads on every authenticated call (`huntaze_kit.db.create_read_pool`).
+        self._reads = read_pool
         self._passwords = passwords
         self._keys = keyring
         self._sealer = sealer
@@ -767,16 +771,23 @@ class AuthService:
             parsed = uuid.UUID(session_id)
         except ValueError:
             return False
-        async with self._db() as db:
-            return await repository.session_is_active(db, parsed, now=self._clock())
+        return await repository.session_is_active(self._reads, parsed, now=self._clock())
 
     # --- account and sessions --------------------------------------------------------------------
 
-    async def get_me(self, *, user_id: uuid.UUID) -> tuple[UserView, ProfileView]:
-        async with self._db() as db:
-            user = await self._require_user(db, user_id)
-            profile = await repository.get_profile(db, user_id)
-            return await self._user_view(db, user), _profile_view(profile)
+    async def get_me(
+        self, *, user_id: uuid.UUID, session_id: uuid.UUID | None = None
+    ) -> tuple[UserView, ProfileView]:
+        """The user and their profile. With `session_id` (the caller's session), refused with
+        SESSION_REVOKED unless that session is active: the check and the read are one query."""
+        row = await repository.read_me(
+            self._reads, user_id, session_id=session_id, now=self._clock()
+        )
+        if row is None:
+            if session_id is not None:
+                raise Unauthenticated(message="Session revoked.", reason="SESSION_REVOKED")
+            raise Unauthenticated(message="This account no longer exists.", reason="NO_USER")
+        return _me_views(row)
 
     async def list_sessions(
         self, *, user_id: uuid.UUID, current_session_id: uuid.UUID | None
@@ -1212,6 +1223,31 @@ def _profile_view(profile: UserProfile | None) -> ProfileView:
         goals=list(profile.goals),
         onboarding_completed_at=profile.onboarding_completed_at,
         updated_at=profile.updated_at,
+    )
+
+
+def _me_views(row: asyncpg.Record) -> tuple[UserView, ProfileView]:
+    """The views of a `repository.read_me` row."""
+    completed_at: datetime | None = row["onboarding_completed_at"]
+    user = UserView(
+        id=row["id"],
+        email=row["email"],
+        name=row["name"],
+        email_verified=row["email_verified_at"] is not None,
+        two_factor_enabled=row["totp_enabled_at"] is not None,
+        onboarding_completed=completed_at is not None,
+        created_at=row["created_at"],
+    )
+    if not row["has_profile"]:
+        return user, _profile_view(None)
+    return user, ProfileView(
+        display_name=row["display_name"],
+        bio=row["bio"],
+        timezone=row["timezone"],
+        niche=row["niche"],
+        goals=list(row["goals"]),
+        onboarding_completed_at=completed_at,
+        updated_at=row["updated_at"],
     )
 
 

@@ -20,7 +20,7 @@ from huntaze_auth.sealing import Sealer
 from huntaze_auth.server import MIGRATIONS_PACKAGE, AuthServer, build_service, load_sealer
 from huntaze_auth.service import AuthService
 from huntaze_devstack.mailcatcher import MailCatcher
-from huntaze_kit.db import create_engine, session_factory
+from huntaze_kit.db import create_engine, create_read_pool, session_factory
 from huntaze_kit.grpc_client import create_channel
 from huntaze_kit.migrations import upgrade_async
 from huntaze_kit.outbox import schema_tables
@@ -85,19 +85,30 @@ async def sessions(migrated_url: str) -> AsyncIterator[async_sessionmaker[AsyncS
         await engine.dispose()
 
 
+@pytest.fixture
+async def reads(migrated_url: str) -> AsyncIterator[Any]:
+    pool = await create_read_pool(migrated_url, application_name="auth-tests", max_size=5)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
 ServiceFactory = Callable[..., Awaitable[AuthService]]
 
 
 @pytest.fixture
 def make_service(
-    migrated_url: str, sessions: async_sessionmaker[AsyncSession], clock: Clock
+    migrated_url: str, sessions: async_sessionmaker[AsyncSession], reads: Any, clock: Clock
 ) -> ServiceFactory:
     """Builds the use cases over the test database; keyword arguments override settings."""
 
     async def build(**overrides: Any) -> AuthService:
         settings = make_settings(migrated_url, **overrides)
         sealer = await load_sealer(settings, sessions)
-        service = build_service(settings, sessions=sessions, sealer=sealer, clock=clock)
+        service = build_service(
+            settings, sessions=sessions, reads=reads, sealer=sealer, clock=clock
+        )
         await service.keyring.load()
         return service
 

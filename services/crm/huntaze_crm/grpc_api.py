@@ -201,6 +201,7 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
         rows, token = await self._service.list_conversations(
             creator_id=_creator(),
             unread_only=request.unread_only,
+            pinned=request.pinned if request.HasField("pinned") else None,
             platform=request.platform,
             query=request.query,
             archive_filter=request.archive_filter,

@@ -406,6 +406,7 @@ class CrmRepository:
         platform: str | None,
         query: str,
         archived: bool | None,
+        pinned: bool | None = None,
         sort: Sort[ConversationRow],
         page: Page,
     ) -> list[ConversationRow]:
@@ -422,6 +423,8 @@ class CrmRepository:
             statement = statement.where(Conversation.platform == platform)
         if archived is not None:
             statement = statement.where(Conversation.archived.is_(archived))
+        if pinned is not None:
+            statement = statement.where(Conversation.pinned.is_(pinned))
         if query:
             message_match = exists().where(
                 Message.creator_id == creator_id,

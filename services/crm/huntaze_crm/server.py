@@ -97,7 +97,7 @@ class CrmServer:
             audience=settings.token_audience,
             issuer=settings.token_issuer,
         )
-        self._revocations = RevocationFollower(self._nats.jetstream(), verifier.revocations)
+        self._revocations = RevocationFollower(self._nats, verifier.revocations)
         await self._revocations.start()
 
         self._grpc = GrpcServer(

@@ -402,6 +402,7 @@ class CrmService:
         creator_id: uuid.UUID,
         unread_only: bool,
         platform: int,
+        pinned: bool | None = None,
         query: str,
         archive_filter: int,
         sort: int,
@@ -423,6 +424,7 @@ class CrmService:
             rows = await CrmRepository(session).list_conversations(
                 creator_id=creator_id,
                 unread_only=unread_only,
+                pinned=pinned,
                 platform=platform_name,
                 query=query,
                 archived=_ARCHIVE_FILTERS[archive_filter],

@@ -8,6 +8,7 @@ import uvicorn
 from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
 from huntaze_kit.logging import configure_logging, get_logger
+from huntaze_kit.process import settle_heap
 
 
 def main() -> None:
@@ -16,8 +17,11 @@ def main() -> None:
     get_logger(__name__).info(
         "gateway_listening", url=f"http://{settings.gateway_host}:{settings.gateway_port}"
     )
+    app = create_app(settings)
+    # Start-up is done but for the lifespan's few clients: settle the heap for serving.
+    settle_heap()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.gateway_host,
         port=settings.gateway_port,
         loop="uvloop",

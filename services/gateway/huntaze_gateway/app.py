@@ -12,11 +12,13 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import grpc
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from huntaze.auth.v1 import auth_pb2_grpc
+from huntaze.crm.v1 import crm_pb2_grpc
 from huntaze_gateway import __version__
 from huntaze_gateway.auth_routes import (
     SECURED,
@@ -26,6 +28,7 @@ from huntaze_gateway.auth_routes import (
     security_schemes,
 )
 from huntaze_gateway.config import GatewaySettings
+from huntaze_gateway.crm_routes import crm_router, messages_router
 from huntaze_gateway.health import health_router
 from huntaze_gateway.middleware import install_middleware
 from huntaze_gateway.problems import (
@@ -35,8 +38,8 @@ from huntaze_gateway.problems import (
     install_problem_handlers,
 )
 from huntaze_gateway.state import Runtime
-from huntaze_gateway.tokens import VerifiedTokens
-from huntaze_gateway.upstream import AuthKeySource, CallOptions, open_channel
+from huntaze_gateway.upstream import CallOptions
+from huntaze_kit.grpc_client import GrpcKeySource, create_channel
 from huntaze_kit.identity import RevocationList, TokenVerifier
 from huntaze_kit.logging import get_logger
 from huntaze_kit.revocations import RevocationFollower
@@ -62,17 +65,12 @@ fault, `errors`: a list of `{field, message}`. A 429 comes with `Retry-After`.
 
 def upstream_targets(settings: GatewaySettings) -> Mapping[str, str]:
     """Every upstream service the gateway talks to, by name."""
-    return {"auth": settings.auth_grpc_target}
+    return {"auth": settings.auth_grpc_target, "crm": settings.crm_grpc_target}
 
 
-async def _follow_revocations(runtime: Runtime, *, poll_seconds: float = 1.0) -> None:
-    """Connects to NATS (waiting for it when it is not up yet) and follows revocations.
-
-    After each reconnection the subscription is made anew: the ordered consumer does not
-    survive a server restart (its own recovery asks for a start time and a start sequence at
-    once, which JetStream refuses), and a new one replays the recent revocations, so none
-    published meanwhile is missed.
-    """
+async def _follow_revocations(runtime: Runtime) -> None:
+    """Connects to NATS (waiting for it when it is not up yet) and follows revocations (the
+    follower picks up again by itself after NATS restarts)."""
     while True:
         try:
             client = await connect_nats(runtime.settings.nats_url, name="gateway")
@@ -80,29 +78,23 @@ async def _follow_revocations(runtime: Runtime, *, poll_seconds: float = 1.0) ->
         except ConnectionError as error:
             log.warning("nats_unreachable_retrying", error=str(error))
     runtime.nats = client
-    reconnects = client.stats["reconnects"]
-    while True:
-        follower = RevocationFollower(client.jetstream(), runtime.verifier.revocations)
-        await follower.start()
-        previous, runtime.follower = runtime.follower, follower
-        if previous is not None:
-            with contextlib.suppress(Exception):
-                await previous.stop()
-        log.info("revocations_followed", reconnects=reconnects)
-        # Polled: the connection's callbacks are `connect_nats`'s own.
-        while client.stats["reconnects"] == reconnects or not client.is_connected:  # noqa: ASYNC110
-            await asyncio.sleep(poll_seconds)
-        reconnects = client.stats["reconnects"]
+    follower = RevocationFollower(client, runtime.verifier.revocations)
+    await follower.start()
+    runtime.follower = follower
+    log.info("revocations_followed")
 
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: GatewaySettings = app.state.settings
-    channels = {name: open_channel(target) for name, target in upstream_targets(settings).items()}
-    call = CallOptions(settings.gateway_upstream_deadline_seconds)
+    deadline = settings.gateway_upstream_deadline_seconds
+    channels: dict[str, grpc.aio.Channel] = {
+        name: create_channel(target, deadline=deadline)
+        for name, target in upstream_targets(settings).items()
+    }
     auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
     verifier = TokenVerifier(
-        key_source=AuthKeySource(auth, call),
+        key_source=GrpcKeySource(channels["auth"]),
         audience=settings.token_audience,
         issuer=settings.token_issuer,
         revocations=RevocationList(),
@@ -112,9 +104,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         problems=app.state.problems,
         channels=channels,
         auth=auth,
-        call=call,
+        crm=crm_pb2_grpc.CrmServiceStub(channels["crm"]),
+        call=CallOptions(),
         verifier=verifier,
-        tokens=VerifiedTokens(verifier),
     )
     runtime.background.append(
         asyncio.create_task(_follow_revocations(runtime), name="follow-revocations")
@@ -165,7 +157,8 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
     components["schemas"].pop("ValidationError", None)
     settings: GatewaySettings = app.state.settings
     components["securitySchemes"] = security_schemes(settings.gateway_access_cookie_name)
-    for route in (*auth_router.routes, *onboarding_router.routes):
+    routers = (auth_router, onboarding_router, crm_router, messages_router)
+    for route in (route for router in routers for route in router.routes):
         if isinstance(route, APIRoute) and route.include_in_schema and needs_caller(route):
             for method in route.methods or ():
                 schema["paths"][route.path_format][method.lower()]["security"] = SECURED
@@ -188,6 +181,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "auth", "description": "Accounts, sign-in, sessions and two-factor."},
             {"name": "onboarding", "description": "The creator profile and onboarding."},
+            {"name": "crm", "description": "Fans, conversations, quick replies and fan lists."},
+            {"name": "messages", "description": "Replies, read receipts and message search."},
             {"name": "health", "description": "Liveness and readiness probes."},
         ],
         responses={500: {"model": Problem, "description": "Unexpected error."}},
@@ -198,6 +193,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_middleware(app, settings, problems)
     app.include_router(auth_router)
     app.include_router(onboarding_router)
+    app.include_router(crm_router)
+    app.include_router(messages_router)
     app.include_router(health_router)
 
     def openapi() -> dict[str, Any]:

@@ -432,7 +432,7 @@ async def current_caller(request: Request) -> Caller:
     token, from_cookie = _presented_token(request, runtime.settings)
     if from_cookie:
         check_same_origin(request, runtime.settings)
-    principal = await runtime.tokens.verify(token)
+    principal = await runtime.verifier.verify(token)
     if principal.kind != "user":
         raise Unauthenticated(message="Invalid token.", reason="INVALID_TOKEN")
     return Caller(
@@ -672,7 +672,7 @@ async def logout(request: Request) -> Response:
         token, from_cookie = _presented_token(request, settings)
         if from_cookie:
             check_same_origin(request, settings)
-        principal = await runtime.tokens.verify(token)
+        principal = await runtime.verifier.verify(token)
         await runtime.auth.Logout(auth_pb2.LogoutRequest(), **runtime.call(token))
     except Unauthenticated as error:
         return _problem_clearing_cookies(request, error_details_of(error))

@@ -68,6 +68,15 @@ class GatewaySettings(CommonSettings):
         default="https://huntaze.app/problems/",
         description="Base URI of the `type` member of problem documents.",
     )
+    crm_grpc_target: str = Field(
+        default="127.0.0.1:50052", description="Where the CRM service's gRPC API listens."
+    )
+    gateway_sse_heartbeat_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="Idle seconds after which an event stream gets a comment (keeps proxies open).",
+    )
 
     @field_validator("gateway_cors_origins", mode="before")
     @classmethod

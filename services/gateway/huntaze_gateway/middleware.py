@@ -167,7 +167,13 @@ def install_middleware(app: FastAPI, settings: GatewaySettings, problems: Proble
             allow_origins=list(origins),
             allow_credentials=True,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                REQUEST_ID_HEADER,
+                "Idempotency-Key",
+                "Last-Event-ID",
+            ],
             expose_headers=[REQUEST_ID_HEADER, "Retry-After", "WWW-Authenticate"],
             max_age=600,
         )

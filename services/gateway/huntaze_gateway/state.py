@@ -12,13 +12,13 @@ from nats.aio.client import Client as NatsClient
 
 from huntaze_gateway.config import GatewaySettings
 from huntaze_gateway.problems import Problems
-from huntaze_gateway.tokens import VerifiedTokens
 from huntaze_gateway.upstream import CallOptions
 from huntaze_kit.identity import TokenVerifier
 from huntaze_kit.revocations import RevocationFollower
 
 if TYPE_CHECKING:
     from huntaze.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
+    from huntaze.crm.v1.crm_pb2_grpc import CrmServiceAsyncStub
 
 
 @dataclass
@@ -28,10 +28,12 @@ class Runtime:
     # One long-lived channel per upstream service, by name; `/readyz` checks each one.
     channels: dict[str, grpc.aio.Channel]
     auth: AuthServiceAsyncStub
-    # `await runtime.auth.Method(request, **runtime.call(token))`: deadline, request id, token.
+    crm: CrmServiceAsyncStub
+    # `await runtime.auth.Method(request, **runtime.call(token))`: the caller's token (the
+    # channels add the deadline and the request id).
     call: CallOptions
+    # Remembers verified tokens until they expire; checks revocations on every call.
     verifier: TokenVerifier
-    tokens: VerifiedTokens
     nats: NatsClient | None = None
     follower: RevocationFollower | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)

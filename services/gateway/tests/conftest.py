@@ -1,8 +1,8 @@
 """Fixtures of the gateway's own tests: the app in-process, reached with httpx over ASGI.
 
 `offline_app`: no upstream reachable (for what the edge answers by itself). `live`: in front of
-a real auth gRPC server, started in-process once per module on a free loopback port, with a
-fresh database on the session's PostgreSQL (the root conftest's `pg_server_url`), NATS and a
+real auth and CRM gRPC servers, started in-process once per module on free loopback ports, with
+a fresh database on the session's PostgreSQL (the root conftest's `pg_server_url`), NATS and a
 mail catcher (module-scoped, unlike the root conftest's per-test `database_url`/`nats_url`).
 """
 
@@ -25,6 +25,8 @@ from fastapi import FastAPI
 
 from huntaze_auth.config import AuthSettings
 from huntaze_auth.server import AuthServer
+from huntaze_crm.config import CrmSettings
+from huntaze_crm.server import CrmServer
 from huntaze_devstack.embedded import EmbeddedNats, drop_database, ensure_database, free_port
 from huntaze_devstack.mailcatcher import MailCatcher
 from huntaze_gateway.app import create_app
@@ -40,6 +42,7 @@ def offline_settings(**overrides: object) -> GatewaySettings:
     """Settings whose upstream and NATS are ports nobody listens on."""
     values: dict[str, object] = {
         "auth_grpc_target": f"127.0.0.1:{free_port()}",
+        "crm_grpc_target": f"127.0.0.1:{free_port()}",
         "nats_url": f"nats://127.0.0.1:{free_port()}",
         "gateway_cors_origins": ALLOWED_ORIGIN,
         "gateway_max_body_bytes": SMALL_BODY_LIMIT,
@@ -67,13 +70,15 @@ async def offline_client(offline_app: FastAPI) -> AsyncIterator[httpx.AsyncClien
 
 @dataclass
 class Live:
-    """The gateway in-process in front of a real auth gRPC server (also in-process)."""
+    """The gateway in-process in front of real auth and CRM gRPC servers (also in-process)."""
 
     app: FastAPI
     client: httpx.AsyncClient
     mail: MailCatcher
     # The embedded NATS server, to restart; None when HUNTAZE_TEST_NATS_URL names one.
     nats_server: EmbeddedNats | None
+    crm: CrmServer
+    nats_url: str
 
     @property
     def runtime(self) -> Runtime:
@@ -104,8 +109,9 @@ async def _nats() -> AsyncIterator[tuple[str, EmbeddedNats | None]]:
 
 @pytest.fixture(scope="module")
 async def live(pg_server_url: str) -> AsyncIterator[Live]:
-    """Once per module: a fresh database with auth's schema, NATS, a mail catcher, the auth
-    server on a free loopback port, and the gateway app (lifespan running) in front of it."""
+    """Once per module: a fresh database with auth's and the CRM's schemas, NATS, a mail
+    catcher, the auth and CRM servers on free loopback ports, and the gateway app (lifespan
+    running) in front of them."""
     name = f"gw_{uuid.uuid4().hex[:12]}"
     database_url = await ensure_database(pg_server_url, name)
     scratch = Path(tempfile.mkdtemp(prefix="huntaze-gw-"))
@@ -113,6 +119,7 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
         async with _nats() as (nats_url, nats_server):
             with MailCatcher(scratch / "mail") as mail:
                 await upgrade_async(database_url, package="huntaze_auth.migrations", schema="auth")
+                await upgrade_async(database_url, package="huntaze_crm.migrations", schema="crm")
                 auth = AuthServer(
                     AuthSettings(
                         database_url=database_url,
@@ -124,10 +131,23 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                     )
                 )
                 await auth.start()
+                crm = CrmServer(
+                    CrmSettings(
+                        database_url=database_url,
+                        nats_url=nats_url,
+                        auth_grpc_target=f"127.0.0.1:{auth.port}",
+                        crm_grpc_host="127.0.0.1",
+                        crm_grpc_port=0,
+                        crm_grace_seconds=0.5,
+                        db_pool_size=4,
+                    )
+                )
                 try:
+                    await crm.start()
                     app = create_app(
                         GatewaySettings(
                             auth_grpc_target=f"127.0.0.1:{auth.port}",
+                            crm_grpc_target=f"127.0.0.1:{crm.port}",
                             nats_url=nats_url,
                             gateway_trusted_proxies=1,
                         )
@@ -138,8 +158,16 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                             transport=transport, base_url="http://gateway.test"
                         ) as client:
                             await _until_following(app)
-                            yield Live(app=app, client=client, mail=mail, nats_server=nats_server)
+                            yield Live(
+                                app=app,
+                                client=client,
+                                mail=mail,
+                                nats_server=nats_server,
+                                crm=crm,
+                                nats_url=nats_url,
+                            )
                 finally:
+                    await crm.stop()
                     await auth.stop()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -273,6 +273,7 @@ async def test_probes(offline_client: httpx.AsyncClient) -> None:
     ready = await offline_client.get("/readyz")
     body = assert_problem(ready, 503, "NOT_READY")
     assert body["checks"]["auth"] != "SERVING"
+    assert body["checks"]["crm"] != "SERVING"
     assert body["checks"]["revocations"] == "STARTING"
 
 

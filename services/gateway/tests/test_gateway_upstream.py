@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from huntaze_gateway.tokens import VerifiedTokens
+from huntaze_kit.grpc_client import GrpcKeySource
+from huntaze_kit.identity import TokenVerifier
 
 PROBLEM = "application/problem+json"
 PASSWORD = "Violet-Harbour-Lantern-42"
@@ -48,12 +49,12 @@ async def signed_in(live: Any) -> tuple[str, dict[str, Any], httpx.Response]:
     return email, login.json()["tokens"], login
 
 
-async def test_ready_when_auth_serves_and_revocations_flow(live: Any) -> None:
+async def test_ready_when_upstreams_serve_and_revocations_flow(live: Any) -> None:
     response = await live.client.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json() == {
         "status": "ready",
-        "checks": {"auth": "SERVING", "revocations": "FOLLOWING"},
+        "checks": {"auth": "SERVING", "crm": "SERVING", "revocations": "FOLLOWING"},
     }
 
 
@@ -173,14 +174,21 @@ async def test_logout_revokes_at_the_edge_at_once(live: Any) -> None:
 
 
 async def test_the_verified_token_memory_stays_bounded(live: Any) -> None:
-    tokens = VerifiedTokens(live.runtime.verifier, max_entries=2)
+    settings = live.runtime.settings
+    verifier = TokenVerifier(
+        key_source=GrpcKeySource(live.runtime.channels["auth"]),
+        audience=settings.token_audience,
+        issuer=settings.token_issuer,
+        max_verified_tokens=2,
+    )
+    tokens = verifier.verified
     issued = [(await signed_in(live))[1] for _ in range(3)]
     for pair in issued:
-        principal = await tokens.verify(pair["accessToken"])
+        principal = await verifier.verify(pair["accessToken"])
         assert principal.session_id == pair["sessionId"]
         assert len(tokens) <= 2
     # Forgotten tokens verify again, from scratch.
-    assert (await tokens.verify(issued[0]["accessToken"])).session_id == issued[0]["sessionId"]
+    assert (await verifier.verify(issued[0]["accessToken"])).session_id == issued[0]["sessionId"]
 
 
 async def test_a_nats_restart_neither_unreadies_nor_blinds_the_edge(live: Any) -> None:

@@ -1074,6 +1074,7 @@ class ListConversationsRequest(_message.Message):
     QUERY_FIELD_NUMBER: _builtins.int
     ARCHIVE_FILTER_FIELD_NUMBER: _builtins.int
     SORT_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
     unread_only: _builtins.bool
     """Only conversations with unread messages."""
     platform: Global___Platform.ValueType
@@ -1082,6 +1083,8 @@ class ListConversationsRequest(_message.Message):
     """Full-text search over the fan (name, handle, tags...) and the conversation's messages."""
     archive_filter: Global___ArchiveFilter.ValueType
     sort: Global___ConversationSort.ValueType
+    pinned: _builtins.bool
+    """Set: only pinned (true) or only unpinned (false) conversations; unset: both."""
     @_builtins.property
     def page(self) -> _common_pb2.PageRequest: ...
     def __init__(
@@ -1093,12 +1096,15 @@ class ListConversationsRequest(_message.Message):
         query: _builtins.str = ...,
         archive_filter: Global___ArchiveFilter.ValueType = ...,
         sort: Global___ConversationSort.ValueType = ...,
+        pinned: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_pinned", b"_pinned", "page", b"page", "pinned", b"pinned"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_filter", b"archive_filter", "page", b"page", "platform", b"platform", "query", b"query", "sort", b"sort", "unread_only", b"unread_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pinned", b"_pinned", "archive_filter", b"archive_filter", "page", b"page", "pinned", b"pinned", "platform", b"platform", "query", b"query", "sort", b"sort", "unread_only", b"unread_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__pinned: _TypeAlias = _typing.Literal["pinned"]  # noqa: Y015
+    _WhichOneofArgType__pinned: _TypeAlias = _typing.Literal["_pinned", b"_pinned"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pinned) -> _WhichOneofReturnType__pinned | None: ...
 
 Global___ListConversationsRequest: _TypeAlias = ListConversationsRequest  # noqa: Y015
 
