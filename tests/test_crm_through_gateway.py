@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -18,13 +18,15 @@ import httpx
 import nats
 import orjson
 import pytest
-from google.protobuf.message import Message
-from nats.aio.client import Client as NatsClient
 
-from huntaze.onlyfans.v1 import events_pb2 as of_events
+from huntaze_devstack.testing import (
+    PlatformEvents,
+    assert_problem,
+    eventually,
+    problem_fields,
+)
 from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
-from huntaze_kit.streams import Headers
 
 pytestmark = pytest.mark.slow
 
@@ -54,113 +56,11 @@ class Creator:
         return response.json()
 
 
-async def eventually(
-    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = WAIT_SECONDS
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if check(value):
-            return value
-        assert time.monotonic() < deadline, f"not met within {timeout} s; last: {value!r}"
-        await asyncio.sleep(0.05)
-
-
-def problem(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    if code is not None:
-        assert body["code"] == code, body
-    return body
-
-
-def fields(body: dict[str, Any]) -> list[str]:
-    return [error["field"] for error in body.get("errors") or []]
-
-
-@dataclass
-class Worker:
-    """Publishes what the OnlyFans worker would, with the headers of a Huntaze event."""
-
-    nc: NatsClient
-
-    async def publish(
-        self,
-        subject: str,
-        event: Message,
-        *,
-        creator_id: str,
-        aggregate_id: str,
-        event_id: str | None = None,
-        msg_id: str | None = None,
-    ) -> str:
-        identifier = event_id or str(uuid.uuid4())
-        await self.nc.jetstream().publish(
-            subject,
-            event.SerializeToString(),
-            headers={
-                Headers.MSG_ID: msg_id or identifier,
-                Headers.EVENT_ID: identifier,
-                Headers.EVENT_TYPE: event.DESCRIPTOR.full_name,
-                Headers.CREATOR_ID: creator_id,
-                Headers.AGGREGATE_TYPE: "fan",
-                Headers.AGGREGATE_ID: aggregate_id,
-            },
-        )
-        return identifier
-
-    async def fan_writes(
-        self,
-        creator: Creator,
-        *,
-        platform_message_id: str,
-        text: str,
-        platform_fan_id: str = "of-fan-1",
-        display_name: str = "Lily",
-        event_id: str | None = None,
-        msg_id: str | None = None,
-    ) -> str:
-        event = of_events.MessageReceived(
-            creator_id=creator.id,
-            platform_message_id=platform_message_id,
-            fan=of_events.FanProfile(
-                platform_fan_id=platform_fan_id, display_name=display_name, handle="@fan"
-            ),
-            text=text,
-        )
-        event.sent_at.GetCurrentTime()
-        return await self.publish(
-            "onlyfans.message.received",
-            event,
-            creator_id=creator.id,
-            aggregate_id=platform_fan_id,
-            event_id=event_id,
-            msg_id=msg_id,
-        )
-
-    async def fan_pays(
-        self, creator: Creator, *, transaction_id: str, cents: int, platform_fan_id: str
-    ) -> None:
-        event = of_events.PurchaseRecorded(
-            creator_id=creator.id,
-            platform_transaction_id=transaction_id,
-            fan=of_events.FanProfile(platform_fan_id=platform_fan_id),
-            kind=of_events.PURCHASE_KIND_TIP,
-            amount_cents=cents,
-            currency="USD",
-        )
-        await self.publish(
-            "onlyfans.purchase.recorded", event, creator_id=creator.id, aggregate_id=platform_fan_id
-        )
-
-
 @pytest.fixture(scope="module")
-async def worker(suite: Any) -> AsyncIterator[Worker]:
+async def worker(suite: Any) -> AsyncIterator[PlatformEvents]:
     client = await nats.connect(suite.nats_url)
     try:
-        yield Worker(client)
+        yield PlatformEvents(client.jetstream())
     finally:
         await client.close()
 
@@ -176,7 +76,7 @@ async def signed_up(suite: Any) -> AsyncIterator[Creator]:
 
 
 async def open_conversation(
-    worker: Worker, creator: Creator, *, fan: str, text: str = "hello there"
+    worker: PlatformEvents, creator: Creator, *, fan: str, text: str = "hello there"
 ) -> dict[str, Any]:
     """A fan writes; answers the conversation once the CRM has stored it."""
     await worker.fan_writes(
@@ -225,7 +125,7 @@ class World:
     objects: dict[str, str] = field(default_factory=dict)
 
 
-async def build_world(worker: Worker, creator: Creator, tag: str) -> World:
+async def build_world(worker: PlatformEvents, creator: Creator, tag: str) -> World:
     platform_fan = f"of-{tag}-{uuid.uuid4().hex[:6]}"
     conversation = await open_conversation(worker, creator, fan=platform_fan)
     messages = await creator.get(f"/api/crm/conversations/{conversation['id']}/messages")
@@ -259,7 +159,9 @@ async def build_world(worker: Worker, creator: Creator, tag: str) -> World:
 # Persistence.
 
 
-async def test_nothing_is_lost_across_a_restart_of_the_crm(suite: Any, worker: Worker) -> None:
+async def test_nothing_is_lost_across_a_restart_of_the_crm(
+    suite: Any, worker: PlatformEvents
+) -> None:
     async with signed_up(suite) as ada:
         conversation = await open_conversation(worker, ada, fan="of-restart", text="hi")
         await worker.fan_pays(ada, transaction_id="tx-r1", cents=1500, platform_fan_id="of-restart")
@@ -308,7 +210,7 @@ async def test_nothing_is_lost_across_a_restart_of_the_crm(suite: Any, worker: W
         assert before["members " + dynamic.json()["id"]]["fans"][0]["valueCents"] == 1500
 
         async with suite.stopped("crm"):
-            problem(await ada.call("GET", "/api/crm/fans"), 503)
+            assert_problem(await ada.call("GET", "/api/crm/fans"), 503)
             # The platform keeps talking while the CRM is away.
             await worker.fan_writes(
                 ada, platform_message_id="while-down", text="still there?", platform_fan_id="of-new"
@@ -466,7 +368,7 @@ def _kind(op: Operation, position: Position) -> str:
 
 
 @pytest.fixture(scope="module")
-async def owner(suite: Any, worker: Worker) -> AsyncIterator[tuple[Creator, World]]:
+async def owner(suite: Any, worker: PlatformEvents) -> AsyncIterator[tuple[Creator, World]]:
     async with signed_up(suite) as ada:
         world = await build_world(worker, ada, "ada")
         await worker.fan_pays(
@@ -488,7 +390,7 @@ async def owner(suite: Any, worker: Worker) -> AsyncIterator[tuple[Creator, Worl
 
 @pytest.mark.parametrize("op", OPERATIONS, ids=[op.key for op in OPERATIONS])
 async def test_another_creator_gets_404_and_changes_nothing(
-    suite: Any, worker: Worker, owner: tuple[Creator, World], op: Operation
+    suite: Any, worker: PlatformEvents, owner: tuple[Creator, World], op: Operation
 ) -> None:
     ada, theirs = owner
     async with signed_up(suite) as bea:
@@ -500,7 +402,7 @@ async def test_another_creator_gets_404_and_changes_nothing(
             many = {p: [ids[p]] for p in op.positions if p.name.endswith(("Ids", "_ids"))}
             request = _request(op, ids, many)
             answer = await bea.client.request(**request)
-            body = problem(answer, 404)
+            body = assert_problem(answer, 404)
             assert body["code"].endswith("_NOT_FOUND"), (target, body)
             assert await view(ada) == before, f"{op.key} with ada's {target.name} changed her data"
         # The same call with the caller's own objects is well formed and goes through.
@@ -552,7 +454,7 @@ def test_the_matrix_covers_every_route_with_an_id() -> None:
 # Idempotency.
 
 
-async def test_retries_and_redeliveries_store_one_row(suite: Any, worker: Worker) -> None:
+async def test_retries_and_redeliveries_store_one_row(suite: Any, worker: PlatformEvents) -> None:
     async with signed_up(suite) as ada:
         conversation = await open_conversation(worker, ada, fan="of-idem", text="first")
         cid = conversation["id"]
@@ -689,7 +591,9 @@ async def listening(
             await reader.close()
 
 
-async def test_the_inbox_streams_and_replays_what_was_missed(suite: Any, worker: Worker) -> None:
+async def test_the_inbox_streams_and_replays_what_was_missed(
+    suite: Any, worker: PlatformEvents
+) -> None:
     async with signed_up(suite) as ada:
         async with listening(suite, ada) as stream:
             # The stream is open before the CRM has joined this watcher to the inbox: write
@@ -750,7 +654,7 @@ async def test_the_inbox_streams_and_replays_what_was_missed(suite: Any, worker:
 # Bad input.
 
 
-async def test_bad_input_gets_clear_4xx_problems(suite: Any, worker: Worker) -> None:
+async def test_bad_input_gets_clear_4xx_problems(suite: Any, worker: PlatformEvents) -> None:
     async with signed_up(suite) as ada:
         conversation = await open_conversation(worker, ada, fan="of-bad")
         cid = conversation["id"]
@@ -805,10 +709,10 @@ async def test_bad_input_gets_clear_4xx_problems(suite: Any, worker: Worker) -> 
         ]
         for method, path, body, status, field_name in cases:
             response = await ada.call(method, path, json=body)
-            found = problem(response, status)
+            found = assert_problem(response, status)
             assert found["detail"], found
             if field_name is not None:
-                assert field_name in fields(found), (method, path, found)
+                assert field_name in problem_fields(found), (method, path, found)
         # A cursor from another list is refused, not misread.
         fans_cursor = await ada.call("GET", "/api/crm/fans?limit=1")
         assert fans_cursor.status_code == 200
@@ -816,4 +720,4 @@ async def test_bad_input_gets_clear_4xx_problems(suite: Any, worker: Worker) -> 
         paged = (await ada.get("/api/crm/fans?limit=1"))["nextCursor"]
         assert paged
         misused = await ada.call("GET", f"/api/crm/quick-replies?cursor={paged}")
-        assert fields(problem(misused, 422)) == ["query.cursor"]
+        assert problem_fields(assert_problem(misused, 422)) == ["query.cursor"]

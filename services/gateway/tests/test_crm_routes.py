@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
@@ -18,13 +18,16 @@ import nats
 import orjson
 import pytest
 import uvicorn
-from nats.aio.client import Client as NatsClient
 
 from huntaze.crm.v1 import crm_pb2
-from huntaze.onlyfans.v1 import events_pb2 as of_events
 from huntaze_devstack.embedded import free_port
+from huntaze_devstack.testing import (
+    PlatformEvents,
+    assert_problem,
+    eventually,
+    problem_fields,
+)
 from huntaze_gateway import crm_routes
-from huntaze_kit.streams import Headers
 
 PROBLEM = "application/problem+json"
 PASSWORD = "Violet-Harbour-Lantern-42"
@@ -65,32 +68,6 @@ async def sign_up(live: Any) -> Creator:
         token=body["tokens"]["accessToken"],
         session_id=body["tokens"]["sessionId"],
     )
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = WAIT_SECONDS
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if check(value):
-            return value
-        assert time.monotonic() < deadline, f"not met within {timeout} s; last: {value!r}"
-        await asyncio.sleep(0.05)
-
-
-def problem(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    if code is not None:
-        assert body["code"] == code, body
-    return body
-
-
-def fields(body: dict[str, Any]) -> list[str]:
-    return [error["field"] for error in body.get("errors") or []]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,46 +160,12 @@ def _matches(template: str, path: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-async def worker(live: Any) -> AsyncIterator[NatsClient]:
+async def worker(live: Any) -> AsyncIterator[PlatformEvents]:
     client = await nats.connect(live.nats_url)
     try:
-        yield client
+        yield PlatformEvents(client.jetstream())
     finally:
         await client.close()
-
-
-async def fan_writes(
-    worker: NatsClient,
-    creator: Creator,
-    *,
-    platform_message_id: str,
-    text: str,
-    platform_fan_id: str = "of-fan-1",
-    display_name: str = "Lily",
-) -> None:
-    """What the OnlyFans worker publishes when a fan writes."""
-    event = of_events.MessageReceived(
-        creator_id=creator.id,
-        platform_message_id=platform_message_id,
-        fan=of_events.FanProfile(
-            platform_fan_id=platform_fan_id, display_name=display_name, handle="@lily"
-        ),
-        text=text,
-    )
-    event.sent_at.GetCurrentTime()
-    event_id = str(uuid.uuid4())
-    await worker.jetstream().publish(
-        "onlyfans.message.received",
-        event.SerializeToString(),
-        headers={
-            Headers.MSG_ID: event_id,
-            Headers.EVENT_ID: event_id,
-            Headers.EVENT_TYPE: event.DESCRIPTOR.full_name,
-            Headers.CREATOR_ID: creator.id,
-            Headers.AGGREGATE_TYPE: "fan",
-            Headers.AGGREGATE_ID: platform_fan_id,
-        },
-    )
 
 
 @pytest.fixture(scope="module")
@@ -398,7 +341,7 @@ async def test_fans_crud_filters_and_pages(live: Any) -> None:
     again = await api.call(
         "POST", "/api/crm/fans", json={"platform": "onlyfans", "platformFanId": "of-100"}
     )
-    problem(again, 409, "FAN_EXISTS")
+    assert_problem(again, 409, "FAN_EXISTS")
     for n in range(3):
         await api.call(
             "POST",
@@ -451,16 +394,15 @@ async def test_fans_crud_filters_and_pages(live: Any) -> None:
 
     deleted = await api.call("DELETE", f"/api/crm/fans/{fan['id']}", expect=204)
     assert deleted.content == b""
-    problem(await api.call("GET", f"/api/crm/fans/{fan['id']}"), 404, "FAN_NOT_FOUND")
+    assert_problem(await api.call("GET", f"/api/crm/fans/{fan['id']}"), 404, "FAN_NOT_FOUND")
 
 
-async def test_conversations_messages_replies_and_reads(live: Any, worker: NatsClient) -> None:
+async def test_conversations_messages_replies_and_reads(live: Any, worker: PlatformEvents) -> None:
     creator = await sign_up(live)
     api = Api(live, creator)
-    await fan_writes(worker, creator, platform_message_id="m-1", text="hello there")
-    await fan_writes(worker, creator, platform_message_id="m-2", text="are you around tonight?")
-    await fan_writes(
-        worker,
+    await worker.fan_writes(creator, platform_message_id="m-1", text="hello there")
+    await worker.fan_writes(creator, platform_message_id="m-2", text="are you around tonight?")
+    await worker.fan_writes(
         creator,
         platform_message_id="m-3",
         text="second fan here",
@@ -569,13 +511,15 @@ async def test_conversations_messages_replies_and_reads(live: Any, worker: NatsC
         json={**body, "idempotencyKey": "r-2"},
         headers={"Idempotency-Key": "r-3"},
     )
-    assert fields(problem(other, 422, "VALIDATION_FAILED")) == ["idempotencyKey"]
+    assert problem_fields(assert_problem(other, 422, "VALIDATION_FAILED")) == ["idempotencyKey"]
     reused = await api.call(
         "POST", "/api/messages/reply", json={**body, "text": "Other text", "idempotencyKey": "r-1"}
     )
-    assert fields(problem(reused, 422, "IDEMPOTENCY_KEY_REUSED")) == ["idempotencyKey"]
+    assert problem_fields(assert_problem(reused, 422, "IDEMPOTENCY_KEY_REUSED")) == [
+        "idempotencyKey"
+    ]
     no_key = await api.call("POST", "/api/messages/reply", json=body)
-    assert fields(problem(no_key, 422)) == ["idempotencyKey"]
+    assert problem_fields(assert_problem(no_key, 422)) == ["idempotencyKey"]
     listed = await api.get(f"/api/crm/conversations/{lily['id']}/messages")
     assert [m["text"] for m in listed["messages"]].count("Hi Lily!") == 1
 
@@ -606,7 +550,7 @@ async def test_quick_replies(live: Any) -> None:
     taken = await api.call(
         "POST", "/api/crm/quick-replies", json={"shortcut": "/thanks", "text": "again"}
     )
-    problem(taken, 409, "SHORTCUT_TAKEN")
+    assert_problem(taken, 409, "SHORTCUT_TAKEN")
     listed = await api.get("/api/crm/quick-replies")
     assert [r["shortcut"] for r in listed["quickReplies"]] == ["/bye", "/thanks"]
     assert [
@@ -619,7 +563,7 @@ async def test_quick_replies(live: Any) -> None:
     assert changed.json()["text"] == "Thanks!"
     assert changed.json()["shortcut"] == "/thanks"
     await api.call("DELETE", f"/api/crm/quick-replies/{thanks['id']}", expect=204)
-    problem(
+    assert_problem(
         await api.call("GET", f"/api/crm/quick-replies/{thanks['id']}"),
         404,
         "QUICK_REPLY_NOT_FOUND",
@@ -684,7 +628,7 @@ async def test_fan_lists_members_and_segments(live: Any) -> None:
     refused = await api.call(
         "POST", f"/api/crm/lists/{dynamic['id']}/members", json={"fanIds": [fans[0]["id"]]}
     )
-    problem(refused, 409, "LIST_IS_DYNAMIC")
+    assert_problem(refused, 409, "LIST_IS_DYNAMIC")
     renamed = await api.call(
         "PATCH",
         f"/api/crm/lists/{dynamic['id']}",
@@ -699,7 +643,7 @@ async def test_fan_lists_members_and_segments(live: Any) -> None:
         static["id"]
     ]
     await api.call("DELETE", f"/api/crm/lists/{static['id']}", expect=204)
-    problem(await api.call("GET", f"/api/crm/lists/{static['id']}"), 404, "LIST_NOT_FOUND")
+    assert_problem(await api.call("GET", f"/api/crm/lists/{static['id']}"), 404, "LIST_NOT_FOUND")
 
 
 async def test_bad_input_gets_clear_problems(live: Any) -> None:
@@ -721,9 +665,11 @@ async def test_bad_input_gets_clear_problems(live: Any) -> None:
         f"/api/crm/lists/{unknown}",
         f"/api/crm/fans/{unknown}/purchases",
     ):
-        problem(await api.call("GET", path), 404)
-    problem(await api.call("POST", f"/api/messages/{unknown}/read"), 404, "MESSAGE_NOT_FOUND")
-    problem(
+        assert_problem(await api.call("GET", path), 404)
+    assert_problem(
+        await api.call("POST", f"/api/messages/{unknown}/read"), 404, "MESSAGE_NOT_FOUND"
+    )
+    assert_problem(
         await api.call(
             "POST",
             "/api/messages/reply",
@@ -732,8 +678,12 @@ async def test_bad_input_gets_clear_problems(live: Any) -> None:
         404,
         "CONVERSATION_NOT_FOUND",
     )
-    assert fields(problem(await api.call("GET", "/api/crm/fans/not-an-id"), 422)) == ["fanId"]
-    assert fields(problem(await api.call("GET", "/api/crm/fans/" + "a" * 65), 422)) == ["fanId"]
+    assert problem_fields(
+        assert_problem(await api.call("GET", "/api/crm/fans/not-an-id"), 422)
+    ) == ["fanId"]
+    assert problem_fields(
+        assert_problem(await api.call("GET", "/api/crm/fans/" + "a" * 65), 422)
+    ) == ["fanId"]
 
     for query, field in (
         ("cursor=%%%", "query.cursor"),
@@ -753,12 +703,14 @@ async def test_bad_input_gets_clear_problems(live: Any) -> None:
         ("minValueCents=10&maxValueCents=5", "query.maxValueCents"),
         ("lastActiveWithinDays=0", "query.lastActiveWithinDays"),
     ):
-        body = problem(await api.call("GET", f"/api/crm/fans?{query}"), 422)
-        assert field in fields(body), (query, body)
-    conversations = problem(await api.call("GET", "/api/crm/conversations?archived=maybe"), 422)
-    assert fields(conversations) == ["query.archived"]
-    search = problem(await api.call("GET", "/api/messages/search?q="), 422)
-    assert fields(search) == ["query.q"]
+        body = assert_problem(await api.call("GET", f"/api/crm/fans?{query}"), 422)
+        assert field in problem_fields(body), (query, body)
+    conversations = assert_problem(
+        await api.call("GET", "/api/crm/conversations?archived=maybe"), 422
+    )
+    assert problem_fields(conversations) == ["query.archived"]
+    search = assert_problem(await api.call("GET", "/api/messages/search?q="), 422)
+    assert problem_fields(search) == ["query.q"]
 
     sent = await api.call(
         "POST",
@@ -766,7 +718,7 @@ async def test_bad_input_gets_clear_problems(live: Any) -> None:
         json={"fanId": fan["id"], "conversationId": unknown, "text": "x", "priceCents": -1},
         headers={"Idempotency-Key": "neg"},
     )
-    assert "priceCents" in fields(problem(sent, 422))
+    assert "priceCents" in problem_fields(assert_problem(sent, 422))
     for body, field in (
         ({"text": "x" * 5001}, "text"),
         ({"text": "x", "priceCents": 10**30}, "priceCents"),
@@ -781,7 +733,7 @@ async def test_bad_input_gets_clear_problems(live: Any) -> None:
             "/api/messages/reply",
             json={"conversationId": unknown, "idempotencyKey": "bad", **body},
         )
-        assert field in fields(problem(answer, 422)), (body, answer.text)
+        assert field in problem_fields(assert_problem(answer, 422)), (body, answer.text)
 
     deep: dict[str, Any] = {}
     cursor = deep
@@ -792,7 +744,7 @@ async def test_bad_input_gets_clear_problems(live: Any) -> None:
         answer = await api.call(
             "PATCH", f"/api/crm/fans/{fan['id']}", json={"customFields": custom}
         )
-        assert fields(problem(answer, 422)) == ["customFields"]
+        assert problem_fields(assert_problem(answer, 422)) == ["customFields"]
     nan = await api.call(
         "PATCH",
         f"/api/crm/fans/{fan['id']}",
@@ -801,13 +753,13 @@ async def test_bad_input_gets_clear_problems(live: Any) -> None:
     )
     assert 400 <= nan.status_code < 500
     too_long = await api.call("PATCH", f"/api/crm/fans/{fan['id']}", json={"notes": "n" * 10_001})
-    assert fields(problem(too_long, 422)) == ["notes"]
+    assert problem_fields(assert_problem(too_long, 422)) == ["notes"]
     tags = await api.call("POST", "/api/crm/fans/tags", json={"fanIds": ["nope"], "addTags": ["a"]})
-    assert fields(problem(tags, 422)) == ["fanIds[0]"]
+    assert problem_fields(assert_problem(tags, 422)) == ["fanIds[0]"]
     preview = await api.call(
         "POST", "/api/crm/lists/preview", json={"segment": {"lastActiveWithinDays": 2**31}}
     )
-    assert fields(problem(preview, 422)) == ["segment.lastActiveWithinDays"]
+    assert problem_fields(assert_problem(preview, 422)) == ["segment.lastActiveWithinDays"]
 
 
 async def test_cookie_sessions_need_the_same_origin_to_write(live: Any) -> None:
@@ -820,13 +772,13 @@ async def test_cookie_sessions_need_the_same_origin_to_write(live: Any) -> None:
         json={"shortcut": "/x", "text": "x"},
         headers={**cookie, "origin": "https://evil.example", **ip()},
     )
-    problem(cross, 403, "CROSS_SITE_REQUEST")
+    assert_problem(cross, 403, "CROSS_SITE_REQUEST")
     anonymous = await live.client.get("/api/crm/conversations", headers=ip())
-    problem(anonymous, 401)
+    assert_problem(anonymous, 401)
 
 
 async def test_the_stream_delivers_replays_and_lets_go(
-    live: Any, worker: NatsClient, http_url: str
+    live: Any, worker: PlatformEvents, http_url: str
 ) -> None:
     creator = await sign_up(live)
     other = await sign_up(live)
@@ -840,7 +792,7 @@ async def test_the_stream_delivers_replays_and_lets_go(
         assert headers["x-accel-buffering"] == "no"
         assert "x-request-id" in headers
         await until_watchers(live, 2)
-        await fan_writes(worker, creator, platform_message_id="s-1", text="first")
+        await worker.fan_writes(creator, platform_message_id="s-1", text="first")
         received = await stream.until("message.received")
         assert stream.retry == crm_routes.SSE_RETRY_MILLISECONDS
         assert received.data is not None
@@ -857,8 +809,8 @@ async def test_the_stream_delivers_replays_and_lets_go(
     # Both clients gone: the gateway cancelled their gRPC streams.
     await until_watchers(live, 0)
 
-    await fan_writes(worker, creator, platform_message_id="s-2", text="second")
-    await fan_writes(worker, creator, platform_message_id="s-3", text="third")
+    await worker.fan_writes(creator, platform_message_id="s-2", text="second")
+    await worker.fan_writes(creator, platform_message_id="s-3", text="third")
     api = Api(live, creator)
     await eventually(
         lambda: api.get("/api/crm/conversations"),
@@ -883,9 +835,9 @@ async def test_the_stream_delivers_replays_and_lets_go(
             "/api/crm/stream",
             headers={"authorization": f"Bearer {creator.token}", "Last-Event-ID": "yesterday"},
         )
-        problem(bad, 422)
+        assert_problem(bad, 422)
         anonymous = await client.get("/api/crm/stream")
-        problem(anonymous, 401)
+        assert_problem(anonymous, 401)
 
 
 async def test_the_stream_beats_when_idle_and_ends_at_sign_out(live: Any, http_url: str) -> None:

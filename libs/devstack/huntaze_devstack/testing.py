@@ -1,0 +1,144 @@
+"""Helpers shared by the test suites of every service and the cross-service tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import httpx
+from google.protobuf.message import Message
+from nats.js import JetStreamContext
+
+from huntaze.onlyfans.v1 import events_pb2 as of_events
+from huntaze_kit.streams import Headers
+
+PROBLEM_JSON = "application/problem+json"
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], within: float = 20.0
+) -> T:
+    """Calls `probe` until `check` accepts its value; fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        assert time.monotonic() < deadline, f"not met within {within} s; last: {value!r}"
+        await asyncio.sleep(0.05)
+
+
+def assert_problem(
+    response: httpx.Response, status: int, code: str | None = None
+) -> dict[str, Any]:
+    """The RFC 9457 problem document of `response`, checked for its status (and `code`)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
+
+def problem_fields(body: dict[str, Any]) -> list[str]:
+    """The fields a problem document's `errors` name."""
+    return [error["field"] for error in body.get("errors") or []]
+
+
+class HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+@dataclass
+class PlatformEvents:
+    """Publishes what the OnlyFans worker publishes, with the headers of a Huntaze event."""
+
+    js: JetStreamContext
+
+    async def publish(
+        self,
+        subject: str,
+        event: Message,
+        *,
+        creator_id: str,
+        aggregate_id: str,
+        aggregate_type: str = "fan",
+        event_id: str | None = None,
+        msg_id: str | None = None,
+    ) -> str:
+        identifier = event_id or str(uuid.uuid4())
+        headers = {
+            Headers.MSG_ID: msg_id or identifier,
+            Headers.EVENT_ID: identifier,
+            Headers.EVENT_TYPE: event.DESCRIPTOR.full_name,
+            Headers.CREATOR_ID: creator_id,
+            Headers.AGGREGATE_TYPE: aggregate_type,
+            Headers.AGGREGATE_ID: aggregate_id,
+        }
+        await self.js.publish(subject, event.SerializeToString(), headers=headers)
+        return identifier
+
+    async def fan_writes(
+        self,
+        creator: HasId,
+        *,
+        platform_message_id: str,
+        text: str = "hi there",
+        platform_fan_id: str = "of-fan-1",
+        display_name: str = "Lily",
+        handle: str = "@lily",
+        event_id: str | None = None,
+        msg_id: str | None = None,
+    ) -> str:
+        """A fan's message arrived on the platform."""
+        event = of_events.MessageReceived(
+            creator_id=creator.id,
+            platform_message_id=platform_message_id,
+            fan=of_events.FanProfile(
+                platform_fan_id=platform_fan_id, display_name=display_name, handle=handle
+            ),
+            text=text,
+        )
+        event.sent_at.GetCurrentTime()
+        return await self.publish(
+            "onlyfans.message.received",
+            event,
+            creator_id=creator.id,
+            aggregate_id=platform_fan_id,
+            event_id=event_id,
+            msg_id=msg_id,
+        )
+
+    async def fan_pays(
+        self,
+        creator: HasId,
+        *,
+        transaction_id: str,
+        cents: int,
+        platform_fan_id: str,
+        currency: str = "USD",
+        event_id: str | None = None,
+    ) -> str:
+        """A fan tipped on the platform."""
+        event = of_events.PurchaseRecorded(
+            creator_id=creator.id,
+            platform_transaction_id=transaction_id,
+            fan=of_events.FanProfile(platform_fan_id=platform_fan_id),
+            kind=of_events.PURCHASE_KIND_TIP,
+            amount_cents=cents,
+            currency=currency,
+        )
+        return await self.publish(
+            "onlyfans.purchase.recorded",
+            event,
+            creator_id=creator.id,
+            aggregate_id=platform_fan_id,
+            event_id=event_id,
+        )
