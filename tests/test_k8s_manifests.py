@@ -24,7 +24,7 @@ def _documents() -> list[tuple[str, dict[str, Any]]]:
 
 
 DOCUMENTS = _documents()
-DEPLOYMENTS = [(name, doc) for name, doc in DOCUMENTS if doc["kind"] == "Deployment"]
+WORKLOADS = [(name, doc) for name, doc in DOCUMENTS if doc["kind"] in {"Deployment", "Job"}]
 
 
 @pytest.mark.parametrize(
@@ -42,8 +42,8 @@ def test_kustomization_lists_every_manifest() -> None:
     assert listed == present
 
 
-@pytest.mark.parametrize(("name", "doc"), DEPLOYMENTS, ids=[n for n, _ in DEPLOYMENTS])
-def test_deployment_is_hardened(name: str, doc: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("name", "doc"), WORKLOADS, ids=[n for n, _ in WORKLOADS])
+def test_workload_is_hardened(name: str, doc: dict[str, Any]) -> None:
     pod = doc["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["automountServiceAccountToken"] is False
@@ -54,6 +54,8 @@ def test_deployment_is_hardened(name: str, doc: dict[str, Any]) -> None:
         assert security["capabilities"]["drop"] == ["ALL"]
         assert {"cpu", "memory"} <= set(container["resources"]["limits"])
         assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        if doc["kind"] != "Deployment":
+            continue
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             assert probe in container, probe
         if any(port["name"] == "grpc" for port in container["ports"]):
@@ -65,3 +67,16 @@ def test_namespace_denies_traffic_by_default() -> None:
     deny = policies["default-deny"]["spec"]
     assert deny["podSelector"] == {}
     assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+
+
+def test_every_workload_has_a_network_policy() -> None:
+    selected = {
+        d["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
+        for _, d in DOCUMENTS
+        if d["kind"] == "NetworkPolicy"
+    }
+    for expression_policy in (d for _, d in DOCUMENTS if d["kind"] == "NetworkPolicy"):
+        for expression in expression_policy["spec"]["podSelector"].get("matchExpressions", []):
+            selected.update(expression["values"])
+    for _, doc in WORKLOADS:
+        assert doc["metadata"]["name"] in selected, doc["metadata"]["name"]
