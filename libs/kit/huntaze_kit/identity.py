@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, Literal, Protocol
 
 import jwt
@@ -69,13 +70,29 @@ def optional_principal() -> Principal | None:
     return _principal.get()
 
 
-@contextmanager
-def acting_as(principal: Principal | None) -> Iterator[None]:
-    token = _principal.set(principal)
-    try:
-        yield
-    finally:
-        _principal.reset(token)
+class _ActingAs(AbstractContextManager[None]):
+    # A class, not a generator-based context manager: it runs around every call.
+    __slots__ = ("_principal", "_token")
+    _token: Token[Principal | None]
+
+    def __init__(self, principal: Principal | None) -> None:
+        self._principal = principal
+
+    def __enter__(self) -> None:
+        self._token = _principal.set(self._principal)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _principal.reset(self._token)
+
+
+def acting_as(principal: Principal | None) -> AbstractContextManager[None]:
+    """Makes `principal` the caller for the code inside the `with` block."""
+    return _ActingAs(principal)
 
 
 class KeySource(Protocol):

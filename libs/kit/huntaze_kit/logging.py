@@ -11,9 +11,10 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import Iterator, MutableMapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import MutableMapping
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -127,12 +128,27 @@ def current_request_id() -> str | None:
     return _request_id.get()
 
 
-@contextmanager
-def request_context(request_id: str | None) -> Iterator[str]:
+class _RequestContext(AbstractContextManager[str]):
+    # A class, not a generator-based context manager: it runs around every request.
+    __slots__ = ("_request_id", "_token")
+    _token: Token[str | None]
+
+    def __init__(self, request_id: str) -> None:
+        self._request_id = request_id
+
+    def __enter__(self) -> str:
+        self._token = _request_id.set(self._request_id)
+        return self._request_id
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _request_id.reset(self._token)
+
+
+def request_context(request_id: str | None) -> AbstractContextManager[str]:
     """Binds a request id (a new one when none is given) to logs and outgoing calls."""
-    rid = request_id or new_request_id()
-    token = _request_id.set(rid)
-    try:
-        yield rid
-    finally:
-        _request_id.reset(token)
+    return _RequestContext(request_id or new_request_id())
