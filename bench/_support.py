@@ -8,17 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Annotated, Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from huntaze_devstack.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from huntaze_kit.errors import Unauthenticated
+from huntaze_kit.identity import Principal
+
+PASSWORD = "Violet-Harbour-Lantern-42"
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -96,15 +109,217 @@ def spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> Child:
     return Child(name, popen, log, log_path)
 
 
-async def wait_until(check: object, children: Sequence[Child], within: float = 60.0) -> None:
-    """Polls the async callable `check` until it returns True; fails early when a child dies."""
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], children: Sequence[Child], within: float = 60.0
+) -> None:
+    """Polls `check` until it returns True; fails early when a child dies."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         for child in children:
             if child.popen.poll() is not None:
                 raise RuntimeError(f"{child.name} exited:\n{child.tail()}")
         with contextlib.suppress(Exception):
-            if await check():  # type: ignore[operator]
+            if await check():
                 return
         await asyncio.sleep(0.2)
     raise RuntimeError("not ready in time:\n" + "\n".join(c.tail() for c in children))
+
+
+async def wait_http(
+    url: str,
+    children: Sequence[Child],
+    *,
+    checks: dict[str, str] | None = None,
+    within: float = 60.0,
+) -> None:
+    """Waits for `url` to answer 200, or, with `checks`, for the readiness checks named there
+    (a gateway `/readyz` document) to report those statuses."""
+    async with httpx.AsyncClient(timeout=2.0) as client:
+
+        async def ready() -> bool:
+            answer = await client.get(url)
+            if checks is None:
+                return answer.status_code == 200
+            reported = answer.json().get("checks", {})
+            return all(reported.get(name) == status for name, status in checks.items())
+
+        await wait_until(ready, children, within)
+
+
+# ---------------------------------------------------------------------------------------------
+# The monolith side of a comparison: one FastAPI process verifying tokens itself.
+
+
+class DatabaseKeySource:
+    """The public keys straight from auth's signing-key table (a monolith owns it)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def fetch_jwks(self) -> dict[str, Any]:
+        rows = await self._pool.fetch("SELECT public_jwk FROM auth.signing_keys")
+        return {"keys": [json.loads(row["public_jwk"]) for row in rows]}
+
+
+async def no_reset(connection: asyncpg.Connection) -> None:
+    """No session state is ever left behind: skip the reset query on each release."""
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def bearer_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """FastAPI dependency: the caller, verified with `request.app.state.verifier`."""
+    if credentials is None:
+        raise HTTPException(401, "Authentication required.")
+    try:
+        principal: Principal = await request.app.state.verifier.verify(credentials.credentials)
+    except Unauthenticated as error:
+        raise HTTPException(401, error.message) from error
+    return principal
+
+
+async def sign_up(gateway: str) -> tuple[str, str]:
+    """Registers and logs in a new creator through the gateway: (access token, user id)."""
+    async with httpx.AsyncClient(base_url=gateway, timeout=20.0) as client:
+        email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+        registered = await client.post(
+            "/api/auth/register", json={"email": email, "password": PASSWORD, "name": "Bench"}
+        )
+        registered.raise_for_status()
+        login = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+        login.raise_for_status()
+        body = login.json()
+        return body["tokens"]["accessToken"], body["user"]["id"]
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP load at a fixed concurrency: wrk when installed, else a lean asyncio client.
+
+
+@dataclass
+class Result:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk_latency(output: str, percent: str) -> float:
+    found = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no {percent}% latency in wrk output:\n{output}")
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
+def load_with_wrk(url: str, token: str, concurrency: int, duration: float) -> Result:
+    output = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{max(1, int(duration))}s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {token}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if rps is None or total is None:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    return Result(
+        requests_per_second=float(rps.group(1)),
+        p50_ms=_wrk_latency(output, "50"),
+        p99_ms=_wrk_latency(output, "99"),
+        errors=errors,
+        requests=int(total.group(1)),
+    )
+
+
+async def _http_worker(
+    host: str, port: int, request: bytes, deadline: float, latencies: list[float]
+) -> int:
+    """One keep-alive HTTP/1.1 connection sending `request` until `deadline`; answers the
+    number of failed requests. Far cheaper per request than httpx, so the load generator is
+    less of a bottleneck."""
+    errors = 0
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            if length is None:
+                raise RuntimeError(f"no content-length in {head!r}")
+            await reader.readexactly(int(length.group(1)))
+            latencies.append(time.perf_counter() - started)
+            errors += status != 200
+    finally:
+        writer.close()
+    return errors
+
+
+async def load_with_python(url: str, token: str, concurrency: int, duration: float) -> Result:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    ).encode()
+    latencies: list[float] = []
+    began = time.perf_counter()
+    deadline = began + duration
+    errors = await asyncio.gather(
+        *(_http_worker(host, port, request, deadline, latencies) for _ in range(concurrency))
+    )
+    elapsed = time.perf_counter() - began
+    return Result(
+        requests_per_second=len(latencies) / elapsed,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        errors=sum(errors),
+        requests=len(latencies),
+    )
+
+
+async def load_http(tool: str, url: str, token: str, concurrency: int, duration: float) -> Result:
+    """`tool` is `wrk` or `python`."""
+    if tool == "wrk":
+        return await asyncio.to_thread(load_with_wrk, url, token, concurrency, duration)
+    return await load_with_python(url, token, concurrency, duration)
+
+
+def cpu_per_request(
+    servers: Sequence[Child],
+    before: Sequence[float | None],
+    after: Sequence[float | None],
+    requests: int,
+) -> str:
+    """Each serving process's CPU milliseconds per measured request."""
+    parts = []
+    for child, start, end in zip(servers, before, after, strict=True):
+        if start is None or end is None or not requests:
+            return ""
+        parts.append(f"{child.name} {(end - start) * 1000 / requests:.2f} ms")
+    return ", ".join(parts)

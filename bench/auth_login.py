@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-from _support import Child, infrastructure, percentile, spawn, wait_until
+from _support import PASSWORD, Child, infrastructure, percentile, spawn, wait_until
 
 from huntaze.auth.v1 import auth_pb2, auth_pb2_grpc
 from huntaze.common.v1 import common_pb2
@@ -33,8 +33,6 @@ from huntaze_auth.passwords import Argon2Parameters, Passwords
 from huntaze_devstack.embedded import ensure_database, free_port
 from huntaze_kit.grpc_client import create_channel
 from huntaze_kit.migrations import upgrade_async
-
-PASSWORD = "Violet-Harbour-Lantern-42"
 
 
 def argon2_rate(seconds: float, threads: int) -> float:
