@@ -158,7 +158,9 @@ class DatabaseKeySource:
 
     async def fetch_jwks(self) -> dict[str, Any]:
         rows = await self._pool.fetch("SELECT public_jwk FROM auth.signing_keys")
-        return {"keys": [json.loads(row["public_jwk"]) for row in rows]}
+        # Pools with a JSON codec hand back the column decoded already.
+        keys = [row["public_jwk"] for row in rows]
+        return {"keys": [key if isinstance(key, dict) else json.loads(key) for key in keys]}
 
 
 async def no_reset(connection: asyncpg.Connection) -> None:

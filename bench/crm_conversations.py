@@ -23,41 +23,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import orjson
 import uvicorn
 import uvloop
-from _support import Child, infrastructure, percentile, spawn, wait_until
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from _support import (
+    Child,
+    DatabaseKeySource,
+    Result,
+    bearer_principal,
+    cpu_per_request,
+    infrastructure,
+    load_http,
+    no_reset,
+    percentile,
+    sign_up,
+    spawn,
+    wait_http,
+)
+from fastapi import Depends, FastAPI, Request, Response
 
 from huntaze_devstack.embedded import drop_database, ensure_database, free_port
 from huntaze_devstack.mailcatcher import MailCatcher
 from huntaze_kit.db import libpq_url
-from huntaze_kit.errors import Unauthenticated
 from huntaze_kit.identity import Principal, TokenVerifier
 from huntaze_kit.migrations import upgrade_async
 
 PATH = "/api/crm/conversations"
 SCRIPT = str(Path(__file__).resolve())
-PASSWORD = "Violet-Harbour-Lantern-42"
 AUDIENCE = "huntaze"
 ISSUER = "huntaze-auth"
 PAGE = 50
@@ -85,42 +90,10 @@ LIMIT {PAGE + 1}
 # The monolith: one FastAPI process doing the whole read itself, answering the same JSON.
 
 
-class DatabaseKeySource:
-    """The public keys straight from the signing-key table (a monolith owns it)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def fetch_jwks(self) -> dict[str, Any]:
-        rows = await self._pool.fetch("SELECT public_jwk FROM auth.signing_keys")
-        keys = [row["public_jwk"] for row in rows]
-        return {"keys": [json.loads(k) if isinstance(k, str | bytes) else k for k in keys]}
-
-
-async def _no_reset(connection: asyncpg.Connection) -> None:
-    """No session state is ever left behind: skip the reset query on each release."""
-
-
 async def _json_codec(connection: asyncpg.Connection) -> None:
     await connection.set_type_codec(
         "jsonb", encoder=orjson.dumps, decoder=orjson.loads, schema="pg_catalog", format="text"
     )
-
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-async def _caller(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None:
-        raise HTTPException(401, "Authentication required.")
-    try:
-        principal: Principal = await request.app.state.verifier.verify(credentials.credentials)
-    except Unauthenticated as error:
-        raise HTTPException(401, error.message) from error
-    return principal
 
 
 def _fan(row: asyncpg.Record) -> dict[str, Any]:
@@ -167,7 +140,7 @@ def monolith_app(database_url: str) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(
-            libpq_url(database_url), min_size=4, max_size=10, reset=_no_reset, init=_json_codec
+            libpq_url(database_url), min_size=4, max_size=10, reset=no_reset, init=_json_codec
         )
         app.state.pool = pool
         app.state.verifier = TokenVerifier(
@@ -186,7 +159,7 @@ def monolith_app(database_url: str) -> FastAPI:
 
     @app.get(PATH)
     async def conversations(
-        request: Request, principal: Annotated[Principal, Depends(_caller)]
+        request: Request, principal: Annotated[Principal, Depends(bearer_principal)]
     ) -> Response:
         pool: asyncpg.Pool = request.app.state.pool
         rows = await pool.fetch(CONVERSATIONS_SQL, uuid.UUID(principal.creator_id))
@@ -335,113 +308,6 @@ async def seed(database_url: str, creator: uuid.UUID, fans: int, messages: int) 
 # Load.
 
 
-@dataclass
-class Result:
-    requests_per_second: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    requests: int
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _wrk_latency(output: str, percent: str) -> float:
-    found = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-    if found is None:
-        raise RuntimeError(f"no {percent}% latency in wrk output:\n{output}")
-    return float(found.group(1)) * _UNITS[found.group(2)]
-
-
-def load_with_wrk(url: str, token: str, concurrency: int, duration: float) -> Result:
-    output = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{concurrency}",
-            f"-d{max(1, int(duration))}s",
-            "--latency",
-            "-H",
-            f"Authorization: Bearer {token}",
-            url,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    total = re.search(r"(\d+) requests in", output)
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    socket_errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    if rps is None or total is None:
-        raise RuntimeError(f"unexpected wrk output:\n{output}")
-    errors = int(non_2xx.group(1)) if non_2xx else 0
-    if socket_errors:
-        errors += sum(int(n) for n in socket_errors.groups())
-    return Result(
-        float(rps.group(1)),
-        _wrk_latency(output, "50"),
-        _wrk_latency(output, "99"),
-        errors,
-        int(total.group(1)),
-    )
-
-
-async def _http_worker(
-    host: str, port: int, request: bytes, deadline: float, latencies: list[float]
-) -> int:
-    """One keep-alive HTTP/1.1 connection sending `request` until `deadline`; answers the
-    number of failed requests."""
-    errors = 0
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-            if length is None:
-                raise RuntimeError(f"no content-length in {head!r}")
-            await reader.readexactly(int(length.group(1)))
-            latencies.append(time.perf_counter() - started)
-            errors += status != 200
-    finally:
-        writer.close()
-    return errors
-
-
-async def load_with_python(url: str, token: str, concurrency: int, duration: float) -> Result:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = (
-        f"GET {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n\r\n"
-    ).encode()
-    latencies: list[float] = []
-    began = time.perf_counter()
-    deadline = began + duration
-    errors = await asyncio.gather(
-        *(_http_worker(host, port, request, deadline, latencies) for _ in range(concurrency))
-    )
-    elapsed = time.perf_counter() - began
-    return Result(
-        len(latencies) / elapsed,
-        percentile(latencies, 0.50) * 1000,
-        percentile(latencies, 0.99) * 1000,
-        sum(errors),
-        len(latencies),
-    )
-
-
-async def load_http(tool: str, url: str, token: str, concurrency: int, duration: float) -> Result:
-    if tool == "wrk":
-        return await asyncio.to_thread(load_with_wrk, url, token, concurrency, duration)
-    return await load_with_python(url, token, concurrency, duration)
-
-
 async def load_asyncpg(
     pool: asyncpg.Pool, creator: uuid.UUID, concurrency: int, duration: float
 ) -> Result:
@@ -468,36 +334,7 @@ async def load_asyncpg(
     )
 
 
-def _cpu_per_request(
-    servers: list[Child], before: list[float | None], after: list[float | None], result: Result
-) -> str:
-    parts = []
-    for child, start, end in zip(servers, before, after, strict=True):
-        if start is None or end is None or not result.requests:
-            return ""
-        parts.append(f"{child.name} {(end - start) * 1000 / result.requests:.2f} ms")
-    return ", ".join(parts)
-
-
 # ---------------------------------------------------------------------------------------------
-
-
-async def _creator(gateway: str) -> tuple[str, uuid.UUID]:
-    async with httpx.AsyncClient(base_url=gateway, timeout=20.0) as client:
-        email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-        registered = await client.post(
-            "/api/auth/register", json={"email": email, "password": PASSWORD, "name": "Bench"}
-        )
-        registered.raise_for_status()
-        login = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
-        login.raise_for_status()
-        body = login.json()
-        return body["tokens"]["accessToken"], uuid.UUID(body["user"]["id"])
-
-
-async def _ready(url: str) -> bool:
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        return (await client.get(url)).status_code == 200
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -539,9 +376,10 @@ async def run(args: argparse.Namespace) -> None:
                 children += [auth, crm, gateway, monolith]
                 gateway_url = f"http://127.0.0.1:{gateway_port}"
                 monolith_url = f"http://127.0.0.1:{monolith_port}"
-                await wait_until(lambda: _ready(f"{gateway_url}/readyz"), children)
-                await wait_until(lambda: _ready(f"{monolith_url}/healthz"), children)
-                token, creator = await _creator(gateway_url)
+                await wait_http(f"{gateway_url}/readyz", children)
+                await wait_http(f"{monolith_url}/healthz", children)
+                token, user_id = await sign_up(gateway_url)
+                creator = uuid.UUID(user_id)
 
                 print(
                     f"seeding {args.fans:,} fans, {args.fans:,} conversations and "
@@ -572,7 +410,7 @@ async def run(args: argparse.Namespace) -> None:
                 ]:
                     raise RuntimeError("the two servers answered different pages")
                 pool = await asyncpg.create_pool(
-                    libpq_url(database_url), min_size=10, max_size=10, reset=_no_reset
+                    libpq_url(database_url), min_size=10, max_size=10, reset=no_reset
                 )
 
                 print(
@@ -603,7 +441,7 @@ async def run(args: argparse.Namespace) -> None:
                         print(
                             f"{round_number:<6}{label:<26}{result.requests_per_second:>10.0f}"
                             f"{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}{result.errors:>8}"
-                            f"  {_cpu_per_request(servers, before, after, result)}",
+                            f"  {cpu_per_request(servers, before, after, result.requests)}",
                             flush=True,
                         )
                     raw = await load_asyncpg(pool, creator, 10, args.duration)

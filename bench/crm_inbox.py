@@ -9,7 +9,8 @@ and the delivery latency, from the moment each event was due to be published to 
 The publisher keeps to the schedule (it does not wait for one publish to be acknowledged before
 the next is due), so a backlog anywhere shows up as latency rather than as a lower offered rate.
 Goal: p99 <= 200 ms at 1,000 messages/s. Each process's CPU time over the measured window is
-printed too (the machine has two cores; everything here shares them).
+printed too, as a share of one core and per delivered message (the machine has two cores;
+everything here shares them).
 
 PostgreSQL and NATS: `HUNTAZE_BENCH_DATABASE_URL` / `HUNTAZE_BENCH_NATS_URL` when set, else
 embedded servers started here (in a temporary directory, removed afterwards).
@@ -32,7 +33,7 @@ import httpx
 import nats
 import orjson
 import uvloop
-from _support import Child, infrastructure, percentile, spawn, wait_until
+from _support import Child, infrastructure, percentile, sign_up, spawn, wait_http
 from nats.js import JetStreamContext
 
 from huntaze.onlyfans.v1 import events_pb2 as of_events
@@ -41,7 +42,6 @@ from huntaze_devstack.mailcatcher import MailCatcher
 from huntaze_kit.migrations import upgrade_async
 from huntaze_kit.streams import Headers
 
-PASSWORD = "Violet-Harbour-Lantern-42"
 SUBJECT = "onlyfans.message.received"
 MAX_IN_FLIGHT = 512
 # A backlog is waited for as long as messages keep showing on the stream.
@@ -142,24 +142,6 @@ async def read_stream(response: httpx.Response, tally: Tally) -> None:
                     tally.record(int(text[1 : text.index(" ")]), now)
 
 
-async def _creator(gateway: str) -> tuple[str, str]:
-    async with httpx.AsyncClient(base_url=gateway, timeout=20.0) as client:
-        email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-        registered = await client.post(
-            "/api/auth/register", json={"email": email, "password": PASSWORD, "name": "Bench"}
-        )
-        registered.raise_for_status()
-        login = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
-        login.raise_for_status()
-        body = login.json()
-        return body["tokens"]["accessToken"], body["user"]["id"]
-
-
-async def _ready(url: str) -> bool:
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        return (await client.get(url)).status_code == 200
-
-
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
@@ -167,7 +149,7 @@ def _ms(seconds: float) -> str:
 async def measure(
     args: argparse.Namespace, gateway_url: str, nats_url: str, servers: list[Child]
 ) -> None:
-    token, creator_id = await _creator(gateway_url)
+    token, creator_id = await sign_up(gateway_url)
     nc = await nats.connect(nats_url)
     tally = Tally()
     publisher = Publisher(nc.jetstream(), creator_id, args.fans)
@@ -240,6 +222,13 @@ async def measure(
         if before[name] is not None and after[name] is not None
     )
     print(f"CPU over the window (of one core): {cpu}")
+    if delivered:
+        per_message = ", ".join(
+            f"{name} {(after[name] - before[name]) * 1000 / len(delivered):.2f} ms"
+            for name in before
+            if before[name] is not None and after[name] is not None
+        )
+        print(f"CPU per delivered message: {per_message}")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -274,7 +263,7 @@ async def run(args: argparse.Namespace) -> None:
                     spawn("gateway", ["-m", "huntaze_gateway"], env, scratch),
                 ]
                 gateway_url = f"http://127.0.0.1:{gateway_port}"
-                await wait_until(lambda: _ready(f"{gateway_url}/readyz"), children)
+                await wait_http(f"{gateway_url}/readyz", children)
                 await measure(args, gateway_url, nats_url, children[1:])
             finally:
                 for child in reversed(children):

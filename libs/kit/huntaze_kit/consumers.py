@@ -10,6 +10,12 @@ fetched together share one transaction, each handler under its own savepoint, so
 handler takes back only its own writes and inbox row; one commit for the lot saves round trips
 and a WAL flush per message.) Handlers must not commit.
 
+A consumer may take a `batch_handler` instead of (or besides) `handler`: it gets all the new
+events of a chunk, in order, in one call under one savepoint, and can apply them with set-based
+statements. When it raises, that savepoint is rolled back and the chunk's events are applied one
+at a time, each under its own savepoint (by `handler`, or by `batch_handler` with one event), so a
+poison event is still isolated from its neighbours.
+
 A handler that raises is retried (`nak` with a growing delay) until `max_deliver` deliveries;
 then the message goes to `dlq.<durable>` with the error in its headers, and is terminated.
 A message without a valid event id, or a handler raising `PermanentEventError`, goes to the
@@ -148,6 +154,7 @@ class ReceivedEvent:
 
 
 Handler = Callable[[AsyncSession, ReceivedEvent], Awaitable[None]]
+BatchHandler = Callable[[AsyncSession, Sequence[ReceivedEvent]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -254,7 +261,8 @@ class EventConsumer:
         durable: str,
         stream: str,
         filter_subjects: Sequence[str],
-        handler: Handler,
+        handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
         max_deliver: int = 8,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
         batch: int = 64,
@@ -273,6 +281,8 @@ class EventConsumer:
             raise ValueError("batch and concurrency must be at least 1")
         if not filter_subjects:
             raise ValueError("filter_subjects needs at least one subject")
+        if handler is None and batch_handler is None:
+            raise ValueError("give a handler, a batch_handler or both")
         self.durable = validate_durable_name(durable)
         self.stream = stream
         self.schema = schema
@@ -297,7 +307,8 @@ class EventConsumer:
         self._nc = nats
         self._js = nats.jetstream()
         self._session_factory = session_factory
-        self._handler = handler
+        self._batch_handler = batch_handler
+        self._handler: Handler = handler or self._one_by_batch
         _, inbox = schema_tables(schema)  # checks the schema name: safe in SQL text
         table = f'"{schema}".{inbox.name}'
         ids = bindparam("ids", type_=ARRAY(Uuid(as_uuid=True)))
@@ -510,23 +521,34 @@ class EventConsumer:
                 await self._on_failure(msg, event, error)
 
     async def _apply(self, pending: list[tuple[Msg, ReceivedEvent]], outcome: _Outcome) -> None:
-        """One statement claims every event id in the inbox; each new event's handler then runs
-        under its own savepoint, so a failing handler takes back only its own writes (and its
-        inbox row is removed before the commit). One commit for the lot saves round trips and
-        a WAL flush per message. Fills `outcome` as it goes."""
+        """One statement claims every event id in the inbox; the new events are then applied
+        by the batch handler under one savepoint or, without one or when it fails, each by the
+        handler under its own savepoint, so a failing handler takes back only its own writes
+        (and its inbox row is removed before the commit). One commit for the lot saves round
+        trips and a WAL flush per message. Fills `outcome` as it goes."""
         async with self._session_factory() as session, session.begin():
             fresh = await self._claim(session, [event.event_id for _, event in pending])
-            taken_back: list[uuid.UUID] = []
-            for index, (msg, event) in enumerate(pending):
-                if self._stopping.is_set():
-                    rest = pending[index:]
-                    outcome.unstarted = [later for later, _ in rest]
-                    taken_back += [later.event_id for _, later in rest if later.event_id in fresh]
-                    break
+            new: list[tuple[Msg, ReceivedEvent]] = []
+            for msg, event in pending:
                 if event.event_id not in fresh:
                     outcome.duplicates.append((msg, event))
                     continue
                 fresh.discard(event.event_id)  # a second copy in this batch is a duplicate
+                new.append((msg, event))
+            if (
+                len(new) > 1
+                and not self._stopping.is_set()
+                and await self._apply_together(session, new)
+            ):
+                outcome.applied += new
+                return
+            taken_back: list[uuid.UUID] = []
+            for index, (msg, event) in enumerate(new):
+                if self._stopping.is_set():
+                    rest = new[index:]
+                    outcome.unstarted = [later for later, _ in rest]
+                    taken_back += [later.event_id for _, later in rest]
+                    break
                 with request_context(event.request_id):
                     try:
                         async with session.begin_nested():
@@ -538,6 +560,26 @@ class EventConsumer:
                         outcome.applied.append((msg, event))
             if taken_back:
                 await session.execute(self._release, {"ids": taken_back})
+
+    async def _apply_together(
+        self, session: AsyncSession, new: list[tuple[Msg, ReceivedEvent]]
+    ) -> bool:
+        """Runs the batch handler over `new` under one savepoint; False (its writes taken
+        back) when there is none or it failed: the events are then applied one by one."""
+        if self._batch_handler is None:
+            return False
+        try:
+            async with session.begin_nested():
+                await self._batch_handler(session, [event for _, event in new])
+        except Exception as err:
+            # Each event's own failure, if any, is logged (with its traceback) one by one.
+            self._log.warning("consumer.batch_failed", events=len(new), error=_describe(err))
+            return False
+        return True
+
+    async def _one_by_batch(self, session: AsyncSession, event: ReceivedEvent) -> None:
+        assert self._batch_handler is not None
+        await self._batch_handler(session, [event])
 
     async def _claim(self, session: AsyncSession, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         """Inserts the inbox rows; returns the ids that were not there (events new to us)."""

@@ -7,7 +7,7 @@ import contextlib
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -644,6 +644,78 @@ async def test_a_poison_message_is_dead_lettered_listed_and_replayed(
     assert await list_dead_letters(js) == []
     assert await effect_counts(engine, "test-picky") == {event_id: 1}
     assert await effect_counts(engine, "test-healthy") == {event_id: 1}
+
+
+async def test_a_batch_handler_applies_a_chunk_at_once_and_isolates_a_poison_event(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], nc: NatsClient
+) -> None:
+    effects = effect_handler("test-batch")
+    poison = uuid.uuid4()
+    calls: list[list[uuid.UUID]] = []
+
+    async def apply_all(session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
+        calls.append([event.event_id for event in events])
+        for event in events:
+            await effects(session, event)  # written, then taken back if a later one fails
+            if event.event_id == poison:
+                raise ValueError("cannot handle this one")
+
+    def batch_consumer() -> EventConsumer:
+        return EventConsumer(
+            nats=nc,
+            session_factory=sessions,
+            schema=SCHEMA,
+            durable="test-batch",
+            stream="AUTH",
+            filter_subjects=[SUBJECT],
+            batch_handler=apply_all,
+            max_deliver=2,
+            backoff=[0.05],
+            fetch_wait=1.0,
+        )
+
+    js = nc.jetstream()
+    ids = [uuid.uuid4() for _ in range(5)]
+    ids[2] = poison
+    for position, event_id in enumerate(ids):
+        await publish_event(js, event_id, position=position)
+    # A second copy in the same fetch is recognised before the batch handler sees it.
+    await publish_event(js, ids[0], position=0, msg_id="copy")
+    consumer = batch_consumer()
+    async with running(consumer):
+        await eventually(lambda: consumer.dead_lettered == 1, what="the poison dead-lettered")
+        await eventually(lambda: consumer.processed == 4, what="the four healthy events")
+    assert consumer.duplicates == 1
+    # The whole chunk in one call, which failed; then one call per event; then the poison
+    # alone, redelivered, until it is dead-lettered.
+    assert calls == [ids, *([event_id] for event_id in ids), [poison]]
+    healthy = [event_id for event_id in ids if event_id != poison]
+    assert await effect_counts(engine, "test-batch") == dict.fromkeys(healthy, 1)
+
+    # Healthy events fetched together are applied by one call.
+    calls.clear()
+    more = [uuid.uuid4() for _ in range(4)]
+    for position, event_id in enumerate(more):
+        await publish_event(js, event_id, position=position)
+    again = batch_consumer()
+    async with running(again):
+        await eventually(lambda: again.processed == 4, what="the next four")
+    assert calls == [more]
+    assert await effect_counts(engine, "test-batch") == dict.fromkeys(healthy + more, 1)
+
+
+def test_a_consumer_needs_a_handler(
+    sessions: async_sessionmaker[AsyncSession], nc: NatsClient
+) -> None:
+    with pytest.raises(ValueError, match="handler"):
+        EventConsumer(
+            nats=nc,
+            session_factory=sessions,
+            schema=SCHEMA,
+            durable="test-nothing",
+            stream="AUTH",
+            filter_subjects=[SUBJECT],
+        )
 
 
 async def test_stop_finishes_the_message_in_hand_and_hands_back_the_rest(

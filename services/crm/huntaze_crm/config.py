@@ -22,7 +22,11 @@ class CrmSettings(CommonSettings):
         default=128, ge=1, le=1000, description="Inbound events fetched per pull."
     )
     crm_consumer_concurrency: int = Field(
-        default=4, ge=1, le=64, description="Inbound events applied in parallel (by fan)."
+        default=1,
+        ge=1,
+        le=64,
+        description="Lanes applying a fetched batch of inbound events in parallel, split by fan "
+        "(1: one transaction after another, the fastest with set-based batches).",
     )
     crm_grace_seconds: float = Field(
         default=10.0, ge=0, le=300, description="How long calls in flight may finish on stop."

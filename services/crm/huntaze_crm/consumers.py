@@ -14,7 +14,7 @@ the platform's own ids, so the same fact published twice under two event ids is 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
@@ -24,9 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from huntaze.crm.v1 import crm_pb2
 from huntaze.onlyfans.v1 import events_pb2 as of_events
 from huntaze_crm import convert
+from huntaze_crm.ingest import InboundMessage, MessageIngest
 from huntaze_crm.models import SCHEMA
-from huntaze_crm.service import CrmService, FanProfile
-from huntaze_kit.consumers import EventConsumer, InvalidEvent, ReceivedEvent
+from huntaze_crm.repository import PendingInbox
+from huntaze_crm.service import CrmService, FanProfile, stored_attachments
+from huntaze_crm.validation import Violations
+from huntaze_kit.consumers import BatchHandler, EventConsumer, InvalidEvent, ReceivedEvent
+from huntaze_kit.logging import request_context
 from huntaze_kit.streams import ONLYFANS
 
 PLATFORM = "onlyfans"
@@ -57,8 +61,6 @@ _MEDIA_KINDS = {
     of_events.MEDIA_KIND_FILE: crm_pb2.ATTACHMENT_KIND_FILE,
 }
 _MAX_ID_LENGTH = 200
-
-Handler = Callable[[AsyncSession, ReceivedEvent], Awaitable[None]]
 
 
 def _creator(event: ReceivedEvent, payload_creator: str) -> uuid.UUID:
@@ -103,30 +105,51 @@ def _attachments(media: Any) -> list[crm_pb2.Attachment]:
 
 
 class PlatformEvents:
-    """The handlers, bound to the use cases."""
+    """The handlers, bound to the use cases. Each takes a batch of events (a single event is a
+    batch of one): the events are applied in order, their inbox events written together at
+    the end (the creator's inbox lock is then held only from there to the commit), and runs
+    of received messages are stored by set-based statements (`ingest`)."""
 
     def __init__(self, service: CrmService) -> None:
         self._service = service
+        self._ingest = MessageIngest(service.clock)
 
     def _parse(self, event: ReceivedEvent, message_type: type[ProtoMessage]) -> Any:
         return event.parse(message_type)
 
-    async def messages(self, session: AsyncSession, event: ReceivedEvent) -> None:
-        if event.subject == MESSAGE_RECEIVED:
-            received: of_events.MessageReceived = self._parse(event, of_events.MessageReceived)
-            await self._service.receive_message(
-                session,
-                creator_id=_creator(event, received.creator_id),
-                profile=_profile(received.fan),
-                platform_message_id=_platform_id(
-                    received.platform_message_id, "platform_message_id"
-                ),
-                text=received.text,
-                price_cents=received.price_cents,
-                attachments=_attachments(received.media),
-                sent_at=convert.from_timestamp(received.sent_at),
-            )
-        elif event.subject == MESSAGE_SENDING:
+    def _inbound(self, event: ReceivedEvent) -> InboundMessage:
+        received: of_events.MessageReceived = self._parse(event, of_events.MessageReceived)
+        return InboundMessage(
+            creator_id=_creator(event, received.creator_id),
+            profile=_profile(received.fan),
+            platform_message_id=_platform_id(received.platform_message_id, "platform_message_id"),
+            text=received.text,
+            price_cents=received.price_cents,
+            attachments=stored_attachments(_attachments(received.media), Violations()),
+            sent_at=convert.from_timestamp(received.sent_at),
+            request_id=event.request_id,
+        )
+
+    async def messages(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
+        inbox = PendingInbox()
+        received: list[InboundMessage] = []
+        for event in events:
+            if event.subject == MESSAGE_RECEIVED:
+                received.append(self._inbound(event))
+                continue
+            if received:
+                await self._ingest.receive(session, received, inbox)
+                received = []
+            with request_context(event.request_id):
+                await self._delivery(session, event, inbox)
+        if received:
+            await self._ingest.receive(session, received, inbox)
+        await inbox.write(session, self._service.clock())
+
+    async def _delivery(
+        self, session: AsyncSession, event: ReceivedEvent, inbox: PendingInbox
+    ) -> None:
+        if event.subject == MESSAGE_SENDING:
             sending: of_events.MessageSending = self._parse(event, of_events.MessageSending)
             await self._service.update_delivery(
                 session,
@@ -134,6 +157,7 @@ class PlatformEvents:
                 message_id=sending.message_id,
                 idempotency_key=sending.idempotency_key,
                 status="sending",
+                inbox=inbox,
             )
         elif event.subject == MESSAGE_SENT:
             sent: of_events.MessageSent = self._parse(event, of_events.MessageSent)
@@ -145,6 +169,7 @@ class PlatformEvents:
                 status="sent",
                 platform_message_id=sent.platform_message_id.strip()[:_MAX_ID_LENGTH],
                 sent_at=convert.from_timestamp(sent.sent_at),
+                inbox=inbox,
             )
         elif event.subject == MESSAGE_FAILED:
             failed: of_events.MessageFailed = self._parse(event, of_events.MessageFailed)
@@ -155,11 +180,21 @@ class PlatformEvents:
                 idempotency_key=failed.idempotency_key,
                 status="failed",
                 reason=failed.reason,
+                inbox=inbox,
             )
         else:
             raise InvalidEvent(f"unexpected subject {event.subject}")
 
-    async def purchases(self, session: AsyncSession, event: ReceivedEvent) -> None:
+    async def purchases(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
+        inbox = PendingInbox()
+        for event in events:
+            with request_context(event.request_id):
+                await self._purchase(session, event, inbox)
+        await inbox.write(session, self._service.clock())
+
+    async def _purchase(
+        self, session: AsyncSession, event: ReceivedEvent, inbox: PendingInbox
+    ) -> None:
         purchase: of_events.PurchaseRecorded = self._parse(event, of_events.PurchaseRecorded)
         kind = _PURCHASE_KINDS.get(purchase.kind)
         if kind is None:
@@ -181,9 +216,17 @@ class PlatformEvents:
             currency=currency,
             platform_message_id=purchase.platform_message_id.strip()[:_MAX_ID_LENGTH],
             occurred_at=convert.from_timestamp(purchase.purchased_at),
+            inbox=inbox,
         )
 
-    async def fans(self, session: AsyncSession, event: ReceivedEvent) -> None:
+    async def fans(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
+        inbox = PendingInbox()
+        for event in events:
+            with request_context(event.request_id):
+                await self._fan(session, event, inbox)
+        await inbox.write(session, self._service.clock())
+
+    async def _fan(self, session: AsyncSession, event: ReceivedEvent, inbox: PendingInbox) -> None:
         synced: of_events.FanSynced = self._parse(event, of_events.FanSynced)
         subscription: dict[str, Any] = {}
         state = _SUBSCRIPTION_STATES.get(synced.subscription_state)
@@ -202,6 +245,7 @@ class PlatformEvents:
             creator_id=_creator(event, synced.creator_id),
             profile=_profile(synced.fan),
             subscription=subscription,
+            inbox=inbox,
         )
 
 
@@ -211,12 +255,12 @@ def platform_consumers(
     session_factory: async_sessionmaker[AsyncSession],
     service: CrmService,
     batch: int = 128,
-    concurrency: int = 4,
+    concurrency: int = 1,
 ) -> list[EventConsumer]:
     """The durable consumers of the ONLYFANS stream."""
     events = PlatformEvents(service)
 
-    def consumer(durable: str, subjects: list[str], handler: Handler) -> EventConsumer:
+    def consumer(durable: str, subjects: list[str], handler: BatchHandler) -> EventConsumer:
         return EventConsumer(
             nats=nats,
             session_factory=session_factory,
@@ -224,7 +268,7 @@ def platform_consumers(
             durable=durable,
             stream=ONLYFANS.name,
             filter_subjects=subjects,
-            handler=handler,
+            batch_handler=handler,
             batch=batch,
             concurrency=concurrency,
         )

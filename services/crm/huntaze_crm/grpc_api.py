@@ -15,6 +15,7 @@ from huntaze.crm.v1 import crm_pb2, crm_pb2_grpc
 from huntaze_crm import convert, models
 from huntaze_crm.inbox import InboxHub
 from huntaze_crm.pagination import page_request
+from huntaze_crm.reads import conversation_messages
 from huntaze_crm.repository import ConversationRow
 from huntaze_crm.segments import Segment
 from huntaze_crm.service import CrmService, FanPatch, Sender
@@ -209,7 +210,7 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
             page=page_request(request.page),
         )
         return crm_pb2.ListConversationsResponse(
-            conversations=[_conversation(r) for r in rows], page=_next(token)
+            conversations=conversation_messages(rows), page=_next(token)
         )
 
     async def GetConversation(

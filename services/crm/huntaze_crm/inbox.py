@@ -18,19 +18,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import asyncpg
-from google.protobuf.message import Message as ProtoMessage
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from huntaze.crm.v1 import crm_pb2
 from huntaze_crm import convert
-from huntaze_crm.models import InboxEvent
-from huntaze_crm.repository import INBOX_CHANNEL, CrmRepository
+from huntaze_crm.reads import CrmReader, InboxRecord
+from huntaze_crm.repository import INBOX_CHANNEL
 from huntaze_crm.service import (
     CONVERSATION_UPDATED,
     FAN_UPDATED,
@@ -48,32 +47,32 @@ FETCH_BATCH = 500
 QUEUE_SIZE = 1000
 START_TIMEOUT = 30.0
 
-_PAYLOADS: dict[str, tuple[str, type[ProtoMessage]]] = {
-    MESSAGE_RECEIVED: ("message", crm_pb2.Message),
-    MESSAGE_STATUS_CHANGED: ("message", crm_pb2.Message),
-    MESSAGE_READ: ("messages_read", crm_pb2.MessagesRead),
-    FAN_UPDATED: ("fan", crm_pb2.Fan),
-    CONVERSATION_UPDATED: ("conversation", crm_pb2.Conversation),
+# The `InboxEvent` field that carries the payload of each type.
+_PAYLOADS: dict[str, str] = {
+    MESSAGE_RECEIVED: "message",
+    MESSAGE_STATUS_CHANGED: "message",
+    MESSAGE_READ: "messages_read",
+    FAN_UPDATED: "fan",
+    CONVERSATION_UPDATED: "conversation",
 }
 
 
-def to_proto(row: InboxEvent) -> crm_pb2.InboxEvent:
+def to_proto(row: InboxRecord) -> crm_pb2.InboxEvent:
     event = crm_pb2.InboxEvent(
         id=row.id, type=row.type, created_at=convert.timestamp(row.created_at)
     )
-    known = _PAYLOADS.get(row.type)
-    if known is not None:
-        field_name, message_type = known
-        getattr(event, field_name).CopyFrom(message_type.FromString(row.payload))
+    field_name = _PAYLOADS.get(row.type)
+    if field_name is not None:
+        getattr(event, field_name).MergeFromString(row.payload)
     return event
 
 
 @dataclass(eq=False)
 class _Watcher:
-    queue: asyncio.Queue[InboxEvent] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    queue: asyncio.Queue[InboxRecord] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     overflowed: bool = False
 
-    def offer(self, event: InboxEvent) -> None:
+    def offer(self, event: InboxRecord) -> None:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -96,11 +95,11 @@ class InboxHub:
         self,
         *,
         database_url: str,
-        sessions: async_sessionmaker[AsyncSession],
+        reader: CrmReader,
         name: str = "crm-inbox",
     ) -> None:
         self._dsn = libpq_url(database_url)
-        self._sessions = sessions
+        self._reader = reader
         self._name = name
         self._channels: dict[uuid.UUID, _CreatorChannel] = {}
         self._join_lock = asyncio.Lock()
@@ -139,10 +138,7 @@ class InboxHub:
         channel = await self._join(creator_id, watcher)
         try:
             if after_id > 0:
-                async with self._sessions() as session:
-                    pruned = await CrmRepository(session).inbox_pruned_through(
-                        creator_id=creator_id
-                    )
+                pruned = await self._reader.inbox_pruned_through(creator_id=creator_id)
                 cursor = after_id
                 if after_id < pruned:
                     yield crm_pb2.InboxEvent(
@@ -171,7 +167,7 @@ class InboxHub:
         finally:
             await self._leave(channel, watcher)
 
-    async def _replay(self, creator_id: uuid.UUID, after_id: int) -> AsyncIterator[InboxEvent]:
+    async def _replay(self, creator_id: uuid.UUID, after_id: int) -> AsyncIterator[InboxRecord]:
         cursor = after_id
         while True:
             rows = await self._fetch(creator_id, cursor)
@@ -181,20 +177,16 @@ class InboxHub:
             if len(rows) < FETCH_BATCH:
                 return
 
-    async def _fetch(self, creator_id: uuid.UUID, after_id: int) -> Sequence[InboxEvent]:
-        async with self._sessions() as session:
-            return await CrmRepository(session).inbox_events_after(
-                creator_id=creator_id, after_id=after_id, limit=FETCH_BATCH
-            )
+    async def _fetch(self, creator_id: uuid.UUID, after_id: int) -> list[InboxRecord]:
+        return await self._reader.inbox_events_after(
+            creator_id=creator_id, after_id=after_id, limit=FETCH_BATCH
+        )
 
     async def _join(self, creator_id: uuid.UUID, watcher: _Watcher) -> _CreatorChannel:
         async with self._join_lock:
             channel = self._channels.get(creator_id)
             if channel is None:
-                async with self._sessions() as session:
-                    latest = await CrmRepository(session).latest_inbox_event_id(
-                        creator_id=creator_id
-                    )
+                latest = await self._reader.latest_inbox_event_id(creator_id=creator_id)
                 channel = _CreatorChannel(creator_id=creator_id, last_id=latest)
                 self._channels[creator_id] = channel
             channel.watchers.add(watcher)

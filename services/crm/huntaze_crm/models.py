@@ -129,6 +129,16 @@ class Conversation(Base):
         CheckConstraint(_one_of("platform", PLATFORMS), name="platform"),
         CheckConstraint("unread_count >= 0", name="unread_count"),
         Index("ix_conversations_creator_id_last_message_at", "creator_id", "last_message_at", "id"),
+        Index(
+            "ix_conversations_creator_id_pinned", "creator_id", "pinned", "last_message_at", "id"
+        ),
+        Index(
+            "ix_conversations_creator_id_unread_count",
+            "creator_id",
+            "unread_count",
+            "last_message_at",
+            "id",
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)

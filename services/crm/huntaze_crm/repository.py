@@ -11,9 +11,13 @@ from __future__ import annotations
 import uuid
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVarTuple
 
+import asyncpg
+import orjson
+from google.protobuf.message import Message as ProtoMessage
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -22,7 +26,6 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
-    or_,
     select,
     true,
     update,
@@ -37,16 +40,16 @@ from huntaze_crm.models import (
     Fan,
     FanList,
     FanListMember,
-    InboxEvent,
-    InboxRetention,
     Message,
     Purchase,
     QuickReply,
 )
 from huntaze_crm.pagination import NULL_TIME, Page, Sort
 from huntaze_crm.segments import Segment
+from huntaze_kit.outbox import new_event_id
+from huntaze_kit.streams import Headers
 
-INBOX_CHANNEL = f"{SCHEMA}_inbox"
+INBOX_CHANNEL = f"{SCHEMA}_inbox"  # as in the statements below
 _SEARCH_CONFIG: ColumnElement[Any] = literal_column(f"'{SEARCH_CONFIG}'::regconfig")
 
 ConversationRow = tuple[Conversation, Fan]
@@ -100,30 +103,6 @@ FAN_SORTS: dict[str, Sort[Fan]] = {
     ),
 }
 
-CONVERSATION_SORTS: dict[str, Sort[ConversationRow]] = {
-    "last_message_at_desc": Sort(
-        "conversations.last_message_at",
-        (Conversation.last_message_at, Conversation.id),
-        True,
-        (datetime, uuid.UUID),
-        lambda r: (r[0].last_message_at, r[0].id),
-    ),
-    "pinned_first": Sort(
-        "conversations.pinned",
-        (Conversation.pinned, Conversation.last_message_at, Conversation.id),
-        True,
-        (bool, datetime, uuid.UUID),
-        lambda r: (r[0].pinned, r[0].last_message_at, r[0].id),
-    ),
-    "unread_count_desc": Sort(
-        "conversations.unread_count",
-        (Conversation.unread_count, Conversation.last_message_at, Conversation.id),
-        True,
-        (int, datetime, uuid.UUID),
-        lambda r: (r[0].unread_count, r[0].last_message_at, r[0].id),
-    ),
-}
-
 MESSAGE_SORT: Sort[Message] = Sort(
     "messages.created_at",
     (Message.created_at, Message.id),
@@ -166,6 +145,98 @@ def _page(query: Select[*_Ts], sort: Sort[Any], page: Page) -> Select[*_Ts]:
 
 def _inbox_lock_key(creator_id: uuid.UUID) -> int:
     return zlib.crc32(f"huntaze-crm-inbox:{creator_id}".encode()) - 2**31
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, inside its transaction (begun here when no
+    statement has begun it yet), for set-based statements without SQLAlchemy in between."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    if not driver.is_in_transaction():
+        await session.execute(select(literal(1)))  # SQLAlchemy begins on the first statement
+    return driver
+
+
+# The subquery sorts the keys before any lock is taken.
+_LOCK_INBOXES = (
+    "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest($1::bigint[]) AS k ORDER BY 1) AS keys"
+)
+_APPEND_INBOX_EVENTS = """
+WITH appended AS (
+    INSERT INTO crm.inbox_events (creator_id, type, payload, created_at)
+    SELECT e.creator_id, e.type, e.payload, $4
+    FROM unnest($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY
+        AS e(creator_id, type, payload, position)
+    ORDER BY e.position
+    RETURNING id, creator_id
+)
+SELECT pg_notify('crm_inbox', creator_id::text || ':' || max(id))
+FROM appended GROUP BY creator_id
+"""
+_APPEND_OUTBOX_EVENTS = """
+INSERT INTO crm.outbox
+    (id, subject, message_type, aggregate_type, aggregate_id, creator_id, payload, headers)
+SELECT e.id, e.subject, e.message_type, e.aggregate_type, e.aggregate_id, e.creator_id,
+       e.payload, e.headers::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::bytea[], $8::text[]) WITH ORDINALITY
+    AS e(id, subject, message_type, aggregate_type, aggregate_id, creator_id, payload, headers,
+         position)
+ORDER BY e.position
+"""
+
+
+@dataclass
+class PendingInbox:
+    """Inbox events of several changes in one transaction, appended together at its end (one
+    lock per creator, held from there to the commit only)."""
+
+    events: list[tuple[uuid.UUID, str, bytes]] = field(default_factory=list)
+
+    def add(self, creator_id: uuid.UUID, kind: str, payload: ProtoMessage) -> None:
+        self.events.append((creator_id, kind, payload.SerializeToString(deterministic=True)))
+
+    async def write(self, session: AsyncSession, now: datetime) -> None:
+        events, self.events = self.events, []
+        await CrmRepository(session).append_inbox_events(events=events, now=now)
+
+
+@dataclass
+class PendingOutbox:
+    """Outbox events (see `huntaze_kit.outbox.record_event`) written by one statement."""
+
+    rows: list[tuple[uuid.UUID, str, str, str, str, str, bytes, str]] = field(default_factory=list)
+
+    def add(
+        self,
+        subject: str,
+        event: ProtoMessage,
+        *,
+        aggregate_type: str,
+        aggregate_id: uuid.UUID,
+        creator_id: uuid.UUID,
+        request_id: str | None,
+    ) -> None:
+        headers = orjson.dumps({Headers.REQUEST_ID: request_id} if request_id else {}).decode()
+        self.rows.append(
+            (
+                new_event_id(),
+                subject,
+                event.DESCRIPTOR.full_name,
+                aggregate_type,
+                str(aggregate_id),
+                str(creator_id),
+                event.SerializeToString(deterministic=True),
+                headers,
+            )
+        )
+
+    async def write(self, session: AsyncSession) -> None:
+        rows, self.rows = self.rows, []
+        if rows:
+            connection = await driver_connection(session)
+            await connection.execute(_APPEND_OUTBOX_EVENTS, *zip(*rows, strict=True))
 
 
 class CrmRepository:
@@ -397,43 +468,6 @@ class CrmRepository:
             Message.read.is_(False),
         )
         return int((await self.session.execute(statement)).scalar_one())
-
-    async def list_conversations(
-        self,
-        *,
-        creator_id: uuid.UUID,
-        unread_only: bool,
-        platform: str | None,
-        query: str,
-        archived: bool | None,
-        pinned: bool | None = None,
-        sort: Sort[ConversationRow],
-        page: Page,
-    ) -> list[ConversationRow]:
-        statement = (
-            select(Conversation, Fan)
-            .join(
-                Fan, (Fan.creator_id == Conversation.creator_id) & (Fan.id == Conversation.fan_id)
-            )
-            .where(Conversation.creator_id == creator_id)
-        )
-        if unread_only:
-            statement = statement.where(Conversation.unread_count > 0)
-        if platform is not None:
-            statement = statement.where(Conversation.platform == platform)
-        if archived is not None:
-            statement = statement.where(Conversation.archived.is_(archived))
-        if pinned is not None:
-            statement = statement.where(Conversation.pinned.is_(pinned))
-        if query:
-            message_match = exists().where(
-                Message.creator_id == creator_id,
-                Message.conversation_id == Conversation.id,
-                _search(Message.search_vector, query),
-            )
-            statement = statement.where(or_(_search(Fan.search_vector, query), message_match))
-        rows = (await self.session.execute(_page(statement, sort, page))).all()
-        return [(row[0], row[1]) for row in rows]
 
     # --- messages --------------------------------------------------------------------------------
 
@@ -770,53 +804,20 @@ class CrmRepository:
     # --- inbox events ----------------------------------------------------------------------------
 
     async def append_inbox_events(
-        self, *, creator_id: uuid.UUID, events: Sequence[tuple[str, bytes]], now: datetime
-    ) -> list[int]:
-        """Appends events to the creator's inbox and signals the watchers at commit.
+        self, *, events: Sequence[tuple[uuid.UUID, str, bytes]], now: datetime
+    ) -> None:
+        """Appends `(creator id, type, payload)` events to their creators' inboxes, in order,
+        and signals the watchers at commit.
 
-        Call it last in the transaction: it takes the creator's inbox lock, held until commit,
-        so that event ids increase in commit order within the creator's inbox (a watcher
-        resuming after id N then never misses an event committed later with a smaller id).
+        Call it last in the transaction: it takes each creator's inbox lock, held until
+        commit, so that event ids increase in commit order within a creator's inbox (a
+        watcher resuming after id N then never misses an event committed later with a smaller
+        id). The locks are taken in one order (by key), so two writers never deadlock on them.
         """
         if not events:
-            return []
-        await self.session.execute(select(func.pg_advisory_xact_lock(_inbox_lock_key(creator_id))))
-        statement = (
-            pg_insert(InboxEvent)
-            .values(
-                [
-                    {"creator_id": creator_id, "type": kind, "payload": payload, "created_at": now}
-                    for kind, payload in events
-                ]
-            )
-            .returning(InboxEvent.id)
-        )
-        ids = list((await self.session.scalars(statement)).all())
-        await self.session.execute(
-            select(func.pg_notify(INBOX_CHANNEL, f"{creator_id}:{max(ids)}"))
-        )
-        return ids
-
-    async def inbox_events_after(
-        self, *, creator_id: uuid.UUID, after_id: int, limit: int
-    ) -> Sequence[InboxEvent]:
-        statement = (
-            select(InboxEvent)
-            .where(InboxEvent.creator_id == creator_id, InboxEvent.id > after_id)
-            .order_by(InboxEvent.id)
-            .limit(limit)
-        )
-        return (await self.session.scalars(statement)).all()
-
-    async def latest_inbox_event_id(self, *, creator_id: uuid.UUID) -> int:
-        statement = select(func.coalesce(func.max(InboxEvent.id), 0)).where(
-            InboxEvent.creator_id == creator_id
-        )
-        return int((await self.session.execute(statement)).scalar_one())
-
-    async def inbox_pruned_through(self, *, creator_id: uuid.UUID) -> int:
-        statement = select(InboxRetention.pruned_through_id).where(
-            InboxRetention.creator_id == creator_id
-        )
-        found = (await self.session.scalars(statement)).one_or_none()
-        return int(found or 0)
+            return
+        connection = await driver_connection(self.session)
+        keys = sorted({_inbox_lock_key(creator_id) for creator_id, _, _ in events})
+        await connection.execute(_LOCK_INBOXES, keys)
+        creators, kinds, payloads = zip(*events, strict=True)
+        await connection.execute(_APPEND_INBOX_EVENTS, creators, kinds, payloads, now)

@@ -13,6 +13,7 @@ import contextlib
 import functools
 from datetime import timedelta
 
+import asyncpg
 import grpc
 import uvloop
 from nats.aio.client import Client as NatsClient
@@ -24,9 +25,10 @@ from huntaze_crm.consumers import platform_consumers
 from huntaze_crm.grpc_api import SERVICE_NAME, CrmServicer, access_policy
 from huntaze_crm.inbox import InboxHub, InboxPruner
 from huntaze_crm.models import SCHEMA
+from huntaze_crm.reads import CrmReader
 from huntaze_crm.service import Clock, CrmService, utc_now
 from huntaze_kit.consumers import EventConsumer
-from huntaze_kit.db import create_engine, session_factory
+from huntaze_kit.db import create_engine, create_read_pool, session_factory
 from huntaze_kit.grpc_client import GrpcKeySource, create_channel
 from huntaze_kit.grpc_server import GrpcServer, run_until_signalled
 from huntaze_kit.identity import KeySource, TokenVerifier
@@ -63,6 +65,7 @@ class CrmServer:
         self._key_source = key_source
         self._clock = clock
         self._engine: AsyncEngine | None = None
+        self._reads: asyncpg.Pool | None = None
         self._nats: NatsClient | None = None
         self._auth_channel: grpc.aio.Channel | None = None
         self._revocations: RevocationFollower | None = None
@@ -79,13 +82,19 @@ class CrmServer:
             max_overflow=settings.db_max_overflow,
         )
         sessions = session_factory(self._engine)
-        service = CrmService(sessions, clock=self._clock)
+        self._reads = await create_read_pool(
+            settings.database_url,
+            application_name="huntaze-crm-reads",
+            max_size=settings.db_pool_size,
+        )
+        reader = CrmReader(self._reads)
+        service = CrmService(sessions, reader=reader, clock=self._clock)
         self.service = service
 
         self._nats = await connect_nats(settings.nats_url, name="huntaze-crm")
         await ensure_streams(self._nats.jetstream())
 
-        self.inbox = InboxHub(database_url=settings.database_url, sessions=sessions)
+        self.inbox = InboxHub(database_url=settings.database_url, reader=reader)
         await self.inbox.start()
 
         key_source = self._key_source
@@ -165,6 +174,8 @@ class CrmServer:
                 await self._nats.drain()
         if self._auth_channel is not None:
             await self._auth_channel.close()
+        if self._reads is not None:
+            await self._reads.close()
         if self._engine is not None:
             await self._engine.dispose()
         log.info("crm_stopped")

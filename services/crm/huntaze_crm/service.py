@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from google.protobuf.message import Message as ProtoMessage
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,8 +24,8 @@ from huntaze.crm.v1 import crm_pb2, events_pb2
 from huntaze_crm import convert, models
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.pagination import Page
+from huntaze_crm.reads import CONVERSATION_ORDERS, ConversationFilter, CrmReader
 from huntaze_crm.repository import (
-    CONVERSATION_SORTS,
     FAN_LIST_SORT,
     FAN_SORTS,
     MESSAGE_SORT,
@@ -32,6 +33,7 @@ from huntaze_crm.repository import (
     QUICK_REPLY_SORT,
     ConversationRow,
     CrmRepository,
+    PendingInbox,
 )
 from huntaze_crm.segments import Segment
 from huntaze_crm.validation import (
@@ -149,6 +151,8 @@ class _Effects:
     creator_id: uuid.UUID
     now: datetime
     inbox: list[tuple[str, bytes]] = field(default_factory=list)
+    # When set, `finish` leaves the inbox rows to it (written once at the end of a batch).
+    pending: PendingInbox | None = None
 
     async def publish(
         self, subject: str, event: ProtoMessage, *, aggregate_type: str, aggregate_id: uuid.UUID
@@ -189,22 +193,32 @@ class _Effects:
             )
         self.notify(FAN_UPDATED, message)
 
-    async def finish(self, repo: CrmRepository) -> list[int]:
-        ids = await repo.append_inbox_events(
-            creator_id=self.creator_id, events=self.inbox, now=self.now
-        )
+    async def finish(self, repo: CrmRepository) -> None:
+        events = [(self.creator_id, kind, payload) for kind, payload in self.inbox]
         self.inbox = []
-        return ids
+        if self.pending is not None:
+            self.pending.events += events
+        else:
+            await repo.append_inbox_events(events=events, now=self.now)
 
 
 class CrmService:
     """Use cases over one creator's data; `creator_id` is always the caller's creator."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, clock: Clock = utc_now
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        reader: CrmReader,
+        clock: Clock = utc_now,
     ) -> None:
         self._sessions = sessions
+        self._reader = reader
         self._clock = clock
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     # --- fans ------------------------------------------------------------------------------------
 
@@ -407,7 +421,9 @@ class CrmService:
         archive_filter: int,
         sort: int,
         page: Page,
-    ) -> tuple[list[ConversationRow], str]:
+    ) -> tuple[list[asyncpg.Record], str]:
+        """A page of conversations, each record with its fan's columns (`reads`), and the next
+        page's token."""
         violations = Violations()
         query = check_query(query, "query", violations)
         platform_name = convert.PLATFORM.db(platform)
@@ -419,19 +435,18 @@ class CrmService:
         if archive_filter not in _ARCHIVE_FILTERS:
             violations.add("archive_filter", f"{archive_filter} is not a valid value")
         violations.raise_if_any()
-        order = CONVERSATION_SORTS[sort_name or "last_message_at_desc"]
-        async with self._sessions() as session:
-            rows = await CrmRepository(session).list_conversations(
-                creator_id=creator_id,
+        return await self._reader.list_conversations(
+            creator_id=creator_id,
+            where=ConversationFilter(
                 unread_only=unread_only,
-                pinned=pinned,
                 platform=platform_name,
-                query=query,
                 archived=_ARCHIVE_FILTERS[archive_filter],
-                sort=order,
-                page=page,
-            )
-        return order.paginate(rows, page)
+                pinned=pinned,
+                query=query,
+            ),
+            order=CONVERSATION_ORDERS[sort_name or "last_message_at_desc"],
+            page=page,
+        )
 
     async def get_conversation(
         self, *, creator_id: uuid.UUID, conversation_id: str
@@ -660,8 +675,8 @@ class CrmService:
             violations.add("conversation_id", "is required (or fan_id)")
         check_length(text, "text", MAX_TEXT_LENGTH, violations)
         check_price(price_cents, "price_cents", violations)
-        stored_attachments = _attachments(attachments, violations)
-        if not text.strip() and not stored_attachments:
+        checked_attachments = stored_attachments(attachments, violations)
+        if not text.strip() and not checked_attachments:
             violations.add("text", "is required when there are no attachments")
         key = idempotency_key.strip()
         check_length(key, "idempotency_key", MAX_IDEMPOTENCY_KEY_LENGTH, violations, required=True)
@@ -693,7 +708,7 @@ class CrmService:
                     "direction": "out",
                     "text": text,
                     "price_cents": price_cents,
-                    "attachments": stored_attachments,
+                    "attachments": checked_attachments,
                     "read": True,
                     "delivery_status": "queued",
                     "idempotency_key": key,
@@ -732,7 +747,7 @@ class CrmService:
                     platform_fan_id=fan.platform_fan_id,
                     text=text,
                     price_cents=price_cents,
-                    attachments=[convert.attachment(a) for a in stored_attachments],
+                    attachments=[convert.attachment(a) for a in checked_attachments],
                     idempotency_key=key,
                     sender_kind=convert.SENDER_KIND.proto(sender.kind),  # type: ignore[arg-type]
                     sender_id=sender.id,
@@ -1139,82 +1154,6 @@ class CrmService:
             await effects.fan_changed(fan)
         return fan
 
-    async def receive_message(
-        self,
-        session: AsyncSession,
-        *,
-        creator_id: uuid.UUID,
-        profile: FanProfile,
-        platform_message_id: str,
-        text: str,
-        price_cents: int,
-        attachments: Sequence[crm_pb2.Attachment],
-        sent_at: datetime | None,
-    ) -> models.Message | None:
-        """Stores an inbound message once; None when it was stored before."""
-        repo = CrmRepository(session)
-        now = self._clock()
-        existing = await repo.get_message_by_platform_id(
-            creator_id=creator_id,
-            platform=profile.platform,
-            platform_message_id=platform_message_id,
-        )
-        if existing is not None:
-            return None
-        effects = _Effects(session, creator_id, now)
-        fan = await self.upsert_platform_fan(repo, effects, profile)
-        conversation, _ = await repo.open_conversation(
-            creator_id=creator_id, fan=fan, now=sent_at or now
-        )
-        violations = Violations()
-        stored_attachments = _attachments(attachments, violations)
-        created_at = sent_at or now
-        message = await repo.insert_message(
-            creator_id=creator_id,
-            values={
-                "conversation_id": conversation.id,
-                "fan_id": fan.id,
-                "platform": profile.platform,
-                "direction": "in",
-                "text": text,
-                "price_cents": max(price_cents, 0),
-                "attachments": stored_attachments,
-                "delivery_status": "received",
-                "platform_message_id": platform_message_id,
-                "sender_kind": "fan",
-                "sender_id": profile.platform_fan_id,
-                "created_at": created_at,
-                "sent_at": created_at,
-                "updated_at": now,
-            },
-        )
-        if message is None:
-            raise RuntimeError("message stored concurrently; retrying")
-        conversation_row = await self._touch_conversation(
-            repo,
-            creator_id=creator_id,
-            conversation=conversation,
-            fan=fan,
-            message=message,
-            now=now,
-            inbound=True,
-        )
-        message_proto = convert.message(message)
-        await effects.publish(
-            "crm.message.received",
-            events_pb2.MessageReceived(
-                creator_id=str(creator_id),
-                message=message_proto,
-                occurred_at=convert.timestamp(now),
-            ),
-            aggregate_type="conversation",
-            aggregate_id=conversation.id,
-        )
-        effects.notify(MESSAGE_RECEIVED, message_proto)
-        effects.notify(CONVERSATION_UPDATED, convert.conversation(*conversation_row))
-        await effects.finish(repo)
-        return message
-
     async def update_delivery(
         self,
         session: AsyncSession,
@@ -1226,9 +1165,11 @@ class CrmService:
         platform_message_id: str = "",
         sent_at: datetime | None = None,
         reason: str = "",
+        inbox: PendingInbox | None = None,
     ) -> models.Message | None:
         """Moves an outgoing message to `status`; None when the message is unknown or the
-        change would go backwards (a late or repeated event)."""
+        change would go backwards (a late or repeated event). With `inbox`, the inbox events
+        are left to it."""
         repo = CrmRepository(session)
         now = self._clock()
         message: models.Message | None = None
@@ -1260,7 +1201,7 @@ class CrmService:
             creator_id=creator_id, message_id=message.id, values=values
         )
         assert updated is not None
-        effects = _Effects(session, creator_id, now)
+        effects = _Effects(session, creator_id, now, pending=inbox)
         message_proto = convert.message(updated)
         if status == "sent":
             if platform_message_id:
@@ -1322,8 +1263,10 @@ class CrmService:
         currency: str,
         platform_message_id: str,
         occurred_at: datetime | None,
+        inbox: PendingInbox | None = None,
     ) -> models.Purchase | None:
-        """Stores a purchase once and recomputes the fan's spend; None when seen before."""
+        """Stores a purchase once and recomputes the fan's spend; None when seen before. With
+        `inbox`, the inbox events are left to it."""
         repo = CrmRepository(session)
         now = self._clock()
         existing = await repo.get_purchase_by_transaction(
@@ -1333,7 +1276,7 @@ class CrmService:
         )
         if existing is not None:
             return None
-        effects = _Effects(session, creator_id, now)
+        effects = _Effects(session, creator_id, now, pending=inbox)
         fan = await self.upsert_platform_fan(repo, effects, profile)
         message: models.Message | None = None
         if platform_message_id:
@@ -1392,10 +1335,12 @@ class CrmService:
         creator_id: uuid.UUID,
         profile: FanProfile,
         subscription: dict[str, Any],
+        inbox: PendingInbox | None = None,
     ) -> models.Fan:
-        """Brings a fan up to date with the platform's subscriber list."""
+        """Brings a fan up to date with the platform's subscriber list. With `inbox`, the inbox
+        events are left to it."""
         repo = CrmRepository(session)
-        effects = _Effects(session, creator_id, self._clock())
+        effects = _Effects(session, creator_id, self._clock(), pending=inbox)
         fan = await self.upsert_platform_fan(repo, effects, profile, subscription=subscription)
         await effects.finish(repo)
         return fan
@@ -1437,9 +1382,10 @@ def _fan_values(violations: Violations, patch: FanPatch) -> dict[str, Any]:
     return values
 
 
-def _attachments(
+def stored_attachments(
     attachments: Sequence[crm_pb2.Attachment], violations: Violations
 ) -> list[dict[str, str]]:
+    """The JSON stored for `attachments`, each checked (problems go to `violations`)."""
     if len(attachments) > MAX_ATTACHMENTS:
         violations.add("attachments", f"at most {MAX_ATTACHMENTS}")
         return []

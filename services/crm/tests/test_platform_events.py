@@ -4,7 +4,8 @@ delivery status, purchases, the events the CRM publishes, and the real-time inbo
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -12,8 +13,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from huntaze.crm.v1 import crm_pb2
 from huntaze.onlyfans.v1 import events_pb2 as of_events
+from huntaze_crm.consumers import PlatformEvents
 from huntaze_crm.inbox import InboxPruner
+from huntaze_kit.consumers import ReceivedEvent
 from huntaze_kit.db import async_url, create_engine, session_factory
+from huntaze_kit.dlq import list_dead_letters
 
 
 async def count_rows(database_url: str, sql: str, **params: Any) -> int:
@@ -269,3 +273,168 @@ async def test_watch_inbox_follows_live_and_replays_what_was_missed(
         leaked = None
     assert leaked is None
     intruder.cancel()
+
+
+def received_event(
+    creator: Any,
+    platform_message_id: str,
+    platform_fan_id: str,
+    text: str,
+    *,
+    display_name: str = "",
+    sent_at: datetime | None = None,
+    creator_header: str | None = None,
+) -> ReceivedEvent:
+    """A platform message event as the consumer hands it to its batch handler."""
+    event = of_events.MessageReceived(
+        creator_id=creator.id,
+        platform_message_id=platform_message_id,
+        fan=of_events.FanProfile(platform_fan_id=platform_fan_id, display_name=display_name),
+        text=text,
+    )
+    if sent_at is not None:
+        event.sent_at.FromDatetime(sent_at)
+    return ReceivedEvent(
+        event_id=uuid.uuid4(),
+        subject="onlyfans.message.received",
+        message_type=event.DESCRIPTOR.full_name,
+        creator_id=creator_header if creator_header is not None else creator.id,
+        request_id=None,
+        payload=event.SerializeToString(),
+        delivery_count=1,
+        headers={},
+        stream_sequence=0,
+        occurred_at=None,
+    )
+
+
+async def test_a_batch_of_messages_is_stored_as_one_message_at_a_time_would_be(
+    stack: Any, creators: Any, helpers: Any
+) -> None:
+    ada, _ = creators
+    await stack.platform.fan_writes(ada, platform_message_id="m0", platform_fan_id="of-a")
+    before = await helpers.eventually(
+        lambda: stack.stub.ListConversations(crm_pb2.ListConversationsRequest(), metadata=ada.auth),
+        lambda page: len(page.conversations) == 1,
+    )
+    first = before.conversations[0]
+    watch = stack.stub.WatchInbox(crm_pb2.WatchInboxRequest(), metadata=ada.auth)
+    await helpers.eventually(
+        lambda: asyncio.sleep(0, stack.crm.inbox.watcher_count), lambda n: n == 1
+    )
+
+    now = datetime.now(UTC)
+    batch = [
+        received_event(ada, "m1", "of-a", "renamed", display_name="Lily Rose"),
+        received_event(ada, "m2", "of-b", "hello from b", display_name="Bea"),
+        received_event(ada, "m3", "of-a", "again"),
+        received_event(ada, "m1", "of-a", "renamed"),  # the same platform message again
+        received_event(ada, "m4", "of-b", "older", sent_at=now - timedelta(hours=1)),
+        received_event(ada, "m0", "of-a", "stored before"),
+    ]
+    engine = create_engine(stack.database_url, application_name="crm-tests")
+    try:
+        sessions = session_factory(engine)
+        async with sessions() as session, session.begin():
+            await PlatformEvents(stack.crm.service).messages(session, batch)
+    finally:
+        await engine.dispose()
+
+    async def next_event() -> crm_pb2.InboxEvent:
+        return await asyncio.wait_for(watch.read(), 10)  # type: ignore[no-any-return]
+
+    seen = [await next_event() for _ in range(10)]
+    watch.cancel()
+    assert [(e.type, e.message.text or e.fan.display_name) for e in seen] == [
+        ("fan.updated", "Lily Rose"),
+        ("message.received", "renamed"),
+        ("conversation.updated", ""),
+        ("fan.updated", "Bea"),
+        ("message.received", "hello from b"),
+        ("conversation.updated", ""),
+        ("message.received", "again"),
+        ("conversation.updated", ""),
+        ("message.received", "older"),
+        ("conversation.updated", ""),
+    ]
+    updates = [e.conversation for e in seen if e.type == "conversation.updated"]
+    assert [(c.unread_count, c.last_message_preview) for c in updates] == [
+        (2, "renamed"),
+        (1, "hello from b"),
+        (3, "again"),
+        (2, "hello from b"),  # an older message leaves the preview as it is
+    ]
+    assert updates[0].id == first.id
+    assert updates[0].fan.display_name == "Lily Rose"
+    assert [e.id for e in seen] == sorted(e.id for e in seen)
+
+    page = await stack.stub.ListConversations(crm_pb2.ListConversationsRequest(), metadata=ada.auth)
+    assert [(c.fan.display_name, c.unread_count) for c in page.conversations] == [
+        ("Lily Rose", 3),
+        ("Bea", 2),
+    ]
+    lily, bea = page.conversations
+    lily_messages = await stack.stub.ListMessages(
+        crm_pb2.ListMessagesRequest(conversation_id=lily.id), metadata=ada.auth
+    )
+    assert [m.text for m in lily_messages.messages] == ["again", "renamed", "hi there"]
+    messages = await stack.stub.ListMessages(
+        crm_pb2.ListMessagesRequest(conversation_id=bea.id), metadata=ada.auth
+    )
+    assert [m.text for m in messages.messages] == ["hello from b", "older"]
+    assert bea.fan.last_message_at == messages.messages[0].created_at
+    url = stack.database_url
+    assert await count_rows(url, "SELECT count(*) FROM crm.messages") == 5
+    assert await count_rows(url, "SELECT count(*) FROM crm.fans") == 2
+    counts = await helpers.eventually(
+        lambda: subject_counts(stack), lambda c: c.get("crm.message.received") == 5
+    )
+    assert (counts["crm.fan.created"], counts["crm.fan.updated"]) == (2, 1)
+
+
+async def test_a_bad_event_among_good_ones_is_dead_lettered_alone(
+    stack: Any, creators: Any, helpers: Any
+) -> None:
+    ada, bea = creators
+    platform = stack.platform
+    good = [f"ok-{n}" for n in range(5)]
+    for platform_message_id in good[:2]:
+        await platform.fan_writes(ada, platform_message_id=platform_message_id)
+    # The creator header names another creator than the payload: never applicable.
+    await platform.publish(
+        "onlyfans.message.received",
+        of_events.MessageReceived(
+            creator_id=ada.id,
+            platform_message_id="bad",
+            fan=of_events.FanProfile(platform_fan_id="of-fan-1"),
+            text="bad",
+        ),
+        creator_id=bea.id,
+        aggregate_id="of-fan-1",
+    )
+    for platform_message_id in good[2:]:
+        await platform.fan_writes(ada, platform_message_id=platform_message_id)
+
+    js = stack.nc.jetstream()
+    letters = await helpers.eventually(
+        lambda: list_dead_letters(js, consumer="crm-platform-messages"),
+        lambda found: len(found) == 1,
+    )
+    assert "disagree" in (letters[0].error or "")
+    await helpers.eventually(
+        lambda: count_rows(stack.database_url, "SELECT count(*) FROM crm.messages"),
+        lambda n: n == len(good),
+    )
+    stored = await stack.stub.ListMessages(
+        crm_pb2.ListMessagesRequest(
+            conversation_id=(
+                await stack.stub.ListConversations(
+                    crm_pb2.ListConversationsRequest(), metadata=ada.auth
+                )
+            )
+            .conversations[0]
+            .id
+        ),
+        metadata=ada.auth,
+    )
+    assert sorted(m.platform_message_id for m in stored.messages) == good
