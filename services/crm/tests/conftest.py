@@ -5,22 +5,18 @@ helpers to publish platform events to NATS the way the OnlyFans worker does."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
 import nats
 import pytest
-from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
 
 from huntaze.auth.v1 import auth_pb2, auth_pb2_grpc
 from huntaze.crm.v1 import crm_pb2_grpc
-from huntaze.onlyfans.v1 import events_pb2 as of_events
 from huntaze_auth.config import AuthSettings
 from huntaze_auth.models import SCHEMA as AUTH_SCHEMA
 from huntaze_auth.server import MIGRATIONS_PACKAGE as AUTH_MIGRATIONS
@@ -29,35 +25,17 @@ from huntaze_crm.config import CrmSettings
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.server import MIGRATIONS_PACKAGE, CrmServer
 from huntaze_devstack.mailcatcher import MailCatcher
+from huntaze_devstack.testing import PlatformEvents, eventually
 from huntaze_kit.grpc_client import create_channel
 from huntaze_kit.migrations import upgrade_async
-from huntaze_kit.streams import Headers
 
 T = TypeVar("T")
 
 PASSWORD = "violet-harbor-quantum-77"
-WAIT_SECONDS = 15.0
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    check: Callable[[T], bool],
-    *,
-    timeout: float = WAIT_SECONDS,
-) -> T:
-    """Polls `probe` until `check` holds (asynchronous effects: consumers, relay)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if check(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s; last value: {value!r}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -73,64 +51,6 @@ class Creator:
 
 
 @dataclass
-class Platform:
-    """Publishes what the OnlyFans worker would, with the headers of a Huntaze event."""
-
-    js: JetStreamContext
-
-    async def publish(
-        self,
-        subject: str,
-        event: Message,
-        *,
-        creator_id: str,
-        aggregate_id: str,
-        event_id: str | None = None,
-        msg_id: str | None = None,
-    ) -> str:
-        identifier = event_id or str(uuid.uuid4())
-        headers = {
-            Headers.MSG_ID: msg_id or identifier,
-            Headers.EVENT_ID: identifier,
-            Headers.EVENT_TYPE: event.DESCRIPTOR.full_name,
-            Headers.CREATOR_ID: creator_id,
-            Headers.AGGREGATE_TYPE: "fan",
-            Headers.AGGREGATE_ID: aggregate_id,
-        }
-        await self.js.publish(subject, event.SerializeToString(), headers=headers)
-        return identifier
-
-    async def fan_writes(
-        self,
-        creator: Creator,
-        *,
-        platform_message_id: str,
-        platform_fan_id: str = "of-fan-1",
-        text: str = "hi there",
-        display_name: str = "Lily",
-        event_id: str | None = None,
-        msg_id: str | None = None,
-    ) -> str:
-        event = of_events.MessageReceived(
-            creator_id=creator.id,
-            platform_message_id=platform_message_id,
-            fan=of_events.FanProfile(
-                platform_fan_id=platform_fan_id, display_name=display_name, handle="@lily"
-            ),
-            text=text,
-        )
-        event.sent_at.GetCurrentTime()
-        return await self.publish(
-            "onlyfans.message.received",
-            event,
-            creator_id=creator.id,
-            aggregate_id=platform_fan_id,
-            event_id=event_id,
-            msg_id=msg_id,
-        )
-
-
-@dataclass
 class Stack:
     """Auth and CRM processes (in this event loop) on one database and one NATS."""
 
@@ -141,7 +61,7 @@ class Stack:
     nc: NatsClient
     stub: crm_pb2_grpc.CrmServiceAsyncStub
     auth_stub: auth_pb2_grpc.AuthServiceAsyncStub
-    platform: Platform
+    platform: PlatformEvents
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     async def sign_up(self, email: str) -> Creator:
@@ -215,7 +135,7 @@ async def stack(
         nc=nc,
         stub=None,  # type: ignore[arg-type]
         auth_stub=auth_pb2_grpc.AuthServiceStub(auth_channel),  # type: ignore[arg-type]
-        platform=Platform(nc.jetstream()),
+        platform=PlatformEvents(nc.jetstream()),
         _channels=[auth_channel],
     )
     built.stub = built._connect(crm.port)
