@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import httpx
 import nats
-import orjson
 import pytest
 
 from huntaze_devstack.testing import (
+    EventStreamReader,
     PlatformEvents,
     assert_problem,
     eventually,
@@ -515,63 +515,10 @@ async def test_retries_and_redeliveries_store_one_row(suite: Any, worker: Platfo
 # The inbox as Server-Sent Events.
 
 
-@dataclass
-class Event:
-    id: int | None
-    type: str | None
-    data: dict[str, Any] | None
-
-
-class EventReader:
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        event_id: int | None = None
-        kind: str | None = None
-        data: list[str] = []
-        try:
-            async for line in self.response.aiter_lines():
-                if line == "":
-                    if data or kind:
-                        decoded = orjson.loads("".join(data)) if data else None
-                        self._events.put_nowait(Event(event_id, kind, decoded))
-                    event_id, kind, data = None, None, []
-                    continue
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "id":
-                    event_id = int(value)
-                elif name == "event":
-                    kind = value
-                elif name == "data":
-                    data.append(value)
-        except httpx.HTTPError:
-            pass
-        finally:
-            self._events.put_nowait(None)
-
-    async def until(self, kind: str, timeout: float = WAIT_SECONDS) -> Event:
-        async with asyncio.timeout(timeout):
-            while True:
-                event = await self._events.get()
-                if event is None:
-                    raise EOFError("the stream ended")
-                if event.type == kind:
-                    return event
-
-    async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-
 @contextlib.asynccontextmanager
 async def listening(
     suite: Any, creator: Creator, *, headers: dict[str, str] | None = None, query: str = ""
-) -> AsyncIterator[EventReader]:
+) -> AsyncIterator[EventStreamReader]:
     async with (
         httpx.AsyncClient(base_url=suite.gateway_url, timeout=30.0) as client,
         client.stream(
@@ -584,7 +531,7 @@ async def listening(
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
         assert response.headers["x-accel-buffering"] == "no"
-        reader = EventReader(response)
+        reader = EventStreamReader(response)
         try:
             yield reader
         finally:
@@ -603,7 +550,7 @@ async def test_the_inbox_streams_and_replays_what_was_missed(
                     ada, platform_message_id=f"live-0-{attempt}", text=f"are you there? {attempt}"
                 )
                 with contextlib.suppress(TimeoutError):
-                    received = await stream.until("message.received", timeout=1.0)
+                    received = await stream.until("message.received", within=1.0)
                     break
             else:
                 pytest.fail("no event on the stream")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import httpx
+import orjson
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
 
@@ -142,3 +144,74 @@ class PlatformEvents:
             aggregate_id=platform_fan_id,
             event_id=event_id,
         )
+
+
+@dataclass
+class SseEvent:
+    id: int | None
+    type: str | None
+    data: dict[str, Any] | None
+
+
+class EventStreamReader:
+    """Parses a Server-Sent Events response in a task of its own (so that waiting with a
+    timeout never breaks the stream); comments and the `retry:` hint are kept for inspection."""
+
+    def __init__(self, response: httpx.Response, *, wait: float = 20.0) -> None:
+        self.response = response
+        self.comments: list[str] = []
+        self.retry: int | None = None
+        self._wait = wait
+        self._events: asyncio.Queue[SseEvent | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        event_id: int | None = None
+        kind: str | None = None
+        data: list[str] = []
+        try:
+            async for line in self.response.aiter_lines():
+                if line == "":
+                    if data or kind:
+                        decoded = orjson.loads("".join(data)) if data else None
+                        self._events.put_nowait(SseEvent(event_id, kind, decoded))
+                    event_id, kind, data = None, None, []
+                    continue
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "":
+                    self.comments.append(value)
+                elif name == "id":
+                    event_id = int(value)
+                elif name == "event":
+                    kind = value
+                elif name == "data":
+                    data.append(value)
+                elif name == "retry":
+                    self.retry = int(value)
+        except httpx.HTTPError:
+            pass
+        finally:
+            self._events.put_nowait(None)
+
+    async def next(self, within: float | None = None) -> SseEvent:
+        """The next event; EOFError when the stream ended, TimeoutError after `within` s."""
+        async with asyncio.timeout(within or self._wait):
+            event = await self._events.get()
+        if event is None:
+            self._events.put_nowait(None)
+            raise EOFError("the stream ended")
+        return event
+
+    async def until(self, kind: str, within: float | None = None) -> SseEvent:
+        """The next event of type `kind`, skipping the others."""
+        async with asyncio.timeout(within or self._wait):
+            while True:
+                event = await self.next(within)
+                if event.type == kind:
+                    return event
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

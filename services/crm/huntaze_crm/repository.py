@@ -476,7 +476,8 @@ class CrmRepository:
     ) -> Message | None:
         query = select(Message).where(Message.creator_id == creator_id, Message.id == message_id)
         if for_update:
-            query = query.with_for_update()
+            # Locked rows are read afresh, not taken from the session's identity map.
+            query = query.with_for_update().execution_options(populate_existing=True)
         return (await self.session.scalars(query)).one_or_none()
 
     async def get_message_by_platform_id(

@@ -1178,14 +1178,21 @@ class CrmService:
         except ValueError:
             message_uuid = None
         if message_uuid is not None:
-            message = await repo.get_message(
-                creator_id=creator_id, message_id=message_uuid, for_update=True
-            )
+            message = await repo.get_message(creator_id=creator_id, message_id=message_uuid)
         if message is None and idempotency_key:
             message = await repo.get_message_by_idempotency_key(
-                creator_id=creator_id, idempotency_key=idempotency_key, for_update=True
+                creator_id=creator_id, idempotency_key=idempotency_key
             )
         if message is None or message.direction != "out":
+            return None
+        # The fan first, as every writer locks it: a purchase of this fan recorded at the same
+        # time then commits before or after this change, never unseen by both (which would
+        # leave the purchase unlinked); then the message itself, read again under the lock.
+        await repo.get_fan(creator_id=creator_id, fan_id=message.fan_id, for_update=True)
+        message = await repo.get_message(
+            creator_id=creator_id, message_id=message.id, for_update=True
+        )
+        if message is None:
             return None
         if status not in _NEXT_STATUSES.get(message.delivery_status, set()):
             return None

@@ -15,13 +15,13 @@ from typing import Any, TypeVar, get_args
 
 import httpx
 import nats
-import orjson
 import pytest
 import uvicorn
 
 from huntaze.crm.v1 import crm_pb2
 from huntaze_devstack.embedded import free_port
 from huntaze_devstack.testing import (
+    EventStreamReader,
     PlatformEvents,
     assert_problem,
     eventually,
@@ -195,78 +195,10 @@ async def http_url(live: Any) -> AsyncIterator[str]:
         await task
 
 
-@dataclass
-class Event:
-    id: int | None
-    type: str | None
-    data: dict[str, Any] | None
-
-
-class EventReader:
-    """Parses an event stream in a task of its own (so that waiting with a timeout never
-    breaks the stream); comments and the `retry:` hint are kept for inspection."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self.comments: list[str] = []
-        self.retry: int | None = None
-        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        event_id: int | None = None
-        kind: str | None = None
-        data: list[str] = []
-        try:
-            async for line in self.response.aiter_lines():
-                if line == "":
-                    if data or kind:
-                        decoded = orjson.loads("".join(data)) if data else None
-                        self._events.put_nowait(Event(event_id, kind, decoded))
-                    event_id, kind, data = None, None, []
-                    continue
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "":
-                    self.comments.append(value)
-                elif name == "id":
-                    event_id = int(value)
-                elif name == "event":
-                    kind = value
-                elif name == "data":
-                    data.append(value)
-                elif name == "retry":
-                    self.retry = int(value)
-        except httpx.HTTPError:
-            pass
-        finally:
-            self._events.put_nowait(None)
-
-    async def next(self, timeout: float = WAIT_SECONDS) -> Event:
-        async with asyncio.timeout(timeout):
-            event = await self._events.get()
-        if event is None:
-            self._events.put_nowait(None)
-            raise EOFError("the stream ended")
-        return event
-
-    async def until(self, kind: str, timeout: float = WAIT_SECONDS) -> Event:
-        async with asyncio.timeout(timeout):
-            while True:
-                event = await self.next(timeout)
-                if event.type == kind:
-                    return event
-
-    async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-
 @contextlib.asynccontextmanager
 async def listening(
     url: str, creator: Creator, headers: dict[str, str] | None = None, query: str = ""
-) -> AsyncIterator[EventReader]:
+) -> AsyncIterator[EventStreamReader]:
     async with (
         httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30.0)) as client,
         client.stream(
@@ -276,7 +208,7 @@ async def listening(
         ) as response,
     ):
         assert response.status_code == 200, await response.aread()
-        reader = EventReader(response)
+        reader = EventStreamReader(response)
         try:
             yield reader
         finally:
@@ -805,7 +737,7 @@ async def test_the_stream_delivers_replays_and_lets_go(
         assert updated.data["conversation"]["unreadCount"] == 1
         last_seen = updated.id
         with pytest.raises(TimeoutError):
-            await intruder.next(timeout=0.5)
+            await intruder.next(within=0.5)
     # Both clients gone: the gateway cancelled their gRPC streams.
     await until_watchers(live, 0)
 
@@ -857,7 +789,7 @@ async def test_the_stream_beats_when_idle_and_ends_at_sign_out(live: Any, http_u
             )
             assert logout.status_code == 204
             with pytest.raises(EOFError):
-                await stream.next(timeout=5)
+                await stream.next(within=5)
         await until_watchers(live, 0)
     finally:
         live.runtime.settings = settings
