@@ -11,13 +11,15 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Annotated, Any
 from urllib.parse import urlsplit
@@ -27,9 +29,18 @@ import httpx
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from huntaze_devstack.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from huntaze_devstack.embedded import (
+    EmbeddedNats,
+    EmbeddedPostgres,
+    drop_database,
+    ensure_database,
+    free_port,
+)
+from huntaze_devstack.mailcatcher import MailCatcher
+from huntaze_devstack.suite import SUITE
 from huntaze_kit.errors import Unauthenticated
 from huntaze_kit.identity import Principal
+from huntaze_kit.migrations import upgrade_async
 
 PASSWORD = "Violet-Harbour-Lantern-42"
 
@@ -144,6 +155,85 @@ async def wait_http(
             return all(reported.get(name) == status for name, status in checks.items())
 
         await wait_until(ready, children, within)
+
+
+@dataclass
+class RunningSuite:
+    """Processes of the suite on a fresh database: what a benchmark measures against."""
+
+    scratch: Path
+    database_url: str
+    nats_url: str
+    env: dict[str, str]
+    gateway_url: str
+    children: dict[str, Child] = field(default_factory=dict)
+
+    def spawn(self, name: str, args: list[str]) -> Child:
+        """Starts one more process (a comparison server, a load source) with the suite's env."""
+        child = spawn(name, args, self.env, self.scratch)
+        self.children[name] = child
+        return child
+
+    def processes(self) -> list[Child]:
+        return list(self.children.values())
+
+
+@contextlib.asynccontextmanager
+async def running_suite(
+    names: Sequence[str],
+    *,
+    readiness: dict[str, str] | None = None,
+    settings: dict[str, str] | None = None,
+) -> AsyncIterator[RunningSuite]:
+    """Starts the named processes of the suite (`huntaze_devstack.suite`; the gateway included
+    when named) on a new database, with their migrations applied, and waits for the gateway's
+    `/readyz` (or only the `readiness` checks named); stops them and drops the database after.
+    `settings` are more `HUNTAZE_*` variables for every process."""
+    services = [service for service in SUITE if service.name in names]
+    scratch = Path(tempfile.mkdtemp(prefix="huntaze-bench-"))
+    try:
+        with (
+            infrastructure(scratch) as (server_url, nats_url),
+            MailCatcher(scratch / "mail") as mail,
+        ):
+            database = f"bench_{uuid.uuid4().hex[:10]}"
+            database_url = await ensure_database(server_url, database)
+            gateway_port = free_port()
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
+                "HUNTAZE_DATABASE_URL": database_url,
+                "HUNTAZE_NATS_URL": nats_url,
+                "HUNTAZE_LOG_LEVEL": "WARNING",
+                "HUNTAZE_SMTP_URL": mail.smtp_url,
+                "HUNTAZE_GATEWAY_PORT": str(gateway_port),
+                **(settings or {}),
+            }
+            suite = RunningSuite(
+                scratch, database_url, nats_url, env, f"http://127.0.0.1:{gateway_port}"
+            )
+            try:
+                for service in services:
+                    if service.migrations and service.schema:
+                        await upgrade_async(
+                            database_url, package=service.migrations, schema=service.schema
+                        )
+                    if service.grpc_port_env and service.grpc_target_env:
+                        port = free_port()
+                        env[service.grpc_port_env] = str(port)
+                        env[service.grpc_target_env] = f"127.0.0.1:{port}"
+                for service in services:
+                    suite.spawn(service.name, ["-m", service.module, *service.args])
+                if "gateway" in names:
+                    await wait_http(
+                        f"{suite.gateway_url}/readyz", suite.processes(), checks=readiness
+                    )
+                yield suite
+            finally:
+                for child in reversed(suite.processes()):
+                    child.stop()
+                await drop_database(server_url, database)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,21 +18,17 @@ import argparse
 import asyncio
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
-from _support import PASSWORD, Child, infrastructure, percentile, spawn, wait_until
+from _support import PASSWORD, percentile, running_suite, wait_until
 
 from huntaze.auth.v1 import auth_pb2, auth_pb2_grpc
 from huntaze.common.v1 import common_pb2
 from huntaze_auth.passwords import Argon2Parameters, Passwords
-from huntaze_devstack.embedded import ensure_database, free_port
 from huntaze_kit.grpc_client import create_channel
-from huntaze_kit.migrations import upgrade_async
 
 
 def argon2_rate(seconds: float, threads: int) -> float:
@@ -92,58 +88,46 @@ async def run(args: argparse.Namespace) -> None:
         f"{many:.1f}/s on {cores} threads"
     )
 
-    with tempfile.TemporaryDirectory(prefix="hz-bench-") as tmp:
-        scratch = Path(tmp)
-        with infrastructure(scratch) as (server_url, nats_url):
-            database_url = await ensure_database(server_url, f"bench_{uuid.uuid4().hex[:8]}")
-            await upgrade_async(database_url, package="huntaze_auth.migrations", schema="auth")
-            port = free_port()
-            env = {
-                **os.environ,
-                "HUNTAZE_DATABASE_URL": database_url,
-                "HUNTAZE_NATS_URL": nats_url,
-                "HUNTAZE_AUTH_GRPC_PORT": str(port),
-                "HUNTAZE_SMTP_URL": f"smtp://127.0.0.1:{free_port()}",
-                "HUNTAZE_LOG_LEVEL": "WARNING",
-                "HUNTAZE_AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT_IP": "1000000",
-                "HUNTAZE_AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT": "1000000",
-                "HUNTAZE_AUTH_LOGIN_MAX_FAILURES_PER_IP": "1000000",
-            }
-            auth: Child = spawn("auth", ["-m", "huntaze_auth.server"], env, scratch)
-            channel = create_channel(f"127.0.0.1:{port}")
-            stub = auth_pb2_grpc.AuthServiceStub(channel)
-            try:
+    unthrottled = {
+        "HUNTAZE_AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT_IP": "1000000",
+        "HUNTAZE_AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT": "1000000",
+        "HUNTAZE_AUTH_LOGIN_MAX_FAILURES_PER_IP": "1000000",
+    }
+    async with running_suite(("auth",), settings=unthrottled) as suite:
+        auth = suite.children["auth"]
+        channel = create_channel(suite.env["HUNTAZE_AUTH_GRPC_TARGET"])
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        try:
 
-                async def ready() -> bool:
-                    await stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest(), timeout=1)
-                    return True
+            async def ready() -> bool:
+                await stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest(), timeout=1)
+                return True
 
-                await wait_until(ready, [auth])
-                email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-                await stub.Register(
-                    auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="Bench")
+            await wait_until(ready, [auth])
+            email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+            await stub.Register(
+                auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="Bench")
+            )
+            for label, password in (("good password", PASSWORD), ("wrong password", "x" * 12)):
+                cpu_before = auth.cpu_seconds() or 0.0
+                rate, latencies, failures = await login_load(
+                    stub,
+                    email,
+                    password,
+                    seconds=args.seconds,
+                    concurrency=args.concurrency,
                 )
-                for label, password in (("good password", PASSWORD), ("wrong password", "x" * 12)):
-                    cpu_before = auth.cpu_seconds() or 0.0
-                    rate, latencies, failures = await login_load(
-                        stub,
-                        email,
-                        password,
-                        seconds=args.seconds,
-                        concurrency=args.concurrency,
-                    )
-                    cpu = (auth.cpu_seconds() or 0.0) - cpu_before
-                    print(
-                        f"Login, {label}: {rate:.1f}/s at concurrency {args.concurrency}, "
-                        f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
-                        f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
-                        f"mean {statistics.fmean(latencies) * 1000:.1f} ms, "
-                        f"auth CPU {cpu / max(1, len(latencies)) * 1000:.1f} ms/login"
-                        + (f", {failures} unexpected errors" if failures else "")
-                    )
-            finally:
-                await channel.close()
-                auth.stop()
+                cpu = (auth.cpu_seconds() or 0.0) - cpu_before
+                print(
+                    f"Login, {label}: {rate:.1f}/s at concurrency {args.concurrency}, "
+                    f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
+                    f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
+                    f"mean {statistics.fmean(latencies) * 1000:.1f} ms, "
+                    f"auth CPU {cpu / max(1, len(latencies)) * 1000:.1f} ms/login"
+                    + (f", {failures} unexpected errors" if failures else "")
+                )
+        finally:
+            await channel.close()
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ import contextlib
 import os
 import shutil
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -40,26 +39,22 @@ import orjson
 import uvicorn
 import uvloop
 from _support import (
-    Child,
     DatabaseKeySource,
     Result,
     bearer_principal,
     cpu_per_request,
-    infrastructure,
     load_http,
     no_reset,
     percentile,
+    running_suite,
     sign_up,
-    spawn,
     wait_http,
 )
 from fastapi import Depends, FastAPI, Request, Response
 
-from huntaze_devstack.embedded import drop_database, ensure_database, free_port
-from huntaze_devstack.mailcatcher import MailCatcher
+from huntaze_devstack.embedded import free_port
 from huntaze_kit.db import libpq_url
 from huntaze_kit.identity import Principal, TokenVerifier
-from huntaze_kit.migrations import upgrade_async
 
 PATH = "/api/crm/conversations"
 SCRIPT = str(Path(__file__).resolve())
@@ -341,139 +336,89 @@ async def run(args: argparse.Namespace) -> None:
     tool = args.tool
     if tool == "auto":
         tool = "wrk" if shutil.which("wrk") else "python"
-    scratch = Path(tempfile.mkdtemp(prefix="huntaze-bench-"))
-    children: list[Child] = []
-    try:
-        with (
-            infrastructure(scratch) as (server_url, nats_url),
-            MailCatcher(scratch / "mail") as mail,
-        ):
-            name = f"bench_{uuid.uuid4().hex[:10]}"
-            database_url = await ensure_database(server_url, name)
-            try:
-                await upgrade_async(database_url, package="huntaze_auth.migrations", schema="auth")
-                await upgrade_async(database_url, package="huntaze_crm.migrations", schema="crm")
-                auth_port, crm_port = free_port(), free_port()
-                gateway_port, monolith_port = free_port(), free_port()
-                env = {
-                    **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
-                    "HUNTAZE_DATABASE_URL": database_url,
-                    "HUNTAZE_NATS_URL": nats_url,
-                    "HUNTAZE_LOG_LEVEL": "WARNING",
-                    "HUNTAZE_AUTH_GRPC_PORT": str(auth_port),
-                    "HUNTAZE_AUTH_GRPC_TARGET": f"127.0.0.1:{auth_port}",
-                    "HUNTAZE_CRM_GRPC_PORT": str(crm_port),
-                    "HUNTAZE_CRM_GRPC_TARGET": f"127.0.0.1:{crm_port}",
-                    "HUNTAZE_SMTP_URL": mail.smtp_url,
-                    "HUNTAZE_GATEWAY_PORT": str(gateway_port),
-                }
-                auth = spawn("auth", ["-m", "huntaze_auth.server"], env, scratch)
-                crm = spawn("crm", ["-m", "huntaze_crm.server"], env, scratch)
-                gateway = spawn("gateway", ["-m", "huntaze_gateway"], env, scratch)
-                monolith = spawn(
-                    "monolith", [SCRIPT, "--serve-monolith", str(monolith_port)], env, scratch
-                )
-                children += [auth, crm, gateway, monolith]
-                gateway_url = f"http://127.0.0.1:{gateway_port}"
-                monolith_url = f"http://127.0.0.1:{monolith_port}"
-                await wait_http(f"{gateway_url}/readyz", children)
-                await wait_http(f"{monolith_url}/healthz", children)
-                token, user_id = await sign_up(gateway_url)
-                creator = uuid.UUID(user_id)
+    async with running_suite(("auth", "crm", "gateway")) as suite:
+        monolith_port = free_port()
+        monolith = suite.spawn("monolith", [SCRIPT, "--serve-monolith", str(monolith_port)])
+        gateway, crm = suite.children["gateway"], suite.children["crm"]
+        database_url, gateway_url = suite.database_url, suite.gateway_url
+        monolith_url = f"http://127.0.0.1:{monolith_port}"
+        await wait_http(f"{monolith_url}/healthz", suite.processes())
+        token, user_id = await sign_up(gateway_url)
+        creator = uuid.UUID(user_id)
 
+        print(
+            f"seeding {args.fans:,} fans, {args.fans:,} conversations and "
+            f"{args.messages:,} messages with COPY ...",
+            flush=True,
+        )
+        seconds = await seed(database_url, creator, args.fans, args.messages)
+        print(f"seeded in {seconds:.1f} s", flush=True)
+
+        targets = [
+            ("gateway -> crm gRPC", gateway_url + PATH),
+            ("FastAPI + asyncpg", monolith_url + PATH),
+        ]
+        serving = {targets[0][0]: [gateway, crm], targets[1][0]: [monolith]}
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}) as c:
+            answers = {}
+            for label, url in targets:
+                answer = await c.get(url)
+                if answer.status_code != 200:
+                    logs = "\n".join(child.tail() for child in serving[label])
+                    raise RuntimeError(f"{label}: {answer.status_code} {answer.text}\n{logs}")
+                answers[label] = answer.json()
+        first, second = (answers[label] for label, _ in targets)
+        if [x["id"] for x in first["conversations"]] != [x["id"] for x in second["conversations"]]:
+            raise RuntimeError("the two servers answered different pages")
+        pool = await asyncpg.create_pool(
+            libpq_url(database_url), min_size=10, max_size=10, reset=no_reset
+        )
+
+        print(
+            f"\nGET {PATH} (page of {PAGE}): {args.concurrency} connections, "
+            f"{args.duration:g} s per run, {args.rounds} round(s); HTTP load from "
+            + ("wrk (1 thread)" if tool == "wrk" else "an asyncio HTTP/1.1 loop in this process")
+        )
+        print(f"{'round':<6}{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+        ratios: list[float] = []
+        raw_ratios: list[float] = []
+        for round_number in range(1, args.rounds + 1):
+            results: dict[str, Result] = {}
+            order = targets if round_number % 2 else list(reversed(targets))
+            for label, url in order:
+                servers = serving[label]
+                await load_http(tool, url, token, args.concurrency, WARM_UP_SECONDS)
+                before = [child.cpu_seconds() for child in servers]
+                result = await load_http(tool, url, token, args.concurrency, args.duration)
+                after = [child.cpu_seconds() for child in servers]
+                results[label] = result
                 print(
-                    f"seeding {args.fans:,} fans, {args.fans:,} conversations and "
-                    f"{args.messages:,} messages with COPY ...",
+                    f"{round_number:<6}{label:<26}{result.requests_per_second:>10.0f}"
+                    f"{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}{result.errors:>8}"
+                    f"  {cpu_per_request(servers, before, after, result.requests)}",
                     flush=True,
                 )
-                seconds = await seed(database_url, creator, args.fans, args.messages)
-                print(f"seeded in {seconds:.1f} s", flush=True)
-
-                targets = [
-                    ("gateway -> crm gRPC", gateway_url + PATH),
-                    ("FastAPI + asyncpg", monolith_url + PATH),
-                ]
-                serving = {targets[0][0]: [gateway, crm], targets[1][0]: [monolith]}
-                async with httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}) as c:
-                    answers = {}
-                    for label, url in targets:
-                        answer = await c.get(url)
-                        if answer.status_code != 200:
-                            logs = "\n".join(child.tail() for child in serving[label])
-                            raise RuntimeError(
-                                f"{label}: {answer.status_code} {answer.text}\n{logs}"
-                            )
-                        answers[label] = answer.json()
-                first, second = (answers[label] for label, _ in targets)
-                if [x["id"] for x in first["conversations"]] != [
-                    x["id"] for x in second["conversations"]
-                ]:
-                    raise RuntimeError("the two servers answered different pages")
-                pool = await asyncpg.create_pool(
-                    libpq_url(database_url), min_size=10, max_size=10, reset=no_reset
-                )
-
-                print(
-                    f"\nGET {PATH} (page of {PAGE}): {args.concurrency} connections, "
-                    f"{args.duration:g} s per run, {args.rounds} round(s); HTTP load from "
-                    + (
-                        "wrk (1 thread)"
-                        if tool == "wrk"
-                        else "an asyncio HTTP/1.1 loop in this process"
-                    )
-                )
-                print(
-                    f"{'round':<6}{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}"
-                    f"{'errors':>8}"
-                )
-                ratios: list[float] = []
-                raw_ratios: list[float] = []
-                for round_number in range(1, args.rounds + 1):
-                    results: dict[str, Result] = {}
-                    order = targets if round_number % 2 else list(reversed(targets))
-                    for label, url in order:
-                        servers = serving[label]
-                        await load_http(tool, url, token, args.concurrency, WARM_UP_SECONDS)
-                        before = [child.cpu_seconds() for child in servers]
-                        result = await load_http(tool, url, token, args.concurrency, args.duration)
-                        after = [child.cpu_seconds() for child in servers]
-                        results[label] = result
-                        print(
-                            f"{round_number:<6}{label:<26}{result.requests_per_second:>10.0f}"
-                            f"{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}{result.errors:>8}"
-                            f"  {cpu_per_request(servers, before, after, result.requests)}",
-                            flush=True,
-                        )
-                    raw = await load_asyncpg(pool, creator, 10, args.duration)
-                    print(
-                        f"{round_number:<6}{'asyncpg query alone':<26}"
-                        f"{raw.requests_per_second:>10.0f}{raw.p50_ms:>10.2f}{raw.p99_ms:>10.2f}"
-                        f"{raw.errors:>8}  (10 tasks over a pool of 10, in this process)",
-                        flush=True,
-                    )
-                    gateway_rps = results[targets[0][0]].requests_per_second
-                    ratios.append(gateway_rps / results[targets[1][0]].requests_per_second)
-                    raw_ratios.append(gateway_rps / raw.requests_per_second)
-                await pool.close()
-                print(
-                    "throughput ratio gateway/monolith: "
-                    + ", ".join(f"{r:.2f}" for r in ratios)
-                    + f" (median {statistics.median(ratios):.2f}; goal >= 0.5)"
-                )
-                print(
-                    "throughput ratio gateway/asyncpg query alone: "
-                    + ", ".join(f"{r:.2f}" for r in raw_ratios)
-                    + f" (median {statistics.median(raw_ratios):.2f})"
-                )
-            finally:
-                for child in reversed(children):
-                    child.stop()
-                children.clear()
-                await drop_database(server_url, name)
-    finally:
-        for child in children:
-            child.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+            raw = await load_asyncpg(pool, creator, 10, args.duration)
+            print(
+                f"{round_number:<6}{'asyncpg query alone':<26}"
+                f"{raw.requests_per_second:>10.0f}{raw.p50_ms:>10.2f}{raw.p99_ms:>10.2f}"
+                f"{raw.errors:>8}  (10 tasks over a pool of 10, in this process)",
+                flush=True,
+            )
+            gateway_rps = results[targets[0][0]].requests_per_second
+            ratios.append(gateway_rps / results[targets[1][0]].requests_per_second)
+            raw_ratios.append(gateway_rps / raw.requests_per_second)
+        await pool.close()
+        print(
+            "throughput ratio gateway/monolith: "
+            + ", ".join(f"{r:.2f}" for r in ratios)
+            + f" (median {statistics.median(ratios):.2f}; goal >= 0.5)"
+        )
+        print(
+            "throughput ratio gateway/asyncpg query alone: "
+            + ", ".join(f"{r:.2f}" for r in raw_ratios)
+            + f" (median {statistics.median(raw_ratios):.2f})"
+        )
 
 
 def main() -> None:

@@ -21,25 +21,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import nats
 import orjson
 import uvloop
-from _support import Child, infrastructure, percentile, sign_up, spawn, wait_http
+from _support import Child, percentile, running_suite, sign_up
 from nats.js import JetStreamContext
 
 from huntaze.onlyfans.v1 import events_pb2 as of_events
-from huntaze_devstack.embedded import drop_database, ensure_database, free_port
-from huntaze_devstack.mailcatcher import MailCatcher
-from huntaze_kit.migrations import upgrade_async
 from huntaze_kit.streams import Headers
 
 SUBJECT = "onlyfans.message.received"
@@ -232,48 +225,13 @@ async def measure(
 
 
 async def run(args: argparse.Namespace) -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="huntaze-bench-"))
-    children: list[Child] = []
-    try:
-        with (
-            infrastructure(scratch) as (server_url, nats_url),
-            MailCatcher(scratch / "mail") as mail,
-        ):
-            name = f"bench_{uuid.uuid4().hex[:10]}"
-            database_url = await ensure_database(server_url, name)
-            try:
-                await upgrade_async(database_url, package="huntaze_auth.migrations", schema="auth")
-                await upgrade_async(database_url, package="huntaze_crm.migrations", schema="crm")
-                auth_port, crm_port, gateway_port = free_port(), free_port(), free_port()
-                env = {
-                    **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
-                    "HUNTAZE_DATABASE_URL": database_url,
-                    "HUNTAZE_NATS_URL": nats_url,
-                    "HUNTAZE_LOG_LEVEL": "WARNING",
-                    "HUNTAZE_AUTH_GRPC_PORT": str(auth_port),
-                    "HUNTAZE_AUTH_GRPC_TARGET": f"127.0.0.1:{auth_port}",
-                    "HUNTAZE_CRM_GRPC_PORT": str(crm_port),
-                    "HUNTAZE_CRM_GRPC_TARGET": f"127.0.0.1:{crm_port}",
-                    "HUNTAZE_SMTP_URL": mail.smtp_url,
-                    "HUNTAZE_GATEWAY_PORT": str(gateway_port),
-                }
-                children += [
-                    spawn("auth", ["-m", "huntaze_auth.server"], env, scratch),
-                    spawn("crm", ["-m", "huntaze_crm.server"], env, scratch),
-                    spawn("gateway", ["-m", "huntaze_gateway"], env, scratch),
-                ]
-                gateway_url = f"http://127.0.0.1:{gateway_port}"
-                await wait_http(f"{gateway_url}/readyz", children)
-                await measure(args, gateway_url, nats_url, children[1:])
-            finally:
-                for child in reversed(children):
-                    child.stop()
-                children.clear()
-                await drop_database(server_url, name)
-    finally:
-        for child in children:
-            child.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+    async with running_suite(("auth", "crm", "gateway")) as suite:
+        await measure(
+            args,
+            suite.gateway_url,
+            suite.nats_url,
+            [suite.children["crm"], suite.children["gateway"]],
+        )
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ import contextlib
 import os
 import shutil
 import statistics
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,30 +30,24 @@ import httpx
 import uvicorn
 import uvloop
 from _support import (
-    Child,
     DatabaseKeySource,
     Result,
     bearer_principal,
     cpu_per_request,
-    infrastructure,
     load_http,
     no_reset,
+    running_suite,
     sign_up,
-    spawn,
     wait_http,
 )
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from huntaze_devstack.embedded import (
-    drop_database,
-    ensure_database,
     free_port,
 )
-from huntaze_devstack.mailcatcher import MailCatcher
 from huntaze_gateway.auth_routes import MeOut, ProfileOut, UserOut
 from huntaze_kit.db import libpq_url
 from huntaze_kit.identity import Principal, TokenVerifier
-from huntaze_kit.migrations import upgrade_async
 
 PATH = "/api/auth/me"
 SCRIPT = str(Path(__file__).resolve())
@@ -160,105 +153,59 @@ async def run(args: argparse.Namespace) -> None:
     tool = args.tool
     if tool == "auto":
         tool = "wrk" if shutil.which("wrk") else "python"
-    scratch = Path(tempfile.mkdtemp(prefix="huntaze-bench-"))
-    children: list[Child] = []
-    try:
-        with (
-            infrastructure(scratch) as (server_url, nats_url),
-            MailCatcher(scratch / "mail") as mail,
-        ):
-            name = f"bench_{uuid.uuid4().hex[:10]}"
-            database_url = await ensure_database(server_url, name)
-            try:
-                await upgrade_async(database_url, package="huntaze_auth.migrations", schema="auth")
-                auth_port, gateway_port, monolith_port = free_port(), free_port(), free_port()
-                env = {
-                    **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
-                    "HUNTAZE_DATABASE_URL": database_url,
-                    "HUNTAZE_NATS_URL": nats_url,
-                    "HUNTAZE_LOG_LEVEL": "WARNING",
-                    "HUNTAZE_AUTH_GRPC_PORT": str(auth_port),
-                    "HUNTAZE_AUTH_GRPC_TARGET": f"127.0.0.1:{auth_port}",
-                    "HUNTAZE_SMTP_URL": mail.smtp_url,
-                    "HUNTAZE_GATEWAY_PORT": str(gateway_port),
-                }
-                children.append(spawn("auth", ["-m", "huntaze_auth.server"], env, scratch))
-                children.append(spawn("gateway", ["-m", "huntaze_gateway"], env, scratch))
-                children.append(
-                    spawn(
-                        "monolith",
-                        [SCRIPT, "--serve-monolith", str(monolith_port)],
-                        env,
-                        scratch,
-                    )
-                )
-                gateway = f"http://127.0.0.1:{gateway_port}"
-                monolith = f"http://127.0.0.1:{monolith_port}"
-                await wait_http(f"{gateway}/readyz", children, checks=ME_READINESS)
-                await wait_http(f"{monolith}/healthz", children)
-                token, _ = await sign_up(gateway)
-                targets = [
-                    ("gateway -> auth gRPC", gateway + PATH),
-                    ("FastAPI + asyncpg", monolith + PATH),
-                ]
-                serving = {
-                    targets[0][0]: [children[1], children[0]],
-                    targets[1][0]: [children[2]],
-                }
-                async with httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}) as c:
-                    for label, url in targets:
-                        answer = await c.get(url)
-                        if answer.status_code != 200:
-                            raise RuntimeError(f"{label}: {answer.status_code} {answer.text}")
+    async with running_suite(("auth", "gateway"), readiness=ME_READINESS) as suite:
+        monolith_port = free_port()
+        suite.spawn("monolith", [SCRIPT, "--serve-monolith", str(monolith_port)])
+        gateway = suite.gateway_url
+        monolith = f"http://127.0.0.1:{monolith_port}"
+        await wait_http(f"{monolith}/healthz", suite.processes())
+        token, _ = await sign_up(gateway)
+        targets = [
+            ("gateway -> auth gRPC", gateway + PATH),
+            ("FastAPI + asyncpg", monolith + PATH),
+        ]
+        serving = {
+            targets[0][0]: [suite.children["gateway"], suite.children["auth"]],
+            targets[1][0]: [suite.children["monolith"]],
+        }
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}) as c:
+            for label, url in targets:
+                answer = await c.get(url)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"{label}: {answer.status_code} {answer.text}")
 
+        print(
+            f"\nGET {PATH}: {args.concurrency} connections, {args.duration:g} s per run, "
+            f"{args.rounds} round(s); load from "
+            + ("wrk (1 thread)" if tool == "wrk" else "an asyncio HTTP/1.1 loop in this process")
+        )
+        print(f"{'round':<6}{'target':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+        ratios: list[float] = []
+        for round_number in range(1, args.rounds + 1):
+            results: dict[str, Result] = {}
+            order = targets if round_number % 2 else list(reversed(targets))
+            for label, url in order:
+                servers = serving[label]
+                await load_http(tool, url, token, args.concurrency, WARM_UP_SECONDS)
+                before = [c.cpu_seconds() for c in servers]
+                result = await load_http(tool, url, token, args.concurrency, args.duration)
+                after = [c.cpu_seconds() for c in servers]
+                results[label] = result
                 print(
-                    f"\nGET {PATH}: {args.concurrency} connections, {args.duration:g} s per run, "
-                    f"{args.rounds} round(s); load from "
-                    + (
-                        "wrk (1 thread)"
-                        if tool == "wrk"
-                        else "an asyncio HTTP/1.1 loop in this process"
-                    )
+                    f"{round_number:<6}{label:<24}{result.requests_per_second:>10.0f}"
+                    f"{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}{result.errors:>8}"
+                    f"  {cpu_per_request(servers, before, after, result.requests)}",
+                    flush=True,
                 )
-                print(
-                    f"{'round':<6}{'target':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}"
-                    f"{'errors':>8}"
-                )
-                ratios: list[float] = []
-                for round_number in range(1, args.rounds + 1):
-                    results: dict[str, Result] = {}
-                    order = targets if round_number % 2 else list(reversed(targets))
-                    for label, url in order:
-                        servers = serving[label]
-                        await load_http(tool, url, token, args.concurrency, WARM_UP_SECONDS)
-                        before = [c.cpu_seconds() for c in servers]
-                        result = await load_http(tool, url, token, args.concurrency, args.duration)
-                        after = [c.cpu_seconds() for c in servers]
-                        results[label] = result
-                        print(
-                            f"{round_number:<6}{label:<24}{result.requests_per_second:>10.0f}"
-                            f"{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}{result.errors:>8}"
-                            f"  {cpu_per_request(servers, before, after, result.requests)}",
-                            flush=True,
-                        )
-                    ratios.append(
-                        results[targets[0][0]].requests_per_second
-                        / results[targets[1][0]].requests_per_second
-                    )
-                print(
-                    "throughput ratio gateway/monolith: "
-                    + ", ".join(f"{r:.2f}" for r in ratios)
-                    + f" (median {statistics.median(ratios):.2f}; goal >= 0.5)"
-                )
-            finally:
-                for child in reversed(children):
-                    child.stop()
-                children.clear()
-                await drop_database(server_url, name)
-    finally:
-        for child in children:
-            child.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+            ratios.append(
+                results[targets[0][0]].requests_per_second
+                / results[targets[1][0]].requests_per_second
+            )
+        print(
+            "throughput ratio gateway/monolith: "
+            + ", ".join(f"{r:.2f}" for r in ratios)
+            + f" (median {statistics.median(ratios):.2f}; goal >= 0.5)"
+        )
 
 
 def main() -> None:
