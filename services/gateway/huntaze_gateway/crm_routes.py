@@ -16,7 +16,7 @@ Events.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -686,6 +686,16 @@ def _next_cursor(page: common_pb2.PageResponse) -> str | None:
     return page.next_page_token or None
 
 
+def _page_of(
+    key: str,
+    items: Iterable[T],
+    to_json: Callable[[T], dict[str, Any]],
+    page: common_pb2.PageResponse,
+) -> JsonResponse:
+    """One page of a list answer: the items under `key`, and the cursor of the next page."""
+    return _ok({key: [to_json(item) for item in items], "nextCursor": _next_cursor(page)})
+
+
 # ---------------------------------------------------------------------------------------------
 # Calls.
 
@@ -827,12 +837,7 @@ async def list_conversations(
         _crm(request).ListConversations(message, **caller.options),
         {**PAGE_FIELDS, "query": "query.search", "archive_filter": "query.archived"},
     )
-    return _ok(
-        {
-            "conversations": [conversation_json(c) for c in reply.conversations],
-            "nextCursor": _next_cursor(reply.page),
-        }
-    )
+    return _page_of("conversations", reply.conversations, conversation_json, reply.page)
 
 
 @crm_router.get(
@@ -912,12 +917,7 @@ async def list_messages(
         ),
         PAGE_FIELDS,
     )
-    return _ok(
-        {
-            "messages": [message_json(m) for m in reply.messages],
-            "nextCursor": _next_cursor(reply.page),
-        }
-    )
+    return _page_of("messages", reply.messages, message_json, reply.page)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -979,7 +979,7 @@ async def list_fans(
         _crm(request).ListFans(message, **caller.options),
         {**PAGE_FIELDS, "query": "query.search", "filter": "query"},
     )
-    return _ok({"fans": [fan_json(f) for f in reply.fans], "nextCursor": _next_cursor(reply.page)})
+    return _page_of("fans", reply.fans, fan_json, reply.page)
 
 
 @crm_router.post(
@@ -1101,12 +1101,7 @@ async def list_fan_purchases(
         ),
         PAGE_FIELDS,
     )
-    return _ok(
-        {
-            "purchases": [purchase_json(p) for p in reply.purchases],
-            "nextCursor": _next_cursor(reply.page),
-        }
-    )
+    return _page_of("purchases", reply.purchases, purchase_json, reply.page)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1193,12 +1188,7 @@ async def search_messages(
         ),
         {**PAGE_FIELDS, "query": "query.q"},
     )
-    return _ok(
-        {
-            "messages": [message_json(m) for m in reply.messages],
-            "nextCursor": _next_cursor(reply.page),
-        }
-    )
+    return _page_of("messages", reply.messages, message_json, reply.page)
 
 
 @messages_router.post(
@@ -1242,12 +1232,7 @@ async def list_quick_replies(
         ),
         {**PAGE_FIELDS, "shortcut_prefix": "query.prefix"},
     )
-    return _ok(
-        {
-            "quickReplies": [quick_reply_json(r) for r in reply.quick_replies],
-            "nextCursor": _next_cursor(reply.page),
-        }
-    )
+    return _page_of("quickReplies", reply.quick_replies, quick_reply_json, reply.page)
 
 
 @crm_router.post(
@@ -1352,9 +1337,7 @@ async def list_fan_lists(
         ),
         PAGE_FIELDS,
     )
-    return _ok(
-        {"lists": [fan_list_json(x) for x in reply.lists], "nextCursor": _next_cursor(reply.page)}
-    )
+    return _page_of("lists", reply.lists, fan_list_json, reply.page)
 
 
 @crm_router.post(
@@ -1458,7 +1441,7 @@ async def list_fan_list_members(
         ),
         PAGE_FIELDS,
     )
-    return _ok({"fans": [fan_json(f) for f in reply.fans], "nextCursor": _next_cursor(reply.page)})
+    return _page_of("fans", reply.fans, fan_json, reply.page)
 
 
 @crm_router.post(
