@@ -3,6 +3,8 @@ FROM python:3.11-slim AS build
 RUN pip install --no-cache-dir uv
 WORKDIR /app
 COPY . .
+# --no-dev: the local stack (embedded PostgreSQL and NATS, honcho, the mail catcher) and the
+# test tools are development dependencies and stay out of the image.
 RUN uv sync --frozen --no-dev --no-editable
 
 FROM python:3.11-slim
