@@ -1,19 +1,23 @@
-"""`python -m huntaze_devstack run | migrate`: the whole suite on one machine.
+"""`python -m huntaze_devstack run | migrate | roles`: the whole suite on one machine.
 
 `run` starts the infrastructure the environment does not provide (see `stack.py`), applies every
 migration, then runs every process of the suite under honcho until Ctrl-C or SIGTERM, and stops
-the infrastructure it started. `migrate` only applies the migrations.
+the infrastructure it started. `migrate` only applies the migrations. `roles` creates each
+service's database role on a server of the operator's (see `roles.py`), once per database.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import signal
 import sys
 from types import FrameType
 
 from honcho.manager import Manager
 
+from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
 from huntaze_devstack.stack import LocalStack
 from huntaze_devstack.suite import SUITE, Service
 
@@ -43,7 +47,7 @@ def run(suite: tuple[Service, ...] = SUITE) -> int:
             if stack.mail_command is not None:
                 manager.add_process("mail", stack.mail_command, env=stack.env)
             for service in suite:
-                manager.add_process(service.name, service.command(), env=stack.env)
+                manager.add_process(service.name, service.command(), env=stack.service_env(service))
             _print_summary(stack)
             manager.loop()
             return manager.returncode or 0
@@ -63,6 +67,16 @@ def migrate(suite: tuple[Service, ...] = SUITE) -> int:
     return 0
 
 
+def roles(admin_url: str, suite: tuple[Service, ...] = SUITE) -> int:
+    """Creates each service's role with a new password (rotating it when the role exists) and
+    prints the database URL each service's Secret must hold."""
+    wanted = service_roles(suite)
+    urls = asyncio.run(provision_roles(admin_url, wanted, passwords=new_passwords(wanted)))
+    for service, url in urls.items():
+        print(f"{service}: HUNTAZE_DATABASE_URL={url}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m huntaze_devstack", description="Runs the Huntaze suite locally."
@@ -70,9 +84,21 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="start infrastructure, migrate, and run every process")
     commands.add_parser("migrate", help="apply every service's migrations")
+    provision = commands.add_parser(
+        "roles", help="create every service's database role and print its database URL"
+    )
+    provision.add_argument(
+        "--admin-url",
+        default=os.environ.get("HUNTAZE_DATABASE_URL"),
+        help="an administrator's URL of the database (default: HUNTAZE_DATABASE_URL)",
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         return run()
+    if args.command == "roles":
+        if not args.admin_url:
+            parser.error("roles needs --admin-url or HUNTAZE_DATABASE_URL")
+        return roles(args.admin_url)
     return migrate()
 
 

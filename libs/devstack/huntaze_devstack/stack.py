@@ -2,6 +2,8 @@
 
 Whatever the environment does not provide is started here: PostgreSQL when `HUNTAZE_DATABASE_URL`
 is unset, NATS when `HUNTAZE_NATS_URL` is unset, the mail catcher when `HUNTAZE_SMTP_URL` is unset.
+On the embedded PostgreSQL every service gets its own role (see `roles.py`), and its process the
+database URL of that role.
 Everything lives under `HUNTAZE_HOME` (default `./.huntaze`), so a second start finds the same data,
 and local secrets are generated there once.
 """
@@ -23,6 +25,7 @@ from typing import Self
 from cryptography.fernet import Fernet
 
 from huntaze_devstack.embedded import LOOPBACK, EmbeddedNats, EmbeddedPostgres, ensure_database
+from huntaze_devstack.roles import provision_roles, service_roles
 from huntaze_devstack.suite import SUITE, Service
 from huntaze_kit.migrations import upgrade
 
@@ -110,6 +113,8 @@ class LocalStack:
     nats: EmbeddedNats | None = None
     env: dict[str, str] = field(default_factory=dict)
     mail_command: str | None = None
+    # Each service's own database URL (its own role), when the stack provisioned the roles.
+    database_urls: dict[str, str] = field(default_factory=dict)
     notes: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -133,6 +138,10 @@ class LocalStack:
             self.postgres = EmbeddedPostgres(home / "postgres", port)
             server_url = self.postgres.start()
             env["HUNTAZE_DATABASE_URL"] = asyncio.run(ensure_database(server_url, DATABASE_NAME))
+            # The embedded server trusts loopback logins, so the roles need no password.
+            self.database_urls = asyncio.run(
+                provision_roles(env["HUNTAZE_DATABASE_URL"], service_roles(self.suite))
+            )
             self.notes.append(
                 ("PostgreSQL", f"{env['HUNTAZE_DATABASE_URL']}  (embedded, in {home / 'postgres'})")
             )
@@ -185,13 +194,28 @@ class LocalStack:
         self.env = env
         return env
 
+    def service_env(self, service: Service) -> dict[str, str]:
+        """What `service`'s process gets: `env`, with the database URL of its own role (and
+        none for a service that owns no schema, when the stack provisioned the roles)."""
+        env = dict(self.env)
+        if not self.database_urls:
+            return env
+        own = self.database_urls.get(service.name)
+        if own is None:
+            env.pop("HUNTAZE_DATABASE_URL", None)
+        else:
+            env["HUNTAZE_DATABASE_URL"] = own
+        return env
+
     def migrate(self) -> list[str]:
-        """Applies every service's migrations; returns the schemas brought up to date."""
+        """Applies every service's migrations, each as the service's own role when there is
+        one; returns the schemas brought up to date."""
         done = []
         for service in self.suite:
             if not (service.migrations and service.schema):
                 continue
-            upgrade(self.database_url, package=service.migrations, schema=service.schema)
+            url = self.database_urls.get(service.name, self.database_url)
+            upgrade(url, package=service.migrations, schema=service.schema)
             done.append(service.schema)
         return done
 

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import asyncpg
 from cryptography.fernet import Fernet
+from sqlalchemy.engine import make_url
 
+from huntaze_devstack.embedded import free_port
 from huntaze_devstack.stack import LocalStack, local_secrets, read_env_file
 from huntaze_devstack.suite import SUITE, Service
+from huntaze_kit.db import libpq_url
 
 
 def test_suite_lists_each_service_once() -> None:
@@ -84,3 +88,29 @@ async def test_stack_migrates_a_given_database_and_keeps_set_values(
         assert await conn.fetchval("SELECT to_regclass('demo.items')::text") == "demo.items"
     finally:
         await conn.close()
+
+
+def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
+    environ = {
+        "HUNTAZE_HOME": str(tmp_path / "home"),
+        "HUNTAZE_EMBEDDED_PG_PORT": str(free_port()),
+        "HUNTAZE_SMTP_URL": "smtp://127.0.0.1:1",
+    }
+    with LocalStack(environ=environ, with_nats=False, suite=SUITE) as stack:
+        assert stack.migrate() == ["auth", "crm"]
+        urls = {s.name: stack.service_env(s).get("HUNTAZE_DATABASE_URL") for s in SUITE}
+        users = {name: url and make_url(url).username for name, url in urls.items()}
+        assert users == {"auth": "huntaze_auth", "crm": "huntaze_crm", "gateway": None}
+
+        async def owners() -> set[str]:
+            conn = await asyncpg.connect(libpq_url(stack.database_url))
+            try:
+                rows = await conn.fetch(
+                    "SELECT DISTINCT schemaname || ':' || tableowner FROM pg_tables "
+                    "WHERE schemaname IN ('auth', 'crm')"
+                )
+            finally:
+                await conn.close()
+            return {row[0] for row in rows}
+
+        assert asyncio.run(owners()) == {"auth:huntaze_auth", "crm:huntaze_crm"}

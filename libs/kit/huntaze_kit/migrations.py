@@ -29,7 +29,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.schema import MetaData
 
@@ -69,6 +69,14 @@ def _lock_key(schema: str) -> int:
     return zlib.crc32((_LOCK_NAMESPACE + schema).encode()) - 2**31
 
 
+async def _ensure_schema(conn: AsyncConnection, schema: str) -> None:
+    """Creates `schema` when missing. A service's own role, which owns its schema but may not
+    create schemas, gets past this: `CREATE SCHEMA IF NOT EXISTS` checks that right first."""
+    found = await conn.scalar(text("SELECT to_regnamespace(:schema)"), {"schema": _quote(schema)})
+    if found is None:
+        await conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}"))
+
+
 async def _run_async(
     database_url: str, schema: str, action: Callable[[Connection], None], *, prepare: bool
 ) -> None:
@@ -79,7 +87,7 @@ async def _run_async(
                 await conn.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(schema)}
                 )
-                await conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}"))
+                await _ensure_schema(conn, schema)
             await conn.run_sync(action)
     finally:
         await engine.dispose()
@@ -230,7 +238,7 @@ def run_env(target_metadata: MetaData | None, schema: str) -> None:
         engine = create_async_engine(async_url(database_url), poolclass=NullPool)
         try:
             async with engine.begin() as conn:
-                await conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}"))
+                await _ensure_schema(conn, schema)
                 await conn.run_sync(do_run_migrations)
         finally:
             await engine.dispose()

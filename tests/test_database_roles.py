@@ -1,0 +1,114 @@
+"""Every service's database role owns its schema and may not touch another's: PostgreSQL, not
+convention, keeps the CRM out of `auth` (and auth out of `crm`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
+from huntaze_kit.db import libpq_url
+from huntaze_kit.migrations import current_revision, upgrade_async
+
+ROLES = service_roles()
+PACKAGES = {"auth": "huntaze_auth.migrations", "crm": "huntaze_crm.migrations"}
+
+
+@pytest.fixture
+async def role_urls(database_url: str) -> dict[str, str]:
+    """Each service's URL as its own role, both schemas migrated by their own roles."""
+    urls = await provision_roles(database_url, ROLES, passwords=new_passwords(ROLES))
+    for role in ROLES:
+        await upgrade_async(urls[role.service], package=PACKAGES[role.service], schema=role.schema)
+    return urls
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[list[asyncpg.Connection]]:
+    opened: list[asyncpg.Connection] = []
+    yield opened
+    for conn in opened:
+        await conn.close()
+
+
+async def _open(opened: list[asyncpg.Connection], url: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(libpq_url(url))
+    opened.append(conn)
+    return conn
+
+
+async def _tables(conn: asyncpg.Connection, schema: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1",
+        schema,
+    )
+    return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize(("reader", "owner"), [("crm", "auth"), ("auth", "crm")])
+async def test_a_service_cannot_read_or_change_another_services_tables(
+    database_url: str,
+    role_urls: dict[str, str],
+    connect: list[asyncpg.Connection],
+    reader: str,
+    owner: str,
+) -> None:
+    admin = await _open(connect, database_url)
+    foreign = await _tables(admin, owner)
+    assert foreign, f"no tables in {owner}"
+    intruder = await _open(connect, role_urls[reader])
+    for table in foreign:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await intruder.fetch(f"SELECT * FROM {table} LIMIT 1")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await intruder.execute(f"CREATE TABLE {owner}.intruder (id int)")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await intruder.execute(f"CREATE SCHEMA {reader}_extra")
+
+
+async def test_each_role_owns_and_uses_its_own_schema(
+    database_url: str, role_urls: dict[str, str], connect: list[asyncpg.Connection]
+) -> None:
+    admin = await _open(connect, database_url)
+    for role in ROLES:
+        owners = await admin.fetch(
+            "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = $1", role.schema
+        )
+        assert [row[0] for row in owners] == [role.name]
+        own = await _open(connect, role_urls[role.service])
+        for table in await _tables(admin, role.schema):
+            await own.fetch(f"SELECT * FROM {table} LIMIT 1")
+        assert current_revision(role_urls[role.service], schema=role.schema) is not None
+
+
+async def test_roles_notify_and_listen_across_services(
+    role_urls: dict[str, str], connect: list[asyncpg.Connection]
+) -> None:
+    """The outbox relays and the CRM's inbox wake on NOTIFY: that needs no privilege."""
+    listener = await _open(connect, role_urls["crm"])
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener("huntaze_roles_test", lambda *args: heard.put_nowait(args[-1]))
+    sender = await _open(connect, role_urls["auth"])
+    await sender.execute("SELECT pg_notify('huntaze_roles_test', 'hello')")
+    assert await asyncio.wait_for(heard.get(), 5) == "hello"
+
+
+async def test_roles_take_over_a_schema_migrated_before_they_existed(
+    database_url: str, connect: list[asyncpg.Connection]
+) -> None:
+    """Data migrated by an administrator (before roles) passes to the service's role."""
+    await upgrade_async(database_url, package=PACKAGES["crm"], schema="crm")
+    urls = await provision_roles(database_url, ROLES, passwords=new_passwords(ROLES))
+    crm = await _open(connect, urls["crm"])
+    admin = await _open(connect, database_url)
+    for table in await _tables(admin, "crm"):
+        await crm.fetch(f"SELECT * FROM {table} LIMIT 1")
+    await upgrade_async(urls["crm"], package=PACKAGES["crm"], schema="crm")
+    foreign = await admin.fetchval(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'crm' AND c.relowner <> 'huntaze_crm'::regrole"
+    )
+    assert foreign == 0
