@@ -3,8 +3,8 @@
 SMTP mail catcher.
 
 `suite` starts everything once per test module (processes cost seconds on these machines) on a
-fresh database, after applying auth's and the CRM's migrations, and waits for the gateway's
-`/readyz` (which needs every upstream serving).
+fresh database, each service as its own database role after applying its migrations as that
+role, and waits until the gateway's `/readyz` reports every upstream serving.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import pytest
 
 from huntaze_devstack.embedded import EmbeddedNats, drop_database, ensure_database, free_port
 from huntaze_devstack.mailcatcher import MailCatcher
+from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
 from huntaze_kit.migrations import upgrade_async
 
 READY_TIMEOUT = 60.0
@@ -230,7 +231,8 @@ async def _wait_ready(suite: Suite) -> None:
                     raise RuntimeError(f"{process.name} exited early:\n{suite.logs()}")
             try:
                 response = await client.get("/readyz")
-                if response.status_code == 200:
+                # Ready is the gateway's own state; the tests also want every upstream up.
+                if response.status_code == 200 and not response.json()["unavailable"]:
                     return
                 last = response.text
             except httpx.TransportError as error:
@@ -246,13 +248,15 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
     database_url = await ensure_database(pg_server_url, name)
     with _scratch("huntaze-suite-") as scratch, MailCatcher(scratch / "mail") as mail:
         async with _nats(scratch) as nats_url:
-            await upgrade_async(database_url, package="huntaze_auth.migrations", schema="auth")
-            await upgrade_async(database_url, package="huntaze_crm.migrations", schema="crm")
+            # Each service runs as its own database role, as in production.
+            roles = service_roles()
+            own_urls = await provision_roles(database_url, roles, passwords=new_passwords(roles))
+            await upgrade_async(own_urls["auth"], package="huntaze_auth.migrations", schema="auth")
+            await upgrade_async(own_urls["crm"], package="huntaze_crm.migrations", schema="crm")
             auth_port, crm_port, gateway_port = free_port(), free_port(), free_port()
             gateway_url = f"http://127.0.0.1:{gateway_port}"
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
-                "HUNTAZE_DATABASE_URL": database_url,
                 "HUNTAZE_NATS_URL": nats_url,
                 "HUNTAZE_LOG_LEVEL": "WARNING",
                 "HUNTAZE_AUTH_GRPC_HOST": "127.0.0.1",
@@ -281,11 +285,18 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
             )
             try:
                 # auth logs failed calls at INFO, with the request id the gateway forwarded.
-                auth_env = {**env, "HUNTAZE_LOG_LEVEL": "INFO"}
+                auth_env = {
+                    **env,
+                    "HUNTAZE_LOG_LEVEL": "INFO",
+                    "HUNTAZE_DATABASE_URL": own_urls["auth"],
+                }
+                crm_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["crm"]}
                 running.processes.append(
                     start_process("auth", "huntaze_auth.server", auth_env, scratch)
                 )
-                running.processes.append(start_process("crm", "huntaze_crm.server", env, scratch))
+                running.processes.append(
+                    start_process("crm", "huntaze_crm.server", crm_env, scratch)
+                )
                 running.processes.append(start_process("gateway", "huntaze_gateway", env, scratch))
                 await _wait_ready(running)
                 yield running

@@ -1,29 +1,26 @@
-"""The Kubernetes manifests are valid (strict schemas, offline) and hardened."""
+"""The Kubernetes manifests are valid (strict schemas, offline) and hardened, and each service
+runs, and migrates, with its own command and its own settings alone."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
-K8S_DIR = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+from huntaze_devstack.suite import SUITE
+from tests.manifests import (
+    K8S_DIR,
+    container,
+    documents,
+    secret_names,
+    selects,
+    service_of,
+    workloads,
+)
 
-
-def _documents() -> list[tuple[str, dict[str, Any]]]:
-    docs = []
-    for path in sorted(K8S_DIR.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
-                docs.append((path.name, doc))
-    return docs
-
-
-DOCUMENTS = _documents()
+DOCUMENTS = documents()
 WORKLOADS = [(name, doc) for name, doc in DOCUMENTS if doc["kind"] in {"Deployment", "Job"}]
 
 
@@ -47,19 +44,19 @@ def test_workload_is_hardened(name: str, doc: dict[str, Any]) -> None:
     pod = doc["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["automountServiceAccountToken"] is False
-    for container in pod["containers"]:
-        security = container["securityContext"]
+    for spec in pod["containers"]:
+        security = spec["securityContext"]
         assert security["readOnlyRootFilesystem"] is True
         assert security["allowPrivilegeEscalation"] is False
         assert security["capabilities"]["drop"] == ["ALL"]
-        assert {"cpu", "memory"} <= set(container["resources"]["limits"])
-        assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        assert {"cpu", "memory"} <= set(spec["resources"]["limits"])
+        assert {"cpu", "memory"} <= set(spec["resources"]["requests"])
         if doc["kind"] != "Deployment":
             continue
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-            assert probe in container, probe
-        if any(port["name"] == "grpc" for port in container["ports"]):
-            assert "grpc" in container["readinessProbe"], "gRPC services use native gRPC probes"
+            assert probe in spec, probe
+        if any(port["name"] == "grpc" for port in spec["ports"]):
+            assert "grpc" in spec["readinessProbe"], "gRPC services use native gRPC probes"
 
 
 def test_namespace_denies_traffic_by_default() -> None:
@@ -70,13 +67,43 @@ def test_namespace_denies_traffic_by_default() -> None:
 
 
 def test_every_workload_has_a_network_policy() -> None:
-    selected = {
-        d["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
-        for _, d in DOCUMENTS
-        if d["kind"] == "NetworkPolicy"
-    }
-    for expression_policy in (d for _, d in DOCUMENTS if d["kind"] == "NetworkPolicy"):
-        for expression in expression_policy["spec"]["podSelector"].get("matchExpressions", []):
-            selected.update(expression["values"])
+    policies = [
+        doc["spec"]["podSelector"]
+        for _, doc in DOCUMENTS
+        if doc["kind"] == "NetworkPolicy" and doc["spec"]["podSelector"]
+    ]
     for _, doc in WORKLOADS:
-        assert doc["metadata"]["name"] in selected, doc["metadata"]["name"]
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert any(selects(policy, labels) for policy in policies), doc["metadata"]["name"]
+
+
+def test_each_schema_is_migrated_by_its_own_services_job() -> None:
+    jobs = [doc for doc in workloads() if doc["kind"] == "Job"]
+    migrated = {}
+    for job in jobs:
+        service = service_of(job)
+        assert container(job)["command"] == ["python", "-m", service.module, "migrate"]
+        migrated[service.name] = job
+    assert set(migrated) == {service.name for service in SUITE if service.schema}
+
+
+def test_each_service_is_deployed_with_its_serve_command() -> None:
+    deployed = {}
+    for deployment in (doc for doc in workloads() if doc["kind"] == "Deployment"):
+        service = service_of(deployment)
+        expected = ["python", "-m", service.module, *(["serve"] if service.schema else [])]
+        assert container(deployment)["command"] == expected
+        deployed[service.name] = deployment
+    assert set(deployed) == {service.name for service in SUITE}
+
+
+def test_a_workload_reads_only_its_own_services_secret() -> None:
+    for workload in workloads():
+        service = service_of(workload)
+        own = {f"huntaze-{service.name}"} if service.schema else set()
+        assert secret_names(workload) == own, workload["metadata"]["name"]
+
+
+def test_no_workload_runs_the_local_stack() -> None:
+    for workload in workloads():
+        assert "huntaze_devstack" not in " ".join(container(workload)["command"])

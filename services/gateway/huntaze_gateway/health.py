@@ -1,6 +1,10 @@
-"""Probes: `/healthz` (the process answers) and `/readyz` (it can serve: every upstream's
-standard gRPC health check says SERVING, and the revocation events of the last token lifetime
-have been replayed)."""
+"""Probes: `/healthz` (the process answers) and `/readyz` (the gateway itself can serve: its
+settings are loaded and the revocation events of the last token lifetime have been replayed).
+
+Upstream health does not decide readiness: one service's outage must not take the routes of the
+others down with it (a CRM outage must not stop logins). `/readyz` reports each upstream's
+standard gRPC health check; a route of an unavailable upstream answers 503 problem+json with
+Retry-After by itself."""
 
 from __future__ import annotations
 
@@ -26,14 +30,20 @@ class Liveness(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready"] = "ready"
+    status: Literal["ready", "degraded"] = Field(
+        description="`degraded`: the gateway serves, but some upstream is not SERVING."
+    )
     checks: dict[str, str] = Field(
         description="Each upstream's health status, and the state of revocation events."
+    )
+    unavailable: list[str] = Field(
+        default_factory=list, description="Upstreams not SERVING: their routes answer 503."
     )
 
 
 class NotReady(Problem):
     checks: dict[str, str] = Field(description="What each check found.")
+    unavailable: list[str] = Field(description="Upstreams not SERVING.")
 
 
 @health_router.get("/healthz", summary="Liveness")
@@ -64,30 +74,35 @@ async def readiness_checks(runtime: Runtime) -> dict[str, str]:
     return checks
 
 
+def unavailable_upstreams(checks: dict[str, str]) -> list[str]:
+    return [
+        name for name, status in checks.items() if name != REVOCATIONS_CHECK and status != "SERVING"
+    ]
+
+
 @health_router.get(
     "/readyz",
     response_model=Readiness,
     summary="Readiness",
-    responses={503: {"model": NotReady, "description": "Some dependency is not ready."}},
+    responses={503: {"model": NotReady, "description": "The gateway itself cannot serve yet."}},
 )
 async def readyz(request: Request) -> Readiness | Response:
-    """200 when every upstream service answers SERVING to its gRPC health check (within a
-    short deadline) and recent revocation events have been replayed at start; else 503 with
-    what each check found. `revocations` reads FOLLOWING, RECONNECTING (NATS away: the gateway
-    stays ready, auth still refuses revoked sessions) or STARTING."""
+    """200 once recent revocation events have been replayed at start (`revocations` reads
+    FOLLOWING, or RECONNECTING while NATS is away: the gateway stays ready, auth still refuses
+    revoked sessions); else 503 while it is STARTING. Each upstream's gRPC health check (within a
+    short deadline) is reported in `checks`; one that is not SERVING makes the answer `degraded`,
+    not unready: only that upstream's routes fail (503 with Retry-After)."""
     runtime = runtime_of(request)
     checks = await readiness_checks(runtime)
-    not_ready = [
-        name
-        for name, status in checks.items()
-        if (status == "STARTING" if name == REVOCATIONS_CHECK else status != "SERVING")
-    ]
-    if not not_ready:
-        return Readiness(checks=checks)
+    unavailable = unavailable_upstreams(checks)
+    if checks[REVOCATIONS_CHECK] != "STARTING":
+        return Readiness(
+            status="degraded" if unavailable else "ready", checks=checks, unavailable=unavailable
+        )
     return runtime.problems.response(
         UNAVAILABLE,
         instance=request.url.path,
         code="NOT_READY",
-        detail="Not ready: " + ", ".join(not_ready) + ".",
-        extensions={"checks": checks},
+        detail="Not ready: revocation events are still being replayed.",
+        extensions={"checks": checks, "unavailable": unavailable},
     )

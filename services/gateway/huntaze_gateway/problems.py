@@ -254,7 +254,8 @@ class Problems:
             if error.reason in TOKEN_REASONS:
                 challenge += ', error="invalid_token"'
             headers["WWW-Authenticate"] = challenge
-        elif kind.status == 429 or (kind.status == 503 and error.retry_after_seconds is not None):
+        elif kind.status in {429, 503}:
+            # An unavailable upstream is a passing state (a restart, a rollout): say when to retry.
             headers["Retry-After"] = retry_after_header(error.retry_after_seconds)
         if kind.status >= 500:
             log.warning(

@@ -261,6 +261,7 @@ async def test_an_unreachable_upstream_is_a_503_that_leaks_nothing(
         "/api/auth/login", json={"email": "a@b.c", "password": "correct horse"}
     )
     body = assert_problem(response, 503)
+    assert response.headers["retry-after"] == "1"
     assert "127.0.0.1" not in response.text
     assert "ipv4" not in response.text
     assert body["type"].endswith("/service-unavailable")
@@ -275,6 +276,7 @@ async def test_probes(offline_client: httpx.AsyncClient) -> None:
     assert body["checks"]["auth"] != "SERVING"
     assert body["checks"]["crm"] != "SERVING"
     assert body["checks"]["revocations"] == "STARTING"
+    assert body["unavailable"] == ["auth", "crm"]
 
 
 async def test_openapi_documents_problems_everywhere(offline_client: httpx.AsyncClient) -> None:

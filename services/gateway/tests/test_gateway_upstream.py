@@ -55,6 +55,7 @@ async def test_ready_when_upstreams_serve_and_revocations_flow(live: Any) -> Non
     assert response.json() == {
         "status": "ready",
         "checks": {"auth": "SERVING", "crm": "SERVING", "revocations": "FOLLOWING"},
+        "unavailable": [],
     }
 
 
