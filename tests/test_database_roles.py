@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
+from huntaze_devstack.__main__ import main
 from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
 from huntaze_kit.db import libpq_url
 from huntaze_kit.migrations import current_revision, upgrade_async
@@ -112,3 +114,18 @@ async def test_roles_take_over_a_schema_migrated_before_they_existed(
         "WHERE n.nspname = 'crm' AND c.relowner <> 'huntaze_crm'::regrole"
     )
     assert foreign == 0
+
+
+def test_the_operators_command_prints_each_services_own_url(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["roles", "--admin-url", database_url]) == 0
+    printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert set(printed) == {"auth", "crm"}
+    for service, line in printed.items():
+        key, url = line.split("=", 1)
+        assert key == "HUNTAZE_DATABASE_URL"
+        parsed = make_url(url)
+        assert parsed.username == f"huntaze_{service}"
+        assert parsed.password
+        assert parsed.database == make_url(database_url).database
