@@ -685,3 +685,21 @@ async def test_a_replayed_two_factor_code_says_it_was_used(suite: Any) -> None:
         )
         body = assert_problem(replayed, 401, "CODE_ALREADY_USED")
         assert body["detail"] == "This code was already used; wait for the next one."
+
+
+async def test_the_sign_in_alert_links_to_a_page_that_secures_the_account(suite: Any) -> None:
+    async with suite.client() as client, suite.client() as elsewhere:
+        email, password = await suite.register(client)
+        await suite.login(client, email, password)
+        await suite.login(elsewhere, email, password)  # a device not seen before
+        alert = await suite.mail.wait_for_async(
+            lambda message: email in str(message["To"]) and "/settings/security" in str(message),
+            timeout=20.0,
+        )
+        page = assert_page(await client.get(email_link(alert, "/settings/security")))
+        assert '<label for="email">' in page
+        sent = await client.post("/settings/security", data={"email": email})
+        assert "an email is on its way" in assert_page(sent)
+        await suite.email_to(email, link="reset-password")
+        bad = await client.post("/settings/security", data={"email": "not-an-address"})
+        assert "Email address:" in assert_page(bad, 422)

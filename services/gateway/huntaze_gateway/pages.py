@@ -1,5 +1,5 @@
 """The pages the links in the suite's emails open, until the web console serves them:
-`/verify-email?token=`, `/reset-password?token=` and `/onboarding`.
+`/verify-email?token=`, `/reset-password?token=`, `/onboarding` and `/settings/security`.
 
 Plain HTML forms posted back to the same path, which call the same auth RPCs as the JSON API:
 no script at all, so the pages work under a strict Content-Security-Policy (see `middleware`)
@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from huntaze.auth.v1 import auth_pb2
-from huntaze_gateway.auth_routes import clear_token_cookies
+from huntaze_gateway.auth_routes import ACCEPTED_MESSAGE, clear_token_cookies, client_context
 from huntaze_gateway.problems import (
     UNSUPPORTED_MEDIA_TYPE,
     ApiProblem,
@@ -35,13 +35,16 @@ PRODUCT = "Huntaze"
 VERIFY_EMAIL_PATH = "/verify-email"
 RESET_PASSWORD_PATH = "/reset-password"
 ONBOARDING_PATH = "/onboarding"
+SECURITY_PATH = "/settings/security"
 STYLESHEET_PATH = "/assets/pages.css"
 # Every path this module answers: the edge gives them the pages' security policy.
-PAGE_PATHS = frozenset({VERIFY_EMAIL_PATH, RESET_PASSWORD_PATH, ONBOARDING_PATH, STYLESHEET_PATH})
+PAGE_PATHS = frozenset(
+    {VERIFY_EMAIL_PATH, RESET_PASSWORD_PATH, ONBOARDING_PATH, SECURITY_PATH, STYLESHEET_PATH}
+)
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 _MAX_FORM_FIELDS = 8
 # How the fields of a refused request are named on a page.
-_LABELS = {"token": "This link", "newPassword": "New password"}
+_LABELS = {"token": "This link", "newPassword": "New password", "email": "Email address"}
 MALFORMED_FORM = Kind(400, "malformed-form", "Malformed form", "The form could not be read.")
 _STYLESHEET_FILE = Path(str(files("huntaze_gateway") / "static" / "pages.css"))
 
@@ -195,6 +198,45 @@ async def reset_password_form(request: Request) -> HTMLResponse:
     # Every session was signed out: so is this browser.
     clear_token_cookies(answer, runtime.settings)
     return answer
+
+
+# ---------------------------------------------------------------------------------------------
+# Securing the account (the new-device sign-in alert's link).
+
+_SECURITY_TITLE = "Secure your account"
+
+
+def _security_page(
+    *, status: int = 200, errors: Iterable[str] = (), sent: str = ""
+) -> HTMLResponse:
+    return _page(
+        "security.html",
+        title=_SECURITY_TITLE,
+        status=status,
+        errors=list(errors),
+        sent=sent,
+        action=SECURITY_PATH,
+    )
+
+
+@pages_router.get(SECURITY_PATH)
+async def security_page() -> HTMLResponse:
+    return _security_page()
+
+
+@pages_router.post(SECURITY_PATH)
+async def security_form(request: Request) -> HTMLResponse:
+    email = (await _form(request)).get("email", "")
+    runtime = runtime_of(request)
+    try:
+        await runtime.auth.RequestPasswordReset(
+            auth_pb2.RequestPasswordResetRequest(email=email, client=client_context(request)),
+            **runtime.call(),
+        )
+    except grpc.aio.AioRpcError as error:
+        status, messages, _refused = _refusal(error)
+        return _security_page(status=status, errors=messages)
+    return _security_page(sent=ACCEPTED_MESSAGE)
 
 
 # ---------------------------------------------------------------------------------------------

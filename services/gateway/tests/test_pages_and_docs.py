@@ -10,7 +10,12 @@ from huntaze_gateway.middleware import API_CSP, PAGES_CSP
 
 
 async def test_pages_get_their_own_policy_and_no_script(offline_client: httpx.AsyncClient) -> None:
-    for path in ("/onboarding", "/verify-email?token=abc", "/reset-password?token=abc"):
+    for path in (
+        "/onboarding",
+        "/verify-email?token=abc",
+        "/reset-password?token=abc",
+        "/settings/security",
+    ):
         response = await offline_client.get(path)
         assert response.status_code == 200, path
         assert response.headers["content-security-policy"] == PAGES_CSP
