@@ -57,9 +57,29 @@ _templates = Environment(
 )
 
 
-def _page(template: str, *, title: str, status: int = 200, **values: Any) -> HTMLResponse:
+# What each page shows unless told otherwise (the templates know no undefined names).
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "verify_email.html": {
+        "token": "",
+        "verified": False,
+        "action": VERIFY_EMAIL_PATH,
+        "onboarding_url": ONBOARDING_PATH,
+    },
+    "reset_password.html": {"token": "", "done": False, "action": RESET_PASSWORD_PATH},
+    "security.html": {"sent": "", "action": SECURITY_PATH},
+    "onboarding.html": {"docs_url": ""},
+}
+
+
+def _page(
+    template: str, *, title: str, status: int = 200, errors: Iterable[str] = (), **values: Any
+) -> HTMLResponse:
     html = _templates.get_template(template).render(
-        product=PRODUCT, title=title, stylesheet=STYLESHEET_PATH, **{"errors": [], **values}
+        product=PRODUCT,
+        title=title,
+        stylesheet=STYLESHEET_PATH,
+        errors=list(errors),
+        **{**_DEFAULTS[template], **values},
     )
     return HTMLResponse(html, status_code=status)
 
@@ -89,12 +109,20 @@ def _messages(violations: Iterable[tuple[str, str]]) -> list[str]:
     return [f"{_LABELS.get(field, field)}: {description}" for field, description in violations]
 
 
-def _refusal(error: grpc.aio.AioRpcError) -> tuple[int, list[str], set[str]]:
-    """The status, messages and refused fields of a page for a refused call (what its problem
-    document would say)."""
+def _refused(
+    template: str, error: grpc.aio.AioRpcError, *, title: str, token: str = ""
+) -> HTMLResponse:
+    """The page again, with what its problem document would say. A refused link cannot be
+    tried again, so its token goes; after an outage or a refused password it stays."""
     kind, _code, detail, violations = describe(from_rpc_error(error))
-    messages = _messages((v.field, v.description) for v in violations)
-    return kind.status, messages or [detail], {v.field for v in violations}
+    refused = {v.field for v in violations}
+    return _page(
+        template,
+        title=title,
+        status=kind.status,
+        errors=_messages((v.field, v.description) for v in violations) or [detail],
+        token="" if "token" in refused else token,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,34 +131,14 @@ def _refusal(error: grpc.aio.AioRpcError) -> tuple[int, list[str], set[str]]:
 _VERIFY_TITLE = "Verify your email address"
 
 
-def _verify_page(
-    *,
-    token: str = "",
-    title: str = _VERIFY_TITLE,
-    status: int = 200,
-    errors: Iterable[str] = (),
-    verified: bool = False,
-) -> HTMLResponse:
-    return _page(
-        "verify_email.html",
-        title=title,
-        status=status,
-        token=token,
-        verified=verified,
-        errors=list(errors),
-        action=VERIFY_EMAIL_PATH,
-        onboarding_url=ONBOARDING_PATH,
-    )
-
-
 @pages_router.get(VERIFY_EMAIL_PATH)
 async def verify_email_page(token: str = "") -> HTMLResponse:
     """Asks for a click rather than verifying on open: mail scanners and link previews fetch
     every link in a message, and one of them would spend the token (and verify an address
     that nobody opened)."""
     if not token:
-        return _verify_page(title="This link is incomplete", status=400)
-    return _verify_page(token=token)
+        return _page("verify_email.html", title="This link is incomplete", status=400)
+    return _page("verify_email.html", title=_VERIFY_TITLE, token=token)
 
 
 @pages_router.post(VERIFY_EMAIL_PATH)
@@ -140,12 +148,8 @@ async def verify_email_form(request: Request) -> HTMLResponse:
     try:
         await runtime.auth.VerifyEmail(auth_pb2.VerifyEmailRequest(token=token), **runtime.call())
     except grpc.aio.AioRpcError as error:
-        status, messages, refused = _refusal(error)
-        # A refused link cannot be tried again; one that met an outage can.
-        return _verify_page(
-            token="" if "token" in refused else token, status=status, errors=messages
-        )
-    return _verify_page(title="Email address verified", verified=True)
+        return _refused("verify_email.html", error, title=_VERIFY_TITLE, token=token)
+    return _page("verify_email.html", title="Email address verified", verified=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,25 +158,11 @@ async def verify_email_form(request: Request) -> HTMLResponse:
 _RESET_TITLE = "Choose a new password"
 
 
-def _reset_page(
-    *, token: str, status: int = 200, errors: Iterable[str] = (), done: bool = False
-) -> HTMLResponse:
-    return _page(
-        "reset_password.html",
-        title="Password changed" if done else _RESET_TITLE,
-        status=status,
-        token=token,
-        done=done,
-        errors=list(errors),
-        action=RESET_PASSWORD_PATH,
-    )
-
-
 @pages_router.get(RESET_PASSWORD_PATH)
 async def reset_password_page(token: str = "") -> HTMLResponse:
     if not token:
-        return _reset_page(token="", status=400, errors=["This link is incomplete."])
-    return _reset_page(token=token)
+        return _page("reset_password.html", title="This link is incomplete", status=400)
+    return _page("reset_password.html", title=_RESET_TITLE, token=token)
 
 
 @pages_router.post(RESET_PASSWORD_PATH)
@@ -181,7 +171,13 @@ async def reset_password_form(request: Request) -> HTMLResponse:
     token = fields.get("token", "")
     new_password = fields.get("new_password", "")
     if fields.get("confirm_password", "") != new_password:
-        return _reset_page(token=token, status=422, errors=["The two passwords are not the same."])
+        return _page(
+            "reset_password.html",
+            title=_RESET_TITLE,
+            status=422,
+            errors=["The two passwords are not the same."],
+            token=token,
+        )
     runtime = runtime_of(request)
     try:
         await runtime.auth.ResetPassword(
@@ -189,12 +185,8 @@ async def reset_password_form(request: Request) -> HTMLResponse:
             **runtime.call(),
         )
     except grpc.aio.AioRpcError as error:
-        status, messages, refused = _refusal(error)
-        # A refused link leaves nothing to retry on this page; a refused password does.
-        return _reset_page(
-            token="" if "token" in refused else token, status=status, errors=messages
-        )
-    answer = _reset_page(token="", done=True)
+        return _refused("reset_password.html", error, title=_RESET_TITLE, token=token)
+    answer = _page("reset_password.html", title="Password changed", done=True)
     # Every session was signed out: so is this browser.
     clear_token_cookies(answer, runtime.settings)
     return answer
@@ -206,22 +198,9 @@ async def reset_password_form(request: Request) -> HTMLResponse:
 _SECURITY_TITLE = "Secure your account"
 
 
-def _security_page(
-    *, status: int = 200, errors: Iterable[str] = (), sent: str = ""
-) -> HTMLResponse:
-    return _page(
-        "security.html",
-        title=_SECURITY_TITLE,
-        status=status,
-        errors=list(errors),
-        sent=sent,
-        action=SECURITY_PATH,
-    )
-
-
 @pages_router.get(SECURITY_PATH)
 async def security_page() -> HTMLResponse:
-    return _security_page()
+    return _page("security.html", title=_SECURITY_TITLE)
 
 
 @pages_router.post(SECURITY_PATH)
@@ -234,9 +213,8 @@ async def security_form(request: Request) -> HTMLResponse:
             **runtime.call(),
         )
     except grpc.aio.AioRpcError as error:
-        status, messages, _refused = _refusal(error)
-        return _security_page(status=status, errors=messages)
-    return _security_page(sent=ACCEPTED_MESSAGE)
+        return _refused("security.html", error, title=_SECURITY_TITLE)
+    return _page("security.html", title=_SECURITY_TITLE, sent=ACCEPTED_MESSAGE)
 
 
 # ---------------------------------------------------------------------------------------------
