@@ -22,12 +22,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from huntaze.auth.v1 import auth_pb2
 from huntaze_gateway.auth_routes import ACCEPTED_MESSAGE, clear_token_cookies, client_context
-from huntaze_gateway.problems import (
-    UNSUPPORTED_MEDIA_TYPE,
-    ApiProblem,
-    Kind,
-    describe,
-)
+from huntaze_gateway.docs import DOCS_PATH
+from huntaze_gateway.problems import UNSUPPORTED_MEDIA_TYPE, ApiProblem, Kind, describe
 from huntaze_gateway.state import runtime_of
 from huntaze_kit.rich_status import from_rpc_error
 
@@ -97,16 +93,11 @@ async def _form(request: Request) -> dict[str, str]:
         fields = parse_qs(
             (await request.body()).decode(),
             keep_blank_values=True,
-            strict_parsing=False,
             max_num_fields=_MAX_FORM_FIELDS,
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiProblem(MALFORMED_FORM, code="MALFORMED_FORM") from exc
     return {name: values[0] for name, values in fields.items()}
-
-
-def _messages(violations: Iterable[tuple[str, str]]) -> list[str]:
-    return [f"{_LABELS.get(field, field)}: {description}" for field, description in violations]
 
 
 def _refused(
@@ -120,7 +111,8 @@ def _refused(
         template,
         title=title,
         status=kind.status,
-        errors=_messages((v.field, v.description) for v in violations) or [detail],
+        errors=[f"{_LABELS.get(v.field, v.field)}: {v.description}" for v in violations]
+        or [detail],
         token="" if "token" in refused else token,
     )
 
@@ -225,7 +217,9 @@ async def security_form(request: Request) -> HTMLResponse:
 async def onboarding_page(request: Request) -> HTMLResponse:
     """What a new creator does next (the welcome email's link)."""
     docs = runtime_of(request).settings.gateway_docs_enabled
-    return _page("onboarding.html", title="Welcome to Huntaze", docs_url="/docs" if docs else "")
+    return _page(
+        "onboarding.html", title=f"Welcome to {PRODUCT}", docs_url=DOCS_PATH if docs else ""
+    )
 
 
 @pages_router.get(STYLESHEET_PATH)

@@ -61,3 +61,11 @@ async def test_docs_name_no_other_host_and_serve_only_their_assets(
     assert bundle.headers["content-type"].startswith("text/javascript")
     assert (await offline_client.get("/docs/assets/redoc.standalone.js")).status_code == 404
     assert (await offline_client.get("/docs/assets/..%2Fcore.py")).status_code == 404
+
+
+async def test_an_unreadable_form_is_a_problem(offline_client: httpx.AsyncClient) -> None:
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    for body in (b"token=\xff", b"&".join(b"f%d=x" % n for n in range(20))):
+        response = await offline_client.post("/verify-email", content=body, headers=form)
+        assert response.status_code == 400
+        assert response.json()["code"] == "MALFORMED_FORM"
