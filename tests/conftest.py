@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +24,6 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -33,10 +31,10 @@ import pytest
 from huntaze_devstack.embedded import EmbeddedNats, drop_database, ensure_database, free_port
 from huntaze_devstack.mailcatcher import MailCatcher
 from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
+from huntaze_devstack.testing import email_links, token_from_email
 from huntaze_kit.migrations import upgrade_async
 
 READY_TIMEOUT = 60.0
-_LINK_TOKEN = re.compile(r"/(verify-email|reset-password)\?token=([^\s\"'<>&]+)")
 
 
 @dataclass
@@ -90,21 +88,6 @@ def start_process(name: str, module: str, env: dict[str, str], log_dir: Path) ->
     )
 
 
-def _links(message: EmailMessage) -> list[tuple[str, str]]:
-    body = message.get_body(preferencelist=("plain", "html"))
-    if body is None:
-        return []
-    return [(kind, unquote(token)) for kind, token in _LINK_TOKEN.findall(body.get_content())]
-
-
-def token_from_email(message: EmailMessage, kind: str = "verify-email") -> str:
-    """The token of the `/verify-email?token=` (or `/reset-password?token=`) link."""
-    for found_kind, token in _links(message):
-        if found_kind == kind:
-            return token
-    raise AssertionError(f"no {kind} link in:\n{message}")
-
-
 @dataclass
 class Suite:
     """The running suite and helpers to drive it over HTTP, as a client would."""
@@ -129,7 +112,7 @@ class Suite:
         def matches(message: EmailMessage) -> bool:
             if address.lower() not in str(message.get("To", "")).lower():
                 return False
-            return link is None or any(kind == link for kind, _ in _links(message))
+            return link is None or any(kind == link for kind, _ in email_links(message))
 
         return await self.mail.wait_for_async(matches, timeout=20.0)
 

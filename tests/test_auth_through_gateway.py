@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import json
+import re
 import statistics
 import time
 import uuid
+from email.message import EmailMessage
 from typing import Any
 
 import asyncpg
@@ -509,3 +512,194 @@ async def test_refresh_token_reuse_revokes_the_whole_family(suite: Any) -> None:
         assert_problem(latest, 401)
         assert await refused_within(client, third["accessToken"], 2.0)
         assert await refused_within(client, first["accessToken"], 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a new creator meets first: the links in the emails, the docs, and what an unverified
+# account may do.
+
+EXTERNAL_URL = re.compile(r"""(?:src|href|url)\s*[=(]\s*["']?(?:https?:)?//""", re.IGNORECASE)
+
+
+def email_link(message: EmailMessage, path: str) -> str:
+    """The full URL of the email's link to `path`."""
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    found = re.search(
+        rf"https?://[^\s\"'<>]+{re.escape(path)}(?:\?[^\s\"'<>]*)?", body.get_content()
+    )
+    assert found, f"no {path} link in:\n{message}"
+    return found.group(0)
+
+
+def assert_page(response: httpx.Response, status: int = 200) -> str:
+    """An HTML page that runs no script and loads nothing from elsewhere."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    csp = response.headers["content-security-policy"]
+    assert "form-action 'self'" in csp
+    assert "script-src" not in csp
+    page = response.text
+    assert "<script" not in page
+    assert not EXTERNAL_URL.search(page), page
+    return page
+
+
+def hidden_token(page: str) -> str:
+    found = re.search(r'name="token" value="([^"]*)"', page)
+    assert found, page
+    return html.unescape(found.group(1))
+
+
+async def test_the_verification_link_opens_a_page_that_verifies_on_a_click(suite: Any) -> None:
+    async with suite.client() as client:
+        email, password = await suite.register(client, verify=False)
+        link = email_link(await suite.email_to(email, link="verify-email"), "/verify-email")
+        opened = await client.get(link)
+        page = assert_page(opened)
+        assert '<form method="post" action="/verify-email">' in page
+        # Opening the link (as a mail scanner would) verifies nothing yet.
+        headers = bearer((await suite.login(client, email, password))["tokens"]["accessToken"])
+        me = (await client.get("/api/auth/me", headers=headers)).json()
+        assert me["user"]["emailVerified"] is False
+
+        form = {"token": hidden_token(page)}
+        verified = await client.post("/verify-email", data=form)
+        assert "Email address verified" in assert_page(verified)
+        me = (await client.get("/api/auth/me", headers=headers)).json()
+        assert me["user"]["emailVerified"] is True
+        # The welcome email that follows links to a page that answers.
+        welcome = await suite.mail.wait_for_async(
+            lambda message: email in str(message["To"]) and "/onboarding" in str(message),
+            timeout=20.0,
+        )
+        onboarding = await client.get(email_link(welcome, "/onboarding"))
+        assert "/api/onboarding/save-profile" in assert_page(onboarding)
+
+        spent = assert_page(await client.post("/verify-email", data=form), 422)
+        assert "invalid or has expired" in spent
+        assert 'name="token"' not in spent
+        assert_page(await client.get("/verify-email"), 400)
+        not_a_form = await client.post("/verify-email", json=form)
+        assert_problem(not_a_form, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+async def test_the_reset_link_opens_a_form_that_sets_the_password(suite: Any) -> None:
+    async with suite.client() as client:
+        email, password = await suite.register(client)
+        signed_in = (await suite.login(client, email, password))["tokens"]["accessToken"]
+        asked = await client.post("/api/auth/forgot-password", json={"email": email})
+        assert asked.status_code == 202
+        link = email_link(await suite.email_to(email, link="reset-password"), "/reset-password")
+        page = assert_page(await client.get(link))
+        assert 'autocomplete="new-password"' in page
+        assert '<label for="confirm-password">' in page
+        token = hidden_token(page)
+
+        new_password = "Juniper-Anvil-Crescent-42"
+        mismatch = await client.post(
+            "/reset-password",
+            data={"token": token, "new_password": new_password, "confirm_password": "other"},
+        )
+        assert "not the same" in assert_page(mismatch, 422)
+        weak = await client.post(
+            "/reset-password",
+            data={"token": token, "new_password": "short", "confirm_password": "short"},
+        )
+        weak_page = assert_page(weak, 422)
+        assert "New password: must be at least 8 characters" in weak_page
+        assert hidden_token(weak_page) == token  # the link still works: try again
+
+        done = await client.post(
+            "/reset-password",
+            data={"token": token, "new_password": new_password, "confirm_password": new_password},
+        )
+        assert "Password changed" in assert_page(done)
+        assert await refused_within(client, signed_in, 2.0)
+        assert (await suite.login(client, email, new_password))["status"] == "signed_in"
+        again = await client.post(
+            "/reset-password",
+            data={"token": token, "new_password": new_password, "confirm_password": new_password},
+        )
+        assert "invalid or has expired" in assert_page(again, 422)
+
+
+async def test_the_docs_load_everything_from_the_suite(suite: Any) -> None:
+    async with suite.client() as client:
+        docs = await client.get("/docs")
+        assert docs.status_code == 200
+        assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", docs.text), docs.text
+        assert "http" not in docs.headers["content-security-policy"]
+        assets = re.findall(r'(?:src|href)="(/[^"]+)"', docs.text)
+        assert len(assets) == 3, assets
+        for asset in assets:
+            loaded = await client.get(asset)
+            assert loaded.status_code == 200, asset
+            assert len(loaded.content) > 1000
+        assert (await client.get("/openapi.json")).json()["openapi"].startswith("3.")
+
+
+async def test_an_unverified_creator_may_sign_in_and_set_up_but_not_touch_fans(
+    suite: Any,
+) -> None:
+    async with suite.client() as client:
+        email, password = await suite.register(client, verify=False)
+        tokens = (await suite.login(client, email, password))["tokens"]
+        headers = bearer(tokens["accessToken"])
+        saved = await client.post(
+            "/api/onboarding/save-profile",
+            headers=headers,
+            json={"displayName": "New", "timezone": "Europe/Paris"},
+        )
+        assert saved.status_code == 200, saved.text
+        assert (await client.get("/api/crm/fans", headers=headers)).status_code == 200
+        fan = {"platform": "onlyfans", "displayName": "Zoe"}
+        refused = await client.post("/api/crm/fans", headers=headers, json=fan)
+        body = assert_problem(refused, 403, "EMAIL_NOT_VERIFIED")
+        assert body["type"].endswith("/email-not-verified")
+        assert "Verify your email" in body["detail"]
+
+        token = suite.link_token(await suite.email_to(email, link="verify-email"))
+        assert (await client.post("/api/auth/verify-email", json={"token": token})).is_success
+        # The refreshed access token says the address is verified.
+        refreshed = await client.post(
+            "/api/auth/refresh", json={"refreshToken": tokens["refreshToken"]}
+        )
+        headers = bearer(refreshed.json()["accessToken"])
+        created = await client.post("/api/crm/fans", headers=headers, json=fan)
+        assert created.status_code == 201, created.text
+
+
+async def test_a_replayed_two_factor_code_says_it_was_used(suite: Any) -> None:
+    async with suite.client() as client:
+        email, password = await suite.register(client)
+        headers = bearer((await suite.login(client, email, password))["tokens"]["accessToken"])
+        secret = (await client.post("/api/auth/2fa/enroll", headers=headers)).json()["secret"]
+        code = pyotp.TOTP(secret).now()
+        confirmed = await client.post("/api/auth/2fa/confirm", headers=headers, json={"code": code})
+        assert confirmed.status_code == 200, confirmed.text
+
+        challenge = (await suite.login(client, email, password))["challenge"]["challengeToken"]
+        replayed = await client.post(
+            "/api/auth/login/2fa", json={"challengeToken": challenge, "code": code}
+        )
+        body = assert_problem(replayed, 401, "CODE_ALREADY_USED")
+        assert body["detail"] == "This code was already used; wait for the next one."
+
+
+async def test_the_sign_in_alert_links_to_a_page_that_secures_the_account(suite: Any) -> None:
+    async with suite.client() as client, suite.client() as elsewhere:
+        email, password = await suite.register(client)
+        await suite.login(client, email, password)
+        await suite.login(elsewhere, email, password)  # a device not seen before
+        alert = await suite.mail.wait_for_async(
+            lambda message: email in str(message["To"]) and "/settings/security" in str(message),
+            timeout=20.0,
+        )
+        page = assert_page(await client.get(email_link(alert, "/settings/security")))
+        assert '<label for="email">' in page
+        sent = await client.post("/settings/security", data={"email": email})
+        assert "an email is on its way" in assert_page(sent)
+        await suite.email_to(email, link="reset-password")
+        bad = await client.post("/settings/security", data={"email": "not-an-address"})
+        assert "Email address:" in assert_page(bad, 422)

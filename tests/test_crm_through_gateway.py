@@ -68,7 +68,8 @@ async def worker(suite: Any) -> AsyncIterator[PlatformEvents]:
 @contextlib.asynccontextmanager
 async def signed_up(suite: Any) -> AsyncIterator[Creator]:
     async with suite.client() as client:
-        email, password = await suite.register(client, verify=False)
+        # Verified: fan writes need a verified email address.
+        email, password = await suite.register(client)
         login = await suite.login(client, email, password)
         token = login["tokens"]["accessToken"]
         client.headers["authorization"] = f"Bearer {token}"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote
 
 import httpx
 import orjson
@@ -20,6 +23,23 @@ from huntaze_kit.streams import Headers
 
 PROBLEM_JSON = "application/problem+json"
 T = TypeVar("T")
+_LINK_TOKEN = re.compile(r"/(verify-email|reset-password)\?token=([^\s\"'<>&]+)")
+
+
+def email_links(message: EmailMessage) -> list[tuple[str, str]]:
+    """The (kind, token) of every `/verify-email?token=` or `/reset-password?token=` link."""
+    body = message.get_body(preferencelist=("plain", "html"))
+    if body is None:
+        return []
+    return [(kind, unquote(token)) for kind, token in _LINK_TOKEN.findall(body.get_content())]
+
+
+def token_from_email(message: EmailMessage, kind: str = "verify-email") -> str:
+    """The token of the `/verify-email?token=` (or `/reset-password?token=`) link."""
+    for found_kind, token in email_links(message):
+        if found_kind == kind:
+            return token
+    raise AssertionError(f"no {kind} link in:\n{message}")
 
 
 async def eventually(

@@ -50,11 +50,24 @@ class AccessPolicy:
     database round trip as their own read, and must refuse a session that is revoked or
     expired: for them the verifier skips its `session_check` (the revocation list still
     applies).
+
+    `verified_email_methods` refuse a user whose access token says the email address is not
+    verified yet (PERMISSION_DENIED, reason EMAIL_NOT_VERIFIED). Service tokens are not held to
+    it: a service acts on work that a user's call started, and that call was held to it.
     """
 
     public_methods: frozenset[str] = frozenset()
     service_methods: Mapping[str, frozenset[str]] = field(default_factory=dict)
     session_checking_methods: frozenset[str] = frozenset()
+    verified_email_methods: frozenset[str] = frozenset()
+
+    def check_user(self, principal: Principal, method: str) -> None:
+        if not principal.email_verified and method in self.verified_email_methods:
+            raise PermissionDenied(
+                message="Verify your email address first: open the link in the email we sent "
+                "you (or ask for a new one), then refresh your session.",
+                reason="EMAIL_NOT_VERIFIED",
+            )
 
     def check_service(self, principal: Principal, method: str) -> None:
         allowed = self.service_methods.get(principal.service_name or "", frozenset())
@@ -126,6 +139,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         )
         if principal.kind == "service":
             self._policy.check_service(principal, method)
+        else:
+            self._policy.check_user(principal, method)
         return principal
 
     def _wrap_unary(self, method: str, behavior: Behavior) -> Behavior:

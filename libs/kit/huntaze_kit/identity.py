@@ -28,6 +28,9 @@ ACCESS_TOKEN_TYPE = "at+jwt"
 SERVICE_TOKEN_TYPE = "svc+jwt"
 SIGNING_ALGORITHM = "EdDSA"
 SERVICE_SUBJECT_PREFIX = "service:"
+# Access-token claim: whether the user had verified their email address when it was issued
+# (the OpenID Connect name). A refresh after verification carries the new value.
+EMAIL_VERIFIED_CLAIM = "email_verified"
 # A token is never accepted this long after its expiry (clock skew between machines).
 LEEWAY_SECONDS = 5
 
@@ -37,7 +40,8 @@ log = get_logger(__name__)
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The verified caller. For a user, `creator_id` is the user; for a service, the creator
-    it acts for."""
+    it acts for. `email_verified` is the user's access-token claim (False for services, which
+    are never held to it)."""
 
     kind: Literal["user", "service"]
     subject: str
@@ -47,6 +51,7 @@ class Principal:
     session_id: str | None = None
     service_name: str | None = None
     scopes: frozenset[str] = frozenset()
+    email_verified: bool = False
 
     @property
     def user_id(self) -> str:
@@ -295,6 +300,7 @@ def _principal_from_claims(token_type: str, claims: dict[str, Any]) -> Principal
             session_id=session_id,
             token_id=token_id,
             expires_at=expires_at,
+            email_verified=claims.get(EMAIL_VERIFIED_CLAIM) is True,
         )
     creator_id = claims.get("creator_id")
     scope = claims.get("scope", "")

@@ -417,3 +417,48 @@ async def test_health_serving_then_not_serving_on_stop(verifier: TokenVerifier) 
         response = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE))
         assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
     await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("claim", "verified"),
+    [(True, True), (False, False), ("true", False), (None, False)],
+)
+async def test_email_verified_comes_from_a_boolean_claim(
+    keys: Keys, verifier: TokenVerifier, claim: object, verified: bool
+) -> None:
+    claims = user_claims() if claim is None else {**user_claims(), "email_verified": claim}
+    assert (await verifier.verify(keys.sign(claims))).email_verified is verified
+
+
+async def test_verified_email_methods_refuse_unverified_users_only(
+    verifier: TokenVerifier, keys: Keys
+) -> None:
+    server = GrpcServer(
+        host="127.0.0.1",
+        port=0,
+        verifier=verifier,
+        policy=AccessPolicy(
+            service_methods={"crm": frozenset({WHOAMI})},
+            verified_email_methods=frozenset({WHOAMI}),
+        ),
+        grace_seconds=0.5,
+    )
+    server.add(lambda s: s.add_generic_rpc_handlers((_probe_handler(),)), SERVICE)
+    port = await server.start()
+    try:
+        async with create_channel(f"127.0.0.1:{port}") as ch:
+            whoami = _call(ch, WHOAMI)
+            unverified = keys.sign(user_claims("u-1"))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await whoami(empty_pb2.Empty(), metadata=bearer_metadata(unverified))
+            details = from_rpc_error(caught.value)
+            assert details.code == grpc.StatusCode.PERMISSION_DENIED
+            assert details.reason == "EMAIL_NOT_VERIFIED"
+            assert "Verify your email" in details.message
+
+            verified = keys.sign({**user_claims("u-2"), "email_verified": True})
+            await whoami(empty_pb2.Empty(), metadata=bearer_metadata(verified))
+            service = keys.sign({"sub": "service:crm", "creator_id": "c"}, typ=SERVICE_TOKEN_TYPE)
+            await whoami(empty_pb2.Empty(), metadata=bearer_metadata(service))
+    finally:
+        await server.stop()

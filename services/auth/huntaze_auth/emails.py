@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import EmailContentTypeDef
 
 PRODUCT = "Huntaze"
-# Pages of the web client that the links open.
+# Pages the links open (the gateway serves them until the web console does).
 VERIFY_EMAIL_PATH = "/verify-email"
 RESET_PASSWORD_PATH = "/reset-password"
 WELCOME_PATH = "/onboarding"

@@ -3,6 +3,7 @@ the outbox) land in one transaction. Failures are `huntaze_kit.errors` domain er
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import hmac
@@ -47,6 +48,7 @@ TWO_FACTOR_LOGIN = "two_factor_login"
 # Wrong codes a two-factor challenge tolerates before it is spent.
 CHALLENGE_MAX_FAILURES = 5
 _NO_USER = uuid.UUID(int=0)
+CODE_ALREADY_USED_MESSAGE = "This code was already used; wait for the next one."
 
 MAX_NAME_LENGTH = 100
 MAX_DISPLAY_NAME_LENGTH = 80
@@ -67,6 +69,15 @@ def _timestamp(value: datetime) -> Timestamp:
 
 
 # --- what the use cases return -----------------------------------------------------------------
+
+
+class SecondFactor(enum.Enum):
+    """What a presented two-factor code turned out to be."""
+
+    ACCEPTED = "accepted"
+    # A TOTP code of a step already accepted (replays are refused).
+    ALREADY_USED = "already_used"
+    INVALID = "invalid"
 
 
 @dataclass(frozen=True)
@@ -435,10 +446,13 @@ class AuthService:
         return refresh
 
     def _pair(
-        self, *, user_id: uuid.UUID, session_id: uuid.UUID, refresh: str, expires_at: datetime
+        self, *, user: User, session_id: uuid.UUID, refresh: str, expires_at: datetime
     ) -> TokenPairView:
         access = self._keys.issue_access_token(
-            user_id=user_id, session_id=session_id, not_after=expires_at
+            user_id=user.id,
+            session_id=session_id,
+            email_verified=user.email_verified_at is not None,
+            not_after=expires_at,
         )
         return TokenPairView(
             access_token=access.token,
@@ -491,30 +505,45 @@ class AuthService:
         log.info(
             "signed_in", user_id=str(user.id), session_id=str(session_id), new_device=new_device
         )
-        return self._pair(
-            user_id=user.id, session_id=session_id, refresh=refresh, expires_at=expires_at
-        )
+        return self._pair(user=user, session_id=session_id, refresh=refresh, expires_at=expires_at)
 
-    async def _second_factor_ok(
+    async def _check_second_factor(
         self, db: AsyncSession, *, user: User, code: str, now: datetime
-    ) -> bool:
+    ) -> SecondFactor:
         """A TOTP code (each accepted once) or an unused recovery code. `user` must be locked
         (SELECT ... FOR UPDATE) so that two requests cannot both spend one code."""
         code = code.strip()
         if two_factor.is_totp_code(code):
             if user.totp_secret_sealed is None:
-                return False
+                return SecondFactor.INVALID
             secret = self._sealer.unseal(user.totp_secret_sealed)
             step = two_factor.matching_step(secret, code, now=now, after_step=user.totp_last_step)
-            if step is None:
-                return False
-            await repository.set_totp_state(db, user.id, totp_last_step=step)
-            return True
+            if step is not None:
+                await repository.set_totp_state(db, user.id, totp_last_step=step)
+                return SecondFactor.ACCEPTED
+            if two_factor.was_used(secret, code, now=now, last_step=user.totp_last_step):
+                return SecondFactor.ALREADY_USED
+            return SecondFactor.INVALID
         if not code or len(code) > 64:
-            return False
-        return await repository.spend_recovery_code(
+            return SecondFactor.INVALID
+        spent = await repository.spend_recovery_code(
             db, user.id, two_factor.recovery_code_hash(code), now=now
         )
+        return SecondFactor.ACCEPTED if spent else SecondFactor.INVALID
+
+    async def _require_second_factor(
+        self, db: AsyncSession, *, user: User, code: str, now: datetime
+    ) -> None:
+        """`_check_second_factor` for a signed-in user's change: refused as a bad field."""
+        outcome = await self._check_second_factor(db, user=user, code=code, now=now)
+        if outcome is SecondFactor.ALREADY_USED:
+            raise InvalidArgument(
+                message=CODE_ALREADY_USED_MESSAGE,
+                reason="CODE_ALREADY_USED",
+                violations=[FieldViolation("code", "was already used; wait for the next one")],
+            )
+        if outcome is not SecondFactor.ACCEPTED:
+            raise InvalidArgument.for_field("code", "is not valid", reason="INVALID_CODE")
 
     async def _confirm_password(
         self, *, user_id: uuid.UUID, session_id: uuid.UUID, password: str, field: str
@@ -692,7 +721,9 @@ class AuthService:
             await self._throttle.check(
                 db, email=user.email, ip_address=client.ip_address, known_device=known, now=now
             )
-            if not await self._second_factor_ok(db, user=user, code=code, now=now):
+            outcome = await self._check_second_factor(db, user=user, code=code, now=now)
+            if outcome is not SecondFactor.ACCEPTED:
+                # A replayed code counts as a failure too: it does not sign anyone in.
                 await repository.count_one_time_token_failure(
                     db, challenge.id, max_failures=CHALLENGE_MAX_FAILURES, now=now
                 )
@@ -700,6 +731,10 @@ class AuthService:
                     db, email=user.email, ip_address=client.ip_address, success=False, now=now
                 )
                 await db.commit()
+                if outcome is SecondFactor.ALREADY_USED:
+                    raise Unauthenticated(
+                        message=CODE_ALREADY_USED_MESSAGE, reason="CODE_ALREADY_USED"
+                    )
                 raise Unauthenticated(message="Invalid code.", reason="INVALID_CODE")
             if (
                 await repository.redeem_one_time_token(
@@ -749,11 +784,13 @@ class AuthService:
             if session is None or session.revoked_at is not None or session.expires_at <= now:
                 await db.rollback()
                 raise invalid
+            # Read now, so that a token refreshed after verification carries the new claim.
+            user = await self._require_user(db, session.user_id)
             refresh = await self._new_refresh_token(db, session_id=session_id, now=now)
             await repository.touch_session(db, session_id, now=now, ip_address=client.ip_address)
             await db.commit()
         return self._pair(
-            user_id=session.user_id,
+            user=user,
             session_id=session_id,
             refresh=refresh,
             expires_at=session.expires_at,
@@ -932,7 +969,7 @@ class AuthService:
             )
             await db.commit()
         return self._pair(
-            user_id=user_id,
+            user=user,
             session_id=session_id,
             refresh=refresh,
             expires_at=session.expires_at,
@@ -1001,8 +1038,7 @@ class AuthService:
         now = self._clock()
         async with self._db() as db:
             user = await self._require_user(db, user_id, for_update=True)
-            if not await self._second_factor_ok(db, user=user, code=code, now=now):
-                raise InvalidArgument.for_field("code", "is not valid", reason="INVALID_CODE")
+            await self._require_second_factor(db, user=user, code=code, now=now)
             await repository.set_totp_state(
                 db,
                 user_id,
@@ -1024,8 +1060,7 @@ class AuthService:
                 raise FailedPrecondition(
                     message="Two-factor authentication is off.", reason="TWO_FACTOR_DISABLED"
                 )
-            if not await self._second_factor_ok(db, user=user, code=code, now=now):
-                raise InvalidArgument.for_field("code", "is not valid", reason="INVALID_CODE")
+            await self._require_second_factor(db, user=user, code=code, now=now)
             codes = two_factor.new_recovery_codes()
             await repository.replace_recovery_codes(
                 db, user_id, [two_factor.recovery_code_hash(c) for c in codes], now=now

@@ -2,7 +2,8 @@
 random tokens (refresh tokens, email links, challenges) stored only as SHA-256 hashes.
 
 Access token: header `alg=EdDSA`, `typ=at+jwt`, `kid`; claims `iss`, `aud`, `sub` (user id),
-`sid` (session id), `jti`, `iat`, `nbf`, `exp` (15 minutes). Service token: `typ=svc+jwt`,
+`sid` (session id), `email_verified` (whether the address was verified when the token was
+issued), `jti`, `iat`, `nbf`, `exp` (15 minutes). Service token: `typ=svc+jwt`,
 `sub=service:<name>`, `creator_id`, `scope`, 5 minutes. Both verify with
 `huntaze_kit.identity.TokenVerifier` against the JWK Set of `GetPublicKeys`.
 
@@ -32,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from huntaze_auth import repository
 from huntaze_kit.identity import (
     ACCESS_TOKEN_TYPE,
+    EMAIL_VERIFIED_CLAIM,
     LEEWAY_SECONDS,
     SERVICE_SUBJECT_PREFIX,
     SERVICE_TOKEN_TYPE,
@@ -193,7 +195,12 @@ class KeyRing:
         )
 
     def issue_access_token(
-        self, *, user_id: uuid.UUID, session_id: uuid.UUID, not_after: datetime | None = None
+        self,
+        *,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        email_verified: bool,
+        not_after: datetime | None = None,
     ) -> IssuedToken:
         """An access token for this session; never valid past `not_after` (the session's end)."""
         now = self._clock()
@@ -206,6 +213,7 @@ class KeyRing:
             "aud": self.audience,
             "sub": str(user_id),
             "sid": str(session_id),
+            EMAIL_VERIFIED_CLAIM: email_verified,
             "jti": uuid.uuid4().hex,
             "iat": int(now.timestamp()),
             "nbf": int(now.timestamp()),

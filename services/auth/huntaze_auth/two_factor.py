@@ -52,6 +52,19 @@ def matching_step(secret: str, code: str, *, now: datetime, after_step: int | No
     return None
 
 
+def was_used(secret: str, code: str, *, now: datetime, last_step: int | None) -> bool:
+    """Whether `code` is valid now but belongs to a step at or before `last_step`, the last
+    one accepted: a replay, which is refused, yet deserves a better answer than "invalid"."""
+    if last_step is None or not is_totp_code(code):
+        return False
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(now)
+    return any(
+        secrets.compare_digest(totp.generate_otp(step), code)
+        for step in range(current - VALID_WINDOW, min(current + VALID_WINDOW, last_step) + 1)
+    )
+
+
 def new_recovery_codes() -> list[str]:
     """Ten codes shaped `xxxx-xxxx-xxxx-xxxx`, shown to the user once."""
     codes = []

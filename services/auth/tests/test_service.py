@@ -421,18 +421,25 @@ async def test_two_factor_enroll_login_and_recovery_codes(service: AuthService, 
     assert first.tokens is None
     assert first.challenge is not None
     assert first.user.two_factor_enabled
-    # The code used to confirm cannot be replayed.
-    with pytest.raises(Unauthenticated):
+    # The code used to confirm cannot be replayed, and the answer says why.
+    with pytest.raises(Unauthenticated) as replayed:
         await service.complete_two_factor_login(
             challenge_token=first.challenge.challenge_token,
             code=totp.at(clock()),
             client=BROWSER,
         )
+    assert replayed.value.reason == "CODE_ALREADY_USED"
+    assert replayed.value.message == "This code was already used; wait for the next one."
     clock.advance(seconds=30)
     done = await service.complete_two_factor_login(
         challenge_token=first.challenge.challenge_token, code=totp.at(clock()), client=BROWSER
     )
     assert done.tokens is not None
+    # A code spent on sign-in cannot confirm a change either.
+    with pytest.raises(InvalidArgument) as spent:
+        await service.regenerate_recovery_codes(user_id=user.id, code=totp.at(clock()))
+    assert spent.value.reason == "CODE_ALREADY_USED"
+
     # A challenge is single use.
     with pytest.raises(Unauthenticated):
         await service.complete_two_factor_login(

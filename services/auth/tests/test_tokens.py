@@ -58,6 +58,19 @@ async def test_access_token_is_accepted(service: AuthService) -> None:
     claims = jwt.decode(tokens.access_token, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 15 * 60
     assert {"iss", "aud", "sub", "sid", "jti", "iat", "nbf", "exp"} <= claims.keys()
+    assert claims["email_verified"] is False
+
+
+async def test_a_refresh_after_verification_carries_the_verified_claim(
+    service: AuthService, outbox: Any
+) -> None:
+    _, tokens = await signed_in(service)
+    check = verifier(service)
+    assert not (await check.verify(tokens.access_token)).email_verified
+    await service.verify_email(token=await outbox.verification_token())
+    refreshed = await service.refresh_session(refresh_token=tokens.refresh_token, client=CLIENT)
+    assert jwt.decode(refreshed.access_token, options={"verify_signature": False})["email_verified"]
+    assert (await check.verify(refreshed.access_token)).email_verified
 
 
 async def test_service_token_is_accepted(service: AuthService) -> None:

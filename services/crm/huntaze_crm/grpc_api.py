@@ -55,9 +55,30 @@ SERVICE_METHODS: dict[str, frozenset[str]] = {
 }
 
 
+# What a user may do only once their email address is verified: whatever messages fans or
+# changes fan data, lists included (they are campaign audiences). Reading, marking read,
+# pinning or archiving a conversation and writing quick replies stay open to a new creator.
+VERIFIED_EMAIL_METHODS = _methods(
+    "CreateFan",
+    "UpdateFan",
+    "DeleteFan",
+    "UpdateFanTags",
+    "SendMessage",
+    "CreateFanList",
+    "UpdateFanList",
+    "DeleteFanList",
+    "AddFanListMembers",
+    "RemoveFanListMembers",
+)
+
+
 def access_policy() -> AccessPolicy:
     """No public method: every call needs a user or service token."""
-    return AccessPolicy(public_methods=frozenset(), service_methods=SERVICE_METHODS)
+    return AccessPolicy(
+        public_methods=frozenset(),
+        service_methods=SERVICE_METHODS,
+        verified_email_methods=VERIFIED_EMAIL_METHODS,
+    )
 
 
 def _creator() -> uuid.UUID:

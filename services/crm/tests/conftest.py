@@ -25,7 +25,7 @@ from huntaze_crm.config import CrmSettings
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.server import MIGRATIONS_PACKAGE, CrmServer
 from huntaze_devstack.mailcatcher import MailCatcher
-from huntaze_devstack.testing import PlatformEvents, eventually
+from huntaze_devstack.testing import PlatformEvents, eventually, token_from_email
 from huntaze_kit.grpc_client import create_channel
 from huntaze_kit.migrations import upgrade_async
 
@@ -62,11 +62,20 @@ class Stack:
     stub: crm_pb2_grpc.CrmServiceAsyncStub
     auth_stub: auth_pb2_grpc.AuthServiceAsyncStub
     platform: PlatformEvents
+    mail: MailCatcher
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     async def sign_up(self, email: str) -> Creator:
+        """Registers, verifies the address by its email's link (CRM writes need a verified
+        address) and signs in."""
         registered = await self.auth_stub.Register(
             auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="Creator")
+        )
+        mail = await self.mail.wait_for_async(
+            lambda message: email in str(message.get("To", "")), timeout=20.0
+        )
+        await self.auth_stub.VerifyEmail(
+            auth_pb2.VerifyEmailRequest(token=token_from_email(mail, "verify-email"))
         )
         login = await self.auth_stub.Login(auth_pb2.LoginRequest(email=email, password=PASSWORD))
         return Creator(id=registered.user.id, token=login.tokens.access_token)
@@ -136,6 +145,7 @@ async def stack(
         stub=None,  # type: ignore[arg-type]
         auth_stub=auth_pb2_grpc.AuthServiceStub(auth_channel),  # type: ignore[arg-type]
         platform=PlatformEvents(nc.jetstream()),
+        mail=mail_catcher,
         _channels=[auth_channel],
     )
     built.stub = built._connect(crm.port)

@@ -29,8 +29,10 @@ from huntaze_gateway.auth_routes import (
 )
 from huntaze_gateway.config import GatewaySettings
 from huntaze_gateway.crm_routes import crm_router, messages_router
+from huntaze_gateway.docs import install_docs
 from huntaze_gateway.health import health_router
 from huntaze_gateway.middleware import install_middleware
+from huntaze_gateway.pages import pages_router
 from huntaze_gateway.problems import (
     PROBLEM_MEDIA_TYPE,
     Problem,
@@ -175,7 +177,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         version=__version__,
         description=API_DESCRIPTION,
         lifespan=_lifespan,
-        docs_url="/docs" if docs else None,
+        docs_url=None,  # served from the suite's own assets: `install_docs`
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
         openapi_tags=[
@@ -196,6 +198,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(crm_router)
     app.include_router(messages_router)
     app.include_router(health_router)
+    app.include_router(pages_router)
+    if docs:
+        install_docs(app, openapi_url="/openapi.json")
 
     def openapi() -> dict[str, Any]:
         return _problem_openapi(app)

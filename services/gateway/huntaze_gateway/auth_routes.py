@@ -464,7 +464,8 @@ def needs_caller(route: APIRoute) -> bool:
 _PROBLEM_DESCRIPTIONS: Mapping[int, str] = {
     400: "Malformed JSON or an invalid request.",
     401: "No valid access token (or wrong credentials). Comes with `WWW-Authenticate`.",
-    403: "Not allowed (e.g. a cross-site request with the session cookie).",
+    403: "Not allowed: e.g. a cross-site request with the session cookie, or a change that needs "
+    "a verified email address (`email-not-verified`: verify, then refresh the tokens).",
     404: "No such resource.",
     409: "Conflicts with the current state (e.g. the email is taken).",
     413: "The body is larger than the gateway accepts.",

@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from huntaze_gateway.config import GatewaySettings
+from huntaze_gateway.pages import PAGE_PATHS
 from huntaze_gateway.problems import BODY_TOO_LARGE, INTERNAL, Problems
 from huntaze_kit.logging import get_logger, new_request_id, request_context
 
@@ -26,12 +27,16 @@ DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
 
 # No scripts, styles, frames or forms: an API answers data, never a page.
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; sandbox"
-# Swagger UI: its bundle from jsDelivr (FastAPI's default), one inline bootstrap script.
+# Swagger UI: its bundle served by the gateway (`docs`), one inline bootstrap script.
 DOCS_CSP = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+# The email links' pages (`pages`): our stylesheet and forms posted back to us, no script.
+PAGES_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
 )
 _COMMON_HEADERS: list[tuple[bytes, bytes]] = [
     (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
@@ -44,6 +49,7 @@ _COMMON_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 _API_HEADERS = [*_COMMON_HEADERS, (b"content-security-policy", API_CSP.encode())]
 _DOCS_HEADERS = [*_COMMON_HEADERS, (b"content-security-policy", DOCS_CSP.encode())]
+_PAGES_HEADERS = [*_COMMON_HEADERS, (b"content-security-policy", PAGES_CSP.encode())]
 _NO_STORE = (b"cache-control", b"no-store")
 
 ACCESS_LOGGER = "huntaze_gateway.access"
@@ -84,7 +90,7 @@ class EdgeMiddleware:
             else new_request_id()
         )
         path: str = scope["path"]
-        extra_headers = _DOCS_HEADERS if path.startswith(DOCS_PATHS) else _API_HEADERS
+        extra_headers = _security_headers(path)
         status = 0
         received = 0
         limit = self.max_body_bytes
@@ -149,6 +155,12 @@ class EdgeMiddleware:
                         status=status,
                         ms=round((time.perf_counter() - started) * 1000, 2),
                     )
+
+
+def _security_headers(path: str) -> list[tuple[bytes, bytes]]:
+    if path.startswith(DOCS_PATHS):
+        return _DOCS_HEADERS
+    return _PAGES_HEADERS if path in PAGE_PATHS else _API_HEADERS
 
 
 def _too_long(content_length: bytes, limit: int) -> bool:

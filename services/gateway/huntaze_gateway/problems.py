@@ -109,6 +109,17 @@ UNAVAILABLE = Kind(
 UPSTREAM_TIMEOUT = Kind(
     504, "upstream-timeout", "Upstream timeout", "The service took too long to answer."
 )
+EMAIL_NOT_VERIFIED = Kind(
+    403,
+    "email-not-verified",
+    "Email not verified",
+    "Verify your email address first: open the link in the email we sent you.",
+)
+# Upstream (status, reason) pairs with a kind (and so a `type`) of their own, for clients to
+# act on.
+REASON_KINDS: Mapping[tuple[grpc.StatusCode, str], Kind] = {
+    (grpc.StatusCode.PERMISSION_DENIED, "EMAIL_NOT_VERIFIED"): EMAIL_NOT_VERIFIED,
+}
 
 # The one place where gRPC statuses become HTTP statuses. Anything not listed is a 500.
 GRPC_TO_HTTP: Mapping[grpc.StatusCode, GrpcRow] = {
@@ -243,11 +254,7 @@ class Problems:
 
     def from_error_details(self, error: ErrorDetails, instance: str) -> ProblemResponse:
         """The problem for a failed upstream call (or a domain error raised at the edge)."""
-        row = GRPC_TO_HTTP.get(error.code, _INTERNAL_ROW)
-        kind = row.with_violations if error.violations and row.with_violations else row.kind
-        trusted = error.reason is not None and row.expose_message
-        detail = error.message if trusted and error.message else kind.detail
-        code = error.reason if trusted and error.reason else _default_code(error.code, row)
+        kind, code, detail, violations = describe(error)
         headers: dict[str, str] = {}
         if kind.status == 401:
             challenge = f'Bearer realm="{AUTH_REALM}"'
@@ -261,11 +268,6 @@ class Problems:
             log.warning(
                 "upstream_failed", grpc_code=error.code.name, reason=error.reason, path=instance
             )
-        violations = (
-            [FieldViolation(camel_field(v.field), v.description) for v in error.violations]
-            if trusted
-            else []
-        )
         return self.response(
             kind, instance=instance, code=code, detail=detail, errors=violations, headers=headers
         )
@@ -311,6 +313,24 @@ class Problems:
             detail=VALIDATION.detail,
             errors=violations,
         )
+
+
+def describe(error: ErrorDetails) -> tuple[Kind, str, str, list[FieldViolation]]:
+    """What a failed call shows the client: its kind, code, detail and field violations (with
+    the API's field names). The upstream's own words only when they come from a domain error."""
+    row = GRPC_TO_HTTP.get(error.code, _INTERNAL_ROW)
+    trusted = error.reason is not None and row.expose_message
+    kind = REASON_KINDS.get((error.code, error.reason or "")) if trusted else None
+    if kind is None:
+        kind = row.with_violations if error.violations and row.with_violations else row.kind
+    detail = error.message if trusted and error.message else kind.detail
+    code = error.reason if trusted and error.reason else _default_code(error.code, row)
+    violations = (
+        [FieldViolation(camel_field(v.field), v.description) for v in error.violations]
+        if trusted
+        else []
+    )
+    return kind, code, detail, violations
 
 
 def _is_json(content_type: str) -> bool:

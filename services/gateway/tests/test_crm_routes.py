@@ -26,6 +26,7 @@ from huntaze_devstack.testing import (
     assert_problem,
     eventually,
     problem_fields,
+    token_from_email,
 )
 from huntaze_gateway import crm_routes
 
@@ -58,6 +59,14 @@ async def sign_up(live: Any) -> Creator:
         "/api/auth/register", json={"email": email, "password": PASSWORD}, headers=ip()
     )
     assert registered.status_code == 201, registered.text
+    # Fan writes need a verified email address.
+    mail = await live.mail.wait_for_async(
+        lambda message: email in str(message["To"]), timeout=WAIT_SECONDS
+    )
+    verified = await live.client.post(
+        "/api/auth/verify-email", json={"token": token_from_email(mail)}, headers=ip()
+    )
+    assert verified.status_code == 200, verified.text
     login = await live.client.post(
         "/api/auth/login", json={"email": email, "password": PASSWORD}, headers=ip()
     )

@@ -97,6 +97,16 @@ def test_domain_errors_map_through_the_table(
     assert GRPC_TO_HTTP[error.status_code].kind.status in {status, 400}
 
 
+def test_an_unverified_email_has_a_problem_type_of_its_own() -> None:
+    error = errors.PermissionDenied(message="Verify your email first.", reason="EMAIL_NOT_VERIFIED")
+    code, _headers, body = answer(rpc_error(error))
+    assert code == 403
+    assert body["type"] == "https://problems.test/email-not-verified"
+    assert body["title"] == "Email not verified"
+    assert body["code"] == "EMAIL_NOT_VERIFIED"
+    assert body["detail"] == "Verify your email first."
+
+
 def test_field_violations_become_camel_case_errors() -> None:
     error = errors.InvalidArgument(
         message="Invalid.",
