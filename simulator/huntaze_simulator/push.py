@@ -21,8 +21,10 @@ SOCKET_QUEUE_SIZE = 1000
 SESSION_ENDED_CLOSE = 4001
 
 
-@dataclass
+@dataclass(eq=False)
 class Subscriber:
+    """One connected socket (compared by identity)."""
+
     sess: str
     outbox: asyncio.Queue[dict[str, Any] | None] = field(
         default_factory=lambda: asyncio.Queue(SOCKET_QUEUE_SIZE)
