@@ -33,10 +33,10 @@ def ws_url(request: Request) -> str:
 
 
 @router.get("/users/me")
-def users_me(request: Request, platform: SignedPlatform) -> dict[str, Any]:
+async def users_me(request: Request, platform: SignedPlatform) -> dict[str, Any]:
     if not request.cookies.get("sess"):
         return views.anonymous()
-    session = creator_session(request, platform)
+    session = await creator_session(request, platform)
     return views.me(platform, session, ws_url=ws_url(request))
 
 
@@ -76,7 +76,7 @@ def _chat_matches(platform: Platform, fan_id: int, filter_: str) -> bool:
 
 
 @router.get("/chats")
-def list_chats(
+async def list_chats(
     *,
     platform: PlatformDep,
     session: CreatorSession,
@@ -97,13 +97,13 @@ def list_chats(
 
 
 @router.get("/chats/{fan_id}")
-def get_chat(fan_id: int, platform: PlatformDep, session: CreatorSession) -> dict[str, Any]:
+async def get_chat(fan_id: int, platform: PlatformDep, session: CreatorSession) -> dict[str, Any]:
     fan = platform.fan(fan_id)
     return views.chat(platform, fan, full_users=True)
 
 
 @router.get("/chats/{fan_id}/messages")
-def list_messages(
+async def list_messages(
     fan_id: int,
     *,
     platform: PlatformDep,
@@ -148,7 +148,7 @@ class OutgoingMessage(BaseModel):
 
 
 @router.post("/chats/{fan_id}/messages")
-def send_message(
+async def send_message(
     fan_id: int, body: OutgoingMessage, platform: PlatformDep, session: CreatorSession
 ) -> dict[str, Any]:
     platform.check_content(price=body.price, media_ids=body.media_files, previews=body.previews)
@@ -165,7 +165,9 @@ def send_message(
 
 
 @router.post("/chats/{fan_id}/mark-as-read")
-def mark_as_read(fan_id: int, platform: PlatformDep, session: CreatorSession) -> dict[str, Any]:
+async def mark_as_read(
+    fan_id: int, platform: PlatformDep, session: CreatorSession
+) -> dict[str, Any]:
     platform.mark_read(fan_id)
     return {"success": True}
 
@@ -182,7 +184,7 @@ class QueuedMessage(OutgoingMessage):
 
 
 @router.post("/messages/queue")
-def queue_mass_message(
+async def queue_mass_message(
     body: QueuedMessage, platform: PlatformDep, session: CreatorSession
 ) -> dict[str, Any]:
     platform.check_content(price=body.price, media_ids=body.media_files, previews=body.previews)
@@ -204,7 +206,7 @@ def queue_mass_message(
 
 
 @router.get("/messages/queue/stats")
-def queue_stats(
+async def queue_stats(
     platform: PlatformDep, session: CreatorSession, limit: Limit = 10, offset: Offset = 0
 ) -> dict[str, Any]:
     queued = sorted(platform.data.mass_messages.values(), key=lambda q: q.id, reverse=True)
@@ -213,7 +215,9 @@ def queue_stats(
 
 
 @router.get("/messages/queue/{queue_id}")
-def get_queue(queue_id: int, platform: PlatformDep, session: CreatorSession) -> dict[str, Any]:
+async def get_queue(
+    queue_id: int, platform: PlatformDep, session: CreatorSession
+) -> dict[str, Any]:
     queued = platform.data.mass_messages.get(queue_id)
     if queued is None:
         raise errors.not_found("Queue not found")
@@ -221,7 +225,9 @@ def get_queue(queue_id: int, platform: PlatformDep, session: CreatorSession) -> 
 
 
 @router.delete("/messages/queue/{queue_id}")
-def cancel_queue(queue_id: int, platform: PlatformDep, session: CreatorSession) -> dict[str, Any]:
+async def cancel_queue(
+    queue_id: int, platform: PlatformDep, session: CreatorSession
+) -> dict[str, Any]:
     return views.queue_entry(platform.cancel_mass_message(queue_id))
 
 
@@ -229,7 +235,7 @@ def cancel_queue(queue_id: int, platform: PlatformDep, session: CreatorSession) 
 
 
 @router.get("/subscriptions/subscribers")
-def list_subscribers(
+async def list_subscribers(
     *,
     platform: PlatformDep,
     session: CreatorSession,
@@ -260,7 +266,7 @@ def list_subscribers(
 
 
 @router.get("/subscriptions/subscribers/count")
-def count_subscribers(platform: PlatformDep, session: CreatorSession) -> dict[str, Any]:
+async def count_subscribers(platform: PlatformDep, session: CreatorSession) -> dict[str, Any]:
     return {"count": sum(1 for fan in platform.data.fans.values() if fan.active)}
 
 
@@ -268,7 +274,7 @@ def count_subscribers(platform: PlatformDep, session: CreatorSession) -> dict[st
 
 
 @router.get("/payouts/transactions")
-def list_transactions(
+async def list_transactions(
     *,
     platform: PlatformDep,
     session: CreatorSession,
@@ -304,7 +310,7 @@ def list_transactions(
 
 
 @router.get("/lists")
-def list_lists(
+async def list_lists(
     platform: PlatformDep,
     session: CreatorSession,
     limit: Limit = 10,
@@ -324,12 +330,14 @@ class NewList(BaseModel):
 
 
 @router.post("/lists")
-def create_list(body: NewList, platform: PlatformDep, session: CreatorSession) -> dict[str, Any]:
+async def create_list(
+    body: NewList, platform: PlatformDep, session: CreatorSession
+) -> dict[str, Any]:
     return views.fan_list(platform.create_list(body.name))
 
 
 @router.get("/lists/{list_id}/users")
-def list_users(
+async def list_users(
     list_id: str,
     platform: PlatformDep,
     session: CreatorSession,
@@ -344,14 +352,14 @@ def list_users(
 
 
 @router.post("/lists/{list_id}/users/{fan_id}")
-def add_to_list(
+async def add_to_list(
     list_id: str, fan_id: int, platform: PlatformDep, session: CreatorSession
 ) -> dict[str, Any]:
     return views.fan_list(platform.set_list_member(list_id=list_id, fan_id=fan_id, member=True))
 
 
 @router.delete("/lists/{list_id}/users/{fan_id}")
-def remove_from_list(
+async def remove_from_list(
     list_id: str, fan_id: int, platform: PlatformDep, session: CreatorSession
 ) -> dict[str, Any]:
     return views.fan_list(platform.set_list_member(list_id=list_id, fan_id=fan_id, member=False))
@@ -361,7 +369,7 @@ def remove_from_list(
 
 
 @router.get("/vault/media")
-def list_vault(
+async def list_vault(
     platform: PlatformDep, session: CreatorSession, limit: Limit = 10, offset: Offset = 0
 ) -> dict[str, Any]:
     newest_first = list(reversed(platform.data.vault))

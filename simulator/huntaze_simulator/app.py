@@ -45,11 +45,21 @@ class RevisionHeader:
 
 
 async def invalid_parameters(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"error": {"code": 0, "message": "Invalid filter"}}, status_code=400)
+    """The platform answers a bad parameter with "Invalid filter"; the control API says which."""
+    assert isinstance(exc, RequestValidationError)
+    if request.url.path.startswith("/api2/"):
+        message = "Invalid filter"
+    else:
+        message = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+    return JSONResponse({"error": {"code": 0, "message": message}}, status_code=400)
 
 
 async def tick(platform: Platform, *, demo_activity: bool) -> None:
-    """Delivers queued mass messages at the configured rate; drives the demo's fans."""
+    """Delivers queued mass messages at the configured rate; drives the demo's fans. Every
+    handler is a coroutine too, so the state only ever changes on the event loop."""
     rng = random.Random(platform.config.seed + 1)  # noqa: S311 (seeded for repeatable runs)
     loop = asyncio.get_running_loop()
     last = loop.time()
@@ -96,7 +106,9 @@ def create_app(platform: Platform, *, demo_activity: bool = False) -> FastAPI:
     app.include_router(control.router)
 
     @app.get("/rules.json")
-    def published_rules(shape: Literal["format", "prefix", "ofauth"] = "ofauth") -> dict[str, Any]:
+    async def published_rules(
+        shape: Literal["format", "prefix", "ofauth"] = "ofauth",
+    ) -> dict[str, Any]:
         """The current dynamic rules, as a rules publisher serves them."""
         return platform.data.rules.published(shape)
 

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/_control")
 
 
 @router.get("/state")
-def state(platform: PlatformDep) -> dict[str, Any]:
+async def state(platform: PlatformDep) -> dict[str, Any]:
     data = platform.data
     return {
         "creator": {
@@ -38,7 +38,7 @@ def state(platform: PlatformDep) -> dict[str, Any]:
 
 
 @router.patch("/config")
-def update_config(changes: dict[str, Any], platform: PlatformDep) -> dict[str, Any]:
+async def update_config(changes: dict[str, Any], platform: PlatformDep) -> dict[str, Any]:
     """Changes any `SimulatorConfig` field at run time (unknown or invalid fields: 400)."""
     try:
         platform.config = platform.config.model_validate(
@@ -54,13 +54,13 @@ class Advance(BaseModel):
 
 
 @router.post("/clock/advance")
-def advance_clock(body: Advance, platform: PlatformDep) -> dict[str, float]:
+async def advance_clock(body: Advance, platform: PlatformDep) -> dict[str, float]:
     platform.clock.advance(body.seconds)
     return {"now": platform.clock.now()}
 
 
 @router.post("/rules/rotate")
-def rotate_rules(platform: PlatformDep) -> dict[str, Any]:
+async def rotate_rules(platform: PlatformDep) -> dict[str, Any]:
     return platform.rotate_rules().published()
 
 
@@ -68,20 +68,20 @@ def rotate_rules(platform: PlatformDep) -> dict[str, Any]:
 
 
 @router.get("/otp")
-def latest_otp(desk: DeskDep) -> dict[str, str | None]:
+async def latest_otp(desk: DeskDep) -> dict[str, str | None]:
     """The last OTP code the platform sent (what the creator reads on their phone)."""
     return {"code": desk.latest_code}
 
 
 @router.get("/challenges")
-def pending_challenges(desk: DeskDep) -> list[dict[str, Any]]:
+async def pending_challenges(desk: DeskDep) -> list[dict[str, Any]]:
     return [
         {"id": attempt.id, "solved": attempt.challenge_solved} for attempt in desk.attempts.values()
     ]
 
 
 @router.post("/challenges/{attempt_id}/solve")
-def solve_challenge(attempt_id: str, desk: DeskDep) -> dict[str, bool]:
+async def solve_challenge(attempt_id: str, desk: DeskDep) -> dict[str, bool]:
     attempt = desk.attempts.get(attempt_id)
     if attempt is None:
         raise errors.not_found("Challenge not found")
@@ -90,7 +90,7 @@ def solve_challenge(attempt_id: str, desk: DeskDep) -> dict[str, bool]:
 
 
 @router.post("/captcha-tokens")
-def solve_captcha(desk: DeskDep) -> dict[str, str]:
+async def solve_captcha(desk: DeskDep) -> dict[str, str]:
     """A token a person's solved challenge yields, good for one `POST /users/login`."""
     token = secrets.token_urlsafe(24)
     desk.captcha_tokens.add(token)
@@ -106,7 +106,7 @@ class ImportedBrowser(BaseModel):
 
 
 @router.post("/sessions")
-def open_session(body: ImportedBrowser, platform: PlatformDep) -> dict[str, Any]:
+async def open_session(body: ImportedBrowser, platform: PlatformDep) -> dict[str, Any]:
     """A person signed in with their browser: the values a session import copies from it."""
     session = platform.open_session(user_agent=body.user_agent, x_bc=body.x_bc)
     return {
@@ -119,7 +119,7 @@ def open_session(body: ImportedBrowser, platform: PlatformDep) -> dict[str, Any]
 
 
 @router.delete("/sessions/{sess}")
-def end_session(sess: str, platform: PlatformDep) -> dict[str, bool]:
+async def end_session(sess: str, platform: PlatformDep) -> dict[str, bool]:
     """The creator logs out in the browser (or the platform's security checks end the session)."""
     if sess not in platform.data.sessions:
         raise errors.not_found("Session not found")
@@ -128,7 +128,7 @@ def end_session(sess: str, platform: PlatformDep) -> dict[str, bool]:
 
 
 @router.delete("/sessions")
-def end_all_sessions(platform: PlatformDep) -> dict[str, int]:
+async def end_all_sessions(platform: PlatformDep) -> dict[str, int]:
     """A password change: every session ends."""
     return {"ended": platform.end_all_sessions()}
 
@@ -143,19 +143,19 @@ class NewFan(BaseModel):
 
 
 @router.post("/fans")
-def new_fan(body: NewFan, platform: PlatformDep) -> dict[str, Any]:
+async def new_fan(body: NewFan, platform: PlatformDep) -> dict[str, Any]:
     fan = platform.subscribe(fan_id=body.id, name=body.name, username=body.username)
     return views.subscriber(platform, fan)
 
 
 @router.post("/fans/{fan_id}/subscribe")
-def resubscribe(fan_id: int, platform: PlatformDep) -> dict[str, Any]:
+async def resubscribe(fan_id: int, platform: PlatformDep) -> dict[str, Any]:
     platform.fan(fan_id)
     return views.subscriber(platform, platform.subscribe(fan_id=fan_id))
 
 
 @router.post("/fans/{fan_id}/unsubscribe")
-def unsubscribe(fan_id: int, platform: PlatformDep) -> dict[str, Any]:
+async def unsubscribe(fan_id: int, platform: PlatformDep) -> dict[str, Any]:
     return views.subscriber(platform, platform.unsubscribe(fan_id=fan_id))
 
 
@@ -164,7 +164,7 @@ class FanText(BaseModel):
 
 
 @router.post("/fans/{fan_id}/messages")
-def fan_writes(fan_id: int, body: FanText, platform: PlatformDep) -> dict[str, Any]:
+async def fan_writes(fan_id: int, body: FanText, platform: PlatformDep) -> dict[str, Any]:
     return views.message(platform, platform.fan_writes(fan_id=fan_id, text=body.text))
 
 
@@ -173,7 +173,7 @@ class Purchase(BaseModel):
 
 
 @router.post("/fans/{fan_id}/purchases")
-def purchase(fan_id: int, body: Purchase, platform: PlatformDep) -> dict[str, Any]:
+async def purchase(fan_id: int, body: Purchase, platform: PlatformDep) -> dict[str, Any]:
     message = platform.purchase(fan_id=fan_id, message_id=body.message_id)
     return views.message(platform, message)
 
@@ -184,7 +184,7 @@ class Tip(BaseModel):
 
 
 @router.post("/fans/{fan_id}/tips")
-def tip(fan_id: int, body: Tip, platform: PlatformDep) -> dict[str, Any]:
+async def tip(fan_id: int, body: Tip, platform: PlatformDep) -> dict[str, Any]:
     return views.message(platform, platform.tip(fan_id=fan_id, amount=body.amount, text=body.text))
 
 
@@ -192,7 +192,7 @@ def tip(fan_id: int, body: Tip, platform: PlatformDep) -> dict[str, Any]:
 
 
 @router.get("/sent")
-def sent(
+async def sent(
     platform: PlatformDep,
     fan_id: int | None = None,
     after_id: Annotated[int, Query(ge=0)] = 0,
@@ -223,7 +223,7 @@ def sent(
 
 
 @router.post("/snapshot")
-def snapshot(platform: PlatformDep) -> dict[str, bool]:
+async def snapshot(platform: PlatformDep) -> dict[str, bool]:
     """Writes the snapshot file now (it is also written on shutdown and every minute)."""
     if platform.snapshot_path is None:
         raise errors.bad_request("No snapshot file configured")

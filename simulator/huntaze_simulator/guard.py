@@ -13,7 +13,7 @@ from huntaze_simulator.model import Session
 from huntaze_simulator.platform import Platform
 
 
-def platform_of(request: Request) -> Platform:
+async def platform_of(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
 
@@ -29,7 +29,7 @@ def path_and_query(request: Request) -> str:
     return f"{target}?{query.decode('latin-1')}" if query else target
 
 
-def signed(request: Request, platform: PlatformDep) -> Platform:
+async def signed(request: Request, platform: PlatformDep) -> Platform:
     """Counts the request, then checks `app-token` and `sign`/`time` (signed for user id `0` when
     the request carries no `user-id`, as pre-login calls do)."""
     client = request.client.host if request.client else "unknown"
@@ -53,7 +53,7 @@ def signed(request: Request, platform: PlatformDep) -> Platform:
 SignedPlatform = Annotated[Platform, Depends(signed)]
 
 
-def creator_session(request: Request, platform: SignedPlatform) -> Session:
+async def creator_session(request: Request, platform: SignedPlatform) -> Session:
     """The signed-in session this request belongs to, bound to its browser."""
     session = platform.live_session(request.cookies.get("sess"))
     if session is None:

@@ -64,7 +64,7 @@ class LoginDesk:
         return code
 
 
-def desk_of(request: Request) -> LoginDesk:
+async def desk_of(request: Request) -> LoginDesk:
     desk: LoginDesk = request.app.state.login_desk
     return desk
 
@@ -206,7 +206,7 @@ def finish(platform: Platform, desk: LoginDesk, attempt: Attempt) -> Response:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def show_login() -> HTMLResponse:
+async def show_login() -> HTMLResponse:
     return login_page()
 
 
@@ -248,7 +248,7 @@ async def submit_otp(request: Request, platform: PlatformDep, desk: DeskDep) -> 
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, platform: PlatformDep) -> Response:
+async def home(request: Request, platform: PlatformDep) -> Response:
     """The signed-in home page: `.b-feed` marks it, and `bcTokenSha` holds the session's x-bc."""
     session = platform.live_session(request.cookies.get("sess"))
     if session is None or not session.authenticated:
@@ -265,7 +265,7 @@ def home(request: Request, platform: PlatformDep) -> Response:
 
 
 @router.post("/logout")
-def logout(request: Request, platform: PlatformDep) -> Response:
+async def logout(request: Request, platform: PlatformDep) -> Response:
     platform.end_session(request.cookies.get("sess", ""))
     return RedirectResponse("/login", status_code=303)
 
