@@ -23,7 +23,7 @@ from huntaze_simulator import errors, views
 from huntaze_simulator.api import ws_url
 from huntaze_simulator.guard import PlatformDep, SignedPlatform
 from huntaze_simulator.model import Session
-from huntaze_simulator.platform import Platform
+from huntaze_simulator.platform import BROWSER_TOKEN, Platform
 
 OTP_DIGITS = 6
 CAPTCHA_FIELDS = (
@@ -220,7 +220,8 @@ async def submit_login(request: Request, platform: PlatformDep, desk: DeskDep) -
     attempt = Attempt(
         id=secrets.token_urlsafe(12),
         user_agent=request.headers.get("user-agent", ""),
-        x_bc=form.get("bc") or None,
+        # A page without its script (or a forged token) gets a token from the platform.
+        x_bc=form.get("bc") if BROWSER_TOKEN.fullmatch(form.get("bc", "")) else None,
     )
     desk.attempts[attempt.id] = attempt
     return next_step(platform, desk, attempt)

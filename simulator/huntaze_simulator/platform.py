@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import random
+import re
 import secrets
 import string
 import time
@@ -49,6 +50,8 @@ DAY = 86400.0
 # Times above this are milliseconds (1e11 s is the year 5138).
 MILLISECOND_THRESHOLD = 10**11
 SESS_ALPHABET = string.ascii_lowercase + string.digits
+# What a browser token (`x-bc`, `bcTokenSha`) may look like: the web client's are 40 hex digits.
+BROWSER_TOKEN = re.compile(r"[0-9A-Za-z]{16,128}")
 
 
 class Clock:
@@ -223,6 +226,8 @@ class Platform:
     def open_session(
         self, *, user_agent: str, x_bc: str | None = None, authenticated: bool = True
     ) -> Session:
+        if x_bc is not None and not BROWSER_TOKEN.fullmatch(x_bc):
+            raise errors.bad_request("Invalid x-bc")
         now = self.clock.now()
         session = Session(
             sess="".join(secrets.choice(SESS_ALPHABET) for _ in range(26)),
@@ -481,8 +486,9 @@ class Platform:
             queue_id=queue_id,
         )
         self._append(message)
-        # Answering a chat reads it.
-        self.data.last_read_message_id[fan_id] = message.id
+        if queue_id is None:
+            # Answering a chat reads it (a mass message's copy does not).
+            self.data.last_read_message_id[fan_id] = message.id
         return message
 
     def mark_read(self, fan_id: int) -> None:

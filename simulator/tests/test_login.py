@@ -197,3 +197,17 @@ async def test_an_imported_session_works_only_with_its_own_browser(simulator: Si
     me = await client.get("/users/me")
     assert me.status_code == 200
     assert me.json()["id"] == imported["user_id"]
+
+
+async def test_a_browser_token_must_look_like_one(simulator: Simulator) -> None:
+    refused = await simulator.control.post(
+        "/_control/sessions", json={"user_agent": USER_AGENT, "x_bc": '"><script>'}
+    )
+    assert refused.status_code == 400
+    async with httpx.AsyncClient(base_url=simulator.base_url) as http:
+        finished = await http.post(
+            "/login", data={"email": EMAIL, "password": PASSWORD, "bc": '"><script>'}
+        )
+    # The platform hands out its own token instead.
+    assert finished.status_code == 303
+    assert len(finished.cookies["fp"]) == 40
