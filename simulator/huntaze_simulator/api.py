@@ -218,10 +218,7 @@ async def queue_stats(
 async def get_queue(
     queue_id: int, platform: PlatformDep, session: CreatorSession
 ) -> dict[str, Any]:
-    queued = platform.data.mass_messages.get(queue_id)
-    if queued is None:
-        raise errors.not_found("Queue not found")
-    return views.queue_entry(queued)
+    return views.queue_entry(platform.mass_message(queue_id))
 
 
 @router.delete("/messages/queue/{queue_id}")
@@ -344,10 +341,7 @@ async def list_users(
     limit: Limit = 10,
     offset: Offset = 0,
 ) -> list[dict[str, Any]]:
-    fan_list = platform.data.lists.get(list_id)
-    if fan_list is None:
-        raise errors.not_found("List not found")
-    items, _ = page(fan_list.user_ids, offset=offset, limit=limit)
+    items, _ = page(platform.fan_list(list_id).user_ids, offset=offset, limit=limit)
     return [views.fan_user(platform.data.fans[fan_id]) for fan_id in items]
 
 

@@ -513,12 +513,12 @@ class Platform:
         """Resolves the recipients now; delivery happens in the background (`deliver_due`)."""
         recipients: dict[int, None] = {}
         for list_id in user_lists:
-            for member in self._list(str(list_id)).user_ids:
+            for member in self.fan_list(str(list_id)).user_ids:
                 recipients[member] = None
         for user_id in user_ids:
             if user_id in self.data.fans:
                 recipients[user_id] = None
-        excluded = {m for list_id in excluded_lists for m in self._list(str(list_id)).user_ids}
+        excluded = {m for list_id in excluded_lists for m in self.fan_list(str(list_id)).user_ids}
         active = [
             fan_id
             for fan_id in recipients
@@ -563,11 +563,15 @@ class Platform:
                 delivered += 1
         return delivered
 
-    def cancel_mass_message(self, queue_id: int) -> MassMessage:
-        """Stops the queue and unsends the copies already delivered."""
+    def mass_message(self, queue_id: int) -> MassMessage:
         queued = self.data.mass_messages.get(queue_id)
         if queued is None:
             raise errors.not_found("Queue not found")
+        return queued
+
+    def cancel_mass_message(self, queue_id: int) -> MassMessage:
+        """Stops the queue and unsends the copies already delivered."""
+        queued = self.mass_message(queue_id)
         queued.canceled = True
         for fan_id in queued.recipients:
             chat = self.data.messages.get(fan_id, [])
@@ -584,14 +588,14 @@ class Platform:
         return fan_list
 
     def set_list_member(self, *, list_id: str, fan_id: int, member: bool) -> FanList:
-        fan_list = self._list(list_id)
+        fan_list = self.fan_list(list_id)
         if not fan_list.custom:
             raise errors.bad_request("This list cannot be changed")
         self.fan(fan_id)
         self._set_membership(list_id, fan_id, member=member)
         return fan_list
 
-    def _list(self, list_id: str) -> FanList:
+    def fan_list(self, list_id: str) -> FanList:
         fan_list = self.data.lists.get(list_id)
         if fan_list is None:
             raise errors.not_found("List not found")

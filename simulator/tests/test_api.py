@@ -244,6 +244,10 @@ async def test_lists_are_a_bare_array_unless_infinite(client: PlatformClient) ->
     await client.ok("POST", f"/lists/{created['id']}/users/{fans[0]['id']}")
     members = await client.ok("GET", f"/lists/{created['id']}/users")
     assert [m["id"] for m in members] == [fans[0]["id"]]
+    emptied = await client.ok("DELETE", f"/lists/{created['id']}/users/{fans[0]['id']}")
+    assert emptied["usersCount"] == 0
+    built_in = await client.call("POST", f"/lists/fans/users/{fans[0]['id']}")
+    assert is_platform_error(built_in, status=400, code=0, message="This list cannot be changed")
 
 
 async def test_a_mass_message_reaches_a_list_minus_the_excluded(
