@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from huntaze_simulator import api, control, demo, login
@@ -55,6 +57,16 @@ async def invalid_parameters(request: Request, exc: Exception) -> JSONResponse:
             for error in exc.errors()
         )
     return JSONResponse({"error": {"code": 0, "message": message}}, status_code=400)
+
+
+async def unknown_route(request: Request, exc: Exception) -> Response:
+    """Under `/api2/` a wrong path or method answers in the platform's error shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    if not request.url.path.startswith("/api2/"):
+        return await http_exception_handler(request, exc)
+    return JSONResponse(
+        {"error": {"code": 0, "message": str(exc.detail)}}, status_code=exc.status_code
+    )
 
 
 async def tick(platform: Platform, *, demo_activity: bool) -> None:
@@ -101,6 +113,7 @@ def create_app(platform: Platform, *, demo_activity: bool = False) -> FastAPI:
     hub = PushHub(platform)
     app.add_exception_handler(PlatformError, platform_error_response)
     app.add_exception_handler(RequestValidationError, invalid_parameters)
+    app.add_exception_handler(StarletteHTTPException, unknown_route)
     app.include_router(login.router)
     app.include_router(api.router)
     app.include_router(control.router)

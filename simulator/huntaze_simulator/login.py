@@ -250,7 +250,8 @@ async def submit_otp(request: Request, platform: PlatformDep, desk: DeskDep) -> 
 
 @router.get("/", response_class=HTMLResponse)
 async def home(request: Request, platform: PlatformDep) -> Response:
-    """The signed-in home page: `.b-feed` marks it, and `bcTokenSha` holds the session's x-bc."""
+    """The signed-in home page: `.b-feed` marks it, `bcTokenSha` holds the session's x-bc, and its
+    script calls the API the way the web client does (signed XHRs a worker can observe)."""
     session = platform.live_session(request.cookies.get("sess"))
     if session is None or not session.authenticated:
         return RedirectResponse("/login", status_code=303)
@@ -260,9 +261,62 @@ async def home(request: Request, platform: PlatformDep) -> Response:
         page_id="home-page",
         body=f"""<div class="b-feed" data-user-id="{creator.id}">
   <p>Signed in as <span id="username">{html.escape(creator.username)}</span></p>
+  <ul class="b-chats" id="chats"></ul>
 </div>
-<script>localStorage.setItem("bcTokenSha", "{session.x_bc}");</script>""",
+<script>localStorage.setItem("bcTokenSha", "{session.x_bc}");</script>
+{WEB_CLIENT_SCRIPT}""",
     )
+
+
+# The web client's part that matters to a worker: it signs each call under the published rules
+# (SHA-1 through WebCrypto) and sends the browser's x-bc, then lists the recent chats.
+WEB_CLIENT_SCRIPT = """<script>
+(function () {
+  var rulesPromise = fetch("/rules.json").then(function (r) { return r.json(); });
+  function cookie(name) {
+    var found = document.cookie.split("; ").find(function (c) { return c.startsWith(name + "="); });
+    return found ? decodeURIComponent(found.slice(name.length + 1)) : null;
+  }
+  async function sha1hex(text) {
+    var digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
+    return Array.from(new Uint8Array(digest), function (b) {
+      return b.toString(16).padStart(2, "0");
+    }).join("");
+  }
+  async function api(pathAndQuery) {
+    var rules = await rulesPromise;
+    var time = String(Date.now());
+    var userId = cookie("auth_id") || "0";
+    var sha = await sha1hex([rules.static_param, time, pathAndQuery, userId].join("\\n"));
+    var total = rules.checksum_constant;
+    rules.checksum_indexes.forEach(function (i) { total += sha.charCodeAt(i); });
+    var sign = [rules.prefix, sha, Math.abs(total).toString(16), rules.suffix].join(":");
+    var response = await fetch(pathAndQuery, {headers: {
+      "accept": "application/json, text/plain, */*", "app-token": rules.app_token,
+      "sign": sign, "time": time, "user-id": userId,
+      "x-bc": localStorage.getItem("bcTokenSha")
+    }});
+    return response.json();
+  }
+  window.platformApi = api;
+  api("/api2/v2/users/me").then(function () {
+    return api("/api2/v2/chats?limit=10&offset=0&order=recent&skip_users=all");
+  }).then(function (chats) {
+    var list = document.getElementById("chats");
+    chats.list.forEach(function (chat) {
+      var item = document.createElement("li");
+      item.className = "b-chats__item";
+      item.dataset.userId = chat.withUser.id;
+      item.dataset.unread = chat.unreadMessagesCount;
+      // An inert document: the message's HTML is read as text, never run.
+      var html = chat.lastMessage ? chat.lastMessage.text : "";
+      item.textContent = new DOMParser().parseFromString(html, "text/html").body.textContent;
+      list.appendChild(item);
+    });
+    list.dataset.loaded = "true";
+  });
+})();
+</script>"""
 
 
 @router.post("/logout")

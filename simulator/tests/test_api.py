@@ -316,3 +316,8 @@ async def test_a_scheduled_mass_message_waits_for_its_date(
     assert state["pending"] == 1
     canceled = await client.ok("DELETE", f"/messages/queue/{queued['id']}")
     assert canceled["isCanceled"] is True
+
+
+async def test_an_unknown_path_answers_in_the_platforms_shape(client: PlatformClient) -> None:
+    missing = await client.get("/no/such/path")
+    assert is_platform_error(missing, status=404, code=0, message="Not Found")

@@ -75,6 +75,9 @@ async def test_a_password_login_opens_a_session_bound_to_that_browser() -> None:
             home = await http.get("/")
         assert 'class="b-feed"' in home.text
         assert BC_TOKEN in home.text
+        # The page's own client signs its calls with the published rules.
+        assert "window.platformApi" in home.text
+        assert '.join("\\n")' in home.text
         me = await client.get("/users/me")
         assert me.status_code == 200
         assert me.json()["email"] == EMAIL
