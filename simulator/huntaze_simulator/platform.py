@@ -194,6 +194,7 @@ class Platform:
         if (units == "ms" and not in_ms) or (units == "s" and in_ms):
             raise errors.refresh_the_page()
         skew = self.config.max_clock_skew_seconds
+        # Against the wall clock: clients sign with theirs, while a test may move the platform's.
         if skew is not None and abs((stamp / 1000 if in_ms else stamp) - time.time()) > skew:
             raise errors.refresh_the_page()
         for rules in self.accepted_rules():

@@ -41,6 +41,8 @@ class PushHub:
         platform.session_end_listeners.append(self._on_session_end)
 
     def _on_fan_message(self, message: Message) -> None:
+        if not self.subscribers:
+            return
         event = {"api2_chat_message": views.message(self.platform, message, full_users=True)}
         for subscriber in self.subscribers:
             # A reader that stopped reading loses events rather than stalling the platform.

@@ -62,6 +62,12 @@ def media(item: Media, *, can_view: bool = True) -> dict[str, Any]:
     }
 
 
+def purchase_reason(item: Message) -> str:
+    if item.price == 0:
+        return "free"
+    return "purchased_by_fan" if item.purchased else "locked"
+
+
 def message(platform: Platform, item: Message, *, full_users: bool = False) -> dict[str, Any]:
     """A chat message as the creator's client sees it."""
     creator_id = platform.data.creator.id
@@ -104,11 +110,7 @@ def message(platform: Platform, item: Message, *, full_users: bool = False) -> d
         "isPinned": False,
         "canBePinned": True,
         "canPurchase": False,
-        "canPurchaseReason": "free"
-        if item.price == 0
-        else "purchased_by_fan"
-        if item.purchased
-        else "locked",
+        "canPurchaseReason": purchase_reason(item),
         "canReport": not item.from_creator,
         "cancelSeconds": unsend_seconds if item.from_creator else 0,
         "releaseForms": [],

@@ -181,3 +181,11 @@ async def test_a_session_ended_by_the_creator_stops_working(simulator: Simulator
     ended = await simulator.control.delete(f"/_control/sessions/{client.cookies['sess']}")
     assert ended.status_code == 200
     assert unauthorized(await client.get("/users/me"))
+
+
+async def test_a_configured_clock_skew_limit_refuses_old_times() -> None:
+    async with serve(SimulatorConfig(max_clock_skew_seconds=60)) as running:
+        client = await running.import_session()
+        assert (await client.get("/users/me")).status_code == 200
+        client.time_ms = lambda: int((time.time() - 120) * 1000)
+        assert refresh_the_page(await client.get("/users/me"))
