@@ -189,10 +189,9 @@ def next_step(platform: Platform, desk: LoginDesk, attempt: Attempt) -> Response
     """After each passed step: the challenge, then the OTP code, then the session."""
     if platform.config.bot_challenge and not attempt.challenge_solved:
         return challenge_page(attempt)
-    if platform.config.otp_required and attempt.otp_code is None:
-        attempt.otp_code = desk.issue_code()
-        return otp_page(attempt)
-    if platform.config.otp_required and attempt.otp_code is not None:
+    if platform.config.otp_required:
+        if attempt.otp_code is None:
+            attempt.otp_code = desk.issue_code()
         return otp_page(attempt)
     return finish(platform, desk, attempt)
 
