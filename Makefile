@@ -41,7 +41,7 @@ docs: bootstrap
 lint: bootstrap
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy libs/kit/huntaze_kit libs/devstack/huntaze_devstack services/*/huntaze_*
+	$(RUN) mypy libs/kit/huntaze_kit libs/devstack/huntaze_devstack services/*/huntaze_* simulator/huntaze_simulator
 
 format: bootstrap
 	$(RUN) ruff check --fix .
