@@ -33,8 +33,7 @@ from huntaze_kit.outbox import (
     PublishResult,
     create_outbox_tables,
     drop_outbox_tables,
-    inbox_table,
-    outbox_table,
+    messaging_tables,
     record_event,
     schema_tables,
 )
@@ -49,6 +48,7 @@ from huntaze_kit.streams import (
 pytestmark = pytest.mark.timeout(90)
 
 SCHEMA = "t_outbox"
+KIT_TABLES = ("outbox", "processed_events", "consumer_failures", "effect_ledger")
 SUBJECT = "auth.user.registered"
 
 Handler = Callable[[AsyncSession, ReceivedEvent], Awaitable[None]]
@@ -234,7 +234,7 @@ async def test_migration_helpers_create_and_drop_the_tables(engine: AsyncEngine)
             text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
             {"s": SCHEMA},
         )
-        assert {"outbox", "inbox"} <= set(tables)
+        assert set(KIT_TABLES) <= set(tables)
         triggers = await conn.scalars(
             text(
                 "SELECT trigger_name FROM information_schema.triggers"
@@ -247,16 +247,13 @@ async def test_migration_helpers_create_and_drop_the_tables(engine: AsyncEngine)
     # The migration and the Table objects are one definition: autogenerate sees no change.
     def differences(connection: Connection) -> list[Any]:
         metadata = MetaData(schema=SCHEMA)
-        outbox_table(metadata)
-        inbox_table(metadata)
+        messaging_tables(metadata)
         context = MigrationContext.configure(
             connection,
             opts={
                 "include_schemas": True,
                 "include_name": lambda name, kind, _: kind != "schema" or name == SCHEMA,
-                "include_object": lambda obj, name, kind, *_: (
-                    kind != "table" or name in ("outbox", "inbox")
-                ),
+                "include_object": lambda obj, name, kind, *_: kind != "table" or name in KIT_TABLES,
                 "compare_type": True,
             },
         )
@@ -274,9 +271,9 @@ async def test_migration_helpers_create_and_drop_the_tables(engine: AsyncEngine)
         left = await conn.scalars(
             text(
                 "SELECT table_name FROM information_schema.tables"
-                " WHERE table_schema = :s AND table_name IN ('outbox', 'inbox')"
+                " WHERE table_schema = :s AND table_name = ANY(:names)"
             ),
-            {"s": SCHEMA},
+            {"s": SCHEMA, "names": list(KIT_TABLES)},
         )
         assert list(left) == []
 
@@ -284,7 +281,7 @@ async def test_migration_helpers_create_and_drop_the_tables(engine: AsyncEngine)
 async def test_record_event_writes_in_the_callers_transaction(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    outbox, _ = schema_tables(SCHEMA)
+    outbox = schema_tables(SCHEMA).outbox
     with request_context("req-42"):
         (event_id,) = await record(sessions, [("u1", 1)])
     async with engine.connect() as conn:
@@ -419,7 +416,7 @@ async def test_an_unpublishable_event_backs_off_and_holds_back_its_aggregate(
     (second,) = await record(sessions, [("stuck", 2)])
     (other,) = await record(sessions, [("free", 1)])
     relay = relay_for(database_url, nc, ack_timeout=1.0, retry_base=0.3, retry_max=0.5)
-    outbox, _ = schema_tables(SCHEMA)
+    outbox = schema_tables(SCHEMA).outbox
     async with running(relay):
         await eventually(lambda: relay.failed >= 1, what="a failed publish")
         await eventually(lambda: relay.published == 1, what="the free aggregate")
