@@ -31,7 +31,8 @@ Two kinds of failure:
   transaction that applies its neighbours); the message is nak'd with the `backoff` delay. At
   `max_deliver` failures, or at once for `PermanentEventError` or a message without a valid
   event id, the message goes to `dlq.<durable>` with the error in its headers and is terminated.
-  See `huntaze_kit.dlq` to list and replay dead letters.
+  See `huntaze_kit.dlq` to list and replay dead letters. (The count survives the dead letter: a
+  replayed event that fails again goes back to the DLQ at once; applied, its count goes.)
 
 So JetStream's own delivery count decides nothing: the durable consumer has no `max_deliver`
 (a message is never dropped silently), and only handler failures lead to the DLQ.
@@ -99,6 +100,8 @@ _MAX_ERROR_LENGTH = 1000
 # Savepoints per transaction: PostgreSQL tracks up to 64 subtransactions per session cheaply.
 _MAX_MESSAGES_PER_TRANSACTION = 64
 _STATUS = "Status"
+# A deferred event comes back this long after the earlier event it waits for is due.
+_DEFER_MARGIN = 0.1
 _DESCRIPTION = "Description"
 
 PROCESSED = Counter("huntaze_consumer_processed", "Events applied.", ["consumer"])
@@ -804,8 +807,9 @@ class EventConsumer:
         failed: list[tuple[Msg, ReceivedEvent, Exception]],
         outcome: _Outcome,
     ) -> None:
-        """Counts this chunk's handler failures and forgets those of events now applied or
-        given up on, in the chunk's transaction."""
+        """Counts this chunk's handler failures, and forgets those of events now applied, in
+        the chunk's transaction. (The count of an event given up on stays: should its dead
+        letter fail to publish, the next delivery goes to the DLQ at its first failure.)"""
         counted = [entry for entry in failed if not isinstance(entry[2], PermanentEventError)]
         totals: dict[uuid.UUID, int] = {}
         if counted:
@@ -817,13 +821,11 @@ class EventConsumer:
                 },
             )
             totals = {row.event_id: row.failures for row in result}
-        settled = [event.event_id for _, event in outcome.applied if event.delivery_count > 1]
         for msg, event, error in failed:
             failures = totals.get(event.event_id, 1)
             give_up = isinstance(error, PermanentEventError) or failures >= self.max_deliver
             outcome.failed.append((msg, event, error, failures, give_up))
-            if give_up:
-                settled.append(event.event_id)
+        settled = [event.event_id for _, event in outcome.applied if _may_have_failed(event)]
         if settled:
             await session.execute(self._forget_failures, {"ids": settled})
 
@@ -880,15 +882,15 @@ class EventConsumer:
             del self._held[key]
 
     async def _defer(self, msg: Msg, event: ReceivedEvent) -> None:
-        """Hands back an event that must wait for an earlier one of its aggregate, until about
-        when that one is due again."""
+        """Hands back an event that must wait for an earlier one of its aggregate, until just
+        after that one is due again."""
         key = _aggregate_key(event)
         held = self._held.get(key) if key is not None else None
         now = time.monotonic()
         earlier = [
             due for seq, due in (held.due.items() if held else ()) if seq < event.stream_sequence
         ]
-        delay = max(min(earlier, default=now) - now, 0.0) + min(self.backoff[0], 1.0) / 2 + 0.01
+        delay = max(min(earlier, default=now) - now, 0.0) + _DEFER_MARGIN
         self.deferred += 1
         self._deferred_metric.inc()
         self._hold(event, delay)
@@ -1010,6 +1012,12 @@ class EventConsumer:
                 if deleted < chunk:
                     break
         return total
+
+
+def _may_have_failed(event: ReceivedEvent) -> bool:
+    """Whether a handler may have failed on this event before: it is a redelivery, or a replay
+    from the DLQ (whose `Nats-Msg-Id` is not the event id)."""
+    return event.delivery_count > 1 or event.headers.get(Headers.MSG_ID) != str(event.event_id)
 
 
 def _aggregate_key(event: ReceivedEvent) -> str | None:
