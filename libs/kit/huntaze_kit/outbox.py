@@ -630,15 +630,14 @@ class OutboxRelay:
             "AND p.seq < o.seq"
         )
         # Candidates: due rows nobody else holds, minus those waiting behind a row in backoff
-        # or parked. Then each candidate is held back when an earlier unpublished row of its
-        # aggregate is not among the candidates (in flight with another relay, or not due yet).
+        # (a parked row is never due: see `park_rows`). Then each candidate is held back when an
+        # earlier unpublished row of its aggregate is not among the candidates (in flight with
+        # another relay, or not due yet).
         self._claim_sql = (
             "WITH candidates AS MATERIALIZED ("  # noqa: S608
             f" SELECT o.id FROM {q} AS o"
-            " WHERE o.published_at IS NULL AND o.parked_at IS NULL"
-            " AND o.next_attempt_at <= now()"
-            f" AND NOT EXISTS ({blocker}"
-            " AND (p.next_attempt_at > now() OR p.parked_at IS NOT NULL))"
+            " WHERE o.published_at IS NULL AND o.next_attempt_at <= now()"
+            f" AND NOT EXISTS ({blocker} AND p.next_attempt_at > now())"
             " ORDER BY o.next_attempt_at, o.seq"
             " LIMIT $1 FOR UPDATE SKIP LOCKED)"
             " SELECT o.id, o.seq, o.subject, o.message_type, o.aggregate_type, o.aggregate_id,"
@@ -1136,10 +1135,13 @@ async def stuck_rows(
 
 
 async def park_rows(conn: asyncpg.Connection, schema: str, ids: Sequence[uuid.UUID]) -> int:
-    """Stops publishing these unpublished rows (their aggregates wait); returns how many."""
+    """Stops publishing these unpublished rows (their aggregates wait); returns how many.
+
+    A parked row is due at `infinity`: the relay's claim, which skips rows not due and holds
+    back the rows behind them, needs no other condition (and keeps its plan)."""
     q = f'"{_checked_schema(schema)}".{OUTBOX_TABLE}'
     status: str = await conn.execute(
-        f"UPDATE {q} SET parked_at = now()"  # noqa: S608
+        f"UPDATE {q} SET parked_at = now(), next_attempt_at = 'infinity'"  # noqa: S608
         " WHERE id = ANY($1::uuid[]) AND published_at IS NULL AND parked_at IS NULL",
         list(ids),
     )
