@@ -425,7 +425,6 @@ class EventConsumer:
         tables = schema_tables(schema)  # checks the schema name: safe in SQL text
         processed = f'"{schema}".{tables.processed_events.name}'
         failures = f'"{schema}".{tables.consumer_failures.name}'
-        self._processed_table = processed
         ids = bindparam("ids", type_=ARRAY(Uuid(as_uuid=True)))
         self._claim_statement = (
             text(
@@ -982,18 +981,23 @@ class EventConsumer:
             if self._stopping.is_set():
                 return
             try:
-                await self.cleanup_processed_events()
+                await self.cleanup_history()
             except Exception as err:
                 self._log.warning("consumer.cleanup_failed", error=_describe(err))
 
-    async def cleanup_processed_events(self, chunk: int = 5000) -> int:
-        """Forgets events this consumer applied longer than `processed_retention` ago, and
-        failure counts as old."""
+    async def cleanup_history(self, chunk: int = 5000) -> int:
+        """Forgets what this consumer recorded about events older than `processed_retention`:
+        that it applied them, its failures on them, the effects it had for them."""
         total = 0
-        failures = f'"{self.schema}".{schema_tables(self.schema).consumer_failures.name}'
-        for table, column in ((self._processed_table, "processed_at"), (failures, "failed_at")):
+        tables = schema_tables(self.schema)
+        for table, column in (
+            (tables.processed_events, "processed_at"),
+            (tables.consumer_failures, "failed_at"),
+            (tables.effect_ledger, "started_at"),
+        ):
+            name = f'"{self.schema}".{table.name}'
             statement = text(
-                f"DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table}"  # noqa: S608
+                f"DELETE FROM {name} WHERE ctid IN (SELECT ctid FROM {name}"  # noqa: S608
                 f" WHERE consumer = :consumer AND {column} < now() - make_interval(secs => :age)"
                 " LIMIT :chunk)"
             )

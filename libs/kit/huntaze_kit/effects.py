@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
-from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy import TextClause, Uuid, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from huntaze_kit.logging import get_logger
@@ -90,8 +90,8 @@ class EffectLedger:
             started = (await session.execute(self._start, values)).first() is not None
             if not started:
                 done = bool(await session.scalar(self._completed, values))
+        context = {"consumer": self.consumer, "event_id": str(event_id), "effect": effect}
         if not started:
-            context = {"consumer": self.consumer, "event_id": str(event_id), "effect": effect}
             if done:
                 log.info("effect.skipped", **context)
                 return EffectOutcome.ALREADY_DONE
@@ -101,32 +101,21 @@ class EffectLedger:
             await action()
         except Exception:
             # (Not on cancellation: the effect may be under way, its intent stays.)
-            await self._withdraw(values)
+            if not await self._try(self._forget, values):
+                # The intent stays: this effect will not be tried again (at most once).
+                log.error("effect.withdraw_failed", **context)
             raise
-        try:
-            async with self._session_factory() as session, session.begin():
-                await session.execute(self._complete, values)
-        except Exception as err:
+        if not await self._try(self._complete, values):
             # Done all the same: the started row alone keeps it from happening again.
-            log.warning(
-                "effect.completion_not_recorded",
-                consumer=self.consumer,
-                event_id=str(event_id),
-                effect=effect,
-                error=repr(err),
-            )
+            log.warning("effect.completion_not_recorded", **context)
         return EffectOutcome.PERFORMED
 
-    async def _withdraw(self, values: dict[str, object]) -> None:
+    async def _try(self, statement: TextClause, values: dict[str, object]) -> bool:
+        """Runs `statement` in a transaction of its own; False (logged) when that failed."""
         try:
             async with self._session_factory() as session, session.begin():
-                await session.execute(self._forget, values)
+                await session.execute(statement, values)
         except Exception as err:
-            # The intent stays: this effect will not be tried again (at most once).
-            log.error(
-                "effect.withdraw_failed",
-                consumer=self.consumer,
-                event_id=str(values["event_id"]),
-                effect=values["effect"],
-                error=repr(err),
-            )
+            log.warning("effect.ledger_write_failed", consumer=self.consumer, error=repr(err))
+            return False
+        return True

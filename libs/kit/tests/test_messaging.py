@@ -914,6 +914,10 @@ async def test_an_effect_happens_once_although_the_commit_failed_after_it(
             text(f"SELECT count(*) FROM {SCHEMA}.effect_ledger WHERE completed_at IS NOT NULL")
         )
     assert completed == 5
+    # The history goes after the retention: 5 applied events and their 5 effects (the one
+    # failure count went when its event was applied).
+    forgetful = make_consumer(nc, sessions, "test-effects", processed_retention=timedelta(0))
+    assert await forgetful.cleanup_history() == 10
 
 
 async def outbox_cli(database_url: str, *args: str) -> tuple[int, bytes]:

@@ -107,27 +107,13 @@ class EmailDispatcher:
         """The email `event` calls for; None when there is none to send."""
         if event.subject == VERIFICATION_REQUESTED:
             verification = event.parse(events_pb2.EmailVerificationRequested)
-            if self._expired(verification.expires_at, event):
-                return None
-            return self._templates.verification(
-                to=verification.email,
-                name=verification.name,
-                token=self._unseal(verification.sealed_token),
-                valid_for=_datetime(verification.expires_at) - _datetime(verification.occurred_at),
-            )
+            return self._link_email(event, verification, self._templates.verification)
         if event.subject == EMAIL_VERIFIED:
             verified = event.parse(events_pb2.UserEmailVerified)
             return self._templates.welcome(to=verified.email, name=verified.name)
         if event.subject == PASSWORD_RESET_REQUESTED:
             reset = event.parse(events_pb2.PasswordResetRequested)
-            if self._expired(reset.expires_at, event):
-                return None
-            return self._templates.password_reset(
-                to=reset.email,
-                name=reset.name,
-                token=self._unseal(reset.sealed_token),
-                valid_for=_datetime(reset.expires_at) - _datetime(reset.occurred_at),
-            )
+            return self._link_email(event, reset, self._templates.password_reset)
         if event.subject == SIGN_IN_RECORDED:
             sign_in = event.parse(events_pb2.SignInRecorded)
             if not sign_in.new_device:
@@ -140,6 +126,22 @@ class EmailDispatcher:
                 when=_datetime(sign_in.occurred_at),
             )
         return None
+
+    def _link_email(
+        self,
+        event: ReceivedEvent,
+        request: events_pb2.EmailVerificationRequested | events_pb2.PasswordResetRequested,
+        template: Callable[..., OutgoingEmail],
+    ) -> OutgoingEmail | None:
+        """An email carrying a one-time link; None when the link expired already."""
+        if self._expired(request.expires_at, event):
+            return None
+        return template(
+            to=request.email,
+            name=request.name,
+            token=self._unseal(request.sealed_token),
+            valid_for=_datetime(request.expires_at) - _datetime(request.occurred_at),
+        )
 
     def _expired(self, expires_at: Timestamp, event: ReceivedEvent) -> bool:
         """A link that expired before it could be sent is not worth sending."""
