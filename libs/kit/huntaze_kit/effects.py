@@ -66,18 +66,15 @@ class EffectLedger:
             " VALUES (:consumer, :event_id, :effect)"
             " ON CONFLICT DO NOTHING RETURNING true AS started"
         ).bindparams(event_id, consumer=self.consumer)
-        self._completed = text(
-            f"SELECT completed_at IS NOT NULL FROM {q}"  # noqa: S608
-            " WHERE consumer = :consumer AND event_id = :event_id AND effect = :effect"
-        ).bindparams(event_id, consumer=self.consumer)
-        self._complete = text(
-            f"UPDATE {q} SET completed_at = now()"  # noqa: S608
-            " WHERE consumer = :consumer AND event_id = :event_id AND effect = :effect"
-        ).bindparams(event_id, consumer=self.consumer)
-        self._forget = text(
-            f"DELETE FROM {q}"  # noqa: S608
-            " WHERE consumer = :consumer AND event_id = :event_id AND effect = :effect"
-        ).bindparams(event_id, consumer=self.consumer)
+        this_one = " WHERE consumer = :consumer AND event_id = :event_id AND effect = :effect"
+        self._completed, self._complete, self._forget = (
+            text(statement + this_one).bindparams(event_id, consumer=self.consumer)
+            for statement in (
+                f"SELECT completed_at IS NOT NULL FROM {q}",  # noqa: S608
+                f"UPDATE {q} SET completed_at = now()",  # noqa: S608
+                f"DELETE FROM {q}",  # noqa: S608
+            )
+        )
 
     async def once(
         self, *, event_id: uuid.UUID, effect: str, action: Callable[[], Awaitable[object]]
