@@ -41,8 +41,9 @@ Order per aggregate (`Huntaze-Aggregate-Type`/`-Id` headers): once an event fail
 of its aggregate are not applied before it. Those in the same chunk are handed back with it, and
 the consumer remembers the failed (and handed-back) stream sequences per aggregate, so a later
 event arriving first is handed back again ("deferred") until the earlier ones are applied or
-dead-lettered. This memory is per process (replicas of one consumer each keep their own, and it
-is forgotten after `backoff[-1] + 2 * ack_wait + 60` s without news of the event).
+dead-lettered. This memory is per process; before deferring, the consumer checks in the database
+whether another replica applied the earlier event or gave up on it meanwhile, and an entry
+without news for `backoff[-1] + 2 * ack_wait + 60` s is dropped.
 
 Metrics (default Prometheus registry, labelled by consumer): processed, duplicate, redelivered,
 failed, deferred and dead-lettered messages, pending messages (lag), and pauses for outages.
@@ -78,7 +79,7 @@ from nats.errors import BadSubscriptionError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge
-from sqlalchemy import Text, Uuid, bindparam, text
+from sqlalchemy import Integer, Text, Uuid, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -344,11 +345,12 @@ class _Puller:
 
 
 @dataclass(slots=True)
-class _Held:
-    """Stream sequences of one aggregate handed back (failed or deferred) and not applied yet,
-    each with the monotonic time it is expected back."""
+class _Waiting:
+    """An event handed back (failed or deferred) and not settled yet, and the monotonic time it
+    is expected back."""
 
-    due: dict[int, float] = field(default_factory=dict)
+    event_id: uuid.UUID
+    due: float
 
 
 class EventConsumer:
@@ -437,21 +439,42 @@ class EventConsumer:
         self._release = text(
             f"DELETE FROM {processed} WHERE consumer = :consumer AND event_id = ANY(:ids)"  # noqa: S608
         ).bindparams(ids, consumer=self.durable)
+        # A permanent error counts as every attempt spent (`floor`): any replica then sees
+        # the event as settled.
         self._count_failures = (
             text(
                 f"INSERT INTO {failures} AS f (consumer, event_id, failures, last_error)"  # noqa: S608
-                " SELECT :consumer, e.id, 1, e.error FROM unnest(:ids, :errors) AS e(id, error)"
-                " ON CONFLICT (consumer, event_id) DO UPDATE SET failures = f.failures + 1,"
+                " SELECT :consumer, e.id, greatest(1, e.floor), e.error"
+                " FROM unnest(:ids, :floors, :errors) AS e(id, floor, error)"
+                " ON CONFLICT (consumer, event_id) DO UPDATE"
+                " SET failures = greatest(f.failures + 1, excluded.failures),"
                 " last_error = excluded.last_error, failed_at = now()"
                 " RETURNING event_id, failures"
             )
-            .bindparams(ids, bindparam("errors", type_=ARRAY(Text())), consumer=self.durable)
+            .bindparams(
+                ids,
+                bindparam("floors", type_=ARRAY(Integer())),
+                bindparam("errors", type_=ARRAY(Text())),
+                consumer=self.durable,
+            )
+            .columns(event_id=Uuid(as_uuid=True))
+        )
+        # Events another replica of this consumer applied or gave up on meanwhile.
+        self._settled_elsewhere = (
+            text(
+                f"SELECT event_id FROM {processed}"  # noqa: S608
+                " WHERE consumer = :consumer AND event_id = ANY(:ids)"
+                f" UNION ALL SELECT event_id FROM {failures}"
+                " WHERE consumer = :consumer AND event_id = ANY(:ids) AND failures >= :most"
+            )
+            .bindparams(ids, consumer=self.durable, most=self.max_deliver)
             .columns(event_id=Uuid(as_uuid=True))
         )
         self._forget_failures = text(
             f"DELETE FROM {failures} WHERE consumer = :consumer AND event_id = ANY(:ids)"  # noqa: S608
         ).bindparams(ids, consumer=self.durable)
-        self._held: dict[str, _Held] = {}
+        # Per aggregate, its events handed back and not settled yet, by stream sequence.
+        self._held: dict[str, dict[int, _Waiting]] = {}
         self._held_expiry = self.backoff[-1] + 2 * self.ack_wait + 60.0
         self._puller: _Puller | None = None
         self._stopping = asyncio.Event()
@@ -570,6 +593,8 @@ class EventConsumer:
             failure_delay = 0.2
             if messages:
                 await self._handle_batch(messages)
+            else:
+                self._pending_metric.set(0)  # nothing left for us
 
     async def _recreate(self) -> None:
         delay = 0.5
@@ -728,7 +753,7 @@ class EventConsumer:
                     continue
                 fresh.discard(event.event_id)  # a second copy in this batch is a duplicate
                 new.append((msg, event))
-            new = self._without_waiting(new, outcome)
+            new = await self._without_waiting(session, new, outcome)
             applied_together = (
                 len(new) > 1
                 and not self._stopping.is_set()
@@ -746,26 +771,41 @@ class EventConsumer:
             await self._count(session, failed, outcome)
         return outcome
 
-    def _without_waiting(
-        self, new: list[tuple[Msg, ReceivedEvent]], outcome: _Outcome
+    async def _without_waiting(
+        self, session: AsyncSession, new: list[tuple[Msg, ReceivedEvent]], outcome: _Outcome
     ) -> list[tuple[Msg, ReceivedEvent]]:
         """Moves to `outcome.deferred` the events that an earlier, handed-back event of their
-        aggregate (not in this chunk) must precede."""
+        aggregate (not in this chunk, and not settled by another replica) must precede."""
         if not self._held:
             return new
-        now = time.monotonic()
+        oldest = time.monotonic() - self._held_expiry
         for key in list(self._held):
-            held = self._held[key]
-            held.due = {seq: due for seq, due in held.due.items() if due > now - self._held_expiry}
-            if not held.due:
+            waiting = {seq: w for seq, w in self._held[key].items() if w.due > oldest}
+            if waiting:
+                self._held[key] = waiting
+            else:
                 del self._held[key]
         here = {event.stream_sequence for _, event in new}
+
+        def blockers(event: ReceivedEvent) -> dict[uuid.UUID, tuple[str, int]]:
+            key = _aggregate_key(event)
+            return {
+                waiting.event_id: (key, seq)
+                for seq, waiting in self._held.get(key or "", {}).items()
+                if key is not None and seq < event.stream_sequence and seq not in here
+            }
+
+        suspects: dict[uuid.UUID, tuple[str, int]] = {}
+        for _, event in new:
+            suspects.update(blockers(event))
+        if suspects:
+            settled = await session.execute(self._settled_elsewhere, {"ids": list(suspects)})
+            for event_id in settled.scalars():
+                key, seq = suspects[event_id]
+                self._forget_waiting(key, seq)
         ready: list[tuple[Msg, ReceivedEvent]] = []
         for msg, event in new:
-            held_for = self._held.get(_aggregate_key(event) or "")
-            if held_for is not None and any(
-                seq < event.stream_sequence and seq not in here for seq in held_for.due
-            ):
+            if blockers(event):
                 outcome.deferred.append((msg, event))
             else:
                 ready.append((msg, event))
@@ -809,21 +849,28 @@ class EventConsumer:
         """Counts this chunk's handler failures, and forgets those of events now applied, in
         the chunk's transaction. (The count of an event given up on stays: should its dead
         letter fail to publish, the next delivery goes to the DLQ at its first failure.)"""
-        counted = [entry for entry in failed if not isinstance(entry[2], PermanentEventError)]
         totals: dict[uuid.UUID, int] = {}
-        if counted:
+        if failed:
             result = await session.execute(
                 self._count_failures,
                 {
-                    "ids": [event.event_id for _, event, _ in counted],
-                    "errors": [_describe(error) for _, _, error in counted],
+                    "ids": [event.event_id for _, event, _ in failed],
+                    "floors": [
+                        self.max_deliver if isinstance(error, PermanentEventError) else 0
+                        for _, _, error in failed
+                    ],
+                    "errors": [_describe(error) for _, _, error in failed],
                 },
             )
             totals = {row.event_id: row.failures for row in result}
         for msg, event, error in failed:
             failures = totals.get(event.event_id, 1)
-            give_up = isinstance(error, PermanentEventError) or failures >= self.max_deliver
-            outcome.failed.append((msg, event, error, failures, give_up))
+            if isinstance(error, PermanentEventError):
+                # Its count says "given up"; the dead letter tells how often it came.
+                outcome.failed.append((msg, event, error, event.delivery_count, True))
+            else:
+                give_up = failures >= self.max_deliver
+                outcome.failed.append((msg, event, error, failures, give_up))
         settled = [event.event_id for _, event in outcome.applied if _may_have_failed(event)]
         if settled:
             await session.execute(self._forget_failures, {"ids": settled})
@@ -868,26 +915,31 @@ class EventConsumer:
     def _hold(self, event: ReceivedEvent, delay: float) -> None:
         key = _aggregate_key(event)
         if key is not None:
-            held = self._held.setdefault(key, _Held())
-            held.due[event.stream_sequence] = time.monotonic() + delay
+            self._held.setdefault(key, {})[event.stream_sequence] = _Waiting(
+                event_id=event.event_id, due=time.monotonic() + delay
+            )
 
     def _release_held(self, event: ReceivedEvent) -> None:
         key = _aggregate_key(event)
-        if key is None or key not in self._held:
-            return
-        held = self._held[key]
-        held.due.pop(event.stream_sequence, None)
-        if not held.due:
-            del self._held[key]
+        if key is not None:
+            self._forget_waiting(key, event.stream_sequence)
+
+    def _forget_waiting(self, key: str, seq: int) -> None:
+        waiting = self._held.get(key)
+        if waiting is not None:
+            waiting.pop(seq, None)
+            if not waiting:
+                del self._held[key]
 
     async def _defer(self, msg: Msg, event: ReceivedEvent) -> None:
         """Hands back an event that must wait for an earlier one of its aggregate, until just
         after that one is due again."""
         key = _aggregate_key(event)
-        held = self._held.get(key) if key is not None else None
         now = time.monotonic()
         earlier = [
-            due for seq, due in (held.due.items() if held else ()) if seq < event.stream_sequence
+            waiting.due
+            for seq, waiting in self._held.get(key or "", {}).items()
+            if seq < event.stream_sequence
         ]
         delay = max(min(earlier, default=now) - now, 0.0) + _DEFER_MARGIN
         self.deferred += 1
