@@ -1,8 +1,9 @@
 """Dead letters: list, replay and purge the messages consumers gave up on.
 
-A consumer that exhausts its deliveries copies the message to `dlq.<consumer>` in the `DLQ`
-stream, keeping its headers and adding why (`Huntaze-Dlq-Error`), who
-(`Huntaze-Dlq-Consumer`) and where from (`Huntaze-Original-Subject`).
+A consumer whose handler failed on a message `max_deliver` times (or once, with a permanent
+error) copies the message to `dlq.<consumer>` in the `DLQ` stream, keeping its headers and adding
+why (`Huntaze-Dlq-Error`), who (`Huntaze-Dlq-Consumer`), after how many attempts
+(`Huntaze-Dlq-Deliveries`) and where from (`Huntaze-Original-Subject`). Outages never lead here.
 
 Replaying publishes the message again on its original subject with its original
 `Huntaze-Event-Id` and a fresh `Nats-Msg-Id` (`<event id>.replay.<dlq sequence>`): every

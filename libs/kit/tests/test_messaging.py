@@ -1055,3 +1055,29 @@ async def test_a_postgres_outage_longer_than_the_redelivery_schedule_loses_no_ev
         assert (info.num_pending, info.num_ack_pending) == (0, 0)
     finally:
         await engine.dispose()
+
+
+async def test_a_handler_losing_its_database_connection_is_no_failure_of_the_event(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], nc: NatsClient
+) -> None:
+    effects = effect_handler("test-effects")
+    cut = {"done": False}
+
+    async def unlucky(session: AsyncSession, event: ReceivedEvent) -> None:
+        if not cut["done"]:
+            cut["done"] = True
+            # The server ends this very session, as a PostgreSQL restart or failover would.
+            await session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        await effects(session, event)
+
+    ids = [uuid.uuid4() for _ in range(3)]
+    js = nc.jetstream()
+    for position, event_id in enumerate(ids):
+        await publish_event(js, event_id, position=position)
+    consumer = make_consumer(nc, sessions, "test-effects", unlucky, outage_backoff=[0.05])
+    async with running(consumer):
+        await eventually(lambda: consumer.processed == 3, what="every event applied")
+    assert (consumer.outage_pauses, consumer.retried, consumer.dead_lettered) == (1, 0, 0)
+    assert await effect_counts(engine, "test-effects") == dict.fromkeys(ids, 1)
+    async with engine.connect() as conn:
+        assert await conn.scalar(text(f"SELECT count(*) FROM {SCHEMA}.consumer_failures")) == 0
