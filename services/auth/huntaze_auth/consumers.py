@@ -166,6 +166,9 @@ def email_consumer(
         session_factory=session_factory, schema=SCHEMA, consumer=EMAIL_SENDER_DURABLE
     )
     options.setdefault("fetch_wait", 1.0)
+    # Emails go out one after another while the batch's transaction (which only records the
+    # events as processed) stays open: small batches keep it short.
+    options.setdefault("batch", 16)
     return EventConsumer(
         nats=nats,
         session_factory=session_factory,
