@@ -1051,6 +1051,11 @@ async def test_a_postgres_outage_longer_than_the_redelivery_schedule_loses_no_ev
         assert all(positions == sorted(positions) for positions in order.values()), order
         assert (consumer.retried, consumer.dead_lettered) == (0, 0)
         assert await list_dead_letters(js) == []
+        labels = {"consumer": "test-outage"}
+        assert REGISTRY.get_sample_value("huntaze_consumer_outage_pauses_total", labels) >= 1
+        assert REGISTRY.get_sample_value("huntaze_consumer_processed_total", labels) == len(ids)
+        assert REGISTRY.get_sample_value("huntaze_consumer_handler_failures_total", labels) == 0
+        assert REGISTRY.get_sample_value("huntaze_consumer_paused", labels) == 0
         info = await js.consumer_info("AUTH", "test-outage")
         assert (info.num_pending, info.num_ack_pending) == (0, 0)
     finally:
