@@ -361,7 +361,7 @@ async def test_conversations_messages_replies_and_reads(live: Any, worker: Platf
         == 2
     )
     assert (await api.get("/api/crm/conversations?platform=tiktok"))["conversations"] == []
-    by_unread = await api.get("/api/crm/conversations?sort=unreadCount")
+    by_unread = await api.get("/api/crm/conversations?sort=-unreadCount")
     assert by_unread["conversations"][0]["id"] == lily["id"]
 
     member = str(uuid.uuid4())
