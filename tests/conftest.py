@@ -28,10 +28,12 @@ from typing import IO, Any
 from urllib.parse import unquote
 
 import httpx
+import nats
 import pytest
 
 from huntaze_devstack.embedded import EmbeddedNats, drop_database, ensure_database, free_port
 from huntaze_devstack.mailcatcher import MailCatcher
+from huntaze_devstack.testing import PlatformEvents
 from huntaze_kit.migrations import upgrade_async
 
 READY_TIMEOUT = 60.0
@@ -157,6 +159,17 @@ class Suite:
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    @contextlib.asynccontextmanager
+    async def signed_in(self) -> AsyncIterator[tuple[str, str, httpx.AsyncClient]]:
+        """A new account (email not verified), signed in: its user id, its access token and a
+        client that sends it."""
+        async with self.client() as client:
+            email, password = await self.register(client, verify=False)
+            login = await self.login(client, email, password)
+            token = login["tokens"]["accessToken"]
+            client.headers["authorization"] = f"Bearer {token}"
+            yield login["user"]["id"], token, client
 
     def process(self, name: str) -> Process:
         return next(p for p in self.processes if p.name == name)
@@ -293,3 +306,13 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 for process in reversed(running.processes):
                     process.stop()
     await drop_database(pg_server_url, name)
+
+
+@pytest.fixture(scope="module")
+async def worker(suite: Suite) -> AsyncIterator[PlatformEvents]:
+    """Publishes to the suite's NATS what the OnlyFans worker publishes."""
+    client = await nats.connect(suite.nats_url)
+    try:
+        yield PlatformEvents(client.jetstream())
+    finally:
+        await client.close()

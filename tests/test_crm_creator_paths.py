@@ -5,20 +5,18 @@ fan of a bulk call, and sorting both ways."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import nats
 import pytest
 
 from huntaze_devstack.testing import (
-    EventStreamReader,
     PlatformEvents,
     assert_problem,
     eventually,
+    inbox_stream,
     problem_fields,
 )
 
@@ -48,23 +46,10 @@ class Creator:
         return fan
 
 
-@pytest.fixture(scope="module")
-async def worker(suite: Any) -> AsyncIterator[PlatformEvents]:
-    client = await nats.connect(suite.nats_url)
-    try:
-        yield PlatformEvents(client.jetstream())
-    finally:
-        await client.close()
-
-
 @pytest.fixture
 async def creator(suite: Any) -> AsyncIterator[Creator]:
-    async with suite.client() as client:
-        email, password = await suite.register(client, verify=False)
-        login = await suite.login(client, email, password)
-        token = login["tokens"]["accessToken"]
-        client.headers["authorization"] = f"Bearer {token}"
-        yield Creator(login["user"]["id"], token, client)
+    async with suite.signed_in() as (user_id, token, client):
+        yield Creator(user_id, token, client)
 
 
 async def test_tags_differing_only_in_case_or_spaces_are_one_tag(creator: Creator) -> None:
@@ -141,33 +126,17 @@ async def test_a_platform_sync_keeps_the_creators_name_for_a_fan(
     )
 
 
-@contextlib.asynccontextmanager
-async def listening(suite: Any, creator: Creator, query: str = "", **headers: str) -> Any:
-    async with (
-        httpx.AsyncClient(base_url=suite.gateway_url, timeout=30.0) as client,
-        client.stream(
-            "GET",
-            "/api/crm/stream" + query,
-            headers={"authorization": f"Bearer {creator.token}", **headers},
-        ) as response,
-    ):
-        assert response.status_code == 200, await response.aread()
-        reader = EventStreamReader(response)
-        try:
-            yield reader
-        finally:
-            await reader.close()
-
-
 async def test_last_event_id_0_replays_what_is_kept(suite: Any, creator: Creator) -> None:
     ann = await creator.add_fan(platformFanId="of-ann", displayName="Ann")
     bob = await creator.add_fan(platformFanId="of-bob", displayName="Bob")
     for query, headers in (("", {"Last-Event-ID": "0"}), ("?lastEventId=0", {})):
-        async with listening(suite, creator, query, **headers) as stream:
+        async with inbox_stream(
+            suite.gateway_url, creator.token, query=query, headers=headers
+        ) as stream:
             replayed = [await stream.until("fan.updated", within=5.0) for _ in range(2)]
         assert [e.data["fan"]["id"] for e in replayed if e.data] == [ann["id"], bob["id"]]
     # A first connection, without Last-Event-ID, follows what happens from now on only.
-    async with listening(suite, creator) as live:
+    async with inbox_stream(suite.gateway_url, creator.token) as live:
         with pytest.raises(TimeoutError):
             await live.next(within=1.0)
 

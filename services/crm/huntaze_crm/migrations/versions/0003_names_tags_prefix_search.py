@@ -23,29 +23,23 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-FANS_SEARCH_FUNCTION = """
+
+def _fans_search_function(names: str) -> str:
+    """The trigger function filling `fans.search_vector`: `names` (SQL over `NEW`) weigh
+    most, then tags, then email and notes."""
+    return f"""
 CREATE OR REPLACE FUNCTION crm.fans_search_vector() RETURNS trigger LANGUAGE plpgsql AS $body$
 BEGIN
   NEW.search_vector :=
-    setweight(to_tsvector('simple', NEW.custom_display_name || ' ' || NEW.display_name || ' '
-                                    || NEW.handle), 'A')
+    setweight(to_tsvector('simple', {names}), 'A')
     || setweight(to_tsvector('simple', array_to_string(NEW.tags, ' ')), 'B')
     || setweight(to_tsvector('simple', NEW.email || ' ' || NEW.notes), 'C');
   RETURN NEW;
 END
 $body$
 """
-PREVIOUS_FANS_SEARCH_FUNCTION = """
-CREATE OR REPLACE FUNCTION crm.fans_search_vector() RETURNS trigger LANGUAGE plpgsql AS $body$
-BEGIN
-  NEW.search_vector :=
-    setweight(to_tsvector('simple', NEW.display_name || ' ' || NEW.handle), 'A')
-    || setweight(to_tsvector('simple', array_to_string(NEW.tags, ' ')), 'B')
-    || setweight(to_tsvector('simple', NEW.email || ' ' || NEW.notes), 'C');
-  RETURN NEW;
-END
-$body$
-"""
+
+
 # Immutable (lower-casing depends on nothing but its input), so it can be indexed.
 TAG_KEYS_FUNCTION = """
 CREATE FUNCTION crm.tag_keys(tags text[]) RETURNS text[]
@@ -92,7 +86,11 @@ def upgrade() -> None:
         schema="crm",
     )
     op.execute("DROP TRIGGER fans_search_vector ON crm.fans")
-    op.execute(FANS_SEARCH_FUNCTION)
+    op.execute(
+        _fans_search_function(
+            "NEW.custom_display_name || ' ' || NEW.display_name || ' ' || NEW.handle"
+        )
+    )
     op.execute(_trigger("display_name, custom_display_name, handle, tags, email, notes"))
     op.execute(MERGE_CASE_DUPLICATE_TAGS)
     op.execute(TAG_KEYS_FUNCTION)
@@ -114,7 +112,7 @@ def downgrade() -> None:
         "ix_fans_tags", "fans", ["tags"], unique=False, schema="crm", postgresql_using="gin"
     )
     op.execute("DROP TRIGGER fans_search_vector ON crm.fans")
-    op.execute(PREVIOUS_FANS_SEARCH_FUNCTION)
+    op.execute(_fans_search_function("NEW.display_name || ' ' || NEW.handle"))
     op.execute(_trigger("display_name, handle, tags, email, notes"))
     # The creator's names for fans replace the platform's: the one name the schema had.
     op.execute(
