@@ -129,20 +129,24 @@ MAX_NAMED_FANS = 20
 
 def _fans_not_found(fan_ids: Sequence[str], found: set[uuid.UUID], field: str) -> NotFound:
     """The fans of a bulk request (all valid ids) that are not the caller's, each named with
-    its place in the request (`fan_ids[3]`)."""
-    missing = [
-        (index, value) for index, value in enumerate(fan_ids) if uuid.UUID(value) not in found
-    ]
-    named = ", ".join(value for _, value in missing[:MAX_NAMED_FANS])
-    more = f" and {len(missing) - MAX_NAMED_FANS} more" if len(missing) > MAX_NAMED_FANS else ""
+    its first place in the request (`fan_ids[3]`)."""
+    missing: dict[uuid.UUID, int] = {}
+    for index, value in enumerate(fan_ids):
+        fan_id = uuid.UUID(value)
+        if fan_id not in found:
+            missing.setdefault(fan_id, index)
+    named = list(missing.items())[:MAX_NAMED_FANS]
+    listed = ", ".join(str(fan_id) for fan_id, _ in named)
+    if len(missing) == 1:
+        message = f"Fan {listed} not found."
+    else:
+        more = len(missing) - len(named)
+        message = f"Fans not found: {listed}" + (f" and {more} more." if more else ".")
     return NotFound(
-        message=f"Fan {named} not found."
-        if len(missing) == 1
-        else f"Fans not found: {named}{more}.",
+        message=message,
         reason="FAN_NOT_FOUND",
         violations=[
-            FieldViolation(f"{field}[{index}]", f"no fan {value}")
-            for index, value in missing[:MAX_NAMED_FANS]
+            FieldViolation(f"{field}[{index}]", f"no fan {fan_id}") for fan_id, index in named
         ],
     )
 

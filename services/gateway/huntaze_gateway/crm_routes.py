@@ -9,8 +9,8 @@ parameters they came from (`page.page_token` -> `cursor`).
 Answers are written straight from the protobuf messages with orjson (no second validation pass);
 the pydantic models below describe them in the OpenAPI document, and the tests hold the two
 together. Enum values are lower-case names (`onlyfans`, `ppv_unlock`); sort names are the field
-sorted by (`lastMessageAt`). `GET /api/crm/stream` relays the CRM's `WatchInbox` as Server-Sent
-Events.
+sorted by (`lastMessageAt`), ascending, or descending after a `-` (`-lastMessageAt`).
+`GET /api/crm/stream` relays the CRM's `WatchInbox` as Server-Sent Events.
 """
 
 from __future__ import annotations
