@@ -28,12 +28,10 @@ from typing import IO, Any
 from urllib.parse import unquote
 
 import httpx
-import nats
 import pytest
 
 from huntaze_devstack.embedded import EmbeddedNats, drop_database, ensure_database, free_port
 from huntaze_devstack.mailcatcher import MailCatcher
-from huntaze_devstack.testing import PlatformEvents
 from huntaze_kit.migrations import upgrade_async
 
 READY_TIMEOUT = 60.0
@@ -162,10 +160,10 @@ class Suite:
 
     @contextlib.asynccontextmanager
     async def signed_in(self) -> AsyncIterator[tuple[str, str, httpx.AsyncClient]]:
-        """A new account (email not verified), signed in: its user id, its access token and a
-        client that sends it."""
+        """A new account, its email address verified (CRM writes need it), signed in: its user
+        id, its access token and a client that sends it."""
         async with self.client() as client:
-            email, password = await self.register(client, verify=False)
+            email, password = await self.register(client)
             login = await self.login(client, email, password)
             token = login["tokens"]["accessToken"]
             client.headers["authorization"] = f"Bearer {token}"
@@ -309,8 +307,12 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
 
 
 @pytest.fixture(scope="module")
-async def worker(suite: Suite) -> AsyncIterator[PlatformEvents]:
-    """Publishes to the suite's NATS what the OnlyFans worker publishes."""
+async def worker(suite: Suite) -> AsyncIterator[Any]:
+    """Publishes to the suite's NATS what the OnlyFans worker publishes (`PlatformEvents`)."""
+    import nats  # noqa: PLC0415
+
+    from huntaze_devstack.testing import PlatformEvents  # noqa: PLC0415
+
     client = await nats.connect(suite.nats_url)
     try:
         yield PlatformEvents(client.jetstream())
