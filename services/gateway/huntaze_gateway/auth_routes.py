@@ -62,7 +62,7 @@ def security_schemes(access_cookie_name: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Models: camelCase on the wire, snake_case accepted on input too.
+# Models: camelCase on the wire, snake_case accepted on input too, unknown members refused.
 
 
 class ApiModel(BaseModel):
@@ -71,7 +71,8 @@ class ApiModel(BaseModel):
         validate_by_name=True,
         validate_by_alias=True,
         serialize_by_alias=True,
-        extra="ignore",
+        # A member the API does not know is refused by name: a typo must not pass unseen.
+        extra="forbid",
     )
 
     @field_validator("*", mode="after")
@@ -108,7 +109,7 @@ Code = Annotated[
 class RegisterBody(ApiModel):
     email: Email
     password: Password = Field(description="8 to 128 characters, not easily guessed.")
-    name: str = Field(default="", max_length=200, description="How to address the user.")
+    name: str = Field(default="", description="How to address the user.")
 
 
 class LoginBody(ApiModel):
@@ -155,11 +156,13 @@ class DisableTwoFactorBody(ApiModel):
 
 
 class SaveProfileBody(ApiModel):
-    display_name: str = Field(default="", max_length=100)
-    bio: str = Field(default="", max_length=2000)
-    timezone: str = Field(default="", max_length=64, examples=["Europe/Paris"])
-    niche: str = Field(default="", max_length=100)
-    goals: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=20)
+    """Only the fields sent change; the others keep their value."""
+
+    display_name: str = ""
+    bio: str = ""
+    timezone: str = Field(default="", examples=["Europe/Paris"])
+    niche: str = ""
+    goals: list[str] = Field(default_factory=list)
 
 
 class UserOut(ApiModel):
@@ -894,17 +897,11 @@ async def get_profile(caller: CurrentCaller, request: Request) -> ProfileOut:
 async def save_profile(
     body: SaveProfileBody, caller: CurrentCaller, request: Request
 ) -> ProfileOut:
-    """Replaces the profile: display name, bio, IANA timezone, niche and goals."""
-    reply = await caller.auth.SaveProfile(
-        auth_pb2.SaveProfileRequest(
-            display_name=body.display_name,
-            bio=body.bio,
-            timezone=body.timezone,
-            niche=body.niche,
-            goals=body.goals,
-        ),
-        **caller.options,
-    )
+    """Changes the fields sent (display name, bio, IANA timezone, niche, goals) and keeps the
+    others."""
+    request_message = auth_pb2.SaveProfileRequest(**body.model_dump(by_alias=False))
+    request_message.update_mask.paths.extend(sorted(body.model_fields_set))
+    reply = await caller.auth.SaveProfile(request_message, **caller.options)
     return profile_out(reply)
 
 

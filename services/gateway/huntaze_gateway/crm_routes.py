@@ -32,7 +32,7 @@ from huntaze_gateway.auth_routes import ApiModel, CurrentCaller, problems
 from huntaze_gateway.problems import PROBLEM_MEDIA_TYPE, VALIDATION, ApiProblem, camel_field
 from huntaze_gateway.sse import EventStreamResponse, Stream, frame, relay
 from huntaze_gateway.state import runtime_of
-from huntaze_kit.errors import FieldViolation, InvalidArgument
+from huntaze_kit.errors import VALIDATION_FAILED, FieldViolation, InvalidArgument
 from huntaze_kit.rich_status import from_rpc_error
 
 if TYPE_CHECKING:
@@ -743,13 +743,7 @@ async def _listing(call: Awaitable[T], renames: Mapping[str, str]) -> T:
             FieldViolation(camel_field(_rename(v.field, renames)), v.description)
             for v in details.violations
         ]
-        first = violations[0]
-        message = f"{first.field}: {first.description}"
-        if len(violations) > 1:
-            message += f" (and {len(violations) - 1} more)"
-        raise InvalidArgument(
-            message=message, reason=details.reason, violations=violations
-        ) from None
+        raise InvalidArgument.for_violations(violations, reason=details.reason) from None
 
 
 def _segment(segment: SegmentIn) -> crm_pb2.SegmentFilter:
@@ -1135,7 +1129,7 @@ async def reply(
         if key is not None and key != idempotency_key:
             raise ApiProblem(
                 VALIDATION,
-                code="VALIDATION_FAILED",
+                code=VALIDATION_FAILED,
                 detail="The Idempotency-Key header and `idempotencyKey` differ.",
                 errors=[
                     FieldViolation("idempotencyKey", "differs from the Idempotency-Key header")
