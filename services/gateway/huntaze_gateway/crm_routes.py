@@ -16,19 +16,21 @@ Events.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import grpc
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 from pydantic import AfterValidator, Field, field_validator
 
 from huntaze.common.v1 import common_pb2
 from huntaze.crm.v1 import crm_pb2
 from huntaze_gateway.auth_routes import ApiModel, CurrentCaller, problems
+from huntaze_gateway.codec import ProtoEnum, enum_values, to_json
 from huntaze_gateway.problems import PROBLEM_MEDIA_TYPE, VALIDATION, ApiProblem, camel_field
 from huntaze_gateway.sse import EventStreamResponse, Stream, frame, relay
 from huntaze_gateway.state import runtime_of
@@ -55,29 +57,19 @@ T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
-# Enums: proto values <-> lower-case names.
+# Enums: lower-case names from the proto (`codec`); sorts and the archive filter are named here.
 
 
-def _by_name(values: Iterable[tuple[str, V]], prefix: str) -> dict[str, V]:
-    return {
-        name.removeprefix(prefix).lower(): value
-        for name, value in values
-        if not name.endswith("_UNSPECIFIED")
-    }
-
-
-def _names(by_name: Mapping[str, int]) -> dict[int, str]:
-    return {value: name for name, value in by_name.items()}
-
-
-PLATFORMS = _by_name(crm_pb2.Platform.items(), "PLATFORM_")
-SUBSCRIPTION_STATES = _by_name(crm_pb2.SubscriptionState.items(), "SUBSCRIPTION_STATE_")
-DIRECTIONS = _by_name(crm_pb2.MessageDirection.items(), "MESSAGE_DIRECTION_")
-DELIVERY_STATUSES = _by_name(crm_pb2.DeliveryStatus.items(), "DELIVERY_STATUS_")
-SENDER_KINDS = _by_name(crm_pb2.SenderKind.items(), "SENDER_KIND_")
-ATTACHMENT_KINDS = _by_name(crm_pb2.AttachmentKind.items(), "ATTACHMENT_KIND_")
-PURCHASE_KINDS = _by_name(crm_pb2.PurchaseKind.items(), "PURCHASE_KIND_")
-FAN_LIST_KINDS = _by_name(crm_pb2.FanListKind.items(), "FAN_LIST_KIND_")
+PLATFORMS: dict[str, crm_pb2.Platform.ValueType] = enum_values(crm_pb2.Platform.DESCRIPTOR)
+SUBSCRIPTION_STATES: dict[str, crm_pb2.SubscriptionState.ValueType] = enum_values(
+    crm_pb2.SubscriptionState.DESCRIPTOR
+)
+ATTACHMENT_KINDS: dict[str, crm_pb2.AttachmentKind.ValueType] = enum_values(
+    crm_pb2.AttachmentKind.DESCRIPTOR
+)
+FAN_LIST_KINDS: dict[str, crm_pb2.FanListKind.ValueType] = enum_values(
+    crm_pb2.FanListKind.DESCRIPTOR
+)
 FAN_SORTS: dict[str, crm_pb2.FanSort.ValueType] = {
     "createdAt": crm_pb2.FAN_SORT_CREATED_AT_DESC,
     "lastMessageAt": crm_pb2.FAN_SORT_LAST_MESSAGE_AT_DESC,
@@ -95,22 +87,11 @@ ARCHIVE_FILTERS: dict[str, crm_pb2.ArchiveFilter.ValueType] = {
     "true": crm_pb2.ARCHIVE_FILTER_ONLY_ARCHIVED,
     "all": crm_pb2.ARCHIVE_FILTER_ALL,
 }
-_PLATFORM_NAMES = _names(PLATFORMS)
-_SUBSCRIPTION_STATE_NAMES = _names(SUBSCRIPTION_STATES)
-_DIRECTION_NAMES = _names(DIRECTIONS)
-_DELIVERY_STATUS_NAMES = _names(DELIVERY_STATUSES)
-_SENDER_KIND_NAMES = _names(SENDER_KINDS)
-_ATTACHMENT_KIND_NAMES = _names(ATTACHMENT_KINDS)
-_PURCHASE_KIND_NAMES = _names(PURCHASE_KINDS)
-_FAN_LIST_KIND_NAMES = _names(FAN_LIST_KINDS)
-UNSPECIFIED = "unspecified"
-
-# The same names as types, for input validation and the OpenAPI document (a test checks that
-# they match the proto enums).
-PlatformName = Literal["onlyfans", "tiktok", "instagram", "reddit"]
-SubscriptionStateName = Literal["none", "active", "cancelled", "expired"]
-AttachmentKindName = Literal["image", "video", "audio", "file"]
-FanListKindName = Literal["static", "dynamic"]
+PlatformName = Annotated[str, ProtoEnum(crm_pb2.Platform.DESCRIPTOR)]
+SubscriptionStateName = Annotated[str, ProtoEnum(crm_pb2.SubscriptionState.DESCRIPTOR)]
+AttachmentKindName = Annotated[str, ProtoEnum(crm_pb2.AttachmentKind.DESCRIPTOR)]
+FanListKindName = Annotated[str, ProtoEnum(crm_pb2.FanListKind.DESCRIPTOR)]
+# The gateway's own names of the sorts (a test checks that they match the proto enums).
 FanSortName = Literal["createdAt", "lastMessageAt", "valueCents", "displayName", "lastSeenAt"]
 ConversationSortName = Literal["lastMessageAt", "pinnedFirst", "unreadCount"]
 ArchivedName = Literal["false", "true", "all"]
@@ -497,201 +478,11 @@ class JsonResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_UTC_Z)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _time(message: Any, name: str) -> datetime | None:
-    """A Timestamp field as an aware datetime (None when unset); cheaper than `ToDatetime`,
-    which counts when a page holds hundreds of them."""
-    if not message.HasField(name):
-        return None
-    stamp = getattr(message, name)
-    return _EPOCH + timedelta(0, stamp.seconds, stamp.nanos // 1000)
-
-
-def _value(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        number = value.number_value
-        return int(number) if number.is_integer() and abs(number) < 2**53 else number
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return _struct(value.struct_value)
-    if kind == "list_value":
-        return [_value(item) for item in value.list_value.values]
-    return None
-
-
-def _struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: _value(item) for key, item in struct.fields.items()}
-
-
-def fan_json(fan: crm_pb2.Fan) -> dict[str, Any]:
-    return {
-        "id": fan.id,
-        "platform": _PLATFORM_NAMES.get(fan.platform, UNSPECIFIED),
-        "platformFanId": fan.platform_fan_id or None,
-        "displayName": fan.display_name,
-        "handle": fan.handle,
-        "avatarUrl": fan.avatar_url,
-        "email": fan.email,
-        "tags": list(fan.tags),
-        "notes": fan.notes,
-        "valueCents": fan.value_cents,
-        "subscriptionState": _SUBSCRIPTION_STATE_NAMES.get(fan.subscription_state, UNSPECIFIED),
-        "subscribedAt": _time(fan, "subscribed_at"),
-        "subscriptionExpiresAt": _time(fan, "subscription_expires_at"),
-        "lastSeenAt": _time(fan, "last_seen_at"),
-        "lastMessageAt": _time(fan, "last_message_at"),
-        "customFields": _struct(fan.custom_fields) if fan.custom_fields.fields else {},
-        "createdAt": _time(fan, "created_at"),
-        "updatedAt": _time(fan, "updated_at"),
-    }
-
-
-def attachment_json(attachment: crm_pb2.Attachment) -> dict[str, Any]:
-    return {
-        "kind": _ATTACHMENT_KIND_NAMES.get(attachment.kind, UNSPECIFIED),
-        "url": attachment.url or None,
-        "platformMediaId": attachment.platform_media_id or None,
-        "mimeType": attachment.mime_type or None,
-        "thumbnailUrl": attachment.thumbnail_url or None,
-    }
-
-
-def message_json(message: crm_pb2.Message) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "conversationId": message.conversation_id,
-        "fanId": message.fan_id,
-        "platform": _PLATFORM_NAMES.get(message.platform, UNSPECIFIED),
-        "direction": _DIRECTION_NAMES.get(message.direction, UNSPECIFIED),
-        "text": message.text,
-        "priceCents": message.price_cents,
-        "attachments": [attachment_json(a) for a in message.attachments],
-        "read": message.read,
-        "readAt": _time(message, "read_at"),
-        "deliveryStatus": _DELIVERY_STATUS_NAMES.get(message.delivery_status, UNSPECIFIED),
-        "failureReason": message.failure_reason or None,
-        "platformMessageId": message.platform_message_id or None,
-        "idempotencyKey": message.idempotency_key or None,
-        "senderKind": _SENDER_KIND_NAMES.get(message.sender_kind, UNSPECIFIED),
-        "senderId": message.sender_id or None,
-        "createdAt": _time(message, "created_at"),
-        "sentAt": _time(message, "sent_at"),
-        "unlockedAt": _time(message, "unlocked_at"),
-        "updatedAt": _time(message, "updated_at"),
-    }
-
-
-def conversation_json(conversation: crm_pb2.Conversation) -> dict[str, Any]:
-    return {
-        "id": conversation.id,
-        "fanId": conversation.fan_id,
-        "platform": _PLATFORM_NAMES.get(conversation.platform, UNSPECIFIED),
-        "unreadCount": conversation.unread_count,
-        "lastMessageAt": _time(conversation, "last_message_at"),
-        "lastMessagePreview": conversation.last_message_preview,
-        "pinned": conversation.pinned,
-        "archived": conversation.archived,
-        "assignedMemberId": conversation.assigned_member_id or None,
-        "createdAt": _time(conversation, "created_at"),
-        "updatedAt": _time(conversation, "updated_at"),
-        "fan": fan_json(conversation.fan) if conversation.HasField("fan") else None,
-    }
-
-
-def purchase_json(purchase: crm_pb2.Purchase) -> dict[str, Any]:
-    return {
-        "id": purchase.id,
-        "fanId": purchase.fan_id,
-        "messageId": purchase.message_id or None,
-        "platform": _PLATFORM_NAMES.get(purchase.platform, UNSPECIFIED),
-        "kind": _PURCHASE_KIND_NAMES.get(purchase.kind, UNSPECIFIED),
-        "amountCents": purchase.amount_cents,
-        "currency": purchase.currency,
-        "platformTransactionId": purchase.platform_transaction_id,
-        "occurredAt": _time(purchase, "occurred_at"),
-        "createdAt": _time(purchase, "created_at"),
-    }
-
-
-def quick_reply_json(reply: crm_pb2.QuickReply) -> dict[str, Any]:
-    return {
-        "id": reply.id,
-        "shortcut": reply.shortcut,
-        "text": reply.text,
-        "createdAt": _time(reply, "created_at"),
-        "updatedAt": _time(reply, "updated_at"),
-    }
-
-
-def segment_json(segment: crm_pb2.SegmentFilter) -> dict[str, Any]:
-    return {
-        "minValueCents": (segment.min_value_cents if segment.HasField("min_value_cents") else None),
-        "maxValueCents": (segment.max_value_cents if segment.HasField("max_value_cents") else None),
-        "tagsAny": list(segment.tags_any),
-        "tagsAll": list(segment.tags_all),
-        "subscriptionStates": [
-            _SUBSCRIPTION_STATE_NAMES.get(s, UNSPECIFIED) for s in segment.subscription_states
-        ],
-        "lastActiveWithinDays": (
-            segment.last_active_within_days if segment.HasField("last_active_within_days") else None
-        ),
-        "platforms": [_PLATFORM_NAMES.get(p, UNSPECIFIED) for p in segment.platforms],
-    }
-
-
-def fan_list_json(fan_list: crm_pb2.FanList) -> dict[str, Any]:
-    return {
-        "id": fan_list.id,
-        "name": fan_list.name,
-        "kind": _FAN_LIST_KIND_NAMES.get(fan_list.kind, UNSPECIFIED),
-        "segment": segment_json(fan_list.segment) if fan_list.HasField("segment") else None,
-        "memberCount": fan_list.member_count,
-        "createdAt": _time(fan_list, "created_at"),
-        "updatedAt": _time(fan_list, "updated_at"),
-    }
-
-
-def inbox_event_json(event: crm_pb2.InboxEvent) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": event.id,
-        "type": event.type,
-        "createdAt": _time(event, "created_at"),
-    }
-    payload = event.WhichOneof("payload")
-    if payload == "message":
-        body["message"] = message_json(event.message)
-    elif payload == "messages_read":
-        read = event.messages_read
-        body["messagesRead"] = {
-            "conversationId": read.conversation_id,
-            "messageIds": list(read.message_ids),
-            "readAt": _time(read, "read_at"),
-        }
-    elif payload == "fan":
-        body["fan"] = fan_json(event.fan)
-    elif payload == "conversation":
-        body["conversation"] = conversation_json(event.conversation)
-    elif payload == "reset":
-        body["reset"] = {}
-    return body
-
-
 def _next_cursor(page: common_pb2.PageResponse) -> str | None:
     return page.next_page_token or None
 
 
-def _page_of(
-    key: str,
-    items: Iterable[T],
-    to_json: Callable[[T], dict[str, Any]],
-    page: common_pb2.PageResponse,
-) -> JsonResponse:
+def _page_of(key: str, items: Iterable[Message], page: common_pb2.PageResponse) -> JsonResponse:
     """One page of a list answer: the items under `key`, and the cursor of the next page."""
     return _ok({key: [to_json(item) for item in items], "nextCursor": _next_cursor(page)})
 
@@ -831,7 +622,7 @@ async def list_conversations(
         _crm(request).ListConversations(message, **caller.options),
         {**PAGE_FIELDS, "query": "query.search", "archive_filter": "query.archived"},
     )
-    return _page_of("conversations", reply.conversations, conversation_json, reply.page)
+    return _page_of("conversations", reply.conversations, reply.page)
 
 
 @crm_router.get(
@@ -847,7 +638,7 @@ async def get_conversation(
     reply = await _crm(request).GetConversation(
         crm_pb2.GetConversationRequest(conversation_id=conversation_id), **caller.options
     )
-    return _ok(conversation_json(reply))
+    return _ok(to_json(reply))
 
 
 @crm_router.patch(
@@ -871,7 +662,7 @@ async def update_conversation(
     if "assigned_member_id" in body.model_fields_set:
         message.assigned_member_id = body.assigned_member_id or ""
     reply = await _crm(request).UpdateConversation(message, **caller.options)
-    return _ok(conversation_json(reply))
+    return _ok(to_json(reply))
 
 
 @crm_router.post(
@@ -887,7 +678,7 @@ async def mark_conversation_read(
     reply = await _crm(request).MarkConversationRead(
         crm_pb2.MarkConversationReadRequest(conversation_id=conversation_id), **caller.options
     )
-    return _ok(conversation_json(reply))
+    return _ok(to_json(reply))
 
 
 @crm_router.get(
@@ -911,7 +702,7 @@ async def list_messages(
         ),
         PAGE_FIELDS,
     )
-    return _page_of("messages", reply.messages, message_json, reply.page)
+    return _page_of("messages", reply.messages, reply.page)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -973,7 +764,7 @@ async def list_fans(
         _crm(request).ListFans(message, **caller.options),
         {**PAGE_FIELDS, "query": "query.search", "filter": "query"},
     )
-    return _page_of("fans", reply.fans, fan_json, reply.page)
+    return _page_of("fans", reply.fans, reply.page)
 
 
 @crm_router.post(
@@ -999,7 +790,7 @@ async def create_fan(body: CreateFanBody, caller: CurrentCaller, request: Reques
     if body.custom_fields is not None:
         message.custom_fields.CopyFrom(_custom_fields(body.custom_fields))
     reply = await _crm(request).CreateFan(message, **caller.options)
-    return _ok(fan_json(reply), 201)
+    return _ok(to_json(reply), 201)
 
 
 @crm_router.post(
@@ -1028,7 +819,7 @@ async def update_fan_tags(body: FanTagsBody, caller: CurrentCaller, request: Req
 async def get_fan(caller: CurrentCaller, request: Request, fan_id: FanIdPath) -> Response:
     """The fan's profile, tags, notes, spend and subscription."""
     reply = await _crm(request).GetFan(crm_pb2.GetFanRequest(fan_id=fan_id), **caller.options)
-    return _ok(fan_json(reply))
+    return _ok(to_json(reply))
 
 
 @crm_router.patch(
@@ -1058,7 +849,7 @@ async def update_fan(
     if body.custom_fields is not None:
         message.custom_fields.CopyFrom(_custom_fields(body.custom_fields))
     reply = await _crm(request).UpdateFan(message, **caller.options)
-    return _ok(fan_json(reply))
+    return _ok(to_json(reply))
 
 
 @crm_router.delete(
@@ -1095,7 +886,7 @@ async def list_fan_purchases(
         ),
         PAGE_FIELDS,
     )
-    return _page_of("purchases", reply.purchases, purchase_json, reply.page)
+    return _page_of("purchases", reply.purchases, reply.page)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1147,7 +938,7 @@ async def reply(
         **caller.options,
     )
     return _ok(
-        {"message": message_json(answer.message), "created": answer.created},
+        to_json(answer),
         201 if answer.created else 200,
     )
 
@@ -1182,7 +973,7 @@ async def search_messages(
         ),
         {**PAGE_FIELDS, "query": "query.q"},
     )
-    return _page_of("messages", reply.messages, message_json, reply.page)
+    return _page_of("messages", reply.messages, reply.page)
 
 
 @messages_router.post(
@@ -1198,7 +989,7 @@ async def mark_message_read(
     reply = await _crm(request).MarkMessageRead(
         crm_pb2.MarkMessageReadRequest(message_id=message_id), **caller.options
     )
-    return _ok(message_json(reply))
+    return _ok(to_json(reply))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1226,7 +1017,7 @@ async def list_quick_replies(
         ),
         {**PAGE_FIELDS, "shortcut_prefix": "query.prefix"},
     )
-    return _page_of("quickReplies", reply.quick_replies, quick_reply_json, reply.page)
+    return _page_of("quickReplies", reply.quick_replies, reply.page)
 
 
 @crm_router.post(
@@ -1243,7 +1034,7 @@ async def create_quick_reply(
     reply = await _crm(request).CreateQuickReply(
         crm_pb2.CreateQuickReplyRequest(shortcut=body.shortcut, text=body.text), **caller.options
     )
-    return _ok(quick_reply_json(reply), 201)
+    return _ok(to_json(reply), 201)
 
 
 @crm_router.get(
@@ -1259,7 +1050,7 @@ async def get_quick_reply(
     reply = await _crm(request).GetQuickReply(
         crm_pb2.GetQuickReplyRequest(quick_reply_id=quick_reply_id), **caller.options
     )
-    return _ok(quick_reply_json(reply))
+    return _ok(to_json(reply))
 
 
 @crm_router.patch(
@@ -1281,7 +1072,7 @@ async def update_quick_reply(
     if body.text is not None:
         message.text = body.text
     reply = await _crm(request).UpdateQuickReply(message, **caller.options)
-    return _ok(quick_reply_json(reply))
+    return _ok(to_json(reply))
 
 
 @crm_router.delete(
@@ -1331,7 +1122,7 @@ async def list_fan_lists(
         ),
         PAGE_FIELDS,
     )
-    return _page_of("lists", reply.lists, fan_list_json, reply.page)
+    return _page_of("lists", reply.lists, reply.page)
 
 
 @crm_router.post(
@@ -1349,7 +1140,7 @@ async def create_fan_list(
     if body.segment is not None:
         message.segment.CopyFrom(_segment(body.segment))
     reply = await _crm(request).CreateFanList(message, **caller.options)
-    return _ok(fan_list_json(reply), 201)
+    return _ok(to_json(reply), 201)
 
 
 @crm_router.post(
@@ -1377,7 +1168,7 @@ async def get_fan_list(caller: CurrentCaller, request: Request, list_id: ListIdP
     reply = await _crm(request).GetFanList(
         crm_pb2.GetFanListRequest(list_id=list_id), **caller.options
     )
-    return _ok(fan_list_json(reply))
+    return _ok(to_json(reply))
 
 
 @crm_router.patch(
@@ -1396,7 +1187,7 @@ async def update_fan_list(
     if body.segment is not None:
         message.segment.CopyFrom(_segment(body.segment))
     reply = await _crm(request).UpdateFanList(message, **caller.options)
-    return _ok(fan_list_json(reply))
+    return _ok(to_json(reply))
 
 
 @crm_router.delete(
@@ -1435,7 +1226,7 @@ async def list_fan_list_members(
         ),
         PAGE_FIELDS,
     )
-    return _page_of("fans", reply.fans, fan_json, reply.page)
+    return _page_of("fans", reply.fans, reply.page)
 
 
 @crm_router.post(
@@ -1490,7 +1281,7 @@ def _problem_documents(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def _render_event(event: crm_pb2.InboxEvent) -> bytes:
     return frame(
-        orjson.dumps(inbox_event_json(event), option=orjson.OPT_UTC_Z),
+        orjson.dumps(to_json(event), option=orjson.OPT_UTC_Z),
         event=event.type,
         event_id=event.id,
     )
