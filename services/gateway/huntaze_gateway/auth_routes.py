@@ -12,19 +12,19 @@ import ipaddress
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import grpc
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.routing import APIRoute
-from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from huntaze.auth.v1 import auth_pb2
 from huntaze.common.v1 import common_pb2
+from huntaze_gateway.codec import answer
 from huntaze_gateway.config import GatewaySettings
 from huntaze_gateway.problems import FORBIDDEN, ApiProblem, Problem, error_details_of
 from huntaze_gateway.state import runtime_of
@@ -85,6 +85,13 @@ class ApiModel(BaseModel):
             if isinstance(text, str) and not _is_clean_text(text):
                 raise ValueError("contains characters that are not allowed (NUL or surrogates)")
         return value
+
+
+class Answer(ApiModel):
+    """An answer written from a proto message (`codec.answer`): members the proto has and the
+    model does not are left out."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 def _is_clean_text(text: str) -> bool:
@@ -165,7 +172,7 @@ class SaveProfileBody(ApiModel):
     goals: list[str] = Field(default_factory=list)
 
 
-class UserOut(ApiModel):
+class UserOut(Answer):
     id: str
     email: str
     name: str
@@ -175,7 +182,7 @@ class UserOut(ApiModel):
     created_at: datetime | None
 
 
-class TokensOut(ApiModel):
+class TokensOut(Answer):
     token_type: Literal["Bearer"] = "Bearer"
     access_token: str
     access_token_expires_at: datetime | None
@@ -184,7 +191,7 @@ class TokensOut(ApiModel):
     session_id: str
 
 
-class ChallengeOut(ApiModel):
+class ChallengeOut(Answer):
     challenge_token: str = Field(description="Send it with a code to `POST /api/auth/login/2fa`.")
     expires_at: datetime | None
 
@@ -198,11 +205,11 @@ class LoginOut(ApiModel):
     )
 
 
-class UserEnvelope(ApiModel):
+class UserEnvelope(Answer):
     user: UserOut
 
 
-class ProfileOut(ApiModel):
+class ProfileOut(Answer):
     display_name: str
     bio: str
     timezone: str
@@ -213,12 +220,12 @@ class ProfileOut(ApiModel):
     updated_at: datetime | None
 
 
-class MeOut(ApiModel):
+class MeOut(Answer):
     user: UserOut
     profile: ProfileOut | None
 
 
-class SessionOut(ApiModel):
+class SessionOut(Answer):
     id: str
     ip_address: str
     user_agent: str
@@ -228,7 +235,7 @@ class SessionOut(ApiModel):
     current: bool = Field(description="The session of the calling token.")
 
 
-class SessionsOut(ApiModel):
+class SessionsOut(Answer):
     sessions: list[SessionOut]
 
 
@@ -248,64 +255,6 @@ class RecoveryCodesOut(ApiModel):
 
 class AcceptedOut(ApiModel):
     message: str
-
-
-# ---------------------------------------------------------------------------------------------
-# Proto -> JSON.
-
-
-def _time(message: Any, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    stamp: Timestamp = getattr(message, name)
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def user_out(user: auth_pb2.User) -> UserOut:
-    return UserOut(
-        id=user.id,
-        email=user.email,
-        name=user.name,
-        email_verified=user.email_verified,
-        two_factor_enabled=user.two_factor_enabled,
-        onboarding_completed=user.onboarding_completed,
-        created_at=_time(user, "created_at"),
-    )
-
-
-def tokens_out(tokens: auth_pb2.TokenPair) -> TokensOut:
-    return TokensOut(
-        access_token=tokens.access_token,
-        access_token_expires_at=_time(tokens, "access_token_expires_at"),
-        refresh_token=tokens.refresh_token,
-        refresh_token_expires_at=_time(tokens, "refresh_token_expires_at"),
-        session_id=tokens.session_id,
-    )
-
-
-def profile_out(profile: auth_pb2.Profile) -> ProfileOut:
-    return ProfileOut(
-        display_name=profile.display_name,
-        bio=profile.bio,
-        timezone=profile.timezone,
-        niche=profile.niche,
-        goals=list(profile.goals),
-        onboarding_completed=profile.onboarding_completed,
-        onboarding_completed_at=_time(profile, "onboarding_completed_at"),
-        updated_at=_time(profile, "updated_at"),
-    )
-
-
-def session_out(session: auth_pb2.Session) -> SessionOut:
-    return SessionOut(
-        id=session.id,
-        ip_address=session.ip_address,
-        user_agent=session.user_agent,
-        created_at=_time(session, "created_at"),
-        last_used_at=_time(session, "last_used_at"),
-        expires_at=_time(session, "expires_at"),
-        current=session.current,
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,7 +465,7 @@ async def register(body: RegisterBody, request: Request) -> UserEnvelope:
         ),
         **runtime.call(),
     )
-    return UserEnvelope(user=user_out(reply.user))
+    return answer(UserEnvelope, reply)
 
 
 @auth_router.post(
@@ -530,7 +479,7 @@ async def verify_email(body: TokenBody, request: Request) -> UserEnvelope:
     reply = await runtime.auth.VerifyEmail(
         auth_pb2.VerifyEmailRequest(token=body.token), **runtime.call()
     )
-    return UserEnvelope(user=user_out(reply.user))
+    return answer(UserEnvelope, reply)
 
 
 @auth_router.post(
@@ -597,19 +546,11 @@ async def login_two_factor(
 def _login_out(
     reply: auth_pb2.LoginResponse, response: Response, settings: GatewaySettings
 ) -> LoginOut:
-    user = user_out(reply.user) if reply.HasField("user") else None
+    user = answer(UserOut, reply.user) if reply.HasField("user") else None
     if reply.WhichOneof("result") == "two_factor_required":
-        challenge = reply.two_factor_required
-        return LoginOut(
-            status="two_factor_required",
-            user=user,
-            tokens=None,
-            challenge=ChallengeOut(
-                challenge_token=challenge.challenge_token,
-                expires_at=_time(challenge, "expires_at"),
-            ),
-        )
-    tokens = tokens_out(reply.tokens)
+        challenge = answer(ChallengeOut, reply.two_factor_required)
+        return LoginOut(status="two_factor_required", user=user, tokens=None, challenge=challenge)
+    tokens = answer(TokensOut, reply.tokens)
     set_token_cookies(response, settings, tokens)
     return LoginOut(status="signed_in", user=user, tokens=tokens, challenge=None)
 
@@ -643,7 +584,7 @@ async def refresh(
         )
     except grpc.aio.AioRpcError as error:
         return _problem_clearing_cookies(request, from_rpc_error(error))
-    tokens = tokens_out(reply.tokens)
+    tokens = answer(TokensOut, reply.tokens)
     set_token_cookies(response, settings, tokens)
     return tokens
 
@@ -692,17 +633,14 @@ async def logout(request: Request) -> Response:
 async def me(caller: CurrentCaller, request: Request) -> MeOut:
     """The user of the access token and their creator profile."""
     reply = await caller.auth.GetMe(auth_pb2.GetMeRequest(), **caller.options)
-    return MeOut(
-        user=user_out(reply.user),
-        profile=profile_out(reply.profile) if reply.HasField("profile") else None,
-    )
+    return answer(MeOut, reply)
 
 
 @auth_router.get("/sessions", summary="List my sessions", responses=problems(401))
 async def list_sessions(caller: CurrentCaller, request: Request) -> SessionsOut:
     """Every active session of the user; `current` marks the calling one."""
     reply = await caller.auth.ListSessions(auth_pb2.ListSessionsRequest(), **caller.options)
-    return SessionsOut(sessions=[session_out(s) for s in reply.sessions])
+    return answer(SessionsOut, reply)
 
 
 async def _revoke_others(caller: Caller, request: Request) -> RevokedOut:
@@ -812,7 +750,7 @@ async def change_password(
         ),
         **caller.options,
     )
-    tokens = tokens_out(reply.tokens)
+    tokens = answer(TokensOut, reply.tokens)
     set_token_cookies(response, runtime.settings, tokens)
     return tokens
 
@@ -888,7 +826,7 @@ async def regenerate_recovery_codes(
 async def get_profile(caller: CurrentCaller, request: Request) -> ProfileOut:
     """The profile and the onboarding state."""
     reply = await caller.auth.GetProfile(auth_pb2.GetProfileRequest(), **caller.options)
-    return profile_out(reply)
+    return answer(ProfileOut, reply)
 
 
 @onboarding_router.post(
@@ -902,7 +840,7 @@ async def save_profile(
     request_message = auth_pb2.SaveProfileRequest(**body.model_dump(by_alias=False))
     request_message.update_mask.paths.extend(sorted(body.model_fields_set))
     reply = await caller.auth.SaveProfile(request_message, **caller.options)
-    return profile_out(reply)
+    return answer(ProfileOut, reply)
 
 
 @onboarding_router.post("/complete", summary="Finish onboarding", responses=problems(401, 409))
@@ -911,4 +849,4 @@ async def complete_onboarding(caller: CurrentCaller, request: Request) -> Profil
     reply = await caller.auth.CompleteOnboarding(
         auth_pb2.CompleteOnboardingRequest(), **caller.options
     )
-    return profile_out(reply)
+    return answer(ProfileOut, reply)

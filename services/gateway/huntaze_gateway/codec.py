@@ -21,17 +21,19 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
-from pydantic import GetCoreSchemaHandler
+from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import CoreSchema, core_schema
 
 Converter = Callable[[Any], Any]
 # (JSON name, field name, converter, null when unset, only when set (a oneof member)).
 Plan = tuple[tuple[str, str, Converter, bool, bool], ...]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 UNSPECIFIED = "unspecified"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -48,6 +50,11 @@ def to_json(message: Message) -> dict[str, Any]:
             continue
         body[json_name] = convert(getattr(message, name))
     return body
+
+
+def answer(model: type[ModelT], message: Message) -> ModelT:
+    """`model` (an answer's documented shape) filled from the public JSON of `message`."""
+    return model.model_validate(to_json(message))
 
 
 def enum_prefix(enum: EnumDescriptor) -> str:
