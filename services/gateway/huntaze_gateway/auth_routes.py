@@ -19,13 +19,13 @@ from urllib.parse import urlsplit
 import grpc
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
 from huntaze.auth.v1 import auth_pb2
 from huntaze.common.v1 import common_pb2
 from huntaze_gateway.codec import answer
 from huntaze_gateway.config import GatewaySettings
+from huntaze_gateway.models import Answer, ApiModel, ProtoBody
 from huntaze_gateway.problems import FORBIDDEN, ApiProblem, Problem, error_details_of
 from huntaze_gateway.state import runtime_of
 from huntaze_kit.errors import Unauthenticated
@@ -62,108 +62,86 @@ def security_schemes(access_cookie_name: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Models: camelCase on the wire, snake_case accepted on input too, unknown members refused.
+# Models (see `models`): camelCase on the wire, unknown members refused.
 
 
-class ApiModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        # A member the API does not know is refused by name: a typo must not pass unseen.
-        extra="forbid",
-    )
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _encodable_text(cls, value: Any) -> Any:
-        """Text must be valid UTF-8 without NUL (JSON can carry lone surrogates and \\u0000,
-        which protobuf and PostgreSQL cannot)."""
-        texts = value if isinstance(value, list) else [value]
-        for text in texts:
-            if isinstance(text, str) and not _is_clean_text(text):
-                raise ValueError("contains characters that are not allowed (NUL or surrogates)")
-        return value
+# Limits and descriptions come from the proto's field rules (`ProtoBody`).
+Email = Annotated[str, Field(examples=["ada@example.com"])]
 
 
-class Answer(ApiModel):
-    """An answer written from a proto message (`codec.answer`): members the proto has and the
-    model does not are left out."""
+class RegisterBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.RegisterRequest"
 
-    model_config = ConfigDict(extra="ignore")
-
-
-def _is_clean_text(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-Email = Annotated[str, Field(min_length=1, max_length=320, examples=["ada@example.com"])]
-# The service decides what makes a good password; this only bounds the input.
-Password = Annotated[str, Field(min_length=1, max_length=1024)]
-Opaque = Annotated[str, Field(min_length=1, max_length=2048)]
-Code = Annotated[
-    str, Field(min_length=1, max_length=64, description="A TOTP code or a recovery code.")
-]
-
-
-class RegisterBody(ApiModel):
     email: Email
-    password: Password = Field(description="8 to 128 characters, not easily guessed.")
-    name: str = Field(default="", description="How to address the user.")
+    password: str
+    name: str = ""
 
 
-class LoginBody(ApiModel):
+class LoginBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.LoginRequest"
+
     email: Email
-    password: Password
+    password: str
 
 
-class TwoFactorLoginBody(ApiModel):
-    challenge_token: Opaque = Field(description="From the login answer's `challenge`.")
-    code: Code
+class TwoFactorLoginBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.CompleteTwoFactorLoginRequest"
+
+    challenge_token: str = Field(description="From the login answer's `challenge`.")
+    code: str
 
 
-class RefreshBody(ApiModel):
-    refresh_token: Opaque | None = Field(
+class RefreshBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.RefreshSessionRequest"
+
+    refresh_token: str | None = Field(
         default=None, description="Omit it to use the refresh-token cookie."
     )
 
 
-class TokenBody(ApiModel):
-    token: Opaque = Field(description="The token from the link in the email.")
+class TokenBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.VerifyEmailRequest"
+
+    token: str
 
 
-class EmailBody(ApiModel):
+class EmailBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.RequestPasswordResetRequest"
+
     email: Email
 
 
-class ResetPasswordBody(ApiModel):
-    token: Opaque = Field(description="The token from the link in the email.")
-    new_password: Password
+class ResetPasswordBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.ResetPasswordRequest"
+
+    token: str
+    new_password: str
 
 
-class ChangePasswordBody(ApiModel):
-    current_password: Password
-    new_password: Password
+class ChangePasswordBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.ChangePasswordRequest"
+
+    current_password: str
+    new_password: str
 
 
-class CodeBody(ApiModel):
-    code: Code
+class CodeBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.ConfirmTotpEnrollmentRequest"
+
+    code: str
 
 
-class DisableTwoFactorBody(ApiModel):
-    password: Password
-    code: Code
+class DisableTwoFactorBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.DisableTotpRequest"
+
+    password: str
+    code: str
 
 
-class SaveProfileBody(ApiModel):
+class SaveProfileBody(ProtoBody):
     """Only the fields sent change; the others keep their value."""
+
+    proto_message = "huntaze.auth.v1.SaveProfileRequest"
 
     display_name: str = ""
     bio: str = ""

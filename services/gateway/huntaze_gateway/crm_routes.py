@@ -16,7 +16,7 @@ Events.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -29,8 +29,9 @@ from pydantic import AfterValidator, Field, field_validator
 
 from huntaze.common.v1 import common_pb2
 from huntaze.crm.v1 import crm_pb2
-from huntaze_gateway.auth_routes import ApiModel, CurrentCaller, problems
+from huntaze_gateway.auth_routes import CurrentCaller, problems
 from huntaze_gateway.codec import ProtoEnum, enum_values, to_json
+from huntaze_gateway.models import ApiModel, ProtoBody
 from huntaze_gateway.problems import PROBLEM_MEDIA_TYPE, VALIDATION, ApiProblem, camel_field
 from huntaze_gateway.sse import EventStreamResponse, Stream, frame, relay
 from huntaze_gateway.state import runtime_of
@@ -139,9 +140,23 @@ def _json_problem(value: Any, depth: int) -> str | None:
 
 
 QueryText = Annotated[str, AfterValidator(_clean_text)]
-Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
-Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
-ObjectId = Annotated[str, Field(min_length=1, max_length=MAX_ID, description="A UUID.")]
+
+
+def _within(bits: int) -> Callable[[int], int]:
+    """A check that an integer fits the proto field (out of range, protobuf could not hold it);
+    the field's own limits are the proto's rules."""
+    limit = 2 ** (bits - 1)
+
+    def check(value: int) -> int:
+        if not -limit <= value < limit:
+            raise ValueError(f"must be a {bits}-bit integer")
+        return value
+
+    return check
+
+
+Int64 = Annotated[int, AfterValidator(_within(64))]
+Int32 = Annotated[int, AfterValidator(_within(32))]
 Cursor = Annotated[
     str,
     Query(max_length=MAX_CURSOR, description="`nextCursor` of the previous page (same filters)."),
@@ -163,7 +178,7 @@ QuickReplyIdPath = Annotated[str, _path_id("quick reply")]
 ListIdPath = Annotated[str, _path_id("list")]
 
 
-class CustomFieldsModel(ApiModel):
+class CustomFieldsModel(ProtoBody):
     """Checks a free-form JSON object (`customFields`)."""
 
     @field_validator("custom_fields", mode="after", check_fields=False)
@@ -176,7 +191,9 @@ class CustomFieldsModel(ApiModel):
         return value
 
 
-class AttachmentIn(ApiModel):
+class AttachmentIn(ProtoBody):
+    proto_message = "huntaze.crm.v1.Attachment"
+
     kind: AttachmentKindName
     url: str = Field(default="", description="An http(s) URL; or give `platformMediaId`.")
     platform_media_id: str = ""
@@ -184,21 +201,23 @@ class AttachmentIn(ApiModel):
     thumbnail_url: str = ""
 
 
-class SegmentIn(ApiModel):
+class SegmentIn(ProtoBody):
     """Fans matching every condition that is set."""
+
+    proto_message = "huntaze.crm.v1.SegmentFilter"
 
     min_value_cents: Int64 | None = Field(default=None, description="Lifetime spend, at least.")
     max_value_cents: Int64 | None = Field(default=None, description="Lifetime spend, at most.")
-    tags_any: list[str] = Field(default_factory=list, description="At least one of these tags.")
-    tags_all: list[str] = Field(default_factory=list, description="Every one of these tags.")
+    tags_any: list[str] = Field(default_factory=list)
+    tags_all: list[str] = Field(default_factory=list)
     subscription_states: list[SubscriptionStateName] = Field(default_factory=list)
-    last_active_within_days: Int32 | None = Field(
-        default=None, description="Seen, or wrote, within this many days."
-    )
+    last_active_within_days: Int32 | None = None
     platforms: list[PlatformName] = Field(default_factory=list)
 
 
 class CreateFanBody(CustomFieldsModel):
+    proto_message = "huntaze.crm.v1.CreateFanRequest"
+
     platform: PlatformName
     platform_fan_id: str = Field(default="", description="The fan's account id on the platform.")
     display_name: str = ""
@@ -213,6 +232,8 @@ class CreateFanBody(CustomFieldsModel):
 class UpdateFanBody(CustomFieldsModel):
     """Members that are present replace the fan's; absent ones stay as they are."""
 
+    proto_message = "huntaze.crm.v1.UpdateFanRequest"
+
     display_name: str | None = None
     handle: str | None = None
     avatar_url: str | None = None
@@ -222,24 +243,30 @@ class UpdateFanBody(CustomFieldsModel):
     custom_fields: dict[str, Any] | None = None
 
 
-class FanTagsBody(ApiModel):
+class FanTagsBody(ProtoBody):
+    proto_message = "huntaze.crm.v1.UpdateFanTagsRequest"
+
     fan_ids: list[str] = Field(description="At most 1,000 fans; all or nothing.")
     add_tags: list[str] = Field(default_factory=list)
     remove_tags: list[str] = Field(default_factory=list)
 
 
-class UpdateConversationBody(ApiModel):
+class UpdateConversationBody(ProtoBody):
     """Members that are present change; `assignedMemberId: null` unassigns."""
+
+    proto_message = "huntaze.crm.v1.UpdateConversationRequest"
 
     pinned: bool | None = None
     archived: bool | None = None
     assigned_member_id: str | None = Field(default=None, description="A team member's user id.")
 
 
-class ReplyBody(ApiModel):
-    conversation_id: ObjectId
-    text: str = Field(default="", description="At most 5,000 characters; may be empty with media.")
-    price_cents: Int64 = Field(default=0, description="Pay-per-view price; 0 for a free message.")
+class ReplyBody(ProtoBody):
+    proto_message = "huntaze.crm.v1.SendMessageRequest"
+
+    conversation_id: str
+    text: str = ""
+    price_cents: Int64 = 0
     attachments: list[AttachmentIn] = Field(default_factory=list)
     idempotency_key: str | None = Field(
         default=None,
@@ -250,17 +277,23 @@ class ReplyBody(ApiModel):
     )
 
 
-class CreateQuickReplyBody(ApiModel):
+class CreateQuickReplyBody(ProtoBody):
+    proto_message = "huntaze.crm.v1.CreateQuickReplyRequest"
+
     shortcut: str = Field(description="One word, e.g. `/thanks`; unique.")
     text: str
 
 
-class UpdateQuickReplyBody(ApiModel):
+class UpdateQuickReplyBody(ProtoBody):
+    proto_message = "huntaze.crm.v1.UpdateQuickReplyRequest"
+
     shortcut: str | None = None
     text: str | None = None
 
 
-class CreateListBody(ApiModel):
+class CreateListBody(ProtoBody):
+    proto_message = "huntaze.crm.v1.CreateFanListRequest"
+
     name: str
     kind: FanListKindName
     segment: SegmentIn | None = Field(
@@ -268,16 +301,22 @@ class CreateListBody(ApiModel):
     )
 
 
-class UpdateListBody(ApiModel):
+class UpdateListBody(ProtoBody):
+    proto_message = "huntaze.crm.v1.UpdateFanListRequest"
+
     name: str | None = None
     segment: SegmentIn | None = Field(default=None, description="Dynamic lists only.")
 
 
-class ListMembersBody(ApiModel):
+class ListMembersBody(ProtoBody):
+    proto_message = "huntaze.crm.v1.AddFanListMembersRequest"
+
     fan_ids: list[str] = Field(description="At most 1,000 fans; all or nothing.")
 
 
-class PreviewBody(ApiModel):
+class PreviewBody(ProtoBody):
+    proto_message = "huntaze.crm.v1.PreviewSegmentRequest"
+
     segment: SegmentIn
 
 
