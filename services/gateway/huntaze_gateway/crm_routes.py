@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import grpc
@@ -31,7 +30,8 @@ from huntaze.common.v1 import common_pb2
 from huntaze.crm.v1 import crm_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, problems
 from huntaze_gateway.codec import ProtoEnum, enum_values, to_json
-from huntaze_gateway.models import ApiModel, ProtoBody
+from huntaze_gateway.models import ProtoBody
+from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
 from huntaze_gateway.problems import PROBLEM_MEDIA_TYPE, VALIDATION, ApiProblem, camel_field
 from huntaze_gateway.sse import EventStreamResponse, Stream, frame, relay
 from huntaze_gateway.state import runtime_of
@@ -45,6 +45,7 @@ crm_router = APIRouter(prefix="/api/crm", tags=["crm"])
 messages_router = APIRouter(prefix="/api/messages", tags=["messages"])
 
 _BODY = (400, 413, 422)
+SEND_MESSAGE_RESPONSE = "huntaze.crm.v1.SendMessageResponse"
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 MAX_LIMIT = 200
@@ -324,192 +325,6 @@ class PreviewBody(ProtoBody):
 # Output: the models document the answers; the functions below write them.
 
 
-class FanOut(ApiModel):
-    id: str
-    platform: str = Field(description="`onlyfans`, `tiktok`, `instagram` or `reddit`.")
-    platform_fan_id: str | None
-    display_name: str
-    handle: str
-    avatar_url: str
-    email: str
-    tags: list[str]
-    notes: str
-    value_cents: int = Field(description="Lifetime spend: the sum of the fan's purchases.")
-    subscription_state: str = Field(description="`none`, `active`, `cancelled` or `expired`.")
-    subscribed_at: datetime | None
-    subscription_expires_at: datetime | None
-    last_seen_at: datetime | None
-    last_message_at: datetime | None
-    custom_fields: dict[str, Any]
-    created_at: datetime | None
-    updated_at: datetime | None
-
-
-class AttachmentOut(ApiModel):
-    kind: str = Field(description="`image`, `video`, `audio` or `file`.")
-    url: str | None
-    platform_media_id: str | None
-    mime_type: str | None
-    thumbnail_url: str | None
-
-
-class MessageOut(ApiModel):
-    id: str
-    conversation_id: str
-    fan_id: str
-    platform: str
-    direction: str = Field(description="`in` (from the fan) or `out`.")
-    text: str
-    price_cents: int
-    attachments: list[AttachmentOut]
-    read: bool
-    read_at: datetime | None
-    delivery_status: str = Field(
-        description="`received` (inbound), or `queued`, `sending`, `sent`, `failed`."
-    )
-    failure_reason: str | None
-    platform_message_id: str | None
-    idempotency_key: str | None
-    sender_kind: str = Field(description="`fan`, `creator`, `ai`, `automation` or `team_member`.")
-    sender_id: str | None
-    created_at: datetime | None
-    sent_at: datetime | None
-    unlocked_at: datetime | None
-    updated_at: datetime | None
-
-
-class ConversationOut(ApiModel):
-    id: str
-    fan_id: str
-    platform: str
-    unread_count: int
-    last_message_at: datetime | None
-    last_message_preview: str
-    pinned: bool
-    archived: bool
-    assigned_member_id: str | None
-    created_at: datetime | None
-    updated_at: datetime | None
-    fan: FanOut | None
-
-
-class PurchaseOut(ApiModel):
-    id: str
-    fan_id: str
-    message_id: str | None = Field(description="The message that sold it, when known.")
-    platform: str
-    kind: str = Field(description="`tip`, `ppv_unlock`, `subscription` or `renewal`.")
-    amount_cents: int
-    currency: str
-    platform_transaction_id: str
-    occurred_at: datetime | None
-    created_at: datetime | None
-
-
-class QuickReplyOut(ApiModel):
-    id: str
-    shortcut: str
-    text: str
-    created_at: datetime | None
-    updated_at: datetime | None
-
-
-class SegmentOut(ApiModel):
-    min_value_cents: int | None
-    max_value_cents: int | None
-    tags_any: list[str]
-    tags_all: list[str]
-    subscription_states: list[str]
-    last_active_within_days: int | None
-    platforms: list[str]
-
-
-class FanListOut(ApiModel):
-    id: str
-    name: str
-    kind: str = Field(description="`static` or `dynamic`.")
-    segment: SegmentOut | None
-    member_count: int = Field(description="Static: its members; dynamic: the fans matching now.")
-    created_at: datetime | None
-    updated_at: datetime | None
-
-
-class FansPage(ApiModel):
-    fans: list[FanOut]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
-
-
-class ConversationsPage(ApiModel):
-    conversations: list[ConversationOut]
-    next_cursor: str | None
-
-
-class MessagesPage(ApiModel):
-    messages: list[MessageOut]
-    next_cursor: str | None
-
-
-class PurchasesPage(ApiModel):
-    purchases: list[PurchaseOut]
-    next_cursor: str | None
-
-
-class QuickRepliesPage(ApiModel):
-    quick_replies: list[QuickReplyOut]
-    next_cursor: str | None
-
-
-class FanListsPage(ApiModel):
-    lists: list[FanListOut]
-    next_cursor: str | None
-
-
-class ReplyOut(ApiModel):
-    message: MessageOut
-    created: bool = Field(description="False: the key was used before; this is that message.")
-
-
-class UpdatedCountOut(ApiModel):
-    updated_count: int
-
-
-class AddedCountOut(ApiModel):
-    added_count: int
-
-
-class RemovedCountOut(ApiModel):
-    removed_count: int
-
-
-class FanCountOut(ApiModel):
-    fan_count: int
-
-
-class MessagesReadOut(ApiModel):
-    conversation_id: str
-    message_ids: list[str]
-    read_at: datetime | None
-
-
-class InboxEventOut(ApiModel):
-    """The `data` of each event of `GET /api/crm/stream`; the member set is the one the `type`
-    names."""
-
-    id: int
-    type: str = Field(
-        description=(
-            "`message.received`, `message.status_changed`, `message.read`, `fan.updated`, "
-            "`conversation.updated` or `inbox.reset` (events were missed: reload the inbox)."
-        )
-    )
-    created_at: datetime | None
-    message: MessageOut | None = None
-    messages_read: MessagesReadOut | None = None
-    fan: FanOut | None = None
-    conversation: ConversationOut | None = None
-    reset: dict[str, Any] | None = None
-
-
 class JsonResponse(Response):
     media_type = "application/json"
 
@@ -621,7 +436,7 @@ _NO_CONTENT = 204
 
 @crm_router.get(
     "/conversations",
-    response_model=ConversationsPage,
+    response_model=page_schema("conversations", "huntaze.crm.v1.Conversation"),
     summary="List conversations",
     responses=problems(401, 422),
 )
@@ -666,7 +481,7 @@ async def list_conversations(
 
 @crm_router.get(
     "/conversations/{conversation_id}",
-    response_model=ConversationOut,
+    response_model=proto_schema("huntaze.crm.v1.Conversation"),
     summary="Get a conversation",
     responses=problems(401, 404, 422),
 )
@@ -682,7 +497,7 @@ async def get_conversation(
 
 @crm_router.patch(
     "/conversations/{conversation_id}",
-    response_model=ConversationOut,
+    response_model=proto_schema("huntaze.crm.v1.Conversation"),
     summary="Pin, archive or assign a conversation",
     responses=problems(*_BODY, 401, 403, 404),
 )
@@ -706,7 +521,7 @@ async def update_conversation(
 
 @crm_router.post(
     "/conversations/{conversation_id}/read",
-    response_model=ConversationOut,
+    response_model=proto_schema("huntaze.crm.v1.Conversation"),
     summary="Mark a whole conversation read",
     responses=problems(401, 403, 404, 422),
 )
@@ -722,7 +537,7 @@ async def mark_conversation_read(
 
 @crm_router.get(
     "/conversations/{conversation_id}/messages",
-    response_model=MessagesPage,
+    response_model=page_schema("messages", "huntaze.crm.v1.Message"),
     summary="List a conversation's messages",
     responses=problems(401, 404, 422),
 )
@@ -750,7 +565,7 @@ async def list_messages(
 
 @crm_router.get(
     "/fans",
-    response_model=FansPage,
+    response_model=page_schema("fans", "huntaze.crm.v1.Fan"),
     summary="List fans",
     responses=problems(401, 422),
 )
@@ -809,7 +624,7 @@ async def list_fans(
 @crm_router.post(
     "/fans",
     status_code=201,
-    response_model=FanOut,
+    response_model=proto_schema("huntaze.crm.v1.Fan"),
     summary="Add a fan",
     responses=problems(*_BODY, 401, 403, 409),
 )
@@ -834,7 +649,7 @@ async def create_fan(body: CreateFanBody, caller: CurrentCaller, request: Reques
 
 @crm_router.post(
     "/fans/tags",
-    response_model=UpdatedCountOut,
+    response_model=proto_schema("huntaze.crm.v1.UpdateFanTagsResponse"),
     summary="Add and remove tags on many fans",
     responses=problems(*_BODY, 401, 403, 404),
 )
@@ -851,7 +666,7 @@ async def update_fan_tags(body: FanTagsBody, caller: CurrentCaller, request: Req
 
 @crm_router.get(
     "/fans/{fan_id}",
-    response_model=FanOut,
+    response_model=proto_schema("huntaze.crm.v1.Fan"),
     summary="Get a fan",
     responses=problems(401, 404, 422),
 )
@@ -863,7 +678,7 @@ async def get_fan(caller: CurrentCaller, request: Request, fan_id: FanIdPath) ->
 
 @crm_router.patch(
     "/fans/{fan_id}",
-    response_model=FanOut,
+    response_model=proto_schema("huntaze.crm.v1.Fan"),
     summary="Update a fan",
     responses=problems(*_BODY, 401, 403, 404),
 )
@@ -906,7 +721,7 @@ async def delete_fan(caller: CurrentCaller, request: Request, fan_id: FanIdPath)
 
 @crm_router.get(
     "/fans/{fan_id}/purchases",
-    response_model=PurchasesPage,
+    response_model=page_schema("purchases", "huntaze.crm.v1.Purchase"),
     summary="List a fan's purchases",
     responses=problems(401, 404, 422),
 )
@@ -935,10 +750,13 @@ async def list_fan_purchases(
 @messages_router.post(
     "/reply",
     status_code=201,
-    response_model=ReplyOut,
+    response_model=proto_schema(SEND_MESSAGE_RESPONSE),
     summary="Reply in a conversation",
     responses={
-        200: {"model": ReplyOut, "description": "The key was used before: the earlier message."},
+        200: {
+            "content": {"application/json": {"schema": schema_ref(SEND_MESSAGE_RESPONSE)}},
+            "description": "The key was used before: the earlier message.",
+        },
         **problems(*_BODY, 401, 403, 404, 409),
     },
 )
@@ -984,7 +802,7 @@ async def reply(
 
 @messages_router.get(
     "/search",
-    response_model=MessagesPage,
+    response_model=page_schema("messages", "huntaze.crm.v1.Message"),
     summary="Search messages",
     responses=problems(401, 404, 422),
 )
@@ -1017,7 +835,7 @@ async def search_messages(
 
 @messages_router.post(
     "/{message_id}/read",
-    response_model=MessageOut,
+    response_model=proto_schema("huntaze.crm.v1.Message"),
     summary="Mark a message read",
     responses=problems(401, 403, 404, 422),
 )
@@ -1037,7 +855,7 @@ async def mark_message_read(
 
 @crm_router.get(
     "/quick-replies",
-    response_model=QuickRepliesPage,
+    response_model=page_schema("quickReplies", "huntaze.crm.v1.QuickReply"),
     summary="List quick replies",
     responses=problems(401, 422),
 )
@@ -1062,7 +880,7 @@ async def list_quick_replies(
 @crm_router.post(
     "/quick-replies",
     status_code=201,
-    response_model=QuickReplyOut,
+    response_model=proto_schema("huntaze.crm.v1.QuickReply"),
     summary="Create a quick reply",
     responses=problems(*_BODY, 401, 403, 409),
 )
@@ -1078,7 +896,7 @@ async def create_quick_reply(
 
 @crm_router.get(
     "/quick-replies/{quick_reply_id}",
-    response_model=QuickReplyOut,
+    response_model=proto_schema("huntaze.crm.v1.QuickReply"),
     summary="Get a quick reply",
     responses=problems(401, 404, 422),
 )
@@ -1094,7 +912,7 @@ async def get_quick_reply(
 
 @crm_router.patch(
     "/quick-replies/{quick_reply_id}",
-    response_model=QuickReplyOut,
+    response_model=proto_schema("huntaze.crm.v1.QuickReply"),
     summary="Update a quick reply",
     responses=problems(*_BODY, 401, 403, 404, 409),
 )
@@ -1137,7 +955,7 @@ async def delete_quick_reply(
 
 @crm_router.get(
     "/lists",
-    response_model=FanListsPage,
+    response_model=page_schema("lists", "huntaze.crm.v1.FanList"),
     summary="List fan lists",
     responses=problems(401, 422),
 )
@@ -1167,7 +985,7 @@ async def list_fan_lists(
 @crm_router.post(
     "/lists",
     status_code=201,
-    response_model=FanListOut,
+    response_model=proto_schema("huntaze.crm.v1.FanList"),
     summary="Create a fan list",
     responses=problems(*_BODY, 401, 403),
 )
@@ -1184,7 +1002,7 @@ async def create_fan_list(
 
 @crm_router.post(
     "/lists/preview",
-    response_model=FanCountOut,
+    response_model=proto_schema("huntaze.crm.v1.PreviewSegmentResponse"),
     summary="Count the fans a segment matches",
     responses=problems(*_BODY, 401, 403),
 )
@@ -1198,7 +1016,7 @@ async def preview_segment(body: PreviewBody, caller: CurrentCaller, request: Req
 
 @crm_router.get(
     "/lists/{list_id}",
-    response_model=FanListOut,
+    response_model=proto_schema("huntaze.crm.v1.FanList"),
     summary="Get a fan list",
     responses=problems(401, 404, 422),
 )
@@ -1212,7 +1030,7 @@ async def get_fan_list(caller: CurrentCaller, request: Request, list_id: ListIdP
 
 @crm_router.patch(
     "/lists/{list_id}",
-    response_model=FanListOut,
+    response_model=proto_schema("huntaze.crm.v1.FanList"),
     summary="Rename a list or change its segment",
     responses=problems(*_BODY, 401, 403, 404),
 )
@@ -1246,7 +1064,7 @@ async def delete_fan_list(caller: CurrentCaller, request: Request, list_id: List
 
 @crm_router.get(
     "/lists/{list_id}/members",
-    response_model=FansPage,
+    response_model=page_schema("fans", "huntaze.crm.v1.Fan"),
     summary="List a list's fans",
     responses=problems(401, 404, 422),
 )
@@ -1270,7 +1088,7 @@ async def list_fan_list_members(
 
 @crm_router.post(
     "/lists/{list_id}/members",
-    response_model=AddedCountOut,
+    response_model=proto_schema("huntaze.crm.v1.AddFanListMembersResponse"),
     summary="Add fans to a static list",
     responses=problems(*_BODY, 401, 403, 404, 409),
 )
@@ -1286,7 +1104,7 @@ async def add_fan_list_members(
 
 @crm_router.delete(
     "/lists/{list_id}/members",
-    response_model=RemovedCountOut,
+    response_model=proto_schema("huntaze.crm.v1.RemoveFanListMembersResponse"),
     summary="Remove fans from a static list",
     responses=problems(*_BODY, 401, 403, 404, 409),
 )
@@ -1334,9 +1152,9 @@ def _render_event(event: crm_pb2.InboxEvent) -> bytes:
         200: {
             "description": (
                 "An endless `text/event-stream`: `id:` the event id, `event:` its type, "
-                "`data:` an `InboxEventOut` as JSON."
+                "`data:` an `InboxEvent` as JSON."
             ),
-            "model": InboxEventOut,
+            "content": {"text/event-stream": {"schema": schema_ref("huntaze.crm.v1.InboxEvent")}},
         },
         **_problem_documents(401, 403, 422),
     },
