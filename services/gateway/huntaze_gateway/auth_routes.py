@@ -815,7 +815,7 @@ async def save_profile(
 ) -> ProfileOut:
     """Changes the fields sent (display name, bio, IANA timezone, niche, goals) and keeps the
     others."""
-    request_message = auth_pb2.SaveProfileRequest(**body.model_dump(by_alias=False))
+    request_message = auth_pb2.SaveProfileRequest(**body.proto_fields())
     request_message.update_mask.paths.extend(sorted(body.model_fields_set))
     reply = await caller.auth.SaveProfile(request_message, **caller.options)
     return answer(ProfileOut, reply)

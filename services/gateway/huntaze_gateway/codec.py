@@ -1,6 +1,7 @@
 """One codec between protobuf messages and the public JSON, driven by the message descriptors.
 
-The public JSON of a message:
+`to_message` fills a request from checked input (snake_case names, enum names, nested objects);
+`to_json` writes the public JSON of a message:
 
 - members are the fields' JSON names (`displayName`);
 - enum values are lower-case names without the enum's prefix (`PLATFORM_ONLYFANS` ->
@@ -17,8 +18,9 @@ hundreds of messages go through here.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -52,6 +54,42 @@ def to_json(message: Message) -> dict[str, Any]:
     return body
 
 
+MessageT = TypeVar("MessageT", bound=Message)
+
+
+def to_message(values: Mapping[str, Any], message: MessageT) -> MessageT:
+    """`message` with the fields named in `values` (proto names) set: enum values by their
+    public names, messages from objects, a `Struct` from any object. `None` leaves a field
+    unset, so a partial update sets exactly the members that were sent."""
+    fields = message.DESCRIPTOR.fields_by_name
+    for name, value in values.items():
+        if value is None:
+            continue
+        field = fields[name]
+        if field.is_repeated:
+            container = getattr(message, name)
+            if field.message_type is not None:
+                for item in value:
+                    to_message(item, container.add())
+            else:
+                container.extend(_scalar(field, item) for item in value)
+        elif field.message_type is None:
+            setattr(message, name, _scalar(field, value))
+        elif field.message_type.full_name == struct_pb2.Struct.DESCRIPTOR.full_name:
+            getattr(message, name).update(value)
+        else:
+            nested = getattr(message, name)
+            nested.SetInParent()
+            to_message(value, nested)
+    return message
+
+
+def _scalar(field: Any, value: Any) -> Any:
+    if field.enum_type is not None and isinstance(value, str):
+        return _enum_values(field.enum_type)[value]
+    return value
+
+
 def answer(model: type[ModelT], message: Message) -> ModelT:
     """`model` (an answer's documented shape) filled from the public JSON of `message`."""
     return model.model_validate(to_json(message))
@@ -74,6 +112,11 @@ def enum_names(enum: EnumDescriptor) -> dict[int, str]:
 def enum_values(enum: EnumDescriptor) -> dict[str, Any]:
     """Public name -> value of every value of `enum` but the zero one (never valid input).
     The values are typed by the caller, as the generated enum's `ValueType`."""
+    return dict(_enum_values(enum))
+
+
+@functools.cache
+def _enum_values(enum: EnumDescriptor) -> dict[str, int]:
     return {name: number for number, name in enum_names(enum).items() if number != 0}
 
 

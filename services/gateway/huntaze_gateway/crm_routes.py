@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import grpc
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 from pydantic import AfterValidator, Field, field_validator
 
 from huntaze.common.v1 import common_pb2
 from huntaze.crm.v1 import crm_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, problems
-from huntaze_gateway.codec import ProtoEnum, enum_values, to_json
+from huntaze_gateway.codec import ProtoEnum, to_json, to_message
 from huntaze_gateway.models import ProtoBody
 from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
 from huntaze_gateway.problems import PROBLEM_MEDIA_TYPE, VALIDATION, ApiProblem, camel_field
@@ -61,17 +60,6 @@ T = TypeVar("T")
 # ---------------------------------------------------------------------------------------------
 # Enums: lower-case names from the proto (`codec`); sorts and the archive filter are named here.
 
-
-PLATFORMS: dict[str, crm_pb2.Platform.ValueType] = enum_values(crm_pb2.Platform.DESCRIPTOR)
-SUBSCRIPTION_STATES: dict[str, crm_pb2.SubscriptionState.ValueType] = enum_values(
-    crm_pb2.SubscriptionState.DESCRIPTOR
-)
-ATTACHMENT_KINDS: dict[str, crm_pb2.AttachmentKind.ValueType] = enum_values(
-    crm_pb2.AttachmentKind.DESCRIPTOR
-)
-FAN_LIST_KINDS: dict[str, crm_pb2.FanListKind.ValueType] = enum_values(
-    crm_pb2.FanListKind.DESCRIPTOR
-)
 FAN_SORTS: dict[str, crm_pb2.FanSort.ValueType] = {
     "createdAt": crm_pb2.FAN_SORT_CREATED_AT_DESC,
     "lastMessageAt": crm_pb2.FAN_SORT_LAST_MESSAGE_AT_DESC,
@@ -391,38 +379,6 @@ async def _listing(call: Awaitable[T], renames: Mapping[str, str]) -> T:
         raise InvalidArgument.for_violations(violations, reason=details.reason) from None
 
 
-def _segment(segment: SegmentIn) -> crm_pb2.SegmentFilter:
-    message = crm_pb2.SegmentFilter(
-        tags_any=segment.tags_any,
-        tags_all=segment.tags_all,
-        subscription_states=[SUBSCRIPTION_STATES[s] for s in segment.subscription_states],
-        platforms=[PLATFORMS[p] for p in segment.platforms],
-    )
-    if segment.min_value_cents is not None:
-        message.min_value_cents = segment.min_value_cents
-    if segment.max_value_cents is not None:
-        message.max_value_cents = segment.max_value_cents
-    if segment.last_active_within_days is not None:
-        message.last_active_within_days = segment.last_active_within_days
-    return message
-
-
-def _attachment(attachment: AttachmentIn) -> crm_pb2.Attachment:
-    return crm_pb2.Attachment(
-        kind=ATTACHMENT_KINDS[attachment.kind],
-        url=attachment.url,
-        platform_media_id=attachment.platform_media_id,
-        mime_type=attachment.mime_type,
-        thumbnail_url=attachment.thumbnail_url,
-    )
-
-
-def _custom_fields(values: dict[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(values)
-    return struct
-
-
 def _ok(content: Any, status_code: int = 200) -> JsonResponse:
     return JsonResponse(content, status_code=status_code)
 
@@ -462,16 +418,16 @@ async def list_conversations(
     ] = "lastMessageAt",
 ) -> Response:
     """The creator's conversations with their fan, most recent activity first by default."""
-    message = crm_pb2.ListConversationsRequest(
-        page=_page(cursor, limit),
-        unread_only=unread,
-        platform=PLATFORMS[platform] if platform is not None else crm_pb2.PLATFORM_UNSPECIFIED,
-        query=search,
-        archive_filter=ARCHIVE_FILTERS[archived],
-        sort=CONVERSATION_SORTS[sort],
+    message = to_message(
+        {"platform": platform, "pinned": pinned},
+        crm_pb2.ListConversationsRequest(
+            page=_page(cursor, limit),
+            unread_only=unread,
+            query=search,
+            archive_filter=ARCHIVE_FILTERS[archived],
+            sort=CONVERSATION_SORTS[sort],
+        ),
     )
-    if pinned is not None:
-        message.pinned = pinned
     reply = await _listing(
         _crm(request).ListConversations(message, **caller.options),
         {**PAGE_FIELDS, "query": "query.search", "archive_filter": "query.archived"},
@@ -508,13 +464,10 @@ async def update_conversation(
     conversation_id: ConversationIdPath,
 ) -> Response:
     """Changes the members that are present; `assignedMemberId: null` (or `""`) unassigns."""
-    message = crm_pb2.UpdateConversationRequest(conversation_id=conversation_id)
-    if body.pinned is not None:
-        message.pinned = body.pinned
-    if body.archived is not None:
-        message.archived = body.archived
-    if "assigned_member_id" in body.model_fields_set:
-        message.assigned_member_id = body.assigned_member_id or ""
+    values = body.proto_fields(sent_only=True)
+    if "assigned_member_id" in values:  # null unassigns, as "" does
+        values["assigned_member_id"] = values["assigned_member_id"] or ""
+    message = to_message(values, crm_pb2.UpdateConversationRequest(conversation_id=conversation_id))
     reply = await _crm(request).UpdateConversation(message, **caller.options)
     return _ok(to_json(reply))
 
@@ -601,18 +554,19 @@ async def list_fans(
 ) -> Response:
     """Filters (repeat a parameter for several values) combine with AND."""
     message = crm_pb2.ListFansRequest(page=_page(cursor, limit), query=search, sort=FAN_SORTS[sort])
-    segment = message.filter
-    segment.tags_any.extend(tags_any or ())
-    segment.tags_all.extend(tags_all or ())
-    segment.subscription_states.extend(SUBSCRIPTION_STATES[s] for s in subscription_states or ())
-    segment.platforms.extend(PLATFORMS[p] for p in platforms or ())
-    if min_value_cents is not None:
-        segment.min_value_cents = min_value_cents
-    if max_value_cents is not None:
-        segment.max_value_cents = max_value_cents
-    if last_active_within_days is not None:
-        segment.last_active_within_days = last_active_within_days
-    if segment.ByteSize() == 0:
+    to_message(
+        {
+            "tags_any": tags_any,
+            "tags_all": tags_all,
+            "subscription_states": subscription_states,
+            "platforms": platforms,
+            "min_value_cents": min_value_cents,
+            "max_value_cents": max_value_cents,
+            "last_active_within_days": last_active_within_days,
+        },
+        message.filter,
+    )
+    if message.filter.ByteSize() == 0:
         message.ClearField("filter")
     reply = await _listing(
         _crm(request).ListFans(message, **caller.options),
@@ -631,18 +585,7 @@ async def list_fans(
 async def create_fan(body: CreateFanBody, caller: CurrentCaller, request: Request) -> Response:
     """A fan added by hand (the platform workers add the others). A platform account id is
     unique per creator and platform: 409 `FAN_EXISTS`."""
-    message = crm_pb2.CreateFanRequest(
-        platform=PLATFORMS[body.platform],
-        platform_fan_id=body.platform_fan_id,
-        display_name=body.display_name,
-        handle=body.handle,
-        avatar_url=body.avatar_url,
-        email=body.email,
-        tags=body.tags,
-        notes=body.notes,
-    )
-    if body.custom_fields is not None:
-        message.custom_fields.CopyFrom(_custom_fields(body.custom_fields))
+    message = to_message(body.proto_fields(), crm_pb2.CreateFanRequest())
     reply = await _crm(request).CreateFan(message, **caller.options)
     return _ok(to_json(reply), 201)
 
@@ -656,12 +599,9 @@ async def create_fan(body: CreateFanBody, caller: CurrentCaller, request: Reques
 async def update_fan_tags(body: FanTagsBody, caller: CurrentCaller, request: Request) -> Response:
     """All or nothing: an unknown fan id is a 404 and changes nothing."""
     reply = await _crm(request).UpdateFanTags(
-        crm_pb2.UpdateFanTagsRequest(
-            fan_ids=body.fan_ids, add_tags=body.add_tags, remove_tags=body.remove_tags
-        ),
-        **caller.options,
+        to_message(body.proto_fields(), crm_pb2.UpdateFanTagsRequest()), **caller.options
     )
-    return _ok({"updatedCount": reply.updated_count})
+    return _ok(to_json(reply))
 
 
 @crm_router.get(
@@ -687,21 +627,10 @@ async def update_fan(
 ) -> Response:
     """Members that are present replace the fan's (`tags` replaces every tag); spend and
     subscription come from the platform and cannot be set."""
-    message = crm_pb2.UpdateFanRequest(fan_id=fan_id)
-    if body.display_name is not None:
-        message.display_name = body.display_name
-    if body.handle is not None:
-        message.handle = body.handle
-    if body.avatar_url is not None:
-        message.avatar_url = body.avatar_url
-    if body.email is not None:
-        message.email = body.email
-    if body.notes is not None:
-        message.notes = body.notes
-    if body.tags is not None:
-        message.tags.CopyFrom(crm_pb2.TagSet(tags=body.tags))
-    if body.custom_fields is not None:
-        message.custom_fields.CopyFrom(_custom_fields(body.custom_fields))
+    values = body.proto_fields(sent_only=True)
+    if values.get("tags") is not None:  # the proto wraps them, to tell "none" from "unchanged"
+        values["tags"] = {"tags": values["tags"]}
+    message = to_message(values, crm_pb2.UpdateFanRequest(fan_id=fan_id))
     reply = await _crm(request).UpdateFan(message, **caller.options)
     return _ok(to_json(reply))
 
@@ -785,13 +714,7 @@ async def reply(
             )
         key = idempotency_key
     answer = await _crm(request).SendMessage(
-        crm_pb2.SendMessageRequest(
-            conversation_id=body.conversation_id,
-            text=body.text,
-            price_cents=body.price_cents,
-            attachments=[_attachment(a) for a in body.attachments],
-            idempotency_key=key or "",
-        ),
+        to_message({**body.proto_fields(), "idempotency_key": key}, crm_pb2.SendMessageRequest()),
         **caller.options,
     )
     return _ok(
@@ -889,7 +812,7 @@ async def create_quick_reply(
 ) -> Response:
     """A shortcut is unique per creator: 409 `SHORTCUT_TAKEN`."""
     reply = await _crm(request).CreateQuickReply(
-        crm_pb2.CreateQuickReplyRequest(shortcut=body.shortcut, text=body.text), **caller.options
+        to_message(body.proto_fields(), crm_pb2.CreateQuickReplyRequest()), **caller.options
     )
     return _ok(to_json(reply), 201)
 
@@ -923,11 +846,9 @@ async def update_quick_reply(
     quick_reply_id: QuickReplyIdPath,
 ) -> Response:
     """Members that are present replace the quick reply's."""
-    message = crm_pb2.UpdateQuickReplyRequest(quick_reply_id=quick_reply_id)
-    if body.shortcut is not None:
-        message.shortcut = body.shortcut
-    if body.text is not None:
-        message.text = body.text
+    message = to_message(
+        body.proto_fields(), crm_pb2.UpdateQuickReplyRequest(quick_reply_id=quick_reply_id)
+    )
     reply = await _crm(request).UpdateQuickReply(message, **caller.options)
     return _ok(to_json(reply))
 
@@ -969,12 +890,7 @@ async def list_fan_lists(
     """Static lists and saved segments, by name, with their member counts."""
     reply = await _listing(
         _crm(request).ListFanLists(
-            crm_pb2.ListFanListsRequest(
-                page=_page(cursor, limit),
-                kind=FAN_LIST_KINDS[kind]
-                if kind is not None
-                else crm_pb2.FAN_LIST_KIND_UNSPECIFIED,
-            ),
+            to_message({"kind": kind}, crm_pb2.ListFanListsRequest(page=_page(cursor, limit))),
             **caller.options,
         ),
         PAGE_FIELDS,
@@ -993,9 +909,7 @@ async def create_fan_list(
     body: CreateListBody, caller: CurrentCaller, request: Request
 ) -> Response:
     """A static list (members added by hand) or a dynamic one (a saved segment)."""
-    message = crm_pb2.CreateFanListRequest(name=body.name, kind=FAN_LIST_KINDS[body.kind])
-    if body.segment is not None:
-        message.segment.CopyFrom(_segment(body.segment))
+    message = to_message(body.proto_fields(), crm_pb2.CreateFanListRequest())
     reply = await _crm(request).CreateFanList(message, **caller.options)
     return _ok(to_json(reply), 201)
 
@@ -1009,9 +923,9 @@ async def create_fan_list(
 async def preview_segment(body: PreviewBody, caller: CurrentCaller, request: Request) -> Response:
     """How many fans match the segment now (before saving it as a dynamic list)."""
     reply = await _crm(request).PreviewSegment(
-        crm_pb2.PreviewSegmentRequest(segment=_segment(body.segment)), **caller.options
+        to_message(body.proto_fields(), crm_pb2.PreviewSegmentRequest()), **caller.options
     )
-    return _ok({"fanCount": reply.fan_count})
+    return _ok(to_json(reply))
 
 
 @crm_router.get(
@@ -1038,11 +952,7 @@ async def update_fan_list(
     body: UpdateListBody, caller: CurrentCaller, request: Request, list_id: ListIdPath
 ) -> Response:
     """`segment` replaces a dynamic list's segment (a static list has none)."""
-    message = crm_pb2.UpdateFanListRequest(list_id=list_id)
-    if body.name is not None:
-        message.name = body.name
-    if body.segment is not None:
-        message.segment.CopyFrom(_segment(body.segment))
+    message = to_message(body.proto_fields(), crm_pb2.UpdateFanListRequest(list_id=list_id))
     reply = await _crm(request).UpdateFanList(message, **caller.options)
     return _ok(to_json(reply))
 
@@ -1097,9 +1007,10 @@ async def add_fan_list_members(
 ) -> Response:
     """All or nothing; fans already in the list are not counted. A dynamic list: 409."""
     reply = await _crm(request).AddFanListMembers(
-        crm_pb2.AddFanListMembersRequest(list_id=list_id, fan_ids=body.fan_ids), **caller.options
+        to_message(body.proto_fields(), crm_pb2.AddFanListMembersRequest(list_id=list_id)),
+        **caller.options,
     )
-    return _ok({"addedCount": reply.added_count})
+    return _ok(to_json(reply))
 
 
 @crm_router.delete(
@@ -1113,10 +1024,10 @@ async def remove_fan_list_members(
 ) -> Response:
     """All or nothing; fans that were not members are not counted."""
     reply = await _crm(request).RemoveFanListMembers(
-        crm_pb2.RemoveFanListMembersRequest(list_id=list_id, fan_ids=body.fan_ids),
+        to_message(body.proto_fields(), crm_pb2.RemoveFanListMembersRequest(list_id=list_id)),
         **caller.options,
     )
-    return _ok({"removedCount": reply.removed_count})
+    return _ok(to_json(reply))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -119,3 +119,8 @@ class ProtoBody(ApiModel):
     proto_message: ClassVar[str]
 
     model_config = ConfigDict(json_schema_extra=_document_rules)
+
+    def proto_fields(self, *, sent_only: bool = False) -> dict[str, Any]:
+        """The members by their proto names (for `codec.to_message`); `sent_only`: only those
+        the request sent, for an update that changes exactly them."""
+        return self.model_dump(by_alias=False, exclude_unset=sent_only)
