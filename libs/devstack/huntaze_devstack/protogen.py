@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from buf.validate import validate_pb2  # generated here too; it reads the rules in our protos
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2, duration_pb2, field_mask_pb2, timestamp_pb2
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -83,6 +84,8 @@ def generate(out_dir: Path) -> None:
         f"--descriptor_set_out={described}",
         "--include_source_info",
         f"--proto_path={PROTO_ROOT}",
+        # `google/api/annotations.proto` (HTTP routes of RPCs), from googleapis-common-protos.
+        f"--proto_path={Path(annotations_pb2.__file__).parents[2]}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",

@@ -28,10 +28,11 @@ from pydantic import AfterValidator, Field, field_validator
 from huntaze.common.v1 import common_pb2
 from huntaze.crm.v1 import crm_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, problems
-from huntaze_gateway.codec import ProtoEnum, to_json, to_message
+from huntaze_gateway.codec import JsonResponse, ProtoEnum, to_json, to_message
 from huntaze_gateway.models import ProtoBody
 from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
 from huntaze_gateway.problems import PROBLEM_MEDIA_TYPE, VALIDATION, ApiProblem, camel_field
+from huntaze_gateway.rpc_routes import Exposed, expose
 from huntaze_gateway.sse import EventStreamResponse, Stream, frame, relay
 from huntaze_gateway.state import runtime_of
 from huntaze_kit.errors import VALIDATION_FAILED, FieldViolation, InvalidArgument
@@ -313,13 +314,6 @@ class PreviewBody(ProtoBody):
 # Output: the models document the answers; the functions below write them.
 
 
-class JsonResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_UTC_Z)
-
-
 def _next_cursor(page: common_pb2.PageResponse) -> str | None:
     return page.next_page_token or None
 
@@ -435,22 +429,6 @@ async def list_conversations(
     return _page_of("conversations", reply.conversations, reply.page)
 
 
-@crm_router.get(
-    "/conversations/{conversation_id}",
-    response_model=proto_schema("huntaze.crm.v1.Conversation"),
-    summary="Get a conversation",
-    responses=problems(401, 404, 422),
-)
-async def get_conversation(
-    caller: CurrentCaller, request: Request, conversation_id: ConversationIdPath
-) -> Response:
-    """The conversation and its fan."""
-    reply = await _crm(request).GetConversation(
-        crm_pb2.GetConversationRequest(conversation_id=conversation_id), **caller.options
-    )
-    return _ok(to_json(reply))
-
-
 @crm_router.patch(
     "/conversations/{conversation_id}",
     response_model=proto_schema("huntaze.crm.v1.Conversation"),
@@ -469,22 +447,6 @@ async def update_conversation(
         values["assigned_member_id"] = values["assigned_member_id"] or ""
     message = to_message(values, crm_pb2.UpdateConversationRequest(conversation_id=conversation_id))
     reply = await _crm(request).UpdateConversation(message, **caller.options)
-    return _ok(to_json(reply))
-
-
-@crm_router.post(
-    "/conversations/{conversation_id}/read",
-    response_model=proto_schema("huntaze.crm.v1.Conversation"),
-    summary="Mark a whole conversation read",
-    responses=problems(401, 403, 404, 422),
-)
-async def mark_conversation_read(
-    caller: CurrentCaller, request: Request, conversation_id: ConversationIdPath
-) -> Response:
-    """Every inbound message of the conversation becomes read; the unread count drops to 0."""
-    reply = await _crm(request).MarkConversationRead(
-        crm_pb2.MarkConversationReadRequest(conversation_id=conversation_id), **caller.options
-    )
     return _ok(to_json(reply))
 
 
@@ -575,47 +537,6 @@ async def list_fans(
     return _page_of("fans", reply.fans, reply.page)
 
 
-@crm_router.post(
-    "/fans",
-    status_code=201,
-    response_model=proto_schema("huntaze.crm.v1.Fan"),
-    summary="Add a fan",
-    responses=problems(*_BODY, 401, 403, 409),
-)
-async def create_fan(body: CreateFanBody, caller: CurrentCaller, request: Request) -> Response:
-    """A fan added by hand (the platform workers add the others). A platform account id is
-    unique per creator and platform: 409 `FAN_EXISTS`."""
-    message = to_message(body.proto_fields(), crm_pb2.CreateFanRequest())
-    reply = await _crm(request).CreateFan(message, **caller.options)
-    return _ok(to_json(reply), 201)
-
-
-@crm_router.post(
-    "/fans/tags",
-    response_model=proto_schema("huntaze.crm.v1.UpdateFanTagsResponse"),
-    summary="Add and remove tags on many fans",
-    responses=problems(*_BODY, 401, 403, 404),
-)
-async def update_fan_tags(body: FanTagsBody, caller: CurrentCaller, request: Request) -> Response:
-    """All or nothing: an unknown fan id is a 404 and changes nothing."""
-    reply = await _crm(request).UpdateFanTags(
-        to_message(body.proto_fields(), crm_pb2.UpdateFanTagsRequest()), **caller.options
-    )
-    return _ok(to_json(reply))
-
-
-@crm_router.get(
-    "/fans/{fan_id}",
-    response_model=proto_schema("huntaze.crm.v1.Fan"),
-    summary="Get a fan",
-    responses=problems(401, 404, 422),
-)
-async def get_fan(caller: CurrentCaller, request: Request, fan_id: FanIdPath) -> Response:
-    """The fan's profile, tags, notes, spend and subscription."""
-    reply = await _crm(request).GetFan(crm_pb2.GetFanRequest(fan_id=fan_id), **caller.options)
-    return _ok(to_json(reply))
-
-
 @crm_router.patch(
     "/fans/{fan_id}",
     response_model=proto_schema("huntaze.crm.v1.Fan"),
@@ -633,19 +554,6 @@ async def update_fan(
     message = to_message(values, crm_pb2.UpdateFanRequest(fan_id=fan_id))
     reply = await _crm(request).UpdateFan(message, **caller.options)
     return _ok(to_json(reply))
-
-
-@crm_router.delete(
-    "/fans/{fan_id}",
-    status_code=_NO_CONTENT,
-    response_class=Response,
-    summary="Delete a fan",
-    responses=problems(401, 403, 404, 422),
-)
-async def delete_fan(caller: CurrentCaller, request: Request, fan_id: FanIdPath) -> Response:
-    """Deletes the fan with their conversation, messages, purchases and list memberships."""
-    await _crm(request).DeleteFan(crm_pb2.DeleteFanRequest(fan_id=fan_id), **caller.options)
-    return Response(status_code=_NO_CONTENT)
 
 
 @crm_router.get(
@@ -756,22 +664,6 @@ async def search_messages(
     return _page_of("messages", reply.messages, reply.page)
 
 
-@messages_router.post(
-    "/{message_id}/read",
-    response_model=proto_schema("huntaze.crm.v1.Message"),
-    summary="Mark a message read",
-    responses=problems(401, 403, 404, 422),
-)
-async def mark_message_read(
-    caller: CurrentCaller, request: Request, message_id: MessageIdPath
-) -> Response:
-    """An inbound message becomes read (the conversation's unread count follows)."""
-    reply = await _crm(request).MarkMessageRead(
-        crm_pb2.MarkMessageReadRequest(message_id=message_id), **caller.options
-    )
-    return _ok(to_json(reply))
-
-
 # ---------------------------------------------------------------------------------------------
 # Quick replies.
 
@@ -798,76 +690,6 @@ async def list_quick_replies(
         {**PAGE_FIELDS, "shortcut_prefix": "query.prefix"},
     )
     return _page_of("quickReplies", reply.quick_replies, reply.page)
-
-
-@crm_router.post(
-    "/quick-replies",
-    status_code=201,
-    response_model=proto_schema("huntaze.crm.v1.QuickReply"),
-    summary="Create a quick reply",
-    responses=problems(*_BODY, 401, 403, 409),
-)
-async def create_quick_reply(
-    body: CreateQuickReplyBody, caller: CurrentCaller, request: Request
-) -> Response:
-    """A shortcut is unique per creator: 409 `SHORTCUT_TAKEN`."""
-    reply = await _crm(request).CreateQuickReply(
-        to_message(body.proto_fields(), crm_pb2.CreateQuickReplyRequest()), **caller.options
-    )
-    return _ok(to_json(reply), 201)
-
-
-@crm_router.get(
-    "/quick-replies/{quick_reply_id}",
-    response_model=proto_schema("huntaze.crm.v1.QuickReply"),
-    summary="Get a quick reply",
-    responses=problems(401, 404, 422),
-)
-async def get_quick_reply(
-    caller: CurrentCaller, request: Request, quick_reply_id: QuickReplyIdPath
-) -> Response:
-    """One quick reply."""
-    reply = await _crm(request).GetQuickReply(
-        crm_pb2.GetQuickReplyRequest(quick_reply_id=quick_reply_id), **caller.options
-    )
-    return _ok(to_json(reply))
-
-
-@crm_router.patch(
-    "/quick-replies/{quick_reply_id}",
-    response_model=proto_schema("huntaze.crm.v1.QuickReply"),
-    summary="Update a quick reply",
-    responses=problems(*_BODY, 401, 403, 404, 409),
-)
-async def update_quick_reply(
-    body: UpdateQuickReplyBody,
-    caller: CurrentCaller,
-    request: Request,
-    quick_reply_id: QuickReplyIdPath,
-) -> Response:
-    """Members that are present replace the quick reply's."""
-    message = to_message(
-        body.proto_fields(), crm_pb2.UpdateQuickReplyRequest(quick_reply_id=quick_reply_id)
-    )
-    reply = await _crm(request).UpdateQuickReply(message, **caller.options)
-    return _ok(to_json(reply))
-
-
-@crm_router.delete(
-    "/quick-replies/{quick_reply_id}",
-    status_code=_NO_CONTENT,
-    response_class=Response,
-    summary="Delete a quick reply",
-    responses=problems(401, 403, 404, 422),
-)
-async def delete_quick_reply(
-    caller: CurrentCaller, request: Request, quick_reply_id: QuickReplyIdPath
-) -> Response:
-    """Gone for good."""
-    await _crm(request).DeleteQuickReply(
-        crm_pb2.DeleteQuickReplyRequest(quick_reply_id=quick_reply_id), **caller.options
-    )
-    return Response(status_code=_NO_CONTENT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -898,80 +720,6 @@ async def list_fan_lists(
     return _page_of("lists", reply.lists, reply.page)
 
 
-@crm_router.post(
-    "/lists",
-    status_code=201,
-    response_model=proto_schema("huntaze.crm.v1.FanList"),
-    summary="Create a fan list",
-    responses=problems(*_BODY, 401, 403),
-)
-async def create_fan_list(
-    body: CreateListBody, caller: CurrentCaller, request: Request
-) -> Response:
-    """A static list (members added by hand) or a dynamic one (a saved segment)."""
-    message = to_message(body.proto_fields(), crm_pb2.CreateFanListRequest())
-    reply = await _crm(request).CreateFanList(message, **caller.options)
-    return _ok(to_json(reply), 201)
-
-
-@crm_router.post(
-    "/lists/preview",
-    response_model=proto_schema("huntaze.crm.v1.PreviewSegmentResponse"),
-    summary="Count the fans a segment matches",
-    responses=problems(*_BODY, 401, 403),
-)
-async def preview_segment(body: PreviewBody, caller: CurrentCaller, request: Request) -> Response:
-    """How many fans match the segment now (before saving it as a dynamic list)."""
-    reply = await _crm(request).PreviewSegment(
-        to_message(body.proto_fields(), crm_pb2.PreviewSegmentRequest()), **caller.options
-    )
-    return _ok(to_json(reply))
-
-
-@crm_router.get(
-    "/lists/{list_id}",
-    response_model=proto_schema("huntaze.crm.v1.FanList"),
-    summary="Get a fan list",
-    responses=problems(401, 404, 422),
-)
-async def get_fan_list(caller: CurrentCaller, request: Request, list_id: ListIdPath) -> Response:
-    """The list and its member count."""
-    reply = await _crm(request).GetFanList(
-        crm_pb2.GetFanListRequest(list_id=list_id), **caller.options
-    )
-    return _ok(to_json(reply))
-
-
-@crm_router.patch(
-    "/lists/{list_id}",
-    response_model=proto_schema("huntaze.crm.v1.FanList"),
-    summary="Rename a list or change its segment",
-    responses=problems(*_BODY, 401, 403, 404),
-)
-async def update_fan_list(
-    body: UpdateListBody, caller: CurrentCaller, request: Request, list_id: ListIdPath
-) -> Response:
-    """`segment` replaces a dynamic list's segment (a static list has none)."""
-    message = to_message(body.proto_fields(), crm_pb2.UpdateFanListRequest(list_id=list_id))
-    reply = await _crm(request).UpdateFanList(message, **caller.options)
-    return _ok(to_json(reply))
-
-
-@crm_router.delete(
-    "/lists/{list_id}",
-    status_code=_NO_CONTENT,
-    response_class=Response,
-    summary="Delete a fan list",
-    responses=problems(401, 403, 404, 422),
-)
-async def delete_fan_list(caller: CurrentCaller, request: Request, list_id: ListIdPath) -> Response:
-    """The list goes; its fans stay."""
-    await _crm(request).DeleteFanList(
-        crm_pb2.DeleteFanListRequest(list_id=list_id), **caller.options
-    )
-    return Response(status_code=_NO_CONTENT)
-
-
 @crm_router.get(
     "/lists/{list_id}/members",
     response_model=page_schema("fans", "huntaze.crm.v1.Fan"),
@@ -994,40 +742,6 @@ async def list_fan_list_members(
         PAGE_FIELDS,
     )
     return _page_of("fans", reply.fans, reply.page)
-
-
-@crm_router.post(
-    "/lists/{list_id}/members",
-    response_model=proto_schema("huntaze.crm.v1.AddFanListMembersResponse"),
-    summary="Add fans to a static list",
-    responses=problems(*_BODY, 401, 403, 404, 409),
-)
-async def add_fan_list_members(
-    body: ListMembersBody, caller: CurrentCaller, request: Request, list_id: ListIdPath
-) -> Response:
-    """All or nothing; fans already in the list are not counted. A dynamic list: 409."""
-    reply = await _crm(request).AddFanListMembers(
-        to_message(body.proto_fields(), crm_pb2.AddFanListMembersRequest(list_id=list_id)),
-        **caller.options,
-    )
-    return _ok(to_json(reply))
-
-
-@crm_router.delete(
-    "/lists/{list_id}/members",
-    response_model=proto_schema("huntaze.crm.v1.RemoveFanListMembersResponse"),
-    summary="Remove fans from a static list",
-    responses=problems(*_BODY, 401, 403, 404, 409),
-)
-async def remove_fan_list_members(
-    body: ListMembersBody, caller: CurrentCaller, request: Request, list_id: ListIdPath
-) -> Response:
-    """All or nothing; fans that were not members are not counted."""
-    reply = await _crm(request).RemoveFanListMembers(
-        to_message(body.proto_fields(), crm_pb2.RemoveFanListMembersRequest(list_id=list_id)),
-        **caller.options,
-    )
-    return _ok(to_json(reply))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1121,3 +835,140 @@ async def inbox_stream(
         revoked=lambda: session_id is not None and revocations.is_revoked(session_id),
     )
     return EventStreamResponse(relay(stream))
+
+
+# ---------------------------------------------------------------------------------------------
+# The RPCs whose route the proto declares (`google.api.http`): served without a handler here.
+
+expose(
+    (crm_router, messages_router),
+    crm_pb2.DESCRIPTOR.services_by_name["CrmService"],
+    _crm,
+    (
+        Exposed(
+            "GetConversation",
+            "Get a conversation",
+            "The conversation and its fan.",
+            problems=(401, 404, 422),
+        ),
+        Exposed(
+            "MarkConversationRead",
+            "Mark a whole conversation read",
+            "Every inbound message of the conversation becomes read; the unread count drops to 0.",
+            problems=(401, 403, 404, 422),
+        ),
+        Exposed(
+            "GetFan",
+            "Get a fan",
+            "The fan's profile, tags, notes, spend and subscription.",
+            problems=(401, 404, 422),
+        ),
+        Exposed(
+            "DeleteFan",
+            "Delete a fan",
+            "Deletes the fan with their conversation, messages, purchases and list memberships.",
+            problems=(401, 403, 404, 422),
+        ),
+        Exposed(
+            "MarkMessageRead",
+            "Mark a message read",
+            "An inbound message becomes read (the conversation's unread count follows).",
+            problems=(401, 403, 404, 422),
+        ),
+        Exposed(
+            "GetQuickReply",
+            "Get a quick reply",
+            "One quick reply.",
+            problems=(401, 404, 422),
+        ),
+        Exposed(
+            "DeleteQuickReply",
+            "Delete a quick reply",
+            "Gone for good.",
+            problems=(401, 403, 404, 422),
+        ),
+        Exposed(
+            "GetFanList",
+            "Get a fan list",
+            "The list and its member count.",
+            problems=(401, 404, 422),
+        ),
+        Exposed(
+            "DeleteFanList",
+            "Delete a fan list",
+            "The list goes; its fans stay.",
+            problems=(401, 403, 404, 422),
+        ),
+        Exposed(
+            "CreateFan",
+            "Add a fan",
+            (
+                "A fan added by hand (the platform workers add the others). A platform "
+                "account id is unique per creator and platform: 409 `FAN_EXISTS`."
+            ),
+            problems=(401, 403, 409),
+            body=CreateFanBody,
+            status_code=201,
+        ),
+        Exposed(
+            "UpdateFanTags",
+            "Add and remove tags on many fans",
+            "All or nothing: an unknown fan id is a 404 and changes nothing.",
+            problems=(401, 403, 404),
+            body=FanTagsBody,
+        ),
+        Exposed(
+            "CreateQuickReply",
+            "Create a quick reply",
+            "A shortcut is unique per creator: 409 `SHORTCUT_TAKEN`.",
+            problems=(401, 403, 409),
+            body=CreateQuickReplyBody,
+            status_code=201,
+        ),
+        Exposed(
+            "UpdateQuickReply",
+            "Update a quick reply",
+            "Members that are present replace the quick reply's.",
+            problems=(401, 403, 404, 409),
+            body=UpdateQuickReplyBody,
+            partial=True,
+        ),
+        Exposed(
+            "CreateFanList",
+            "Create a fan list",
+            "A static list (members added by hand) or a dynamic one (a saved segment).",
+            problems=(401, 403),
+            body=CreateListBody,
+            status_code=201,
+        ),
+        Exposed(
+            "PreviewSegment",
+            "Count the fans a segment matches",
+            "How many fans match the segment now (before saving it as a dynamic list).",
+            problems=(401, 403),
+            body=PreviewBody,
+        ),
+        Exposed(
+            "UpdateFanList",
+            "Rename a list or change its segment",
+            "`segment` replaces a dynamic list's segment (a static list has none).",
+            problems=(401, 403, 404),
+            body=UpdateListBody,
+            partial=True,
+        ),
+        Exposed(
+            "AddFanListMembers",
+            "Add fans to a static list",
+            "All or nothing; fans already in the list are not counted. A dynamic list: 409.",
+            problems=(401, 403, 404, 409),
+            body=ListMembersBody,
+        ),
+        Exposed(
+            "RemoveFanListMembers",
+            "Remove fans from a static list",
+            "All or nothing; fans that were not members are not counted.",
+            problems=(401, 403, 404, 409),
+            body=ListMembersBody,
+        ),
+    ),
+)

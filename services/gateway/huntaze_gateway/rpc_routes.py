@@ -1,0 +1,144 @@
+"""Routes declared in the protos: an RPC with a `google.api.http` rule is served at its method
+and path, with no hand-written handler.
+
+The rule's path parameters (`/api/crm/fans/{fan_id}`) fill the request fields of the same name;
+with `body: "*"` the JSON body, checked by its `ProtoBody` model, fills the rest (`codec`); the
+answer is the reply's public JSON, or 204 when the reply message has no fields. What stays at the
+edge is named per route (`Exposed`): summary, description, success status, the problems it may
+answer, and whether it is a partial update.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import JSONResponse
+from google.api import annotations_pb2
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+
+from huntaze_gateway.auth_routes import Caller, CurrentCaller, problems
+from huntaze_gateway.codec import JsonResponse, to_json, to_message
+from huntaze_gateway.models import ProtoBody
+from huntaze_gateway.openapi import proto_schema
+
+NO_CONTENT = 204
+_PATH_PARAMETER = re.compile(r"{(\w+)}")
+# The problems every route with a JSON body may answer (malformed, too large, invalid).
+BODY_PROBLEMS = (400, 413, 422)
+
+
+@dataclass(frozen=True)
+class Exposed:
+    """One RPC served over HTTP, by its method name in the service."""
+
+    rpc: str
+    summary: str
+    description: str
+    problems: tuple[int, ...]
+    body: type[ProtoBody] | None = None
+    status_code: int = 200
+    # An update: only the members the request sent change (`None` never clears a field).
+    partial: bool = False
+
+
+def http_rule(method: MethodDescriptor) -> tuple[str, str]:
+    """The HTTP method and path of an RPC's `google.api.http` rule."""
+    rule = method.GetOptions().Extensions[annotations_pb2.http]
+    verb = rule.WhichOneof("pattern")
+    if verb is None or verb == "custom":
+        raise ValueError(f"{method.full_name} has no google.api.http rule")
+    return verb.upper(), str(getattr(rule, verb))
+
+
+def expose(
+    routers: Sequence[APIRouter],
+    service: ServiceDescriptor,
+    stub_of: Callable[[Request], Any],
+    routes: Sequence[Exposed],
+) -> None:
+    """Adds each of `routes` to the router whose prefix its rule's path starts with."""
+    for route in routes:
+        method = service.methods_by_name[route.rpc]
+        verb, path = http_rule(method)
+        router = next(r for r in routers if r.prefix and path.startswith(r.prefix + "/"))
+        _add(
+            router,
+            verb=verb,
+            path=path.removeprefix(router.prefix),
+            method=method,
+            stub_of=stub_of,
+            route=route,
+        )
+
+
+def _add(
+    router: APIRouter,
+    *,
+    verb: str,
+    path: str,
+    method: MethodDescriptor,
+    stub_of: Callable[[Request], Any],
+    route: Exposed,
+) -> None:
+    request_class = message_factory.GetMessageClass(method.input_type)
+    no_content = not method.output_type.fields
+    path_fields = _PATH_PARAMETER.findall(path)
+
+    async def endpoint(request: Request, caller: Caller, **arguments: Any) -> Response:
+        message = request_class(**{name: arguments[name] for name in path_fields})
+        body: ProtoBody | None = arguments.get("body")
+        if body is not None:
+            to_message(body.proto_fields(sent_only=route.partial), message)
+        reply = await getattr(stub_of(request), method.name)(message, **caller.options)
+        if no_content:
+            return Response(status_code=NO_CONTENT)
+        return JsonResponse(to_json(reply), status_code=route.status_code)
+
+    parameters = [
+        inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
+        inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=CurrentCaller),
+        *(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[str, Path(description=_id_description(name))],
+            )
+            for name in path_fields
+        ),
+    ]
+    if route.body is not None:
+        parameters.append(
+            inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=route.body)
+        )
+    endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    endpoint.__name__ = _snake(method.name)
+    # JSON answers keep the default response class, whose documented schema is the response
+    # model's (the endpoint answers with its own `JsonResponse`).
+    response_class: type[Response] = Response if no_content else JSONResponse
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=[verb],
+        status_code=NO_CONTENT if no_content else route.status_code,
+        response_class=response_class,
+        response_model=None if no_content else proto_schema(method.output_type.full_name),
+        summary=route.summary,
+        description=route.description,
+        responses=problems(*(BODY_PROBLEMS if route.body else ()), *route.problems),
+    )
+
+
+def _id_description(field: str) -> str:
+    """`quick_reply_id` -> "The quick reply's id (a UUID)."; the service checks it (any other
+    string is a 422 on the id, a UUID of nothing a 404)."""
+    return f"The {field.removesuffix('_id').replace('_', ' ')}'s id (a UUID)."
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
