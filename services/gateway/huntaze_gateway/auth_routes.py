@@ -27,6 +27,7 @@ from huntaze_gateway.codec import answer
 from huntaze_gateway.config import GatewaySettings
 from huntaze_gateway.models import Answer, ApiModel, ProtoBody
 from huntaze_gateway.problems import FORBIDDEN, ApiProblem, Problem, error_details_of
+from huntaze_gateway.rpc_routes import Edge, Exposed, expose
 from huntaze_gateway.state import runtime_of
 from huntaze_kit.errors import Unauthenticated
 from huntaze_kit.identity import Principal, bearer_token
@@ -187,48 +188,8 @@ class UserEnvelope(Answer):
     user: UserOut
 
 
-class ProfileOut(Answer):
-    display_name: str
-    bio: str
-    timezone: str
-    niche: str
-    goals: list[str]
-    onboarding_completed: bool
-    onboarding_completed_at: datetime | None
-    updated_at: datetime | None
-
-
-class MeOut(Answer):
-    user: UserOut
-    profile: ProfileOut | None
-
-
-class SessionOut(Answer):
-    id: str
-    ip_address: str
-    user_agent: str
-    created_at: datetime | None
-    last_used_at: datetime | None
-    expires_at: datetime | None
-    current: bool = Field(description="The session of the calling token.")
-
-
-class SessionsOut(Answer):
-    sessions: list[SessionOut]
-
-
 class RevokedOut(ApiModel):
     revoked_count: int
-
-
-class EnrollmentOut(ApiModel):
-    secret: str = Field(description="Base32 secret, for manual entry.")
-    otpauth_uri: str
-    qr_svg: str = Field(description="The otpauth URI as an SVG QR code.")
-
-
-class RecoveryCodesOut(ApiModel):
-    recovery_codes: list[str] = Field(description="Shown once; each works one time.")
 
 
 class AcceptedOut(ApiModel):
@@ -607,20 +568,6 @@ async def logout(request: Request) -> Response:
     return answer
 
 
-@auth_router.get("/me", summary="The signed-in user", responses=problems(401))
-async def me(caller: CurrentCaller, request: Request) -> MeOut:
-    """The user of the access token and their creator profile."""
-    reply = await caller.auth.GetMe(auth_pb2.GetMeRequest(), **caller.options)
-    return answer(MeOut, reply)
-
-
-@auth_router.get("/sessions", summary="List my sessions", responses=problems(401))
-async def list_sessions(caller: CurrentCaller, request: Request) -> SessionsOut:
-    """Every active session of the user; `current` marks the calling one."""
-    reply = await caller.auth.ListSessions(auth_pb2.ListSessionsRequest(), **caller.options)
-    return answer(SessionsOut, reply)
-
-
 async def _revoke_others(caller: Caller, request: Request) -> RevokedOut:
     reply = await caller.auth.RevokeOtherSessions(
         auth_pb2.RevokeOtherSessionsRequest(), **caller.options
@@ -737,94 +684,79 @@ async def change_password(
 # Two-factor authentication (TOTP).
 
 
-@auth_router.post(
-    "/2fa/enroll", summary="Start enrolling an authenticator app", responses=problems(401, 409)
-)
-async def begin_two_factor(caller: CurrentCaller, request: Request) -> EnrollmentOut:
-    """A new secret, as an otpauth URI and a QR code; confirm it with a code from the app."""
-    reply = await caller.auth.BeginTotpEnrollment(
-        auth_pb2.BeginTotpEnrollmentRequest(), **caller.options
-    )
-    return EnrollmentOut(secret=reply.secret, otpauth_uri=reply.otpauth_uri, qr_svg=reply.qr_svg)
-
-
-@auth_router.post(
-    "/2fa/confirm",
-    summary="Confirm enrollment with a code",
-    responses=problems(*_BODY, 401, 409, 429),
-)
-async def confirm_two_factor(
-    body: CodeBody, caller: CurrentCaller, request: Request
-) -> RecoveryCodesOut:
-    """Turns two-factor authentication on and answers the recovery codes, shown once."""
-    reply = await caller.auth.ConfirmTotpEnrollment(
-        auth_pb2.ConfirmTotpEnrollmentRequest(code=body.code), **caller.options
-    )
-    return RecoveryCodesOut(recovery_codes=list(reply.recovery_codes))
-
-
-@auth_router.post(
-    "/2fa/disable",
-    status_code=204,
-    response_class=Response,
-    summary="Turn two-factor authentication off",
-    responses=problems(*_BODY, 401, 409, 429),
-)
-async def disable_two_factor(
-    body: DisableTwoFactorBody, caller: CurrentCaller, request: Request
-) -> Response:
-    """Needs the password and a current code (or a recovery code)."""
-    await caller.auth.DisableTotp(
-        auth_pb2.DisableTotpRequest(password=body.password, code=body.code),
-        **caller.options,
-    )
-    return Response(status_code=204)
-
-
-@auth_router.post(
-    "/2fa/recovery-codes",
-    summary="Replace the recovery codes",
-    responses=problems(*_BODY, 401, 409, 429),
-)
-async def regenerate_recovery_codes(
-    body: CodeBody, caller: CurrentCaller, request: Request
-) -> RecoveryCodesOut:
-    """New recovery codes (the old ones stop working), given a current code."""
-    reply = await caller.auth.RegenerateRecoveryCodes(
-        auth_pb2.RegenerateRecoveryCodesRequest(code=body.code), **caller.options
-    )
-    return RecoveryCodesOut(recovery_codes=list(reply.recovery_codes))
-
-
 # ---------------------------------------------------------------------------------------------
 # Onboarding and the creator profile.
 
 
-@onboarding_router.get("/profile", summary="My creator profile", responses=problems(401))
-async def get_profile(caller: CurrentCaller, request: Request) -> ProfileOut:
-    """The profile and the onboarding state."""
-    reply = await caller.auth.GetProfile(auth_pb2.GetProfileRequest(), **caller.options)
-    return answer(ProfileOut, reply)
+# ---------------------------------------------------------------------------------------------
+# The RPCs whose route the proto declares (`google.api.http`): served without a handler here.
 
-
-@onboarding_router.post(
-    "/save-profile", summary="Save my creator profile", responses=problems(*_BODY, 401)
+expose(
+    (auth_router, onboarding_router),
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    Edge(caller=CurrentCaller, stub_of=lambda request: runtime_of(request).auth, problems=problems),
+    (
+        Exposed(
+            "GetMe",
+            "The signed-in user",
+            "The user of the access token and their creator profile.",
+            problems=(401,),
+        ),
+        Exposed(
+            "ListSessions",
+            "List my sessions",
+            "Every active session of the user; `current` marks the calling one.",
+            problems=(401,),
+        ),
+        Exposed(
+            "BeginTotpEnrollment",
+            "Start enrolling an authenticator app",
+            "A new secret, as an otpauth URI and a QR code; confirm it with a code from the app.",
+            problems=(401, 409),
+        ),
+        Exposed(
+            "ConfirmTotpEnrollment",
+            "Confirm enrollment with a code",
+            "Turns two-factor authentication on and answers the recovery codes, shown once.",
+            problems=(401, 409, 429),
+            body=CodeBody,
+        ),
+        Exposed(
+            "DisableTotp",
+            "Turn two-factor authentication off",
+            "Needs the password and a current code (or a recovery code).",
+            problems=(401, 409, 429),
+            body=DisableTwoFactorBody,
+        ),
+        Exposed(
+            "RegenerateRecoveryCodes",
+            "Replace the recovery codes",
+            "New recovery codes (the old ones stop working), given a current code.",
+            problems=(401, 409, 429),
+            body=CodeBody,
+        ),
+        Exposed(
+            "GetProfile",
+            "My creator profile",
+            "The profile and the onboarding state.",
+            problems=(401,),
+        ),
+        Exposed(
+            "SaveProfile",
+            "Save my creator profile",
+            (
+                "Changes the fields sent (display name, bio, IANA timezone, niche, goals) and "
+                "keeps the others."
+            ),
+            problems=(401,),
+            body=SaveProfileBody,
+            partial=True,
+        ),
+        Exposed(
+            "CompleteOnboarding",
+            "Finish onboarding",
+            "Marks onboarding as done (the profile must have been saved first).",
+            problems=(401, 409),
+        ),
+    ),
 )
-async def save_profile(
-    body: SaveProfileBody, caller: CurrentCaller, request: Request
-) -> ProfileOut:
-    """Changes the fields sent (display name, bio, IANA timezone, niche, goals) and keeps the
-    others."""
-    request_message = auth_pb2.SaveProfileRequest(**body.proto_fields())
-    request_message.update_mask.paths.extend(sorted(body.model_fields_set))
-    reply = await caller.auth.SaveProfile(request_message, **caller.options)
-    return answer(ProfileOut, reply)
-
-
-@onboarding_router.post("/complete", summary="Finish onboarding", responses=problems(401, 409))
-async def complete_onboarding(caller: CurrentCaller, request: Request) -> ProfileOut:
-    """Marks onboarding as done (the profile must have been saved first)."""
-    reply = await caller.auth.CompleteOnboarding(
-        auth_pb2.CompleteOnboardingRequest(), **caller.options
-    )
-    return answer(ProfileOut, reply)

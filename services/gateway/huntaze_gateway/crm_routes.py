@@ -32,7 +32,7 @@ from huntaze_gateway.codec import JsonResponse, ProtoEnum, to_json, to_message
 from huntaze_gateway.models import ProtoBody
 from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
 from huntaze_gateway.problems import PROBLEM_MEDIA_TYPE, VALIDATION, ApiProblem, camel_field
-from huntaze_gateway.rpc_routes import Exposed, expose
+from huntaze_gateway.rpc_routes import Edge, Exposed, expose
 from huntaze_gateway.sse import EventStreamResponse, Stream, frame, relay
 from huntaze_gateway.state import runtime_of
 from huntaze_kit.errors import VALIDATION_FAILED, FieldViolation, InvalidArgument
@@ -843,7 +843,7 @@ async def inbox_stream(
 expose(
     (crm_router, messages_router),
     crm_pb2.DESCRIPTOR.services_by_name["CrmService"],
-    _crm,
+    Edge(caller=CurrentCaller, stub_of=_crm, problems=problems),
     (
         Exposed(
             "GetConversation",

@@ -22,7 +22,6 @@ from google.api import annotations_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
-from huntaze_gateway.auth_routes import Caller, CurrentCaller, problems
 from huntaze_gateway.codec import JsonResponse, to_json, to_message
 from huntaze_gateway.models import ProtoBody
 from huntaze_gateway.openapi import proto_schema
@@ -56,10 +55,20 @@ def http_rule(method: MethodDescriptor) -> tuple[str, str]:
     return verb.upper(), str(getattr(rule, verb))
 
 
+@dataclass(frozen=True)
+class Edge:
+    """What every exposed route shares: the dependency that verifies the caller (its value has
+    the call `options`), the stub of the service, and the problem documents by status."""
+
+    caller: Any
+    stub_of: Callable[[Request], Any]
+    problems: Callable[..., dict[int | str, dict[str, Any]]]
+
+
 def expose(
     routers: Sequence[APIRouter],
     service: ServiceDescriptor,
-    stub_of: Callable[[Request], Any],
+    edge: Edge,
     routes: Sequence[Exposed],
 ) -> None:
     """Adds each of `routes` to the router whose prefix its rule's path starts with."""
@@ -72,7 +81,7 @@ def expose(
             verb=verb,
             path=path.removeprefix(router.prefix),
             method=method,
-            stub_of=stub_of,
+            edge=edge,
             route=route,
         )
 
@@ -83,26 +92,30 @@ def _add(
     verb: str,
     path: str,
     method: MethodDescriptor,
-    stub_of: Callable[[Request], Any],
+    edge: Edge,
     route: Exposed,
 ) -> None:
-    request_class = message_factory.GetMessageClass(method.input_type)
+    request_class: Any = message_factory.GetMessageClass(method.input_type)
     no_content = not method.output_type.fields
     path_fields = _PATH_PARAMETER.findall(path)
 
-    async def endpoint(request: Request, caller: Caller, **arguments: Any) -> Response:
+    async def endpoint(request: Request, caller: Any, **arguments: Any) -> Response:
         message = request_class(**{name: arguments[name] for name in path_fields})
         body: ProtoBody | None = arguments.get("body")
         if body is not None:
-            to_message(body.proto_fields(sent_only=route.partial), message)
-        reply = await getattr(stub_of(request), method.name)(message, **caller.options)
+            values = body.proto_fields(sent_only=route.partial)
+            to_message(values, message)
+            if route.partial and "update_mask" in request_class.DESCRIPTOR.fields_by_name:
+                # AIP-134: the mask names the fields to change, so an empty value clears one.
+                message.update_mask.paths.extend(sorted(values))
+        reply = await getattr(edge.stub_of(request), method.name)(message, **caller.options)
         if no_content:
             return Response(status_code=NO_CONTENT)
         return JsonResponse(to_json(reply), status_code=route.status_code)
 
     parameters = [
         inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
-        inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=CurrentCaller),
+        inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=edge.caller),
         *(
             inspect.Parameter(
                 name,
@@ -130,7 +143,7 @@ def _add(
         response_model=None if no_content else proto_schema(method.output_type.full_name),
         summary=route.summary,
         description=route.description,
-        responses=problems(*(BODY_PROBLEMS if route.body else ()), *route.problems),
+        responses=edge.problems(*(BODY_PROBLEMS if route.body else ()), *route.problems),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.api import annotations_pb2
 
+from huntaze.auth.v1 import auth_pb2
 from huntaze.crm.v1 import crm_pb2
 from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
@@ -13,11 +14,17 @@ from huntaze_gateway.rpc_routes import http_rule
 def test_every_declared_route_is_served_at_its_method_and_path() -> None:
     document = create_app(GatewaySettings()).openapi()
     served = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
-    declared = []
-    for method in crm_pb2.DESCRIPTOR.services_by_name["CrmService"].methods:
-        if method.GetOptions().HasExtension(annotations_pb2.http):
-            declared.append(http_rule(method))
-    assert len(declared) >= 18
+    services = (
+        crm_pb2.DESCRIPTOR.services_by_name["CrmService"],
+        auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    )
+    declared = [
+        http_rule(method)
+        for service in services
+        for method in service.methods
+        if method.GetOptions().HasExtension(annotations_pb2.http)
+    ]
+    assert len(declared) >= 27
     assert set(declared) <= served, set(declared) - served
 
 

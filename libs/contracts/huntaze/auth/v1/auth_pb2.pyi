@@ -457,6 +457,7 @@ class Session(_message.Message):
     ip_address: _builtins.str
     user_agent: _builtins.str
     current: _builtins.bool
+    """The session of the calling token."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -730,6 +731,7 @@ class BeginTotpEnrollmentResponse(_message.Message):
     OTPAUTH_URI_FIELD_NUMBER: _builtins.int
     QR_SVG_FIELD_NUMBER: _builtins.int
     secret: _builtins.str
+    """Base32 secret, for manual entry."""
     otpauth_uri: _builtins.str
     qr_svg: _builtins.str
     """The otpauth URI as an SVG QR code."""
@@ -854,7 +856,9 @@ class RegenerateRecoveryCodesResponse(_message.Message):
 
     RECOVERY_CODES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def recovery_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def recovery_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Shown once; each works one time in place of a TOTP code."""
+
     def __init__(
         self,
         *,
