@@ -34,8 +34,11 @@ GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 # The top-level packages protoc writes: ours, and protovalidate's rules.
 GENERATED_PACKAGES = ("huntaze", "buf")
 VALIDATE_PROTO = "buf/validate/validate.proto"
-# The JSON Schema of every message of ours, for the gateway's OpenAPI document.
+# For the gateway's OpenAPI document: the JSON Schema of every message of ours, and the comment
+# of every RPC (the description of its HTTP route).
 SCHEMAS_FILE = "huntaze/schemas.json"
+METHODS_FILE = "huntaze/methods.json"
+GENERATED_JSON = (Path(SCHEMAS_FILE).name, Path(METHODS_FILE).name)
 
 
 def proto_files() -> list[Path]:
@@ -101,6 +104,8 @@ def generate(out_dir: Path) -> None:
     described.unlink()
     schemas = json_schemas(descriptor_set)
     (out_dir / SCHEMAS_FILE).write_text(json.dumps(schemas, indent=1, sort_keys=True) + "\n")
+    methods = method_comments(descriptor_set)
+    (out_dir / METHODS_FILE).write_text(json.dumps(methods, indent=1, sort_keys=True) + "\n")
 
 
 def generated_files(root: Path) -> dict[str, Path]:
@@ -108,7 +113,7 @@ def generated_files(root: Path) -> dict[str, Path]:
         str(path.relative_to(root)): path
         for path in root.rglob("*")
         if path.is_file()
-        and (path.name.endswith(GENERATED_SUFFIXES) or path.name == Path(SCHEMAS_FILE).name)
+        and (path.name.endswith(GENERATED_SUFFIXES) or path.name in GENERATED_JSON)
     }
 
 
@@ -249,6 +254,24 @@ def json_schemas(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, 
                 schemas=schemas,
             )
     return schemas
+
+
+def method_comments(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, str]:
+    """The comment of every RPC of ours that has one, by the method's full name."""
+    comments: dict[str, str] = {}
+    for file in descriptor_set.file:
+        if not file.package.startswith("huntaze."):
+            continue
+        locations = {
+            tuple(location.path): location.leading_comments
+            for location in file.source_code_info.location
+        }
+        for service_index, service in enumerate(file.service):
+            for index, method in enumerate(service.method):
+                comment = _comment(locations, (6, service_index, 2, index))
+                if comment:
+                    comments[f"{file.package}.{service.name}.{method.name}"] = comment
+    return comments
 
 
 def _message_schema(

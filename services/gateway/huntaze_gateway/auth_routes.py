@@ -696,67 +696,35 @@ expose(
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
     Edge(caller=CurrentCaller, stub_of=lambda request: runtime_of(request).auth, problems=problems),
     (
-        Exposed(
-            "GetMe",
-            "The signed-in user",
-            "The user of the access token and their creator profile.",
-            problems=(401,),
-        ),
-        Exposed(
-            "ListSessions",
-            "List my sessions",
-            "Every active session of the user; `current` marks the calling one.",
-            problems=(401,),
-        ),
-        Exposed(
-            "BeginTotpEnrollment",
-            "Start enrolling an authenticator app",
-            "A new secret, as an otpauth URI and a QR code; confirm it with a code from the app.",
-            problems=(401, 409),
-        ),
+        Exposed("GetMe", "The signed-in user", problems=(401,)),
+        Exposed("ListSessions", "List my sessions", problems=(401,)),
+        Exposed("BeginTotpEnrollment", "Start enrolling an authenticator app", problems=(401, 409)),
         Exposed(
             "ConfirmTotpEnrollment",
             "Confirm enrollment with a code",
-            "Turns two-factor authentication on and answers the recovery codes, shown once.",
             problems=(401, 409, 429),
             body=CodeBody,
         ),
         Exposed(
             "DisableTotp",
             "Turn two-factor authentication off",
-            "Needs the password and a current code (or a recovery code).",
             problems=(401, 409, 429),
             body=DisableTwoFactorBody,
         ),
         Exposed(
             "RegenerateRecoveryCodes",
             "Replace the recovery codes",
-            "New recovery codes (the old ones stop working), given a current code.",
             problems=(401, 409, 429),
             body=CodeBody,
         ),
-        Exposed(
-            "GetProfile",
-            "My creator profile",
-            "The profile and the onboarding state.",
-            problems=(401,),
-        ),
+        Exposed("GetProfile", "My creator profile", problems=(401,)),
         Exposed(
             "SaveProfile",
             "Save my creator profile",
-            (
-                "Changes the fields sent (display name, bio, IANA timezone, niche, goals) and "
-                "keeps the others."
-            ),
             problems=(401,),
             body=SaveProfileBody,
             partial=True,
         ),
-        Exposed(
-            "CompleteOnboarding",
-            "Finish onboarding",
-            "Marks onboarding as done (the profile must have been saved first).",
-            problems=(401, 409),
-        ),
+        Exposed("CompleteOnboarding", "Finish onboarding", problems=(401, 409)),
     ),
 )

@@ -845,82 +845,29 @@ expose(
     crm_pb2.DESCRIPTOR.services_by_name["CrmService"],
     Edge(caller=CurrentCaller, stub_of=_crm, problems=problems),
     (
+        Exposed("GetConversation", "Get a conversation", problems=(401, 404, 422)),
         Exposed(
-            "GetConversation",
-            "Get a conversation",
-            "The conversation and its fan.",
-            problems=(401, 404, 422),
+            "MarkConversationRead", "Mark a whole conversation read", problems=(401, 403, 404, 422)
         ),
+        Exposed("GetFan", "Get a fan", problems=(401, 404, 422)),
+        Exposed("DeleteFan", "Delete a fan", problems=(401, 403, 404, 422)),
+        Exposed("MarkMessageRead", "Mark a message read", problems=(401, 403, 404, 422)),
+        Exposed("GetQuickReply", "Get a quick reply", problems=(401, 404, 422)),
+        Exposed("DeleteQuickReply", "Delete a quick reply", problems=(401, 403, 404, 422)),
+        Exposed("GetFanList", "Get a fan list", problems=(401, 404, 422)),
+        Exposed("DeleteFanList", "Delete a fan list", problems=(401, 403, 404, 422)),
         Exposed(
-            "MarkConversationRead",
-            "Mark a whole conversation read",
-            "Every inbound message of the conversation becomes read; the unread count drops to 0.",
-            problems=(401, 403, 404, 422),
-        ),
-        Exposed(
-            "GetFan",
-            "Get a fan",
-            "The fan's profile, tags, notes, spend and subscription.",
-            problems=(401, 404, 422),
-        ),
-        Exposed(
-            "DeleteFan",
-            "Delete a fan",
-            "Deletes the fan with their conversation, messages, purchases and list memberships.",
-            problems=(401, 403, 404, 422),
-        ),
-        Exposed(
-            "MarkMessageRead",
-            "Mark a message read",
-            "An inbound message becomes read (the conversation's unread count follows).",
-            problems=(401, 403, 404, 422),
-        ),
-        Exposed(
-            "GetQuickReply",
-            "Get a quick reply",
-            "One quick reply.",
-            problems=(401, 404, 422),
-        ),
-        Exposed(
-            "DeleteQuickReply",
-            "Delete a quick reply",
-            "Gone for good.",
-            problems=(401, 403, 404, 422),
-        ),
-        Exposed(
-            "GetFanList",
-            "Get a fan list",
-            "The list and its member count.",
-            problems=(401, 404, 422),
-        ),
-        Exposed(
-            "DeleteFanList",
-            "Delete a fan list",
-            "The list goes; its fans stay.",
-            problems=(401, 403, 404, 422),
-        ),
-        Exposed(
-            "CreateFan",
-            "Add a fan",
-            (
-                "A fan added by hand (the platform workers add the others). A platform "
-                "account id is unique per creator and platform: 409 `FAN_EXISTS`."
-            ),
-            problems=(401, 403, 409),
-            body=CreateFanBody,
-            status_code=201,
+            "CreateFan", "Add a fan", problems=(401, 403, 409), body=CreateFanBody, status_code=201
         ),
         Exposed(
             "UpdateFanTags",
             "Add and remove tags on many fans",
-            "All or nothing: an unknown fan id is a 404 and changes nothing.",
             problems=(401, 403, 404),
             body=FanTagsBody,
         ),
         Exposed(
             "CreateQuickReply",
             "Create a quick reply",
-            "A shortcut is unique per creator: 409 `SHORTCUT_TAKEN`.",
             problems=(401, 403, 409),
             body=CreateQuickReplyBody,
             status_code=201,
@@ -928,7 +875,6 @@ expose(
         Exposed(
             "UpdateQuickReply",
             "Update a quick reply",
-            "Members that are present replace the quick reply's.",
             problems=(401, 403, 404, 409),
             body=UpdateQuickReplyBody,
             partial=True,
@@ -936,7 +882,6 @@ expose(
         Exposed(
             "CreateFanList",
             "Create a fan list",
-            "A static list (members added by hand) or a dynamic one (a saved segment).",
             problems=(401, 403),
             body=CreateListBody,
             status_code=201,
@@ -944,14 +889,12 @@ expose(
         Exposed(
             "PreviewSegment",
             "Count the fans a segment matches",
-            "How many fans match the segment now (before saving it as a dynamic list).",
             problems=(401, 403),
             body=PreviewBody,
         ),
         Exposed(
             "UpdateFanList",
             "Rename a list or change its segment",
-            "`segment` replaces a dynamic list's segment (a static list has none).",
             problems=(401, 403, 404),
             body=UpdateListBody,
             partial=True,
@@ -959,14 +902,12 @@ expose(
         Exposed(
             "AddFanListMembers",
             "Add fans to a static list",
-            "All or nothing; fans already in the list are not counted. A dynamic list: 409.",
             problems=(401, 403, 404, 409),
             body=ListMembersBody,
         ),
         Exposed(
             "RemoveFanListMembers",
             "Remove fans from a static list",
-            "All or nothing; fans that were not members are not counted.",
             problems=(401, 403, 404, 409),
             body=ListMembersBody,
         ),

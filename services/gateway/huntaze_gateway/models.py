@@ -19,10 +19,11 @@ from pydantic.alias_generators import to_camel
 
 from huntaze.common.v1 import common_pb2
 
-# The generated file sits at the root of the contracts' `huntaze` package.
-SCHEMAS: Mapping[str, dict[str, Any]] = json.loads(
-    (Path(common_pb2.__file__).parents[2] / "schemas.json").read_text()
-)
+# The generated files sit at the root of the contracts' `huntaze` package.
+_GENERATED = Path(common_pb2.__file__).parents[2]
+SCHEMAS: Mapping[str, dict[str, Any]] = json.loads((_GENERATED / "schemas.json").read_text())
+# Each RPC's comment in the proto, by the method's full name.
+METHOD_COMMENTS: Mapping[str, str] = json.loads((_GENERATED / "methods.json").read_text())
 # The JSON Schema keywords a protovalidate rule becomes.
 LIMIT_KEYWORDS = frozenset(
     {

@@ -5,7 +5,8 @@ The rule's path parameters (`/api/crm/fans/{fan_id}`) fill the request fields of
 with `body: "*"` the JSON body, checked by its `ProtoBody` model, fills the rest (`codec`); the
 answer is the reply's public JSON, or 204 when the reply message has no fields. What stays at the
 edge is named per route (`Exposed`): summary, description, success status, the problems it may
-answer, and whether it is a partial update.
+answer, and whether it is a partial update; the route's description is the RPC's comment in
+the proto.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from huntaze_gateway.codec import JsonResponse, to_json, to_message
-from huntaze_gateway.models import ProtoBody
+from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody
 from huntaze_gateway.openapi import proto_schema
 
 NO_CONTENT = 204
@@ -38,7 +39,6 @@ class Exposed:
 
     rpc: str
     summary: str
-    description: str
     problems: tuple[int, ...]
     body: type[ProtoBody] | None = None
     status_code: int = 200
@@ -142,7 +142,7 @@ def _add(
         response_class=response_class,
         response_model=None if no_content else proto_schema(method.output_type.full_name),
         summary=route.summary,
-        description=route.description,
+        description=METHOD_COMMENTS.get(method.full_name, ""),
         responses=edge.problems(*(BODY_PROBLEMS if route.body else ()), *route.problems),
     )
 

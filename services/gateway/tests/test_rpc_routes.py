@@ -35,3 +35,9 @@ def test_a_reply_without_fields_answers_no_content() -> None:
     fetched = document["paths"]["/api/crm/fans/{fan_id}"]["get"]["responses"]["200"]
     schema = fetched["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/huntaze.crm.v1.Fan"}
+
+
+def test_a_route_is_described_by_its_rpc_comment() -> None:
+    document = create_app(GatewaySettings()).openapi()
+    operation = document["paths"]["/api/crm/fans/{fan_id}"]["get"]
+    assert operation["description"] == "The fan's profile, tags, notes, spend and subscription."
