@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,13 +238,7 @@ def json_schemas(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, 
             for enum in message.enum_type:
                 enums[f".{file.package}.{message.name}.{enum.name}"] = _enum_names(enum)
     schemas: dict[str, Any] = {}
-    for file in descriptor_set.file:
-        if not file.package.startswith("huntaze."):
-            continue
-        locations = {
-            tuple(location.path): location.leading_comments
-            for location in file.source_code_info.location
-        }
+    for file, locations in _our_files(descriptor_set):
         for index, message in enumerate(file.message_type):
             _message_schema(
                 file.package,
@@ -256,16 +251,23 @@ def json_schemas(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, 
     return schemas
 
 
+def _our_files(
+    descriptor_set: descriptor_pb2.FileDescriptorSet,
+) -> Iterator[tuple[descriptor_pb2.FileDescriptorProto, dict[tuple[int, ...], str]]]:
+    """Each file of ours (package `huntaze.*`) with its leading comments by source path."""
+    for file in descriptor_set.file:
+        if file.package.startswith("huntaze."):
+            locations = {
+                tuple(location.path): location.leading_comments
+                for location in file.source_code_info.location
+            }
+            yield file, locations
+
+
 def method_comments(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, str]:
     """The comment of every RPC of ours that has one, by the method's full name."""
     comments: dict[str, str] = {}
-    for file in descriptor_set.file:
-        if not file.package.startswith("huntaze."):
-            continue
-        locations = {
-            tuple(location.path): location.leading_comments
-            for location in file.source_code_info.location
-        }
+    for file, locations in _our_files(descriptor_set):
         for service_index, service in enumerate(file.service):
             for index, method in enumerate(service.method):
                 comment = _comment(locations, (6, service_index, 2, index))
