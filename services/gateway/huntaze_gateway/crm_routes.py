@@ -16,26 +16,32 @@ Events.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import grpc
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from google.protobuf.message import Message
 from pydantic import AfterValidator, Field, field_validator
 
-from huntaze.common.v1 import common_pb2
 from huntaze.crm.v1 import crm_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, problems
 from huntaze_gateway.codec import JsonResponse, ProtoEnum, to_json, to_message
 from huntaze_gateway.models import ProtoBody
 from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
-from huntaze_gateway.problems import PROBLEM_MEDIA_TYPE, VALIDATION, ApiProblem, camel_field
+from huntaze_gateway.paging import (
+    PAGE_FIELDS,
+    Cursor,
+    Limit,
+    listing,
+    page_answer,
+    page_request,
+)
+from huntaze_gateway.problems import PROBLEM_MEDIA_TYPE, VALIDATION, ApiProblem
 from huntaze_gateway.rpc_routes import Edge, Exposed, expose
 from huntaze_gateway.sse import EventStreamResponse, Stream, frame, relay
 from huntaze_gateway.state import runtime_of
-from huntaze_kit.errors import VALIDATION_FAILED, FieldViolation, InvalidArgument
+from huntaze_kit.errors import VALIDATION_FAILED, FieldViolation
 from huntaze_kit.rich_status import from_rpc_error
 
 if TYPE_CHECKING:
@@ -48,8 +54,6 @@ _BODY = (400, 413, 422)
 SEND_MESSAGE_RESPONSE = "huntaze.crm.v1.SendMessageResponse"
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
-MAX_LIMIT = 200
-MAX_CURSOR = 1024
 MAX_ID = 64
 MAX_JSON_DEPTH = 16
 SSE_RETRY_MILLISECONDS = 3000
@@ -147,13 +151,6 @@ def _within(bits: int) -> Callable[[int], int]:
 
 Int64 = Annotated[int, AfterValidator(_within(64))]
 Int32 = Annotated[int, AfterValidator(_within(32))]
-Cursor = Annotated[
-    str,
-    Query(max_length=MAX_CURSOR, description="`nextCursor` of the previous page (same filters)."),
-]
-Limit = Annotated[
-    int | None, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}; default 50.")
-]
 
 
 def _path_id(name: str) -> Any:
@@ -314,63 +311,12 @@ class PreviewBody(ProtoBody):
 # Output: the models document the answers; the functions below write them.
 
 
-def _next_cursor(page: common_pb2.PageResponse) -> str | None:
-    return page.next_page_token or None
-
-
-def _page_of(key: str, items: Iterable[Message], page: common_pb2.PageResponse) -> JsonResponse:
-    """One page of a list answer: the items under `key`, and the cursor of the next page."""
-    return _ok({key: [to_json(item) for item in items], "nextCursor": _next_cursor(page)})
-
-
 # ---------------------------------------------------------------------------------------------
 # Calls.
 
 
 def _crm(request: Request) -> CrmServiceAsyncStub:
     return runtime_of(request).crm
-
-
-def _page(cursor: str, limit: int | None) -> common_pb2.PageRequest:
-    return common_pb2.PageRequest(page_size=limit or 0, page_token=cursor)
-
-
-# Field names of the CRM's list requests -> this API's query parameters, located as the
-# gateway's own validation locates them (`query.limit`). A key also renames the fields below it
-# (`filter.tags_any[0]` with `"filter": "query"` -> `query.tags_any[0]`, then camelCase).
-PAGE_FIELDS: Mapping[str, str] = {
-    "page.page_token": "query.cursor",
-    "page.page_size": "query.limit",
-}
-
-
-def _rename(field: str, renames: Mapping[str, str]) -> str:
-    for old, new in renames.items():
-        if field == old:
-            return new
-        for separator in (".", "["):
-            if field.startswith(old + separator):
-                return new + field[len(old) :]
-    return field
-
-
-async def _listing(call: Awaitable[T], renames: Mapping[str, str]) -> T:
-    """Awaits a list call; its field violations are named as this API's query parameters."""
-    try:
-        return await call
-    except grpc.aio.AioRpcError as error:
-        details = from_rpc_error(error)
-        if (
-            details.code != grpc.StatusCode.INVALID_ARGUMENT
-            or details.reason is None
-            or not details.violations
-        ):
-            raise
-        violations = [
-            FieldViolation(camel_field(_rename(v.field, renames)), v.description)
-            for v in details.violations
-        ]
-        raise InvalidArgument.for_violations(violations, reason=details.reason) from None
 
 
 def _ok(content: Any, status_code: int = 200) -> JsonResponse:
@@ -415,18 +361,18 @@ async def list_conversations(
     message = to_message(
         {"platform": platform, "pinned": pinned},
         crm_pb2.ListConversationsRequest(
-            page=_page(cursor, limit),
+            page=page_request(cursor, limit),
             unread_only=unread,
             query=search,
             archive_filter=ARCHIVE_FILTERS[archived],
             sort=CONVERSATION_SORTS[sort],
         ),
     )
-    reply = await _listing(
+    reply = await listing(
         _crm(request).ListConversations(message, **caller.options),
         {**PAGE_FIELDS, "query": "query.search", "archive_filter": "query.archived"},
     )
-    return _page_of("conversations", reply.conversations, reply.page)
+    return page_answer("conversations", reply.conversations, reply.page)
 
 
 @crm_router.patch(
@@ -448,30 +394,6 @@ async def update_conversation(
     message = to_message(values, crm_pb2.UpdateConversationRequest(conversation_id=conversation_id))
     reply = await _crm(request).UpdateConversation(message, **caller.options)
     return _ok(to_json(reply))
-
-
-@crm_router.get(
-    "/conversations/{conversation_id}/messages",
-    response_model=page_schema("messages", "huntaze.crm.v1.Message"),
-    summary="List a conversation's messages",
-    responses=problems(401, 404, 422),
-)
-async def list_messages(
-    caller: CurrentCaller,
-    request: Request,
-    conversation_id: ConversationIdPath,
-    cursor: Cursor = "",
-    limit: Limit = None,
-) -> Response:
-    """Newest first; `nextCursor` pages back in time."""
-    reply = await _listing(
-        _crm(request).ListMessages(
-            crm_pb2.ListMessagesRequest(conversation_id=conversation_id, page=_page(cursor, limit)),
-            **caller.options,
-        ),
-        PAGE_FIELDS,
-    )
-    return _page_of("messages", reply.messages, reply.page)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,7 +437,9 @@ async def list_fans(
     ] = None,
 ) -> Response:
     """Filters (repeat a parameter for several values) combine with AND."""
-    message = crm_pb2.ListFansRequest(page=_page(cursor, limit), query=search, sort=FAN_SORTS[sort])
+    message = crm_pb2.ListFansRequest(
+        page=page_request(cursor, limit), query=search, sort=FAN_SORTS[sort]
+    )
     to_message(
         {
             "tags_any": tags_any,
@@ -530,11 +454,11 @@ async def list_fans(
     )
     if message.filter.ByteSize() == 0:
         message.ClearField("filter")
-    reply = await _listing(
+    reply = await listing(
         _crm(request).ListFans(message, **caller.options),
         {**PAGE_FIELDS, "query": "query.search", "filter": "query"},
     )
-    return _page_of("fans", reply.fans, reply.page)
+    return page_answer("fans", reply.fans, reply.page)
 
 
 @crm_router.patch(
@@ -554,30 +478,6 @@ async def update_fan(
     message = to_message(values, crm_pb2.UpdateFanRequest(fan_id=fan_id))
     reply = await _crm(request).UpdateFan(message, **caller.options)
     return _ok(to_json(reply))
-
-
-@crm_router.get(
-    "/fans/{fan_id}/purchases",
-    response_model=page_schema("purchases", "huntaze.crm.v1.Purchase"),
-    summary="List a fan's purchases",
-    responses=problems(401, 404, 422),
-)
-async def list_fan_purchases(
-    caller: CurrentCaller,
-    request: Request,
-    fan_id: FanIdPath,
-    cursor: Cursor = "",
-    limit: Limit = None,
-) -> Response:
-    """Tips, pay-per-view unlocks, subscriptions and renewals, newest first."""
-    reply = await _listing(
-        _crm(request).ListFanPurchases(
-            crm_pb2.ListFanPurchasesRequest(fan_id=fan_id, page=_page(cursor, limit)),
-            **caller.options,
-        ),
-        PAGE_FIELDS,
-    )
-    return _page_of("purchases", reply.purchases, reply.page)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -652,16 +552,16 @@ async def search_messages(
     limit: Limit = None,
 ) -> Response:
     """Full-text search over message texts, newest first."""
-    reply = await _listing(
+    reply = await listing(
         _crm(request).SearchMessages(
             crm_pb2.SearchMessagesRequest(
-                query=q, conversation_id=conversation_id, page=_page(cursor, limit)
+                query=q, conversation_id=conversation_id, page=page_request(cursor, limit)
             ),
             **caller.options,
         ),
         {**PAGE_FIELDS, "query": "query.q"},
     )
-    return _page_of("messages", reply.messages, reply.page)
+    return page_answer("messages", reply.messages, reply.page)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -682,14 +582,16 @@ async def list_quick_replies(
     limit: Limit = None,
 ) -> Response:
     """By shortcut."""
-    reply = await _listing(
+    reply = await listing(
         _crm(request).ListQuickReplies(
-            crm_pb2.ListQuickRepliesRequest(page=_page(cursor, limit), shortcut_prefix=prefix),
+            crm_pb2.ListQuickRepliesRequest(
+                page=page_request(cursor, limit), shortcut_prefix=prefix
+            ),
             **caller.options,
         ),
         {**PAGE_FIELDS, "shortcut_prefix": "query.prefix"},
     )
-    return _page_of("quickReplies", reply.quick_replies, reply.page)
+    return page_answer("quickReplies", reply.quick_replies, reply.page)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -710,38 +612,16 @@ async def list_fan_lists(
     limit: Limit = None,
 ) -> Response:
     """Static lists and saved segments, by name, with their member counts."""
-    reply = await _listing(
+    reply = await listing(
         _crm(request).ListFanLists(
-            to_message({"kind": kind}, crm_pb2.ListFanListsRequest(page=_page(cursor, limit))),
+            to_message(
+                {"kind": kind}, crm_pb2.ListFanListsRequest(page=page_request(cursor, limit))
+            ),
             **caller.options,
         ),
         PAGE_FIELDS,
     )
-    return _page_of("lists", reply.lists, reply.page)
-
-
-@crm_router.get(
-    "/lists/{list_id}/members",
-    response_model=page_schema("fans", "huntaze.crm.v1.Fan"),
-    summary="List a list's fans",
-    responses=problems(401, 404, 422),
-)
-async def list_fan_list_members(
-    caller: CurrentCaller,
-    request: Request,
-    list_id: ListIdPath,
-    cursor: Cursor = "",
-    limit: Limit = None,
-) -> Response:
-    """A static list's members, or the fans a dynamic list's segment matches now."""
-    reply = await _listing(
-        _crm(request).ListFanListMembers(
-            crm_pb2.ListFanListMembersRequest(list_id=list_id, page=_page(cursor, limit)),
-            **caller.options,
-        ),
-        PAGE_FIELDS,
-    )
-    return _page_of("fans", reply.fans, reply.page)
+    return page_answer("lists", reply.lists, reply.page)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -846,6 +726,9 @@ expose(
     Edge(caller=CurrentCaller, stub_of=_crm, problems=problems),
     (
         Exposed("GetConversation", "Get a conversation", problems=(401, 404, 422)),
+        Exposed("ListMessages", "List a conversation's messages", problems=(401, 404, 422)),
+        Exposed("ListFanPurchases", "List a fan's purchases", problems=(401, 404, 422)),
+        Exposed("ListFanListMembers", "List a list's fans", problems=(401, 404, 422)),
         Exposed(
             "MarkConversationRead", "Mark a whole conversation read", problems=(401, 403, 404, 422)
         ),

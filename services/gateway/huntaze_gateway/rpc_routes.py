@@ -21,11 +21,13 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from google.api import annotations_pb2
 from google.protobuf import message_factory
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
 
+from huntaze.common.v1 import common_pb2
 from huntaze_gateway.codec import JsonResponse, to_json, to_message
 from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody
-from huntaze_gateway.openapi import proto_schema
+from huntaze_gateway.openapi import page_schema, proto_schema
+from huntaze_gateway.paging import Cursor, Limit, listing, page_answer, page_request
 
 NO_CONTENT = 204
 _PATH_PARAMETER = re.compile(r"{(\w+)}")
@@ -98,9 +100,14 @@ def _add(
     request_class: Any = message_factory.GetMessageClass(method.input_type)
     no_content = not method.output_type.fields
     path_fields = _PATH_PARAMETER.findall(path)
+    # A list RPC (a `PageRequest page`): `cursor` and `limit` in, a page of its items out.
+    paged = _is_page_request(method.input_type.fields_by_name.get("page"))
+    items = next((f for f in method.output_type.fields if f.is_repeated), None)
 
     async def endpoint(request: Request, caller: Any, **arguments: Any) -> Response:
         message = request_class(**{name: arguments[name] for name in path_fields})
+        if paged:
+            message.page.CopyFrom(page_request(arguments["cursor"], arguments["limit"]))
         body: ProtoBody | None = arguments.get("body")
         if body is not None:
             values = body.proto_fields(sent_only=route.partial)
@@ -108,7 +115,10 @@ def _add(
             if route.partial and "update_mask" in request_class.DESCRIPTOR.fields_by_name:
                 # AIP-134: the mask names the fields to change, so an empty value clears one.
                 message.update_mask.paths.extend(sorted(values))
-        reply = await getattr(edge.stub_of(request), method.name)(message, **caller.options)
+        call = getattr(edge.stub_of(request), method.name)(message, **caller.options)
+        reply = await (listing(call) if paged else call)
+        if paged and items is not None:
+            return page_answer(items.json_name, getattr(reply, items.name), reply.page)
         if no_content:
             return Response(status_code=NO_CONTENT)
         return JsonResponse(to_json(reply), status_code=route.status_code)
@@ -125,6 +135,15 @@ def _add(
             for name in path_fields
         ),
     ]
+    if paged:
+        parameters += [
+            inspect.Parameter(
+                "cursor", inspect.Parameter.KEYWORD_ONLY, annotation=Cursor, default=""
+            ),
+            inspect.Parameter(
+                "limit", inspect.Parameter.KEYWORD_ONLY, annotation=Limit, default=None
+            ),
+        ]
     if route.body is not None:
         parameters.append(
             inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=route.body)
@@ -140,11 +159,28 @@ def _add(
         methods=[verb],
         status_code=NO_CONTENT if no_content else route.status_code,
         response_class=response_class,
-        response_model=None if no_content else proto_schema(method.output_type.full_name),
+        response_model=_answer_schema(method, paged=paged, no_content=no_content),
         summary=route.summary,
         description=METHOD_COMMENTS.get(method.full_name, ""),
         responses=edge.problems(*(BODY_PROBLEMS if route.body else ()), *route.problems),
     )
+
+
+def _is_page_request(field: FieldDescriptor | None) -> bool:
+    return (
+        field is not None
+        and field.message_type is not None
+        and field.message_type.full_name == common_pb2.PageRequest.DESCRIPTOR.full_name
+    )
+
+
+def _answer_schema(method: MethodDescriptor, *, paged: bool, no_content: bool) -> Any:
+    if no_content:
+        return None
+    items = next((f for f in method.output_type.fields if f.is_repeated), None)
+    if paged and items is not None and items.message_type is not None:
+        return page_schema(items.json_name, items.message_type.full_name)
+    return proto_schema(method.output_type.full_name)
 
 
 def _id_description(field: str) -> str:

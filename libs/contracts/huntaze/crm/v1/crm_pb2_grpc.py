@@ -244,7 +244,8 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListFanPurchases(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Tips, pay-per-view unlocks, subscriptions and renewals, newest first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -286,7 +287,8 @@ class CrmServiceServicer:
 
     def ListMessages(self, request, context):
         """Messages.
-        The messages of one conversation, newest first.
+
+        The messages of one conversation, newest first (the next page goes back in time).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

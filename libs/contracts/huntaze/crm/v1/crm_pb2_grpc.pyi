@@ -52,6 +52,7 @@ class CrmServiceStub:
     DeleteFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.DeleteFanRequest, _crm_pb2.DeleteFanResponse]
     """Deletes the fan with its conversation, messages, purchases and list memberships."""
     ListFanPurchases: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListFanPurchasesRequest, _crm_pb2.ListFanPurchasesResponse]
+    """Tips, pay-per-view unlocks, subscriptions and renewals, newest first."""
     UpdateFanTags: _grpc.UnaryUnaryMultiCallable[_crm_pb2.UpdateFanTagsRequest, _crm_pb2.UpdateFanTagsResponse]
     """Adds and removes tags on many fans at once; all or nothing: an unknown fan id is NOT_FOUND and
     changes nothing.
@@ -65,7 +66,8 @@ class CrmServiceStub:
     """Marks every inbound message of the conversation read; its unread count drops to 0."""
     ListMessages: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListMessagesRequest, _crm_pb2.ListMessagesResponse]
     """Messages.
-    The messages of one conversation, newest first.
+
+    The messages of one conversation, newest first (the next page goes back in time).
     """
     GetMessage: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetMessageRequest, _crm_pb2.Message]
     SearchMessages: _grpc.UnaryUnaryMultiCallable[_crm_pb2.SearchMessagesRequest, _crm_pb2.SearchMessagesResponse]
@@ -135,6 +137,7 @@ class CrmServiceAsyncStub(CrmServiceStub):
     DeleteFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.DeleteFanRequest, _crm_pb2.DeleteFanResponse]  # type: ignore[assignment]
     """Deletes the fan with its conversation, messages, purchases and list memberships."""
     ListFanPurchases: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListFanPurchasesRequest, _crm_pb2.ListFanPurchasesResponse]  # type: ignore[assignment]
+    """Tips, pay-per-view unlocks, subscriptions and renewals, newest first."""
     UpdateFanTags: _aio.UnaryUnaryMultiCallable[_crm_pb2.UpdateFanTagsRequest, _crm_pb2.UpdateFanTagsResponse]  # type: ignore[assignment]
     """Adds and removes tags on many fans at once; all or nothing: an unknown fan id is NOT_FOUND and
     changes nothing.
@@ -148,7 +151,8 @@ class CrmServiceAsyncStub(CrmServiceStub):
     """Marks every inbound message of the conversation read; its unread count drops to 0."""
     ListMessages: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListMessagesRequest, _crm_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """Messages.
-    The messages of one conversation, newest first.
+
+    The messages of one conversation, newest first (the next page goes back in time).
     """
     GetMessage: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetMessageRequest, _crm_pb2.Message]  # type: ignore[assignment]
     SearchMessages: _aio.UnaryUnaryMultiCallable[_crm_pb2.SearchMessagesRequest, _crm_pb2.SearchMessagesResponse]  # type: ignore[assignment]
@@ -250,7 +254,8 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _crm_pb2.ListFanPurchasesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.ListFanPurchasesResponse, _abc.Awaitable[_crm_pb2.ListFanPurchasesResponse]]: ...
+    ) -> _typing.Union[_crm_pb2.ListFanPurchasesResponse, _abc.Awaitable[_crm_pb2.ListFanPurchasesResponse]]:
+        """Tips, pay-per-view unlocks, subscriptions and renewals, newest first."""
 
     @_abc_1.abstractmethod
     def UpdateFanTags(
@@ -300,7 +305,8 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.ListMessagesResponse, _abc.Awaitable[_crm_pb2.ListMessagesResponse]]:
         """Messages.
-        The messages of one conversation, newest first.
+
+        The messages of one conversation, newest first (the next page goes back in time).
         """
 
     @_abc_1.abstractmethod
