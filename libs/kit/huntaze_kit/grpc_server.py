@@ -27,6 +27,7 @@ from huntaze_kit.logging import (
 )
 from huntaze_kit.process import settle_heap
 from huntaze_kit.rich_status import to_grpc_status
+from huntaze_kit.validation import check_request
 
 log = get_logger(__name__)
 
@@ -150,6 +151,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 started = time.perf_counter() if enabled_for(logging.DEBUG) else None
                 try:
                     principal = await self._authenticate(method, context)
+                    check_request(request)
                     with acting_as(principal):
                         return await behavior(request, context)
                 except DomainError as error:
@@ -180,6 +182,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             with request_context(_metadata_value(context, REQUEST_ID_METADATA_KEY)):
                 try:
                     principal = await self._authenticate(method, context)
+                    check_request(request)
                     with acting_as(principal):
                         async for response in behavior(request, context):
                             yield response

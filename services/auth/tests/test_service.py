@@ -514,34 +514,20 @@ async def test_profile_and_onboarding(service: AuthService, outbox: Any) -> None
     with pytest.raises(FailedPrecondition):
         await service.complete_onboarding(user_id=user.id)
 
+    everything = {"display_name", "bio", "timezone", "niche", "goals"}
     with pytest.raises(InvalidArgument) as caught:
         await service.save_profile(
-            user_id=user.id,
-            display_name="",
-            bio="b" * 1001,
-            timezone="Mars/Olympus",
-            niche="n" * 81,
-            goals=[f"goal {n}" for n in range(11)],
+            user_id=user.id, changed=everything, display_name=" ", timezone="Mars/Olympus"
         )
-    assert {v.field for v in caught.value.violations} == {
-        "display_name",
-        "bio",
-        "timezone",
-        "niche",
-        "goals",
-    }
+    assert {v.field for v in caught.value.violations} == {"display_name", "timezone"}
     with pytest.raises(InvalidArgument):
         await service.save_profile(
-            user_id=user.id,
-            display_name="Ada",
-            bio="",
-            timezone="../../etc/passwd",
-            niche="",
-            goals=[],
+            user_id=user.id, changed={"timezone"}, timezone="../../etc/passwd"
         )
 
     saved = await service.save_profile(
         user_id=user.id,
+        changed=everything,
         display_name=" Ada ",
         bio="Fitness creator",
         timezone="Europe/Paris",
@@ -551,6 +537,14 @@ async def test_profile_and_onboarding(service: AuthService, outbox: Any) -> None
     assert (saved.display_name, saved.timezone, saved.goals) == (
         "Ada",
         "Europe/Paris",
+        ["grow", "retain fans"],
+    )
+    # Only the fields named change; a blank display name is fine when it is not one of them.
+    patched = await service.save_profile(user_id=user.id, changed={"bio"}, bio="Yoga")
+    assert (patched.display_name, patched.bio, patched.niche, patched.goals) == (
+        "Ada",
+        "Yoga",
+        "fitness",
         ["grow", "retain fans"],
     )
     done = await service.complete_onboarding(user_id=user.id)
@@ -563,7 +557,7 @@ async def test_profile_and_onboarding(service: AuthService, outbox: Any) -> None
     assert (
         len(await outbox.events("auth.onboarding.completed", events_pb2.OnboardingCompleted)) == 1
     )
-    assert len(await outbox.events("auth.profile.updated", events_pb2.ProfileUpdated)) == 1
+    assert len(await outbox.events("auth.profile.updated", events_pb2.ProfileUpdated)) == 2
 
 
 async def test_service_tokens(service: AuthService) -> None:

@@ -32,6 +32,7 @@ from huntaze_gateway.crm_routes import crm_router, messages_router
 from huntaze_gateway.docs import install_docs
 from huntaze_gateway.health import health_router
 from huntaze_gateway.middleware import install_middleware
+from huntaze_gateway.openapi import add_proto_schemas
 from huntaze_gateway.pages import pages_router
 from huntaze_gateway.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -154,6 +155,7 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
                 json_content = content.pop("application/json", None)
                 if json_content is not None:
                     content[PROBLEM_MEDIA_TYPE] = json_content
+    add_proto_schemas(schema)
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {}).pop("HTTPValidationError", None)
     components["schemas"].pop("ValidationError", None)
