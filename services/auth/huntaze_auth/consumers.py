@@ -25,9 +25,9 @@ from huntaze.auth.v1 import events_pb2
 from huntaze_auth.emails import EmailSender, EmailTemplates
 from huntaze_auth.models import SCHEMA
 from huntaze_auth.sealing import Sealer, UnsealError
+from huntaze_auth.streams import AUTH
 from huntaze_kit.consumers import EventConsumer, PermanentEventError, ReceivedEvent
 from huntaze_kit.logging import get_logger
-from huntaze_kit.streams import AUTH
 
 EMAIL_SENDER_DURABLE = "auth-email-sender"
 VERIFICATION_REQUESTED = "auth.email_verification.requested"
