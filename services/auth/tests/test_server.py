@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -24,6 +23,7 @@ from huntaze_auth.models import SCHEMA
 from huntaze_auth.server import AuthServer
 from huntaze_devstack.embedded import free_port
 from huntaze_devstack.mailcatcher import MailCatcher
+from huntaze_devstack.testing import scrape
 from huntaze_kit.grpc_client import create_channel
 from huntaze_kit.migrations import current_revision
 
@@ -32,43 +32,24 @@ pytestmark = pytest.mark.timeout(120)
 GRACE_SECONDS = 3.0
 
 
-def _sample(metrics: str, name: str, **labels: str) -> float:
-    """The value of one sample of a Prometheus text exposition (0 when absent)."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    prefix = f"{name}{{{wanted}}} "
-    for line in metrics.splitlines():
-        if line.startswith(prefix):
-            return float(line[len(prefix) :])
-    return 0.0
-
-
-async def _metrics(port: int) -> str:
-    async with httpx.AsyncClient(timeout=5.0) as client:
-        response = await client.get(f"http://127.0.0.1:{port}/metrics")
-    response.raise_for_status()
-    return response.text
-
-
 async def test_metrics_count_each_rpc_by_method_and_status(
     auth_server: AuthServer, stub: auth_pb2_grpc.AuthServiceAsyncStub
 ) -> None:
-    keys = "/huntaze.auth.v1.AuthService/GetPublicKeys"
-    me = "/huntaze.auth.v1.AuthService/GetMe"
-    before = await _metrics(auth_server.metrics_port)
+    url = f"http://127.0.0.1:{auth_server.metrics_port}/metrics"
+    ok = {"grpc_method": "/huntaze.auth.v1.AuthService/GetPublicKeys", "grpc_code": "OK"}
+    denied = {"grpc_method": "/huntaze.auth.v1.AuthService/GetMe", "grpc_code": "UNAUTHENTICATED"}
+    before = await scrape(url)
 
     await stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest())
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.GetMe(auth_pb2.GetMeRequest())
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
-    after = await _metrics(auth_server.metrics_port)
-    handled = "grpc_server_handled_total"
-    ok = {"grpc_method": keys, "grpc_code": "OK"}
-    denied = {"grpc_method": me, "grpc_code": "UNAUTHENTICATED"}
-    assert _sample(after, handled, **ok) == _sample(before, handled, **ok) + 1
-    assert _sample(after, handled, **denied) == _sample(before, handled, **denied) + 1
-    latency = "grpc_server_handling_seconds_count"
-    assert _sample(after, latency, **ok) == _sample(before, latency, **ok) + 1
+    after = await scrape(url)
+    handled, latency = "grpc_server_handled_total", "grpc_server_handling_seconds_count"
+    assert after.value(handled, **ok) == before.value(handled, **ok) + 1
+    assert after.value(handled, **denied) == before.value(handled, **denied) + 1
+    assert after.value(latency, **ok) == before.value(latency, **ok) + 1
 
 
 async def test_a_start_that_fails_stops_every_part_that_started(
@@ -114,7 +95,7 @@ async def test_sigterm_stops_the_process_within_its_grace_period(
     )
     try:
         await _until_serving(f"127.0.0.1:{grpc_port}", process)
-        assert "grpc_server_handled_total" in await _metrics(metrics_port)
+        await scrape(f"http://127.0.0.1:{metrics_port}/metrics")  # the process serves it
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         code = await asyncio.to_thread(process.wait, GRACE_SECONDS + 5)
