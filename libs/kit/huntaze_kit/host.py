@@ -64,12 +64,13 @@ from huntaze_kit.metrics import MetricsServer
 from huntaze_kit.migrations import upgrade
 from huntaze_kit.outbox import OutboxRelay
 from huntaze_kit.process import settle_heap
-from huntaze_kit.revocations import RevocationFollower
+from huntaze_kit.revocations import SESSION_REVOKED_SUBJECT, RevocationFollower
 from huntaze_kit.streams import (
     DLQ,
     StreamSpec,
     close_nats,
     connect_nats,
+    context_stream,
     ensure_stream_exists,
     ensure_streams,
 )
@@ -228,7 +229,10 @@ class Host:
     async def follow_revocations(
         self, nats: NatsClient, verifier: TokenVerifier
     ) -> RevocationFollower:
-        """Feeds `verifier` the sessions auth revokes (waits for auth's stream to exist)."""
+        """Feeds `verifier` the sessions that are revoked. The stream of those events is made
+        when missing, so a service need not wait for the one that owns it to start first."""
+        context = SESSION_REVOKED_SUBJECT.split(".", 1)[0]
+        await ensure_stream_exists(nats.jetstream(), context_stream(context))
         return await self.add("revocations", RevocationFollower(nats, verifier.revocations))
 
     def outbox_relay(self, relay: OutboxRelay) -> None:
