@@ -15,11 +15,20 @@ start; each `host.*` call starts one part at once and remembers how to stop it:
 
         async def build(self, host: Host) -> None:
             db = await host.database(self.settings, application_name="huntaze-crm")
-            nats = await host.nats(self.settings.nats_url, name="huntaze-crm", streams=STREAMS)
+            nats = await host.nats(
+                self.settings.nats_url, name="huntaze-crm", streams=[CRM], reads_from=[ONLYFANS]
+            )
             ...
             host.outbox_relay(OutboxRelay(database_url=..., schema=SCHEMA, nats_url=nats))
             await host.consumer(consumer)
             self.port = await host.grpc(server)  # last: no call is taken before all is ready
+
+
+    def main(argv: list[str] | None = None) -> None:
+        service_main(
+            name="crm", description=__doc__, settings=CrmSettings, service=CrmServer,
+            migrations="huntaze_crm.migrations", schema="crm", argv=argv,
+        )
 
 `start()` runs `build` (after the metrics endpoint, the first part); when a part fails to
 start, every part started before it is stopped, in reverse, and the error is raised. `stop()`
@@ -28,10 +37,14 @@ drains first and the database closes last. The whole stop shares one grace perio
 (`HUNTAZE_GRACE_SECONDS`): each part gets what is left of it, a part that fails to stop is
 logged and the rest still stop.
 
-`service_main(...)` gives each service the same command line: `python -m huntaze_<svc>.server` or
-`serve` runs until SIGTERM or SIGINT (exit 0 once stopped), `migrate` applies the service's own
-migrations to its own schema and exits (it writes nothing but the database), plus any commands
-of the service's own.
+Streams: a service passes the stream of its own context as `streams` (created or updated) and
+the streams of other contexts it consumes as `reads_from` (created only when missing); see
+`huntaze_kit.streams`.
+
+`service_main(...)` gives each service the same command line: `python -m huntaze_<svc>.server`
+or `serve` runs until SIGTERM or SIGINT (exit 0 once stopped), `migrate` applies the service's
+own migrations to its own schema and exits (it writes nothing but the database), plus any
+commands of the service's own.
 """
 
 from __future__ import annotations

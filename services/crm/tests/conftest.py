@@ -144,10 +144,14 @@ async def stack(
     try:
         yield built
     finally:
-        await built.close()
-        await built.crm.stop()
-        await auth.stop()
-        await nc.close()
+        try:
+            await built.close()
+            await built.crm.stop()
+            await auth.stop()
+        finally:
+            # Before the NATS server stops (the `nats_url` fixture's teardown comes after this
+            # one): a client left open would retry the stopped server until the loop closes.
+            await nc.close()
 
 
 @pytest.fixture
