@@ -46,7 +46,7 @@ from huntaze_kit.grpc_client import GrpcKeySource, create_channel
 from huntaze_kit.identity import RevocationList, TokenVerifier
 from huntaze_kit.logging import get_logger
 from huntaze_kit.revocations import RevocationFollower
-from huntaze_kit.streams import connect_nats
+from huntaze_kit.streams import close_nats, connect_nats
 
 log = get_logger(__name__)
 
@@ -129,7 +129,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await runtime.follower.stop()
         if runtime.nats is not None:
             with contextlib.suppress(Exception):
-                await runtime.nats.close()
+                await close_nats(runtime.nats)
         for channel in channels.values():
             await channel.close(grace=1.0)
         log.info("gateway_stopped")
