@@ -22,6 +22,7 @@ import shutil
 import statistics
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -45,7 +46,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from huntaze_devstack.embedded import (
     free_port,
 )
-from huntaze_gateway.auth_routes import MeOut, ProfileOut, UserOut
+from huntaze_gateway.auth_routes import UserOut
+from huntaze_gateway.models import ApiModel
 from huntaze_kit.db import libpq_url
 from huntaze_kit.identity import Principal, TokenVerifier
 
@@ -58,6 +60,24 @@ WARM_UP_SECONDS = 2.0
 
 # ---------------------------------------------------------------------------------------------
 # The monolith: one FastAPI process doing the whole read itself.
+
+
+class ProfileOut(ApiModel):
+    """The profile of `GET /api/auth/me`, as the gateway answers it (from auth's proto)."""
+
+    display_name: str
+    bio: str
+    timezone: str
+    niche: str
+    goals: list[str]
+    onboarding_completed: bool
+    onboarding_completed_at: datetime | None
+    updated_at: datetime | None
+
+
+class MeOut(ApiModel):
+    user: UserOut
+    profile: ProfileOut | None
 
 
 SESSION_ACTIVE = (

@@ -231,7 +231,8 @@ class LocalStack:
                 postgres.stop()
 
     def summary(self) -> list[tuple[str, str]]:
-        """What runs where, for people: the gateway, the docs, gRPC ports and infrastructure."""
+        """What runs where, for people: the gateway, the docs, gRPC ports, each process's
+        Prometheus metrics and infrastructure."""
         gateway_port = _port(self.env, "HUNTAZE_GATEWAY_PORT", DEFAULT_GATEWAY_PORT)
         gateway = f"http://{LOOPBACK}:{gateway_port}"
         lines = [("gateway", gateway), ("API docs", f"{gateway}/docs")]
@@ -239,6 +240,10 @@ class LocalStack:
             if service.grpc_port_env and service.grpc_port_default:
                 port = _port(self.env, service.grpc_port_env, service.grpc_port_default)
                 lines.append((f"gRPC {service.name}", f"{LOOPBACK}:{port}"))
+        for service in self.suite:
+            if service.metrics_port_env and service.metrics_port_default:
+                port = _port(self.env, service.metrics_port_env, service.metrics_port_default)
+                lines.append((f"metrics {service.name}", f"http://{LOOPBACK}:{port}/metrics"))
         return lines + self.notes
 
     def __enter__(self) -> Self:

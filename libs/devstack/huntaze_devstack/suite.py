@@ -18,7 +18,8 @@ class Service:
     owns tables, `migrations` names its Alembic package and `schema` its PostgreSQL schema. When it
     serves gRPC, `grpc_port_env` names the setting of its listen port (default
     `grpc_port_default`) and `grpc_target_env` the setting its clients read to reach it: the stack
-    sets the latter from the former unless it is set already.
+    sets the latter from the former unless it is set already. `metrics_port_env` names the setting
+    of its Prometheus `/metrics` port (default `metrics_port_default`), shown by `make run`.
     """
 
     name: str
@@ -29,6 +30,8 @@ class Service:
     grpc_port_env: str | None = None
     grpc_port_default: int | None = None
     grpc_target_env: str | None = None
+    metrics_port_env: str | None = None
+    metrics_port_default: int | None = None
 
     def command(self, python: str = sys.executable) -> str:
         """The shell command that runs the process (`exec`, so signals reach it directly)."""
@@ -44,6 +47,8 @@ SUITE: tuple[Service, ...] = (
         grpc_port_env="HUNTAZE_AUTH_GRPC_PORT",
         grpc_port_default=50051,
         grpc_target_env="HUNTAZE_AUTH_GRPC_TARGET",
+        metrics_port_env="HUNTAZE_AUTH_METRICS_PORT",
+        metrics_port_default=9461,
     ),
     Service(
         name="crm",
@@ -53,6 +58,13 @@ SUITE: tuple[Service, ...] = (
         grpc_port_env="HUNTAZE_CRM_GRPC_PORT",
         grpc_port_default=50052,
         grpc_target_env="HUNTAZE_CRM_GRPC_TARGET",
+        metrics_port_env="HUNTAZE_CRM_METRICS_PORT",
+        metrics_port_default=9462,
     ),
-    Service(name="gateway", module="huntaze_gateway"),
+    Service(
+        name="gateway",
+        module="huntaze_gateway",
+        metrics_port_env="HUNTAZE_GATEWAY_METRICS_PORT",
+        metrics_port_default=9460,
+    ),
 )

@@ -58,6 +58,8 @@ async def test_stack_migrates_a_given_database_and_keeps_set_values(
             grpc_port_env="HUNTAZE_DEMO_GRPC_PORT",
             grpc_port_default=50999,
             grpc_target_env="HUNTAZE_DEMO_GRPC_TARGET",
+            metrics_port_env="HUNTAZE_DEMO_METRICS_PORT",
+            metrics_port_default=9999,
         ),
     )
     environ = {
@@ -66,6 +68,7 @@ async def test_stack_migrates_a_given_database_and_keeps_set_values(
         "HUNTAZE_AUTH_SEALING_KEY": "from-the-environment",
         "HUNTAZE_GATEWAY_PORT": "18080",
         "HUNTAZE_DEMO_GRPC_PORT": "50998",
+        "HUNTAZE_DEMO_METRICS_PORT": "19998",
     }
     with LocalStack(environ=environ, with_nats=False, suite=suite) as stack:
         assert stack.postgres is None
@@ -80,6 +83,7 @@ async def test_stack_migrates_a_given_database_and_keeps_set_values(
         assert summary["gateway"] == "http://127.0.0.1:18080"
         assert summary["API docs"] == "http://127.0.0.1:18080/docs"
         assert summary["gRPC demo"] == "127.0.0.1:50998"
+        assert summary["metrics demo"] == "http://127.0.0.1:19998/metrics"
         assert stack.env["HUNTAZE_DEMO_GRPC_TARGET"] == "127.0.0.1:50998"
     assert (tmp_path / "home" / "secrets.env").exists()
 
