@@ -10,7 +10,7 @@ Platform ids travel as strings; money as integer cents; text as plain text.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -199,7 +199,9 @@ class PlatformDriver(Protocol):
         self, account: str, *, since: datetime, cursor: str | None
     ) -> Page[PlatformTransaction]: ...
 
-    def listen(self, account: str) -> AsyncIterator[PlatformMessage]: ...
+    def listen(
+        self, account: str, *, on_open: Callable[[], None] | None = None
+    ) -> AsyncIterator[PlatformMessage]: ...
 
     # Writing.
     async def send_message(

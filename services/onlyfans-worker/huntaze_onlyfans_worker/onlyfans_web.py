@@ -204,6 +204,8 @@ class WebDriverConfig:
     max_contexts: int = 20
     idle_seconds: float = 600.0
     timeout_seconds: float = 30.0
+    # How long to hold off after a 429 that names no delay.
+    rate_limit_pause_seconds: float = DEFAULT_RETRY_AFTER
 
 
 @dataclass(eq=False)
@@ -295,16 +297,18 @@ TRANSACTION_KINDS = {
 }
 
 
-def _platform_error(status: int, body: Any, headers: dict[str, str]) -> PlatformError:
+def _platform_error(
+    status: int, body: Any, headers: dict[str, str], *, rate_limit_pause: float
+) -> PlatformError:
     """The driver's failure for a refused call."""
     error = body.get("error") if isinstance(body, dict) else None
     code = int(error.get("code", 0)) if isinstance(error, dict) else 0
     message = str(error.get("message", "")) if isinstance(error, dict) else ""
     if status == 429:
         try:
-            retry_after = float(headers.get("retry-after", DEFAULT_RETRY_AFTER))
+            retry_after = float(headers.get("retry-after", rate_limit_pause))
         except ValueError:
-            retry_after = DEFAULT_RETRY_AFTER
+            retry_after = rate_limit_pause
         return RateLimited("OnlyFans asks to slow down", retry_after=retry_after)
     if status >= 500:
         return PlatformUnavailable(f"OnlyFans answered {status}")
@@ -349,10 +353,13 @@ class OnlyFansWebDriver:
     ) -> _Account:
         await self.release(account)
         await self._make_room()
-        browser = await self._browser_now()
-        context = await browser.new_context(
-            user_agent=user_agent, storage_state=storage_state, base_url=self.config.base_url
-        )
+        try:
+            browser = await self._browser_now()
+            context = await browser.new_context(
+                user_agent=user_agent, storage_state=storage_state, base_url=self.config.base_url
+            )
+        except PlaywrightError as error:
+            raise PlatformUnavailable(f"the browser did not start ({error.message})") from None
         context.set_default_timeout(self.config.timeout_seconds * 1000)
         opened = _Account(context=context, user_agent=user_agent)
         self._accounts[account] = opened
@@ -568,7 +575,12 @@ class OnlyFansWebDriver:
                 answer = None
             if 200 <= status < 300:
                 return answer
-            failure = _platform_error(status, answer, answer_headers)
+            failure = _platform_error(
+                status,
+                answer,
+                answer_headers,
+                rate_limit_pause=self.config.rate_limit_pause_seconds,
+            )
             if isinstance(failure, StaleRules) and attempt == 0:
                 await self.rules.refresh(unless_newer_than=started)
                 continue
@@ -734,9 +746,12 @@ class OnlyFansWebDriver:
 
     # The push socket ------------------------------------------------------------------------
 
-    async def listen(self, account: str) -> AsyncIterator[PlatformMessage]:
+    async def listen(
+        self, account: str, *, on_open: Callable[[], None] | None = None
+    ) -> AsyncIterator[PlatformMessage]:
         """Fans' messages as the platform pushes them; ends with `SessionDead` when the session
-        does, or `PlatformUnavailable` when the socket drops."""
+        does, or `PlatformUnavailable` when the socket drops. `on_open` is called once the
+        socket is subscribed (what came before is for a sync to catch up on)."""
         me = await self._call(account, "GET", "/users/me")
         held = self._held(account)
         cookies = "; ".join(
@@ -755,6 +770,8 @@ class OnlyFansWebDriver:
                 hello = json.loads(await socket.recv())
                 if not isinstance(hello, dict) or not hello.get("connected"):
                     raise SessionDead("the OnlyFans push socket refused the session")
+                if on_open is not None:
+                    on_open()
                 heartbeat = asyncio.create_task(self._heartbeat(socket))
                 try:
                     async for raw in socket:
