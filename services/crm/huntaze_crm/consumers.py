@@ -7,8 +7,9 @@
   spend recomputed as the sum of their purchases; linked to the message that sold it).
 * `crm-fan-sync`: `onlyfans.fan.synced` (the subscriber list: fan and subscription upserted).
 
-Besides the consumers' inbox (the same event id twice is skipped), every effect is idempotent by
-the platform's own ids, so the same fact published twice under two event ids is stored once too.
+Besides the consumers' `processed_events` (the same event id twice is skipped), every effect is
+idempotent by the platform's own ids, so the same fact published twice under two event ids is
+stored once too.
 """
 
 from __future__ import annotations
