@@ -14,6 +14,7 @@ from huntaze.crm.v1 import events_pb2 as crm_events
 from huntaze.onlyfans.v1 import events_pb2, onlyfans_pb2
 from huntaze_devstack.testing import PlatformEvents, eventually
 from huntaze_onlyfans_worker.accounts import CREDENTIALS, StoredLogin
+from huntaze_onlyfans_worker.models import SendAttempt
 from huntaze_simulator.testing import Simulator
 
 from .conftest import PLATFORM_EMAIL, PLATFORM_PASSWORD, Creator, WorkerStack
@@ -329,3 +330,62 @@ async def test_rotated_rules_are_picked_up_by_a_requested_sync(worker_stack: Wor
         )
         == []
     )
+
+
+async def test_a_send_interrupted_after_the_platform_took_it_is_not_sent_again(
+    worker_stack: WorkerStack,
+) -> None:
+    """The state a worker killed between the platform's answer and its commit leaves behind: the
+    attempt committed as `sending`, the copy on the platform. The redelivered command finds the
+    copy in the chat and records it as sent; nothing is sent twice."""
+    creator = await connected_and_synced(worker_stack)
+    simulator = worker_stack.simulator
+    fan = await simulator.new_fan(name="Noor")
+    accounts = worker_stack.worker.accounts
+    assert accounts is not None
+    key = str(uuid.uuid4())
+    async with accounts.sessions() as session, session.begin():
+        session.add(
+            SendAttempt(
+                idempotency_key=key,
+                creator_id=uuid.UUID(creator.id),
+                message_id=str(uuid.uuid4()),
+                platform_fan_id=str(fan["id"]),
+                state="sending",
+                attempts=1,
+                started_at=accounts.clock(),
+            )
+        )
+    delivered = await accounts.drive(
+        uuid.UUID(creator.id),
+        lambda account: accounts.driver.send_message(account, str(fan["id"]), text="See you at 8"),
+    )
+    await request_send(worker_stack, creator, fan["id"], "See you at 8", key=key)
+    sent = await worker_stack.events.wait_for(
+        "onlyfans.message.sent", events_pb2.MessageSent, lambda m: m.idempotency_key == key
+    )
+    assert sent[0].platform_message_id == delivered.platform_message_id
+    assert len(await sent_to(simulator, fan["id"])) == 1
+
+    # Interrupted before the platform took it: the copy is not there, so it is sent.
+    other = str(uuid.uuid4())
+    async with accounts.sessions() as session, session.begin():
+        session.add(
+            SendAttempt(
+                idempotency_key=other,
+                creator_id=uuid.UUID(creator.id),
+                message_id=str(uuid.uuid4()),
+                platform_fan_id=str(fan["id"]),
+                state="sending",
+                attempts=1,
+                started_at=accounts.clock(),
+            )
+        )
+    await request_send(worker_stack, creator, fan["id"], "Running late", key=other)
+    await worker_stack.events.wait_for(
+        "onlyfans.message.sent", events_pb2.MessageSent, lambda m: m.idempotency_key == other
+    )
+    assert [c["text"] for c in await sent_to(simulator, fan["id"])] == [
+        "See you at 8",
+        "Running late",
+    ]
