@@ -54,5 +54,14 @@ SUITE: tuple[Service, ...] = (
         grpc_port_default=50052,
         grpc_target_env="HUNTAZE_CRM_GRPC_TARGET",
     ),
+    Service(
+        name="onlyfans",
+        module="huntaze_onlyfans_worker.server",
+        migrations="huntaze_onlyfans_worker.migrations",
+        schema="onlyfans",
+        grpc_port_env="HUNTAZE_ONLYFANS_GRPC_PORT",
+        grpc_port_default=50053,
+        grpc_target_env="HUNTAZE_ONLYFANS_GRPC_TARGET",
+    ),
     Service(name="gateway", module="huntaze_gateway"),
 )

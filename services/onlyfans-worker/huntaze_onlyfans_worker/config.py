@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -12,9 +13,6 @@ from huntaze_kit.config import CommonSettings
 class OnlyfansSettings(CommonSettings):
     """What the worker process reads at start (see the README's settings table)."""
 
-    home: Path = Field(
-        default=Path(".huntaze"), description="Where local data and secrets are kept."
-    )
     onlyfans_vault_key_file: Path | None = Field(
         default=None,
         description="The vault's local master keys, one base64 key a line, the current first "
@@ -91,4 +89,6 @@ class OnlyfansSettings(CommonSettings):
     )
 
     def vault_key_file(self) -> Path:
-        return self.onlyfans_vault_key_file or self.home / "onlyfans-vault.keys"
+        # `HUNTAZE_HOME` is the local stack's folder (its default too).
+        home = Path(os.environ.get("HUNTAZE_HOME") or ".huntaze")
+        return self.onlyfans_vault_key_file or home / "onlyfans-vault.keys"
