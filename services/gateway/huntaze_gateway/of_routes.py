@@ -211,6 +211,23 @@ async def sync(caller: CurrentCaller, request: Request) -> Response:
     return _ok({"accepted": answer.accepted}, 202)
 
 
+async def _conversations(
+    caller: CurrentCaller, request: Request, cursor: str, limit: int | None, *, unread: bool
+) -> Response:
+    return await list_conversations(
+        caller,
+        request,
+        cursor=cursor,
+        limit=limit,
+        unread=unread,
+        platform="onlyfans",
+        search="",
+        archived="false",
+        pinned=None,
+        sort="-lastMessageAt",
+    )
+
+
 @of_router.get(
     "/threads",
     response_model=ConversationsPage,
@@ -221,18 +238,7 @@ async def threads(
     caller: CurrentCaller, request: Request, cursor: Cursor = "", limit: Limit = None
 ) -> Response:
     """`GET /api/crm/conversations?platform=onlyfans`: most recent activity first."""
-    return await list_conversations(
-        caller,
-        request,
-        cursor=cursor,
-        limit=limit,
-        unread=False,
-        platform="onlyfans",
-        search="",
-        archived="false",
-        pinned=None,
-        sort="-lastMessageAt",
-    )
+    return await _conversations(caller, request, cursor, limit, unread=False)
 
 
 @of_router.get(
@@ -245,18 +251,7 @@ async def inbox(
     caller: CurrentCaller, request: Request, cursor: Cursor = "", limit: Limit = None
 ) -> Response:
     """The OnlyFans conversations with unread messages, most recent first."""
-    return await list_conversations(
-        caller,
-        request,
-        cursor=cursor,
-        limit=limit,
-        unread=True,
-        platform="onlyfans",
-        search="",
-        archived="false",
-        pinned=None,
-        sort="-lastMessageAt",
-    )
+    return await _conversations(caller, request, cursor, limit, unread=True)
 
 
 @of_router.post(

@@ -290,6 +290,18 @@ def _message(item: dict[str, Any], *, platform_fan_id: str | None = None) -> Pla
     )
 
 
+def _outgoing(text: str, price_cents: int, media_ids: tuple[str, ...]) -> dict[str, Any]:
+    """The body fields of a message the creator sends (direct or mass), as the web client sends
+    them: HTML text, vault media ids, the price in dollars."""
+    return {
+        "text": html_of(text),
+        "lockedText": False,
+        "mediaFiles": [int(media) for media in media_ids],
+        "price": price_cents / 100,
+        "previews": [],
+    }
+
+
 TRANSACTION_KINDS = {
     "subscribes": TransactionKind.SUBSCRIPTION,
     "tips": TransactionKind.TIP,
@@ -709,14 +721,7 @@ class OnlyFansWebDriver:
             account,
             "POST",
             f"/chats/{platform_fan_id}/messages",
-            body={
-                "text": html_of(text),
-                "lockedText": False,
-                "mediaFiles": [int(media) for media in media_ids],
-                "price": price_cents / 100,
-                "previews": [],
-                "isForward": False,
-            },
+            body={**_outgoing(text, price_cents, media_ids), "isForward": False},
         )
         return _message(answer, platform_fan_id=platform_fan_id)
 
@@ -734,11 +739,7 @@ class OnlyFansWebDriver:
             "POST",
             "/messages/queue",
             body={
-                "text": html_of(text),
-                "lockedText": False,
-                "mediaFiles": [int(media) for media in media_ids],
-                "price": price_cents / 100,
-                "previews": [],
+                **_outgoing(text, price_cents, media_ids),
                 "userIds": [int(fan) for fan in platform_fan_ids],
             },
         )

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +46,8 @@ from huntaze_onlyfans_worker.driver import (
 from huntaze_onlyfans_worker.models import SendAttempt
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 MESSAGE_SENDING = "onlyfans.message.sending"
 MESSAGE_SENT = "onlyfans.message.sent"
@@ -235,18 +239,26 @@ class Sender:
         media = tuple(
             item.platform_media_id for item in request.attachments if item.platform_media_id
         )
+        return await self._paced(
+            creator_id,
+            lambda: driver.send_message(
+                account,
+                request.platform_fan_id,
+                text=text,
+                price_cents=request.price_cents,
+                media_ids=media,
+            ),
+        )
+
+    async def _paced(self, creator_id: uuid.UUID, send: Callable[[], Awaitable[T]]) -> T:
+        """`send` at the account's pace, again after the platform's throttle when it answers
+        "Allow 3 seconds" (called under `Accounts.drive`)."""
         for _ in range(THROTTLE_RETRIES):
             await self.accounts.pace_send(
                 creator_id, interval=self.pacing.interval, jitter=self.pacing.jitter
             )
             try:
-                return await driver.send_message(
-                    account,
-                    request.platform_fan_id,
-                    text=text,
-                    price_cents=request.price_cents,
-                    media_ids=media,
-                )
+                return await send()
             except SendThrottled:
                 await asyncio.sleep(self.pacing.throttle)
         raise PlatformUnavailable("OnlyFans kept throttling sends")
@@ -319,18 +331,13 @@ class Sender:
     async def _queue(
         self, account: str, creator_id: uuid.UUID, request: events_pb2.MassMessageRequested
     ) -> str:
-        for _ in range(THROTTLE_RETRIES):
-            await self.accounts.pace_send(
-                creator_id, interval=self.pacing.interval, jitter=self.pacing.jitter
-            )
-            try:
-                return await self.accounts.driver.send_mass_message(
-                    account,
-                    text=request.text.strip(),
-                    platform_fan_ids=tuple(request.platform_fan_ids),
-                    price_cents=request.price_cents,
-                    media_ids=tuple(request.platform_media_ids),
-                )
-            except SendThrottled:
-                await asyncio.sleep(self.pacing.throttle)
-        raise PlatformUnavailable("OnlyFans kept throttling sends")
+        return await self._paced(
+            creator_id,
+            lambda: self.accounts.driver.send_mass_message(
+                account,
+                text=request.text.strip(),
+                platform_fan_ids=tuple(request.platform_fan_ids),
+                price_cents=request.price_cents,
+                media_ids=tuple(request.platform_media_ids),
+            ),
+        )

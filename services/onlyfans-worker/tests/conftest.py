@@ -170,7 +170,7 @@ class Events:
         predicate: Callable[[M], bool] = lambda _: True,
         *,
         count: int = 1,
-        timeout: float = 30.0,
+        timeout: float = 60.0,
     ) -> list[M]:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:

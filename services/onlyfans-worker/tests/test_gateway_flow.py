@@ -146,7 +146,7 @@ async def test_connect_with_otp_sync_then_crm_routes_and_a_reply_sent_once(
         lambda page: any(
             m["id"] == message_id and m["deliveryStatus"] == "sent" for m in page["messages"]
         ),
-        within=30.0,
+        within=60.0,
     )
     copies = (await simulator.control.get("/_control/sent", params={"fan_id": fan["id"]})).json()
     assert [copy["text"] for copy in copies] == ["Always, Sasha"]

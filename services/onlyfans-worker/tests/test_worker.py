@@ -13,7 +13,7 @@ from huntaze.crm.v1 import crm_pb2
 from huntaze.crm.v1 import events_pb2 as crm_events
 from huntaze.onlyfans.v1 import events_pb2, onlyfans_pb2
 from huntaze_devstack.testing import PlatformEvents, eventually
-from huntaze_onlyfans_worker.accounts import CREDENTIALS, StoredLogin
+from huntaze_onlyfans_worker.accounts import CREDENTIALS, Accounts, StoredLogin
 from huntaze_onlyfans_worker.models import SendAttempt
 from huntaze_simulator.testing import Simulator
 
@@ -60,6 +60,22 @@ async def request_send(
         event_id=event_id,
         msg_id=str(uuid.uuid4()),
     )
+
+
+async def interrupted_attempt(accounts: Accounts, creator: Creator, fan_id: int, key: str) -> None:
+    """What a worker stopped mid-send leaves: the attempt committed as `sending`."""
+    async with accounts.sessions() as session, session.begin():
+        session.add(
+            SendAttempt(
+                idempotency_key=key,
+                creator_id=uuid.UUID(creator.id),
+                message_id=str(uuid.uuid4()),
+                platform_fan_id=str(fan_id),
+                state="sending",
+                attempts=1,
+                started_at=accounts.clock(),
+            )
+        )
 
 
 async def sent_to(simulator: Simulator, fan_id: int) -> list[dict[str, object]]:
@@ -344,18 +360,7 @@ async def test_a_send_interrupted_after_the_platform_took_it_is_not_sent_again(
     accounts = worker_stack.worker.accounts
     assert accounts is not None
     key = str(uuid.uuid4())
-    async with accounts.sessions() as session, session.begin():
-        session.add(
-            SendAttempt(
-                idempotency_key=key,
-                creator_id=uuid.UUID(creator.id),
-                message_id=str(uuid.uuid4()),
-                platform_fan_id=str(fan["id"]),
-                state="sending",
-                attempts=1,
-                started_at=accounts.clock(),
-            )
-        )
+    await interrupted_attempt(accounts, creator, fan["id"], key)
     delivered = await accounts.drive(
         uuid.UUID(creator.id),
         lambda account: accounts.driver.send_message(account, str(fan["id"]), text="See you at 8"),
@@ -369,18 +374,7 @@ async def test_a_send_interrupted_after_the_platform_took_it_is_not_sent_again(
 
     # Interrupted before the platform took it: the copy is not there, so it is sent.
     other = str(uuid.uuid4())
-    async with accounts.sessions() as session, session.begin():
-        session.add(
-            SendAttempt(
-                idempotency_key=other,
-                creator_id=uuid.UUID(creator.id),
-                message_id=str(uuid.uuid4()),
-                platform_fan_id=str(fan["id"]),
-                state="sending",
-                attempts=1,
-                started_at=accounts.clock(),
-            )
-        )
+    await interrupted_attempt(accounts, creator, fan["id"], other)
     await request_send(worker_stack, creator, fan["id"], "Running late", key=other)
     await worker_stack.events.wait_for(
         "onlyfans.message.sent", events_pb2.MessageSent, lambda m: m.idempotency_key == other
