@@ -98,6 +98,8 @@ class Suite:
     database_url: str
     nats_url: str
     mail: MailCatcher
+    # Where each process serves `/metrics`, by process name.
+    metrics_urls: dict[str, str] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
 
     def client(self, *, ip: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
@@ -248,6 +250,7 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
             await upgrade_async(own_urls["auth"], package="huntaze_auth.migrations", schema="auth")
             await upgrade_async(own_urls["crm"], package="huntaze_crm.migrations", schema="crm")
             auth_port, crm_port, gateway_port = free_port(), free_port(), free_port()
+            metrics_ports = {"auth": free_port(), "crm": free_port(), "gateway": free_port()}
             gateway_url = f"http://127.0.0.1:{gateway_port}"
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
@@ -259,7 +262,11 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 "HUNTAZE_CRM_GRPC_HOST": "127.0.0.1",
                 "HUNTAZE_CRM_GRPC_PORT": str(crm_port),
                 "HUNTAZE_CRM_GRPC_TARGET": f"127.0.0.1:{crm_port}",
-                "HUNTAZE_CRM_GRACE_SECONDS": "1",
+                "HUNTAZE_GRACE_SECONDS": "1",
+                **{
+                    f"HUNTAZE_{name.upper()}_METRICS_PORT": str(port)
+                    for name, port in metrics_ports.items()
+                },
                 "HUNTAZE_SMTP_URL": mail.smtp_url,
                 "HUNTAZE_PUBLIC_URL": gateway_url,
                 "HUNTAZE_GATEWAY_HOST": "127.0.0.1",
@@ -276,6 +283,9 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 database_url=database_url,
                 nats_url=nats_url,
                 mail=mail,
+                metrics_urls={
+                    name: f"http://127.0.0.1:{port}/metrics" for name, port in metrics_ports.items()
+                },
             )
             try:
                 # auth logs failed calls at INFO, with the request id the gateway forwarded.

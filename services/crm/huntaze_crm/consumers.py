@@ -29,10 +29,10 @@ from huntaze_crm.ingest import InboundMessage, MessageIngest
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.repository import PendingInbox
 from huntaze_crm.service import CrmService, FanProfile, stored_attachments
+from huntaze_crm.streams import ONLYFANS
 from huntaze_crm.validation import Violations
 from huntaze_kit.consumers import BatchHandler, EventConsumer, InvalidEvent, ReceivedEvent
 from huntaze_kit.logging import request_context
-from huntaze_kit.streams import ONLYFANS
 
 PLATFORM = "onlyfans"
 

@@ -15,16 +15,11 @@ from fastapi import APIRouter, Header, Request, Response
 from pydantic import Field, model_validator
 
 from huntaze.onlyfans.v1 import onlyfans_pb2
-from huntaze_gateway.auth_routes import ApiModel, CurrentCaller, onboarding_router, problems
-from huntaze_gateway.crm_routes import (
-    ConversationsPage,
-    Cursor,
-    Limit,
-    ReplyBody,
-    ReplyOut,
-    list_conversations,
-    reply,
-)
+from huntaze_gateway.auth_routes import CurrentCaller, onboarding_router, problems
+from huntaze_gateway.crm_routes import SEND_MESSAGE_RESPONSE, ReplyBody, list_conversations, reply
+from huntaze_gateway.models import ApiModel
+from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
+from huntaze_gateway.paging import Cursor, Limit
 from huntaze_gateway.state import runtime_of
 
 if TYPE_CHECKING:
@@ -33,6 +28,7 @@ if TYPE_CHECKING:
 of_router = APIRouter(prefix="/api/of", tags=["onlyfans"])
 
 _BODY = (400, 413, 422)
+CONVERSATIONS_PAGE = page_schema("conversations", "huntaze.crm.v1.Conversation")
 
 ConnectionStateName = Literal[
     "disconnected",
@@ -230,7 +226,7 @@ async def _conversations(
 
 @of_router.get(
     "/threads",
-    response_model=ConversationsPage,
+    response_model=CONVERSATIONS_PAGE,
     summary="My OnlyFans conversations",
     responses=problems(401, 422),
 )
@@ -243,7 +239,7 @@ async def threads(
 
 @of_router.get(
     "/inbox",
-    response_model=ConversationsPage,
+    response_model=CONVERSATIONS_PAGE,
     summary="My unread OnlyFans conversations",
     responses=problems(401, 422),
 )
@@ -257,10 +253,13 @@ async def inbox(
 @of_router.post(
     "/send",
     status_code=201,
-    response_model=ReplyOut,
+    response_model=proto_schema(SEND_MESSAGE_RESPONSE),
     summary="Send a message to a fan on OnlyFans",
     responses={
-        200: {"model": ReplyOut, "description": "The key was used before: the earlier message."},
+        200: {
+            "content": {"application/json": {"schema": schema_ref(SEND_MESSAGE_RESPONSE)}},
+            "description": "The key was used before: the earlier message.",
+        },
         **problems(*_BODY, 401, 403, 404, 409),
     },
 )

@@ -126,6 +126,7 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                         nats_url=nats_url,
                         auth_grpc_host="127.0.0.1",
                         auth_grpc_port=0,
+                        auth_metrics_port=0,
                         smtp_url=mail.smtp_url,
                         db_pool_size=4,
                     )
@@ -138,7 +139,8 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                         auth_grpc_target=f"127.0.0.1:{auth.port}",
                         crm_grpc_host="127.0.0.1",
                         crm_grpc_port=0,
-                        crm_grace_seconds=0.5,
+                        crm_metrics_port=0,
+                        grace_seconds=0.5,
                         db_pool_size=4,
                     )
                 )

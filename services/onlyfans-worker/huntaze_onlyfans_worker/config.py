@@ -84,8 +84,8 @@ class OnlyfansSettings(CommonSettings):
     onlyfans_lease_seconds: float = Field(
         default=30.0, gt=0, description="How long an account stays with a process that stopped."
     )
-    onlyfans_grace_seconds: float = Field(
-        default=10.0, ge=0, le=300, description="How long calls in flight may finish on stop."
+    onlyfans_metrics_port: int = Field(
+        default=9463, ge=0, le=65535, description="Port of `/metrics` (Prometheus)."
     )
 
     def vault_key_file(self) -> Path:

@@ -7,28 +7,16 @@ python -m huntaze_onlyfans_worker.server migrate    # apply the onlyfans schema'
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import functools
 import shutil
 
-import grpc
-import uvloop
-from nats.aio.client import Client as NatsClient
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from huntaze.onlyfans.v1 import onlyfans_pb2_grpc
 from huntaze_kit.consumers import EventConsumer
-from huntaze_kit.db import create_engine, session_factory
-from huntaze_kit.grpc_client import GrpcKeySource, create_channel
-from huntaze_kit.grpc_server import GrpcServer, run_until_signalled
+from huntaze_kit.grpc_client import GrpcKeySource
+from huntaze_kit.grpc_server import GrpcServer
+from huntaze_kit.host import Host, Service, service_main
 from huntaze_kit.identity import KeySource, TokenVerifier
-from huntaze_kit.logging import configure_logging, get_logger
-from huntaze_kit.migrations import upgrade_async
 from huntaze_kit.outbox import OutboxRelay
-from huntaze_kit.revocations import RevocationFollower
-from huntaze_kit.streams import connect_nats, ensure_streams
 from huntaze_onlyfans_worker.accounts import Accounts, Clock, utc_now
 from huntaze_onlyfans_worker.config import OnlyfansSettings
 from huntaze_onlyfans_worker.consumers import Commands, worker_consumers
@@ -42,12 +30,11 @@ from huntaze_onlyfans_worker.onlyfans_web import (
 from huntaze_onlyfans_worker.runner import Runner
 from huntaze_onlyfans_worker.sending import Pacing, Sender
 from huntaze_onlyfans_worker.service import OnlyfansService
+from huntaze_onlyfans_worker.streams import CRM, ONLYFANS
 from huntaze_onlyfans_worker.sync import Syncer
 from huntaze_onlyfans_worker.vault import vault_from_settings
 
 MIGRATIONS_PACKAGE = "huntaze_onlyfans_worker.migrations"
-
-log = get_logger(__name__)
 
 
 def browser_path(settings: OnlyfansSettings) -> str | None:
@@ -72,8 +59,8 @@ def web_driver(settings: OnlyfansSettings) -> OnlyFansWebDriver:
     )
 
 
-class WorkerServer:
-    """Everything the worker process runs, started and stopped together.
+class WorkerServer(Service):
+    """Everything the worker process runs, started in order and stopped in reverse.
 
     `key_source` defaults to auth's public keys over gRPC (`HUNTAZE_AUTH_GRPC_TARGET`).
     """
@@ -86,55 +73,73 @@ class WorkerServer:
         clock: Clock = utc_now,
         holder: str | None = None,
     ) -> None:
+        super().__init__(
+            "onlyfans",
+            grace_seconds=settings.grace_seconds,
+            metrics_host=settings.onlyfans_grpc_host,
+            metrics_port=settings.onlyfans_metrics_port,
+        )
         self.settings = settings
         self.port: int = settings.onlyfans_grpc_port
         self.driver: OnlyFansWebDriver | None = None
         self.accounts: Accounts | None = None
         self.service: OnlyfansService | None = None
         self.runner: Runner | None = None
-        self.relay: OutboxRelay | None = None
         self.consumers: list[EventConsumer] = []
         self._key_source = key_source
         self._clock = clock
         self._holder = holder
-        self._engine: AsyncEngine | None = None
-        self._nats: NatsClient | None = None
-        self._auth_channel: grpc.aio.Channel | None = None
-        self._revocations: RevocationFollower | None = None
-        self._grpc: GrpcServer | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
+    async def build(self, host: Host) -> None:
         settings = self.settings
-        self._engine = create_engine(
-            settings.database_url,
-            application_name="huntaze-onlyfans-worker",
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
+        db = await host.database(settings, application_name="huntaze-onlyfans-worker")
+        nats = await host.nats(
+            settings.nats_url,
+            name="huntaze-onlyfans-worker",
+            streams=[ONLYFANS],
+            reads_from=[CRM],
         )
-        sessions = session_factory(self._engine)
-        self.driver = web_driver(settings)
+        driver = web_driver(settings)
+        self.driver = driver
+        host.on_stop("browser", driver.close)
         accounts = Accounts(
-            sessions=sessions,
+            sessions=db.sessions,
             vault=vault_from_settings(settings),
-            driver=self.driver,
+            driver=driver,
             lease_seconds=settings.onlyfans_lease_seconds,
             holder=self._holder,
             clock=self._clock,
         )
         self.accounts = accounts
-        syncer = Syncer(accounts)
-        self.runner = Runner(
+        runner = Runner(
             accounts,
-            syncer,
+            Syncer(accounts),
             capacity=settings.onlyfans_max_contexts,
             sync_interval=settings.onlyfans_sync_interval_seconds,
             sync_jitter=settings.onlyfans_sync_jitter,
-            close_idle=self.driver.close_idle,
+            close_idle=driver.close_idle,
         )
-        self.service = OnlyfansService(accounts)
-        self.service.on_connected.append(self.runner.wake)
-        self.service.on_disconnected.append(self.runner.stop_account)
+        self.runner = runner
+        service = OnlyfansService(accounts)
+        service.on_connected.append(runner.wake)
+        service.on_disconnected.append(runner.stop_account)
+        self.service = service
+
+        key_source = self._key_source or GrpcKeySource(
+            host.channel("auth", settings.auth_grpc_target)
+        )
+        verifier = TokenVerifier(
+            key_source=key_source, audience=settings.token_audience, issuer=settings.token_issuer
+        )
+        await host.follow_revocations(nats, verifier)
+        host.outbox_relay(
+            OutboxRelay(database_url=settings.database_url, schema=SCHEMA, nats_url=nats)
+        )
+
+        async def stop_runner(_: float) -> None:
+            await runner.stop()
+
+        host.task("accounts", runner.run(), stop=stop_runner)
         sender = Sender(
             accounts,
             Pacing(
@@ -145,99 +150,37 @@ class WorkerServer:
                 throttle=settings.onlyfans_throttle_seconds,
             ),
         )
-
-        self._nats = await connect_nats(settings.nats_url, name="huntaze-onlyfans-worker")
-        await ensure_streams(self._nats.jetstream())
-
-        key_source = self._key_source
-        if key_source is None:
-            self._auth_channel = create_channel(settings.auth_grpc_target)
-            key_source = GrpcKeySource(self._auth_channel)
-        verifier = TokenVerifier(
-            key_source=key_source, audience=settings.token_audience, issuer=settings.token_issuer
+        self.consumers = worker_consumers(
+            nats=nats, session_factory=db.sessions, commands=Commands(accounts, runner, sender)
         )
-        self._revocations = RevocationFollower(self._nats, verifier.revocations)
-        await self._revocations.start()
+        for consumer in self.consumers:
+            await host.consumer(consumer)
 
-        self._grpc = GrpcServer(
+        server = GrpcServer(
             host=settings.onlyfans_grpc_host,
             port=settings.onlyfans_grpc_port,
             verifier=verifier,
             policy=access_policy(),
-            grace_seconds=settings.onlyfans_grace_seconds,
         )
-        self._grpc.add(
+        server.add(
             functools.partial(
-                onlyfans_pb2_grpc.add_OnlyFansServiceServicer_to_server,
-                OnlyFansServicer(self.service),
+                onlyfans_pb2_grpc.add_OnlyFansServiceServicer_to_server, OnlyFansServicer(service)
             ),
             SERVICE_NAME,
         )
-        self.port = await self._grpc.start()
-
-        self.relay = OutboxRelay(
-            database_url=settings.database_url, schema=SCHEMA, nats_url=self._nats
-        )
-        self.consumers = worker_consumers(
-            nats=self._nats,
-            session_factory=sessions,
-            commands=Commands(accounts, self.runner, sender),
-        )
-        for consumer in self.consumers:
-            await consumer.start()  # configuration errors surface here, not in a task
-        self._tasks = [
-            asyncio.create_task(self.relay.run(), name="onlyfans-outbox-relay"),
-            asyncio.create_task(self.runner.run(), name="onlyfans-runner"),
-            *(
-                asyncio.create_task(consumer.run(), name=consumer.durable)
-                for consumer in self.consumers
-            ),
-        ]
-        log.info("onlyfans_worker_started", port=self.port, holder=accounts.holder)
-
-    async def stop(self) -> None:
-        if self._grpc is not None:
-            await self._grpc.stop()
-        for consumer in self.consumers:
-            await consumer.stop()
-        if self.runner is not None:
-            await self.runner.stop()
-        if self.relay is not None:
-            await self.relay.stop()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, 10.0)
-        self._tasks = []
-        if self.driver is not None:
-            await self.driver.close()
-        if self._revocations is not None:
-            with contextlib.suppress(Exception):
-                await self._revocations.stop()
-        if self._nats is not None:
-            with contextlib.suppress(Exception):
-                await self._nats.drain()
-        if self._auth_channel is not None:
-            await self._auth_channel.close()
-        if self._engine is not None:
-            await self._engine.dispose()
-        log.info("onlyfans_worker_stopped")
-
-
-async def serve(settings: OnlyfansSettings) -> None:
-    server = WorkerServer(settings)
-    await run_until_signalled(start=server.start, stop=server.stop)
+        self.port = await host.grpc(server)  # last: no call is taken before all is ready
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="huntaze_onlyfans_worker.server", description=__doc__)
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
-    args = parser.parse_args(argv)
-    settings = OnlyfansSettings()
-    configure_logging(service="onlyfans-worker", level=settings.log_level, fmt=settings.log_format)
-    if args.command == "migrate":
-        uvloop.run(upgrade_async(settings.database_url, package=MIGRATIONS_PACKAGE, schema=SCHEMA))
-    else:
-        uvloop.run(serve(settings))
+    service_main(
+        name="onlyfans_worker",
+        description=__doc__,
+        settings=OnlyfansSettings,
+        service=WorkerServer,
+        migrations=MIGRATIONS_PACKAGE,
+        schema=SCHEMA,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from huntaze_devstack.testing import token_from_email
 from huntaze_kit.db import create_engine, session_factory
 from huntaze_kit.grpc_client import create_channel
 from huntaze_kit.migrations import upgrade_async
-from huntaze_kit.streams import ensure_streams
 from huntaze_onlyfans_worker.config import OnlyfansSettings
 from huntaze_onlyfans_worker.models import SCHEMA
 from huntaze_onlyfans_worker.server import WorkerServer
@@ -108,7 +107,8 @@ def worker_settings(
         "auth_grpc_target": f"127.0.0.1:{auth_port}",
         "onlyfans_grpc_host": "127.0.0.1",
         "onlyfans_grpc_port": 0,
-        "onlyfans_grace_seconds": 0.5,
+        "grace_seconds": 0.5,
+        "onlyfans_metrics_port": 0,
         "onlyfans_base_url": simulator.base_url,
         "onlyfans_rules_url": f"{simulator.base_url}/rules.json",
         "onlyfans_browser_path": chromium(),
@@ -147,8 +147,6 @@ class Events:
         self.seen: list[tuple[str, bytes]] = []
 
     async def start(self) -> None:
-        await ensure_streams(self._nc.jetstream())
-
         async def keep(message: Msg) -> None:
             self.seen.append((message.subject, message.data))
 
@@ -271,6 +269,7 @@ async def worker_stack(
                 auth_grpc_port=0,
                 auth_argon2_time_cost=1,
                 auth_argon2_memory_kib=1024,
+                auth_metrics_port=0,
                 db_pool_size=2,
                 db_max_overflow=5,
             )

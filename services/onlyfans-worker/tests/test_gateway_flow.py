@@ -33,7 +33,8 @@ async def gateway(worker_stack: WorkerStack) -> AsyncIterator[httpx.AsyncClient]
             auth_grpc_target=f"127.0.0.1:{worker_stack.auth.port}",
             crm_grpc_host="127.0.0.1",
             crm_grpc_port=0,
-            crm_grace_seconds=0.5,
+            grace_seconds=0.5,
+            crm_metrics_port=0,
             db_pool_size=4,
         )
     )
