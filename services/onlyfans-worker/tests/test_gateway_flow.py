@@ -19,7 +19,7 @@ from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
 from huntaze_kit.migrations import upgrade_async
 
-from .conftest import PLATFORM_EMAIL, PLATFORM_PASSWORD, Creator, WorkerStack
+from .conftest import PLATFORM_EMAIL, PLATFORM_PASSWORD, VAULT_KEY, Creator, WorkerStack
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ async def get_json(client: httpx.AsyncClient, creator: Creator, path: str, **par
 
 
 async def test_connect_with_otp_sync_then_crm_routes_and_a_reply_sent_once(
-    worker_stack: WorkerStack, gateway: httpx.AsyncClient
+    worker_stack: WorkerStack, gateway: httpx.AsyncClient, capfd: pytest.CaptureFixture[str]
 ) -> None:
     simulator = worker_stack.simulator
     await simulator.control.patch("/_control/config", json={"otp_required": True})
@@ -154,3 +154,10 @@ async def test_connect_with_otp_sync_then_crm_routes_and_a_reply_sent_once(
 
     gone = await gateway.post("/api/of/disconnect", headers=auth)
     assert gone.json()["state"] == "disconnected"
+
+    # The whole run's log (every part in this process, Chromium included) holds no secret.
+    out, err = capfd.readouterr()
+    logged = out + err
+    assert "onlyfans.connect" in logged
+    for secret in (PLATFORM_PASSWORD, VAULT_KEY):
+        assert secret not in logged
