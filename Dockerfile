@@ -1,4 +1,5 @@
-# One image for every service; each Deployment picks its process with `command`.
+# One image for every service; each Deployment picks its process with `command`. The OnlyFans
+# worker's image (`--target onlyfans-worker`) is the same with Debian's Chromium added.
 FROM python:3.11-slim AS build
 RUN pip install --no-cache-dir uv
 WORKDIR /app
@@ -7,8 +8,16 @@ COPY . .
 # test tools are development dependencies and stay out of the image.
 RUN uv sync --frozen --no-dev --no-editable
 
-FROM python:3.11-slim
+FROM python:3.11-slim AS base
 RUN groupadd --gid 10001 huntaze && useradd --uid 10001 --gid huntaze --no-create-home huntaze
 COPY --from=build /app/.venv /app/.venv
 ENV PATH=/app/.venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+
+FROM base AS onlyfans-worker
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends chromium fonts-liberation \
+    && rm -rf /var/lib/apt/lists/*
+USER 10001
+
+FROM base
 USER 10001

@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: help bootstrap run test proto proto-check docs lint format migrate bench
+.PHONY: help bootstrap browser run test proto proto-check docs lint format migrate bench
 
 help:
 	@echo "make run        install, start infrastructure, migrate and run the whole suite"
@@ -23,10 +23,14 @@ bootstrap:
 		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check --user uv
 	@$(UV) sync --frozen --quiet
 
-run: bootstrap
+# A Chromium for the OnlyFans worker: found, or Playwright's download, or Debian's package.
+browser: bootstrap
+	@$(RUN) python -m huntaze_devstack.browser
+
+run: bootstrap browser
 	$(RUN) python -m huntaze_devstack run
 
-test: bootstrap
+test: bootstrap browser
 	$(RUN) pytest
 
 proto: bootstrap

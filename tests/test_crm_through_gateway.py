@@ -247,11 +247,15 @@ SAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "PATCH /api/crm/quick-replies/{quick_reply_id}": {"text": "stolen"},
     "PATCH /api/crm/lists/{list_id}": {"name": "stolen"},
     "POST /api/messages/reply": {"text": "stolen", "priceCents": 100, "idempotencyKey": "x"},
+    "POST /api/of/send": {"text": "stolen", "priceCents": 100, "idempotencyKey": "x"},
     "POST /api/crm/fans/tags": {"addTags": ["stolen"], "removeTags": ["vip"]},
 }
 SAMPLE_QUERIES: dict[str, dict[str, str]] = {"GET /api/messages/search": {"q": "hello"}}
 # Ids a request takes one of, never several: each is tried on its own.
-ONE_OF: dict[str, tuple[str, ...]] = {"POST /api/messages/reply": ("conversationId", "fanId")}
+ONE_OF: dict[str, tuple[str, ...]] = {
+    "POST /api/messages/reply": ("conversationId", "fanId"),
+    "POST /api/of/send": ("conversationId", "fanId"),
+}
 # Auth's own routes, isolated by auth (a session id is checked against the caller's user).
 OUT_OF_SCOPE_PREFIXES = ("/api/auth/",)
 

@@ -16,7 +16,11 @@ from huntaze_kit.db import libpq_url
 from huntaze_kit.migrations import current_revision, upgrade_async
 
 ROLES = service_roles()
-PACKAGES = {"auth": "huntaze_auth.migrations", "crm": "huntaze_crm.migrations"}
+PACKAGES = {
+    "auth": "huntaze_auth.migrations",
+    "crm": "huntaze_crm.migrations",
+    "onlyfans": "huntaze_onlyfans_worker.migrations",
+}
 
 
 @pytest.fixture
@@ -121,7 +125,7 @@ def test_the_operators_command_prints_each_services_own_url(
 ) -> None:
     assert main(["roles", "--admin-url", database_url]) == 0
     printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
-    assert set(printed) == {"auth", "crm"}
+    assert set(printed) == {"auth", "crm", "onlyfans"}
     for service, line in printed.items():
         key, url = line.split("=", 1)
         assert key == "HUNTAZE_DATABASE_URL"

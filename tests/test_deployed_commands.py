@@ -10,6 +10,7 @@ makes them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import shutil
@@ -74,7 +75,12 @@ class Cluster:
         self.workdir = workdir
         self.logs = logs
         self.secrets = secrets
-        self.ports = {"auth": free_port(), "crm": free_port(), "gateway": free_port()}
+        self.ports = {
+            "auth": free_port(),
+            "crm": free_port(),
+            "onlyfans": free_port(),
+            "gateway": free_port(),
+        }
         self.nats_url = ""
         self.running: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
 
@@ -84,6 +90,7 @@ class Cluster:
             "HUNTAZE_NATS_URL": self.nats_url,
             "HUNTAZE_AUTH_GRPC_TARGET": f"127.0.0.1:{self.ports['auth']}",
             "HUNTAZE_CRM_GRPC_TARGET": f"127.0.0.1:{self.ports['crm']}",
+            "HUNTAZE_ONLYFANS_GRPC_TARGET": f"127.0.0.1:{self.ports['onlyfans']}",
         }
         env.update({key: value for key, value in addresses.items() if key in env})
         service = service_of(workload)
@@ -202,6 +209,10 @@ async def test_jobs_and_deployments_run_unprivileged_read_only_with_their_own_se
             "HUNTAZE_AUTH_SERVICE_ACCOUNTS": "{}",
         },
         "huntaze-crm": {"HUNTAZE_DATABASE_URL": urls["crm"]},
+        "huntaze-onlyfans": {
+            "HUNTAZE_DATABASE_URL": urls["onlyfans"],
+            "HUNTAZE_ONLYFANS_VAULT_MASTER_KEYS": base64.b64encode(os.urandom(32)).decode(),
+        },
     }
     jobs = [doc for doc in workloads() if doc["kind"] == "Job"]
     deployments = [doc for doc in workloads() if doc["kind"] == "Deployment"]

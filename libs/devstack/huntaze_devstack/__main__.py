@@ -17,6 +17,7 @@ from types import FrameType
 
 from honcho.manager import Manager
 
+from huntaze_devstack.onlyfans_demo import connect_command, simulator_command
 from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
 from huntaze_devstack.stack import LocalStack
 from huntaze_devstack.suite import SUITE, Service
@@ -48,6 +49,13 @@ def run(suite: tuple[Service, ...] = SUITE) -> int:
                 manager.add_process("mail", stack.mail_command, env=stack.env)
             for service in suite:
                 manager.add_process(service.name, service.command(), env=stack.service_env(service))
+            if stack.simulator_started:
+                manager.add_process(
+                    "simulator", simulator_command(stack.home, stack.simulator_port), env=stack.env
+                )
+                manager.add_process(
+                    "demo", connect_command(stack.gateway_url, stack.maildir), env=stack.env
+                )
             _print_summary(stack)
             manager.loop()
             return manager.returncode or 0

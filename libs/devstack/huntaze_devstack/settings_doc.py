@@ -32,6 +32,11 @@ LOCAL_STACK_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("HUNTAZE_EMBEDDED_NATS_PORT", "`42229`", "Port of the embedded NATS of `make run`."),
     ("HUNTAZE_MAILCATCHER_PORT", "`2525`", "Port of the mail catcher of `make run`."),
     (
+        "HUNTAZE_SIMULATOR_PORT",
+        "`8765`",
+        "Port of the OnlyFans simulator of `make run` (when `HUNTAZE_ONLYFANS_BASE_URL` is unset).",
+    ),
+    (
         "HUNTAZE_TEST_DATABASE_URL",
         "unset",
         "PostgreSQL server for the tests (each test gets a new database on it); unset: a "

@@ -25,6 +25,7 @@ from typing import Self
 from cryptography.fernet import Fernet
 
 from huntaze_devstack.embedded import LOOPBACK, EmbeddedNats, EmbeddedPostgres, ensure_database
+from huntaze_devstack.onlyfans_demo import SIMULATOR_PORT, simulator_url
 from huntaze_devstack.roles import provision_roles, service_roles
 from huntaze_devstack.suite import SUITE, Service
 from huntaze_kit.migrations import upgrade
@@ -116,6 +117,9 @@ class LocalStack:
     # Each service's own database URL (its own role), when the stack provisioned the roles.
     database_urls: dict[str, str] = field(default_factory=dict)
     notes: list[tuple[str, str]] = field(default_factory=list)
+    # Whether `make run` runs the OnlyFans simulator (when no platform address is configured).
+    simulator_started: bool = False
+    maildir: Path | None = None
 
     @property
     def home(self) -> Path:
@@ -163,6 +167,7 @@ class LocalStack:
             else:
                 port = _port(env, "HUNTAZE_MAILCATCHER_PORT", DEFAULT_SMTP_PORT)
                 maildir = home / "mail"
+                self.maildir = maildir
                 env["HUNTAZE_SMTP_URL"] = f"smtp://{LOOPBACK}:{port}"
                 self.mail_command = shlex.join(
                     [
@@ -186,6 +191,15 @@ class LocalStack:
             if service.grpc_port_env and service.grpc_port_default and service.grpc_target_env:
                 port = _port(env, service.grpc_port_env, service.grpc_port_default)
                 env.setdefault(service.grpc_target_env, f"{LOOPBACK}:{port}")
+
+        if not env.get("HUNTAZE_ONLYFANS_BASE_URL"):
+            platform = simulator_url(_port(env, "HUNTAZE_SIMULATOR_PORT", SIMULATOR_PORT))
+            env["HUNTAZE_ONLYFANS_BASE_URL"] = platform
+            env.setdefault("HUNTAZE_ONLYFANS_RULES_URL", f"{platform}/rules.json")
+            self.simulator_started = True
+            self.notes.append(
+                ("OnlyFans", f"{platform}  (the simulator, demo mode; state in {home})")
+            )
 
         for key, value in local_secrets(home, self.suite).items():
             env.setdefault(key, value)
@@ -229,6 +243,14 @@ class LocalStack:
         finally:
             if postgres is not None:
                 postgres.stop()
+
+    @property
+    def simulator_port(self) -> int:
+        return _port(self.env, "HUNTAZE_SIMULATOR_PORT", SIMULATOR_PORT)
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{LOOPBACK}:{_port(self.env, 'HUNTAZE_GATEWAY_PORT', DEFAULT_GATEWAY_PORT)}"
 
     def summary(self) -> list[tuple[str, str]]:
         """What runs where, for people: the gateway, the docs, gRPC ports, each process's

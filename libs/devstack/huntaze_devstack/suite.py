@@ -62,6 +62,17 @@ SUITE: tuple[Service, ...] = (
         metrics_port_default=9462,
     ),
     Service(
+        name="onlyfans",
+        module="huntaze_onlyfans_worker.server",
+        migrations="huntaze_onlyfans_worker.migrations",
+        schema="onlyfans",
+        grpc_port_env="HUNTAZE_ONLYFANS_GRPC_PORT",
+        grpc_port_default=50053,
+        grpc_target_env="HUNTAZE_ONLYFANS_GRPC_TARGET",
+        metrics_port_env="HUNTAZE_ONLYFANS_METRICS_PORT",
+        metrics_port_default=9463,
+    ),
+    Service(
         name="gateway",
         module="huntaze_gateway",
         metrics_port_env="HUNTAZE_GATEWAY_METRICS_PORT",

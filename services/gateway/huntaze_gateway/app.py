@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 
 from huntaze.auth.v1 import auth_pb2_grpc
 from huntaze.crm.v1 import crm_pb2_grpc
+from huntaze.onlyfans.v1 import onlyfans_pb2_grpc
 from huntaze_gateway import __version__
 from huntaze_gateway.auth_routes import (
     SECURED,
@@ -32,6 +33,7 @@ from huntaze_gateway.crm_routes import crm_router, messages_router
 from huntaze_gateway.docs import install_docs
 from huntaze_gateway.health import health_router
 from huntaze_gateway.middleware import install_middleware
+from huntaze_gateway.of_routes import of_router
 from huntaze_gateway.openapi import add_proto_schemas
 from huntaze_gateway.pages import pages_router
 from huntaze_gateway.problems import (
@@ -71,6 +73,12 @@ def upstream_targets(settings: GatewaySettings) -> Mapping[str, str]:
     return {"auth": settings.auth_grpc_target, "crm": settings.crm_grpc_target}
 
 
+def optional_upstreams(settings: GatewaySettings) -> Mapping[str, str]:
+    """Upstreams whose absence leaves the rest of the API up (not in `/readyz`): while the
+    OnlyFans worker is away, only `/api/of/*` answers 503."""
+    return {"onlyfans": settings.onlyfans_grpc_target}
+
+
 async def _follow_revocations(runtime: Runtime) -> None:
     """Connects to NATS (waiting for it when it is not up yet) and follows revocations (the
     follower picks up again by itself after NATS restarts)."""
@@ -95,6 +103,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         name: create_channel(target, deadline=deadline)
         for name, target in upstream_targets(settings).items()
     }
+    optional = {
+        name: create_channel(target, deadline=deadline)
+        for name, target in optional_upstreams(settings).items()
+    }
     auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
     verifier = TokenVerifier(
         key_source=GrpcKeySource(channels["auth"]),
@@ -108,6 +120,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         channels=channels,
         auth=auth,
         crm=crm_pb2_grpc.CrmServiceStub(channels["crm"]),
+        onlyfans=onlyfans_pb2_grpc.OnlyFansServiceStub(optional["onlyfans"]),
         call=CallOptions(),
         verifier=verifier,
     )
@@ -130,7 +143,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if runtime.nats is not None:
             with contextlib.suppress(Exception):
                 await close_nats(runtime.nats)
-        for channel in channels.values():
+        for channel in (*channels.values(), *optional.values()):
             await channel.close(grace=1.0)
         log.info("gateway_stopped")
 
@@ -161,7 +174,7 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
     components["schemas"].pop("ValidationError", None)
     settings: GatewaySettings = app.state.settings
     components["securitySchemes"] = security_schemes(settings.gateway_access_cookie_name)
-    routers = (auth_router, onboarding_router, crm_router, messages_router)
+    routers = (auth_router, onboarding_router, crm_router, messages_router, of_router)
     for route in (route for router in routers for route in router.routes):
         if isinstance(route, APIRoute) and route.include_in_schema and needs_caller(route):
             for method in route.methods or ():
@@ -187,6 +200,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             {"name": "onboarding", "description": "The creator profile and onboarding."},
             {"name": "crm", "description": "Fans, conversations, quick replies and fan lists."},
             {"name": "messages", "description": "Replies, read receipts and message search."},
+            {"name": "onlyfans", "description": "The OnlyFans connection, inbox and sends."},
             {"name": "health", "description": "Liveness and readiness probes."},
         ],
         responses={500: {"model": Problem, "description": "Unexpected error."}},
@@ -199,6 +213,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(onboarding_router)
     app.include_router(crm_router)
     app.include_router(messages_router)
+    app.include_router(of_router)
     app.include_router(health_router)
     app.include_router(pages_router)
     if docs:

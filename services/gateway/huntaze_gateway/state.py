@@ -19,6 +19,7 @@ from huntaze_kit.revocations import RevocationFollower
 if TYPE_CHECKING:
     from huntaze.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
     from huntaze.crm.v1.crm_pb2_grpc import CrmServiceAsyncStub
+    from huntaze.onlyfans.v1.onlyfans_pb2_grpc import OnlyFansServiceAsyncStub
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Runtime:
     channels: dict[str, grpc.aio.Channel]
     auth: AuthServiceAsyncStub
     crm: CrmServiceAsyncStub
+    onlyfans: OnlyFansServiceAsyncStub
     # `await runtime.auth.Method(request, **runtime.call(token))`: the caller's token (the
     # channels add the deadline and the request id).
     call: CallOptions

@@ -89,6 +89,39 @@ SUBSCRIPTION_STATE_CANCELLED: SubscriptionState.ValueType  # 3
 SUBSCRIPTION_STATE_EXPIRED: SubscriptionState.ValueType  # 4
 Global___SubscriptionState: _TypeAlias = SubscriptionState  # noqa: Y015
 
+class _AttentionReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AttentionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AttentionReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ATTENTION_REASON_UNSPECIFIED: _AttentionReason.ValueType  # 0
+    ATTENTION_REASON_WRONG_PASSWORD: _AttentionReason.ValueType  # 1
+    """The stored password was refused: connect again with the right one."""
+    ATTENTION_REASON_CHALLENGE: _AttentionReason.ValueType  # 2
+    """The platform shows a bot challenge only a person can pass: import a session."""
+    ATTENTION_REASON_STALE_RULES: _AttentionReason.ValueType  # 3
+    """The platform refuses our request signatures even under fresh signing rules."""
+    ATTENTION_REASON_SESSION_ENDED: _AttentionReason.ValueType  # 4
+    """The session ended and no stored login could open a new one."""
+    ATTENTION_REASON_OTP_REQUIRED: _AttentionReason.ValueType  # 5
+    """Signing in again needs the code the platform sent to the creator."""
+
+class AttentionReason(_AttentionReason, metaclass=_AttentionReasonEnumTypeWrapper): ...
+
+ATTENTION_REASON_UNSPECIFIED: AttentionReason.ValueType  # 0
+ATTENTION_REASON_WRONG_PASSWORD: AttentionReason.ValueType  # 1
+"""The stored password was refused: connect again with the right one."""
+ATTENTION_REASON_CHALLENGE: AttentionReason.ValueType  # 2
+"""The platform shows a bot challenge only a person can pass: import a session."""
+ATTENTION_REASON_STALE_RULES: AttentionReason.ValueType  # 3
+"""The platform refuses our request signatures even under fresh signing rules."""
+ATTENTION_REASON_SESSION_ENDED: AttentionReason.ValueType  # 4
+"""The session ended and no stored login could open a new one."""
+ATTENTION_REASON_OTP_REQUIRED: AttentionReason.ValueType  # 5
+"""Signing in again needs the code the platform sent to the creator."""
+Global___AttentionReason: _TypeAlias = AttentionReason  # noqa: Y015
+
 @_typing.final
 class Media(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -403,3 +436,168 @@ class FanSynced(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FanSynced: _TypeAlias = FanSynced  # noqa: Y015
+
+@_typing.final
+class AccountNeedsAttention(_message.Message):
+    """onlyfans.account.needs_attention: the worker paused the creator's account until a person acts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATOR_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    creator_id: _builtins.str
+    reason: Global___AttentionReason.ValueType
+    message: _builtins.str
+    """What to do, shown to the creator."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        creator_id: _builtins.str = ...,
+        reason: Global___AttentionReason.ValueType = ...,
+        message: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "message", b"message", "occurred_at", b"occurred_at", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountNeedsAttention: _TypeAlias = AccountNeedsAttention  # noqa: Y015
+
+@_typing.final
+class AccountConnected(_message.Message):
+    """onlyfans.account.connected: the creator's account is connected (or reconnected) and syncing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATOR_ID_FIELD_NUMBER: _builtins.int
+    PLATFORM_USER_ID_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    creator_id: _builtins.str
+    platform_user_id: _builtins.str
+    username: _builtins.str
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        creator_id: _builtins.str = ...,
+        platform_user_id: _builtins.str = ...,
+        username: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "occurred_at", b"occurred_at", "platform_user_id", b"platform_user_id", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountConnected: _TypeAlias = AccountConnected  # noqa: Y015
+
+@_typing.final
+class SyncRequested(_message.Message):
+    """onlyfans.account.sync_requested (a command): sync the creator's account now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATOR_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    creator_id: _builtins.str
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        creator_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "occurred_at", b"occurred_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncRequested: _TypeAlias = SyncRequested  # noqa: Y015
+
+@_typing.final
+class MassMessageRequested(_message.Message):
+    """onlyfans.mass_message.send_requested (a command): one platform mass message to these fans."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATOR_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    PLATFORM_FAN_IDS_FIELD_NUMBER: _builtins.int
+    PRICE_CENTS_FIELD_NUMBER: _builtins.int
+    PLATFORM_MEDIA_IDS_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    creator_id: _builtins.str
+    idempotency_key: _builtins.str
+    """The sender's key: the same key is sent once."""
+    text: _builtins.str
+    price_cents: _builtins.int
+    @_builtins.property
+    def platform_fan_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def platform_media_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        creator_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        text: _builtins.str = ...,
+        platform_fan_ids: _abc.Iterable[_builtins.str] | None = ...,
+        price_cents: _builtins.int = ...,
+        platform_media_ids: _abc.Iterable[_builtins.str] | None = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_fan_ids", b"platform_fan_ids", "platform_media_ids", b"platform_media_ids", "price_cents", b"price_cents", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MassMessageRequested: _TypeAlias = MassMessageRequested  # noqa: Y015
+
+@_typing.final
+class MassMessageQueued(_message.Message):
+    """onlyfans.mass_message.queued: the platform accepted a mass message (copies go out from there)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATOR_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PLATFORM_QUEUE_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    creator_id: _builtins.str
+    idempotency_key: _builtins.str
+    platform_queue_id: _builtins.str
+    recipients: _builtins.int
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        creator_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        platform_queue_id: _builtins.str = ...,
+        recipients: _builtins.int = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id", "recipients", b"recipients"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MassMessageQueued: _TypeAlias = MassMessageQueued  # noqa: Y015

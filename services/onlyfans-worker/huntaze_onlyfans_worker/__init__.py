@@ -1,0 +1,1 @@
+"""The OnlyFans worker: the platform driver, the credential vault, sync and sends."""
