@@ -1,0 +1,49 @@
+"""The AI agent's settings: every one an `HUNTAZE_*` environment variable."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from huntaze_kit.config import CommonSettings
+
+LlmProvider = Literal["local", "openai", "azure", "compatible"]
+
+
+class AiAgentSettings(CommonSettings):
+    """What the AI agent process reads at start (see the README's settings table)."""
+
+    ai_grpc_host: str = Field(default="127.0.0.1", description="gRPC listen address.")
+    ai_grpc_port: int = Field(default=50053, ge=0, le=65535, description="gRPC listen port.")
+    ai_llm_provider: LlmProvider = Field(
+        default="local",
+        description="`local` (no network: adapts the creator's own replies), `openai`, `azure` "
+        "(Azure OpenAI) or `compatible` (any OpenAI-compatible server at `ai_llm_base_url`).",
+    )
+    ai_llm_model: str = Field(
+        default="gpt-4o", description="Model name (for Azure: the deployment name)."
+    )
+    ai_llm_base_url: str = Field(
+        default="", description="Base URL of an OpenAI-compatible API (`.../v1`)."
+    )
+    ai_llm_api_key: SecretStr = Field(default=SecretStr(""), description="The LLM API key.")
+    ai_azure_endpoint: str = Field(
+        default="", description="Azure OpenAI endpoint (`https://<resource>.openai.azure.com`)."
+    )
+    ai_azure_api_version: str = Field(default="2024-10-21", description="Azure OpenAI API version.")
+    ai_llm_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="How long one LLM request may take."
+    )
+    ai_llm_max_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of a failed LLM request, with backoff."
+    )
+    ai_llm_max_output_tokens: int = Field(
+        default=300, ge=16, le=4096, description="Tokens a reply may use."
+    )
+    ai_llm_input_usd_per_million_tokens: float = Field(
+        default=2.5, ge=0, description="Price of prompt tokens, for the cost ledger and budget."
+    )
+    ai_llm_output_usd_per_million_tokens: float = Field(
+        default=10.0, ge=0, description="Price of completion tokens."
+    )

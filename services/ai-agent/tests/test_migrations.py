@@ -1,0 +1,50 @@
+"""The `ai` migrations build exactly the schema the models describe, and unwind cleanly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from huntaze_ai_agent.models import SCHEMA, metadata
+from huntaze_kit.db import async_url
+from huntaze_kit.migrations import current_revision, downgrade, upgrade_async
+
+from .conftest import MIGRATIONS_PACKAGE
+
+
+def _differences(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        connection,
+        opts={
+            "include_schemas": True,
+            "include_name": lambda name, kind, _: kind != "schema" or name == SCHEMA,
+            "compare_type": True,
+            "compare_server_default": True,
+        },
+    )
+    return [d for d in compare_metadata(context, metadata) if "alembic_version" not in str(d)]
+
+
+async def test_models_match_migrations_and_downgrade_works(database_url: str) -> None:
+    await upgrade_async(database_url, package=MIGRATIONS_PACKAGE, schema=SCHEMA)
+    head = current_revision(database_url, schema=SCHEMA)
+    assert head is not None
+    engine = create_async_engine(async_url(database_url))
+    try:
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_differences) == []
+        downgrade(database_url, package=MIGRATIONS_PACKAGE, schema=SCHEMA, revision="base")
+        async with engine.connect() as connection:
+            left = await connection.execute(
+                text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
+                {"s": SCHEMA},
+            )
+            assert set(left.scalars()) <= {"alembic_version"}
+        await upgrade_async(database_url, package=MIGRATIONS_PACKAGE, schema=SCHEMA)
+        assert current_revision(database_url, schema=SCHEMA) == head
+    finally:
+        await engine.dispose()
