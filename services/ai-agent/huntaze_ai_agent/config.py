@@ -47,3 +47,38 @@ class AiAgentSettings(CommonSettings):
     ai_llm_output_usd_per_million_tokens: float = Field(
         default=10.0, ge=0, description="Price of completion tokens."
     )
+    crm_grpc_target: str = Field(
+        default="127.0.0.1:50052", description="Where the CRM service's gRPC API listens."
+    )
+    ai_service_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="The agent's secret among auth's service accounts (name `ai`), for the "
+        "service tokens it acts for creators with.",
+    )
+    ai_draft_concurrency: int = Field(
+        default=64, ge=1, le=1000, description="Drafts in flight at once (LLM calls take seconds)."
+    )
+    ai_autopilot_min_delay_seconds: float = Field(
+        default=20.0, ge=0, le=3600, description="The autopilot waits at least this long."
+    )
+    ai_autopilot_max_delay_seconds: float = Field(
+        default=60.0, ge=0, le=3600, description="... and at most this long before it sends."
+    )
+    ai_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often the workers look for drafts to make and replies due to send.",
+    )
+    ai_attribution_window_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 30,
+        description="A purchase this soon after an AI message is attributed to it.",
+    )
+    ai_consumer_batch_size: int = Field(
+        default=128, ge=1, le=1000, description="CRM events fetched per pull."
+    )
+    ai_grace_seconds: float = Field(
+        default=10.0, ge=0, le=300, description="How long calls in flight may finish on stop."
+    )

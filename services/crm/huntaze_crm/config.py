@@ -31,3 +31,10 @@ class CrmSettings(CommonSettings):
     crm_grace_seconds: float = Field(
         default=10.0, ge=0, le=300, description="How long calls in flight may finish on stop."
     )
+    crm_automation_messages_per_fan_per_day: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="Automated messages (AI, campaigns) one fan may receive in any 24 hours, "
+        "unless the creator sets their own budget.",
+    )

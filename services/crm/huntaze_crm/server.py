@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from huntaze.crm.v1 import crm_pb2_grpc
 from huntaze_crm.config import CrmSettings
-from huntaze_crm.consumers import platform_consumers
+from huntaze_crm.consumers import ai_consumer, platform_consumers
 from huntaze_crm.grpc_api import SERVICE_NAME, CrmServicer, access_policy
 from huntaze_crm.inbox import InboxHub, InboxPruner
 from huntaze_crm.models import SCHEMA
@@ -88,7 +88,12 @@ class CrmServer:
             max_size=settings.db_pool_size,
         )
         reader = CrmReader(self._reads)
-        service = CrmService(sessions, reader=reader, clock=self._clock)
+        service = CrmService(
+            sessions,
+            reader=reader,
+            clock=self._clock,
+            automation_budget=settings.crm_automation_messages_per_fan_per_day,
+        )
         self.service = service
 
         self._nats = await connect_nats(settings.nats_url, name="huntaze-crm")
@@ -133,6 +138,14 @@ class CrmServer:
             service=service,
             batch=settings.crm_consumer_batch_size,
             concurrency=settings.crm_consumer_concurrency,
+        )
+        self.consumers.append(
+            ai_consumer(
+                nats=self._nats,
+                session_factory=sessions,
+                service=service,
+                batch=settings.crm_consumer_batch_size,
+            )
         )
         for consumer in self.consumers:
             await consumer.start()  # configuration errors surface here, not in a task

@@ -471,6 +471,20 @@ class MessagesReadOut(ApiModel):
     read_at: datetime | None
 
 
+class AiNoticeOut(ApiModel):
+    """What the AI agent did in a conversation: a draft (`suggested`, or `scheduled` to be
+    sent by the autopilot at `sendAfter`), its outcome, or a hand-off to a person (`reason`)."""
+
+    suggestion_id: str
+    conversation_id: str
+    fan_id: str
+    message_id: str
+    text: str
+    status: str
+    reason: str | None
+    send_after: datetime | None
+
+
 class InboxEventOut(ApiModel):
     """The `data` of each event of `GET /api/crm/stream`; the member set is the one the `type`
     names."""
@@ -479,7 +493,8 @@ class InboxEventOut(ApiModel):
     type: str = Field(
         description=(
             "`message.received`, `message.status_changed`, `message.read`, `fan.updated`, "
-            "`conversation.updated` or `inbox.reset` (events were missed: reload the inbox)."
+            "`conversation.updated`, `ai.suggestion_created`, `ai.suggestion_resolved`, "
+            "`ai.handoff_requested` or `inbox.reset` (events were missed: reload the inbox)."
         )
     )
     created_at: datetime | None
@@ -488,6 +503,7 @@ class InboxEventOut(ApiModel):
     fan: FanOut | None = None
     conversation: ConversationOut | None = None
     reset: dict[str, Any] | None = None
+    ai: AiNoticeOut | None = None
 
 
 class JsonResponse(Response):
@@ -679,6 +695,18 @@ def inbox_event_json(event: crm_pb2.InboxEvent) -> dict[str, Any]:
         body["conversation"] = conversation_json(event.conversation)
     elif payload == "reset":
         body["reset"] = {}
+    elif payload == "ai":
+        notice = event.ai
+        body["ai"] = {
+            "suggestionId": notice.suggestion_id,
+            "conversationId": notice.conversation_id,
+            "fanId": notice.fan_id,
+            "messageId": notice.message_id,
+            "text": notice.text,
+            "status": notice.status,
+            "reason": notice.reason or None,
+            "sendAfter": _time(notice, "send_after"),
+        }
     return body
 
 
