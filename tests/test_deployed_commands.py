@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.slow
 
 UNPRIVILEGED = 65534  # nobody / nogroup
 READY_TIMEOUT = 60.0
+AI_SERVICE_SECRET = "ai-secret-of-the-deploy-test"
 # What the image's Dockerfile sets for every process.
 IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -74,7 +76,12 @@ class Cluster:
         self.workdir = workdir
         self.logs = logs
         self.secrets = secrets
-        self.ports = {"auth": free_port(), "crm": free_port(), "gateway": free_port()}
+        self.ports = {
+            "auth": free_port(),
+            "crm": free_port(),
+            "ai": free_port(),
+            "gateway": free_port(),
+        }
         self.nats_url = ""
         self.running: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
 
@@ -84,6 +91,7 @@ class Cluster:
             "HUNTAZE_NATS_URL": self.nats_url,
             "HUNTAZE_AUTH_GRPC_TARGET": f"127.0.0.1:{self.ports['auth']}",
             "HUNTAZE_CRM_GRPC_TARGET": f"127.0.0.1:{self.ports['crm']}",
+            "HUNTAZE_AI_GRPC_TARGET": f"127.0.0.1:{self.ports['ai']}",
         }
         env.update({key: value for key, value in addresses.items() if key in env})
         service = service_of(workload)
@@ -197,9 +205,13 @@ async def test_jobs_and_deployments_run_unprivileged_read_only_with_their_own_se
         "huntaze-auth": {
             "HUNTAZE_DATABASE_URL": urls["auth"],
             "HUNTAZE_AUTH_SEALING_KEY": Fernet.generate_key().decode(),
-            "HUNTAZE_AUTH_SERVICE_ACCOUNTS": "{}",
+            "HUNTAZE_AUTH_SERVICE_ACCOUNTS": json.dumps({"ai": AI_SERVICE_SECRET}),
         },
         "huntaze-crm": {"HUNTAZE_DATABASE_URL": urls["crm"]},
+        "huntaze-ai": {
+            "HUNTAZE_DATABASE_URL": urls["ai"],
+            "HUNTAZE_AI_SERVICE_SECRET": AI_SERVICE_SECRET,
+        },
     }
     jobs = [doc for doc in workloads() if doc["kind"] == "Job"]
     deployments = [doc for doc in workloads() if doc["kind"] == "Deployment"]

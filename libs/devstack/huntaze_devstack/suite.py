@@ -54,5 +54,14 @@ SUITE: tuple[Service, ...] = (
         grpc_port_default=50052,
         grpc_target_env="HUNTAZE_CRM_GRPC_TARGET",
     ),
+    Service(
+        name="ai",
+        module="huntaze_ai_agent.server",
+        migrations="huntaze_ai_agent.migrations",
+        schema="ai",
+        grpc_port_env="HUNTAZE_AI_GRPC_PORT",
+        grpc_port_default=50053,
+        grpc_target_env="HUNTAZE_AI_GRPC_TARGET",
+    ),
     Service(name="gateway", module="huntaze_gateway"),
 )

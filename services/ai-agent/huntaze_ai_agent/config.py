@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from huntaze_kit.config import CommonSettings
 
 LlmProvider = Literal["local", "openai", "azure", "compatible"]
+# The agent's name among auth's service accounts (the CRM lets it read and send messages).
+SERVICE_ACCOUNT = "ai"
 
 
 class AiAgentSettings(CommonSettings):
@@ -27,7 +29,7 @@ class AiAgentSettings(CommonSettings):
     ai_llm_base_url: str = Field(
         default="", description="Base URL of an OpenAI-compatible API (`.../v1`)."
     )
-    ai_llm_api_key: SecretStr = Field(default=SecretStr(""), description="The LLM API key.")
+    ai_llm_api_key: SecretStr | None = Field(default=None, description="The LLM API key.")
     ai_azure_endpoint: str = Field(
         default="", description="Azure OpenAI endpoint (`https://<resource>.openai.azure.com`)."
     )
@@ -50,19 +52,29 @@ class AiAgentSettings(CommonSettings):
     crm_grpc_target: str = Field(
         default="127.0.0.1:50052", description="Where the CRM service's gRPC API listens."
     )
-    ai_service_secret: SecretStr = Field(
-        default=SecretStr(""),
+    ai_service_secret: SecretStr | None = Field(
+        default=None,
         description="The agent's secret among auth's service accounts (name `ai`), for the "
-        "service tokens it acts for creators with.",
+        "service tokens it acts for creators with. `make run` gives every process the accounts "
+        "(`HUNTAZE_AUTH_SERVICE_ACCOUNTS`): unset, the agent takes its own entry there.",
+    )
+    auth_service_accounts: dict[str, SecretStr] = Field(
+        default_factory=dict, exclude=True, description="See `HUNTAZE_AI_SERVICE_SECRET`."
     )
     ai_draft_concurrency: int = Field(
         default=64, ge=1, le=1000, description="Drafts in flight at once (LLM calls take seconds)."
     )
     ai_autopilot_min_delay_seconds: float = Field(
-        default=20.0, ge=0, le=3600, description="The autopilot waits at least this long."
+        default=20.0,
+        ge=0,
+        le=3600,
+        description="The autopilot waits at least this long before it sends.",
     )
     ai_autopilot_max_delay_seconds: float = Field(
-        default=60.0, ge=0, le=3600, description="... and at most this long before it sends."
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="The autopilot waits at most this long before it sends.",
     )
     ai_poll_seconds: float = Field(
         default=0.5,
@@ -82,3 +94,11 @@ class AiAgentSettings(CommonSettings):
     ai_grace_seconds: float = Field(
         default=10.0, ge=0, le=300, description="How long calls in flight may finish on stop."
     )
+
+    @model_validator(mode="after")
+    def _own_secret(self) -> AiAgentSettings:
+        own = self.auth_service_accounts.get(SERVICE_ACCOUNT)
+        if self.ai_service_secret is None and own is not None:
+            object.__setattr__(self, "ai_service_secret", own)
+        object.__setattr__(self, "auth_service_accounts", {})  # nobody else's secret is kept
+        return self

@@ -1,6 +1,7 @@
 """What the agent asks of the CRM over gRPC: the fan and the recent conversation for a draft,
-and sending a reply. Calls made for an event carry a service token for the event's creator;
-a reply the creator approved carries the creator's own access token."""
+that a conversation is the caller's, and sending a reply. Calls made for an event carry a service
+token for the event's creator; calls made for the creator carry their own access token, and the
+CRM's refusals reach them as the agent's own (same status, reason and details)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,20 @@ import grpc
 from huntaze.common.v1 import common_pb2
 from huntaze.crm.v1 import crm_pb2, crm_pb2_grpc
 from huntaze_ai_agent.prompts import FanProfile, Turn
+from huntaze_kit.errors import (
+    AlreadyExists,
+    Conflict,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
 from huntaze_kit.grpc_client import ServiceTokenProvider
+from huntaze_kit.rich_status import from_rpc_error
 
 HISTORY_MESSAGES = 10
 
@@ -30,6 +44,34 @@ Metadata = tuple[tuple[str, str], ...]
 class ConversationContext:
     fan: FanProfile
     history: tuple[Turn, ...]
+
+
+_ERRORS: dict[grpc.StatusCode, type[DomainError]] = {
+    kind.status_code: kind
+    for kind in (
+        AlreadyExists,
+        Conflict,
+        FailedPrecondition,
+        InvalidArgument,
+        NotFound,
+        PermissionDenied,
+        RateLimited,
+        Unauthenticated,
+    )
+}
+
+
+def relayed(error: grpc.aio.AioRpcError) -> DomainError:
+    """The CRM's error as the agent's: an outage or a failure of the CRM is UNAVAILABLE."""
+    details = from_rpc_error(error)
+    kind = _ERRORS.get(details.code, Unavailable)
+    return kind(
+        message=details.message if kind is not Unavailable else "The CRM is not available.",
+        reason=details.reason or ("CRM_UNAVAILABLE" if kind is Unavailable else "ERROR"),
+        violations=details.violations,
+        retry_after_seconds=details.retry_after_seconds,
+        metadata=details.metadata,
+    )
 
 
 def _turn(message: crm_pb2.Message) -> Turn:
@@ -86,15 +128,27 @@ class CrmClient:
         automated: bool,
     ) -> crm_pb2.Message:
         """Queues the reply; the same key always answers the same message."""
-        response = await self._stub.SendMessage(
-            crm_pb2.SendMessageRequest(
-                conversation_id=str(conversation_id),
-                text=text,
-                idempotency_key=idempotency_key,
-                sender_kind=crm_pb2.SENDER_KIND_AI
-                if automated
-                else crm_pb2.SENDER_KIND_UNSPECIFIED,
-            ),
-            metadata=metadata,
-        )
+        try:
+            response = await self._stub.SendMessage(
+                crm_pb2.SendMessageRequest(
+                    conversation_id=str(conversation_id),
+                    text=text,
+                    idempotency_key=idempotency_key,
+                    sender_kind=(
+                        crm_pb2.SENDER_KIND_AI if automated else crm_pb2.SENDER_KIND_UNSPECIFIED
+                    ),
+                ),
+                metadata=metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise relayed(error) from error
         return response.message
+
+    async def check_conversation(self, *, metadata: Metadata, conversation_id: str) -> None:
+        """NOT_FOUND (as the CRM says it) unless the conversation is the caller's."""
+        try:
+            await self._stub.GetConversation(
+                crm_pb2.GetConversationRequest(conversation_id=conversation_id), metadata=metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            raise relayed(error) from error

@@ -90,6 +90,7 @@ class AiServicer(ai_pb2_grpc.AiServiceServicer):
         statuses = [convert.STATUS_NAMES[s] for s in request.statuses if s in convert.STATUS_NAMES]
         rows = await self._service.list_suggestions(
             creator_id=_creator(),
+            metadata=_authorization(context),
             conversation_id=request.conversation_id,
             statuses=statuses,
             limit=_limit(request.limit),
@@ -125,6 +126,7 @@ class AiServicer(ai_pb2_grpc.AiServiceServicer):
     ) -> ai_pb2.ListAuditEntriesResponse:
         rows = await self._service.list_audit(
             creator_id=_creator(),
+            metadata=_authorization(context),
             conversation_id=request.conversation_id,
             limit=_limit(request.limit),
         )

@@ -176,7 +176,7 @@ def provider_from_settings(settings: AiAgentSettings) -> Provider:
     pricing = Pricing(
         settings.ai_llm_input_usd_per_million_tokens, settings.ai_llm_output_usd_per_million_tokens
     )
-    api_key = settings.ai_llm_api_key.get_secret_value() or None
+    api_key = settings.ai_llm_api_key.get_secret_value() if settings.ai_llm_api_key else None
     client: openai.AsyncOpenAI
     if settings.ai_llm_provider == "local":
         return LocalProvider()

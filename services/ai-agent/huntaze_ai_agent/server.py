@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from huntaze.ai.v1 import ai_pb2_grpc
-from huntaze_ai_agent.config import AiAgentSettings
+from huntaze_ai_agent.config import SERVICE_ACCOUNT, AiAgentSettings
 from huntaze_ai_agent.consumers import crm_consumer
 from huntaze_ai_agent.crm_client import CrmClient
 from huntaze_ai_agent.drafting import Drafter
@@ -40,7 +40,6 @@ from huntaze_kit.revocations import RevocationFollower
 from huntaze_kit.streams import connect_nats, ensure_streams
 
 MIGRATIONS_PACKAGE = "huntaze_ai_agent.migrations"
-SERVICE_ACCOUNT = "ai"
 # Sends are quick gRPC calls: a few at once keep up with any number of due replies.
 SEND_CONCURRENCY = 16
 
@@ -96,7 +95,9 @@ class AiAgentServer:
         tokens = ServiceTokenProvider(
             auth_channel,
             service_name=SERVICE_ACCOUNT,
-            service_secret=settings.ai_service_secret.get_secret_value(),
+            service_secret=(
+                settings.ai_service_secret.get_secret_value() if settings.ai_service_secret else ""
+            ),
         )
         provider = self._provider or provider_from_settings(settings)
         service = AiAgentService(

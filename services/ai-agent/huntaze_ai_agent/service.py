@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -41,10 +40,9 @@ from huntaze_ai_agent.prompts import DraftRequest, Prompt, build_prompt
 from huntaze_ai_agent.providers import Completion
 from huntaze_ai_agent.repository import load_configuration, save_configuration
 from huntaze_ai_agent.style_index import add_past_reply, similar_replies
-from huntaze_kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from huntaze_kit.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from huntaze_kit.logging import get_logger, request_context
 from huntaze_kit.outbox import record_event
-from huntaze_kit.rich_status import from_rpc_error
 
 log = get_logger(__name__)
 
@@ -466,14 +464,11 @@ class AiAgentService:
                     idempotency_key=IDEMPOTENCY_PREFIX + str(suggestion.message_id),
                     automated=True,
                 )
-            except grpc.aio.AioRpcError as error:
-                details = from_rpc_error(error)
-                if details.reason == BUDGET_REASON:
+            except DomainError as error:
+                if error.reason == BUDGET_REASON:
                     await self._autopilot_refused(suggestion)
                     return
-                log.warning(
-                    "ai.autopilot_send_failed", code=error.code().name, detail=details.message
-                )
+                log.warning("ai.autopilot_send_failed", reason=error.reason, detail=error.message)
                 await self._retry_later(suggestion)
                 return
             await self._sent(
@@ -636,15 +631,17 @@ class AiAgentService:
         self,
         *,
         creator_id: uuid.UUID,
+        metadata: Metadata,
         conversation_id: str,
         statuses: Sequence[str],
         limit: int,
     ) -> list[Suggestion]:
         query = select(Suggestion).where(Suggestion.creator_id == creator_id)
         if conversation_id:
-            query = query.where(
-                Suggestion.conversation_id == _uuid(conversation_id, "conversation_id")
-            )
+            conversation = _uuid(conversation_id, "conversation_id")
+            # Another creator's conversation is not found, as in the CRM.
+            await self._crm.check_conversation(metadata=metadata, conversation_id=conversation_id)
+            query = query.where(Suggestion.conversation_id == conversation)
         if statuses:
             query = query.where(Suggestion.status.in_(statuses))
         async with self._sessions() as session:
@@ -654,9 +651,10 @@ class AiAgentService:
             return list(rows.all())
 
     async def list_audit(
-        self, *, creator_id: uuid.UUID, conversation_id: str, limit: int
+        self, *, creator_id: uuid.UUID, metadata: Metadata, conversation_id: str, limit: int
     ) -> list[AuditEntry]:
         conversation = _uuid(conversation_id, "conversation_id")
+        await self._crm.check_conversation(metadata=metadata, conversation_id=conversation_id)
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(AuditEntry)

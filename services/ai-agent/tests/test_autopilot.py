@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from huntaze.ai.v1 import ai_pb2
+from huntaze.ai.v1 import events_pb2 as ai_events
 from huntaze.crm.v1 import crm_pb2
 from huntaze.crm.v1 import events_pb2 as crm_events
 from huntaze_ai_agent.prompts import DraftRequest, FanProfile, build_prompt
@@ -273,3 +274,29 @@ async def test_the_per_fan_budget_holds_for_the_autopilot(
 
     assert latest[0].handoff_reason == "automation_budget"
     assert len(await outgoing(stack, creator, latest[0].conversation_id)) == 1
+
+
+async def test_a_purchase_after_an_ai_message_is_attributed_to_it(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    creator = await stack.sign_up()
+    await stack.configure(creator, mode="autopilot")
+    attributed = await stack.nc.jetstream().subscribe("ai.revenue.attributed")
+    await stack.platform.fan_writes(
+        creator, platform_message_id="m-1", text="hi", platform_fan_id="buyer"
+    )
+    [sent] = await eventually(
+        lambda: stack.suggestions(creator),
+        lambda found: [s.status for s in found] == [ai_pb2.SUGGESTION_STATUS_SENT],
+    )
+
+    await stack.platform.fan_pays(
+        creator, transaction_id="t-1", cents=1500, platform_fan_id="buyer"
+    )
+
+    message = await attributed.next_msg(timeout=15)
+    event = ai_events.RevenueAttributed.FromString(message.data)
+    assert (event.creator_id, event.fan_id) == (creator.id, sent.fan_id)
+    assert event.amount_cents == 1500
+    assert event.sent_message_id == sent.sent_message_id
+    await attributed.unsubscribe()

@@ -116,7 +116,7 @@ async def test_compatible_server_needs_no_key(fake_openai: FakeOpenAI) -> None:
     compatible = settings(
         fake_openai,
         ai_llm_provider="compatible",
-        ai_llm_api_key=SecretStr(""),
+        ai_llm_api_key=None,
         ai_llm_model="llama3",
     )
     draft = await Drafter(provider_from_settings(compatible)).draft(request())

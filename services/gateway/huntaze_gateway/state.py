@@ -17,6 +17,7 @@ from huntaze_kit.identity import TokenVerifier
 from huntaze_kit.revocations import RevocationFollower
 
 if TYPE_CHECKING:
+    from huntaze.ai.v1.ai_pb2_grpc import AiServiceAsyncStub
     from huntaze.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
     from huntaze.crm.v1.crm_pb2_grpc import CrmServiceAsyncStub
 
@@ -29,6 +30,7 @@ class Runtime:
     channels: dict[str, grpc.aio.Channel]
     auth: AuthServiceAsyncStub
     crm: CrmServiceAsyncStub
+    ai: AiServiceAsyncStub
     # `await runtime.auth.Method(request, **runtime.call(token))`: the caller's token (the
     # channels add the deadline and the request id).
     call: CallOptions
