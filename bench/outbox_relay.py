@@ -9,7 +9,7 @@ Prints, from one run (this machine's speed drifts, so compare figures of the sam
 2. lag at a fixed rate (default 1,000 events/s for 10 s, one event per transaction, written
    with `record_event` in a producer process): commit -> the relay (this process) has the
    PubAck and marked the row, and commit -> handler call in an `EventConsumer` running in a
-   third process (its inbox insert included). Goal: p99 <= 100 ms.
+   third process (its `processed_events` insert included). Goal: p99 <= 100 ms.
 
 Uses HUNTAZE_BENCH_DATABASE_URL and HUNTAZE_BENCH_NATS_URL when set; otherwise starts an
 embedded PostgreSQL and NATS in a temporary directory and removes them afterwards.

@@ -145,6 +145,17 @@ class Suite:
         body: dict[str, Any] = response.json()
         return body
 
+    @contextlib.asynccontextmanager
+    async def signed_in(self) -> AsyncIterator[tuple[str, str, httpx.AsyncClient]]:
+        """A new account, its email address verified (CRM writes need it), signed in: its user
+        id, its access token and a client that sends it."""
+        async with self.client() as client:
+            email, password = await self.register(client)
+            login = await self.login(client, email, password)
+            token = login["tokens"]["accessToken"]
+            client.headers["authorization"] = f"Bearer {token}"
+            yield login["user"]["id"], token, client
+
     def process(self, name: str) -> Process:
         return next(p for p in self.processes if p.name == name)
 
@@ -302,3 +313,17 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 for process in reversed(running.processes):
                     process.stop()
     await drop_database(pg_server_url, name)
+
+
+@pytest.fixture(scope="module")
+async def worker(suite: Suite) -> AsyncIterator[Any]:
+    """Publishes to the suite's NATS what the OnlyFans worker publishes (`PlatformEvents`)."""
+    import nats  # noqa: PLC0415
+
+    from huntaze_devstack.testing import PlatformEvents  # noqa: PLC0415
+
+    client = await nats.connect(suite.nats_url)
+    try:
+        yield PlatformEvents(client.jetstream())
+    finally:
+        await client.close()

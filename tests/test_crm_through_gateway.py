@@ -11,11 +11,10 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import httpx
-import nats
 import pytest
 
 from huntaze_devstack.testing import (
@@ -23,6 +22,7 @@ from huntaze_devstack.testing import (
     PlatformEvents,
     assert_problem,
     eventually,
+    inbox_stream,
     problem_fields,
 )
 from huntaze_gateway.app import create_app
@@ -56,24 +56,10 @@ class Creator:
         return response.json()
 
 
-@pytest.fixture(scope="module")
-async def worker(suite: Any) -> AsyncIterator[PlatformEvents]:
-    client = await nats.connect(suite.nats_url)
-    try:
-        yield PlatformEvents(client.jetstream())
-    finally:
-        await client.close()
-
-
 @contextlib.asynccontextmanager
 async def signed_up(suite: Any) -> AsyncIterator[Creator]:
-    async with suite.client() as client:
-        # Verified: fan writes need a verified email address.
-        email, password = await suite.register(client)
-        login = await suite.login(client, email, password)
-        token = login["tokens"]["accessToken"]
-        client.headers["authorization"] = f"Bearer {token}"
-        yield Creator(id=login["user"]["id"], token=token, client=client)
+    async with suite.signed_in() as (user_id, token, client):
+        yield Creator(id=user_id, token=token, client=client)
 
 
 async def open_conversation(
@@ -271,6 +257,8 @@ SAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "POST /api/crm/fans/tags": {"addTags": ["stolen"], "removeTags": ["vip"]},
 }
 SAMPLE_QUERIES: dict[str, dict[str, str]] = {"GET /api/messages/search": {"q": "hello"}}
+# Ids a request takes one of, never several: each is tried on its own.
+ONE_OF: dict[str, tuple[str, ...]] = {"POST /api/messages/reply": ("conversationId", "fanId")}
 # Auth's own routes, isolated by auth (a session id is checked against the caller's user).
 OUT_OF_SCOPE_PREFIXES = ("/api/auth/",)
 
@@ -298,10 +286,16 @@ class Operation:
     positions: tuple[Position, ...]
     required_query: tuple[str, ...]
     body_schema: dict[str, Any] | None
+    # Which of the `ONE_OF` ids this variant of the operation names.
+    variant: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.method} {self.path}"
+
+    @property
+    def test_id(self) -> str:
+        return f"{self.key} ({self.variant})" if self.variant else self.key
 
 
 def _operations_with_ids() -> list[Operation]:
@@ -328,12 +322,22 @@ def _operations_with_ids() -> list[Operation]:
                     if _looks_like_id(name)
                 ]
             positions = [p for p in positions if p.name not in NOT_OBJECTS]
-            if positions:
-                found.append(
-                    Operation(
-                        method.upper(), path, tuple(positions), tuple(required_query), body_schema
-                    )
+            if not positions:
+                continue
+            operation_found = Operation(
+                method.upper(), path, tuple(positions), tuple(required_query), body_schema
+            )
+            alternatives = ONE_OF.get(operation_found.key, ())
+            found += [
+                replace(
+                    operation_found,
+                    positions=tuple(
+                        p for p in positions if p.name == name or p.name not in alternatives
+                    ),
+                    variant=name,
                 )
+                for name in alternatives
+            ] or [operation_found]
     return found
 
 
@@ -396,7 +400,7 @@ async def owner(suite: Any, worker: PlatformEvents) -> AsyncIterator[tuple[Creat
         yield ada, world
 
 
-@pytest.mark.parametrize("op", OPERATIONS, ids=[op.key for op in OPERATIONS])
+@pytest.mark.parametrize("op", OPERATIONS, ids=[op.test_id for op in OPERATIONS])
 async def test_another_creator_gets_404_and_changes_nothing(
     suite: Any, worker: PlatformEvents, owner: tuple[Creator, World], op: Operation
 ) -> None:
@@ -532,23 +536,14 @@ async def test_retries_and_redeliveries_store_one_row(suite: Any, worker: Platfo
 async def listening(
     suite: Any, creator: Creator, *, headers: dict[str, str] | None = None, query: str = ""
 ) -> AsyncIterator[EventStreamReader]:
-    async with (
-        httpx.AsyncClient(base_url=suite.gateway_url, timeout=30.0) as client,
-        client.stream(
-            "GET",
-            "/api/crm/stream" + query,
-            headers={"authorization": f"Bearer {creator.token}", **(headers or {})},
-        ) as response,
-    ):
-        assert response.status_code == 200, await response.aread()
+    async with inbox_stream(
+        suite.gateway_url, creator.token, query=query, headers=headers
+    ) as reader:
+        response = reader.response
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
         assert response.headers["x-accel-buffering"] == "no"
-        reader = EventStreamReader(response)
-        try:
-            yield reader
-        finally:
-            await reader.close()
+        yield reader
 
 
 async def test_the_inbox_streams_and_replays_what_was_missed(

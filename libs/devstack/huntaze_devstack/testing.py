@@ -7,7 +7,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Protocol, TypeVar
@@ -235,3 +235,24 @@ class EventStreamReader:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+@contextlib.asynccontextmanager
+async def inbox_stream(
+    base_url: str, token: str, *, query: str = "", headers: dict[str, str] | None = None
+) -> AsyncIterator[EventStreamReader]:
+    """The gateway's `GET /api/crm/stream` as the creator of `token`, being read."""
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=30.0) as client,
+        client.stream(
+            "GET",
+            "/api/crm/stream" + query,
+            headers={"authorization": f"Bearer {token}", **(headers or {})},
+        ) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        reader = EventStreamReader(response)
+        try:
+            yield reader
+        finally:
+            await reader.close()

@@ -1,14 +1,17 @@
 """Idempotent JetStream consumers: each event is applied at most once per consumer, even when
-NATS delivers it several times.
+NATS delivers it several times, and a server outage never loses or dead-letters an event.
 
-For every message, atomically: the event id goes into the service's `inbox` table for this
-consumer (`ON CONFLICT DO NOTHING`); when it was already there, the message is a duplicate and
-the handler is skipped; otherwise the handler runs with that same session. The transaction
-commits, and only then is the message acknowledged. A crash before the commit leaves nothing
-behind and NATS redelivers; a crash after it makes the redelivery a duplicate. (Messages
-fetched together share one transaction, each handler under its own savepoint, so a failing
-handler takes back only its own writes and inbox row; one commit for the lot saves round trips
-and a WAL flush per message.) Handlers must not commit.
+Applying. For every message, atomically: the event id goes into the service's
+`processed_events` table for this consumer (`ON CONFLICT DO NOTHING`); when it was already
+there, the message is a duplicate and the handler is skipped; otherwise the handler runs with
+that same session. The transaction commits, and only then is the message acknowledged. A crash
+before the commit leaves nothing behind and NATS redelivers; a crash after it makes the
+redelivery a duplicate. (Messages fetched together share one transaction, each handler under
+its own savepoint, so a failing handler takes back only its own writes and its
+`processed_events` row; one commit for the lot saves round trips and a WAL flush per message.)
+Handlers must not commit. External side effects (email, platform sends, LLM calls, webhooks)
+go through `huntaze_kit.effects.EffectLedger`, which makes them happen at most once per event
+however often the transaction is retried.
 
 A consumer may take a `batch_handler` instead of (or besides) `handler`: it gets all the new
 events of a chunk, in order, in one call under one savepoint, and can apply them with set-based
@@ -16,10 +19,34 @@ statements. When it raises, that savepoint is rolled back and the chunk's events
 at a time, each under its own savepoint (by `handler`, or by `batch_handler` with one event), so a
 poison event is still isolated from its neighbours.
 
-A handler that raises is retried (`nak` with a growing delay) until `max_deliver` deliveries;
-then the message goes to `dlq.<durable>` with the error in its headers, and is terminated.
-A message without a valid event id, or a handler raising `PermanentEventError`, goes to the
-dead letters at once. See `huntaze_kit.dlq` to list and replay them.
+Two kinds of failure:
+
+* Infrastructure (the database unreachable, the claim, a savepoint or the commit failing, a
+  handler hitting a lost connection) is not the message's fault. Nothing is nak'd: the consumer
+  pauses (no fetching), keeps the batch's messages alive with working acks (`in_progress`, which
+  does not count as a delivery), probes the database with backoff until it answers, and then
+  applies the same messages again. A NATS outage is the same story seen from the other side: the
+  fetch fails and is retried, and messages NATS redelivers meanwhile are duplicates or new.
+* A handler's own error counts one failure for that event in `consumer_failures` (in the
+  transaction that applies its neighbours); the message is nak'd with the `backoff` delay. At
+  `max_deliver` failures, or at once for `PermanentEventError` or a message without a valid
+  event id, the message goes to `dlq.<durable>` with the error in its headers and is terminated.
+  See `huntaze_kit.dlq` to list and replay dead letters. (The count survives the dead letter: a
+  replayed event that fails again goes back to the DLQ at once; applied, its count goes.)
+
+So JetStream's own delivery count decides nothing: the durable consumer has no `max_deliver`
+(a message is never dropped silently), and only handler failures lead to the DLQ.
+
+Order per aggregate (`Huntaze-Aggregate-Type`/`-Id` headers): once an event fails, later events
+of its aggregate are not applied before it. Those in the same chunk are handed back with it, and
+the consumer remembers the failed (and handed-back) stream sequences per aggregate, so a later
+event arriving first is handed back again ("deferred") until the earlier ones are applied or
+dead-lettered. This memory is per process; before deferring, the consumer checks in the database
+whether another replica applied the earlier event or gave up on it meanwhile, and an entry
+without news for `backoff[-1] + 2 * ack_wait + 60` s is dropped.
+
+Metrics (default Prometheus registry, labelled by consumer): processed, duplicate, redelivered,
+failed, deferred and dead-lettered messages, pending messages (lag), and pauses for outages.
 
     consumer = EventConsumer(
         nats=nc, session_factory=sessions, schema="auth", durable="auth-email-sender",
@@ -34,13 +61,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import asyncpg
 import orjson
+import sqlalchemy.exc
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -48,7 +78,8 @@ from nats.aio.subscription import Subscription
 from nats.errors import BadSubscriptionError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from sqlalchemy import Uuid, bindparam, text
+from prometheus_client import Counter, Gauge
+from sqlalchemy import Integer, Text, Uuid, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -61,14 +92,58 @@ log = get_logger(__name__)
 M = TypeVar("M", bound=Message)
 
 DEFAULT_BACKOFF: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+# Waits between database probes while paused for an outage.
+DEFAULT_OUTAGE_BACKOFF: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Longer than any stream's max age (see huntaze_kit.streams), so replays stay deduplicated.
-DEFAULT_INBOX_RETENTION = timedelta(days=30)
+DEFAULT_PROCESSED_RETENTION = timedelta(days=30)
 
 _MAX_ERROR_LENGTH = 1000
 # Savepoints per transaction: PostgreSQL tracks up to 64 subtransactions per session cheaply.
 _MAX_MESSAGES_PER_TRANSACTION = 64
 _STATUS = "Status"
+# A deferred event comes back this long after the earlier event it waits for is due.
+_DEFER_MARGIN = 0.1
 _DESCRIPTION = "Description"
+
+PROCESSED = Counter("huntaze_consumer_processed", "Events applied.", ["consumer"])
+DUPLICATES = Counter(
+    "huntaze_consumer_duplicates", "Deliveries of events applied already.", ["consumer"]
+)
+REDELIVERIES = Counter(
+    "huntaze_consumer_redeliveries", "Messages received more than once.", ["consumer"]
+)
+HANDLER_FAILURES = Counter(
+    "huntaze_consumer_handler_failures",
+    "Handler errors (each retried or dead-lettered).",
+    ["consumer"],
+)
+DEFERRED = Counter(
+    "huntaze_consumer_deferred",
+    "Messages handed back because an earlier event of their aggregate is not applied yet.",
+    ["consumer"],
+)
+DEAD_LETTERED = Counter("huntaze_consumer_dead_lettered", "Messages sent to the DLQ.", ["consumer"])
+OUTAGE_PAUSES = Counter(
+    "huntaze_consumer_outage_pauses",
+    "Pauses because the database (or the transaction) failed: not counted against messages.",
+    ["consumer"],
+)
+PAUSED = Gauge("huntaze_consumer_paused", "1 while paused for an outage.", ["consumer"])
+PENDING = Gauge(
+    "huntaze_consumer_pending",
+    "Messages of the stream not delivered to the consumer yet (lag).",
+    ["consumer"],
+)
+
+# Failures of the database connection itself: whoever hits them, the event is not to blame.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    sqlalchemy.exc.DisconnectionError,
+    sqlalchemy.exc.TimeoutError,  # no connection from the pool in time
+)
 
 
 class PermanentEventError(Exception):
@@ -81,6 +156,29 @@ class InvalidEvent(PermanentEventError):
 
 class ConsumerGone(Exception):
     """JetStream deleted the consumer under us (for example the stream was recreated)."""
+
+
+class InfrastructureError(Exception):
+    """The database (or the transaction itself) failed: the consumer pauses and tries again."""
+
+
+def is_infrastructure_error(error: BaseException) -> bool:
+    """True when `error` (or what caused it) is a lost or refused database connection, as
+    opposed to the handler's own failure. (A handler's `ConnectionError` talking to a mail
+    server is the handler's: only errors coming through the database driver count.)"""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _CONNECTION_ERRORS):
+            return True
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and (
+            current.connection_invalidated
+            or isinstance(current.orig, (OSError, *_CONNECTION_ERRORS))
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _describe(error: BaseException) -> str:
@@ -163,7 +261,9 @@ class _Outcome:
 
     applied: list[tuple[Msg, ReceivedEvent]] = field(default_factory=list)
     duplicates: list[tuple[Msg, ReceivedEvent]] = field(default_factory=list)
-    failed: list[tuple[Msg, ReceivedEvent, Exception]] = field(default_factory=list)
+    # Handler errors: (message, event, error, failures counted so far, dead-letter it).
+    failed: list[tuple[Msg, ReceivedEvent, Exception, int, bool]] = field(default_factory=list)
+    deferred: list[tuple[Msg, ReceivedEvent]] = field(default_factory=list)
     unstarted: list[Msg] = field(default_factory=list)
 
 
@@ -244,12 +344,22 @@ class _Puller:
         return got
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """An event handed back (failed or deferred) and not settled yet, and the monotonic time it
+    is expected back."""
+
+    event_id: uuid.UUID
+    due: float
+
+
 class EventConsumer:
     """A durable JetStream pull consumer that applies each event once, in the service schema.
 
     `durable` is `<service>-<purpose>` (NATS forbids dots in it). Messages of one fetched batch
     are handled in order; with `concurrency` > 1 they are spread over that many lanes by
-    aggregate (events of one aggregate stay in order, in one lane).
+    aggregate (events of one aggregate stay in order, in one lane). `max_deliver` is how many
+    times the handler may fail on an event before it is dead-lettered.
     """
 
     def __init__(
@@ -265,18 +375,20 @@ class EventConsumer:
         batch_handler: BatchHandler | None = None,
         max_deliver: int = 8,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
+        outage_backoff: Sequence[float] = DEFAULT_OUTAGE_BACKOFF,
         batch: int = 64,
         ack_wait: float = 30.0,
         concurrency: int = 1,
         fetch_wait: float = 5.0,
         deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
-        inbox_retention: timedelta = DEFAULT_INBOX_RETENTION,
-        inbox_cleanup_interval: float = 3600.0,
+        processed_retention: timedelta = DEFAULT_PROCESSED_RETENTION,
+        cleanup_interval: float = 3600.0,
     ) -> None:
         if max_deliver < 1:
             raise ValueError("max_deliver must be at least 1")
-        if not backoff or any(delay < 0 for delay in backoff):
-            raise ValueError("backoff needs at least one non-negative delay")
+        for name, delays in (("backoff", backoff), ("outage_backoff", outage_backoff)):
+            if not delays or any(delay < 0 for delay in delays):
+                raise ValueError(f"{name} needs at least one non-negative delay")
         if batch < 1 or concurrency < 1:
             raise ValueError("batch and concurrency must be at least 1")
         if not filter_subjects:
@@ -289,46 +401,97 @@ class EventConsumer:
         self.filter_subjects = list(filter_subjects)
         self.max_deliver = max_deliver
         self.backoff = tuple(backoff)
+        self.outage_backoff = tuple(outage_backoff)
         self.batch = batch
         self.ack_wait = ack_wait
         self.concurrency = concurrency
         self.fetch_wait = fetch_wait
         self.deliver_policy = deliver_policy
-        self.inbox_retention = inbox_retention
-        self.inbox_cleanup_interval = inbox_cleanup_interval
+        self.processed_retention = processed_retention
+        self.cleanup_interval = cleanup_interval
         self.dlq_subject = dlq_subject(durable)
 
-        # Counters, read by metrics and tests.
+        # Counters, read by tests (the Prometheus metrics carry the same for operators).
         self.processed = 0
         self.duplicates = 0
         self.retried = 0
+        self.deferred = 0
         self.dead_lettered = 0
+        self.outage_pauses = 0
 
         self._nc = nats
         self._js = nats.jetstream()
         self._session_factory = session_factory
         self._batch_handler = batch_handler
         self._handler: Handler = handler or self._one_by_batch
-        _, inbox = schema_tables(schema)  # checks the schema name: safe in SQL text
-        table = f'"{schema}".{inbox.name}'
+        tables = schema_tables(schema)  # checks the schema name: safe in SQL text
+        processed = f'"{schema}".{tables.processed_events.name}'
+        failures = f'"{schema}".{tables.consumer_failures.name}'
         ids = bindparam("ids", type_=ARRAY(Uuid(as_uuid=True)))
         self._claim_statement = (
             text(
-                f"INSERT INTO {table} (consumer, event_id)"
+                f"INSERT INTO {processed} (consumer, event_id)"
                 " SELECT :consumer, unnest(:ids) ON CONFLICT DO NOTHING RETURNING event_id"
             )
             .bindparams(ids, consumer=self.durable)
             .columns(event_id=Uuid(as_uuid=True))
         )
         self._release = text(
-            f"DELETE FROM {table} WHERE consumer = :consumer AND event_id = ANY(:ids)"  # noqa: S608
+            f"DELETE FROM {processed} WHERE consumer = :consumer AND event_id = ANY(:ids)"  # noqa: S608
         ).bindparams(ids, consumer=self.durable)
+        # A permanent error counts as every attempt spent (`floor`): any replica then sees
+        # the event as settled.
+        self._count_failures = (
+            text(
+                f"INSERT INTO {failures} AS f (consumer, event_id, failures, last_error)"  # noqa: S608
+                " SELECT :consumer, e.id, greatest(1, e.floor), e.error"
+                " FROM unnest(:ids, :floors, :errors) AS e(id, floor, error)"
+                " ON CONFLICT (consumer, event_id) DO UPDATE"
+                " SET failures = greatest(f.failures + 1, excluded.failures),"
+                " last_error = excluded.last_error, failed_at = now()"
+                " RETURNING event_id, failures"
+            )
+            .bindparams(
+                ids,
+                bindparam("floors", type_=ARRAY(Integer())),
+                bindparam("errors", type_=ARRAY(Text())),
+                consumer=self.durable,
+            )
+            .columns(event_id=Uuid(as_uuid=True))
+        )
+        # Events another replica of this consumer applied or gave up on meanwhile.
+        self._settled_elsewhere = (
+            text(
+                f"SELECT event_id FROM {processed}"  # noqa: S608
+                " WHERE consumer = :consumer AND event_id = ANY(:ids)"
+                f" UNION ALL SELECT event_id FROM {failures}"
+                " WHERE consumer = :consumer AND event_id = ANY(:ids) AND failures >= :most"
+            )
+            .bindparams(ids, consumer=self.durable, most=self.max_deliver)
+            .columns(event_id=Uuid(as_uuid=True))
+        )
+        self._forget_failures = text(
+            f"DELETE FROM {failures} WHERE consumer = :consumer AND event_id = ANY(:ids)"  # noqa: S608
+        ).bindparams(ids, consumer=self.durable)
+        # Per aggregate, its events handed back and not settled yet, by stream sequence.
+        self._held: dict[str, dict[int, _Waiting]] = {}
+        self._held_expiry = self.backoff[-1] + 2 * self.ack_wait + 60.0
         self._puller: _Puller | None = None
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running = False
         self._task: asyncio.Task[Any] | None = None
         self._log = log.bind(consumer=self.durable, stream=stream)
+        labels = (self.durable,)
+        self._processed_metric = PROCESSED.labels(*labels)
+        self._duplicates_metric = DUPLICATES.labels(*labels)
+        self._redeliveries_metric = REDELIVERIES.labels(*labels)
+        self._failures_metric = HANDLER_FAILURES.labels(*labels)
+        self._deferred_metric = DEFERRED.labels(*labels)
+        self._dead_lettered_metric = DEAD_LETTERED.labels(*labels)
+        self._pauses_metric = OUTAGE_PAUSES.labels(*labels)
+        self._paused_metric = PAUSED.labels(*labels)
+        self._pending_metric = PENDING.labels(*labels)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -341,8 +504,9 @@ class EventConsumer:
             deliver_policy=self.deliver_policy,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
-            # One delivery more than we use: a crash while dead-lettering gets a second chance.
-            max_deliver=self.max_deliver + 1,
+            # Unlimited: JetStream must never drop a message on its own. Handler failures,
+            # counted by us, decide the DLQ; outages and restarts are no message's fault.
+            max_deliver=-1,
             filter_subject=self.filter_subjects[0] if single else None,
             filter_subjects=None if single else self.filter_subjects,
             max_ack_pending=max(1000, 4 * self.batch),
@@ -366,7 +530,7 @@ class EventConsumer:
         cleanup: asyncio.Task[None] | None = None
         try:
             await self.start()
-            cleanup = asyncio.create_task(self._cleanup_forever(), name=f"{self.durable}-inbox")
+            cleanup = asyncio.create_task(self._cleanup_forever(), name=f"{self.durable}-cleanup")
             self._log.info("consumer.started", subjects=self.filter_subjects)
             await self._loop()
         finally:
@@ -429,6 +593,8 @@ class EventConsumer:
             failure_delay = 0.2
             if messages:
                 await self._handle_batch(messages)
+            else:
+                self._pending_metric.set(0)  # nothing left for us
 
     async def _recreate(self) -> None:
         delay = 0.5
@@ -457,6 +623,8 @@ class EventConsumer:
     # -- handling -------------------------------------------------------------------------------
 
     async def _handle_batch(self, messages: list[Msg]) -> None:
+        if messages:
+            self._pending_metric.set(messages[-1].metadata.num_pending)
         keepalive = asyncio.create_task(self._keep_alive(messages))
         try:
             if self.concurrency == 1 or len(messages) == 1:
@@ -479,8 +647,9 @@ class EventConsumer:
             await self._handle_chunk(messages[start : start + _MAX_MESSAGES_PER_TRANSACTION])
 
     async def _keep_alive(self, messages: list[Msg]) -> None:
-        """Tells NATS that messages waiting in this batch are not forgotten (no redelivery)."""
-        interval = max(self.ack_wait / 3, 0.5)
+        """Tells NATS that messages waiting in this batch (also while paused for an outage) are
+        not forgotten: no redelivery, and no delivery counted."""
+        interval = max(self.ack_wait / 3, 0.2)
         while True:
             await asyncio.sleep(interval)
             for msg in messages:
@@ -489,43 +658,92 @@ class EventConsumer:
                         await msg.in_progress()
 
     async def _handle_chunk(self, messages: list[Msg]) -> None:
-        """Applies messages in one transaction, commits, then settles each: ack, retry or dead
-        letter."""
+        """Applies messages in one transaction, commits, then settles each: ack, retry, defer or
+        dead letter. When the transaction fails, pauses until the database answers and applies
+        the same messages again."""
         pending: list[tuple[Msg, ReceivedEvent]] = []
         for msg in messages:
             try:
-                pending.append((msg, ReceivedEvent.from_msg(msg)))
+                event = ReceivedEvent.from_msg(msg)
             except InvalidEvent as err:
-                await self._dead_letter(msg, err)
+                await self._dead_letter(msg, err, attempts=msg.metadata.num_delivered)
+                continue
+            if event.delivery_count > 1:
+                self._redeliveries_metric.inc()
+            pending.append((msg, event))
         if not pending:
             return
-        outcome = _Outcome()
+        outage = 0
+        while True:
+            try:
+                outcome = await self._apply(pending)
+            except Exception as err:
+                if not await self._pause(err, outage):
+                    await self._hand_back([msg for msg, _ in pending])
+                    return
+                outage += 1
+                continue
+            break
+        await self._settle(outcome)
+
+    async def _pause(self, error: Exception, attempt: int) -> bool:
+        """An outage: waits (no fetching; the batch kept alive) until the database answers.
+        False when stopping meanwhile."""
+        self.outage_pauses += 1
+        self._pauses_metric.inc()
+        self._paused_metric.set(1)
+        self._log.warning(
+            "consumer.paused_for_outage",
+            error=_describe(error),
+            # The traceback once per outage; later failures are usually the same.
+            exc_info=error if attempt == 0 else None,
+        )
         try:
-            await self._apply(pending, outcome)
-        except Exception as err:
-            # The transaction itself failed (commit, lost connection): none of it holds.
-            self._log.warning("consumer.transaction_failed", error=_describe(err))
-            outcome.failed += [(msg, event, err) for msg, event in outcome.applied]
-            outcome.failed += [(msg, event, err) for msg, event in outcome.duplicates]
-            outcome.applied, outcome.duplicates = [], []
+            probe = attempt
+            while not self._stopping.is_set():
+                await self._sleep(self.outage_backoff[min(probe, len(self.outage_backoff) - 1)])
+                probe += 1
+                if self._stopping.is_set():
+                    return False
+                try:
+                    async with asyncio.timeout(5.0), self._session_factory() as session:
+                        await session.execute(text("SELECT 1"))
+                except Exception as err:
+                    self._log.info("consumer.database_unreachable", error=_describe(err))
+                    continue
+                self._log.info("consumer.resuming")
+                return True
+            return False
+        finally:
+            self._paused_metric.set(0)
+
+    async def _settle(self, outcome: _Outcome) -> None:
         await self._hand_back(outcome.unstarted)
-        for msg, _ in outcome.applied:
+        for msg, event in outcome.applied:
             self.processed += 1
+            self._processed_metric.inc()
+            self._release_held(event)
             await self._ack(msg)
         for msg, event in outcome.duplicates:
             self.duplicates += 1
+            self._duplicates_metric.inc()
+            self._release_held(event)
             self._log.info("consumer.duplicate", event_id=str(event.event_id))
             await self._ack(msg)
-        for msg, event, error in outcome.failed:
+        for msg, event, error, failures, give_up in outcome.failed:
             with request_context(event.request_id):
-                await self._on_failure(msg, event, error)
+                await self._on_failure(msg, event, error, failures, give_up=give_up)
+        for msg, event in outcome.deferred:
+            await self._defer(msg, event)
 
-    async def _apply(self, pending: list[tuple[Msg, ReceivedEvent]], outcome: _Outcome) -> None:
-        """One statement claims every event id in the inbox; the new events are then applied
-        by the batch handler under one savepoint or, without one or when it fails, each by the
-        handler under its own savepoint, so a failing handler takes back only its own writes
-        (and its inbox row is removed before the commit). One commit for the lot saves round
-        trips and a WAL flush per message. Fills `outcome` as it goes."""
+    async def _apply(self, pending: list[tuple[Msg, ReceivedEvent]]) -> _Outcome:
+        """One statement claims every event id in `processed_events`; the new events are then
+        applied by the batch handler under one savepoint or, without one or when it fails, each
+        by the handler under its own savepoint, so a failing handler takes back only its own
+        writes (and its claim is removed before the commit). Events behind a failed event of
+        their aggregate are deferred. Handler failures are counted in the same transaction.
+        Raises when the transaction itself fails (nothing of it holds then)."""
+        outcome = _Outcome()
         async with self._session_factory() as session, session.begin():
             fresh = await self._claim(session, [event.event_id for _, event in pending])
             new: list[tuple[Msg, ReceivedEvent]] = []
@@ -535,31 +753,127 @@ class EventConsumer:
                     continue
                 fresh.discard(event.event_id)  # a second copy in this batch is a duplicate
                 new.append((msg, event))
-            if (
+            new = await self._without_waiting(session, new, outcome)
+            applied_together = (
                 len(new) > 1
                 and not self._stopping.is_set()
                 and await self._apply_together(session, new)
-            ):
+            )
+            failed: list[tuple[Msg, ReceivedEvent, Exception]] = []
+            if applied_together:
                 outcome.applied += new
-                return
-            taken_back: list[uuid.UUID] = []
-            for index, (msg, event) in enumerate(new):
-                if self._stopping.is_set():
-                    rest = new[index:]
-                    outcome.unstarted = [later for later, _ in rest]
-                    taken_back += [later.event_id for _, later in rest]
-                    break
-                with request_context(event.request_id):
-                    try:
-                        async with session.begin_nested():
-                            await self._handler(session, event)
-                    except Exception as err:
-                        outcome.failed.append((msg, event, err))
-                        taken_back.append(event.event_id)
-                    else:
-                        outcome.applied.append((msg, event))
+            else:
+                failed = await self._apply_one_by_one(session, new, outcome)
+            taken_back = [event.event_id for _, event, _ in failed]
+            taken_back += [event.event_id for _, event in outcome.deferred]
             if taken_back:
                 await session.execute(self._release, {"ids": taken_back})
+            await self._count(session, failed, outcome)
+        return outcome
+
+    async def _without_waiting(
+        self, session: AsyncSession, new: list[tuple[Msg, ReceivedEvent]], outcome: _Outcome
+    ) -> list[tuple[Msg, ReceivedEvent]]:
+        """Moves to `outcome.deferred` the events that an earlier, handed-back event of their
+        aggregate (not in this chunk, and not settled by another replica) must precede."""
+        if not self._held:
+            return new
+        oldest = time.monotonic() - self._held_expiry
+        for key in list(self._held):
+            waiting = {seq: w for seq, w in self._held[key].items() if w.due > oldest}
+            if waiting:
+                self._held[key] = waiting
+            else:
+                del self._held[key]
+        here = {event.stream_sequence for _, event in new}
+
+        def blockers(event: ReceivedEvent) -> dict[uuid.UUID, tuple[str, int]]:
+            key = _aggregate_key(event)
+            return {
+                waiting.event_id: (key, seq)
+                for seq, waiting in self._held.get(key or "", {}).items()
+                if key is not None and seq < event.stream_sequence and seq not in here
+            }
+
+        suspects: dict[uuid.UUID, tuple[str, int]] = {}
+        for _, event in new:
+            suspects.update(blockers(event))
+        if suspects:
+            settled = await session.execute(self._settled_elsewhere, {"ids": list(suspects)})
+            for event_id in settled.scalars():
+                key, seq = suspects[event_id]
+                self._forget_waiting(key, seq)
+        ready: list[tuple[Msg, ReceivedEvent]] = []
+        for msg, event in new:
+            if blockers(event):
+                outcome.deferred.append((msg, event))
+            else:
+                ready.append((msg, event))
+        return ready
+
+    async def _apply_one_by_one(
+        self, session: AsyncSession, new: list[tuple[Msg, ReceivedEvent]], outcome: _Outcome
+    ) -> list[tuple[Msg, ReceivedEvent, Exception]]:
+        failed: list[tuple[Msg, ReceivedEvent, Exception]] = []
+        stopped_aggregates: set[str] = set()
+        for index, (msg, event) in enumerate(new):
+            if self._stopping.is_set():
+                rest = new[index:]
+                outcome.unstarted = [later for later, _ in rest]
+                await session.execute(self._release, {"ids": [later.event_id for _, later in rest]})
+                break
+            key = _aggregate_key(event)
+            if key is not None and key in stopped_aggregates:
+                outcome.deferred.append((msg, event))
+                continue
+            with request_context(event.request_id):
+                try:
+                    async with session.begin_nested():
+                        await self._handler(session, event)
+                except Exception as err:
+                    if is_infrastructure_error(err):
+                        raise InfrastructureError(_describe(err)) from err
+                    failed.append((msg, event, err))
+                    if key is not None:
+                        stopped_aggregates.add(key)
+                else:
+                    outcome.applied.append((msg, event))
+        return failed
+
+    async def _count(
+        self,
+        session: AsyncSession,
+        failed: list[tuple[Msg, ReceivedEvent, Exception]],
+        outcome: _Outcome,
+    ) -> None:
+        """Counts this chunk's handler failures, and forgets those of events now applied, in
+        the chunk's transaction. (The count of an event given up on stays: should its dead
+        letter fail to publish, the next delivery goes to the DLQ at its first failure.)"""
+        totals: dict[uuid.UUID, int] = {}
+        if failed:
+            result = await session.execute(
+                self._count_failures,
+                {
+                    "ids": [event.event_id for _, event, _ in failed],
+                    "floors": [
+                        self.max_deliver if isinstance(error, PermanentEventError) else 0
+                        for _, _, error in failed
+                    ],
+                    "errors": [_describe(error) for _, _, error in failed],
+                },
+            )
+            totals = {row.event_id: row.failures for row in result}
+        for msg, event, error in failed:
+            failures = totals.get(event.event_id, 1)
+            if isinstance(error, PermanentEventError):
+                # Its count says "given up"; the dead letter tells how often it came.
+                outcome.failed.append((msg, event, error, event.delivery_count, True))
+            else:
+                give_up = failures >= self.max_deliver
+                outcome.failed.append((msg, event, error, failures, give_up))
+        settled = [event.event_id for _, event in outcome.applied if _may_have_failed(event)]
+        if settled:
+            await session.execute(self._forget_failures, {"ids": settled})
 
     async def _apply_together(
         self, session: AsyncSession, new: list[tuple[Msg, ReceivedEvent]]
@@ -572,6 +886,8 @@ class EventConsumer:
             async with session.begin_nested():
                 await self._batch_handler(session, [event for _, event in new])
         except Exception as err:
+            if is_infrastructure_error(err):
+                raise InfrastructureError(_describe(err)) from err
             # Each event's own failure, if any, is logged (with its traceback) one by one.
             self._log.warning("consumer.batch_failed", events=len(new), error=_describe(err))
             return False
@@ -582,7 +898,8 @@ class EventConsumer:
         await self._batch_handler(session, [event])
 
     async def _claim(self, session: AsyncSession, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-        """Inserts the inbox rows; returns the ids that were not there (events new to us)."""
+        """Inserts the `processed_events` rows; returns the ids that were not there (events new
+        to us)."""
         result = await session.execute(self._claim_statement, {"ids": event_ids})
         return set(result.scalars())
 
@@ -593,37 +910,83 @@ class EventConsumer:
             # Committed already: a redelivery will be recognised as a duplicate.
             self._log.warning("consumer.ack_failed", error=_describe(err))
 
-    async def _on_failure(self, msg: Msg, event: ReceivedEvent, error: Exception) -> None:
-        deliveries = event.delivery_count
-        if isinstance(error, PermanentEventError) or deliveries >= self.max_deliver:
-            self._log.error(
-                "consumer.giving_up",
-                event_id=str(event.event_id),
-                subject=event.subject,
-                deliveries=deliveries,
-                error=_describe(error),
-                exc_info=error,
+    # -- order per aggregate ---------------------------------------------------------------------
+
+    def _hold(self, event: ReceivedEvent, delay: float) -> None:
+        key = _aggregate_key(event)
+        if key is not None:
+            self._held.setdefault(key, {})[event.stream_sequence] = _Waiting(
+                event_id=event.event_id, due=time.monotonic() + delay
             )
-            await self._dead_letter(msg, error)
-            return
-        delay = self.backoff[min(deliveries - 1, len(self.backoff) - 1)]
-        self._log.warning(
-            "consumer.handler_failed",
-            event_id=str(event.event_id),
-            subject=event.subject,
-            deliveries=deliveries,
-            retry_in=delay,
-            error=_describe(error),
-            # The traceback once per message; later failures are usually the same.
-            exc_info=error if deliveries == 1 else None,
-        )
-        self.retried += 1
+
+    def _release_held(self, event: ReceivedEvent) -> None:
+        key = _aggregate_key(event)
+        if key is not None:
+            self._forget_waiting(key, event.stream_sequence)
+
+    def _forget_waiting(self, key: str, seq: int) -> None:
+        waiting = self._held.get(key)
+        if waiting is not None:
+            waiting.pop(seq, None)
+            if not waiting:
+                del self._held[key]
+
+    async def _defer(self, msg: Msg, event: ReceivedEvent) -> None:
+        """Hands back an event that must wait for an earlier one of its aggregate, until just
+        after that one is due again."""
+        key = _aggregate_key(event)
+        now = time.monotonic()
+        earlier = [
+            waiting.due
+            for seq, waiting in self._held.get(key or "", {}).items()
+            if seq < event.stream_sequence
+        ]
+        delay = max(min(earlier, default=now) - now, 0.0) + _DEFER_MARGIN
+        self.deferred += 1
+        self._deferred_metric.inc()
+        self._hold(event, delay)
         try:
             await msg.nak(delay=delay)
         except Exception as err:
             self._log.warning("consumer.nak_failed", error=_describe(err))
 
-    async def _dead_letter(self, msg: Msg, error: BaseException) -> None:
+    # -- failures -------------------------------------------------------------------------------
+
+    async def _on_failure(
+        self, msg: Msg, event: ReceivedEvent, error: Exception, failures: int, *, give_up: bool
+    ) -> None:
+        self._failures_metric.inc()
+        if give_up:
+            self._log.error(
+                "consumer.giving_up",
+                event_id=str(event.event_id),
+                subject=event.subject,
+                failures=failures,
+                error=_describe(error),
+                exc_info=error,
+            )
+            self._release_held(event)
+            await self._dead_letter(msg, error, attempts=failures)
+            return
+        delay = self.backoff[min(failures - 1, len(self.backoff) - 1)]
+        self._log.warning(
+            "consumer.handler_failed",
+            event_id=str(event.event_id),
+            subject=event.subject,
+            failures=failures,
+            retry_in=delay,
+            error=_describe(error),
+            # The traceback once per message; later failures are usually the same.
+            exc_info=error if failures == 1 else None,
+        )
+        self.retried += 1
+        self._hold(event, delay)
+        try:
+            await msg.nak(delay=delay)
+        except Exception as err:
+            self._log.warning("consumer.nak_failed", error=_describe(err))
+
+    async def _dead_letter(self, msg: Msg, error: BaseException, *, attempts: int) -> None:
         """Copies the message to `dlq.<durable>` with the reason, then terminates it."""
         metadata = msg.metadata
         headers = {
@@ -636,7 +999,7 @@ class EventConsumer:
                 Headers.MSG_ID: (f"{self.durable}.{metadata.stream}.{metadata.sequence.stream}"),
                 Headers.DLQ_ERROR: _describe(error),
                 Headers.DLQ_CONSUMER: self.durable,
-                Headers.DLQ_DELIVERIES: str(metadata.num_delivered),
+                Headers.DLQ_DELIVERIES: str(attempts),
                 Headers.DLQ_AT: datetime.now(UTC).isoformat(),
                 Headers.ORIGINAL_SUBJECT: msg.subject,
                 Headers.ORIGINAL_STREAM: metadata.stream,
@@ -646,12 +1009,13 @@ class EventConsumer:
         try:
             await self._js.publish(self.dlq_subject, msg.data, headers=headers, timeout=5.0)
         except Exception as err:
-            # Keep the message: it comes back later and we try the dead letter again.
+            # NATS trouble: keep the message, it comes back and we try the dead letter again.
             self._log.error("consumer.dead_letter_failed", error=_describe(err))
             with contextlib.suppress(Exception):
                 await msg.nak(delay=self.backoff[-1])
             return
         self.dead_lettered += 1
+        self._dead_lettered_metric.inc()
         self._log.error(
             "consumer.dead_lettered",
             subject=msg.subject,
@@ -661,42 +1025,64 @@ class EventConsumer:
         with contextlib.suppress(Exception):
             await msg.term()
 
-    # -- inbox housekeeping ---------------------------------------------------------------------
+    # -- housekeeping ---------------------------------------------------------------------------
 
     async def _cleanup_forever(self) -> None:
         while not self._stopping.is_set():
-            await self._sleep(self.inbox_cleanup_interval)
+            await self._sleep(self.cleanup_interval)
             if self._stopping.is_set():
                 return
             try:
-                await self.cleanup_inbox()
+                await self.cleanup_history()
             except Exception as err:
-                self._log.warning("consumer.inbox_cleanup_failed", error=_describe(err))
+                self._log.warning("consumer.cleanup_failed", error=_describe(err))
 
-    async def cleanup_inbox(self, chunk: int = 5000) -> int:
-        """Forgets events this consumer applied longer than `inbox_retention` ago."""
-        inbox = f'"{self.schema}".inbox'
-        statement = text(
-            f"DELETE FROM {inbox} WHERE ctid IN (SELECT ctid FROM {inbox}"  # noqa: S608
-            " WHERE consumer = :consumer AND processed_at < now() - make_interval(secs => :age)"
-            " LIMIT :chunk)"
-        )
+    async def cleanup_history(self, chunk: int = 5000) -> int:
+        """Forgets what this consumer recorded about events older than `processed_retention`:
+        that it applied them, its failures on them, the effects it had for them."""
         total = 0
-        while not self._stopping.is_set():
-            async with self._session_factory() as session, session.begin():
-                result = await session.execute(
-                    statement,
-                    {
-                        "consumer": self.durable,
-                        "age": self.inbox_retention.total_seconds(),
-                        "chunk": chunk,
-                    },
-                )
-            deleted = int(getattr(result, "rowcount", 0) or 0)
-            total += deleted
-            if deleted < chunk:
-                break
+        tables = schema_tables(self.schema)
+        for table, column in (
+            (tables.processed_events, "processed_at"),
+            (tables.consumer_failures, "failed_at"),
+            (tables.effect_ledger, "started_at"),
+        ):
+            name = f'"{self.schema}".{table.name}'
+            statement = text(
+                f"DELETE FROM {name} WHERE ctid IN (SELECT ctid FROM {name}"  # noqa: S608
+                f" WHERE consumer = :consumer AND {column} < now() - make_interval(secs => :age)"
+                " LIMIT :chunk)"
+            )
+            while not self._stopping.is_set():
+                async with self._session_factory() as session, session.begin():
+                    result = await session.execute(
+                        statement,
+                        {
+                            "consumer": self.durable,
+                            "age": self.processed_retention.total_seconds(),
+                            "chunk": chunk,
+                        },
+                    )
+                deleted = int(getattr(result, "rowcount", 0) or 0)
+                total += deleted
+                if deleted < chunk:
+                    break
         return total
+
+
+def _may_have_failed(event: ReceivedEvent) -> bool:
+    """Whether a handler may have failed on this event before: it is a redelivery, or a replay
+    from the DLQ (whose `Nats-Msg-Id` is not the event id)."""
+    return event.delivery_count > 1 or event.headers.get(Headers.MSG_ID) != str(event.event_id)
+
+
+def _aggregate_key(event: ReceivedEvent) -> str | None:
+    """The aggregate whose events must be applied in order; None when the event names none."""
+    aggregate_type = event.headers.get(Headers.AGGREGATE_TYPE)
+    aggregate_id = event.headers.get(Headers.AGGREGATE_ID)
+    if aggregate_type and aggregate_id:
+        return f"{aggregate_type}:{aggregate_id}"
+    return None
 
 
 def _lane_key(msg: Msg) -> str:

@@ -1,19 +1,28 @@
 """Dead letters: list, replay and purge the messages consumers gave up on.
 
-A consumer that exhausts its deliveries copies the message to `dlq.<consumer>` in the `DLQ`
-stream, keeping its headers and adding why (`Huntaze-Dlq-Error`), who
-(`Huntaze-Dlq-Consumer`) and where from (`Huntaze-Original-Subject`).
+A consumer whose handler failed on a message `max_deliver` times (or once, with a permanent
+error) copies the message to `dlq.<consumer>` in the `DLQ` stream, keeping its headers and adding
+why (`Huntaze-Dlq-Error`), who (`Huntaze-Dlq-Consumer`), after how many attempts
+(`Huntaze-Dlq-Deliveries`) and where from (`Huntaze-Original-Subject`). Outages never lead here.
 
 Replaying publishes the message again on its original subject with its original
 `Huntaze-Event-Id` and a fresh `Nats-Msg-Id` (`<event id>.replay.<dlq sequence>`): every
-consumer of that subject receives it, those that applied it already skip it by their inbox, and
-the one that failed tries again. A replayed dead letter is removed from the DLQ unless kept.
+consumer of that subject receives it, those that applied it already skip it (by their
+`processed_events`), and the one that failed tries again. A replayed dead letter is removed
+from the DLQ unless kept.
 
-Operators use the command line:
+The other side of the flow has its own stuck messages: outbox rows the relay cannot publish
+(each failure counted in `attempts`, the last one in `last_error`). They hold back the later
+events of their aggregate, so an operator lists them, and retries them (due at once, unparked)
+or parks them (no more attempts; the aggregate still waits, its order intact):
 
     python -m huntaze_kit.dlq list [--consumer NAME] [--limit N] [--json] [--nats-url URL]
     python -m huntaze_kit.dlq replay SEQ [SEQ ...] [--keep] [--nats-url URL]
     python -m huntaze_kit.dlq purge [--consumer NAME] [--nats-url URL]
+    python -m huntaze_kit.dlq outbox list --schema S [--min-attempts N] [--json]
+    python -m huntaze_kit.dlq outbox park --schema S EVENT_ID [EVENT_ID ...]
+    python -m huntaze_kit.dlq outbox retry --schema S EVENT_ID [EVENT_ID ...]
+    (each with [--database-url URL], default HUNTAZE_DATABASE_URL)
 """
 
 from __future__ import annotations
@@ -21,17 +30,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from huntaze_kit.config import CommonSettings
+from huntaze_kit.db import libpq_url
+from huntaze_kit.outbox import StuckRow, park_rows, retry_rows, stuck_rows
 from huntaze_kit.streams import (
     DLQ_STREAM,
     DLQ_SUBJECT_PREFIX,
@@ -208,6 +221,26 @@ def _parser() -> argparse.ArgumentParser:
     replaying.add_argument("--keep", action="store_true", help="keep them in the DLQ")
     purging = commands.add_parser("purge", parents=[common], help="delete dead letters")
     purging.add_argument("--consumer", help="only this consumer's")
+
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL URL (default: HUNTAZE_DATABASE_URL)",
+    )
+    database.add_argument("--schema", required=True, help="the service's schema (e.g. auth)")
+    outbox = commands.add_parser("outbox", help="outbox rows that cannot be published")
+    actions = outbox.add_subparsers(dest="action", required=True)
+    stuck = actions.add_parser("list", parents=[database], help="list failing and parked rows")
+    stuck.add_argument("--min-attempts", type=int, default=1)
+    stuck.add_argument("--limit", type=int, default=100)
+    stuck.add_argument("--json", action="store_true", help="one JSON object per line")
+    for name, text in (
+        ("park", "stop publishing these rows (their aggregates keep waiting)"),
+        ("retry", "publish these rows again now (unparks them)"),
+    ):
+        action = actions.add_parser(name, parents=[database], help=text)
+        action.add_argument("ids", metavar="EVENT_ID", type=uuid.UUID, nargs="+")
     return parser
 
 
@@ -233,7 +266,45 @@ def _print_letters(letters: Sequence[DeadLetter], *, as_json: bool) -> None:
         )
 
 
+def _print_stuck(rows: Sequence[StuckRow], *, as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row.as_dict()).decode() + "\n")
+        return
+    if not rows:
+        sys.stdout.write("no stuck outbox rows\n")
+        return
+    for row in rows:
+        state = "parked" if row.parked_at else f"next attempt {row.next_attempt_at:%H:%M:%S}"
+        sys.stdout.write(
+            f"{row.id}  seq={row.seq}  {row.subject}  {row.aggregate_type}:{row.aggregate_id}  "
+            f"attempts={row.attempts}  {state}  waiting_behind={row.waiting_behind}\n"
+            f"          {row.last_error or ''}\n"
+        )
+
+
+async def _outbox_main(args: argparse.Namespace) -> int:
+    url = args.database_url or CommonSettings().database_url
+    conn: asyncpg.Connection = await asyncpg.connect(libpq_url(url))
+    try:
+        if args.action == "list":
+            rows = await stuck_rows(
+                conn, args.schema, min_attempts=args.min_attempts, limit=args.limit
+            )
+            _print_stuck(rows, as_json=args.json)
+            return 0
+        change = park_rows if args.action == "park" else retry_rows
+        changed = await change(conn, args.schema, args.ids)
+        verb = "parked" if args.action == "park" else "retried"
+        sys.stdout.write(f"{verb} {changed} of {len(args.ids)} row(s)\n")
+        return 0 if changed == len(args.ids) else 1
+    finally:
+        await conn.close()
+
+
 async def _main(args: argparse.Namespace) -> int:
+    if args.command == "outbox":
+        return await _outbox_main(args)
     url = args.nats_url or CommonSettings().nats_url
     nc = await connect_nats(url, name="huntaze-dlq", initial_connect_deadline=10.0)
     try:

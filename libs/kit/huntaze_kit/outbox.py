@@ -23,15 +23,29 @@ Guarantees:
   `FOR UPDATE SKIP LOCKED`, publishes them, waits for each PubAck and only then marks them, all
   in the claim's transaction. A crash anywhere leaves the rows unpublished; the next claim
   publishes them again and JetStream drops the copy by `Nats-Msg-Id` (the event id) within the
-  stream's duplicate window, and consumers drop any later copy by their inbox.
+  stream's duplicate window, and consumers drop any later copy by their `processed_events`.
 * Events of one aggregate are published in `seq` order, also with several relays: a row is held
   back while an earlier row of its aggregate is unpublished, and rows of one aggregate inside a
   batch are published one wave after another. A failed row holds back the rest of its aggregate
   until it is published. Writers must serialise changes to one aggregate (they normally do, by
   locking or versioning its row), so that seq order is commit order within an aggregate.
+* A row that cannot be published is never silently stuck: each failure counts in `attempts`
+  with `last_error`; from `stuck_after` attempts on, every failure is logged as
+  `outbox.row_stuck`, and the `huntaze_outbox_stuck_rows` gauge counts such rows. An operator
+  lists them with `python -m huntaze_kit.dlq outbox list`, then parks them (no more attempts;
+  the rest of the aggregate keeps waiting, since skipping an event would break its order) or
+  retries them at once (`outbox park` / `outbox retry`).
 
-The tables live in each service's schema; `create_outbox_tables(schema)` in a migration creates
-them, and `outbox_table(metadata)` / `inbox_table(metadata)` describe them to SQLAlchemy.
+Metrics (default Prometheus registry, labelled by schema): backlog and age of the oldest unsent
+row, publish attempts and failures, stuck and parked rows.
+
+The tables live in each service's schema: the outbox, `processed_events` (which consumer
+applied which event, see `huntaze_kit.consumers`), `consumer_failures` (handler failures per
+event, which decide dead-lettering) and `effect_ledger` (external side effects, see
+`huntaze_kit.effects`). `create_outbox_tables(schema)` in a service's first migration creates
+them in their current shape; `upgrade_messaging_tables(schema)` in a later revision brings a
+schema made by an older kit up to date (data kept) and changes nothing on a current one.
+`messaging_tables(metadata)` describes them all to SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -54,6 +68,7 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+from prometheus_client import Counter, Gauge
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -73,6 +88,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg as postgresql_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.schema import CreateIndex, CreateTable, SetColumnComment, SetTableComment
 from sqlalchemy.sql.dml import Insert
@@ -85,10 +101,38 @@ from huntaze_kit.streams import Headers, connect_nats
 log = get_logger(__name__)
 
 OUTBOX_TABLE = "outbox"
-INBOX_TABLE = "inbox"
+PROCESSED_EVENTS_TABLE = "processed_events"
+CONSUMER_FAILURES_TABLE = "consumer_failures"
+EFFECT_LEDGER_TABLE = "effect_ledger"
+# The name the deduplication table had before it became `processed_events`.
+_LEGACY_INBOX_TABLE = "inbox"
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _MAX_ERROR_LENGTH = 2000
+DEFAULT_STUCK_AFTER = 10
+
+OUTBOX_BACKLOG = Gauge(
+    "huntaze_outbox_backlog", "Outbox rows not published yet (parked ones included).", ["schema"]
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "huntaze_outbox_oldest_unsent_age_seconds",
+    "Age of the oldest outbox row not published yet.",
+    ["schema"],
+)
+OUTBOX_STUCK = Gauge(
+    "huntaze_outbox_stuck_rows",
+    "Unpublished outbox rows that failed at least `stuck_after` times, parked ones excluded.",
+    ["schema"],
+)
+OUTBOX_PARKED = Gauge(
+    "huntaze_outbox_parked_rows", "Outbox rows an operator parked (not published).", ["schema"]
+)
+OUTBOX_PUBLISH_ATTEMPTS = Counter(
+    "huntaze_outbox_publish_attempts", "Events the relay tried to publish.", ["schema"]
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "huntaze_outbox_publish_failures", "Publications that failed (and will be retried).", ["schema"]
+)
 
 
 def _checked_schema(schema: str) -> str:
@@ -141,6 +185,12 @@ def outbox_table(metadata: MetaData) -> Table:
             "next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()
         ),
         Column("last_error", Text, nullable=True),
+        Column(
+            "parked_at",
+            DateTime(timezone=True),
+            nullable=True,
+            comment="Set by an operator: not published, and its aggregate's later rows wait.",
+        ),
         PrimaryKeyConstraint("id", name="outbox_pkey"),
         UniqueConstraint("seq", name="outbox_seq_key"),
         Index("outbox_due_idx", "next_attempt_at", "seq", postgresql_where=_UNPUBLISHED),
@@ -156,42 +206,100 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
-def inbox_table(metadata: MetaData) -> Table:
-    """The `inbox` table in `metadata`'s schema: which consumer already applied which event."""
+def processed_events_table(metadata: MetaData) -> Table:
+    """`processed_events`: which consumer already applied which event (deduplication)."""
     return Table(
-        INBOX_TABLE,
+        PROCESSED_EVENTS_TABLE,
         metadata,
         Column("consumer", Text, nullable=False),
         Column("event_id", Uuid(as_uuid=True), nullable=False),
         Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        PrimaryKeyConstraint("consumer", "event_id", name="inbox_pkey"),
-        Index("inbox_processed_at_idx", "processed_at"),
+        PrimaryKeyConstraint("consumer", "event_id", name="processed_events_pkey"),
+        Index("processed_events_processed_at_idx", "processed_at"),
         comment="Idempotent consumers: one row per (consumer, event) applied.",
     )
 
 
+def consumer_failures_table(metadata: MetaData) -> Table:
+    """`consumer_failures`: how often a consumer's handler failed on an event not applied yet."""
+    return Table(
+        CONSUMER_FAILURES_TABLE,
+        metadata,
+        Column("consumer", Text, nullable=False),
+        Column("event_id", Uuid(as_uuid=True), nullable=False),
+        Column("failures", Integer, nullable=False),
+        Column("last_error", Text, nullable=True),
+        Column("failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        PrimaryKeyConstraint("consumer", "event_id", name="consumer_failures_pkey"),
+        Index("consumer_failures_failed_at_idx", "failed_at"),
+        comment="Handler failures per event: they, not NATS deliveries, lead to the DLQ.",
+    )
+
+
+def effect_ledger_table(metadata: MetaData) -> Table:
+    """`effect_ledger`: external side effects started (and completed) per event."""
+    return Table(
+        EFFECT_LEDGER_TABLE,
+        metadata,
+        Column("consumer", Text, nullable=False),
+        Column("event_id", Uuid(as_uuid=True), nullable=False),
+        Column("effect", Text, nullable=False),
+        Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("completed_at", DateTime(timezone=True), nullable=True),
+        PrimaryKeyConstraint("consumer", "event_id", "effect", name="effect_ledger_pkey"),
+        Index("effect_ledger_started_at_idx", "started_at"),
+        comment="At most once per event: an effect is recorded here before it happens.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MessagingTables:
+    """The kit's tables in one schema."""
+
+    outbox: Table
+    processed_events: Table
+    consumer_failures: Table
+    effect_ledger: Table
+
+    def all(self) -> tuple[Table, ...]:
+        return (self.outbox, self.processed_events, self.consumer_failures, self.effect_ledger)
+
+
+def messaging_tables(metadata: MetaData) -> MessagingTables:
+    """Every table of the kit, added to `metadata` (whose schema they take)."""
+    return MessagingTables(
+        outbox=outbox_table(metadata),
+        processed_events=processed_events_table(metadata),
+        consumer_failures=consumer_failures_table(metadata),
+        effect_ledger=effect_ledger_table(metadata),
+    )
+
+
 @functools.cache
-def schema_tables(schema: str) -> tuple[Table, Table]:
-    """`(outbox, inbox)` of `schema`, built once per process and shared by all queries."""
-    metadata = MetaData(schema=_checked_schema(schema))
-    return outbox_table(metadata), inbox_table(metadata)
+def schema_tables(schema: str) -> MessagingTables:
+    """The kit's tables of `schema`, built once per process and shared by all queries."""
+    return messaging_tables(MetaData(schema=_checked_schema(schema)))
 
 
 def _notify_function(schema: str) -> str:
     return f'"{schema}".outbox_notify'
 
 
+def _table_ddl(table: Table) -> list[Executable]:
+    statements: list[Executable] = [CreateTable(table)]
+    statements.extend(CreateIndex(index) for index in sorted(table.indexes, key=_index_name))
+    # PostgreSQL takes comments as separate statements (autogenerate compares them).
+    if table.comment:
+        statements.append(SetTableComment(table))
+    statements.extend(SetColumnComment(column) for column in table.columns if column.comment)
+    return statements
+
+
 def outbox_ddl(schema: str) -> list[Executable]:
-    """Every statement that creates the outbox and inbox of `schema` (which must exist)."""
-    outbox, inbox = schema_tables(schema)
+    """Every statement that creates the kit's tables in `schema` (which must exist)."""
     statements: list[Executable] = []
-    for table in (outbox, inbox):
-        statements.append(CreateTable(table))
-        statements.extend(CreateIndex(index) for index in sorted(table.indexes, key=_index_name))
-        # PostgreSQL takes comments as separate statements (autogenerate compares them).
-        if table.comment:
-            statements.append(SetTableComment(table))
-        statements.extend(SetColumnComment(column) for column in table.columns if column.comment)
+    for table in schema_tables(schema).all():
+        statements.extend(_table_ddl(table))
     channel = notify_channel(schema)
     statements.append(
         text(
@@ -211,34 +319,110 @@ def outbox_ddl(schema: str) -> list[Executable]:
 
 
 def drop_outbox_ddl(schema: str) -> list[Executable]:
-    """The statements that remove what `outbox_ddl` created."""
+    """The statements that remove what `outbox_ddl` created (in any of its shapes)."""
     _checked_schema(schema)
+    tables = (
+        EFFECT_LEDGER_TABLE,
+        CONSUMER_FAILURES_TABLE,
+        PROCESSED_EVENTS_TABLE,
+        _LEGACY_INBOX_TABLE,
+        OUTBOX_TABLE,
+    )
     return [
         text(f'DROP TRIGGER IF EXISTS outbox_notify ON "{schema}".{OUTBOX_TABLE}'),
         text(f"DROP FUNCTION IF EXISTS {_notify_function(schema)}()"),
-        text(f'DROP TABLE IF EXISTS "{schema}".{INBOX_TABLE}'),
-        text(f'DROP TABLE IF EXISTS "{schema}".{OUTBOX_TABLE}'),
+        *(text(f'DROP TABLE IF EXISTS "{schema}".{table}') for table in tables),
     ]
+
+
+def upgrade_messaging_ddl(schema: str) -> list[Executable]:
+    """From the first shape (an `inbox` table, no failures, ledger or parking) to the current
+    one, keeping every row; on a schema already current, nothing changes."""
+    tables = schema_tables(schema)
+    q = f'"{_checked_schema(schema)}"'
+    statements: list[Executable] = [
+        text(
+            "DO $body$ BEGIN"
+            f" IF to_regclass('{q}.{_LEGACY_INBOX_TABLE}') IS NOT NULL"
+            f" AND to_regclass('{q}.{PROCESSED_EVENTS_TABLE}') IS NULL THEN"
+            f" ALTER TABLE {q}.{_LEGACY_INBOX_TABLE} RENAME TO {PROCESSED_EVENTS_TABLE};"
+            f" ALTER TABLE {q}.{PROCESSED_EVENTS_TABLE}"
+            " RENAME CONSTRAINT inbox_pkey TO processed_events_pkey;"
+            f" ALTER INDEX {q}.inbox_processed_at_idx RENAME TO processed_events_processed_at_idx;"
+            f" COMMENT ON TABLE {q}.{PROCESSED_EVENTS_TABLE} IS"
+            f" '{tables.processed_events.comment}';"
+            " END IF; END $body$"
+        ),
+        text(f"ALTER TABLE {q}.{OUTBOX_TABLE} ADD COLUMN IF NOT EXISTS parked_at timestamptz"),
+        SetColumnComment(tables.outbox.c.parked_at),
+    ]
+    for table in (tables.consumer_failures, tables.effect_ledger):
+        statements.append(
+            text(
+                f"DO $body$ BEGIN IF to_regclass('{q}.{table.name}') IS NULL THEN"
+                f" {_compiled(CreateTable(table))};"
+                + "".join(
+                    f" {_compiled(CreateIndex(index))};"
+                    for index in sorted(table.indexes, key=_index_name)
+                )
+                + f" {_compiled(SetTableComment(table))};"
+                " END IF; END $body$"
+            )
+        )
+    return statements
+
+
+def downgrade_messaging_ddl(schema: str) -> list[Executable]:
+    """Back to the first shape: what `upgrade_messaging_ddl` added goes, `inbox` comes back."""
+    q = f'"{_checked_schema(schema)}"'
+    return [
+        text(f"DROP TABLE IF EXISTS {q}.{EFFECT_LEDGER_TABLE}"),
+        text(f"DROP TABLE IF EXISTS {q}.{CONSUMER_FAILURES_TABLE}"),
+        text(f"ALTER TABLE {q}.{OUTBOX_TABLE} DROP COLUMN IF EXISTS parked_at"),
+        text(f"ALTER TABLE {q}.{PROCESSED_EVENTS_TABLE} RENAME TO {_LEGACY_INBOX_TABLE}"),
+        text(
+            f"ALTER TABLE {q}.{_LEGACY_INBOX_TABLE}"
+            " RENAME CONSTRAINT processed_events_pkey TO inbox_pkey"
+        ),
+        text(f"ALTER INDEX {q}.processed_events_processed_at_idx RENAME TO inbox_processed_at_idx"),
+    ]
+
+
+def _compiled(statement: Executable) -> str:
+    """A DDL statement as PostgreSQL text, to run inside a DO block."""
+    return str(statement.compile(dialect=postgresql_dialect()))  # type: ignore[no-untyped-call,attr-defined]
 
 
 def _index_name(index: Index) -> str:
     return str(index.name)
 
 
-def create_outbox_tables(schema: str) -> None:
-    """For a service's Alembic migration (`upgrade()`): creates outbox, inbox and the trigger."""
+def _execute_in_migration(statements: Sequence[Executable]) -> None:
     from alembic import op  # noqa: PLC0415  (only inside a migration)
 
-    for statement in outbox_ddl(schema):
+    for statement in statements:
         op.execute(statement)
+
+
+def create_outbox_tables(schema: str) -> None:
+    """For a service's first Alembic migration (`upgrade()`): creates the kit's tables in their
+    current shape, and the outbox's trigger."""
+    _execute_in_migration(outbox_ddl(schema))
 
 
 def drop_outbox_tables(schema: str) -> None:
-    """For a service's Alembic migration (`downgrade()`)."""
-    from alembic import op  # noqa: PLC0415
+    """For a service's first Alembic migration (`downgrade()`)."""
+    _execute_in_migration(drop_outbox_ddl(schema))
 
-    for statement in drop_outbox_ddl(schema):
-        op.execute(statement)
+
+def upgrade_messaging_tables(schema: str) -> None:
+    """For a later revision (`upgrade()`): brings the kit's tables up to date, data kept."""
+    _execute_in_migration(upgrade_messaging_ddl(schema))
+
+
+def downgrade_messaging_tables(schema: str) -> None:
+    """For that revision's `downgrade()`: back to the first shape, data kept."""
+    _execute_in_migration(downgrade_messaging_ddl(schema))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,8 +477,7 @@ async def record_event(
 @functools.cache
 def _insert_statement(schema: str) -> Insert:
     """One statement object per schema: SQLAlchemy finds its compiled form at once."""
-    outbox, _ = schema_tables(schema)
-    return insert(outbox)
+    return insert(schema_tables(schema).outbox)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,10 +541,13 @@ class PublishResult:
 
 @dataclass(frozen=True, slots=True)
 class Backlog:
-    """Unpublished events of one outbox: how many, and the age in seconds of the oldest."""
+    """Unpublished events of one outbox: how many, the age in seconds of the oldest, and how
+    many of them are stuck (`stuck_after` failed attempts or more) or parked."""
 
     pending: int
     oldest_age: float
+    stuck: int = 0
+    parked: int = 0
 
 
 def _describe(error: BaseException) -> str:
@@ -391,6 +577,8 @@ class OutboxRelay:
         retry_max: float = 60.0,
         retention: timedelta = timedelta(days=3),
         cleanup_interval: float = 300.0,
+        stuck_after: int = DEFAULT_STUCK_AFTER,
+        observe_interval: float = 15.0,
         name: str | None = None,
         on_published: Callable[[Sequence[OutboxRecord]], None] | None = None,
     ) -> None:
@@ -406,6 +594,8 @@ class OutboxRelay:
         self.retry_max = retry_max
         self.retention = retention
         self.cleanup_interval = cleanup_interval
+        self.stuck_after = stuck_after
+        self.observe_interval = observe_interval
         self.name = name or f"{schema}-outbox-relay"
         self.on_published = on_published
 
@@ -429,6 +619,8 @@ class OutboxRelay:
         self._running = False
         self._task: asyncio.Task[Any] | None = None
         self._log = log.bind(relay=self.name, schema=self.schema)
+        self._attempts_metric = OUTBOX_PUBLISH_ATTEMPTS.labels(self.schema)
+        self._failures_metric = OUTBOX_PUBLISH_FAILURES.labels(self.schema)
 
         # The schema name is checked to be a plain identifier: safe to put in SQL text.
         q = f'"{self.schema}".{OUTBOX_TABLE}'
@@ -437,9 +629,10 @@ class OutboxRelay:
             "AND p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id "
             "AND p.seq < o.seq"
         )
-        # Candidates: due rows nobody else holds, minus those waiting behind a row in backoff.
-        # Then each candidate is held back when an earlier unpublished row of its aggregate is
-        # not among the candidates (in flight with another relay, or not due yet).
+        # Candidates: due rows nobody else holds, minus those waiting behind a row in backoff
+        # (a parked row is never due: see `park_rows`). Then each candidate is held back when an
+        # earlier unpublished row of its aggregate is not among the candidates (in flight with
+        # another relay, or not due yet).
         self._claim_sql = (
             "WITH candidates AS MATERIALIZED ("  # noqa: S608
             f" SELECT o.id FROM {q} AS o"
@@ -462,17 +655,15 @@ class OutboxRelay:
             " $2::float8 * power(2, least(o.attempts, 30))) * (0.8 + random() * 0.4)),"
             " last_error = f.error"
             " FROM unnest($1::uuid[], $4::text[]) AS f(id, error) WHERE o.id = f.id"
+            " RETURNING o.id, o.seq, o.subject, o.aggregate_type, o.aggregate_id, o.attempts,"
+            " o.last_error"
         )
         self._cleanup_sql = (
             f"DELETE FROM {q} WHERE id IN (SELECT id FROM {q}"  # noqa: S608
             " WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1)"
             " ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
         )
-        self._backlog_sql = (
-            "SELECT count(*) AS pending,"  # noqa: S608
-            " coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age"
-            f" FROM {q} WHERE published_at IS NULL"
-        )
+        self._backlog_sql = _backlog_sql(self.schema)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -509,6 +700,7 @@ class OutboxRelay:
             helpers = [
                 asyncio.create_task(self._listen_forever(), name=f"{self.name}-listen"),
                 asyncio.create_task(self._cleanup_forever(), name=f"{self.name}-cleanup"),
+                asyncio.create_task(self._observe_forever(), name=f"{self.name}-observe"),
             ]
             self._log.info("outbox.relay_started", batch_size=self.batch_size)
             await self._loop()
@@ -555,7 +747,7 @@ class OutboxRelay:
                 pool: asyncpg.Pool = await asyncpg.create_pool(
                     self._dsn,
                     min_size=1,
-                    max_size=self.concurrency + 1,  # the cycles and the cleanup
+                    max_size=self.concurrency + 2,  # the cycles, the cleanup, the gauges
                     # Our sessions change no settings and hold no locks or LISTENs between
                     # uses: skip the reset query on every release.
                     reset=_keep_session,
@@ -709,30 +901,59 @@ class OutboxRelay:
         return result
 
     async def _mark(self, conn: asyncpg.Connection, result: PublishResult) -> None:
+        self._attempts_metric.inc(len(result.published) + len(result.failed))
         if result.published:
             await conn.execute(self._mark_published_sql, [record.id for record in result.published])
         if result.failed:
-            await conn.execute(
+            self._failures_metric.inc(len(result.failed))
+            rows = await conn.fetch(
                 self._mark_failed_sql,
                 [record.id for record, _ in result.failed],
                 self.retry_base,
                 self.retry_max,
                 [error for _, error in result.failed],
             )
+            for row in rows:
+                if row["attempts"] >= self.stuck_after:
+                    # Every failure from here on is an alert until an operator steps in.
+                    self._log.error(
+                        "outbox.row_stuck",
+                        event_id=str(row["id"]),
+                        seq=row["seq"],
+                        subject=row["subject"],
+                        aggregate=f"{row['aggregate_type']}:{row['aggregate_id']}",
+                        attempts=row["attempts"],
+                        last_error=row["last_error"],
+                        hint="python -m huntaze_kit.dlq outbox list",
+                    )
 
     # -- observation ----------------------------------------------------------------------------
 
     async def backlog(self) -> Backlog:
-        """How far behind the relay is: unpublished rows and the age of the oldest."""
+        """How far behind the relay is (also sets the backlog gauges)."""
         if self._pool is None:
             conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
             try:
-                row = await conn.fetchrow(self._backlog_sql)
+                found = await outbox_backlog(conn, self.schema, stuck_after=self.stuck_after)
             finally:
                 await conn.close()
         else:
-            row = await self._pool.fetchrow(self._backlog_sql)
-        return Backlog(pending=int(row["pending"]), oldest_age=float(row["oldest_age"]))
+            async with self._pool.acquire() as conn:
+                found = await outbox_backlog(conn, self.schema, stuck_after=self.stuck_after)
+        OUTBOX_BACKLOG.labels(self.schema).set(found.pending)
+        OUTBOX_OLDEST_AGE.labels(self.schema).set(found.oldest_age)
+        OUTBOX_STUCK.labels(self.schema).set(found.stuck)
+        OUTBOX_PARKED.labels(self.schema).set(found.parked)
+        return found
+
+    async def _observe_forever(self) -> None:
+        """Keeps the backlog gauges current."""
+        while not self._stopping.is_set():
+            try:
+                await self.backlog()
+            except Exception as err:
+                self._log.warning("outbox.observe_failed", error=_describe(err))
+            await self._sleep(self.observe_interval)
 
     # -- background helpers ---------------------------------------------------------------------
 
@@ -831,3 +1052,111 @@ def _waves(records: Sequence[OutboxRecord]) -> list[list[OutboxRecord]]:
             waves.append([])
         waves[level].append(record)
     return waves
+
+
+# ---------------------------------------------------------------------------------------------
+# Operators: stuck and parked rows
+# ---------------------------------------------------------------------------------------------
+
+
+def _backlog_sql(schema: str) -> str:
+    q = f'"{_checked_schema(schema)}".{OUTBOX_TABLE}'
+    return (
+        "SELECT count(*) AS pending,"  # noqa: S608
+        " coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age,"
+        " count(*) FILTER (WHERE parked_at IS NULL AND attempts >= $1) AS stuck,"
+        " count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked"
+        f" FROM {q} WHERE published_at IS NULL"
+    )
+
+
+async def outbox_backlog(
+    conn: asyncpg.Connection, schema: str, *, stuck_after: int = DEFAULT_STUCK_AFTER
+) -> Backlog:
+    """Unpublished rows of `schema`'s outbox: count, age of the oldest, stuck and parked."""
+    row = await conn.fetchrow(_backlog_sql(schema), stuck_after)
+    return Backlog(
+        pending=int(row["pending"]),
+        oldest_age=float(row["oldest_age"]),
+        stuck=int(row["stuck"]),
+        parked=int(row["parked"]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StuckRow:
+    """An unpublished row that failed or was parked, and how many rows of its aggregate wait
+    behind it."""
+
+    id: uuid.UUID
+    seq: int
+    subject: str
+    aggregate_type: str
+    aggregate_id: str
+    created_at: datetime
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime
+    parked_at: datetime | None
+    waiting_behind: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "seq": self.seq,
+            "subject": self.subject,
+            "aggregate": f"{self.aggregate_type}:{self.aggregate_id}",
+            "created_at": self.created_at.isoformat(),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "next_attempt_at": self.next_attempt_at.isoformat(),
+            "parked_at": self.parked_at.isoformat() if self.parked_at else None,
+            "waiting_behind": self.waiting_behind,
+        }
+
+
+async def stuck_rows(
+    conn: asyncpg.Connection, schema: str, *, min_attempts: int = 1, limit: int = 100
+) -> list[StuckRow]:
+    """Unpublished rows that failed at least `min_attempts` times or are parked, oldest first."""
+    q = f'"{_checked_schema(schema)}".{OUTBOX_TABLE}'
+    rows = await conn.fetch(
+        "SELECT o.id, o.seq, o.subject, o.aggregate_type, o.aggregate_id, o.created_at,"  # noqa: S608
+        " o.attempts, o.last_error, o.next_attempt_at, o.parked_at,"
+        f" (SELECT count(*) FROM {q} AS w WHERE w.published_at IS NULL"
+        " AND w.aggregate_type = o.aggregate_type AND w.aggregate_id = o.aggregate_id"
+        " AND w.seq > o.seq) AS waiting_behind"
+        f" FROM {q} AS o WHERE o.published_at IS NULL"
+        " AND (o.attempts >= $1 OR o.parked_at IS NOT NULL) ORDER BY o.seq LIMIT $2",
+        min_attempts,
+        limit,
+    )
+    return [StuckRow(**dict(row)) for row in rows]
+
+
+async def park_rows(conn: asyncpg.Connection, schema: str, ids: Sequence[uuid.UUID]) -> int:
+    """Stops publishing these unpublished rows (their aggregates wait); returns how many.
+
+    A parked row is due at `infinity`: the relay's claim, which skips rows not due and holds
+    back the rows behind them, needs no other condition (and keeps its plan)."""
+    q = f'"{_checked_schema(schema)}".{OUTBOX_TABLE}'
+    status: str = await conn.execute(
+        f"UPDATE {q} SET parked_at = now(), next_attempt_at = 'infinity'"  # noqa: S608
+        " WHERE id = ANY($1::uuid[]) AND published_at IS NULL AND parked_at IS NULL",
+        list(ids),
+    )
+    return int(status.rsplit(maxsplit=1)[-1])
+
+
+async def retry_rows(conn: asyncpg.Connection, schema: str, ids: Sequence[uuid.UUID]) -> int:
+    """Unparks these unpublished rows and makes them due now; returns how many. The relay
+    wakes at once (NOTIFY)."""
+    q = f'"{_checked_schema(schema)}".{OUTBOX_TABLE}'
+    async with conn.transaction():
+        status: str = await conn.execute(
+            f"UPDATE {q} SET parked_at = NULL, next_attempt_at = now()"  # noqa: S608
+            " WHERE id = ANY($1::uuid[]) AND published_at IS NULL",
+            list(ids),
+        )
+        await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
+    return int(status.rsplit(maxsplit=1)[-1])

@@ -5,9 +5,9 @@ One stream per bounded context (`AUTH` holds `auth.>`, `CRM` holds `crm.>`, ...)
 drops them after `max_age` and remembers each `Nats-Msg-Id` for an hour, so an event the outbox
 relay publishes twice (after a crash or an outage shorter than that) is stored once.
 
-Retention invariant: every stream's `max_age` is shorter than the consumers' inbox retention
-(`huntaze_kit.consumers.DEFAULT_INBOX_RETENTION`), so no message can be redelivered or replayed
-after its consumers have forgotten that they applied it.
+Retention invariant: every stream's `max_age` is shorter than the consumers' `processed_events`
+retention (`huntaze_kit.consumers.DEFAULT_PROCESSED_RETENTION`), so no message can be redelivered
+or replayed after its consumers have forgotten that they applied it.
 """
 
 from __future__ import annotations

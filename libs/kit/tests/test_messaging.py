@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,24 +22,28 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from prometheus_client import REGISTRY
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from huntaze.auth.v1.events_pb2 import UserRegistered
+from huntaze_devstack.embedded import EmbeddedPostgres, ensure_database, free_port
 from huntaze_kit.consumers import EventConsumer, ReceivedEvent
 from huntaze_kit.db import create_engine, libpq_url, session_factory
 from huntaze_kit.dlq import list_dead_letters, purge, replay
+from huntaze_kit.effects import EffectLedger
 from huntaze_kit.logging import current_request_id, request_context
 from huntaze_kit.outbox import (
     OutboxRelay,
     PublishResult,
     create_outbox_tables,
+    downgrade_messaging_ddl,
     drop_outbox_tables,
-    inbox_table,
-    outbox_table,
+    messaging_tables,
     record_event,
     schema_tables,
+    upgrade_messaging_ddl,
 )
 from huntaze_kit.streams import (
     STREAMS,
@@ -49,6 +56,7 @@ from huntaze_kit.streams import (
 pytestmark = pytest.mark.timeout(90)
 
 SCHEMA = "t_outbox"
+KIT_TABLES = ("outbox", "processed_events", "consumer_failures", "effect_ledger")
 SUBJECT = "auth.user.registered"
 
 Handler = Callable[[AsyncSession, ReceivedEvent], Awaitable[None]]
@@ -64,18 +72,25 @@ def _migrate(connection: Connection) -> None:
         create_outbox_tables(SCHEMA)
 
 
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, application_name="messaging-test", pool_size=5)
+async def prepare_schema(engine: AsyncEngine) -> None:
+    """The kit's tables, and `effects` where test handlers leave a row per applied event
+    (`applied` numbers them in the order they were written)."""
     async with engine.begin() as conn:
         await conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
         await conn.run_sync(_migrate)
         await conn.execute(
             text(
                 f"CREATE TABLE {SCHEMA}.effects (consumer text NOT NULL, event_id uuid NOT NULL,"
-                " aggregate_id text NOT NULL, position int NOT NULL)"
+                " aggregate_id text NOT NULL, position int NOT NULL,"
+                " applied bigint GENERATED ALWAYS AS IDENTITY)"
             )
         )
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, application_name="messaging-test", pool_size=5)
+    await prepare_schema(engine)
     try:
         yield engine
     finally:
@@ -205,6 +220,22 @@ async def effect_counts(engine: AsyncEngine, consumer: str) -> dict[uuid.UUID, i
         return {row[0]: row[1] for row in rows}
 
 
+async def applied_order(engine: AsyncEngine, consumer: str) -> dict[str, list[int]]:
+    """Each aggregate's positions in the order the consumer applied them."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                f"SELECT aggregate_id, position FROM {SCHEMA}.effects WHERE consumer = :c"
+                " ORDER BY applied"
+            ),
+            {"c": consumer},
+        )
+        order: dict[str, list[int]] = {}
+        for aggregate_id, position in rows:
+            order.setdefault(aggregate_id, []).append(position)
+        return order
+
+
 async def unpublished(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         value = await conn.scalar(
@@ -234,7 +265,7 @@ async def test_migration_helpers_create_and_drop_the_tables(engine: AsyncEngine)
             text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
             {"s": SCHEMA},
         )
-        assert {"outbox", "inbox"} <= set(tables)
+        assert set(KIT_TABLES) <= set(tables)
         triggers = await conn.scalars(
             text(
                 "SELECT trigger_name FROM information_schema.triggers"
@@ -247,16 +278,13 @@ async def test_migration_helpers_create_and_drop_the_tables(engine: AsyncEngine)
     # The migration and the Table objects are one definition: autogenerate sees no change.
     def differences(connection: Connection) -> list[Any]:
         metadata = MetaData(schema=SCHEMA)
-        outbox_table(metadata)
-        inbox_table(metadata)
+        messaging_tables(metadata)
         context = MigrationContext.configure(
             connection,
             opts={
                 "include_schemas": True,
                 "include_name": lambda name, kind, _: kind != "schema" or name == SCHEMA,
-                "include_object": lambda obj, name, kind, *_: (
-                    kind != "table" or name in ("outbox", "inbox")
-                ),
+                "include_object": lambda obj, name, kind, *_: kind != "table" or name in KIT_TABLES,
                 "compare_type": True,
             },
         )
@@ -274,9 +302,9 @@ async def test_migration_helpers_create_and_drop_the_tables(engine: AsyncEngine)
         left = await conn.scalars(
             text(
                 "SELECT table_name FROM information_schema.tables"
-                " WHERE table_schema = :s AND table_name IN ('outbox', 'inbox')"
+                " WHERE table_schema = :s AND table_name = ANY(:names)"
             ),
-            {"s": SCHEMA},
+            {"s": SCHEMA, "names": list(KIT_TABLES)},
         )
         assert list(left) == []
 
@@ -284,7 +312,7 @@ async def test_migration_helpers_create_and_drop_the_tables(engine: AsyncEngine)
 async def test_record_event_writes_in_the_callers_transaction(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    outbox, _ = schema_tables(SCHEMA)
+    outbox = schema_tables(SCHEMA).outbox
     with request_context("req-42"):
         (event_id,) = await record(sessions, [("u1", 1)])
     async with engine.connect() as conn:
@@ -419,7 +447,7 @@ async def test_an_unpublishable_event_backs_off_and_holds_back_its_aggregate(
     (second,) = await record(sessions, [("stuck", 2)])
     (other,) = await record(sessions, [("free", 1)])
     relay = relay_for(database_url, nc, ack_timeout=1.0, retry_base=0.3, retry_max=0.5)
-    outbox, _ = schema_tables(SCHEMA)
+    outbox = schema_tables(SCHEMA).outbox
     async with running(relay):
         await eventually(lambda: relay.failed >= 1, what="a failed publish")
         await eventually(lambda: relay.published == 1, what="the free aggregate")
@@ -505,6 +533,8 @@ async def test_events_flow_through_a_nats_restart(
         counts = await effect_counts(engine, "test-effects")
         assert counts == dict.fromkeys(ids, 1)
         assert await unpublished(engine) == 0
+        assert consumer.dead_lettered == 0
+        assert await list_dead_letters(consumer_nc.jetstream()) == []
     finally:
         await consumer_nc.close()
 
@@ -522,7 +552,10 @@ async def publish_event(
     position: int = 1,
     msg_id: str | None = None,
     request_id: str | None = None,
+    ordered: bool = False,
 ) -> None:
+    """Publishes a UserRegistered; `ordered` names its aggregate in the headers, as the outbox
+    relay does, so the consumer keeps the aggregate's events in order."""
     headers = {
         Headers.MSG_ID: msg_id or str(event_id),
         Headers.EVENT_ID: str(event_id),
@@ -530,6 +563,9 @@ async def publish_event(
     }
     if request_id:
         headers[Headers.REQUEST_ID] = request_id
+    if ordered:
+        headers[Headers.AGGREGATE_TYPE] = "user"
+        headers[Headers.AGGREGATE_ID] = aggregate_id
     payload = UserRegistered(user_id=aggregate_id, name=str(position)).SerializeToString()
     await js.publish(SUBJECT, payload, headers=headers)
 
@@ -763,3 +799,290 @@ async def test_streams_are_declared_idempotently(nc: NatsClient) -> None:
         assert info.config.subjects == list(spec.subjects)
         assert info.config.duplicate_window == 3600
         assert info.config.storage == "file"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema upgrades, order across failures, effects, outages and stuck outbox rows
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_the_upgrade_from_the_first_shape_keeps_every_row(engine: AsyncEngine) -> None:
+    def run(statements: Callable[[str], list[Any]]) -> Callable[[Connection], None]:
+        def apply(connection: Connection) -> None:
+            for statement in statements(SCHEMA):
+                connection.execute(statement)
+
+        return apply
+
+    async with engine.begin() as conn:
+        await conn.run_sync(run(downgrade_messaging_ddl))
+        await conn.execute(
+            text(f"INSERT INTO {SCHEMA}.inbox (consumer, event_id) VALUES ('c', :id)"),
+            {"id": uuid.UUID(int=7)},
+        )
+    async with engine.begin() as conn:
+        await conn.run_sync(run(upgrade_messaging_ddl))
+    async with engine.begin() as conn:
+        await conn.run_sync(run(upgrade_messaging_ddl))  # a current schema stays as it is
+    async with engine.connect() as conn:
+        kept = await conn.scalars(text(f"SELECT event_id FROM {SCHEMA}.processed_events"))
+        assert list(kept) == [uuid.UUID(int=7)]
+    await test_migration_helpers_create_and_drop_the_tables(engine)
+
+
+async def test_a_failed_event_holds_back_the_later_events_of_its_aggregate(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], nc: NatsClient
+) -> None:
+    effects = effect_handler("test-order")
+    failures: dict[str, int] = {}
+
+    async def fussy(session: AsyncSession, event: ReceivedEvent) -> None:
+        message = event.parse(UserRegistered)
+        key = f"{message.user_id}{message.name}"
+        if key == "c1" or (key == "a2" and failures.get(key, 0) < 2):
+            failures[key] = failures.get(key, 0) + 1
+            raise ValueError(f"{key} fails")
+        await effects(session, event)
+
+    sequence = [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3), ("c", 1), ("a", 4), ("c", 2)]
+    sequence.append(("b", 3))
+    js = nc.jetstream()
+    for aggregate_id, position in sequence:
+        await publish_event(
+            js, uuid.uuid4(), aggregate_id=aggregate_id, position=position, ordered=True
+        )
+    consumer = make_consumer(nc, sessions, "test-order", fussy, max_deliver=3, backoff=[0.2])
+    async with running(consumer):
+        await eventually(lambda: consumer.processed == 8, what="every healthy event")
+        await eventually(lambda: consumer.dead_lettered == 1, what="c1 dead-lettered")
+    assert await applied_order(engine, "test-order") == {
+        "a": [1, 2, 3, 4],
+        "b": [1, 2, 3],
+        "c": [2],  # after c1 gave up
+    }
+    assert failures == {"a2": 2, "c1": 3}
+    assert consumer.deferred >= 3  # a3, a4 and c2 waited at least once
+    (letter,) = await list_dead_letters(js)
+    assert letter.deliveries == 3
+
+
+async def test_an_effect_happens_once_although_the_commit_failed_after_it(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], nc: NatsClient
+) -> None:
+    async with engine.begin() as conn:
+        # Checked at COMMIT only: two equal rows make the whole transaction fail there.
+        await conn.execute(
+            text(
+                f"CREATE TABLE {SCHEMA}.commit_trap (id int,"
+                " CONSTRAINT commit_trap_once UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+    ledger = EffectLedger(session_factory=sessions, schema=SCHEMA, consumer="test-effects")
+    effects = effect_handler("test-effects")
+    sent: list[uuid.UUID] = []
+    refused: set[uuid.UUID] = set()
+    trap = {"armed": True}
+    js = nc.jetstream()
+    ids = [uuid.uuid4() for _ in range(5)]
+
+    async def send(event_id: uuid.UUID) -> None:
+        if event_id == ids[3] and event_id not in refused:
+            refused.add(event_id)
+            raise ConnectionError("the mail server refused the connection")  # not sent
+        sent.append(event_id)
+
+    async def notify(session: AsyncSession, event: ReceivedEvent) -> None:
+        await ledger.once(
+            event_id=event.event_id, effect="notify", action=lambda: send(event.event_id)
+        )
+        await effects(session, event)
+        if trap["armed"]:
+            trap["armed"] = False
+            await session.execute(text(f"INSERT INTO {SCHEMA}.commit_trap VALUES (1), (1)"))
+
+    for position, event_id in enumerate(ids):
+        await publish_event(js, event_id, position=position)
+    consumer = make_consumer(nc, sessions, "test-effects", notify, backoff=[0.05])
+    async with running(consumer):
+        await eventually(lambda: consumer.processed == 5, what="every event applied")
+    assert consumer.outage_pauses == 1  # the failed commit, retried as a whole
+    assert sorted(sent) == sorted(ids)  # each once: the retry found the ledger's rows
+    assert refused == {ids[3]}  # its effect failed, was withdrawn, and went out on the retry
+    assert await effect_counts(engine, "test-effects") == dict.fromkeys(ids, 1)
+    async with engine.connect() as conn:
+        completed = await conn.scalar(
+            text(f"SELECT count(*) FROM {SCHEMA}.effect_ledger WHERE completed_at IS NOT NULL")
+        )
+    assert completed == 5
+    # The history goes after the retention: 5 applied events and their 5 effects (the one
+    # failure count went when its event was applied).
+    forgetful = make_consumer(nc, sessions, "test-effects", processed_retention=timedelta(0))
+    assert await forgetful.cleanup_history() == 10
+
+
+async def outbox_cli(database_url: str, *args: str) -> tuple[int, bytes]:
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "huntaze_kit.dlq",
+        "outbox",
+        *args,
+        "--schema",
+        SCHEMA,
+        "--database-url",
+        database_url,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(cli.communicate(), 30)
+    assert cli.returncode is not None
+    return cli.returncode, out
+
+
+async def test_an_unpublishable_row_is_surfaced_then_parked_and_retried_by_an_operator(
+    database_url: str,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    nc: NatsClient,
+) -> None:
+    (stuck,) = await record(sessions, [("stuck", 1)], subject="orphan.user.registered")
+    (behind,) = await record(sessions, [("stuck", 2)])
+    relay = relay_for(
+        database_url, nc, ack_timeout=0.5, retry_base=0.1, retry_max=0.2, stuck_after=2
+    )
+    async with running(relay):
+        await eventually(lambda: relay.failed >= 2, what="two failed attempts")
+        backlog = await relay.backlog()
+        assert (backlog.pending, backlog.stuck, backlog.parked) == (2, 1, 0)
+        assert REGISTRY.get_sample_value("huntaze_outbox_stuck_rows", {"schema": SCHEMA}) == 1
+
+        code, out = await outbox_cli(database_url, "list", "--json")
+        assert code == 0
+        (listed,) = [orjson.loads(line) for line in out.splitlines()]
+        assert listed["id"] == str(stuck)
+        assert listed["attempts"] >= 2
+        assert listed["last_error"]
+        assert listed["waiting_behind"] == 1
+        assert listed["parked_at"] is None
+
+        code, out = await outbox_cli(database_url, "park", str(stuck))
+        assert (code, out) == (0, b"parked 1 of 1 row(s)\n")
+        attempts = relay.failed
+        await asyncio.sleep(1.0)  # retries every 0.2 s at most: none while parked
+        assert relay.failed == attempts
+        assert relay.published == 0  # the aggregate keeps its order: `behind` waits
+        backlog = await relay.backlog()
+        assert (backlog.stuck, backlog.parked) == (0, 1)
+
+        await ensure_streams(nc.jetstream(), (StreamSpec("ORPHAN", ("orphan.>",), "test"),))
+        code, out = await outbox_cli(database_url, "retry", str(stuck))
+        assert (code, out) == (0, b"retried 1 of 1 row(s)\n")
+        await eventually(lambda: relay.published == 2, what="both rows, in order")
+    assert await unpublished(engine) == 0
+    (message,) = await stream_messages(nc.jetstream())
+    assert message.headers[Headers.EVENT_ID] == str(behind)
+    assert await stuck_rows_of(database_url) == []
+
+
+async def stuck_rows_of(database_url: str) -> list[Any]:
+    code, out = await outbox_cli(database_url, "list", "--json")
+    assert code == 0
+    return [orjson.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture
+def stoppable_postgres() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server of this test alone, which it may stop and start again."""
+    scratch = Path(tempfile.mkdtemp(prefix="huntaze-pg-outage-"))
+    try:
+        with EmbeddedPostgres(scratch / "data", free_port(), durable=False) as server:
+            yield server
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.mark.timeout(120)
+async def test_a_postgres_outage_longer_than_the_redelivery_schedule_loses_no_event(
+    stoppable_postgres: EmbeddedPostgres, nc: NatsClient
+) -> None:
+    url = await ensure_database(stoppable_postgres.url, "outage")
+    engine = create_engine(url, application_name="outage-test", pool_size=3)
+    try:
+        await prepare_schema(engine)
+        js = nc.jetstream()
+        ids: list[uuid.UUID] = []
+
+        async def publish(count: int) -> None:
+            for _ in range(count):
+                event_id = uuid.uuid4()
+                position = len(ids)
+                ids.append(event_id)
+                await publish_event(
+                    js, event_id, aggregate_id=f"a{position % 6}", position=position, ordered=True
+                )
+                await asyncio.sleep(0.02)
+
+        # Under JetStream's own redelivery the outage below would have spent every delivery:
+        # ack_wait 1 s x max_deliver 3, with 0.1 s backoff, is over after about 3.3 s.
+        consumer = make_consumer(
+            nc,
+            session_factory(engine),
+            "test-outage",
+            max_deliver=3,
+            backoff=[0.1],
+            ack_wait=1.0,
+            outage_backoff=[0.2, 0.5],
+            batch=8,
+            fetch_wait=0.5,
+        )
+        async with running(consumer):
+            await publish(10)
+            await eventually(lambda: consumer.processed == 10, what="the first ten")
+            await asyncio.to_thread(stoppable_postgres.stop)
+            await publish(20)  # they arrive while PostgreSQL is down
+            await asyncio.sleep(6.0)
+            await eventually(lambda: consumer.outage_pauses >= 1, what="the pause")
+            await asyncio.to_thread(stoppable_postgres.start)
+            await publish(10)
+            await eventually(
+                lambda: consumer.processed == len(ids), timeout=45, what="every event applied"
+            )
+        assert await effect_counts(engine, "test-outage") == dict.fromkeys(ids, 1)
+        order = await applied_order(engine, "test-outage")
+        assert all(positions == sorted(positions) for positions in order.values()), order
+        assert (consumer.retried, consumer.dead_lettered) == (0, 0)
+        assert await list_dead_letters(js) == []
+        labels = {"consumer": "test-outage"}
+        assert REGISTRY.get_sample_value("huntaze_consumer_outage_pauses_total", labels) >= 1
+        assert REGISTRY.get_sample_value("huntaze_consumer_processed_total", labels) == len(ids)
+        assert REGISTRY.get_sample_value("huntaze_consumer_handler_failures_total", labels) == 0
+        assert REGISTRY.get_sample_value("huntaze_consumer_paused", labels) == 0
+        info = await js.consumer_info("AUTH", "test-outage")
+        assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_handler_losing_its_database_connection_is_no_failure_of_the_event(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], nc: NatsClient
+) -> None:
+    effects = effect_handler("test-effects")
+    cut = {"done": False}
+
+    async def unlucky(session: AsyncSession, event: ReceivedEvent) -> None:
+        if not cut["done"]:
+            cut["done"] = True
+            # The server ends this very session, as a PostgreSQL restart or failover would.
+            await session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        await effects(session, event)
+
+    ids = [uuid.uuid4() for _ in range(3)]
+    js = nc.jetstream()
+    for position, event_id in enumerate(ids):
+        await publish_event(js, event_id, position=position)
+    consumer = make_consumer(nc, sessions, "test-effects", unlucky, outage_backoff=[0.05])
+    async with running(consumer):
+        await eventually(lambda: consumer.processed == 3, what="every event applied")
+    assert (consumer.outage_pauses, consumer.retried, consumer.dead_lettered) == (1, 0, 0)
+    assert await effect_counts(engine, "test-effects") == dict.fromkeys(ids, 1)
+    async with engine.connect() as conn:
+        assert await conn.scalar(text(f"SELECT count(*) FROM {SCHEMA}.consumer_failures")) == 0

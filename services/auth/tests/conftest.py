@@ -156,7 +156,7 @@ class Outbox:
         self._sessions = sessions
 
     async def events(self, subject: str, message_cls: type[M]) -> list[M]:
-        table, _ = schema_tables(SCHEMA)
+        table = schema_tables(SCHEMA).outbox
         async with self._sessions() as db:
             rows = await db.execute(
                 select(table.c.payload).where(table.c.subject == subject).order_by(table.c.seq)
@@ -164,7 +164,7 @@ class Outbox:
             return [message_cls.FromString(payload) for payload in rows.scalars()]
 
     async def subjects(self) -> list[str]:
-        table, _ = schema_tables(SCHEMA)
+        table = schema_tables(SCHEMA).outbox
         async with self._sessions() as db:
             rows = await db.execute(select(table.c.subject).order_by(table.c.seq))
             return list(rows.scalars())

@@ -3,6 +3,7 @@ moto server in a subprocess)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -14,18 +15,21 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import boto3
 import pytest
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from huntaze.auth.v1 import events_pb2
-from huntaze_auth.consumers import EmailDispatcher
-from huntaze_auth.emails import EmailTemplates, SesSender, SmtpSender, SmtpTarget
+from huntaze_auth.consumers import EmailDispatcher, email_consumer
+from huntaze_auth.emails import EmailTemplates, OutgoingEmail, SesSender, SmtpSender, SmtpTarget
 from huntaze_auth.sealing import Sealer
 from huntaze_devstack.embedded import free_port, port_accepts
 from huntaze_devstack.mailcatcher import MailCatcher
 from huntaze_kit.consumers import PermanentEventError, ReceivedEvent
+from huntaze_kit.db import create_engine, libpq_url, session_factory
+from huntaze_kit.streams import Headers, connect_nats, ensure_streams
 
 TEMPLATES = EmailTemplates(public_url="https://app.example.com/")
 
@@ -205,3 +209,85 @@ async def test_dispatcher_skips_what_should_not_be_sent(mail_catcher: MailCatche
     message = await mail_catcher.wait_for_async(timeout=10)
     assert message["To"] == "new@example.com"
     assert [m["To"] for m in mail_catcher.messages()] == ["new@example.com"]
+
+
+class DropsTheDatabaseAfterSending:
+    """The real SMTP sender; after its first email it terminates the email consumer's database
+    connections, as a connection lost between the send and the commit would."""
+
+    def __init__(self, sender: SmtpSender, database_url: str, application_name: str) -> None:
+        self._sender = sender
+        self._database_url = database_url
+        self._application_name = application_name
+        self.dropped = 0
+
+    async def send(self, email: OutgoingEmail) -> None:
+        await self._sender.send(email)
+        if self.dropped:
+            return
+        conn = await asyncpg.connect(libpq_url(self._database_url))
+        try:
+            self.dropped = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = $1",
+                self._application_name,
+            )
+        finally:
+            await conn.close()
+
+
+async def test_each_email_is_sent_once_although_the_commit_after_it_failed(
+    migrated_url: str, nats_url: str, mail_catcher: MailCatcher
+) -> None:
+    application_name = "email-sender-test"
+    engine = create_engine(migrated_url, application_name=application_name, pool_size=3)
+    nc = await connect_nats(nats_url, name="email-sender-test")
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        sender = DropsTheDatabaseAfterSending(
+            SmtpSender(url=mail_catcher.smtp_url, sender="no-reply@example.com"),
+            migrated_url,
+            application_name,
+        )
+        consumer = email_consumer(
+            nats=nc,
+            session_factory=session_factory(engine),
+            dispatcher=EmailDispatcher(
+                templates=TEMPLATES,
+                sender=sender,
+                sealer=Sealer([Sealer.generate_key()]),
+                clock=lambda: datetime.now(UTC),
+            ),
+            backoff=[0.1],
+            outage_backoff=[0.1],
+        )
+        addresses = [f"user{n}@example.com" for n in range(3)]
+        for address in addresses:
+            event_id = str(uuid.uuid4())
+            verified = events_pb2.UserEmailVerified(user_id=event_id, email=address, name="Ada")
+            await js.publish(
+                "auth.user.email_verified",
+                verified.SerializeToString(),
+                headers={
+                    Headers.MSG_ID: event_id,
+                    Headers.EVENT_ID: event_id,
+                    Headers.EVENT_TYPE: verified.DESCRIPTOR.full_name,
+                },
+            )
+        task = asyncio.create_task(consumer.run())
+        try:
+            deadline = time.monotonic() + 20
+            while consumer.processed < len(addresses):
+                assert time.monotonic() < deadline, "the emails were not all handled"
+                await asyncio.sleep(0.05)
+        finally:
+            await consumer.stop(grace=10)
+            await asyncio.wait_for(task, 10)
+        assert sender.dropped >= 1  # the batch's transaction was lost after the first email
+        assert consumer.outage_pauses >= 1
+        received = sorted(str(message["To"]) for message in mail_catcher.messages())
+        assert received == addresses  # one each: the retry found them in the effect ledger
+    finally:
+        await nc.close()
+        await engine.dispose()

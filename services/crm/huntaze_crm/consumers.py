@@ -10,8 +10,9 @@ AI), each event applied once.
 * `crm-ai-notices`: `ai.suggestion.created|resolved`, `ai.handoff.requested` (put on the inbox
   stream, so the creator sees drafts and hand-offs as they happen).
 
-Besides the consumers' inbox (the same event id twice is skipped), every effect is idempotent by
-the platform's own ids, so the same fact published twice under two event ids is stored once too.
+Besides the consumers' `processed_events` (the same event id twice is skipped), every effect is
+idempotent by the platform's own ids, so the same fact published twice under two event ids is
+stored once too.
 """
 
 from __future__ import annotations

@@ -155,7 +155,10 @@ def fan_fields(row: Columns, prefix: str = "") -> dict[str, Any]:
         "id": str(row[p + "id"]),
         "platform": PLATFORM.from_db[row[p + "platform"]],
         "platform_fan_id": row[p + "platform_fan_id"] or "",
-        "display_name": row[p + "display_name"],
+        # The creator's own name for the fan when set, else the platform's.
+        "display_name": row[p + "custom_display_name"] or row[p + "display_name"],
+        "platform_display_name": row[p + "display_name"],
+        "custom_display_name": row[p + "custom_display_name"],
         "handle": row[p + "handle"],
         "avatar_url": row[p + "avatar_url"],
         "email": row[p + "email"],

@@ -477,5 +477,7 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
             violations = Violations()
             violations.add("after_event_id", "must not be negative")
             violations.raise_if_any()
-        async for event in self._inbox.watch(_creator(), request.after_event_id):
+        async for event in self._inbox.watch(
+            _creator(), request.after_event_id, resume=request.resume
+        ):
             yield event

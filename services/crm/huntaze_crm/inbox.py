@@ -137,13 +137,15 @@ class InboxHub:
     # -- watching -------------------------------------------------------------------------------
 
     async def watch(
-        self, creator_id: uuid.UUID, after_id: int
+        self, creator_id: uuid.UUID, after_id: int, *, resume: bool = False
     ) -> AsyncIterator[crm_pb2.InboxEvent]:
-        """The creator's inbox events after `after_id` (0: from now on), then live ones."""
+        """The creator's inbox events after `after_id`, then live ones. A client resuming
+        (`resume`, or any `after_id` above 0) gets every kept event after it, 0 included; one
+        that is not, only what happens from now on."""
         watcher = _Watcher()
         channel = await self._join(creator_id, watcher)
         try:
-            if after_id > 0:
+            if resume or after_id > 0:
                 pruned = await self._reader.inbox_pruned_through(creator_id=creator_id)
                 cursor = after_id
                 if after_id < pruned:

@@ -40,9 +40,10 @@ from huntaze_crm.service import (
 )
 
 _FAN_COLUMNS = (
-    "id, creator_id, platform, platform_fan_id, display_name, handle, avatar_url, email, tags,"
-    " notes, value_cents, subscription_state, subscribed_at, subscription_expires_at,"
-    " last_seen_at, last_message_at, custom_fields, created_at, updated_at"
+    "id, creator_id, platform, platform_fan_id, display_name, custom_display_name, handle,"
+    " avatar_url, email, tags, notes, value_cents, subscription_state, subscribed_at,"
+    " subscription_expires_at, last_seen_at, last_message_at, custom_fields, created_at,"
+    " updated_at"
 )
 _CONVERSATION_COLUMNS = (
     "id, creator_id, fan_id, platform, unread_count, last_message_at, last_message_preview,"
@@ -181,6 +182,7 @@ def _new_fan(item: InboundMessage, profile: dict[str, str], now: datetime) -> di
         "platform": item.profile.platform,
         "platform_fan_id": item.profile.platform_fan_id,
         "display_name": "",
+        "custom_display_name": "",
         "handle": "",
         "avatar_url": "",
         "email": "",

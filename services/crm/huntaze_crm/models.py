@@ -38,6 +38,25 @@ SCHEMA = "crm"
 # words) because creators and fans write in many languages.
 SEARCH_CONFIG = "simple"
 
+
+def fan_shown_name(table: str = "") -> str:
+    """The SQL of the name a fan is shown by: the creator's own name for them when set, else
+    the platform's (`table`: the alias of `crm.fans`, when needed)."""
+    p = f"{table}." if table else ""
+    return f"coalesce(nullif({p}custom_display_name, ''), {p}display_name)"
+
+
+# The prefix-matching search query (`migrations/versions/0003`): every word also matches as the
+# start of a word (`Mar` finds Marco), in web-search syntax.
+PREFIX_TSQUERY = f"{SCHEMA}.prefix_tsquery"
+
+
+def like_prefix(query: str) -> str:
+    """The LIKE pattern of the strings starting with `query` (its wildcards escaped)."""
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
 PLATFORMS = ("onlyfans", "tiktok", "instagram", "reddit")
 SUBSCRIPTION_STATES = ("none", "active", "cancelled", "expired")
 DIRECTIONS = ("in", "out")
@@ -90,7 +109,14 @@ class Fan(Base):
         Index("ix_fans_creator_id_value_cents", "creator_id", "value_cents", "id"),
         Index("ix_fans_creator_id_last_message_at", "creator_id", "last_message_at", "id"),
         Index("ix_fans_creator_id_last_seen_at", "creator_id", "last_seen_at", "id"),
-        Index("ix_fans_tags", "tags", postgresql_using="gin"),
+        # Tag filters compare `tag_keys(tags)`: tags without regard to case.
+        Index("ix_fans_tag_keys", sql(f"{SCHEMA}.tag_keys(tags)"), postgresql_using="gin"),
+        # Name prefixes (`LIKE 'mar%'`) of the name shown.
+        Index(
+            "ix_fans_creator_id_shown_name",
+            "creator_id",
+            sql(f"lower({fan_shown_name()}) text_pattern_ops"),
+        ),
         Index("ix_fans_search_vector", "search_vector", postgresql_using="gin"),
     )
 
@@ -98,7 +124,10 @@ class Fan(Base):
     creator_id: Mapped[uuid.UUID] = _creator()
     platform: Mapped[str] = mapped_column(Text)
     platform_fan_id: Mapped[str | None] = mapped_column(Text)
+    # The name the fan goes by on the platform (a platform sync keeps it up to date) ...
     display_name: Mapped[str] = mapped_column(Text, server_default="")
+    # ... and the creator's own name for them, shown instead when set; a sync never changes it.
+    custom_display_name: Mapped[str] = mapped_column(Text, server_default="")
     handle: Mapped[str] = mapped_column(Text, server_default="")
     avatar_url: Mapped[str] = mapped_column(Text, server_default="")
     email: Mapped[str] = mapped_column(Text, server_default="")
@@ -112,7 +141,7 @@ class Fan(Base):
     last_seen_at: Mapped[datetime | None] = _timestamp(nullable=True)
     last_message_at: Mapped[datetime | None] = _timestamp(nullable=True)
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql("'{}'::jsonb"))
-    # Kept up to date by the `fans_search_vector` trigger (name, handle, tags, email, notes).
+    # Kept up to date by the `fans_search_vector` trigger (names, handle, tags, email, notes).
     search_vector: Mapped[str | None] = mapped_column(TSVECTOR, deferred=True)
     created_at: Mapped[datetime] = _timestamp()
     updated_at: Mapped[datetime] = _timestamp()

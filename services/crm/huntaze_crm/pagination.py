@@ -12,7 +12,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -66,6 +66,11 @@ class Sort(Generic[Row]):
     # The Python type of each key value, checked when a cursor is decoded.
     types: tuple[type, ...]
     key: Callable[[Row], tuple[KeyValue, ...]]
+
+    def reversed(self) -> Sort[Row]:
+        """The same order the other way round (a cursor of one is refused by the other)."""
+        direction = "asc" if self.descending else "desc"
+        return replace(self, name=f"{self.name}:{direction}", descending=not self.descending)
 
     def order_by(self) -> list[ColumnElement[Any]]:
         return [column.desc() if self.descending else column.asc() for column in self.columns]

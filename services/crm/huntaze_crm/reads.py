@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -22,7 +22,7 @@ import asyncpg
 
 from huntaze.crm.v1 import crm_pb2
 from huntaze_crm import convert
-from huntaze_crm.models import SEARCH_CONFIG
+from huntaze_crm.models import PREFIX_TSQUERY, fan_shown_name, like_prefix
 from huntaze_crm.pagination import KeyValue, Page, decode_cursor, encode_cursor
 from huntaze_kit.db import CONNECTION_LOST_ERRORS
 
@@ -38,16 +38,22 @@ class InboxRecord(NamedTuple):
 
 @dataclass(frozen=True)
 class ConversationOrder:
-    """A conversation list order: SQL columns (all descending, the last one unique), the
-    record columns of the same key, and the cursor's name and value types."""
+    """A conversation list order: SQL columns (all descending or all ascending, the last one
+    unique), the record columns of the same key, and the cursor's name and value types."""
 
     name: str
     columns: tuple[str, ...]
     keys: tuple[str, ...]
     types: tuple[type, ...]
+    descending: bool = True
 
     def key(self, record: asyncpg.Record) -> tuple[KeyValue, ...]:
         return tuple(record[name] for name in self.keys)
+
+    def reversed(self) -> ConversationOrder:
+        """The same order the other way round (a cursor of one is refused by the other)."""
+        direction = "asc" if self.descending else "desc"
+        return replace(self, name=f"{self.name}:{direction}", descending=not self.descending)
 
 
 CONVERSATION_ORDERS: dict[str, ConversationOrder] = {
@@ -70,6 +76,8 @@ CONVERSATION_ORDERS: dict[str, ConversationOrder] = {
         (int, datetime, uuid.UUID),
     ),
 }
+CONVERSATION_ORDERS["last_message_at_asc"] = CONVERSATION_ORDERS["last_message_at_desc"].reversed()
+CONVERSATION_ORDERS["unread_count_asc"] = CONVERSATION_ORDERS["unread_count_desc"].reversed()
 
 # The conversation's columns under their own names, the fan's prefixed with `f_`
 # (`convert.fan_fields(record, "f_")`).
@@ -77,7 +85,8 @@ _CONVERSATION_COLUMNS = (
     "c.id, c.fan_id, c.platform, c.unread_count, c.last_message_at, c.last_message_preview,"
     " c.pinned, c.archived, c.assigned_member_id, c.created_at, c.updated_at,"
     " f.id AS f_id, f.platform AS f_platform, f.platform_fan_id AS f_platform_fan_id,"
-    " f.display_name AS f_display_name, f.handle AS f_handle, f.avatar_url AS f_avatar_url,"
+    " f.display_name AS f_display_name, f.custom_display_name AS f_custom_display_name,"
+    " f.handle AS f_handle, f.avatar_url AS f_avatar_url,"
     " f.email AS f_email, f.tags AS f_tags, f.notes AS f_notes, f.value_cents AS f_value_cents,"
     " f.subscription_state AS f_subscription_state, f.subscribed_at AS f_subscribed_at,"
     " f.subscription_expires_at AS f_subscription_expires_at, f.last_seen_at AS f_last_seen_at,"
@@ -127,18 +136,21 @@ def _conversations_sql(
     if pinned:
         conditions.append(f"c.pinned = {parameter()}")
     if query:
-        tsquery = f"websearch_to_tsquery('{SEARCH_CONFIG}'::regconfig, {parameter()})"
+        tsquery = f"{PREFIX_TSQUERY}({parameter()})"
+        name_prefix = f"lower({fan_shown_name('f')}) LIKE lower({parameter()})"
         in_messages = f"m.conversation_id = c.id AND m.search_vector @@ {tsquery}"
         matches = f"EXISTS (SELECT 1 FROM crm.messages m WHERE m.creator_id = $1 AND {in_messages})"  # noqa: S608
-        conditions.append(f"(f.search_vector @@ {tsquery} OR {matches})")
+        conditions.append(f"(f.search_vector @@ {tsquery} OR {name_prefix} OR {matches})")
     if after:
         bound = ", ".join(parameter() for _ in order.columns)
-        conditions.append(f"({', '.join(order.columns)}) < ({bound})")
+        comparison = "<" if order.descending else ">"
+        conditions.append(f"({', '.join(order.columns)}) {comparison} ({bound})")
+    direction = "DESC" if order.descending else "ASC"
     return (
         f"SELECT {_CONVERSATION_COLUMNS} FROM crm.conversations c"  # noqa: S608 (no input)
         " JOIN crm.fans f ON f.creator_id = c.creator_id AND f.id = c.fan_id"
         f" WHERE {' AND '.join(conditions)}"
-        f" ORDER BY {', '.join(f'{column} DESC' for column in order.columns)}"
+        f" ORDER BY {', '.join(f'{column} {direction}' for column in order.columns)}"
         " LIMIT $2"
     )
 
@@ -185,7 +197,7 @@ class CrmReader:
         if where.pinned is not None:
             args.append(where.pinned)
         if where.query:
-            args.append(where.query)
+            args.extend((where.query, like_prefix(where.query)))
         args.extend(after)
         statement = _conversations_sql(
             order,

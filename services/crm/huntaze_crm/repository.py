@@ -25,17 +25,17 @@ from sqlalchemy import (
     exists,
     func,
     literal,
-    literal_column,
+    or_,
     select,
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huntaze_crm.models import (
     SCHEMA,
-    SEARCH_CONFIG,
     Conversation,
     Fan,
     FanList,
@@ -43,6 +43,7 @@ from huntaze_crm.models import (
     Message,
     Purchase,
     QuickReply,
+    like_prefix,
 )
 from huntaze_crm.pagination import NULL_TIME, Page, Sort
 from huntaze_crm.segments import Segment
@@ -50,22 +51,36 @@ from huntaze_kit.outbox import new_event_id
 from huntaze_kit.streams import Headers
 
 INBOX_CHANNEL = f"{SCHEMA}_inbox"  # as in the statements below
-_SEARCH_CONFIG: ColumnElement[Any] = literal_column(f"'{SEARCH_CONFIG}'::regconfig")
 
 ConversationRow = tuple[Conversation, Fan]
 _Ts = TypeVarTuple("_Ts")
 
 
 def _search(vector: Any, query: str) -> ColumnElement[bool]:
-    """`vector @@ websearch_to_tsquery(query)` in the service's text-search configuration."""
-    tsquery = func.websearch_to_tsquery(_SEARCH_CONFIG, query)
-    result: ColumnElement[bool] = vector.op("@@")(tsquery)
+    """`vector @@ prefix_tsquery(query)`: the words of `query` (web-search syntax), each
+    matching whole words or their starts."""
+    result: ColumnElement[bool] = vector.op("@@")(func.crm.prefix_tsquery(query))
     return result
+
+
+# The name a fan is shown by (`models.fan_shown_name`).
+_FAN_SHOWN_NAME: ColumnElement[str] = func.coalesce(
+    func.nullif(Fan.custom_display_name, ""), Fan.display_name
+)
+
+
+def _fan_matches(query: str) -> ColumnElement[bool]:
+    """A fan search: the words of `query` in the fan's names, handle, tags, email or notes, or
+    `query` as the start of the name shown."""
+    return or_(
+        _search(Fan.search_vector, query),
+        func.lower(_FAN_SHOWN_NAME).like(func.lower(like_prefix(query))),
+    )
 
 
 # --- sorts -----------------------------------------------------------------------------------
 
-FAN_SORTS: dict[str, Sort[Fan]] = {
+_FAN_SORTS: dict[str, Sort[Fan]] = {
     "created_at_desc": Sort(
         "fans.created_at",
         (Fan.created_at, Fan.id),
@@ -89,10 +104,10 @@ FAN_SORTS: dict[str, Sort[Fan]] = {
     ),
     "display_name_asc": Sort(
         "fans.display_name",
-        (Fan.display_name, Fan.id),
+        (_FAN_SHOWN_NAME, Fan.id),
         False,
         (str, uuid.UUID),
-        lambda f: (f.display_name, f.id),
+        lambda f: (f.custom_display_name or f.display_name, f.id),
     ),
     "last_seen_at_desc": Sort(
         "fans.last_seen_at",
@@ -101,6 +116,15 @@ FAN_SORTS: dict[str, Sort[Fan]] = {
         (datetime, uuid.UUID),
         lambda f: (f.last_seen_at or NULL_TIME, f.id),
     ),
+}
+
+# Each order and its reverse, by `<field>_asc` / `<field>_desc`.
+FAN_SORTS: dict[str, Sort[Fan]] = {
+    **_FAN_SORTS,
+    **{
+        name.rsplit("_", 1)[0] + ("_asc" if sort.descending else "_desc"): sort.reversed()
+        for name, sort in _FAN_SORTS.items()
+    },
 }
 
 MESSAGE_SORT: Sort[Message] = Sort(
@@ -309,7 +333,7 @@ class CrmRepository:
         if segment is not None:
             statement = statement.where(segment.condition(now=now))
         if query:
-            statement = statement.where(_search(Fan.search_vector, query))
+            statement = statement.where(_fan_matches(query))
         return statement
 
     async def list_fans(
@@ -348,13 +372,16 @@ class CrmRepository:
         remove: Sequence[str],
         now: datetime,
     ) -> Sequence[Fan]:
-        """Adds then removes tags (order kept, no duplicates); returns the fans that changed."""
+        """Adds then removes tags (order kept, no duplicates); returns the fans that changed.
+        Tags are compared without regard to case: one already there keeps its spelling."""
         merged = func.array_cat(Fan.tags, literal(list(add), type_=Fan.tags.type))
         tag = func.unnest(merged).table_valued("t", with_ordinality="n").render_derived()
+        key = func.lower(tag.c.t)
+        first_spelling = func.array_agg(aggregate_order_by(tag.c.t, tag.c.n), type_=Fan.tags.type)
         computed = func.array(
-            select(tag.c.t)
-            .where(~tag.c.t.in_(list(remove)) if remove else true())
-            .group_by(tag.c.t)
+            select(first_spelling[1])
+            .where(~key.in_([func.lower(value) for value in remove]) if remove else true())
+            .group_by(key)
             .order_by(func.min(tag.c.n))
             .scalar_subquery()
         )

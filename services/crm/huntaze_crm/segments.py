@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, true
+from sqlalchemy import ColumnElement, Text, and_, func, literal, true
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from huntaze.crm.v1 import crm_pb2
 from huntaze_crm import convert
@@ -120,9 +121,9 @@ class Segment:
         if self.max_value_cents is not None:
             parts.append(Fan.value_cents <= self.max_value_cents)
         if self.tags_any:
-            parts.append(Fan.tags.overlap(list(self.tags_any)))
+            parts.append(tag_keys(Fan.tags).overlap(tag_keys(self.tags_any)))
         if self.tags_all:
-            parts.append(Fan.tags.contains(list(self.tags_all)))
+            parts.append(tag_keys(Fan.tags).contains(tag_keys(self.tags_all)))
         if self.subscription_states:
             parts.append(Fan.subscription_state.in_(self.subscription_states))
         if self.last_active_within_days is not None:
@@ -131,6 +132,14 @@ class Segment:
         if self.platforms:
             parts.append(Fan.platform.in_(self.platforms))
         return and_(true(), *parts)
+
+
+def tag_keys(tags: Any) -> ColumnElement[list[str]]:
+    """`crm.tag_keys(tags)`: the tags (a column, or a tuple of tags) lower-cased, as the fans'
+    tags are indexed (tags are compared without regard to case)."""
+    values = literal(list(tags), ARRAY(Text)) if isinstance(tags, tuple) else tags
+    result: ColumnElement[list[str]] = func.crm.tag_keys(values, type_=ARRAY(Text))
+    return result
 
 
 def _enum_names(

@@ -59,7 +59,13 @@ from huntaze_crm.validation import (
     parse_id,
     parse_ids,
 )
-from huntaze_kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from huntaze_kit.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 from huntaze_kit.outbox import record_event
 
 Clock = Callable[[], datetime]
@@ -87,12 +93,19 @@ _FAN_SORT_NAMES: dict[int, str] = {
     crm_pb2.FAN_SORT_VALUE_CENTS_DESC: "value_cents_desc",
     crm_pb2.FAN_SORT_DISPLAY_NAME_ASC: "display_name_asc",
     crm_pb2.FAN_SORT_LAST_SEEN_AT_DESC: "last_seen_at_desc",
+    crm_pb2.FAN_SORT_CREATED_AT_ASC: "created_at_asc",
+    crm_pb2.FAN_SORT_LAST_MESSAGE_AT_ASC: "last_message_at_asc",
+    crm_pb2.FAN_SORT_VALUE_CENTS_ASC: "value_cents_asc",
+    crm_pb2.FAN_SORT_DISPLAY_NAME_DESC: "display_name_desc",
+    crm_pb2.FAN_SORT_LAST_SEEN_AT_ASC: "last_seen_at_asc",
 }
 _CONVERSATION_SORT_NAMES: dict[int, str] = {
     crm_pb2.CONVERSATION_SORT_UNSPECIFIED: "last_message_at_desc",
     crm_pb2.CONVERSATION_SORT_LAST_MESSAGE_AT_DESC: "last_message_at_desc",
     crm_pb2.CONVERSATION_SORT_PINNED_FIRST: "pinned_first",
     crm_pb2.CONVERSATION_SORT_UNREAD_COUNT_DESC: "unread_count_desc",
+    crm_pb2.CONVERSATION_SORT_LAST_MESSAGE_AT_ASC: "last_message_at_asc",
+    crm_pb2.CONVERSATION_SORT_UNREAD_COUNT_ASC: "unread_count_asc",
 }
 _ARCHIVE_FILTERS: dict[int, bool | None] = {
     crm_pb2.ARCHIVE_FILTER_UNSPECIFIED: False,
@@ -116,6 +129,34 @@ def utc_now() -> datetime:
 def _not_found(what: str) -> NotFound:
     return NotFound(
         message=f"{what} not found.", reason=f"{what.upper().replace(' ', '_')}_NOT_FOUND"
+    )
+
+
+# Unknown fans named one by one in a bulk call's answer, at most.
+MAX_NAMED_FANS = 20
+
+
+def _fans_not_found(fan_ids: Sequence[str], found: set[uuid.UUID], field: str) -> NotFound:
+    """The fans of a bulk request (all valid ids) that are not the caller's, each named with
+    its first place in the request (`fan_ids[3]`)."""
+    missing: dict[uuid.UUID, int] = {}
+    for index, value in enumerate(fan_ids):
+        fan_id = uuid.UUID(value)
+        if fan_id not in found:
+            missing.setdefault(fan_id, index)
+    named = list(missing.items())[:MAX_NAMED_FANS]
+    listed = ", ".join(str(fan_id) for fan_id, _ in named)
+    if len(missing) == 1:
+        message = f"Fan {listed} not found."
+    else:
+        more = len(missing) - len(named)
+        message = f"Fans not found: {listed}" + (f" and {more} more." if more else ".")
+    return NotFound(
+        message=message,
+        reason="FAN_NOT_FOUND",
+        violations=[
+            FieldViolation(f"{field}[{index}]", f"no fan {fan_id}") for fan_id, index in named
+        ],
     )
 
 
@@ -143,6 +184,7 @@ class FanProfile:
 class FanPatch:
     """UpdateFan: the fields to replace; None leaves a field as it is."""
 
+    # The creator's own name for the fan ("": none, the platform's is shown).
     display_name: str | None = None
     handle: str | None = None
     avatar_url: str | None = None
@@ -403,7 +445,7 @@ class CrmService:
             repo = CrmRepository(session)
             found = await repo.existing_fan_ids(creator_id=creator_id, fan_ids=ids, for_update=True)
             if len(found) != len(ids):
-                raise _not_found("Fan")
+                raise _fans_not_found(fan_ids, found, "fan_ids")
             changed = await repo.change_tags(
                 creator_id=creator_id, fan_ids=ids, add=add, remove=remove, now=now
             )
@@ -1112,7 +1154,7 @@ class CrmService:
                 raise _not_found("List")
             found = await repo.existing_fan_ids(creator_id=creator_id, fan_ids=ids)
             if len(found) != len(ids):
-                raise _not_found("Fan")
+                raise _fans_not_found(fan_ids, found, "fan_ids")
             if fan_list.kind != "static":
                 raise FailedPrecondition(
                     message="A dynamic list's members follow its segment.",
@@ -1405,7 +1447,8 @@ def _fan_values(violations: Violations, patch: FanPatch) -> dict[str, Any]:
     """The checked columns of the fields `patch` sets."""
     values: dict[str, Any] = {}
     if patch.display_name is not None:
-        values["display_name"] = check_length(
+        # The creator's own name for the fan: a platform sync writes `display_name`.
+        values["custom_display_name"] = check_length(
             patch.display_name.strip(), "display_name", MAX_NAME_LENGTH, violations
         )
     if patch.handle is not None:

@@ -138,15 +138,18 @@ def check_query(value: str, field: str, violations: Violations) -> str:
 def normalise_tags(
     values: Iterable[str], field: str, violations: Violations, *, maximum: int = MAX_TAGS
 ) -> list[str]:
-    """Trimmed, whitespace collapsed, duplicates dropped, in the given order."""
+    """Trimmed, whitespace collapsed, duplicates dropped (tags differing only in case are one
+    tag, spelt as it first comes), in the given order."""
     tags: list[str] = []
+    keys: set[str] = set()
     for index, value in enumerate(values):
         tag = " ".join(value.split())
         if not tag:
             violations.add(f"{field}[{index}]", "must not be empty")
         elif len(tag) > MAX_TAG_LENGTH:
             violations.add(f"{field}[{index}]", f"at most {MAX_TAG_LENGTH} characters")
-        elif tag not in tags:
+        elif tag.lower() not in keys:
+            keys.add(tag.lower())
             tags.append(tag)
     if len(tags) > maximum:
         violations.add(field, f"at most {maximum} tags")

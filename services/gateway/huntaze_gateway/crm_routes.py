@@ -9,8 +9,8 @@ parameters they came from (`page.page_token` -> `cursor`).
 Answers are written straight from the protobuf messages with orjson (no second validation pass);
 the pydantic models below describe them in the OpenAPI document, and the tests hold the two
 together. Enum values are lower-case names (`onlyfans`, `ppv_unlock`); sort names are the field
-sorted by (`lastMessageAt`). `GET /api/crm/stream` relays the CRM's `WatchInbox` as Server-Sent
-Events.
+sorted by (`lastMessageAt`), ascending, or descending after a `-` (`-lastMessageAt`).
+`GET /api/crm/stream` relays the CRM's `WatchInbox` as Server-Sent Events.
 """
 
 from __future__ import annotations
@@ -78,17 +78,25 @@ SENDER_KINDS = _by_name(crm_pb2.SenderKind.items(), "SENDER_KIND_")
 ATTACHMENT_KINDS = _by_name(crm_pb2.AttachmentKind.items(), "ATTACHMENT_KIND_")
 PURCHASE_KINDS = _by_name(crm_pb2.PurchaseKind.items(), "PURCHASE_KIND_")
 FAN_LIST_KINDS = _by_name(crm_pb2.FanListKind.items(), "FAN_LIST_KIND_")
+# `sort=field` ascending, `sort=-field` descending.
 FAN_SORTS: dict[str, crm_pb2.FanSort.ValueType] = {
-    "createdAt": crm_pb2.FAN_SORT_CREATED_AT_DESC,
-    "lastMessageAt": crm_pb2.FAN_SORT_LAST_MESSAGE_AT_DESC,
-    "valueCents": crm_pb2.FAN_SORT_VALUE_CENTS_DESC,
+    "-createdAt": crm_pb2.FAN_SORT_CREATED_AT_DESC,
+    "createdAt": crm_pb2.FAN_SORT_CREATED_AT_ASC,
+    "-lastMessageAt": crm_pb2.FAN_SORT_LAST_MESSAGE_AT_DESC,
+    "lastMessageAt": crm_pb2.FAN_SORT_LAST_MESSAGE_AT_ASC,
+    "-valueCents": crm_pb2.FAN_SORT_VALUE_CENTS_DESC,
+    "valueCents": crm_pb2.FAN_SORT_VALUE_CENTS_ASC,
     "displayName": crm_pb2.FAN_SORT_DISPLAY_NAME_ASC,
-    "lastSeenAt": crm_pb2.FAN_SORT_LAST_SEEN_AT_DESC,
+    "-displayName": crm_pb2.FAN_SORT_DISPLAY_NAME_DESC,
+    "-lastSeenAt": crm_pb2.FAN_SORT_LAST_SEEN_AT_DESC,
+    "lastSeenAt": crm_pb2.FAN_SORT_LAST_SEEN_AT_ASC,
 }
 CONVERSATION_SORTS: dict[str, crm_pb2.ConversationSort.ValueType] = {
-    "lastMessageAt": crm_pb2.CONVERSATION_SORT_LAST_MESSAGE_AT_DESC,
+    "-lastMessageAt": crm_pb2.CONVERSATION_SORT_LAST_MESSAGE_AT_DESC,
+    "lastMessageAt": crm_pb2.CONVERSATION_SORT_LAST_MESSAGE_AT_ASC,
     "pinnedFirst": crm_pb2.CONVERSATION_SORT_PINNED_FIRST,
-    "unreadCount": crm_pb2.CONVERSATION_SORT_UNREAD_COUNT_DESC,
+    "-unreadCount": crm_pb2.CONVERSATION_SORT_UNREAD_COUNT_DESC,
+    "unreadCount": crm_pb2.CONVERSATION_SORT_UNREAD_COUNT_ASC,
 }
 ARCHIVE_FILTERS: dict[str, crm_pb2.ArchiveFilter.ValueType] = {
     "false": crm_pb2.ARCHIVE_FILTER_EXCLUDE_ARCHIVED,
@@ -111,8 +119,21 @@ PlatformName = Literal["onlyfans", "tiktok", "instagram", "reddit"]
 SubscriptionStateName = Literal["none", "active", "cancelled", "expired"]
 AttachmentKindName = Literal["image", "video", "audio", "file"]
 FanListKindName = Literal["static", "dynamic"]
-FanSortName = Literal["createdAt", "lastMessageAt", "valueCents", "displayName", "lastSeenAt"]
-ConversationSortName = Literal["lastMessageAt", "pinnedFirst", "unreadCount"]
+FanSortName = Literal[
+    "-createdAt",
+    "createdAt",
+    "-lastMessageAt",
+    "lastMessageAt",
+    "-valueCents",
+    "valueCents",
+    "displayName",
+    "-displayName",
+    "-lastSeenAt",
+    "lastSeenAt",
+]
+ConversationSortName = Literal[
+    "-lastMessageAt", "lastMessageAt", "pinnedFirst", "-unreadCount", "unreadCount"
+]
 ArchivedName = Literal["false", "true", "all"]
 
 
@@ -256,7 +277,10 @@ class UpdateConversationBody(ApiModel):
 
 
 class ReplyBody(ApiModel):
-    conversation_id: ObjectId
+    conversation_id: ObjectId | None = Field(default=None, description="Or give `fanId`.")
+    fan_id: ObjectId | None = Field(
+        default=None, description="Writes to the fan's conversation, opened when it has none."
+    )
     text: str = Field(default="", description="At most 5,000 characters; may be empty with media.")
     price_cents: Int64 = Field(default=0, description="Pay-per-view price; 0 for a free message.")
     attachments: list[AttachmentIn] = Field(default_factory=list)
@@ -308,7 +332,9 @@ class FanOut(ApiModel):
     id: str
     platform: str = Field(description="`onlyfans`, `tiktok`, `instagram` or `reddit`.")
     platform_fan_id: str | None
-    display_name: str
+    display_name: str = Field(description="The creator's name for the fan when set, else theirs.")
+    platform_display_name: str = Field(description="The fan's name on the platform.")
+    custom_display_name: str | None = Field(description="The creator's name for the fan.")
     handle: str
     avatar_url: str
     email: str
@@ -551,6 +577,8 @@ def fan_json(fan: crm_pb2.Fan) -> dict[str, Any]:
         "platform": _PLATFORM_NAMES.get(fan.platform, UNSPECIFIED),
         "platformFanId": fan.platform_fan_id or None,
         "displayName": fan.display_name,
+        "platformDisplayName": fan.platform_display_name,
+        "customDisplayName": fan.custom_display_name or None,
         "handle": fan.handle,
         "avatarUrl": fan.avatar_url,
         "email": fan.email,
@@ -847,8 +875,9 @@ async def list_conversations(
         bool | None, Query(description="Only pinned (`true`) or unpinned (`false`) ones.")
     ] = None,
     sort: Annotated[
-        ConversationSortName, Query(description="Most recent activity first (default).")
-    ] = "lastMessageAt",
+        ConversationSortName,
+        Query(description="`-field`: descending. Most recent activity first (default)."),
+    ] = "-lastMessageAt",
 ) -> Response:
     """The creator's conversations with their fan, most recent activity first by default."""
     message = crm_pb2.ListConversationsRequest(
@@ -967,7 +996,9 @@ async def list_fans(
     search: Annotated[
         QueryText, Query(description="Words in the name, handle, email, notes or tags.")
     ] = "",
-    sort: Annotated[FanSortName, Query(description="Newest first (default).")] = "createdAt",
+    sort: Annotated[
+        FanSortName, Query(description="`-field`: descending. Newest first (default).")
+    ] = "-createdAt",
     platforms: Annotated[list[PlatformName] | None, Query(alias="platforms")] = None,
     subscription_states: Annotated[
         list[SubscriptionStateName] | None, Query(alias="subscriptionStates")
@@ -1172,7 +1203,8 @@ async def reply(
         key = idempotency_key
     answer = await _crm(request).SendMessage(
         crm_pb2.SendMessageRequest(
-            conversation_id=body.conversation_id,
+            conversation_id=body.conversation_id or "",
+            fan_id=body.fan_id or "",
             text=body.text,
             price_cents=body.price_cents,
             attachments=[_attachment(a) for a in body.attachments],
@@ -1576,7 +1608,12 @@ async def inbox_stream(
     after = last_event_id if last_event_id is not None else last_event_id_param or 0
     metadata = caller.options["metadata"]
     call = runtime.crm.WatchInbox(
-        crm_pb2.WatchInboxRequest(after_event_id=after), metadata=metadata, timeout=None
+        crm_pb2.WatchInboxRequest(
+            after_event_id=after,
+            resume=last_event_id is not None or last_event_id_param is not None,
+        ),
+        metadata=metadata,
+        timeout=None,
     )
     revocations = runtime.verifier.revocations
     session_id = caller.principal.session_id

@@ -25,6 +25,7 @@ from huntaze_devstack.testing import (
     PlatformEvents,
     assert_problem,
     eventually,
+    inbox_stream,
     problem_fields,
     token_from_email,
 )
@@ -208,20 +209,8 @@ async def http_url(live: Any) -> AsyncIterator[str]:
 async def listening(
     url: str, creator: Creator, headers: dict[str, str] | None = None, query: str = ""
 ) -> AsyncIterator[EventStreamReader]:
-    async with (
-        httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(30.0)) as client,
-        client.stream(
-            "GET",
-            "/api/crm/stream" + query,
-            headers={"authorization": f"Bearer {creator.token}", **(headers or {})},
-        ) as response,
-    ):
-        assert response.status_code == 200, await response.aread()
-        reader = EventStreamReader(response)
-        try:
-            yield reader
-        finally:
-            await reader.close()
+    async with inbox_stream(url, creator.token, query=query, headers=headers) as reader:
+        yield reader
 
 
 async def until_watchers(live: Any, count: int) -> None:
@@ -370,7 +359,7 @@ async def test_conversations_messages_replies_and_reads(live: Any, worker: Platf
         == 2
     )
     assert (await api.get("/api/crm/conversations?platform=tiktok"))["conversations"] == []
-    by_unread = await api.get("/api/crm/conversations?sort=unreadCount")
+    by_unread = await api.get("/api/crm/conversations?sort=-unreadCount")
     assert by_unread["conversations"][0]["id"] == lily["id"]
 
     member = str(uuid.uuid4())

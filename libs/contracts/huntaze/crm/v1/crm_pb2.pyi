@@ -215,6 +215,12 @@ class _FanSortEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FanSort.Value
     FAN_SORT_VALUE_CENTS_DESC: _FanSort.ValueType  # 3
     FAN_SORT_DISPLAY_NAME_ASC: _FanSort.ValueType  # 4
     FAN_SORT_LAST_SEEN_AT_DESC: _FanSort.ValueType  # 5
+    FAN_SORT_CREATED_AT_ASC: _FanSort.ValueType  # 6
+    """The same orders reversed."""
+    FAN_SORT_LAST_MESSAGE_AT_ASC: _FanSort.ValueType  # 7
+    FAN_SORT_VALUE_CENTS_ASC: _FanSort.ValueType  # 8
+    FAN_SORT_DISPLAY_NAME_DESC: _FanSort.ValueType  # 9
+    FAN_SORT_LAST_SEEN_AT_ASC: _FanSort.ValueType  # 10
 
 class FanSort(_FanSort, metaclass=_FanSortEnumTypeWrapper): ...
 
@@ -225,6 +231,12 @@ FAN_SORT_LAST_MESSAGE_AT_DESC: FanSort.ValueType  # 2
 FAN_SORT_VALUE_CENTS_DESC: FanSort.ValueType  # 3
 FAN_SORT_DISPLAY_NAME_ASC: FanSort.ValueType  # 4
 FAN_SORT_LAST_SEEN_AT_DESC: FanSort.ValueType  # 5
+FAN_SORT_CREATED_AT_ASC: FanSort.ValueType  # 6
+"""The same orders reversed."""
+FAN_SORT_LAST_MESSAGE_AT_ASC: FanSort.ValueType  # 7
+FAN_SORT_VALUE_CENTS_ASC: FanSort.ValueType  # 8
+FAN_SORT_DISPLAY_NAME_DESC: FanSort.ValueType  # 9
+FAN_SORT_LAST_SEEN_AT_ASC: FanSort.ValueType  # 10
 Global___FanSort: _TypeAlias = FanSort  # noqa: Y015
 
 class _ConversationSort:
@@ -239,6 +251,10 @@ class _ConversationSortEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Conv
     CONVERSATION_SORT_PINNED_FIRST: _ConversationSort.ValueType  # 2
     """Pinned conversations first, then by most recent activity."""
     CONVERSATION_SORT_UNREAD_COUNT_DESC: _ConversationSort.ValueType  # 3
+    CONVERSATION_SORT_LAST_MESSAGE_AT_ASC: _ConversationSort.ValueType  # 4
+    """Least recent activity first (who has waited longest)."""
+    CONVERSATION_SORT_UNREAD_COUNT_ASC: _ConversationSort.ValueType  # 5
+    """Fewest unread first, then least recent activity."""
 
 class ConversationSort(_ConversationSort, metaclass=_ConversationSortEnumTypeWrapper): ...
 
@@ -248,6 +264,10 @@ CONVERSATION_SORT_LAST_MESSAGE_AT_DESC: ConversationSort.ValueType  # 1
 CONVERSATION_SORT_PINNED_FIRST: ConversationSort.ValueType  # 2
 """Pinned conversations first, then by most recent activity."""
 CONVERSATION_SORT_UNREAD_COUNT_DESC: ConversationSort.ValueType  # 3
+CONVERSATION_SORT_LAST_MESSAGE_AT_ASC: ConversationSort.ValueType  # 4
+"""Least recent activity first (who has waited longest)."""
+CONVERSATION_SORT_UNREAD_COUNT_ASC: ConversationSort.ValueType  # 5
+"""Fewest unread first, then least recent activity."""
 Global___ConversationSort: _TypeAlias = ConversationSort  # noqa: Y015
 
 class _ArchiveFilter:
@@ -293,6 +313,8 @@ class Fan(_message.Message):
     CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PLATFORM_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CUSTOM_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     platform: Global___Platform.ValueType
     platform_fan_id: _builtins.str
@@ -305,6 +327,14 @@ class Fan(_message.Message):
     value_cents: _builtins.int
     """Lifetime spend: the sum of the fan's recorded purchases, in cents."""
     subscription_state: Global___SubscriptionState.ValueType
+    platform_display_name: _builtins.str
+    """`display_name` is the name to show: the creator's own name for the fan when set, else the
+    platform's. The name the fan goes by on the platform (kept up to date by its sync):
+    """
+    custom_display_name: _builtins.str
+    """The creator's own name for the fan (CreateFan's and UpdateFan's `display_name`; empty:
+    none), which a platform sync never changes.
+    """
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -342,10 +372,12 @@ class Fan(_message.Message):
         custom_fields: _struct_pb2.Struct | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        platform_display_name: _builtins.str = ...,
+        custom_display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_fields", b"custom_fields", "last_message_at", b"last_message_at", "last_seen_at", b"last_seen_at", "subscribed_at", b"subscribed_at", "subscription_expires_at", b"subscription_expires_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "created_at", b"created_at", "custom_fields", b"custom_fields", "display_name", b"display_name", "email", b"email", "handle", b"handle", "id", b"id", "last_message_at", b"last_message_at", "last_seen_at", b"last_seen_at", "notes", b"notes", "platform", b"platform", "platform_fan_id", b"platform_fan_id", "subscribed_at", b"subscribed_at", "subscription_expires_at", b"subscription_expires_at", "subscription_state", b"subscription_state", "tags", b"tags", "updated_at", b"updated_at", "value_cents", b"value_cents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "created_at", b"created_at", "custom_display_name", b"custom_display_name", "custom_fields", b"custom_fields", "display_name", b"display_name", "email", b"email", "handle", b"handle", "id", b"id", "last_message_at", b"last_message_at", "last_seen_at", b"last_seen_at", "notes", b"notes", "platform", b"platform", "platform_display_name", b"platform_display_name", "platform_fan_id", b"platform_fan_id", "subscribed_at", b"subscribed_at", "subscription_expires_at", b"subscription_expires_at", "subscription_state", b"subscription_state", "tags", b"tags", "updated_at", b"updated_at", "value_cents", b"value_cents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1914,16 +1946,23 @@ class WatchInboxRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AFTER_EVENT_ID_FIELD_NUMBER: _builtins.int
+    RESUME_FIELD_NUMBER: _builtins.int
     after_event_id: _builtins.int
     """The id of the last event the client has seen (SSE Last-Event-ID); 0 for live events only."""
+    resume: _builtins.bool
+    """True when `after_event_id` is a Last-Event-ID the client sent, 0 included: the events
+    after it are replayed (all that are kept when it is 0 or older than them, after an
+    `inbox.reset` when some were pruned since).
+    """
     def __init__(
         self,
         *,
         after_event_id: _builtins.int = ...,
+        resume: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_event_id", b"after_event_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_event_id", b"after_event_id", "resume", b"resume"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
