@@ -94,10 +94,21 @@ class CrmClient:
         fan_id: uuid.UUID,
         conversation_id: uuid.UUID,
         message_id: uuid.UUID,
+        with_history: bool = True,
     ) -> ConversationContext:
-        """The fan and the messages before `message_id`, oldest first."""
+        """The fan and (`with_history`) the messages before `message_id`, oldest first."""
         metadata = await self.service_metadata(creator_id)
         fan = await self._stub.GetFan(crm_pb2.GetFanRequest(fan_id=str(fan_id)), metadata=metadata)
+        profile = FanProfile(
+            fan_id=fan.id,
+            display_name=fan.display_name,
+            spend_cents=fan.value_cents,
+            tags=tuple(fan.tags),
+            notes=fan.notes,
+            subscription_state=_SUBSCRIPTIONS.get(fan.subscription_state, "none"),
+        )
+        if not with_history:
+            return ConversationContext(fan=profile, history=())
         page = await self._stub.ListMessages(
             crm_pb2.ListMessagesRequest(
                 conversation_id=str(conversation_id),
@@ -107,14 +118,7 @@ class CrmClient:
         )
         earlier = [m for m in page.messages if m.id != str(message_id) and m.text]
         return ConversationContext(
-            fan=FanProfile(
-                fan_id=fan.id,
-                display_name=fan.display_name,
-                spend_cents=fan.value_cents,
-                tags=tuple(fan.tags),
-                notes=fan.notes,
-                subscription_state=_SUBSCRIPTIONS.get(fan.subscription_state, "none"),
-            ),
+            fan=profile,
             history=tuple(_turn(m) for m in reversed(earlier[:HISTORY_MESSAGES])),
         )
 

@@ -267,6 +267,10 @@ class AiAgentService:
         creator_id = suggestion.creator_id
         async with self._sessions() as session:
             configuration = await load_configuration(session, creator_id=creator_id)
+            # Read now, in the same session, though a hand-off may leave it unused.
+            examples = await similar_replies(
+                session, creator_id=creator_id, text=suggestion.incoming_text
+            )
         fan_id = str(suggestion.fan_id)
         if configuration.mode_for(fan_id) == "off" or not configuration.acts_on(
             suggestion.platform
@@ -278,6 +282,8 @@ class AiAgentService:
             fan_id=suggestion.fan_id,
             conversation_id=suggestion.conversation_id,
             message_id=suggestion.message_id,
+            # Only an LLM reads the conversation; the local provider adapts past replies.
+            with_history=self.drafter.pays,
         )
         decision = decide(
             configuration,
@@ -292,10 +298,6 @@ class AiAgentService:
         if decision.action == "handoff":
             await self._settle(suggestion, status="handed_off", reason=decision.reason or "")
             return
-        async with self._sessions() as session:
-            examples = await similar_replies(
-                session, creator_id=creator_id, text=suggestion.incoming_text
-            )
         request = DraftRequest(
             configuration=configuration,
             fan=context.fan,
