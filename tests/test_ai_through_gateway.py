@@ -7,57 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-import nats
 import pytest
 
-from huntaze_devstack.testing import EventStreamReader, PlatformEvents, assert_problem
+from huntaze_devstack.testing import PlatformEvents, assert_problem, inbox_stream
 from tests.conftest import Suite
 
 
 @dataclass(frozen=True)
 class Creator:
     id: str
-
-
-@pytest.fixture(scope="module")
-async def worker(suite: Suite) -> AsyncIterator[PlatformEvents]:
-    client = await nats.connect(suite.nats_url)
-    try:
-        yield PlatformEvents(client.jetstream())
-    finally:
-        await client.close()
-
-
-@contextlib.asynccontextmanager
-async def signed_in(suite: Suite) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
-    async with suite.client() as client:
-        email, password = await suite.register(client)
-        login = await suite.login(client, email, password)
-        client.headers["authorization"] = f"Bearer {login['tokens']['accessToken']}"
-        yield login["user"]["id"], client
-
-
-@contextlib.asynccontextmanager
-async def listening(suite: Suite, client: httpx.AsyncClient) -> AsyncIterator[EventStreamReader]:
-    async with (
-        httpx.AsyncClient(base_url=suite.gateway_url, timeout=30.0) as streaming,
-        streaming.stream(
-            "GET",
-            "/api/crm/stream",
-            headers={"authorization": client.headers["authorization"]},
-        ) as response,
-    ):
-        assert response.status_code == 200, await response.aread()
-        reader = EventStreamReader(response)
-        try:
-            yield reader
-        finally:
-            await reader.close()
 
 
 async def ok(response: Any) -> Any:
@@ -69,7 +30,7 @@ async def ok(response: Any) -> Any:
 async def test_a_fan_message_becomes_a_suggestion_on_the_stream_then_a_queued_reply(
     suite: Suite, worker: PlatformEvents
 ) -> None:
-    async with signed_in(suite) as (creator_id, client):
+    async with suite.signed_in() as (creator_id, token, client):
         saved = await ok(
             client.post(
                 "/api/onboarding/save-ai-config",
@@ -80,7 +41,7 @@ async def test_a_fan_message_becomes_a_suggestion_on_the_stream_then_a_queued_re
             )
         )
         assert saved["mode"] == "suggest"
-        async with listening(suite, client) as stream:
+        async with inbox_stream(suite.gateway_url, token) as stream:
             # The stream is open before the CRM joins this watcher: write until it shows.
             for attempt in range(20):
                 await worker.fan_writes(
@@ -125,7 +86,7 @@ async def test_a_fan_message_becomes_a_suggestion_on_the_stream_then_a_queued_re
 
 
 async def test_the_configuration_routes_and_their_problems(suite: Suite) -> None:
-    async with signed_in(suite) as (_, client):
+    async with suite.signed_in() as (_, _token, client):
         default = await ok(client.get("/api/ai/config"))
         assert default["mode"] == "suggest"
         assert "paypal" in default["guardrails"]["bannedWords"]

@@ -5,6 +5,7 @@ processes in this event loop on one database and one NATS)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -267,9 +268,34 @@ class Stack:
         )
         return list(response.messages)
 
+    async def watch(self, creator: Creator) -> Any:
+        """The creator's inbox stream (WatchInbox), once the CRM has joined it."""
+        call = self.crm_stub.WatchInbox(crm_pb2.WatchInboxRequest(), metadata=creator.auth)
+        await eventually(
+            lambda: asyncio.sleep(0, self.crm.inbox.watcher_count if self.crm.inbox else 0),
+            lambda n: n >= 1,
+        )
+        return call
+
+    async def outgoing(self, creator: Creator, conversation_id: str) -> list[Any]:
+        """The replies of a conversation."""
+        return [
+            m
+            for m in await self.messages(creator, conversation_id)
+            if m.direction == crm_pb2.MESSAGE_DIRECTION_OUT
+        ]
+
     async def close(self) -> None:
         for channel in self.channels:
             await channel.close()
+
+
+async def next_of(call: Any, kind: str, within: float = 15.0) -> crm_pb2.InboxEvent:
+    """The next inbox event of type `kind` (others skipped)."""
+    while True:
+        event: crm_pb2.InboxEvent = await asyncio.wait_for(call.read(), within)
+        if event.type == kind:
+            return event
 
 
 async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:

@@ -19,34 +19,9 @@ from huntaze_ai_agent.prompts import DraftRequest, FanProfile, build_prompt
 from huntaze_ai_agent.service import Timing
 from huntaze_devstack.testing import eventually
 
-from .conftest import Creator, FakeOpenAI, Stack
+from .conftest import Creator, FakeOpenAI, Stack, next_of
 
 AUTOPILOT_WAIT = 3.0
-
-
-async def next_of(call: Any, kind: str, within: float = 15.0) -> crm_pb2.InboxEvent:
-    """The next inbox event of type `kind` (others skipped)."""
-    while True:
-        event: crm_pb2.InboxEvent = await asyncio.wait_for(call.read(), within)
-        if event.type == kind:
-            return event
-
-
-async def watch(stack: Stack, creator: Creator) -> Any:
-    call = stack.crm_stub.WatchInbox(crm_pb2.WatchInboxRequest(), metadata=creator.auth)
-    await eventually(
-        lambda: asyncio.sleep(0, stack.crm.inbox.watcher_count if stack.crm.inbox else 0),
-        lambda n: n >= 1,
-    )
-    return call
-
-
-async def outgoing(stack: Stack, creator: Creator, conversation_id: str) -> list[Any]:
-    return [
-        m
-        for m in await stack.messages(creator, conversation_id)
-        if m.direction == crm_pb2.MESSAGE_DIRECTION_OUT
-    ]
 
 
 async def crm_message_event(stack: Stack, creator: Creator) -> crm_events.MessageReceived:
@@ -108,7 +83,7 @@ async def test_one_message_delivered_three_times_makes_one_llm_call_and_one_repl
     await asyncio.sleep(1.0)  # room for a second draft or send, if there were to be one
     assert len(fake_openai.requests) == 1
     assert len(await stack.suggestions(creator)) == 1
-    [reply] = await outgoing(stack, creator, sent.conversation_id)
+    [reply] = await stack.outgoing(creator, sent.conversation_id)
     assert reply.text == "Missed you too 💕"
     assert reply.sender_kind == crm_pb2.SENDER_KIND_AI
     assert reply.idempotency_key == f"ai:{event.message.id}"
@@ -190,9 +165,7 @@ async def test_a_creator_reply_before_the_delay_cancels_the_autopilot(
         lambda s: s.status == ai_pb2.SUGGESTION_STATUS_CANCELLED,
     )
     await asyncio.sleep(AUTOPILOT_WAIT + 0.5)
-    assert [m.text for m in await outgoing(stack, creator, scheduled.conversation_id)] == [
-        "yes! 🙈"
-    ]
+    assert [m.text for m in await stack.outgoing(creator, scheduled.conversation_id)] == ["yes! 🙈"]
 
 
 async def test_big_spenders_and_custom_requests_go_to_a_person(
@@ -200,7 +173,7 @@ async def test_big_spenders_and_custom_requests_go_to_a_person(
 ) -> None:
     creator = await stack.sign_up()
     await stack.configure(creator, mode="autopilot", guardrails={"handoff_spend_cents": 10_000})
-    inbox = await watch(stack, creator)
+    inbox = await stack.watch(creator)
     await stack.platform.fan_pays(
         creator, transaction_id="t-1", cents=25_000, platform_fan_id="whale"
     )
@@ -221,7 +194,7 @@ async def test_big_spenders_and_custom_requests_go_to_a_person(
     assert {s.status for s in suggestions} == {ai_pb2.SUGGESTION_STATUS_HANDED_OFF}
     await asyncio.sleep(0.8)
     for suggestion in suggestions:
-        assert await outgoing(stack, creator, suggestion.conversation_id) == []
+        assert await stack.outgoing(creator, suggestion.conversation_id) == []
     assert fake_openai.requests == []
     inbox.cancel()
 
@@ -246,7 +219,7 @@ async def test_quiet_hours_hold_the_autopilot_to_suggestions(
 
     assert suggestion.status == ai_pb2.SUGGESTION_STATUS_SUGGESTED
     await asyncio.sleep(0.8)
-    assert await outgoing(stack, creator, suggestion.conversation_id) == []
+    assert await stack.outgoing(creator, suggestion.conversation_id) == []
 
 
 async def test_the_per_fan_budget_holds_for_the_autopilot(
@@ -273,7 +246,7 @@ async def test_the_per_fan_budget_holds_for_the_autopilot(
     )
 
     assert latest[0].handoff_reason == "automation_budget"
-    assert len(await outgoing(stack, creator, latest[0].conversation_id)) == 1
+    assert len(await stack.outgoing(creator, latest[0].conversation_id)) == 1
 
 
 async def test_a_purchase_after_an_ai_message_is_attributed_to_it(

@@ -12,37 +12,9 @@ import grpc
 
 from huntaze.ai.v1 import ai_pb2
 from huntaze.crm.v1 import crm_pb2
-from huntaze_devstack.testing import eventually
 from huntaze_kit.rich_status import from_rpc_error
 
-from .conftest import Creator, Stack, rpc_error
-
-AUTOPILOT_WAIT = 3.0
-
-
-async def next_of(call: Any, kind: str, within: float = 15.0) -> crm_pb2.InboxEvent:
-    """The next inbox event of type `kind` (others skipped)."""
-    while True:
-        event: crm_pb2.InboxEvent = await asyncio.wait_for(call.read(), within)
-        if event.type == kind:
-            return event
-
-
-async def watch(stack: Stack, creator: Creator) -> Any:
-    call = stack.crm_stub.WatchInbox(crm_pb2.WatchInboxRequest(), metadata=creator.auth)
-    await eventually(
-        lambda: asyncio.sleep(0, stack.crm.inbox.watcher_count if stack.crm.inbox else 0),
-        lambda n: n >= 1,
-    )
-    return call
-
-
-async def outgoing(stack: Stack, creator: Creator, conversation_id: str) -> list[Any]:
-    return [
-        m
-        for m in await stack.messages(creator, conversation_id)
-        if m.direction == crm_pb2.MESSAGE_DIRECTION_OUT
-    ]
+from .conftest import Stack, next_of, rpc_error
 
 
 async def test_a_fan_message_becomes_a_suggestion_on_the_stream_then_a_queued_reply(
@@ -56,7 +28,7 @@ async def test_a_fan_message_becomes_a_suggestion_on_the_stream_then_a_queued_re
             {"trigger": "how are you", "reply": "Better now that you wrote {name} 😘"}
         ],
     )
-    inbox = await watch(stack, creator)
+    inbox = await stack.watch(creator)
 
     await stack.platform.fan_writes(creator, platform_message_id="m-1", text="hey how are you?")
 
@@ -74,7 +46,7 @@ async def test_a_fan_message_becomes_a_suggestion_on_the_stream_then_a_queued_re
     )
 
     assert accepted.status == ai_pb2.SUGGESTION_STATUS_ACCEPTED
-    [reply] = await outgoing(stack, creator, suggestion.conversation_id)
+    [reply] = await stack.outgoing(creator, suggestion.conversation_id)
     assert reply.id == accepted.sent_message_id
     assert reply.text == "Better now that you wrote Lily 😘"
     assert reply.delivery_status == crm_pb2.DELIVERY_STATUS_QUEUED
@@ -118,10 +90,10 @@ async def test_edit_then_send_and_reject(stack: Stack) -> None:
 
     assert edited.status == ai_pb2.SUGGESTION_STATUS_EDITED
     assert edited.text == "Hi love, my own words"
-    [sent] = await outgoing(stack, creator, first.conversation_id)
+    [sent] = await stack.outgoing(creator, first.conversation_id)
     assert sent.text == "Hi love, my own words"
     assert rejected.status == ai_pb2.SUGGESTION_STATUS_REJECTED
-    assert await outgoing(stack, creator, second.conversation_id) == []
+    assert await stack.outgoing(creator, second.conversation_id) == []
     audit = await stack.ai_stub.ListAuditEntries(
         ai_pb2.ListAuditEntriesRequest(conversation_id=first.conversation_id),
         metadata=creator.auth,
