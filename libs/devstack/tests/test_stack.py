@@ -97,20 +97,29 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
         "HUNTAZE_SMTP_URL": "smtp://127.0.0.1:1",
     }
     with LocalStack(environ=environ, with_nats=False, suite=SUITE) as stack:
-        assert stack.migrate() == ["auth", "crm"]
+        assert stack.migrate() == ["auth", "crm", "ai"]
         urls = {s.name: stack.service_env(s).get("HUNTAZE_DATABASE_URL") for s in SUITE}
         users = {name: url and make_url(url).username for name, url in urls.items()}
-        assert users == {"auth": "huntaze_auth", "crm": "huntaze_crm", "gateway": None}
+        assert users == {
+            "auth": "huntaze_auth",
+            "crm": "huntaze_crm",
+            "ai": "huntaze_ai",
+            "gateway": None,
+        }
 
         async def owners() -> set[str]:
             conn = await asyncpg.connect(libpq_url(stack.database_url))
             try:
                 rows = await conn.fetch(
                     "SELECT DISTINCT schemaname || ':' || tableowner FROM pg_tables "
-                    "WHERE schemaname IN ('auth', 'crm')"
+                    "WHERE schemaname IN ('auth', 'crm', 'ai')"
                 )
             finally:
                 await conn.close()
             return {row[0] for row in rows}
 
-        assert asyncio.run(owners()) == {"auth:huntaze_auth", "crm:huntaze_crm"}
+        assert asyncio.run(owners()) == {
+            "auth:huntaze_auth",
+            "crm:huntaze_crm",
+            "ai:huntaze_ai",
+        }

@@ -177,6 +177,11 @@ async def test_big_spenders_and_custom_requests_go_to_a_person(
     await stack.platform.fan_pays(
         creator, transaction_id="t-1", cents=25_000, platform_fan_id="whale"
     )
+    # Purchases and messages are separate consumers of the CRM: the spend is recorded first.
+    await eventually(
+        lambda: stack.crm_stub.ListFans(crm_pb2.ListFansRequest(), metadata=creator.auth),
+        lambda page: [fan.value_cents for fan in page.fans] == [25_000],
+    )
     await stack.platform.fan_writes(
         creator, platform_message_id="m-1", text="hey", platform_fan_id="whale"
     )
