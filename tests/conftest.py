@@ -101,6 +101,8 @@ class Suite:
     database_url: str
     nats_url: str
     mail: MailCatcher
+    # Where each process serves `/metrics`, by process name.
+    metrics_urls: dict[str, str] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
 
     def client(self, *, ip: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
@@ -253,6 +255,7 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
             await upgrade_async(own_urls["crm"], package="huntaze_crm.migrations", schema="crm")
             await upgrade_async(own_urls["ai"], package="huntaze_ai_agent.migrations", schema="ai")
             auth_port, crm_port, ai_port, gateway_port = (free_port() for _ in range(4))
+            metrics_ports = {name: free_port() for name in ("auth", "crm", "ai", "gateway")}
             gateway_url = f"http://127.0.0.1:{gateway_port}"
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
@@ -264,13 +267,16 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 "HUNTAZE_CRM_GRPC_HOST": "127.0.0.1",
                 "HUNTAZE_CRM_GRPC_PORT": str(crm_port),
                 "HUNTAZE_CRM_GRPC_TARGET": f"127.0.0.1:{crm_port}",
-                "HUNTAZE_CRM_GRACE_SECONDS": "1",
                 "HUNTAZE_AI_GRPC_HOST": "127.0.0.1",
                 "HUNTAZE_AI_GRPC_PORT": str(ai_port),
                 "HUNTAZE_AI_GRPC_TARGET": f"127.0.0.1:{ai_port}",
-                "HUNTAZE_AI_GRACE_SECONDS": "1",
                 "HUNTAZE_AI_POLL_SECONDS": "0.1",
                 "HUNTAZE_AUTH_SERVICE_ACCOUNTS": json.dumps({"ai": AI_SERVICE_SECRET}),
+                "HUNTAZE_GRACE_SECONDS": "1",
+                **{
+                    f"HUNTAZE_{name.upper()}_METRICS_PORT": str(port)
+                    for name, port in metrics_ports.items()
+                },
                 "HUNTAZE_SMTP_URL": mail.smtp_url,
                 "HUNTAZE_PUBLIC_URL": gateway_url,
                 "HUNTAZE_GATEWAY_HOST": "127.0.0.1",
@@ -287,6 +293,9 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 database_url=database_url,
                 nats_url=nats_url,
                 mail=mail,
+                metrics_urls={
+                    name: f"http://127.0.0.1:{port}/metrics" for name, port in metrics_ports.items()
+                },
             )
             try:
                 # auth logs failed calls at INFO, with the request id the gateway forwarded.

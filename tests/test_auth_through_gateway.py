@@ -219,6 +219,71 @@ async def test_onboarding(suite: Any) -> None:
         assert me["profile"]["timezone"] == "Europe/Paris"
 
 
+async def test_save_profile_changes_only_the_fields_sent(suite: Any) -> None:
+    async with suite.client() as client:
+        email, password = await suite.register(client)
+        headers = bearer((await suite.login(client, email, password))["tokens"]["accessToken"])
+        full = {
+            "displayName": "Ada L.",
+            "bio": "Numbers.",
+            "timezone": "Europe/Paris",
+            "niche": "fitness",
+            "goals": ["grow", "engage"],
+        }
+        saved = await client.post("/api/onboarding/save-profile", headers=headers, json=full)
+        assert saved.status_code == 200, saved.text
+        only_bio = await client.post(
+            "/api/onboarding/save-profile", headers=headers, json={"bio": "only bio"}
+        )
+        assert only_bio.status_code == 200, only_bio.text
+        profile = only_bio.json()
+        assert profile["bio"] == "only bio"
+        assert (profile["displayName"], profile["niche"], profile["goals"]) == (
+            "Ada L.",
+            "fitness",
+            ["grow", "engage"],
+        )
+        # A typo is refused, naming the field, and wipes nothing.
+        typo = await client.post(
+            "/api/onboarding/save-profile", headers=headers, json={"bio": "x", "nishe": "yoga"}
+        )
+        body = assert_problem(typo, 422, "VALIDATION_FAILED")
+        assert [error["field"] for error in body["errors"]] == ["nishe"]
+        kept = (await client.get("/api/onboarding/profile", headers=headers)).json()
+        assert (kept["bio"], kept["niche"]) == ("only bio", "fitness")
+
+
+async def test_profile_limits_are_the_services_with_one_code(suite: Any) -> None:
+    async with suite.client() as client:
+        email, password = await suite.register(client)
+        headers = bearer((await suite.login(client, email, password))["tokens"]["accessToken"])
+        at_limit = await client.post(
+            "/api/onboarding/save-profile",
+            headers=headers,
+            json={"displayName": "a" * 80, "goals": ["g" * 120] * 10},
+        )
+        assert at_limit.status_code == 200, at_limit.text
+        over = await client.post(
+            "/api/onboarding/save-profile",
+            headers=headers,
+            json={"displayName": "a" * 81, "bio": "b" * 1001, "goals": ["g" * 121]},
+        )
+        body = assert_problem(over, 422, "VALIDATION_FAILED")
+        assert [error["field"] for error in body["errors"]] == ["displayName", "bio", "goals[0]"]
+        assert body["detail"].startswith("displayName: "), body
+        blank = await client.post(
+            "/api/onboarding/save-profile", headers=headers, json={"displayName": "  "}
+        )
+        body = assert_problem(blank, 422, "VALIDATION_FAILED")
+        assert body["detail"] == "displayName: is required"
+        long_name = await client.post(
+            "/api/auth/register",
+            json={"email": "long.name@example.com", "password": password, "name": "n" * 101},
+        )
+        body = assert_problem(long_name, 422, "VALIDATION_FAILED")
+        assert [error["field"] for error in body["errors"]] == ["name"]
+
+
 async def test_two_factor_enrollment_and_login(suite: Any) -> None:
     async with suite.client() as client:
         email, password = await suite.register(client)

@@ -661,6 +661,16 @@ async def test_bad_input_gets_clear_4xx_problems(suite: Any, worker: PlatformEve
                 422,
                 "segment.maxValueCents",
             ),
+            (
+                "POST",
+                "/api/crm/lists/preview",
+                {"segment": {"minValueCents": -1, "lastActiveWithinDays": 0}},
+                422,
+                "segment.lastActiveWithinDays",
+            ),
+            ("POST", "/api/crm/fans", {"platform": "onlyfans", "tags": ["t" * 51]}, 422, "tags[0]"),
+            # A typo is refused, not ignored (which would answer 200 and change nothing).
+            ("PATCH", f"/api/crm/fans/{conversation['fanId']}", {"dispalyName": "x"}, 422, None),
         ]
         for method, path, body, status, field_name in cases:
             response = await ada.call(method, path, json=body)
@@ -668,6 +678,14 @@ async def test_bad_input_gets_clear_4xx_problems(suite: Any, worker: PlatformEve
             assert found["detail"], found
             if field_name is not None:
                 assert field_name in problem_fields(found), (method, path, found)
+            if status == 422:
+                # One code, and fields named as the API names them, in `detail` too.
+                assert found["code"] == "VALIDATION_FAILED", found
+                assert "_" not in found["detail"], found
+        typo = await ada.call(
+            "PATCH", f"/api/crm/fans/{conversation['fanId']}", json={"dispalyName": "x"}
+        )
+        assert problem_fields(assert_problem(typo, 422)) == ["dispalyName"]
         # A cursor from another list is refused, not misread.
         fans_cursor = await ada.call("GET", "/api/crm/fans?limit=1")
         assert fans_cursor.status_code == 200

@@ -96,6 +96,8 @@ class Cluster:
         env.update({key: value for key, value in addresses.items() if key in env})
         service = service_of(workload)
         env[service.grpc_port_env or "HUNTAZE_GATEWAY_PORT"] = str(self.ports[service.name])
+        # A free port instead of the image's default: this machine may serve that one already.
+        env[f"HUNTAZE_{service.name.upper()}_METRICS_PORT"] = str(free_port())
         return {
             **env,
             **IMAGE_ENV,

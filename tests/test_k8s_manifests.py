@@ -107,3 +107,37 @@ def test_a_workload_reads_only_its_own_services_secret() -> None:
 def test_no_workload_runs_the_local_stack() -> None:
     for workload in workloads():
         assert "huntaze_devstack" not in " ".join(container(workload)["command"])
+
+
+def _metrics_port_setting(service_name: str) -> int:
+    """The default of the service's `<service>_metrics_port` setting (what the process binds)."""
+    from huntaze_devstack.settings_doc import settings_classes  # noqa: PLC0415
+
+    field = f"{service_name}_metrics_port"
+    for _, settings in settings_classes():
+        if field in settings.model_fields:
+            default = settings.model_fields[field].default
+            assert isinstance(default, int)
+            return default
+    raise AssertionError(f"no setting {field}")
+
+
+def test_every_deployment_exposes_its_metrics_port_to_the_scraper() -> None:
+    policies = [doc for _, doc in DOCUMENTS if doc["kind"] == "NetworkPolicy"]
+    for deployment in (doc for doc in workloads() if doc["kind"] == "Deployment"):
+        service = service_of(deployment)
+        port = _metrics_port_setting(service.name)
+        declared = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+        assert declared.get("metrics") == port, deployment["metadata"]["name"]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(port)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert any(
+            selects(policy["spec"]["podSelector"], labels)
+            and any(
+                rule_port.get("port") == "metrics"
+                for rule in policy["spec"].get("ingress", [])
+                for rule_port in rule.get("ports", [])
+            )
+            for policy in policies
+        ), f"no NetworkPolicy lets the scraper reach {deployment['metadata']['name']}"

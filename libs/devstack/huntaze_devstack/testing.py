@@ -17,6 +17,7 @@ import httpx
 import orjson
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
+from prometheus_client.parser import text_string_to_metric_families
 
 from huntaze.onlyfans.v1 import events_pb2 as of_events
 from huntaze_kit.streams import Headers
@@ -53,6 +54,28 @@ async def eventually(
             return value
         assert time.monotonic() < deadline, f"not met within {within} s; last: {value!r}"
         await asyncio.sleep(0.05)
+
+
+class Scrape:
+    """One reading of a Prometheus `/metrics` endpoint."""
+
+    def __init__(self, exposition: str) -> None:
+        self._values = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(exposition)
+            for sample in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample `name` with exactly these labels; 0 when it was never recorded."""
+        return self._values.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(url: str) -> Scrape:
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        response = await client.get(url)
+    response.raise_for_status()
+    return Scrape(response.text)
 
 
 def assert_problem(

@@ -35,3 +35,12 @@ class CommonSettings(BaseSettings):
     db_max_overflow: int = Field(
         default=10, ge=0, le=200, description="Extra connections a process may open under load."
     )
+    grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        description=(
+            "On SIGTERM, how long a process may take to stop: calls in flight and events being "
+            "handled finish within it."
+        ),
+    )

@@ -8,17 +8,29 @@ turns into RFC 9457 problem documents.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
 ERROR_DOMAIN = "huntaze.app"
+# The one reason of every answer that refuses input field by field.
+VALIDATION_FAILED = "VALIDATION_FAILED"
 
 
 @dataclass(frozen=True)
 class FieldViolation:
     field: str
     description: str
+
+
+def describe_violations(violations: Sequence[FieldViolation]) -> str:
+    """`name: at most 80 characters (and 2 more)`: the first violation, and how many follow."""
+    first = violations[0]
+    message = f"{first.field}: {first.description}"
+    if len(violations) > 1:
+        message += f" (and {len(violations) - 1} more)"
+    return message
 
 
 @dataclass
@@ -45,12 +57,16 @@ class InvalidArgument(DomainError):
 
     @classmethod
     def for_field(
-        cls, field_name: str, description: str, *, reason: str = "INVALID_ARGUMENT"
+        cls, field_name: str, description: str, *, reason: str = VALIDATION_FAILED
+    ) -> InvalidArgument:
+        return cls.for_violations([FieldViolation(field_name, description)], reason=reason)
+
+    @classmethod
+    def for_violations(
+        cls, violations: Sequence[FieldViolation], *, reason: str = VALIDATION_FAILED
     ) -> InvalidArgument:
         return cls(
-            message=f"{field_name}: {description}",
-            reason=reason,
-            violations=[FieldViolation(field_name, description)],
+            message=describe_violations(violations), reason=reason, violations=list(violations)
         )
 
 

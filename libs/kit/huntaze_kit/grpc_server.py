@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -25,8 +24,9 @@ from huntaze_kit.logging import (
     get_logger,
     request_context,
 )
-from huntaze_kit.process import settle_heap
+from huntaze_kit.metrics import RpcMetrics
 from huntaze_kit.rich_status import to_grpc_status
+from huntaze_kit.validation import check_request
 
 log = get_logger(__name__)
 
@@ -144,12 +144,14 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         return principal
 
     def _wrap_unary(self, method: str, behavior: Behavior) -> Behavior:
+        metrics = RpcMetrics(method)
+
         async def wrapper(request: Any, context: Context) -> Any:
             with request_context(_metadata_value(context, REQUEST_ID_METADATA_KEY)):
-                # The per-call debug line costs nothing (not even the clock) when it is off.
-                started = time.perf_counter() if enabled_for(logging.DEBUG) else None
+                started = time.perf_counter()
                 try:
                     principal = await self._authenticate(method, context)
+                    check_request(request)
                     with acting_as(principal):
                         return await behavior(request, context)
                 except DomainError as error:
@@ -166,20 +168,22 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                     log.exception("rpc_crashed", method=method)
                     await context.abort(grpc.StatusCode.INTERNAL, "Internal error.")
                 finally:
-                    if started is not None:
-                        log.debug(
-                            "rpc",
-                            method=method,
-                            ms=round((time.perf_counter() - started) * 1000, 2),
-                        )
+                    elapsed = time.perf_counter() - started
+                    metrics.observe(_status_code(context), elapsed)
+                    if enabled_for(logging.DEBUG):
+                        log.debug("rpc", method=method, ms=round(elapsed * 1000, 2))
 
         return wrapper
 
     def _wrap_stream(self, method: str, behavior: Behavior) -> Behavior:
+        metrics = RpcMetrics(method)
+
         async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
             with request_context(_metadata_value(context, REQUEST_ID_METADATA_KEY)):
+                started = time.perf_counter()
                 try:
                     principal = await self._authenticate(method, context)
+                    check_request(request)
                     with acting_as(principal):
                         async for response in behavior(request, context):
                             yield response
@@ -191,8 +195,19 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 except Exception:
                     log.exception("rpc_crashed", method=method)
                     await context.abort(grpc.StatusCode.INTERNAL, "Internal error.")
+                finally:
+                    metrics.observe(_status_code(context), time.perf_counter() - started)
 
         return wrapper
+
+
+def _status_code(context: Context) -> grpc.StatusCode:
+    """The status a call ended with: the one it aborted with, else OK (or CANCELLED when the
+    client went away)."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.CANCELLED if context.cancelled() else grpc.StatusCode.OK
 
 
 SERVER_OPTIONS: list[tuple[str, Any]] = [
@@ -246,8 +261,12 @@ class GrpcServer:
             ],
             self.server,
         )
-        self.port = self.server.add_insecure_port(self._address)
+        try:
+            self.port = self.server.add_insecure_port(self._address)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
+            await self.server.stop(None)  # releases what the server holds; it never started
             raise RuntimeError(f"cannot bind gRPC server to {self._address}")
         await self.server.start()
         for name in ("", *self._service_names):
@@ -260,31 +279,12 @@ class GrpcServer:
         )
         return self.port
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Reports NOT_SERVING, then lets calls in flight finish for `grace` seconds (default:
+        the server's own)."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self._grace)
+        await self.server.stop(self._grace if grace is None else grace)
         log.info("grpc_server_stopped")
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
-
-
-async def run_until_signalled(
-    *,
-    start: Callable[[], Awaitable[None]],
-    stop: Callable[[], Awaitable[None]],
-    signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
-) -> None:
-    """Starts, waits for SIGTERM or SIGINT, then stops: the life of every service process.
-
-    Once started, the heap is settled for serving (`huntaze_kit.process.settle_heap`)."""
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for sig in signals:
-        loop.add_signal_handler(sig, stopping.set)
-    await start()
-    settle_heap()
-    try:
-        await stopping.wait()
-    finally:
-        await stop()

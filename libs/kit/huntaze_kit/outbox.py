@@ -96,7 +96,7 @@ from sqlalchemy.sql.expression import Executable
 
 from huntaze_kit.db import libpq_url
 from huntaze_kit.logging import current_request_id, get_logger
-from huntaze_kit.streams import Headers, connect_nats
+from huntaze_kit.streams import Headers, close_nats, connect_nats
 
 log = get_logger(__name__)
 
@@ -716,7 +716,7 @@ class OutboxRelay:
                 self._pool = None
             if owned_nc and self._nc is not None:
                 with contextlib.suppress(Exception):
-                    await self._nc.close()
+                    await close_nats(self._nc)
                 self._nc = None
             self._js = None
             self._running = False

@@ -18,7 +18,7 @@ from huntaze.auth.v1.events_pb2 import SessionRevoked
 from huntaze_kit.db import create_engine, create_read_pool, fetch_row, libpq_url
 from huntaze_kit.identity import RevocationList
 from huntaze_kit.revocations import SESSION_REVOKED_SUBJECT, RevocationFollower
-from huntaze_kit.streams import connect_nats, ensure_streams
+from huntaze_kit.streams import connect_nats, context_stream, ensure_streams
 
 
 async def until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -79,7 +79,7 @@ async def test_the_revocation_follower_keeps_following_through_a_nats_restart(
     follower = RevocationFollower(client, revocations, check_interval=0.1)
     try:
         js = client.jetstream()
-        await ensure_streams(js)
+        await ensure_streams(js, [context_stream("auth")])
         before = uuid.uuid4().hex
         await js.publish(SESSION_REVOKED_SUBJECT, revocation(before))
         await follower.start()

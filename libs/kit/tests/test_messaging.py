@@ -46,14 +46,18 @@ from huntaze_kit.outbox import (
     upgrade_messaging_ddl,
 )
 from huntaze_kit.streams import (
-    STREAMS,
+    DLQ,
     Headers,
     StreamSpec,
     connect_nats,
+    context_stream,
     ensure_streams,
 )
 
 pytestmark = pytest.mark.timeout(90)
+
+# The tests publish events of the auth context, and dead-letter to the DLQ.
+STREAMS = (context_stream("auth"), DLQ)
 
 SCHEMA = "t_outbox"
 KIT_TABLES = ("outbox", "processed_events", "consumer_failures", "effect_ledger")
@@ -105,7 +109,7 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 @pytest.fixture
 async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
     client = await connect_nats(nats_url, name="messaging-test")
-    await ensure_streams(client.jetstream())
+    await ensure_streams(client.jetstream(), STREAMS)
     try:
         yield client
     finally:
@@ -511,7 +515,7 @@ async def test_events_flow_through_a_nats_restart(
     url = embedded_nats.url
     consumer_nc = await connect_nats(url, name="restart-consumer", reconnect_time_wait=0.2)
     try:
-        await ensure_streams(consumer_nc.jetstream())
+        await ensure_streams(consumer_nc.jetstream(), STREAMS)
         consumer = make_consumer(consumer_nc, sessions, "test-effects", batch=32)
         relay = relay_for(database_url, url, ack_timeout=1.0, retry_base=0.2, retry_max=1.0)
         ids: list[uuid.UUID] = []
@@ -793,7 +797,7 @@ async def test_stop_finishes_the_message_in_hand_and_hands_back_the_rest(
 
 async def test_streams_are_declared_idempotently(nc: NatsClient) -> None:
     js = nc.jetstream()
-    await ensure_streams(js)  # the fixture already did once
+    await ensure_streams(js, STREAMS)  # the fixture already did once
     for spec in STREAMS:
         info = await js.stream_info(spec.name)
         assert info.config.subjects == list(spec.subjects)

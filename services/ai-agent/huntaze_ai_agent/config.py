@@ -91,8 +91,8 @@ class AiAgentSettings(CommonSettings):
     ai_consumer_batch_size: int = Field(
         default=128, ge=1, le=1000, description="CRM events fetched per pull."
     )
-    ai_grace_seconds: float = Field(
-        default=10.0, ge=0, le=300, description="How long calls in flight may finish on stop."
+    ai_metrics_port: int = Field(
+        default=9463, ge=0, le=65535, description="Port of `/metrics` (Prometheus)."
     )
 
     @model_validator(mode="after")

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from huntaze.crm.v1 import events_pb2 as crm_events
 from huntaze_ai_agent.models import SCHEMA
 from huntaze_ai_agent.service import AiAgentService
+from huntaze_ai_agent.streams import CRM
 from huntaze_kit.consumers import EventConsumer, InvalidEvent, ReceivedEvent
-from huntaze_kit.streams import CRM
 
 MESSAGE_RECEIVED = "crm.message.received"
 SEND_REQUESTED = "crm.message.send_requested"

@@ -79,7 +79,7 @@ def suggestion(row: Suggestion) -> ai_pb2.Suggestion:
         handoff_reason=row.handoff_reason,
         provider=row.provider,
         model=row.model,
-        sent_message_id=str(row.sent_message_id) if row.sent_message_id else "",
+        sent_message_id=str(row.sent_message_id) if row.sent_message_id else None,
         send_after=timestamp(row.send_after),
         created_at=timestamp(row.created_at),
         updated_at=timestamp(row.updated_at),

@@ -17,7 +17,6 @@ from huntaze_kit.grpc_server import AccessPolicy, Context
 from huntaze_kit.identity import current_principal
 
 SERVICE_NAME: str = ai_pb2.DESCRIPTOR.services_by_name["AiService"].full_name
-MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 
 
@@ -42,8 +41,7 @@ def _creator() -> uuid.UUID:
 
 
 def _limit(value: int) -> int:
-    if value < 0 or value > MAX_LIMIT:
-        raise InvalidArgument.for_field("limit", f"must be between 0 and {MAX_LIMIT}")
+    """The page size asked for (the proto's rule bounds it), or the default."""
     return value or DEFAULT_LIMIT
 
 
@@ -100,7 +98,9 @@ class AiServicer(ai_pb2_grpc.AiServiceServicer):
     async def GetSuggestion(
         self, request: ai_pb2.GetSuggestionRequest, context: Context
     ) -> ai_pb2.Suggestion:
-        row = await self._service.get_suggestion(creator_id=_creator(), suggestion_id=request.id)
+        row = await self._service.get_suggestion(
+            creator_id=_creator(), suggestion_id=request.suggestion_id
+        )
         return convert.suggestion(row)
 
     async def AcceptSuggestion(
@@ -110,7 +110,7 @@ class AiServicer(ai_pb2_grpc.AiServiceServicer):
             creator_id=_creator(),
             user_id=current_principal().user_id,
             metadata=_authorization(context),
-            suggestion_id=request.id,
+            suggestion_id=request.suggestion_id,
             text=request.text,
         )
         return convert.suggestion(row)
@@ -118,7 +118,7 @@ class AiServicer(ai_pb2_grpc.AiServiceServicer):
     async def RejectSuggestion(
         self, request: ai_pb2.RejectSuggestionRequest, context: Context
     ) -> ai_pb2.Suggestion:
-        row = await self._service.reject(creator_id=_creator(), suggestion_id=request.id)
+        row = await self._service.reject(creator_id=_creator(), suggestion_id=request.suggestion_id)
         return convert.suggestion(row)
 
     async def ListAuditEntries(

@@ -320,7 +320,8 @@ def agent_settings(
         "ai_autopilot_min_delay_seconds": 0.2,
         "ai_autopilot_max_delay_seconds": 0.4,
         "ai_poll_seconds": 0.1,
-        "ai_grace_seconds": 0.5,
+        "grace_seconds": 0.5,
+        "ai_metrics_port": 0,
         "db_pool_size": 5,
         "db_max_overflow": 10,
     }
@@ -357,6 +358,7 @@ async def stack(
             auth_argon2_time_cost=1,
             auth_argon2_memory_kib=1024,
             auth_service_accounts={"ai": SecretStr(SERVICE_SECRET)},
+            auth_metrics_port=0,
             db_pool_size=2,
             db_max_overflow=5,
         )
@@ -369,7 +371,8 @@ async def stack(
             auth_grpc_target=f"127.0.0.1:{auth.port}",
             crm_grpc_host="127.0.0.1",
             crm_grpc_port=0,
-            crm_grace_seconds=0.5,
+            crm_metrics_port=0,
+            grace_seconds=0.5,
             db_pool_size=5,
             db_max_overflow=10,
         )

@@ -160,7 +160,7 @@ async def test_a_creator_reply_before_the_delay_cancels_the_autopilot(
 
     await eventually(
         lambda: stack.ai_stub.GetSuggestion(
-            ai_pb2.GetSuggestionRequest(id=scheduled.id), metadata=creator.auth
+            ai_pb2.GetSuggestionRequest(suggestion_id=scheduled.id), metadata=creator.auth
         ),
         lambda s: s.status == ai_pb2.SUGGESTION_STATUS_CANCELLED,
     )

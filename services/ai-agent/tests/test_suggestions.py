@@ -6,6 +6,7 @@ CRM's per-fan automation budget against direct calls."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import grpc
@@ -42,7 +43,7 @@ async def test_a_fan_message_becomes_a_suggestion_on_the_stream_then_a_queued_re
     assert suggestion.incoming_text == "hey how are you?"
 
     accepted = await stack.ai_stub.AcceptSuggestion(
-        ai_pb2.AcceptSuggestionRequest(id=suggestion.id), metadata=creator.auth
+        ai_pb2.AcceptSuggestionRequest(suggestion_id=suggestion.id), metadata=creator.auth
     )
 
     assert accepted.status == ai_pb2.SUGGESTION_STATUS_ACCEPTED
@@ -63,7 +64,7 @@ async def test_a_fan_message_becomes_a_suggestion_on_the_stream_then_a_queued_re
     assert len(entry.prompt_fingerprint) == 64
     again = await rpc_error(
         stack.ai_stub.AcceptSuggestion(
-            ai_pb2.AcceptSuggestionRequest(id=suggestion.id), metadata=creator.auth
+            ai_pb2.AcceptSuggestionRequest(suggestion_id=suggestion.id), metadata=creator.auth
         )
     )
     assert again.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -81,11 +82,11 @@ async def test_edit_then_send_and_reject(stack: Stack) -> None:
     first, second = sorted(await stack.settled(creator, 2), key=lambda s: s.incoming_text)
 
     edited = await stack.ai_stub.AcceptSuggestion(
-        ai_pb2.AcceptSuggestionRequest(id=first.id, text="Hi love, my own words"),
+        ai_pb2.AcceptSuggestionRequest(suggestion_id=first.id, text="Hi love, my own words"),
         metadata=creator.auth,
     )
     rejected = await stack.ai_stub.RejectSuggestion(
-        ai_pb2.RejectSuggestionRequest(id=second.id), metadata=creator.auth
+        ai_pb2.RejectSuggestionRequest(suggestion_id=second.id), metadata=creator.auth
     )
 
     assert edited.status == ai_pb2.SUGGESTION_STATUS_EDITED
@@ -109,10 +110,10 @@ async def test_another_creator_sees_none_of_it(stack: Stack) -> None:
     assert await stack.suggestions(bea) == []
     for call in (
         stack.ai_stub.GetSuggestion(
-            ai_pb2.GetSuggestionRequest(id=suggestion.id), metadata=bea.auth
+            ai_pb2.GetSuggestionRequest(suggestion_id=suggestion.id), metadata=bea.auth
         ),
         stack.ai_stub.AcceptSuggestion(
-            ai_pb2.AcceptSuggestionRequest(id=suggestion.id), metadata=bea.auth
+            ai_pb2.AcceptSuggestionRequest(suggestion_id=suggestion.id), metadata=bea.auth
         ),
     ):
         assert (await rpc_error(call)).code() == grpc.StatusCode.NOT_FOUND
@@ -218,3 +219,25 @@ async def test_the_per_fan_budget_holds_against_direct_calls(stack: Stack) -> No
         )
     )
     assert refused_service.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_protos_rules_bound_pages_and_edited_text(stack: Stack) -> None:
+    creator = await stack.sign_up()
+    calls = {
+        "limit": stack.ai_stub.ListSuggestions(
+            ai_pb2.ListSuggestionsRequest(limit=201), metadata=creator.auth
+        ),
+        "text": stack.ai_stub.AcceptSuggestion(
+            ai_pb2.AcceptSuggestionRequest(suggestion_id=str(uuid.uuid4()), text="x" * 5001),
+            metadata=creator.auth,
+        ),
+    }
+    for field, call in calls.items():
+        error = await rpc_error(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert [v.field for v in from_rpc_error(error).violations] == [field]
+
+    page = await stack.ai_stub.ListSuggestions(
+        ai_pb2.ListSuggestionsRequest(limit=200), metadata=creator.auth
+    )
+    assert list(page.suggestions) == []

@@ -14,6 +14,9 @@ class AuthSettings(CommonSettings):
 
     auth_grpc_host: str = Field(default="127.0.0.1", description="gRPC listen address.")
     auth_grpc_port: int = Field(default=50051, ge=0, le=65535, description="gRPC listen port.")
+    auth_metrics_port: int = Field(
+        default=9461, ge=0, le=65535, description="Port of `/metrics` (Prometheus)."
+    )
     auth_sealing_key: SecretStr | None = Field(
         default=None,
         description=(

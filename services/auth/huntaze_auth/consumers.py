@@ -27,10 +27,10 @@ from huntaze.auth.v1 import events_pb2
 from huntaze_auth.emails import EmailSender, EmailTemplates, OutgoingEmail
 from huntaze_auth.models import SCHEMA
 from huntaze_auth.sealing import Sealer, UnsealError
+from huntaze_auth.streams import AUTH
 from huntaze_kit.consumers import EventConsumer, PermanentEventError, ReceivedEvent
 from huntaze_kit.effects import EffectLedger, EffectOutcome
 from huntaze_kit.logging import get_logger
-from huntaze_kit.streams import AUTH
 
 EMAIL_SENDER_DURABLE = "auth-email-sender"
 EMAIL_EFFECT = "email"

@@ -343,6 +343,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         user_id, _ = _caller()
         profile = await self._service.save_profile(
             user_id=user_id,
+            changed=frozenset(request.update_mask.paths),
             display_name=request.display_name,
             bio=request.bio,
             timezone=request.timezone,

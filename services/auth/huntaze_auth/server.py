@@ -7,17 +7,11 @@ python -m huntaze_auth.server rotate-keys  # make a new signing key now, then ex
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import functools
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import asyncpg
-import uvloop
-from nats.aio.client import Client as NatsClient
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from huntaze.auth.v1 import auth_pb2_grpc
 from huntaze_auth import repository
@@ -29,21 +23,18 @@ from huntaze_auth.models import SCHEMA
 from huntaze_auth.passwords import Argon2Parameters, Passwords
 from huntaze_auth.sealing import Sealer
 from huntaze_auth.service import AuthService, Clock, Lifetimes, LoginThrottle, utc_now
+from huntaze_auth.streams import AUTH
 from huntaze_auth.tokens import KeyRing
 from huntaze_kit.consumers import EventConsumer
-from huntaze_kit.db import create_engine, create_read_pool, session_factory
-from huntaze_kit.grpc_server import GrpcServer, run_until_signalled
+from huntaze_kit.db import create_engine, session_factory
+from huntaze_kit.grpc_server import GrpcServer
+from huntaze_kit.host import Host, Service, service_main
 from huntaze_kit.identity import TokenVerifier
-from huntaze_kit.logging import configure_logging, get_logger
-from huntaze_kit.migrations import upgrade_async
 from huntaze_kit.outbox import OutboxRelay
-from huntaze_kit.streams import connect_nats, ensure_streams
 
 MIGRATIONS_PACKAGE = "huntaze_auth.migrations"
 KEY_CHECK_INTERVAL_SECONDS = 60.0
 PURGE_INTERVAL_SECONDS = 3600.0
-
-log = get_logger(__name__)
 
 
 async def load_sealer(settings: AuthSettings, sessions: async_sessionmaker[AsyncSession]) -> Sealer:
@@ -120,79 +111,39 @@ def build_service(
     )
 
 
-async def _every(seconds: float, action: Callable[[], Awaitable[None]], name: str) -> None:
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await action()
-        except Exception:
-            log.exception("periodic_task_failed", task=name)
-
-
-class AuthServer:
-    """Everything the auth process runs, started and stopped together."""
+class AuthServer(Service):
+    """Everything the auth process runs, started in order and stopped in reverse."""
 
     def __init__(self, settings: AuthSettings, *, clock: Clock = utc_now) -> None:
+        super().__init__(
+            "auth",
+            grace_seconds=settings.grace_seconds,
+            metrics_host=settings.auth_grpc_host,
+            metrics_port=settings.auth_metrics_port,
+        )
         self.settings = settings
         self._clock = clock
         self.port: int = settings.auth_grpc_port
         self.service: AuthService | None = None
         self.relay: OutboxRelay | None = None
         self.email_consumer: EventConsumer | None = None
-        self._engine: AsyncEngine | None = None
-        self._reads: asyncpg.Pool | None = None
-        self._nats: NatsClient | None = None
-        self._grpc: GrpcServer | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
+    async def build(self, host: Host) -> None:
         settings = self.settings
-        self._engine = create_engine(
-            settings.database_url,
-            application_name="huntaze-auth",
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-        )
-        sessions = session_factory(self._engine)
-        self._reads = await create_read_pool(
-            settings.database_url, application_name="huntaze-auth", max_size=settings.db_pool_size
-        )
-        sealer = await load_sealer(settings, sessions)
+        db = await host.database(settings, application_name="huntaze-auth")
+        sealer = await load_sealer(settings, db.sessions)
         service = build_service(
-            settings, sessions=sessions, reads=self._reads, sealer=sealer, clock=self._clock
+            settings, sessions=db.sessions, reads=db.reads, sealer=sealer, clock=self._clock
         )
         await service.keyring.load()
         self.service = service
+        nats = await host.nats(settings.nats_url, name="huntaze-auth", streams=[AUTH])
 
-        self._nats = await connect_nats(settings.nats_url, name="huntaze-auth")
-        await ensure_streams(self._nats.jetstream())
-
-        verifier = TokenVerifier(
-            key_source=service.keyring,
-            audience=settings.token_audience,
-            issuer=settings.token_issuer,
-            session_check=service.session_is_active,
-        )
-        self._grpc = GrpcServer(
-            host=settings.auth_grpc_host,
-            port=settings.auth_grpc_port,
-            verifier=verifier,
-            policy=access_policy(settings.auth_service_accounts),
-        )
-        self._grpc.add(
-            functools.partial(
-                auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(service)
-            ),
-            SERVICE_NAME,
-        )
-        self.port = await self._grpc.start()
-
-        self.relay = OutboxRelay(
-            database_url=settings.database_url, schema=SCHEMA, nats_url=self._nats
-        )
+        self.relay = OutboxRelay(database_url=settings.database_url, schema=SCHEMA, nats_url=nats)
+        host.outbox_relay(self.relay)
         self.email_consumer = email_consumer(
-            nats=self._nats,
-            session_factory=sessions,
+            nats=nats,
+            session_factory=db.sessions,
             dispatcher=EmailDispatcher(
                 templates=EmailTemplates(public_url=settings.public_url),
                 sender=build_sender(settings),
@@ -200,45 +151,28 @@ class AuthServer:
                 clock=self._clock,
             ),
         )
-        self._tasks = [
-            asyncio.create_task(self.relay.run(), name="auth-outbox-relay"),
-            asyncio.create_task(self.email_consumer.run(), name="auth-email-sender"),
-            asyncio.create_task(
-                _every(KEY_CHECK_INTERVAL_SECONDS, service.keyring.load, "signing-keys"),
-                name="auth-signing-keys",
+        await host.consumer(self.email_consumer)
+        host.every("signing-keys", KEY_CHECK_INTERVAL_SECONDS, service.keyring.load)
+        host.every("purge", PURGE_INTERVAL_SECONDS, service.purge_stale)
+
+        server = GrpcServer(
+            host=settings.auth_grpc_host,
+            port=settings.auth_grpc_port,
+            verifier=TokenVerifier(
+                key_source=service.keyring,
+                audience=settings.token_audience,
+                issuer=settings.token_issuer,
+                session_check=service.session_is_active,
             ),
-            asyncio.create_task(
-                _every(PURGE_INTERVAL_SECONDS, service.purge_stale, "purge"), name="auth-purge"
+            policy=access_policy(settings.auth_service_accounts),
+        )
+        server.add(
+            functools.partial(
+                auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(service)
             ),
-        ]
-        log.info("auth_started", port=self.port)
-
-    async def stop(self) -> None:
-        if self._grpc is not None:
-            await self._grpc.stop()
-        if self.email_consumer is not None:
-            await self.email_consumer.stop()
-        if self.relay is not None:
-            await self.relay.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
-        if self._nats is not None:
-            with contextlib.suppress(Exception):
-                await self._nats.drain()
-        if self._reads is not None:
-            await self._reads.close()
-        if self._engine is not None:
-            await self._engine.dispose()
-        log.info("auth_stopped")
-
-
-async def serve(settings: AuthSettings) -> None:
-    server = AuthServer(settings)
-    await run_until_signalled(start=server.start, stop=server.stop)
+            SERVICE_NAME,
+        )
+        self.port = await host.grpc(server)
 
 
 async def rotate_keys(settings: AuthSettings) -> None:
@@ -250,19 +184,16 @@ async def rotate_keys(settings: AuthSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="huntaze_auth.server", description=__doc__)
-    parser.add_argument(
-        "command", nargs="?", default="serve", choices=["serve", "migrate", "rotate-keys"]
+    service_main(
+        name="auth",
+        description=__doc__,
+        settings=AuthSettings,
+        service=AuthServer,
+        migrations=MIGRATIONS_PACKAGE,
+        schema=SCHEMA,
+        commands={"rotate-keys": rotate_keys},
+        argv=argv,
     )
-    args = parser.parse_args(argv)
-    settings = AuthSettings()
-    configure_logging(service="auth", level=settings.log_level, fmt=settings.log_format)
-    if args.command == "migrate":
-        uvloop.run(upgrade_async(settings.database_url, package=MIGRATIONS_PACKAGE, schema=SCHEMA))
-    elif args.command == "rotate-keys":
-        uvloop.run(rotate_keys(settings))
-    else:
-        uvloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ the outbox) land in one transaction. Failures are `huntaze_kit.errors` domain er
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import hashlib
@@ -10,9 +11,10 @@ import hmac
 import math
 import uuid
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from email_validator import EmailNotValidError, validate_email
@@ -49,13 +51,6 @@ TWO_FACTOR_LOGIN = "two_factor_login"
 CHALLENGE_MAX_FAILURES = 5
 _NO_USER = uuid.UUID(int=0)
 CODE_ALREADY_USED_MESSAGE = "This code was already used; wait for the next one."
-
-MAX_NAME_LENGTH = 100
-MAX_DISPLAY_NAME_LENGTH = 80
-MAX_BIO_LENGTH = 1000
-MAX_NICHE_LENGTH = 80
-MAX_GOALS = 10
-MAX_GOAL_LENGTH = 120
 
 
 def utc_now() -> datetime:
@@ -573,8 +568,6 @@ class AuthService:
     ) -> UserView:
         email = normalise_email(email)
         name = name.strip()
-        if len(name) > MAX_NAME_LENGTH:
-            raise InvalidArgument.for_field("name", f"must be at most {MAX_NAME_LENGTH} characters")
         self._passwords.check_rules(
             password, user_inputs=[email, email.split("@", 1)[0], name, "huntaze"]
         )
@@ -1078,43 +1071,40 @@ class AuthService:
         self,
         *,
         user_id: uuid.UUID,
-        display_name: str,
-        bio: str,
-        timezone: str,
-        niche: str,
-        goals: list[str],
+        changed: Collection[str],
+        display_name: str = "",
+        bio: str = "",
+        timezone: str = "",
+        niche: str = "",
+        goals: Sequence[str] = (),
     ) -> ProfileView:
-        display_name, bio, timezone, niche = (
-            display_name.strip(),
-            bio.strip(),
-            timezone.strip(),
-            niche.strip(),
-        )
-        cleaned_goals = list(dict.fromkeys(goal.strip() for goal in goals if goal.strip()))
-        violations = _profile_violations(
-            display_name=display_name,
-            bio=bio,
-            timezone=timezone,
-            niche=niche,
-            goals=cleaned_goals,
-        )
+        """Changes the profile fields named in `changed` (`display_name`, `bio`, `timezone`,
+        `niche`, `goals`); the others keep their value. Lengths and counts are the request's
+        field rules, checked before the call; this checks what they cannot."""
+        sent: dict[str, Any] = {
+            "display_name": display_name.strip(),
+            "bio": bio.strip(),
+            "timezone": timezone.strip(),
+            "niche": niche.strip(),
+            "goals": list(dict.fromkeys(goal.strip() for goal in goals if goal.strip())),
+        }
+        changes = {name: value for name, value in sent.items() if name in changed}
+        violations = _profile_violations(changes)
         if violations:
-            raise InvalidArgument(
-                message="; ".join(f"{v.field}: {v.description}" for v in violations),
-                reason="INVALID_PROFILE",
-                violations=violations,
-            )
+            raise InvalidArgument.for_violations(violations)
         now = self._clock()
         async with self._db() as db:
             await self._require_user(db, user_id)
+            current = _profile_view(await repository.get_profile(db, user_id, for_update=True))
+            merged = dataclasses.replace(current, **changes)
             profile = await repository.upsert_profile(
                 db,
                 user_id=user_id,
-                display_name=display_name,
-                bio=bio,
-                timezone=timezone,
-                niche=niche,
-                goals=cleaned_goals,
+                display_name=merged.display_name,
+                bio=merged.bio,
+                timezone=merged.timezone,
+                niche=merged.niche,
+                goals=merged.goals,
                 now=now,
             )
             await self._emit(
@@ -1122,9 +1112,9 @@ class AuthService:
                 "auth.profile.updated",
                 events_pb2.ProfileUpdated(
                     user_id=str(user_id),
-                    display_name=display_name,
-                    timezone=timezone,
-                    niche=niche,
+                    display_name=profile.display_name,
+                    timezone=profile.timezone,
+                    niche=profile.niche,
                     occurred_at=_timestamp(now),
                 ),
                 user_id=user_id,
@@ -1212,29 +1202,13 @@ def _two_factor_already_on() -> FailedPrecondition:
     )
 
 
-def _profile_violations(
-    *, display_name: str, bio: str, timezone: str, niche: str, goals: list[str]
-) -> list[FieldViolation]:
+def _profile_violations(changes: Mapping[str, object]) -> list[FieldViolation]:
     violations = []
-    if not display_name:
+    if "display_name" in changes and not changes["display_name"]:
         violations.append(FieldViolation("display_name", "is required"))
-    elif len(display_name) > MAX_DISPLAY_NAME_LENGTH:
-        violations.append(
-            FieldViolation("display_name", f"must be at most {MAX_DISPLAY_NAME_LENGTH} characters")
-        )
-    if len(bio) > MAX_BIO_LENGTH:
-        violations.append(FieldViolation("bio", f"must be at most {MAX_BIO_LENGTH} characters"))
-    if timezone not in _timezones():
+    if "timezone" in changes and changes["timezone"] not in _timezones():
         violations.append(
             FieldViolation("timezone", "must be an IANA time zone name such as Europe/Paris")
-        )
-    if len(niche) > MAX_NICHE_LENGTH:
-        violations.append(FieldViolation("niche", f"must be at most {MAX_NICHE_LENGTH} characters"))
-    if len(goals) > MAX_GOALS:
-        violations.append(FieldViolation("goals", f"at most {MAX_GOALS} goals"))
-    if any(len(goal) > MAX_GOAL_LENGTH for goal in goals):
-        violations.append(
-            FieldViolation("goals", f"each goal must be at most {MAX_GOAL_LENGTH} characters")
         )
     return violations
 

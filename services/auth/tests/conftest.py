@@ -53,6 +53,7 @@ def make_settings(
         "nats_url": nats_url,
         "auth_grpc_host": "127.0.0.1",
         "auth_grpc_port": 0,
+        "auth_metrics_port": 0,
         "auth_service_accounts": SERVICE_ACCOUNTS,
         "auth_email_resend_interval_seconds": 0,
         "db_pool_size": 5,

@@ -25,11 +25,12 @@ from huntaze.auth.v1 import events_pb2
 from huntaze_auth.consumers import EmailDispatcher, email_consumer
 from huntaze_auth.emails import EmailTemplates, OutgoingEmail, SesSender, SmtpSender, SmtpTarget
 from huntaze_auth.sealing import Sealer
+from huntaze_auth.streams import AUTH
 from huntaze_devstack.embedded import free_port, port_accepts
 from huntaze_devstack.mailcatcher import MailCatcher
 from huntaze_kit.consumers import PermanentEventError, ReceivedEvent
 from huntaze_kit.db import create_engine, libpq_url, session_factory
-from huntaze_kit.streams import Headers, connect_nats, ensure_streams
+from huntaze_kit.streams import DLQ, Headers, connect_nats, ensure_streams
 
 TEMPLATES = EmailTemplates(public_url="https://app.example.com/")
 
@@ -244,7 +245,7 @@ async def test_each_email_is_sent_once_although_the_commit_after_it_failed(
     nc = await connect_nats(nats_url, name="email-sender-test")
     try:
         js = nc.jetstream()
-        await ensure_streams(js)
+        await ensure_streams(js, [AUTH, DLQ])
         sender = DropsTheDatabaseAfterSending(
             SmtpSender(url=mail_catcher.smtp_url, sender="no-reply@example.com"),
             migrated_url,

@@ -16,6 +16,7 @@ import grpc
 import nats
 import pyotp
 import pytest
+from google.protobuf import field_mask_pb2
 
 from huntaze.auth.v1 import auth_pb2, events_pb2
 from huntaze.common.v1 import common_pb2
@@ -257,20 +258,53 @@ async def test_two_factor_and_profile_over_grpc(stub: Any, mail_catcher: MailCat
     assert done.WhichOneof("result") == "tokens"
     assert done.user.two_factor_enabled
 
+    everything = field_mask_pb2.FieldMask(
+        paths=["display_name", "bio", "timezone", "niche", "goals"]
+    )
     bad = await rpc_error(
         stub.SaveProfile(
-            auth_pb2.SaveProfileRequest(display_name="Ada", timezone="Nowhere/Town"), metadata=auth
+            auth_pb2.SaveProfileRequest(
+                display_name="Ada", timezone="Nowhere/Town", update_mask=everything
+            ),
+            metadata=auth,
         )
     )
     assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in from_rpc_error(bad).violations] == ["timezone"]
+    # The proto's field rules, checked before the method runs: every broken one is listed.
+    too_long = from_rpc_error(
+        await rpc_error(
+            stub.SaveProfile(
+                auth_pb2.SaveProfileRequest(
+                    display_name="a" * 81,
+                    bio="b" * 1001,
+                    niche="n" * 81,
+                    goals=["g" * 121, *(f"goal {n}" for n in range(10))],
+                    update_mask=field_mask_pb2.FieldMask(paths=["nickname"]),
+                ),
+                metadata=auth,
+            )
+        )
+    )
+    assert too_long.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert too_long.reason == "VALIDATION_FAILED"
+    assert [v.field for v in too_long.violations] == [
+        "display_name",
+        "bio",
+        "niche",
+        "goals",
+        "goals[0]",
+        "update_mask",
+    ]
+    assert too_long.violations[0].description == "must be at most 80 characters"
     saved = await stub.SaveProfile(
         auth_pb2.SaveProfileRequest(
-            display_name="Ada",
+            display_name="a" * 80,
             bio="Yoga",
             timezone="America/New_York",
             niche="fitness",
             goals=["grow"],
+            update_mask=everything,
         ),
         metadata=auth,
     )

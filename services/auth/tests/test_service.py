@@ -194,10 +194,12 @@ async def test_login_is_enumeration_safe(make_service: Any) -> None:
 
     async def failure(email: str, n: int) -> tuple[Unauthenticated, float]:
         client = ClientInfo(ip_address=f"192.0.2.{n}", user_agent="probe")
-        started = time.perf_counter()
+        # CPU time of the process (argon2 runs in a worker thread): what the two paths cost,
+        # unlike wall time, does not move with whatever else the machine is running.
+        started = time.process_time()
         with pytest.raises(Unauthenticated) as caught:
             await service.login(email=email, password="Wrong-password-123", client=client)
-        return caught.value, time.perf_counter() - started
+        return caught.value, time.process_time() - started
 
     unknown = [await failure("nobody@example.com", n) for n in range(5)]
     wrong = [await failure("ada@example.com", n + 10) for n in range(5)]
@@ -514,34 +516,20 @@ async def test_profile_and_onboarding(service: AuthService, outbox: Any) -> None
     with pytest.raises(FailedPrecondition):
         await service.complete_onboarding(user_id=user.id)
 
+    everything = {"display_name", "bio", "timezone", "niche", "goals"}
     with pytest.raises(InvalidArgument) as caught:
         await service.save_profile(
-            user_id=user.id,
-            display_name="",
-            bio="b" * 1001,
-            timezone="Mars/Olympus",
-            niche="n" * 81,
-            goals=[f"goal {n}" for n in range(11)],
+            user_id=user.id, changed=everything, display_name=" ", timezone="Mars/Olympus"
         )
-    assert {v.field for v in caught.value.violations} == {
-        "display_name",
-        "bio",
-        "timezone",
-        "niche",
-        "goals",
-    }
+    assert {v.field for v in caught.value.violations} == {"display_name", "timezone"}
     with pytest.raises(InvalidArgument):
         await service.save_profile(
-            user_id=user.id,
-            display_name="Ada",
-            bio="",
-            timezone="../../etc/passwd",
-            niche="",
-            goals=[],
+            user_id=user.id, changed={"timezone"}, timezone="../../etc/passwd"
         )
 
     saved = await service.save_profile(
         user_id=user.id,
+        changed=everything,
         display_name=" Ada ",
         bio="Fitness creator",
         timezone="Europe/Paris",
@@ -551,6 +539,14 @@ async def test_profile_and_onboarding(service: AuthService, outbox: Any) -> None
     assert (saved.display_name, saved.timezone, saved.goals) == (
         "Ada",
         "Europe/Paris",
+        ["grow", "retain fans"],
+    )
+    # Only the fields named change; a blank display name is fine when it is not one of them.
+    patched = await service.save_profile(user_id=user.id, changed={"bio"}, bio="Yoga")
+    assert (patched.display_name, patched.bio, patched.niche, patched.goals) == (
+        "Ada",
+        "Yoga",
+        "fitness",
         ["grow", "retain fans"],
     )
     done = await service.complete_onboarding(user_id=user.id)
@@ -563,7 +559,7 @@ async def test_profile_and_onboarding(service: AuthService, outbox: Any) -> None
     assert (
         len(await outbox.events("auth.onboarding.completed", events_pb2.OnboardingCompleted)) == 1
     )
-    assert len(await outbox.events("auth.profile.updated", events_pb2.ProfileUpdated)) == 1
+    assert len(await outbox.events("auth.profile.updated", events_pb2.ProfileUpdated)) == 2
 
 
 async def test_service_tokens(service: AuthService) -> None:

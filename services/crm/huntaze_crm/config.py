@@ -28,8 +28,8 @@ class CrmSettings(CommonSettings):
         description="Lanes applying a fetched batch of inbound events in parallel, split by fan "
         "(1: one transaction after another, the fastest with set-based batches).",
     )
-    crm_grace_seconds: float = Field(
-        default=10.0, ge=0, le=300, description="How long calls in flight may finish on stop."
+    crm_metrics_port: int = Field(
+        default=9462, ge=0, le=65535, description="Port of `/metrics` (Prometheus)."
     )
     crm_automation_messages_per_fan_per_day: int = Field(
         default=20,

@@ -41,10 +41,10 @@ from huntaze_crm.service import (
     FanProfile,
     stored_attachments,
 )
+from huntaze_crm.streams import AI, ONLYFANS
 from huntaze_crm.validation import Violations
 from huntaze_kit.consumers import BatchHandler, EventConsumer, InvalidEvent, ReceivedEvent
 from huntaze_kit.logging import request_context
-from huntaze_kit.streams import AI, ONLYFANS
 
 PLATFORM = "onlyfans"
 

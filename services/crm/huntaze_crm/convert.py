@@ -141,11 +141,16 @@ def attachment(stored: Mapping[str, Any]) -> crm_pb2.Attachment:
     kind = ATTACHMENT_KIND.from_db.get(str(stored.get("kind", "")), 0)
     return crm_pb2.Attachment(
         kind=kind,  # type: ignore[arg-type]
-        url=str(stored.get("url", "")),
-        platform_media_id=str(stored.get("platform_media_id", "")),
-        mime_type=str(stored.get("mime_type", "")),
-        thumbnail_url=str(stored.get("thumbnail_url", "")),
+        url=_text_or_none(stored.get("url")),
+        platform_media_id=_text_or_none(stored.get("platform_media_id")),
+        mime_type=_text_or_none(stored.get("mime_type")),
+        thumbnail_url=_text_or_none(stored.get("thumbnail_url")),
     )
+
+
+def _text_or_none(value: Any) -> str | None:
+    """Optional text fields are left unset (absent, not empty) when there is no text."""
+    return str(value) if value else None
 
 
 def fan_fields(row: Columns, prefix: str = "") -> dict[str, Any]:
@@ -154,11 +159,11 @@ def fan_fields(row: Columns, prefix: str = "") -> dict[str, Any]:
     return {
         "id": str(row[p + "id"]),
         "platform": PLATFORM.from_db[row[p + "platform"]],
-        "platform_fan_id": row[p + "platform_fan_id"] or "",
+        "platform_fan_id": row[p + "platform_fan_id"] or None,
         # The creator's own name for the fan when set, else the platform's.
         "display_name": row[p + "custom_display_name"] or row[p + "display_name"],
         "platform_display_name": row[p + "display_name"],
-        "custom_display_name": row[p + "custom_display_name"],
+        "custom_display_name": row[p + "custom_display_name"] or None,
         "handle": row[p + "handle"],
         "avatar_url": row[p + "avatar_url"],
         "email": row[p + "email"],
@@ -194,7 +199,7 @@ def conversation_fields(row: Columns, fan: dict[str, Any] | None) -> dict[str, A
         "last_message_preview": row["last_message_preview"],
         "pinned": row["pinned"],
         "archived": row["archived"],
-        "assigned_member_id": str(assigned) if assigned else "",
+        "assigned_member_id": str(assigned) if assigned else None,
         "created_at": time_fields(row["created_at"]),
         "updated_at": time_fields(row["updated_at"]),
         "fan": fan,
@@ -220,11 +225,11 @@ def message_fields(row: Columns) -> dict[str, Any]:
         "read": row["read"],
         "read_at": time_fields(row["read_at"]),
         "delivery_status": DELIVERY_STATUS.from_db[row["delivery_status"]],
-        "failure_reason": row["failure_reason"] or "",
-        "platform_message_id": row["platform_message_id"] or "",
-        "idempotency_key": row["idempotency_key"] or "",
+        "failure_reason": row["failure_reason"] or None,
+        "platform_message_id": row["platform_message_id"] or None,
+        "idempotency_key": row["idempotency_key"] or None,
         "sender_kind": SENDER_KIND.from_db[row["sender_kind"]],
-        "sender_id": row["sender_id"] or "",
+        "sender_id": row["sender_id"] or None,
         "created_at": time_fields(row["created_at"]),
         "sent_at": time_fields(row["sent_at"]),
         "unlocked_at": time_fields(row["unlocked_at"]),
@@ -240,7 +245,7 @@ def purchase(row: models.Purchase) -> crm_pb2.Purchase:
     return crm_pb2.Purchase(
         id=str(row.id),
         fan_id=str(row.fan_id),
-        message_id=str(row.message_id) if row.message_id else "",
+        message_id=str(row.message_id) if row.message_id else None,
         platform=PLATFORM.proto(row.platform),  # type: ignore[arg-type]
         kind=PURCHASE_KIND.proto(row.kind),  # type: ignore[arg-type]
         amount_cents=row.amount_cents,

@@ -19,7 +19,6 @@ from huntaze_crm.reads import conversation_messages
 from huntaze_crm.repository import ConversationRow
 from huntaze_crm.segments import Segment
 from huntaze_crm.service import CrmService, FanPatch, Sender
-from huntaze_crm.validation import Violations
 from huntaze_kit.errors import InvalidArgument, Unauthenticated
 from huntaze_kit.grpc_server import AccessPolicy, Context
 from huntaze_kit.identity import current_principal
@@ -473,10 +472,6 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
     async def WatchInbox(
         self, request: crm_pb2.WatchInboxRequest, context: Context
     ) -> AsyncIterator[crm_pb2.InboxEvent]:
-        if request.after_event_id < 0:
-            violations = Violations()
-            violations.add("after_event_id", "must not be negative")
-            violations.raise_if_any()
         async for event in self._inbox.watch(
             _creator(), request.after_event_id, resume=request.resume
         ):

@@ -150,5 +150,5 @@ def decode_cursor(token: str, sort_name: str, types: tuple[type, ...]) -> tuple[
         return values
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as err:
         raise InvalidArgument.for_field(
-            PAGE_TOKEN_FIELD, "is not a valid page token (use next_page_token as given)"
+            PAGE_TOKEN_FIELD, "is not a valid page token (pass the previous page's token as given)"
         ) from err

@@ -38,21 +38,11 @@ from huntaze_crm.repository import (
 )
 from huntaze_crm.segments import Segment
 from huntaze_crm.validation import (
-    MAX_ATTACHMENTS,
     MAX_CUSTOM_FIELDS_BYTES,
-    MAX_HANDLE_LENGTH,
-    MAX_IDEMPOTENCY_KEY_LENGTH,
-    MAX_NAME_LENGTH,
-    MAX_NOTES_LENGTH,
-    MAX_PLATFORM_ID_LENGTH,
-    MAX_TAG_OPERATION,
     MAX_TAGS,
-    MAX_TEXT_LENGTH,
     Violations,
     check_email,
-    check_length,
-    check_price,
-    check_query,
+    check_required,
     check_shortcut,
     check_url,
     normalise_tags,
@@ -285,7 +275,7 @@ class CrmService:
         page: Page,
     ) -> tuple[list[models.Fan], str]:
         violations = Violations()
-        query = check_query(query, "query", violations)
+        query = query.strip()
         sort_name = _FAN_SORT_NAMES.get(sort)
         if sort_name is None:
             violations.add("sort", f"{sort} is not a valid value")
@@ -329,7 +319,6 @@ class CrmService:
         platform_name = convert.PLATFORM.db(platform)
         if platform_name is None:
             violations.add("platform", "is required (a valid platform)")
-        check_length(platform_fan_id, "platform_fan_id", MAX_PLATFORM_ID_LENGTH, violations)
         values = _fan_values(
             violations,
             FanPatch(
@@ -435,8 +424,8 @@ class CrmService:
     ) -> int:
         violations = Violations()
         ids = parse_ids(fan_ids, "fan_ids", violations)
-        add = normalise_tags(add_tags, "add_tags", violations, maximum=MAX_TAG_OPERATION)
-        remove = normalise_tags(remove_tags, "remove_tags", violations, maximum=MAX_TAG_OPERATION)
+        add = normalise_tags(add_tags, "add_tags", violations)
+        remove = normalise_tags(remove_tags, "remove_tags", violations)
         if not add and not remove:
             violations.add("add_tags", "give tags to add or to remove")
         violations.raise_if_any()
@@ -478,7 +467,7 @@ class CrmService:
         """A page of conversations, each record with its fan's columns (`reads`), and the next
         page's token."""
         violations = Violations()
-        query = check_query(query, "query", violations)
+        query = query.strip()
         platform_name = convert.PLATFORM.db(platform)
         if platform != crm_pb2.PLATFORM_UNSPECIFIED and platform_name is None:
             violations.add("platform", f"{platform} is not a valid value")
@@ -645,7 +634,7 @@ class CrmService:
         self, *, creator_id: uuid.UUID, query: str, conversation_id: str, page: Page
     ) -> tuple[list[models.Message], str]:
         violations = Violations()
-        query = check_query(query, "query", violations)
+        query = query.strip()
         if not query:
             violations.add("query", "is required")
         conversation_uuid = (
@@ -726,13 +715,11 @@ class CrmService:
             fan_uuid = parse_id(fan_id, "fan_id", violations)
         else:
             violations.add("conversation_id", "is required (or fan_id)")
-        check_length(text, "text", MAX_TEXT_LENGTH, violations)
-        check_price(price_cents, "price_cents", violations)
         checked_attachments = stored_attachments(attachments, violations)
         if not text.strip() and not checked_attachments:
             violations.add("text", "is required when there are no attachments")
         key = idempotency_key.strip()
-        check_length(key, "idempotency_key", MAX_IDEMPOTENCY_KEY_LENGTH, violations, required=True)
+        check_required(key, "idempotency_key", violations)
         violations.raise_if_any()
 
         now = self._clock()
@@ -918,9 +905,7 @@ class CrmService:
     async def list_quick_replies(
         self, *, creator_id: uuid.UUID, shortcut_prefix: str, page: Page
     ) -> tuple[list[models.QuickReply], str]:
-        violations = Violations()
-        prefix = check_query(shortcut_prefix, "shortcut_prefix", violations)
-        violations.raise_if_any()
+        prefix = shortcut_prefix.strip()
         async with self._sessions() as session:
             rows = await CrmRepository(session).list_quick_replies(
                 creator_id=creator_id, shortcut_prefix=prefix, page=page
@@ -944,7 +929,7 @@ class CrmService:
     ) -> models.QuickReply:
         violations = Violations()
         shortcut = check_shortcut(shortcut, "shortcut", violations)
-        check_length(text, "text", MAX_TEXT_LENGTH, violations, required=True)
+        check_required(text, "text", violations)
         violations.raise_if_any()
         async with self._sessions() as session:
             reply = await CrmRepository(session).insert_quick_reply(
@@ -969,7 +954,7 @@ class CrmService:
         if shortcut is not None:
             values["shortcut"] = check_shortcut(shortcut, "shortcut", violations)
         if text is not None:
-            values["text"] = check_length(text, "text", MAX_TEXT_LENGTH, violations, required=True)
+            values["text"] = check_required(text, "text", violations)
         violations.raise_if_any()
         async with self._sessions() as session:
             repo = CrmRepository(session)
@@ -1048,7 +1033,7 @@ class CrmService:
     ) -> tuple[models.FanList, int]:
         violations = Violations()
         name = " ".join(name.split())
-        check_length(name, "name", MAX_NAME_LENGTH, violations, required=True)
+        check_required(name, "name", violations)
         kind_name = convert.FAN_LIST_KIND.db(kind)
         if kind_name is None:
             violations.add("kind", "is required (static or dynamic)")
@@ -1081,7 +1066,7 @@ class CrmService:
         values: dict[str, Any] = {}
         if name is not None:
             values["name"] = " ".join(name.split())
-            check_length(values["name"], "name", MAX_NAME_LENGTH, violations, required=True)
+            check_required(values["name"], "name", violations)
         violations.raise_if_any()
         if segment is not None:
             values["segment"] = Segment.from_proto(segment, "segment").to_json()
@@ -1448,19 +1433,15 @@ def _fan_values(violations: Violations, patch: FanPatch) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if patch.display_name is not None:
         # The creator's own name for the fan: a platform sync writes `display_name`.
-        values["custom_display_name"] = check_length(
-            patch.display_name.strip(), "display_name", MAX_NAME_LENGTH, violations
-        )
+        values["custom_display_name"] = patch.display_name.strip()
     if patch.handle is not None:
-        values["handle"] = check_length(
-            patch.handle.strip(), "handle", MAX_HANDLE_LENGTH, violations
-        )
+        values["handle"] = patch.handle.strip()
     if patch.avatar_url is not None:
         values["avatar_url"] = check_url(patch.avatar_url, "avatar_url", violations)
     if patch.email is not None:
         values["email"] = check_email(patch.email, "email", violations)
     if patch.notes is not None:
-        values["notes"] = check_length(patch.notes, "notes", MAX_NOTES_LENGTH, violations)
+        values["notes"] = patch.notes
     if patch.tags is not None:
         values["tags"] = normalise_tags(patch.tags, "tags", violations)
     if patch.custom_fields is not None:
@@ -1475,9 +1456,6 @@ def stored_attachments(
     attachments: Sequence[crm_pb2.Attachment], violations: Violations
 ) -> list[dict[str, str]]:
     """The JSON stored for `attachments`, each checked (problems go to `violations`)."""
-    if len(attachments) > MAX_ATTACHMENTS:
-        violations.add("attachments", f"at most {MAX_ATTACHMENTS}")
-        return []
     stored: list[dict[str, str]] = []
     for index, item in enumerate(attachments):
         name = f"attachments[{index}]"
@@ -1487,8 +1465,6 @@ def stored_attachments(
             violations.add(f"{name}.url", "give a url or a platform_media_id")
         check_url(item.url, f"{name}.url", violations)
         check_url(item.thumbnail_url, f"{name}.thumbnail_url", violations)
-        check_length(item.platform_media_id, f"{name}.platform_media_id", 200, violations)
-        check_length(item.mime_type, f"{name}.mime_type", 200, violations)
         stored.append(convert.attachment_dict(item))
     return stored
 

@@ -1,4 +1,6 @@
-"""Input checks: each failure is a field violation of one INVALID_ARGUMENT answer."""
+"""Input checks the proto's field rules cannot make (lengths, counts and ranges are rules on the
+request fields, checked before a method runs): each failure is a field violation of one
+INVALID_ARGUMENT answer."""
 
 from __future__ import annotations
 
@@ -8,23 +10,11 @@ from collections.abc import Iterable
 
 from huntaze_kit.errors import FieldViolation, InvalidArgument
 
-MAX_TEXT_LENGTH = 5000
-MAX_PRICE_CENTS = 100_000_000
-MAX_ATTACHMENTS = 20
-MAX_URL_LENGTH = 2048
-MAX_NAME_LENGTH = 200
-MAX_HANDLE_LENGTH = 200
 MAX_EMAIL_LENGTH = 320
-MAX_NOTES_LENGTH = 10_000
+# A fan's tags as a whole (a request that replaces them sends a `TagSet`, without rules).
 MAX_TAGS = 50
 MAX_TAG_LENGTH = 50
-MAX_TAG_OPERATION = 50
 MAX_CUSTOM_FIELDS_BYTES = 16_384
-MAX_PLATFORM_ID_LENGTH = 200
-MAX_IDEMPOTENCY_KEY_LENGTH = 200
-MAX_SHORTCUT_LENGTH = 64
-MAX_QUERY_LENGTH = 200
-MAX_BULK_IDS = 1000
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SHORTCUT = re.compile(r"^\S+$")
@@ -40,15 +30,8 @@ class Violations:
         self.items.append(FieldViolation(field, description))
 
     def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        first = self.items[0]
-        message = f"{first.field}: {first.description}"
-        if len(self.items) > 1:
-            message += f" (and {len(self.items) - 1} more)"
-        raise InvalidArgument(
-            message=message, reason="INVALID_ARGUMENT", violations=list(self.items)
-        )
+        if self.items:
+            raise InvalidArgument.for_violations(self.items)
 
 
 def parse_id(value: str, field: str, violations: Violations | None = None) -> uuid.UUID:
@@ -73,9 +56,6 @@ def parse_ids(values: Iterable[str], field: str, violations: Violations) -> list
     items = list(values)
     if not items:
         violations.add(field, "needs at least one id")
-    if len(items) > MAX_BULK_IDS:
-        violations.add(field, f"at most {MAX_BULK_IDS} ids")
-        return ids
     for index, value in enumerate(items):
         try:
             parsed = uuid.UUID(value)
@@ -87,13 +67,9 @@ def parse_ids(values: Iterable[str], field: str, violations: Violations) -> list
     return ids
 
 
-def check_length(
-    value: str, field: str, maximum: int, violations: Violations, *, required: bool = False
-) -> str:
-    if required and not value.strip():
+def check_required(value: str, field: str, violations: Violations) -> str:
+    if not value.strip():
         violations.add(field, "is required")
-    if len(value) > maximum:
-        violations.add(field, f"at most {maximum} characters (got {len(value)})")
     return value
 
 
@@ -106,33 +82,18 @@ def check_email(value: str, field: str, violations: Violations) -> str:
 
 def check_url(value: str, field: str, violations: Violations) -> str:
     url = value.strip()
-    if url and (len(url) > MAX_URL_LENGTH or not url.startswith(("https://", "http://"))):
-        violations.add(field, f"must be an http(s) URL of at most {MAX_URL_LENGTH} characters")
+    if url and not url.startswith(("https://", "http://")):
+        violations.add(field, "must be an http(s) URL")
     return url
-
-
-def check_price(value: int, field: str, violations: Violations) -> int:
-    if value < 0:
-        violations.add(field, "must not be negative")
-    elif value > MAX_PRICE_CENTS:
-        violations.add(field, f"at most {MAX_PRICE_CENTS}")
-    return value
 
 
 def check_shortcut(value: str, field: str, violations: Violations) -> str:
     shortcut = value.strip()
     if not shortcut:
         violations.add(field, "is required")
-    elif len(shortcut) > MAX_SHORTCUT_LENGTH or not _SHORTCUT.match(shortcut):
-        violations.add(field, f"one word of at most {MAX_SHORTCUT_LENGTH} characters")
+    elif not _SHORTCUT.match(shortcut):
+        violations.add(field, "must be one word")
     return shortcut
-
-
-def check_query(value: str, field: str, violations: Violations) -> str:
-    query = value.strip()
-    if len(query) > MAX_QUERY_LENGTH:
-        violations.add(field, f"at most {MAX_QUERY_LENGTH} characters")
-    return query
 
 
 def normalise_tags(

@@ -103,6 +103,7 @@ def auth_settings(database_url: str, nats_url: str, smtp_url: str) -> AuthSettin
         smtp_url=smtp_url,
         auth_grpc_host="127.0.0.1",
         auth_grpc_port=0,
+        auth_metrics_port=0,
         auth_argon2_time_cost=1,
         auth_argon2_memory_kib=1024,
         db_pool_size=2,
@@ -117,7 +118,8 @@ def crm_settings(database_url: str, nats_url: str, auth_port: int) -> CrmSetting
         auth_grpc_target=f"127.0.0.1:{auth_port}",
         crm_grpc_host="127.0.0.1",
         crm_grpc_port=0,
-        crm_grace_seconds=0.5,
+        crm_metrics_port=0,
+        grace_seconds=0.5,
         crm_consumer_concurrency=2,
         db_pool_size=5,
         db_max_overflow=10,
@@ -152,10 +154,14 @@ async def stack(
     try:
         yield built
     finally:
-        await built.close()
-        await built.crm.stop()
-        await auth.stop()
-        await nc.close()
+        try:
+            await built.close()
+            await built.crm.stop()
+            await auth.stop()
+        finally:
+            # Before the NATS server stops (the `nats_url` fixture's teardown comes after this
+            # one): a client left open would retry the stopped server until the loop closes.
+            await nc.close()
 
 
 @pytest.fixture

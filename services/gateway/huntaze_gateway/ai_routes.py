@@ -3,8 +3,10 @@ agent's gRPC API out.
 
 Thin like the other routes: the gateway checks the shape of the input and forwards the caller's
 token; every rule (a valid configuration, who may accept what) is the agent's, and its errors
-become problem documents through the one mapping in `problems`. The configuration's JSON is the
-`AiConfig` message's (camelCase; snake_case accepted), converted by protobuf's own JSON mapping.
+become problem documents through the one mapping in `problems`. A suggestion's own routes (get,
+accept, reject) are declared in the proto and served by `rpc_routes`; the ones written here take
+query filters or the configuration, whose JSON is the `AiConfig` message's (camelCase; snake_case
+accepted), converted by protobuf's own JSON mapping.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from pydantic import Field
 
 from huntaze.ai.v1 import ai_pb2
-from huntaze_gateway.auth_routes import ApiModel, CurrentCaller, problems
-from huntaze_gateway.crm_routes import ConversationIdPath, JsonResponse
+from huntaze_gateway.auth_routes import CurrentCaller, problems
+from huntaze_gateway.codec import JsonResponse, ProtoEnum, enum_values, to_json
+from huntaze_gateway.crm_routes import ConversationIdPath
+from huntaze_gateway.models import ApiModel, ProtoBody
+from huntaze_gateway.openapi import proto_schema
+from huntaze_gateway.rpc_routes import Edge, Exposed, expose
 from huntaze_gateway.state import runtime_of
 
 if TYPE_CHECKING:
@@ -32,23 +38,8 @@ _BODY = (400, 413, 422)
 MAX_LIMIT = 200
 
 Mode = Literal["off", "suggest", "autopilot"]
-SuggestionStatus = Literal[
-    "pending",
-    "suggested",
-    "scheduled",
-    "sent",
-    "accepted",
-    "edited",
-    "rejected",
-    "cancelled",
-    "handed_off",
-    "ignored",
-]
-_STATUS_VALUES = {
-    name: ai_pb2.SuggestionStatus.Value(f"SUGGESTION_STATUS_{name.upper()}")
-    for name in SuggestionStatus.__args__  # type: ignore[attr-defined]
-}
-_STATUS_NAMES = {value: name for name, value in _STATUS_VALUES.items()}
+SuggestionStatusName = Annotated[str, ProtoEnum(ai_pb2.SuggestionStatus.DESCRIPTOR)]
+_STATUS_VALUES = enum_values(ai_pb2.SuggestionStatus.DESCRIPTOR)
 
 
 class ResponseStyleIn(ApiModel):
@@ -103,30 +94,10 @@ class AiConfigBody(ApiModel):
     budget: BudgetIn | None = None
 
 
-class AcceptBody(ApiModel):
+class AcceptBody(ProtoBody):
+    proto_message = "huntaze.ai.v1.AcceptSuggestionRequest"
+
     text: str = Field(default="", description="The edited reply; empty: send as drafted.")
-
-
-class SuggestionOut(ApiModel):
-    id: str
-    conversation_id: str
-    fan_id: str
-    message_id: str
-    incoming_text: str
-    text: str
-    status: SuggestionStatus
-    mode: str
-    handoff_reason: str | None
-    provider: str
-    model: str
-    sent_message_id: str | None
-    send_after: datetime | None
-    created_at: datetime | None
-    updated_at: datetime | None
-
-
-class SuggestionsOut(ApiModel):
-    suggestions: list[SuggestionOut]
 
 
 class AuditEntryOut(ApiModel):
@@ -154,30 +125,6 @@ class AuditEntriesOut(ApiModel):
 
 def _ai(request: Request) -> AiServiceAsyncStub:
     return runtime_of(request).ai
-
-
-def _time(message: Any, name: str) -> str | None:
-    return getattr(message, name).ToJsonString() if message.HasField(name) else None
-
-
-def suggestion_json(suggestion: ai_pb2.Suggestion) -> dict[str, Any]:
-    return {
-        "id": suggestion.id,
-        "conversationId": suggestion.conversation_id,
-        "fanId": suggestion.fan_id,
-        "messageId": suggestion.message_id,
-        "incomingText": suggestion.incoming_text,
-        "text": suggestion.text,
-        "status": _STATUS_NAMES.get(suggestion.status, "pending"),
-        "mode": suggestion.mode,
-        "handoffReason": suggestion.handoff_reason or None,
-        "provider": suggestion.provider,
-        "model": suggestion.model,
-        "sentMessageId": suggestion.sent_message_id or None,
-        "sendAfter": _time(suggestion, "send_after"),
-        "createdAt": _time(suggestion, "created_at"),
-        "updatedAt": _time(suggestion, "updated_at"),
-    }
 
 
 _INT64_TYPES = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64}
@@ -246,12 +193,9 @@ async def save_ai_config(body: AiConfigBody, caller: CurrentCaller, request: Req
     return await _save_config(body, caller, request)
 
 
-SuggestionIdPath = Annotated[str, Path(description="The suggestion's id (a UUID).")]
-
-
 @ai_router.get(
     "/suggestions",
-    response_model=SuggestionsOut,
+    response_model=proto_schema("huntaze.ai.v1.ListSuggestionsResponse"),
     summary="List suggestions",
     responses=problems(401, 422),
 )
@@ -259,7 +203,7 @@ async def list_suggestions(
     caller: CurrentCaller,
     request: Request,
     conversation_id: Annotated[str, Query(alias="conversationId", max_length=64)] = "",
-    status: Annotated[list[SuggestionStatus] | None, Query()] = None,
+    status: Annotated[list[SuggestionStatusName] | None, Query()] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
 ) -> Response:
     """Newest first; `status` may repeat."""
@@ -271,53 +215,7 @@ async def list_suggestions(
         ),
         **caller.options,
     )
-    return JsonResponse({"suggestions": [suggestion_json(s) for s in reply.suggestions]})
-
-
-@ai_router.get(
-    "/suggestions/{suggestion_id}",
-    response_model=SuggestionOut,
-    summary="Get a suggestion",
-    responses=problems(401, 404, 422),
-)
-async def get_suggestion(
-    caller: CurrentCaller, request: Request, suggestion_id: SuggestionIdPath
-) -> Response:
-    reply = await _ai(request).GetSuggestion(
-        ai_pb2.GetSuggestionRequest(id=suggestion_id), **caller.options
-    )
-    return JsonResponse(suggestion_json(reply))
-
-
-@ai_router.post(
-    "/suggestions/{suggestion_id}/accept",
-    response_model=SuggestionOut,
-    summary="Send a suggestion, as drafted or edited",
-    responses=problems(*_BODY, 401, 403, 404, 429),
-)
-async def accept_suggestion(
-    body: AcceptBody, caller: CurrentCaller, request: Request, suggestion_id: SuggestionIdPath
-) -> Response:
-    """Sent as the creator's own message; a 409 problem (`SUGGESTION_NOT_OPEN`) once answered."""
-    reply = await _ai(request).AcceptSuggestion(
-        ai_pb2.AcceptSuggestionRequest(id=suggestion_id, text=body.text), **caller.options
-    )
-    return JsonResponse(suggestion_json(reply))
-
-
-@ai_router.post(
-    "/suggestions/{suggestion_id}/reject",
-    response_model=SuggestionOut,
-    summary="Reject a suggestion",
-    responses=problems(401, 404, 422),
-)
-async def reject_suggestion(
-    caller: CurrentCaller, request: Request, suggestion_id: SuggestionIdPath
-) -> Response:
-    reply = await _ai(request).RejectSuggestion(
-        ai_pb2.RejectSuggestionRequest(id=suggestion_id), **caller.options
-    )
-    return JsonResponse(suggestion_json(reply))
+    return JsonResponse({"suggestions": [to_json(s) for s in reply.suggestions]})
 
 
 @ai_router.get(
@@ -339,3 +237,23 @@ async def list_audit(
         **caller.options,
     )
     return JsonResponse({"entries": [_json(entry) for entry in reply.entries]})
+
+
+# ---------------------------------------------------------------------------------------------
+# The RPCs whose route the proto declares (`google.api.http`): served without a handler here.
+
+expose(
+    (ai_router,),
+    ai_pb2.DESCRIPTOR.services_by_name["AiService"],
+    Edge(caller=CurrentCaller, stub_of=_ai, problems=problems),
+    (
+        Exposed("GetSuggestion", "Get a suggestion", problems=(401, 404, 422)),
+        Exposed(
+            "AcceptSuggestion",
+            "Send a suggestion, as drafted or edited",
+            problems=(401, 403, 404, 409, 429),
+            body=AcceptBody,
+        ),
+        Exposed("RejectSuggestion", "Reject a suggestion", problems=(401, 404, 409, 422)),
+    ),
+)

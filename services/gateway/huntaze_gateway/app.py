@@ -34,6 +34,7 @@ from huntaze_gateway.crm_routes import crm_router, messages_router
 from huntaze_gateway.docs import install_docs
 from huntaze_gateway.health import health_router
 from huntaze_gateway.middleware import install_middleware
+from huntaze_gateway.openapi import add_proto_schemas
 from huntaze_gateway.pages import pages_router
 from huntaze_gateway.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -47,7 +48,7 @@ from huntaze_kit.grpc_client import GrpcKeySource, create_channel
 from huntaze_kit.identity import RevocationList, TokenVerifier
 from huntaze_kit.logging import get_logger
 from huntaze_kit.revocations import RevocationFollower
-from huntaze_kit.streams import connect_nats
+from huntaze_kit.streams import close_nats, connect_nats
 
 log = get_logger(__name__)
 
@@ -135,7 +136,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await runtime.follower.stop()
         if runtime.nats is not None:
             with contextlib.suppress(Exception):
-                await runtime.nats.close()
+                await close_nats(runtime.nats)
         for channel in channels.values():
             await channel.close(grace=1.0)
         log.info("gateway_stopped")
@@ -161,6 +162,7 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
                 json_content = content.pop("application/json", None)
                 if json_content is not None:
                     content[PROBLEM_MEDIA_TYPE] = json_content
+    add_proto_schemas(schema)
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {}).pop("HTTPValidationError", None)
     components["schemas"].pop("ValidationError", None)

@@ -12,21 +12,22 @@ import ipaddress
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import grpc
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.routing import APIRoute
-from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
 from huntaze.auth.v1 import auth_pb2
 from huntaze.common.v1 import common_pb2
+from huntaze_gateway.codec import answer
 from huntaze_gateway.config import GatewaySettings
+from huntaze_gateway.models import Answer, ApiModel, ProtoBody
 from huntaze_gateway.problems import FORBIDDEN, ApiProblem, Problem, error_details_of
+from huntaze_gateway.rpc_routes import Edge, Exposed, expose
 from huntaze_gateway.state import runtime_of
 from huntaze_kit.errors import Unauthenticated
 from huntaze_kit.identity import Principal, bearer_token
@@ -62,107 +63,95 @@ def security_schemes(access_cookie_name: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Models: camelCase on the wire, snake_case accepted on input too.
+# Models (see `models`): camelCase on the wire, unknown members refused.
 
 
-class ApiModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        extra="ignore",
-    )
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _encodable_text(cls, value: Any) -> Any:
-        """Text must be valid UTF-8 without NUL (JSON can carry lone surrogates and \\u0000,
-        which protobuf and PostgreSQL cannot)."""
-        texts = value if isinstance(value, list) else [value]
-        for text in texts:
-            if isinstance(text, str) and not _is_clean_text(text):
-                raise ValueError("contains characters that are not allowed (NUL or surrogates)")
-        return value
+# Limits and descriptions come from the proto's field rules (`ProtoBody`).
+Email = Annotated[str, Field(examples=["ada@example.com"])]
 
 
-def _is_clean_text(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+class RegisterBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.RegisterRequest"
 
-
-Email = Annotated[str, Field(min_length=1, max_length=320, examples=["ada@example.com"])]
-# The service decides what makes a good password; this only bounds the input.
-Password = Annotated[str, Field(min_length=1, max_length=1024)]
-Opaque = Annotated[str, Field(min_length=1, max_length=2048)]
-Code = Annotated[
-    str, Field(min_length=1, max_length=64, description="A TOTP code or a recovery code.")
-]
-
-
-class RegisterBody(ApiModel):
     email: Email
-    password: Password = Field(description="8 to 128 characters, not easily guessed.")
-    name: str = Field(default="", max_length=200, description="How to address the user.")
+    password: str
+    name: str = ""
 
 
-class LoginBody(ApiModel):
+class LoginBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.LoginRequest"
+
     email: Email
-    password: Password
+    password: str
 
 
-class TwoFactorLoginBody(ApiModel):
-    challenge_token: Opaque = Field(description="From the login answer's `challenge`.")
-    code: Code
+class TwoFactorLoginBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.CompleteTwoFactorLoginRequest"
+
+    challenge_token: str = Field(description="From the login answer's `challenge`.")
+    code: str
 
 
-class RefreshBody(ApiModel):
-    refresh_token: Opaque | None = Field(
+class RefreshBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.RefreshSessionRequest"
+
+    refresh_token: str | None = Field(
         default=None, description="Omit it to use the refresh-token cookie."
     )
 
 
-class TokenBody(ApiModel):
-    token: Opaque = Field(description="The token from the link in the email.")
+class TokenBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.VerifyEmailRequest"
+
+    token: str
 
 
-class EmailBody(ApiModel):
+class EmailBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.RequestPasswordResetRequest"
+
     email: Email
 
 
-class ResetPasswordBody(ApiModel):
-    token: Opaque = Field(description="The token from the link in the email.")
-    new_password: Password
+class ResetPasswordBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.ResetPasswordRequest"
+
+    token: str
+    new_password: str
 
 
-class ChangePasswordBody(ApiModel):
-    current_password: Password
-    new_password: Password
+class ChangePasswordBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.ChangePasswordRequest"
+
+    current_password: str
+    new_password: str
 
 
-class CodeBody(ApiModel):
-    code: Code
+class CodeBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.ConfirmTotpEnrollmentRequest"
+
+    code: str
 
 
-class DisableTwoFactorBody(ApiModel):
-    password: Password
-    code: Code
+class DisableTwoFactorBody(ProtoBody):
+    proto_message = "huntaze.auth.v1.DisableTotpRequest"
+
+    password: str
+    code: str
 
 
-class SaveProfileBody(ApiModel):
-    display_name: str = Field(default="", max_length=100)
-    bio: str = Field(default="", max_length=2000)
-    timezone: str = Field(default="", max_length=64, examples=["Europe/Paris"])
-    niche: str = Field(default="", max_length=100)
-    goals: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=20)
+class SaveProfileBody(ProtoBody):
+    """Only the fields sent change; the others keep their value."""
+
+    proto_message = "huntaze.auth.v1.SaveProfileRequest"
+
+    display_name: str = ""
+    bio: str = ""
+    timezone: str = Field(default="", examples=["Europe/Paris"])
+    niche: str = ""
+    goals: list[str] = Field(default_factory=list)
 
 
-class UserOut(ApiModel):
+class UserOut(Answer):
     id: str
     email: str
     name: str
@@ -172,7 +161,7 @@ class UserOut(ApiModel):
     created_at: datetime | None
 
 
-class TokensOut(ApiModel):
+class TokensOut(Answer):
     token_type: Literal["Bearer"] = "Bearer"
     access_token: str
     access_token_expires_at: datetime | None
@@ -181,7 +170,7 @@ class TokensOut(ApiModel):
     session_id: str
 
 
-class ChallengeOut(ApiModel):
+class ChallengeOut(Answer):
     challenge_token: str = Field(description="Send it with a code to `POST /api/auth/login/2fa`.")
     expires_at: datetime | None
 
@@ -195,114 +184,16 @@ class LoginOut(ApiModel):
     )
 
 
-class UserEnvelope(ApiModel):
+class UserEnvelope(Answer):
     user: UserOut
-
-
-class ProfileOut(ApiModel):
-    display_name: str
-    bio: str
-    timezone: str
-    niche: str
-    goals: list[str]
-    onboarding_completed: bool
-    onboarding_completed_at: datetime | None
-    updated_at: datetime | None
-
-
-class MeOut(ApiModel):
-    user: UserOut
-    profile: ProfileOut | None
-
-
-class SessionOut(ApiModel):
-    id: str
-    ip_address: str
-    user_agent: str
-    created_at: datetime | None
-    last_used_at: datetime | None
-    expires_at: datetime | None
-    current: bool = Field(description="The session of the calling token.")
-
-
-class SessionsOut(ApiModel):
-    sessions: list[SessionOut]
 
 
 class RevokedOut(ApiModel):
     revoked_count: int
 
 
-class EnrollmentOut(ApiModel):
-    secret: str = Field(description="Base32 secret, for manual entry.")
-    otpauth_uri: str
-    qr_svg: str = Field(description="The otpauth URI as an SVG QR code.")
-
-
-class RecoveryCodesOut(ApiModel):
-    recovery_codes: list[str] = Field(description="Shown once; each works one time.")
-
-
 class AcceptedOut(ApiModel):
     message: str
-
-
-# ---------------------------------------------------------------------------------------------
-# Proto -> JSON.
-
-
-def _time(message: Any, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    stamp: Timestamp = getattr(message, name)
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def user_out(user: auth_pb2.User) -> UserOut:
-    return UserOut(
-        id=user.id,
-        email=user.email,
-        name=user.name,
-        email_verified=user.email_verified,
-        two_factor_enabled=user.two_factor_enabled,
-        onboarding_completed=user.onboarding_completed,
-        created_at=_time(user, "created_at"),
-    )
-
-
-def tokens_out(tokens: auth_pb2.TokenPair) -> TokensOut:
-    return TokensOut(
-        access_token=tokens.access_token,
-        access_token_expires_at=_time(tokens, "access_token_expires_at"),
-        refresh_token=tokens.refresh_token,
-        refresh_token_expires_at=_time(tokens, "refresh_token_expires_at"),
-        session_id=tokens.session_id,
-    )
-
-
-def profile_out(profile: auth_pb2.Profile) -> ProfileOut:
-    return ProfileOut(
-        display_name=profile.display_name,
-        bio=profile.bio,
-        timezone=profile.timezone,
-        niche=profile.niche,
-        goals=list(profile.goals),
-        onboarding_completed=profile.onboarding_completed,
-        onboarding_completed_at=_time(profile, "onboarding_completed_at"),
-        updated_at=_time(profile, "updated_at"),
-    )
-
-
-def session_out(session: auth_pb2.Session) -> SessionOut:
-    return SessionOut(
-        id=session.id,
-        ip_address=session.ip_address,
-        user_agent=session.user_agent,
-        created_at=_time(session, "created_at"),
-        last_used_at=_time(session, "last_used_at"),
-        expires_at=_time(session, "expires_at"),
-        current=session.current,
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,7 +405,7 @@ async def register(body: RegisterBody, request: Request) -> UserEnvelope:
         ),
         **runtime.call(),
     )
-    return UserEnvelope(user=user_out(reply.user))
+    return answer(UserEnvelope, reply)
 
 
 @auth_router.post(
@@ -528,7 +419,7 @@ async def verify_email(body: TokenBody, request: Request) -> UserEnvelope:
     reply = await runtime.auth.VerifyEmail(
         auth_pb2.VerifyEmailRequest(token=body.token), **runtime.call()
     )
-    return UserEnvelope(user=user_out(reply.user))
+    return answer(UserEnvelope, reply)
 
 
 @auth_router.post(
@@ -595,19 +486,11 @@ async def login_two_factor(
 def _login_out(
     reply: auth_pb2.LoginResponse, response: Response, settings: GatewaySettings
 ) -> LoginOut:
-    user = user_out(reply.user) if reply.HasField("user") else None
+    user = answer(UserOut, reply.user) if reply.HasField("user") else None
     if reply.WhichOneof("result") == "two_factor_required":
-        challenge = reply.two_factor_required
-        return LoginOut(
-            status="two_factor_required",
-            user=user,
-            tokens=None,
-            challenge=ChallengeOut(
-                challenge_token=challenge.challenge_token,
-                expires_at=_time(challenge, "expires_at"),
-            ),
-        )
-    tokens = tokens_out(reply.tokens)
+        challenge = answer(ChallengeOut, reply.two_factor_required)
+        return LoginOut(status="two_factor_required", user=user, tokens=None, challenge=challenge)
+    tokens = answer(TokensOut, reply.tokens)
     set_token_cookies(response, settings, tokens)
     return LoginOut(status="signed_in", user=user, tokens=tokens, challenge=None)
 
@@ -641,7 +524,7 @@ async def refresh(
         )
     except grpc.aio.AioRpcError as error:
         return _problem_clearing_cookies(request, from_rpc_error(error))
-    tokens = tokens_out(reply.tokens)
+    tokens = answer(TokensOut, reply.tokens)
     set_token_cookies(response, settings, tokens)
     return tokens
 
@@ -684,23 +567,6 @@ async def logout(request: Request) -> Response:
     answer = Response(status_code=204)
     clear_token_cookies(answer, settings)
     return answer
-
-
-@auth_router.get("/me", summary="The signed-in user", responses=problems(401))
-async def me(caller: CurrentCaller, request: Request) -> MeOut:
-    """The user of the access token and their creator profile."""
-    reply = await caller.auth.GetMe(auth_pb2.GetMeRequest(), **caller.options)
-    return MeOut(
-        user=user_out(reply.user),
-        profile=profile_out(reply.profile) if reply.HasField("profile") else None,
-    )
-
-
-@auth_router.get("/sessions", summary="List my sessions", responses=problems(401))
-async def list_sessions(caller: CurrentCaller, request: Request) -> SessionsOut:
-    """Every active session of the user; `current` marks the calling one."""
-    reply = await caller.auth.ListSessions(auth_pb2.ListSessionsRequest(), **caller.options)
-    return SessionsOut(sessions=[session_out(s) for s in reply.sessions])
 
 
 async def _revoke_others(caller: Caller, request: Request) -> RevokedOut:
@@ -810,7 +676,7 @@ async def change_password(
         ),
         **caller.options,
     )
-    tokens = tokens_out(reply.tokens)
+    tokens = answer(TokensOut, reply.tokens)
     set_token_cookies(response, runtime.settings, tokens)
     return tokens
 
@@ -819,100 +685,47 @@ async def change_password(
 # Two-factor authentication (TOTP).
 
 
-@auth_router.post(
-    "/2fa/enroll", summary="Start enrolling an authenticator app", responses=problems(401, 409)
-)
-async def begin_two_factor(caller: CurrentCaller, request: Request) -> EnrollmentOut:
-    """A new secret, as an otpauth URI and a QR code; confirm it with a code from the app."""
-    reply = await caller.auth.BeginTotpEnrollment(
-        auth_pb2.BeginTotpEnrollmentRequest(), **caller.options
-    )
-    return EnrollmentOut(secret=reply.secret, otpauth_uri=reply.otpauth_uri, qr_svg=reply.qr_svg)
-
-
-@auth_router.post(
-    "/2fa/confirm",
-    summary="Confirm enrollment with a code",
-    responses=problems(*_BODY, 401, 409, 429),
-)
-async def confirm_two_factor(
-    body: CodeBody, caller: CurrentCaller, request: Request
-) -> RecoveryCodesOut:
-    """Turns two-factor authentication on and answers the recovery codes, shown once."""
-    reply = await caller.auth.ConfirmTotpEnrollment(
-        auth_pb2.ConfirmTotpEnrollmentRequest(code=body.code), **caller.options
-    )
-    return RecoveryCodesOut(recovery_codes=list(reply.recovery_codes))
-
-
-@auth_router.post(
-    "/2fa/disable",
-    status_code=204,
-    response_class=Response,
-    summary="Turn two-factor authentication off",
-    responses=problems(*_BODY, 401, 409, 429),
-)
-async def disable_two_factor(
-    body: DisableTwoFactorBody, caller: CurrentCaller, request: Request
-) -> Response:
-    """Needs the password and a current code (or a recovery code)."""
-    await caller.auth.DisableTotp(
-        auth_pb2.DisableTotpRequest(password=body.password, code=body.code),
-        **caller.options,
-    )
-    return Response(status_code=204)
-
-
-@auth_router.post(
-    "/2fa/recovery-codes",
-    summary="Replace the recovery codes",
-    responses=problems(*_BODY, 401, 409, 429),
-)
-async def regenerate_recovery_codes(
-    body: CodeBody, caller: CurrentCaller, request: Request
-) -> RecoveryCodesOut:
-    """New recovery codes (the old ones stop working), given a current code."""
-    reply = await caller.auth.RegenerateRecoveryCodes(
-        auth_pb2.RegenerateRecoveryCodesRequest(code=body.code), **caller.options
-    )
-    return RecoveryCodesOut(recovery_codes=list(reply.recovery_codes))
-
-
 # ---------------------------------------------------------------------------------------------
 # Onboarding and the creator profile.
 
 
-@onboarding_router.get("/profile", summary="My creator profile", responses=problems(401))
-async def get_profile(caller: CurrentCaller, request: Request) -> ProfileOut:
-    """The profile and the onboarding state."""
-    reply = await caller.auth.GetProfile(auth_pb2.GetProfileRequest(), **caller.options)
-    return profile_out(reply)
+# ---------------------------------------------------------------------------------------------
+# The RPCs whose route the proto declares (`google.api.http`): served without a handler here.
 
-
-@onboarding_router.post(
-    "/save-profile", summary="Save my creator profile", responses=problems(*_BODY, 401)
-)
-async def save_profile(
-    body: SaveProfileBody, caller: CurrentCaller, request: Request
-) -> ProfileOut:
-    """Replaces the profile: display name, bio, IANA timezone, niche and goals."""
-    reply = await caller.auth.SaveProfile(
-        auth_pb2.SaveProfileRequest(
-            display_name=body.display_name,
-            bio=body.bio,
-            timezone=body.timezone,
-            niche=body.niche,
-            goals=body.goals,
+expose(
+    (auth_router, onboarding_router),
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    Edge(caller=CurrentCaller, stub_of=lambda request: runtime_of(request).auth, problems=problems),
+    (
+        Exposed("GetMe", "The signed-in user", problems=(401,)),
+        Exposed("ListSessions", "List my sessions", problems=(401,)),
+        Exposed("BeginTotpEnrollment", "Start enrolling an authenticator app", problems=(401, 409)),
+        Exposed(
+            "ConfirmTotpEnrollment",
+            "Confirm enrollment with a code",
+            problems=(401, 409, 429),
+            body=CodeBody,
         ),
-        **caller.options,
-    )
-    return profile_out(reply)
-
-
-@onboarding_router.post("/complete", summary="Finish onboarding", responses=problems(401, 409))
-async def complete_onboarding(caller: CurrentCaller, request: Request) -> ProfileOut:
-    """Marks onboarding as done (the profile must have been saved first)."""
-    reply = await caller.auth.CompleteOnboarding(
-        auth_pb2.CompleteOnboardingRequest(), **caller.options
-    )
-    return profile_out(reply)
+        Exposed(
+            "DisableTotp",
+            "Turn two-factor authentication off",
+            problems=(401, 409, 429),
+            body=DisableTwoFactorBody,
+        ),
+        Exposed(
+            "RegenerateRecoveryCodes",
+            "Replace the recovery codes",
+            problems=(401, 409, 429),
+            body=CodeBody,
+        ),
+        Exposed("GetProfile", "My creator profile", problems=(401,)),
+        Exposed(
+            "SaveProfile",
+            "Save my creator profile",
+            problems=(401,),
+            body=SaveProfileBody,
+            partial=True,
+        ),
+        Exposed("CompleteOnboarding", "Finish onboarding", problems=(401, 409)),
+    ),
+)

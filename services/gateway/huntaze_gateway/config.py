@@ -16,6 +16,12 @@ class GatewaySettings(CommonSettings):
 
     gateway_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     gateway_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port.")
+    gateway_metrics_port: int = Field(
+        default=9460,
+        ge=0,
+        le=65535,
+        description="Port of `/metrics` (Prometheus), apart from the public API.",
+    )
     gateway_cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(

@@ -1,6 +1,7 @@
-"""The edge of every request: request id, access log, body size limit, security headers, and a
-last-resort problem document when something crashes. One pure ASGI middleware does all of it,
-so that a request pays for one wrapper; CORS is Starlette's, from the settings.
+"""The edge of every request: request id, access log, metrics per route, body size limit,
+security headers, and a last-resort problem document when something crashes. One pure ASGI
+middleware does all of it, so that a request pays for one wrapper; CORS is Starlette's, from
+the settings.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from huntaze_gateway.config import GatewaySettings
 from huntaze_gateway.pages import PAGE_PATHS
 from huntaze_gateway.problems import BODY_TOO_LARGE, INTERNAL, Problems
 from huntaze_kit.logging import get_logger, new_request_id, request_context
+from huntaze_kit.metrics import HttpMetrics
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()
@@ -71,6 +73,7 @@ class EdgeMiddleware:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.problems = problems
+        self.metrics = HttpMetrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -147,13 +150,15 @@ class EdgeMiddleware:
                 response = self.problems.response(INTERNAL, instance=path, code="INTERNAL")
                 await response(scope, receive, send_with_headers)
             finally:
+                elapsed = time.perf_counter() - started
+                self.metrics.observe(scope["method"], _route_template(scope), status, elapsed)
                 if _access_log.isEnabledFor(logging.INFO):
                     log.info(
                         "request",
                         method=scope["method"],
                         path=path,
                         status=status,
-                        ms=round((time.perf_counter() - started) * 1000, 2),
+                        ms=round(elapsed * 1000, 2),
                     )
 
 
@@ -161,6 +166,14 @@ def _security_headers(path: str) -> list[tuple[bytes, bytes]]:
     if path.startswith(DOCS_PATHS):
         return _DOCS_HEADERS
     return _PAGES_HEADERS if path in PAGE_PATHS else _API_HEADERS
+
+
+def _route_template(scope: Scope) -> str:
+    """The template of the route that answered (`/api/crm/fans/{fan_id}`): the router leaves
+    the route in the scope; a request no route matched has none."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else HttpMetrics.UNMATCHED
 
 
 def _too_long(content_length: bytes, limit: int) -> bool:

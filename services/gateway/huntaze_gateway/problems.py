@@ -23,7 +23,12 @@ from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from huntaze_kit.errors import DomainError, FieldViolation
+from huntaze_kit.errors import (
+    VALIDATION_FAILED,
+    DomainError,
+    FieldViolation,
+    describe_violations,
+)
 from huntaze_kit.logging import get_logger
 from huntaze_kit.rich_status import ErrorDetails, from_rpc_error
 
@@ -309,8 +314,8 @@ class Problems:
         return self.response(
             VALIDATION,
             instance=instance,
-            code="VALIDATION_FAILED",
-            detail=VALIDATION.detail,
+            code=VALIDATION_FAILED,
+            detail=describe_violations(violations) if violations else VALIDATION.detail,
             errors=violations,
         )
 
@@ -330,6 +335,9 @@ def describe(error: ErrorDetails) -> tuple[Kind, str, str, list[FieldViolation]]
         if trusted
         else []
     )
+    if violations:
+        # Named as in the API, like `errors` (the upstream names fields as in the proto).
+        detail = describe_violations(violations)
     return kind, code, detail, violations
 
 
@@ -341,12 +349,21 @@ def _is_json(content_type: str) -> bool:
 
 
 def _location(loc: Iterable[Any]) -> str:
-    parts = [str(part) for part in loc]
+    """`("body", "attachments", 0, "kind")` -> `attachments[0].kind`, as the services name it."""
+    parts = list(loc)
+    if parts[:1] == ["body"]:
+        parts = parts[1:]
+        if not parts:
+            return "body"
     if not parts:
         return "body"
-    if parts[0] == "body":
-        return camel_field(".".join(parts[1:])) if len(parts) > 1 else "body"
-    return camel_field(".".join(parts))
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return camel_field(path)
 
 
 def _phrase(status: int) -> str:

@@ -135,6 +135,7 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                         nats_url=nats_url,
                         auth_grpc_host="127.0.0.1",
                         auth_grpc_port=0,
+                        auth_metrics_port=0,
                         smtp_url=mail.smtp_url,
                         auth_service_accounts={"ai": AI_SERVICE_SECRET},
                         db_pool_size=4,
@@ -148,7 +149,8 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                         auth_grpc_target=f"127.0.0.1:{auth.port}",
                         crm_grpc_host="127.0.0.1",
                         crm_grpc_port=0,
-                        crm_grace_seconds=0.5,
+                        crm_metrics_port=0,
+                        grace_seconds=0.5,
                         db_pool_size=4,
                     )
                 )
@@ -165,7 +167,8 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                             ai_grpc_port=0,
                             ai_service_secret=AI_SERVICE_SECRET,
                             ai_poll_seconds=0.1,
-                            ai_grace_seconds=0.5,
+                            ai_metrics_port=0,
+                            grace_seconds=0.5,
                             db_pool_size=4,
                         )
                     )

@@ -47,7 +47,7 @@ def answer(error: grpc.aio.AioRpcError) -> tuple[int, dict[str, str], dict[str, 
     [
         (errors.InvalidArgument(message="Bad page token.", reason="BAD_PAGE"), 400, "bad-request"),
         (
-            errors.InvalidArgument.for_field("new_password", "Too weak.", reason="WEAK_PASSWORD"),
+            errors.InvalidArgument.for_field("password", "Too weak.", reason="WEAK_PASSWORD"),
             422,
             "validation-error",
         ),
@@ -122,6 +122,19 @@ def test_field_violations_become_camel_case_errors() -> None:
         {"field": "displayName", "message": "Too long."},
         {"field": "client.ipAddress", "message": "Not an address."},
     ]
+    # The detail names the fields as the API does, too (the service wrote `display_name`).
+    assert body["detail"] == "displayName: Too long. (and 1 more)"
+
+
+def test_every_input_violation_answers_one_code() -> None:
+    from_rules = errors.InvalidArgument.for_violations(
+        [errors.FieldViolation("price_cents", "must be at most 100000000")]
+    )
+    _, _, body = answer(rpc_error(from_rules))
+    assert (body["code"], body["detail"]) == (
+        "VALIDATION_FAILED",
+        "priceCents: must be at most 100000000",
+    )
 
 
 def test_unauthenticated_carries_a_bearer_challenge() -> None:

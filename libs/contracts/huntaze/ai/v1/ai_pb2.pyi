@@ -423,19 +423,26 @@ class Suggestion(_message.Message):
         text: _builtins.str = ...,
         status: Global___SuggestionStatus.ValueType = ...,
         mode: _builtins.str = ...,
-        handoff_reason: _builtins.str = ...,
+        handoff_reason: _builtins.str | None = ...,
         provider: _builtins.str = ...,
         model: _builtins.str = ...,
-        sent_message_id: _builtins.str = ...,
+        sent_message_id: _builtins.str | None = ...,
         send_after: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "send_after", b"send_after", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_handoff_reason", b"_handoff_reason", "_sent_message_id", b"_sent_message_id", "created_at", b"created_at", "handoff_reason", b"handoff_reason", "send_after", b"send_after", "sent_message_id", b"sent_message_id", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "created_at", b"created_at", "fan_id", b"fan_id", "handoff_reason", b"handoff_reason", "id", b"id", "incoming_text", b"incoming_text", "message_id", b"message_id", "mode", b"mode", "model", b"model", "provider", b"provider", "send_after", b"send_after", "sent_message_id", b"sent_message_id", "status", b"status", "text", b"text", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_handoff_reason", b"_handoff_reason", "_sent_message_id", b"_sent_message_id", "conversation_id", b"conversation_id", "created_at", b"created_at", "fan_id", b"fan_id", "handoff_reason", b"handoff_reason", "id", b"id", "incoming_text", b"incoming_text", "message_id", b"message_id", "mode", b"mode", "model", b"model", "provider", b"provider", "send_after", b"send_after", "sent_message_id", b"sent_message_id", "status", b"status", "text", b"text", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__handoff_reason: _TypeAlias = _typing.Literal["handoff_reason"]  # noqa: Y015
+    _WhichOneofArgType__handoff_reason: _TypeAlias = _typing.Literal["_handoff_reason", b"_handoff_reason"]  # noqa: Y015
+    _WhichOneofReturnType__sent_message_id: _TypeAlias = _typing.Literal["sent_message_id"]  # noqa: Y015
+    _WhichOneofArgType__sent_message_id: _TypeAlias = _typing.Literal["_sent_message_id", b"_sent_message_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__handoff_reason) -> _WhichOneofReturnType__handoff_reason | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sent_message_id) -> _WhichOneofReturnType__sent_message_id | None: ...
 
 Global___Suggestion: _TypeAlias = Suggestion  # noqa: Y015
 
@@ -493,16 +500,16 @@ Global___ListSuggestionsResponse: _TypeAlias = ListSuggestionsResponse  # noqa: 
 class GetSuggestionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
+    SUGGESTION_ID_FIELD_NUMBER: _builtins.int
+    suggestion_id: _builtins.str
     def __init__(
         self,
         *,
-        id: _builtins.str = ...,
+        suggestion_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["suggestion_id", b"suggestion_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -512,20 +519,20 @@ Global___GetSuggestionRequest: _TypeAlias = GetSuggestionRequest  # noqa: Y015
 class AcceptSuggestionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
+    SUGGESTION_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
+    suggestion_id: _builtins.str
     text: _builtins.str
-    """The creator's edited text; empty: send as drafted."""
+    """The creator's edited text; empty: send as drafted. At most as long as a CRM message."""
     def __init__(
         self,
         *,
-        id: _builtins.str = ...,
+        suggestion_id: _builtins.str = ...,
         text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["suggestion_id", b"suggestion_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -535,16 +542,16 @@ Global___AcceptSuggestionRequest: _TypeAlias = AcceptSuggestionRequest  # noqa: 
 class RejectSuggestionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
+    SUGGESTION_ID_FIELD_NUMBER: _builtins.int
+    suggestion_id: _builtins.str
     def __init__(
         self,
         *,
-        id: _builtins.str = ...,
+        suggestion_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["suggestion_id", b"suggestion_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

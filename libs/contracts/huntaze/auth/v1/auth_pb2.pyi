@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -101,7 +102,9 @@ class RegisterRequest(_message.Message):
     CLIENT_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     password: _builtins.str
+    """The service's password rules apply too (8 to 128 characters, not easily guessed)."""
     name: _builtins.str
+    """How to address the user."""
     @_builtins.property
     def client(self) -> _common_pb2.ClientContext: ...
     def __init__(
@@ -146,6 +149,7 @@ class VerifyEmailRequest(_message.Message):
 
     TOKEN_FIELD_NUMBER: _builtins.int
     token: _builtins.str
+    """The token from the link in the email."""
     def __init__(
         self,
         *,
@@ -453,6 +457,7 @@ class Session(_message.Message):
     ip_address: _builtins.str
     user_agent: _builtins.str
     current: _builtins.bool
+    """The session of the calling token."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -628,6 +633,7 @@ class ResetPasswordRequest(_message.Message):
     TOKEN_FIELD_NUMBER: _builtins.int
     NEW_PASSWORD_FIELD_NUMBER: _builtins.int
     token: _builtins.str
+    """The token from the link in the email."""
     new_password: _builtins.str
     def __init__(
         self,
@@ -725,6 +731,7 @@ class BeginTotpEnrollmentResponse(_message.Message):
     OTPAUTH_URI_FIELD_NUMBER: _builtins.int
     QR_SVG_FIELD_NUMBER: _builtins.int
     secret: _builtins.str
+    """Base32 secret, for manual entry."""
     otpauth_uri: _builtins.str
     qr_svg: _builtins.str
     """The otpauth URI as an SVG QR code."""
@@ -749,6 +756,7 @@ class ConfirmTotpEnrollmentRequest(_message.Message):
 
     CODE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
+    """A six-digit TOTP code."""
     def __init__(
         self,
         *,
@@ -792,6 +800,7 @@ class DisableTotpRequest(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     password: _builtins.str
     code: _builtins.str
+    """A six-digit TOTP code or an unused recovery code."""
     def __init__(
         self,
         *,
@@ -827,6 +836,7 @@ class RegenerateRecoveryCodesRequest(_message.Message):
 
     CODE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
+    """A six-digit TOTP code or an unused recovery code."""
     def __init__(
         self,
         *,
@@ -846,7 +856,9 @@ class RegenerateRecoveryCodesResponse(_message.Message):
 
     RECOVERY_CODES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def recovery_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def recovery_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Shown once; each works one time in place of a TOTP code."""
+
     def __init__(
         self,
         *,
@@ -921,6 +933,8 @@ Global___GetProfileRequest: _TypeAlias = GetProfileRequest  # noqa: Y015
 
 @_typing.final
 class SaveProfileRequest(_message.Message):
+    """Changes the fields named in `update_mask` and keeps the others."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
@@ -928,12 +942,18 @@ class SaveProfileRequest(_message.Message):
     TIMEZONE_FIELD_NUMBER: _builtins.int
     NICHE_FIELD_NUMBER: _builtins.int
     GOALS_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
     display_name: _builtins.str
     bio: _builtins.str
     timezone: _builtins.str
+    """IANA name, e.g. Europe/Paris."""
     niche: _builtins.str
     @_builtins.property
     def goals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change; an empty mask changes nothing."""
+
     def __init__(
         self,
         *,
@@ -942,10 +962,11 @@ class SaveProfileRequest(_message.Message):
         timezone: _builtins.str = ...,
         niche: _builtins.str = ...,
         goals: _abc.Iterable[_builtins.str] | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bio", b"bio", "display_name", b"display_name", "goals", b"goals", "niche", b"niche", "timezone", b"timezone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bio", b"bio", "display_name", b"display_name", "goals", b"goals", "niche", b"niche", "timezone", b"timezone", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

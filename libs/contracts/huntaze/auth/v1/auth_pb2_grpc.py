@@ -210,13 +210,15 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetMe(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The user of the access token and their creator profile.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every active session of the user; `current` marks the calling one.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -253,43 +255,51 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BeginTotpEnrollment(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A new secret, as an otpauth URI and a QR code; confirm it with a code from the app.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ConfirmTotpEnrollment(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Turns two-factor authentication on and answers the recovery codes, shown once.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DisableTotp(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Needs the password and a current code (or a recovery code).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RegenerateRecoveryCodes(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """New recovery codes (the old ones stop working), given a current code.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetProfile(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The profile and the onboarding state.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SaveProfile(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Changes the fields named in the update mask (display name, bio, IANA timezone, niche, goals) and
+        keeps the others.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CompleteOnboarding(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Marks onboarding as done (the profile must have been saved with a display name first).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -48,7 +48,9 @@ class AuthServiceStub:
     Logout: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]
     """Revokes the session of the calling access token."""
     GetMe: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetMeRequest, _auth_pb2.GetMeResponse]
+    """The user of the access token and their creator profile."""
     ListSessions: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListSessionsRequest, _auth_pb2.ListSessionsResponse]
+    """Every active session of the user; `current` marks the calling one."""
     RevokeSession: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeSessionRequest, _auth_pb2.RevokeSessionResponse]
     RevokeOtherSessions: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeOtherSessionsRequest, _auth_pb2.RevokeOtherSessionsResponse]
     """"Sign out everywhere else": revokes every session of the user but the calling one."""
@@ -56,12 +58,21 @@ class AuthServiceStub:
     ResetPassword: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ResetPasswordRequest, _auth_pb2.ResetPasswordResponse]
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ChangePasswordRequest, _auth_pb2.ChangePasswordResponse]
     BeginTotpEnrollment: _grpc.UnaryUnaryMultiCallable[_auth_pb2.BeginTotpEnrollmentRequest, _auth_pb2.BeginTotpEnrollmentResponse]
+    """A new secret, as an otpauth URI and a QR code; confirm it with a code from the app."""
     ConfirmTotpEnrollment: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ConfirmTotpEnrollmentRequest, _auth_pb2.ConfirmTotpEnrollmentResponse]
+    """Turns two-factor authentication on and answers the recovery codes, shown once."""
     DisableTotp: _grpc.UnaryUnaryMultiCallable[_auth_pb2.DisableTotpRequest, _auth_pb2.DisableTotpResponse]
+    """Needs the password and a current code (or a recovery code)."""
     RegenerateRecoveryCodes: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RegenerateRecoveryCodesRequest, _auth_pb2.RegenerateRecoveryCodesResponse]
+    """New recovery codes (the old ones stop working), given a current code."""
     GetProfile: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetProfileRequest, _auth_pb2.Profile]
+    """The profile and the onboarding state."""
     SaveProfile: _grpc.UnaryUnaryMultiCallable[_auth_pb2.SaveProfileRequest, _auth_pb2.Profile]
+    """Changes the fields named in the update mask (display name, bio, IANA timezone, niche, goals) and
+    keeps the others.
+    """
     CompleteOnboarding: _grpc.UnaryUnaryMultiCallable[_auth_pb2.CompleteOnboardingRequest, _auth_pb2.Profile]
+    """Marks onboarding as done (the profile must have been saved with a display name first)."""
     GetPublicKeys: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetPublicKeysRequest, _auth_pb2.GetPublicKeysResponse]
     """The public keys that verify access and service tokens (a JWK Set, as JSON)."""
     IssueServiceToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.IssueServiceTokenRequest, _auth_pb2.IssueServiceTokenResponse]
@@ -87,7 +98,9 @@ class AuthServiceAsyncStub(AuthServiceStub):
     Logout: _aio.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]  # type: ignore[assignment]
     """Revokes the session of the calling access token."""
     GetMe: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetMeRequest, _auth_pb2.GetMeResponse]  # type: ignore[assignment]
+    """The user of the access token and their creator profile."""
     ListSessions: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListSessionsRequest, _auth_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Every active session of the user; `current` marks the calling one."""
     RevokeSession: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeSessionRequest, _auth_pb2.RevokeSessionResponse]  # type: ignore[assignment]
     RevokeOtherSessions: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeOtherSessionsRequest, _auth_pb2.RevokeOtherSessionsResponse]  # type: ignore[assignment]
     """"Sign out everywhere else": revokes every session of the user but the calling one."""
@@ -95,12 +108,21 @@ class AuthServiceAsyncStub(AuthServiceStub):
     ResetPassword: _aio.UnaryUnaryMultiCallable[_auth_pb2.ResetPasswordRequest, _auth_pb2.ResetPasswordResponse]  # type: ignore[assignment]
     ChangePassword: _aio.UnaryUnaryMultiCallable[_auth_pb2.ChangePasswordRequest, _auth_pb2.ChangePasswordResponse]  # type: ignore[assignment]
     BeginTotpEnrollment: _aio.UnaryUnaryMultiCallable[_auth_pb2.BeginTotpEnrollmentRequest, _auth_pb2.BeginTotpEnrollmentResponse]  # type: ignore[assignment]
+    """A new secret, as an otpauth URI and a QR code; confirm it with a code from the app."""
     ConfirmTotpEnrollment: _aio.UnaryUnaryMultiCallable[_auth_pb2.ConfirmTotpEnrollmentRequest, _auth_pb2.ConfirmTotpEnrollmentResponse]  # type: ignore[assignment]
+    """Turns two-factor authentication on and answers the recovery codes, shown once."""
     DisableTotp: _aio.UnaryUnaryMultiCallable[_auth_pb2.DisableTotpRequest, _auth_pb2.DisableTotpResponse]  # type: ignore[assignment]
+    """Needs the password and a current code (or a recovery code)."""
     RegenerateRecoveryCodes: _aio.UnaryUnaryMultiCallable[_auth_pb2.RegenerateRecoveryCodesRequest, _auth_pb2.RegenerateRecoveryCodesResponse]  # type: ignore[assignment]
+    """New recovery codes (the old ones stop working), given a current code."""
     GetProfile: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetProfileRequest, _auth_pb2.Profile]  # type: ignore[assignment]
+    """The profile and the onboarding state."""
     SaveProfile: _aio.UnaryUnaryMultiCallable[_auth_pb2.SaveProfileRequest, _auth_pb2.Profile]  # type: ignore[assignment]
+    """Changes the fields named in the update mask (display name, bio, IANA timezone, niche, goals) and
+    keeps the others.
+    """
     CompleteOnboarding: _aio.UnaryUnaryMultiCallable[_auth_pb2.CompleteOnboardingRequest, _auth_pb2.Profile]  # type: ignore[assignment]
+    """Marks onboarding as done (the profile must have been saved with a display name first)."""
     GetPublicKeys: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetPublicKeysRequest, _auth_pb2.GetPublicKeysResponse]  # type: ignore[assignment]
     """The public keys that verify access and service tokens (a JWK Set, as JSON)."""
     IssueServiceToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.IssueServiceTokenRequest, _auth_pb2.IssueServiceTokenResponse]  # type: ignore[assignment]
@@ -170,14 +192,16 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _auth_pb2.GetMeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.GetMeResponse, _abc.Awaitable[_auth_pb2.GetMeResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.GetMeResponse, _abc.Awaitable[_auth_pb2.GetMeResponse]]:
+        """The user of the access token and their creator profile."""
 
     @_abc_1.abstractmethod
     def ListSessions(
         self,
         request: _auth_pb2.ListSessionsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.ListSessionsResponse, _abc.Awaitable[_auth_pb2.ListSessionsResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.ListSessionsResponse, _abc.Awaitable[_auth_pb2.ListSessionsResponse]]:
+        """Every active session of the user; `current` marks the calling one."""
 
     @_abc_1.abstractmethod
     def RevokeSession(
@@ -220,49 +244,58 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _auth_pb2.BeginTotpEnrollmentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.BeginTotpEnrollmentResponse, _abc.Awaitable[_auth_pb2.BeginTotpEnrollmentResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.BeginTotpEnrollmentResponse, _abc.Awaitable[_auth_pb2.BeginTotpEnrollmentResponse]]:
+        """A new secret, as an otpauth URI and a QR code; confirm it with a code from the app."""
 
     @_abc_1.abstractmethod
     def ConfirmTotpEnrollment(
         self,
         request: _auth_pb2.ConfirmTotpEnrollmentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.ConfirmTotpEnrollmentResponse, _abc.Awaitable[_auth_pb2.ConfirmTotpEnrollmentResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.ConfirmTotpEnrollmentResponse, _abc.Awaitable[_auth_pb2.ConfirmTotpEnrollmentResponse]]:
+        """Turns two-factor authentication on and answers the recovery codes, shown once."""
 
     @_abc_1.abstractmethod
     def DisableTotp(
         self,
         request: _auth_pb2.DisableTotpRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.DisableTotpResponse, _abc.Awaitable[_auth_pb2.DisableTotpResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.DisableTotpResponse, _abc.Awaitable[_auth_pb2.DisableTotpResponse]]:
+        """Needs the password and a current code (or a recovery code)."""
 
     @_abc_1.abstractmethod
     def RegenerateRecoveryCodes(
         self,
         request: _auth_pb2.RegenerateRecoveryCodesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.RegenerateRecoveryCodesResponse, _abc.Awaitable[_auth_pb2.RegenerateRecoveryCodesResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.RegenerateRecoveryCodesResponse, _abc.Awaitable[_auth_pb2.RegenerateRecoveryCodesResponse]]:
+        """New recovery codes (the old ones stop working), given a current code."""
 
     @_abc_1.abstractmethod
     def GetProfile(
         self,
         request: _auth_pb2.GetProfileRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.Profile, _abc.Awaitable[_auth_pb2.Profile]]: ...
+    ) -> _typing.Union[_auth_pb2.Profile, _abc.Awaitable[_auth_pb2.Profile]]:
+        """The profile and the onboarding state."""
 
     @_abc_1.abstractmethod
     def SaveProfile(
         self,
         request: _auth_pb2.SaveProfileRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.Profile, _abc.Awaitable[_auth_pb2.Profile]]: ...
+    ) -> _typing.Union[_auth_pb2.Profile, _abc.Awaitable[_auth_pb2.Profile]]:
+        """Changes the fields named in the update mask (display name, bio, IANA timezone, niche, goals) and
+        keeps the others.
+        """
 
     @_abc_1.abstractmethod
     def CompleteOnboarding(
         self,
         request: _auth_pb2.CompleteOnboardingRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.Profile, _abc.Awaitable[_auth_pb2.Profile]]: ...
+    ) -> _typing.Union[_auth_pb2.Profile, _abc.Awaitable[_auth_pb2.Profile]]:
+        """Marks onboarding as done (the profile must have been saved with a display name first)."""
 
     @_abc_1.abstractmethod
     def GetPublicKeys(

@@ -332,7 +332,7 @@ class Fan(_message.Message):
     platform's. The name the fan goes by on the platform (kept up to date by its sync):
     """
     custom_display_name: _builtins.str
-    """The creator's own name for the fan (CreateFan's and UpdateFan's `display_name`; empty:
+    """The creator's own name for the fan (CreateFan's and UpdateFan's `display_name`; unset:
     none), which a platform sync never changes.
     """
     @_builtins.property
@@ -356,7 +356,7 @@ class Fan(_message.Message):
         *,
         id: _builtins.str = ...,
         platform: Global___Platform.ValueType = ...,
-        platform_fan_id: _builtins.str = ...,
+        platform_fan_id: _builtins.str | None = ...,
         display_name: _builtins.str = ...,
         handle: _builtins.str = ...,
         avatar_url: _builtins.str = ...,
@@ -373,13 +373,20 @@ class Fan(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         platform_display_name: _builtins.str = ...,
-        custom_display_name: _builtins.str = ...,
+        custom_display_name: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_fields", b"custom_fields", "last_message_at", b"last_message_at", "last_seen_at", b"last_seen_at", "subscribed_at", b"subscribed_at", "subscription_expires_at", b"subscription_expires_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_custom_display_name", b"_custom_display_name", "_platform_fan_id", b"_platform_fan_id", "created_at", b"created_at", "custom_display_name", b"custom_display_name", "custom_fields", b"custom_fields", "last_message_at", b"last_message_at", "last_seen_at", b"last_seen_at", "platform_fan_id", b"platform_fan_id", "subscribed_at", b"subscribed_at", "subscription_expires_at", b"subscription_expires_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "created_at", b"created_at", "custom_display_name", b"custom_display_name", "custom_fields", b"custom_fields", "display_name", b"display_name", "email", b"email", "handle", b"handle", "id", b"id", "last_message_at", b"last_message_at", "last_seen_at", b"last_seen_at", "notes", b"notes", "platform", b"platform", "platform_display_name", b"platform_display_name", "platform_fan_id", b"platform_fan_id", "subscribed_at", b"subscribed_at", "subscription_expires_at", b"subscription_expires_at", "subscription_state", b"subscription_state", "tags", b"tags", "updated_at", b"updated_at", "value_cents", b"value_cents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_custom_display_name", b"_custom_display_name", "_platform_fan_id", b"_platform_fan_id", "avatar_url", b"avatar_url", "created_at", b"created_at", "custom_display_name", b"custom_display_name", "custom_fields", b"custom_fields", "display_name", b"display_name", "email", b"email", "handle", b"handle", "id", b"id", "last_message_at", b"last_message_at", "last_seen_at", b"last_seen_at", "notes", b"notes", "platform", b"platform", "platform_display_name", b"platform_display_name", "platform_fan_id", b"platform_fan_id", "subscribed_at", b"subscribed_at", "subscription_expires_at", b"subscription_expires_at", "subscription_state", b"subscription_state", "tags", b"tags", "updated_at", b"updated_at", "value_cents", b"value_cents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__custom_display_name: _TypeAlias = _typing.Literal["custom_display_name"]  # noqa: Y015
+    _WhichOneofArgType__custom_display_name: _TypeAlias = _typing.Literal["_custom_display_name", b"_custom_display_name"]  # noqa: Y015
+    _WhichOneofReturnType__platform_fan_id: _TypeAlias = _typing.Literal["platform_fan_id"]  # noqa: Y015
+    _WhichOneofArgType__platform_fan_id: _TypeAlias = _typing.Literal["_platform_fan_id", b"_platform_fan_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__custom_display_name) -> _WhichOneofReturnType__custom_display_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__platform_fan_id) -> _WhichOneofReturnType__platform_fan_id | None: ...
 
 Global___Fan: _TypeAlias = Fan  # noqa: Y015
 
@@ -402,16 +409,31 @@ class Attachment(_message.Message):
         self,
         *,
         kind: Global___AttachmentKind.ValueType = ...,
-        url: _builtins.str = ...,
-        platform_media_id: _builtins.str = ...,
-        mime_type: _builtins.str = ...,
-        thumbnail_url: _builtins.str = ...,
+        url: _builtins.str | None = ...,
+        platform_media_id: _builtins.str | None = ...,
+        mime_type: _builtins.str | None = ...,
+        thumbnail_url: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mime_type", b"_mime_type", "_platform_media_id", b"_platform_media_id", "_thumbnail_url", b"_thumbnail_url", "_url", b"_url", "mime_type", b"mime_type", "platform_media_id", b"platform_media_id", "thumbnail_url", b"thumbnail_url", "url", b"url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "mime_type", b"mime_type", "platform_media_id", b"platform_media_id", "thumbnail_url", b"thumbnail_url", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mime_type", b"_mime_type", "_platform_media_id", b"_platform_media_id", "_thumbnail_url", b"_thumbnail_url", "_url", b"_url", "kind", b"kind", "mime_type", b"mime_type", "platform_media_id", b"platform_media_id", "thumbnail_url", b"thumbnail_url", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__mime_type: _TypeAlias = _typing.Literal["mime_type"]  # noqa: Y015
+    _WhichOneofArgType__mime_type: _TypeAlias = _typing.Literal["_mime_type", b"_mime_type"]  # noqa: Y015
+    _WhichOneofReturnType__platform_media_id: _TypeAlias = _typing.Literal["platform_media_id"]  # noqa: Y015
+    _WhichOneofArgType__platform_media_id: _TypeAlias = _typing.Literal["_platform_media_id", b"_platform_media_id"]  # noqa: Y015
+    _WhichOneofReturnType__thumbnail_url: _TypeAlias = _typing.Literal["thumbnail_url"]  # noqa: Y015
+    _WhichOneofArgType__thumbnail_url: _TypeAlias = _typing.Literal["_thumbnail_url", b"_thumbnail_url"]  # noqa: Y015
+    _WhichOneofReturnType__url: _TypeAlias = _typing.Literal["url"]  # noqa: Y015
+    _WhichOneofArgType__url: _TypeAlias = _typing.Literal["_url", b"_url"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mime_type) -> _WhichOneofReturnType__mime_type | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__platform_media_id) -> _WhichOneofReturnType__platform_media_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__thumbnail_url) -> _WhichOneofReturnType__thumbnail_url | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__url) -> _WhichOneofReturnType__url | None: ...
 
 Global___Attachment: _TypeAlias = Attachment  # noqa: Y015
 
@@ -462,16 +484,18 @@ class Conversation(_message.Message):
         last_message_preview: _builtins.str = ...,
         pinned: _builtins.bool = ...,
         archived: _builtins.bool = ...,
-        assigned_member_id: _builtins.str = ...,
+        assigned_member_id: _builtins.str | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         fan: Global___Fan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "fan", b"fan", "last_message_at", b"last_message_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_assigned_member_id", b"_assigned_member_id", "assigned_member_id", b"assigned_member_id", "created_at", b"created_at", "fan", b"fan", "last_message_at", b"last_message_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "assigned_member_id", b"assigned_member_id", "created_at", b"created_at", "fan", b"fan", "fan_id", b"fan_id", "id", b"id", "last_message_at", b"last_message_at", "last_message_preview", b"last_message_preview", "pinned", b"pinned", "platform", b"platform", "unread_count", b"unread_count", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_assigned_member_id", b"_assigned_member_id", "archived", b"archived", "assigned_member_id", b"assigned_member_id", "created_at", b"created_at", "fan", b"fan", "fan_id", b"fan_id", "id", b"id", "last_message_at", b"last_message_at", "last_message_preview", b"last_message_preview", "pinned", b"pinned", "platform", b"platform", "unread_count", b"unread_count", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__assigned_member_id: _TypeAlias = _typing.Literal["assigned_member_id"]  # noqa: Y015
+    _WhichOneofArgType__assigned_member_id: _TypeAlias = _typing.Literal["_assigned_member_id", b"_assigned_member_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__assigned_member_id) -> _WhichOneofReturnType__assigned_member_id | None: ...
 
 Global___Conversation: _TypeAlias = Conversation  # noqa: Y015
 
@@ -551,21 +575,36 @@ class Message(_message.Message):
         read: _builtins.bool = ...,
         read_at: _timestamp_pb2.Timestamp | None = ...,
         delivery_status: Global___DeliveryStatus.ValueType = ...,
-        failure_reason: _builtins.str = ...,
-        platform_message_id: _builtins.str = ...,
-        idempotency_key: _builtins.str = ...,
+        failure_reason: _builtins.str | None = ...,
+        platform_message_id: _builtins.str | None = ...,
+        idempotency_key: _builtins.str | None = ...,
         sender_kind: Global___SenderKind.ValueType = ...,
-        sender_id: _builtins.str = ...,
+        sender_id: _builtins.str | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         sent_at: _timestamp_pb2.Timestamp | None = ...,
         unlocked_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "read_at", b"read_at", "sent_at", b"sent_at", "unlocked_at", b"unlocked_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_failure_reason", b"_failure_reason", "_idempotency_key", b"_idempotency_key", "_platform_message_id", b"_platform_message_id", "_sender_id", b"_sender_id", "created_at", b"created_at", "failure_reason", b"failure_reason", "idempotency_key", b"idempotency_key", "platform_message_id", b"platform_message_id", "read_at", b"read_at", "sender_id", b"sender_id", "sent_at", b"sent_at", "unlocked_at", b"unlocked_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "conversation_id", b"conversation_id", "created_at", b"created_at", "delivery_status", b"delivery_status", "direction", b"direction", "failure_reason", b"failure_reason", "fan_id", b"fan_id", "id", b"id", "idempotency_key", b"idempotency_key", "platform", b"platform", "platform_message_id", b"platform_message_id", "price_cents", b"price_cents", "read", b"read", "read_at", b"read_at", "sender_id", b"sender_id", "sender_kind", b"sender_kind", "sent_at", b"sent_at", "text", b"text", "unlocked_at", b"unlocked_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_failure_reason", b"_failure_reason", "_idempotency_key", b"_idempotency_key", "_platform_message_id", b"_platform_message_id", "_sender_id", b"_sender_id", "attachments", b"attachments", "conversation_id", b"conversation_id", "created_at", b"created_at", "delivery_status", b"delivery_status", "direction", b"direction", "failure_reason", b"failure_reason", "fan_id", b"fan_id", "id", b"id", "idempotency_key", b"idempotency_key", "platform", b"platform", "platform_message_id", b"platform_message_id", "price_cents", b"price_cents", "read", b"read", "read_at", b"read_at", "sender_id", b"sender_id", "sender_kind", b"sender_kind", "sent_at", b"sent_at", "text", b"text", "unlocked_at", b"unlocked_at", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__failure_reason: _TypeAlias = _typing.Literal["failure_reason"]  # noqa: Y015
+    _WhichOneofArgType__failure_reason: _TypeAlias = _typing.Literal["_failure_reason", b"_failure_reason"]  # noqa: Y015
+    _WhichOneofReturnType__idempotency_key: _TypeAlias = _typing.Literal["idempotency_key"]  # noqa: Y015
+    _WhichOneofArgType__idempotency_key: _TypeAlias = _typing.Literal["_idempotency_key", b"_idempotency_key"]  # noqa: Y015
+    _WhichOneofReturnType__platform_message_id: _TypeAlias = _typing.Literal["platform_message_id"]  # noqa: Y015
+    _WhichOneofArgType__platform_message_id: _TypeAlias = _typing.Literal["_platform_message_id", b"_platform_message_id"]  # noqa: Y015
+    _WhichOneofReturnType__sender_id: _TypeAlias = _typing.Literal["sender_id"]  # noqa: Y015
+    _WhichOneofArgType__sender_id: _TypeAlias = _typing.Literal["_sender_id", b"_sender_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failure_reason) -> _WhichOneofReturnType__failure_reason | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__idempotency_key) -> _WhichOneofReturnType__idempotency_key | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__platform_message_id) -> _WhichOneofReturnType__platform_message_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sender_id) -> _WhichOneofReturnType__sender_id | None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
 
@@ -602,7 +641,7 @@ class Purchase(_message.Message):
         *,
         id: _builtins.str = ...,
         fan_id: _builtins.str = ...,
-        message_id: _builtins.str = ...,
+        message_id: _builtins.str | None = ...,
         platform: Global___Platform.ValueType = ...,
         kind: Global___PurchaseKind.ValueType = ...,
         amount_cents: _builtins.int = ...,
@@ -611,11 +650,13 @@ class Purchase(_message.Message):
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "occurred_at", b"occurred_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_message_id", b"_message_id", "created_at", b"created_at", "message_id", b"message_id", "occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "created_at", b"created_at", "currency", b"currency", "fan_id", b"fan_id", "id", b"id", "kind", b"kind", "message_id", b"message_id", "occurred_at", b"occurred_at", "platform", b"platform", "platform_transaction_id", b"platform_transaction_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_message_id", b"_message_id", "amount_cents", b"amount_cents", "created_at", b"created_at", "currency", b"currency", "fan_id", b"fan_id", "id", b"id", "kind", b"kind", "message_id", b"message_id", "occurred_at", b"occurred_at", "platform", b"platform", "platform_transaction_id", b"platform_transaction_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__message_id: _TypeAlias = _typing.Literal["message_id"]  # noqa: Y015
+    _WhichOneofArgType__message_id: _TypeAlias = _typing.Literal["_message_id", b"_message_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__message_id) -> _WhichOneofReturnType__message_id | None: ...
 
 Global___Purchase: _TypeAlias = Purchase  # noqa: Y015
 

@@ -226,13 +226,16 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetFan(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The fan's profile, tags, notes, spend and subscription.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateFan(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A fan added by hand (the platform workers add the others). A platform account id is unique per
+        creator and platform: `FAN_EXISTS` (409 over HTTP).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -251,13 +254,15 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListFanPurchases(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Tips, pay-per-view unlocks, subscriptions and renewals, newest first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateFanTags(self, request, context):
-        """Adds and removes tags on many fans at once; all or nothing.
+        """Adds and removes tags on many fans at once; all or nothing: an unknown fan id is NOT_FOUND and
+        changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -271,7 +276,8 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetConversation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The conversation and its fan.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -283,7 +289,7 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def MarkConversationRead(self, request, context):
-        """Marks every inbound message of the conversation read.
+        """Marks every inbound message of the conversation read; its unread count drops to 0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -291,7 +297,8 @@ class CrmServiceServicer:
 
     def ListMessages(self, request, context):
         """Messages.
-        The messages of one conversation, newest first.
+
+        The messages of one conversation, newest first (the next page goes back in time).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -311,7 +318,8 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def MarkMessageRead(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Marks an inbound message read (the conversation's unread count follows).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -332,25 +340,29 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetQuickReply(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One quick reply.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateQuickReply(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A shortcut is unique per creator: `SHORTCUT_TAKEN` (409 over HTTP).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateQuickReply(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Fields that are set replace the quick reply's.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteQuickReply(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes the quick reply, for good.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -363,25 +375,29 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetFanList(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The list and its member count.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateFanList(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A static list (members added by hand) or a dynamic one (a saved segment).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateFanList(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Renames a list or replaces a dynamic list's segment (a static list has none).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteFanList(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes the list; its fans stay.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -394,20 +410,22 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddFanListMembers(self, request, context):
-        """Static lists only; all or nothing.
+        """Static lists only (a dynamic one is FAILED_PRECONDITION, 409 over HTTP); all or nothing; fans
+        already in the list are not counted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveFanListMembers(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Static lists only; all or nothing; fans that were not members are not counted.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PreviewSegment(self, request, context):
-        """How many fans a segment matches now.
+        """How many fans match the segment now (before saving it as a dynamic list).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

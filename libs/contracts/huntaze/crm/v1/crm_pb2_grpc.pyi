@@ -43,27 +43,37 @@ class CrmServiceStub:
     ListFans: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListFansRequest, _crm_pb2.ListFansResponse]
     """Fans."""
     GetFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetFanRequest, _crm_pb2.Fan]
+    """The fan's profile, tags, notes, spend and subscription."""
     CreateFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.CreateFanRequest, _crm_pb2.Fan]
+    """A fan added by hand (the platform workers add the others). A platform account id is unique per
+    creator and platform: `FAN_EXISTS` (409 over HTTP).
+    """
     UpdateFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.UpdateFanRequest, _crm_pb2.Fan]
     DeleteFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.DeleteFanRequest, _crm_pb2.DeleteFanResponse]
     """Deletes the fan with its conversation, messages, purchases and list memberships."""
     ListFanPurchases: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListFanPurchasesRequest, _crm_pb2.ListFanPurchasesResponse]
+    """Tips, pay-per-view unlocks, subscriptions and renewals, newest first."""
     UpdateFanTags: _grpc.UnaryUnaryMultiCallable[_crm_pb2.UpdateFanTagsRequest, _crm_pb2.UpdateFanTagsResponse]
-    """Adds and removes tags on many fans at once; all or nothing."""
+    """Adds and removes tags on many fans at once; all or nothing: an unknown fan id is NOT_FOUND and
+    changes nothing.
+    """
     ListConversations: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListConversationsRequest, _crm_pb2.ListConversationsResponse]
     """Conversations (one per fan and platform)."""
     GetConversation: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetConversationRequest, _crm_pb2.Conversation]
+    """The conversation and its fan."""
     UpdateConversation: _grpc.UnaryUnaryMultiCallable[_crm_pb2.UpdateConversationRequest, _crm_pb2.Conversation]
     MarkConversationRead: _grpc.UnaryUnaryMultiCallable[_crm_pb2.MarkConversationReadRequest, _crm_pb2.Conversation]
-    """Marks every inbound message of the conversation read."""
+    """Marks every inbound message of the conversation read; its unread count drops to 0."""
     ListMessages: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListMessagesRequest, _crm_pb2.ListMessagesResponse]
     """Messages.
-    The messages of one conversation, newest first.
+
+    The messages of one conversation, newest first (the next page goes back in time).
     """
     GetMessage: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetMessageRequest, _crm_pb2.Message]
     SearchMessages: _grpc.UnaryUnaryMultiCallable[_crm_pb2.SearchMessagesRequest, _crm_pb2.SearchMessagesResponse]
     """Full-text search over message texts, newest first."""
     MarkMessageRead: _grpc.UnaryUnaryMultiCallable[_crm_pb2.MarkMessageReadRequest, _crm_pb2.Message]
+    """Marks an inbound message read (the conversation's unread count follows)."""
     SendMessage: _grpc.UnaryUnaryMultiCallable[_crm_pb2.SendMessageRequest, _crm_pb2.SendMessageResponse]
     """Stores a queued outgoing message and requests its delivery (`crm.message.send_requested`).
     The same idempotency key always answers the same message: a retry never sends twice.
@@ -71,22 +81,33 @@ class CrmServiceStub:
     ListQuickReplies: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListQuickRepliesRequest, _crm_pb2.ListQuickRepliesResponse]
     """Quick replies (canned answers, by shortcut)."""
     GetQuickReply: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetQuickReplyRequest, _crm_pb2.QuickReply]
+    """One quick reply."""
     CreateQuickReply: _grpc.UnaryUnaryMultiCallable[_crm_pb2.CreateQuickReplyRequest, _crm_pb2.QuickReply]
+    """A shortcut is unique per creator: `SHORTCUT_TAKEN` (409 over HTTP)."""
     UpdateQuickReply: _grpc.UnaryUnaryMultiCallable[_crm_pb2.UpdateQuickReplyRequest, _crm_pb2.QuickReply]
+    """Fields that are set replace the quick reply's."""
     DeleteQuickReply: _grpc.UnaryUnaryMultiCallable[_crm_pb2.DeleteQuickReplyRequest, _crm_pb2.DeleteQuickReplyResponse]
+    """Deletes the quick reply, for good."""
     ListFanLists: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListFanListsRequest, _crm_pb2.ListFanListsResponse]
     """Fan lists: static lists and dynamic ones (saved segments)."""
     GetFanList: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetFanListRequest, _crm_pb2.FanList]
+    """The list and its member count."""
     CreateFanList: _grpc.UnaryUnaryMultiCallable[_crm_pb2.CreateFanListRequest, _crm_pb2.FanList]
+    """A static list (members added by hand) or a dynamic one (a saved segment)."""
     UpdateFanList: _grpc.UnaryUnaryMultiCallable[_crm_pb2.UpdateFanListRequest, _crm_pb2.FanList]
+    """Renames a list or replaces a dynamic list's segment (a static list has none)."""
     DeleteFanList: _grpc.UnaryUnaryMultiCallable[_crm_pb2.DeleteFanListRequest, _crm_pb2.DeleteFanListResponse]
+    """Deletes the list; its fans stay."""
     ListFanListMembers: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListFanListMembersRequest, _crm_pb2.ListFanListMembersResponse]
     """The fans of a list: its members when static, the fans matching its segment when dynamic."""
     AddFanListMembers: _grpc.UnaryUnaryMultiCallable[_crm_pb2.AddFanListMembersRequest, _crm_pb2.AddFanListMembersResponse]
-    """Static lists only; all or nothing."""
+    """Static lists only (a dynamic one is FAILED_PRECONDITION, 409 over HTTP); all or nothing; fans
+    already in the list are not counted.
+    """
     RemoveFanListMembers: _grpc.UnaryUnaryMultiCallable[_crm_pb2.RemoveFanListMembersRequest, _crm_pb2.RemoveFanListMembersResponse]
+    """Static lists only; all or nothing; fans that were not members are not counted."""
     PreviewSegment: _grpc.UnaryUnaryMultiCallable[_crm_pb2.PreviewSegmentRequest, _crm_pb2.PreviewSegmentResponse]
-    """How many fans a segment matches now."""
+    """How many fans match the segment now (before saving it as a dynamic list)."""
     WatchInbox: _grpc.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEvent]
     """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
     Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
@@ -112,27 +133,37 @@ class CrmServiceAsyncStub(CrmServiceStub):
     ListFans: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListFansRequest, _crm_pb2.ListFansResponse]  # type: ignore[assignment]
     """Fans."""
     GetFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
+    """The fan's profile, tags, notes, spend and subscription."""
     CreateFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.CreateFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
+    """A fan added by hand (the platform workers add the others). A platform account id is unique per
+    creator and platform: `FAN_EXISTS` (409 over HTTP).
+    """
     UpdateFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.UpdateFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
     DeleteFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.DeleteFanRequest, _crm_pb2.DeleteFanResponse]  # type: ignore[assignment]
     """Deletes the fan with its conversation, messages, purchases and list memberships."""
     ListFanPurchases: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListFanPurchasesRequest, _crm_pb2.ListFanPurchasesResponse]  # type: ignore[assignment]
+    """Tips, pay-per-view unlocks, subscriptions and renewals, newest first."""
     UpdateFanTags: _aio.UnaryUnaryMultiCallable[_crm_pb2.UpdateFanTagsRequest, _crm_pb2.UpdateFanTagsResponse]  # type: ignore[assignment]
-    """Adds and removes tags on many fans at once; all or nothing."""
+    """Adds and removes tags on many fans at once; all or nothing: an unknown fan id is NOT_FOUND and
+    changes nothing.
+    """
     ListConversations: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListConversationsRequest, _crm_pb2.ListConversationsResponse]  # type: ignore[assignment]
     """Conversations (one per fan and platform)."""
     GetConversation: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetConversationRequest, _crm_pb2.Conversation]  # type: ignore[assignment]
+    """The conversation and its fan."""
     UpdateConversation: _aio.UnaryUnaryMultiCallable[_crm_pb2.UpdateConversationRequest, _crm_pb2.Conversation]  # type: ignore[assignment]
     MarkConversationRead: _aio.UnaryUnaryMultiCallable[_crm_pb2.MarkConversationReadRequest, _crm_pb2.Conversation]  # type: ignore[assignment]
-    """Marks every inbound message of the conversation read."""
+    """Marks every inbound message of the conversation read; its unread count drops to 0."""
     ListMessages: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListMessagesRequest, _crm_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """Messages.
-    The messages of one conversation, newest first.
+
+    The messages of one conversation, newest first (the next page goes back in time).
     """
     GetMessage: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetMessageRequest, _crm_pb2.Message]  # type: ignore[assignment]
     SearchMessages: _aio.UnaryUnaryMultiCallable[_crm_pb2.SearchMessagesRequest, _crm_pb2.SearchMessagesResponse]  # type: ignore[assignment]
     """Full-text search over message texts, newest first."""
     MarkMessageRead: _aio.UnaryUnaryMultiCallable[_crm_pb2.MarkMessageReadRequest, _crm_pb2.Message]  # type: ignore[assignment]
+    """Marks an inbound message read (the conversation's unread count follows)."""
     SendMessage: _aio.UnaryUnaryMultiCallable[_crm_pb2.SendMessageRequest, _crm_pb2.SendMessageResponse]  # type: ignore[assignment]
     """Stores a queued outgoing message and requests its delivery (`crm.message.send_requested`).
     The same idempotency key always answers the same message: a retry never sends twice.
@@ -140,22 +171,33 @@ class CrmServiceAsyncStub(CrmServiceStub):
     ListQuickReplies: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListQuickRepliesRequest, _crm_pb2.ListQuickRepliesResponse]  # type: ignore[assignment]
     """Quick replies (canned answers, by shortcut)."""
     GetQuickReply: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetQuickReplyRequest, _crm_pb2.QuickReply]  # type: ignore[assignment]
+    """One quick reply."""
     CreateQuickReply: _aio.UnaryUnaryMultiCallable[_crm_pb2.CreateQuickReplyRequest, _crm_pb2.QuickReply]  # type: ignore[assignment]
+    """A shortcut is unique per creator: `SHORTCUT_TAKEN` (409 over HTTP)."""
     UpdateQuickReply: _aio.UnaryUnaryMultiCallable[_crm_pb2.UpdateQuickReplyRequest, _crm_pb2.QuickReply]  # type: ignore[assignment]
+    """Fields that are set replace the quick reply's."""
     DeleteQuickReply: _aio.UnaryUnaryMultiCallable[_crm_pb2.DeleteQuickReplyRequest, _crm_pb2.DeleteQuickReplyResponse]  # type: ignore[assignment]
+    """Deletes the quick reply, for good."""
     ListFanLists: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListFanListsRequest, _crm_pb2.ListFanListsResponse]  # type: ignore[assignment]
     """Fan lists: static lists and dynamic ones (saved segments)."""
     GetFanList: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetFanListRequest, _crm_pb2.FanList]  # type: ignore[assignment]
+    """The list and its member count."""
     CreateFanList: _aio.UnaryUnaryMultiCallable[_crm_pb2.CreateFanListRequest, _crm_pb2.FanList]  # type: ignore[assignment]
+    """A static list (members added by hand) or a dynamic one (a saved segment)."""
     UpdateFanList: _aio.UnaryUnaryMultiCallable[_crm_pb2.UpdateFanListRequest, _crm_pb2.FanList]  # type: ignore[assignment]
+    """Renames a list or replaces a dynamic list's segment (a static list has none)."""
     DeleteFanList: _aio.UnaryUnaryMultiCallable[_crm_pb2.DeleteFanListRequest, _crm_pb2.DeleteFanListResponse]  # type: ignore[assignment]
+    """Deletes the list; its fans stay."""
     ListFanListMembers: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListFanListMembersRequest, _crm_pb2.ListFanListMembersResponse]  # type: ignore[assignment]
     """The fans of a list: its members when static, the fans matching its segment when dynamic."""
     AddFanListMembers: _aio.UnaryUnaryMultiCallable[_crm_pb2.AddFanListMembersRequest, _crm_pb2.AddFanListMembersResponse]  # type: ignore[assignment]
-    """Static lists only; all or nothing."""
+    """Static lists only (a dynamic one is FAILED_PRECONDITION, 409 over HTTP); all or nothing; fans
+    already in the list are not counted.
+    """
     RemoveFanListMembers: _aio.UnaryUnaryMultiCallable[_crm_pb2.RemoveFanListMembersRequest, _crm_pb2.RemoveFanListMembersResponse]  # type: ignore[assignment]
+    """Static lists only; all or nothing; fans that were not members are not counted."""
     PreviewSegment: _aio.UnaryUnaryMultiCallable[_crm_pb2.PreviewSegmentRequest, _crm_pb2.PreviewSegmentResponse]  # type: ignore[assignment]
-    """How many fans a segment matches now."""
+    """How many fans match the segment now (before saving it as a dynamic list)."""
     WatchInbox: _aio.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEvent]  # type: ignore[assignment]
     """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
     Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
@@ -189,14 +231,18 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _crm_pb2.GetFanRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.Fan, _abc.Awaitable[_crm_pb2.Fan]]: ...
+    ) -> _typing.Union[_crm_pb2.Fan, _abc.Awaitable[_crm_pb2.Fan]]:
+        """The fan's profile, tags, notes, spend and subscription."""
 
     @_abc_1.abstractmethod
     def CreateFan(
         self,
         request: _crm_pb2.CreateFanRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.Fan, _abc.Awaitable[_crm_pb2.Fan]]: ...
+    ) -> _typing.Union[_crm_pb2.Fan, _abc.Awaitable[_crm_pb2.Fan]]:
+        """A fan added by hand (the platform workers add the others). A platform account id is unique per
+        creator and platform: `FAN_EXISTS` (409 over HTTP).
+        """
 
     @_abc_1.abstractmethod
     def UpdateFan(
@@ -218,7 +264,8 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _crm_pb2.ListFanPurchasesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.ListFanPurchasesResponse, _abc.Awaitable[_crm_pb2.ListFanPurchasesResponse]]: ...
+    ) -> _typing.Union[_crm_pb2.ListFanPurchasesResponse, _abc.Awaitable[_crm_pb2.ListFanPurchasesResponse]]:
+        """Tips, pay-per-view unlocks, subscriptions and renewals, newest first."""
 
     @_abc_1.abstractmethod
     def UpdateFanTags(
@@ -226,7 +273,9 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _crm_pb2.UpdateFanTagsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.UpdateFanTagsResponse, _abc.Awaitable[_crm_pb2.UpdateFanTagsResponse]]:
-        """Adds and removes tags on many fans at once; all or nothing."""
+        """Adds and removes tags on many fans at once; all or nothing: an unknown fan id is NOT_FOUND and
+        changes nothing.
+        """
 
     @_abc_1.abstractmethod
     def ListConversations(
@@ -241,7 +290,8 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _crm_pb2.GetConversationRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.Conversation, _abc.Awaitable[_crm_pb2.Conversation]]: ...
+    ) -> _typing.Union[_crm_pb2.Conversation, _abc.Awaitable[_crm_pb2.Conversation]]:
+        """The conversation and its fan."""
 
     @_abc_1.abstractmethod
     def UpdateConversation(
@@ -256,7 +306,7 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _crm_pb2.MarkConversationReadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.Conversation, _abc.Awaitable[_crm_pb2.Conversation]]:
-        """Marks every inbound message of the conversation read."""
+        """Marks every inbound message of the conversation read; its unread count drops to 0."""
 
     @_abc_1.abstractmethod
     def ListMessages(
@@ -265,7 +315,8 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.ListMessagesResponse, _abc.Awaitable[_crm_pb2.ListMessagesResponse]]:
         """Messages.
-        The messages of one conversation, newest first.
+
+        The messages of one conversation, newest first (the next page goes back in time).
         """
 
     @_abc_1.abstractmethod
@@ -288,7 +339,8 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _crm_pb2.MarkMessageReadRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.Message, _abc.Awaitable[_crm_pb2.Message]]: ...
+    ) -> _typing.Union[_crm_pb2.Message, _abc.Awaitable[_crm_pb2.Message]]:
+        """Marks an inbound message read (the conversation's unread count follows)."""
 
     @_abc_1.abstractmethod
     def SendMessage(
@@ -313,28 +365,32 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _crm_pb2.GetQuickReplyRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.QuickReply, _abc.Awaitable[_crm_pb2.QuickReply]]: ...
+    ) -> _typing.Union[_crm_pb2.QuickReply, _abc.Awaitable[_crm_pb2.QuickReply]]:
+        """One quick reply."""
 
     @_abc_1.abstractmethod
     def CreateQuickReply(
         self,
         request: _crm_pb2.CreateQuickReplyRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.QuickReply, _abc.Awaitable[_crm_pb2.QuickReply]]: ...
+    ) -> _typing.Union[_crm_pb2.QuickReply, _abc.Awaitable[_crm_pb2.QuickReply]]:
+        """A shortcut is unique per creator: `SHORTCUT_TAKEN` (409 over HTTP)."""
 
     @_abc_1.abstractmethod
     def UpdateQuickReply(
         self,
         request: _crm_pb2.UpdateQuickReplyRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.QuickReply, _abc.Awaitable[_crm_pb2.QuickReply]]: ...
+    ) -> _typing.Union[_crm_pb2.QuickReply, _abc.Awaitable[_crm_pb2.QuickReply]]:
+        """Fields that are set replace the quick reply's."""
 
     @_abc_1.abstractmethod
     def DeleteQuickReply(
         self,
         request: _crm_pb2.DeleteQuickReplyRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.DeleteQuickReplyResponse, _abc.Awaitable[_crm_pb2.DeleteQuickReplyResponse]]: ...
+    ) -> _typing.Union[_crm_pb2.DeleteQuickReplyResponse, _abc.Awaitable[_crm_pb2.DeleteQuickReplyResponse]]:
+        """Deletes the quick reply, for good."""
 
     @_abc_1.abstractmethod
     def ListFanLists(
@@ -349,28 +405,32 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _crm_pb2.GetFanListRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.FanList, _abc.Awaitable[_crm_pb2.FanList]]: ...
+    ) -> _typing.Union[_crm_pb2.FanList, _abc.Awaitable[_crm_pb2.FanList]]:
+        """The list and its member count."""
 
     @_abc_1.abstractmethod
     def CreateFanList(
         self,
         request: _crm_pb2.CreateFanListRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.FanList, _abc.Awaitable[_crm_pb2.FanList]]: ...
+    ) -> _typing.Union[_crm_pb2.FanList, _abc.Awaitable[_crm_pb2.FanList]]:
+        """A static list (members added by hand) or a dynamic one (a saved segment)."""
 
     @_abc_1.abstractmethod
     def UpdateFanList(
         self,
         request: _crm_pb2.UpdateFanListRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.FanList, _abc.Awaitable[_crm_pb2.FanList]]: ...
+    ) -> _typing.Union[_crm_pb2.FanList, _abc.Awaitable[_crm_pb2.FanList]]:
+        """Renames a list or replaces a dynamic list's segment (a static list has none)."""
 
     @_abc_1.abstractmethod
     def DeleteFanList(
         self,
         request: _crm_pb2.DeleteFanListRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.DeleteFanListResponse, _abc.Awaitable[_crm_pb2.DeleteFanListResponse]]: ...
+    ) -> _typing.Union[_crm_pb2.DeleteFanListResponse, _abc.Awaitable[_crm_pb2.DeleteFanListResponse]]:
+        """Deletes the list; its fans stay."""
 
     @_abc_1.abstractmethod
     def ListFanListMembers(
@@ -386,14 +446,17 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _crm_pb2.AddFanListMembersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.AddFanListMembersResponse, _abc.Awaitable[_crm_pb2.AddFanListMembersResponse]]:
-        """Static lists only; all or nothing."""
+        """Static lists only (a dynamic one is FAILED_PRECONDITION, 409 over HTTP); all or nothing; fans
+        already in the list are not counted.
+        """
 
     @_abc_1.abstractmethod
     def RemoveFanListMembers(
         self,
         request: _crm_pb2.RemoveFanListMembersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.RemoveFanListMembersResponse, _abc.Awaitable[_crm_pb2.RemoveFanListMembersResponse]]: ...
+    ) -> _typing.Union[_crm_pb2.RemoveFanListMembersResponse, _abc.Awaitable[_crm_pb2.RemoveFanListMembersResponse]]:
+        """Static lists only; all or nothing; fans that were not members are not counted."""
 
     @_abc_1.abstractmethod
     def PreviewSegment(
@@ -401,7 +464,7 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _crm_pb2.PreviewSegmentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.PreviewSegmentResponse, _abc.Awaitable[_crm_pb2.PreviewSegmentResponse]]:
-        """How many fans a segment matches now."""
+        """How many fans match the segment now (before saving it as a dynamic list)."""
 
     @_abc_1.abstractmethod
     def WatchInbox(

@@ -1,0 +1,193 @@
+"""Routes declared in the protos: an RPC with a `google.api.http` rule is served at its method
+and path, with no hand-written handler.
+
+The rule's path parameters (`/api/crm/fans/{fan_id}`) fill the request fields of the same name;
+with `body: "*"` the JSON body, checked by its `ProtoBody` model, fills the rest (`codec`); the
+answer is the reply's public JSON, or 204 when the reply message has no fields. What stays at the
+edge is named per route (`Exposed`): summary, description, success status, the problems it may
+answer, and whether it is a partial update; the route's description is the RPC's comment in
+the proto.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import JSONResponse
+from google.api import annotations_pb2
+from google.protobuf import message_factory
+from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
+
+from huntaze.common.v1 import common_pb2
+from huntaze_gateway.codec import JsonResponse, to_json, to_message
+from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody
+from huntaze_gateway.openapi import page_schema, proto_schema
+from huntaze_gateway.paging import Cursor, Limit, listing, page_answer, page_request
+
+NO_CONTENT = 204
+_PATH_PARAMETER = re.compile(r"{(\w+)}")
+# The problems every route with a JSON body may answer (malformed, too large, invalid).
+BODY_PROBLEMS = (400, 413, 422)
+
+
+@dataclass(frozen=True)
+class Exposed:
+    """One RPC served over HTTP, by its method name in the service."""
+
+    rpc: str
+    summary: str
+    problems: tuple[int, ...]
+    body: type[ProtoBody] | None = None
+    status_code: int = 200
+    # An update: only the members the request sent change (`None` never clears a field).
+    partial: bool = False
+
+
+def http_rule(method: MethodDescriptor) -> tuple[str, str]:
+    """The HTTP method and path of an RPC's `google.api.http` rule."""
+    rule = method.GetOptions().Extensions[annotations_pb2.http]
+    verb = rule.WhichOneof("pattern")
+    if verb is None or verb == "custom":
+        raise ValueError(f"{method.full_name} has no google.api.http rule")
+    return verb.upper(), str(getattr(rule, verb))
+
+
+@dataclass(frozen=True)
+class Edge:
+    """What every exposed route shares: the dependency that verifies the caller (its value has
+    the call `options`), the stub of the service, and the problem documents by status."""
+
+    caller: Any
+    stub_of: Callable[[Request], Any]
+    problems: Callable[..., dict[int | str, dict[str, Any]]]
+
+
+def expose(
+    routers: Sequence[APIRouter],
+    service: ServiceDescriptor,
+    edge: Edge,
+    routes: Sequence[Exposed],
+) -> None:
+    """Adds each of `routes` to the router whose prefix its rule's path starts with."""
+    for route in routes:
+        method = service.methods_by_name[route.rpc]
+        verb, path = http_rule(method)
+        router = next(r for r in routers if r.prefix and path.startswith(r.prefix + "/"))
+        _add(
+            router,
+            verb=verb,
+            path=path.removeprefix(router.prefix),
+            method=method,
+            edge=edge,
+            route=route,
+        )
+
+
+def _add(
+    router: APIRouter,
+    *,
+    verb: str,
+    path: str,
+    method: MethodDescriptor,
+    edge: Edge,
+    route: Exposed,
+) -> None:
+    request_class: Any = message_factory.GetMessageClass(method.input_type)
+    no_content = not method.output_type.fields
+    path_fields = _PATH_PARAMETER.findall(path)
+    # A list RPC (a `PageRequest page`): `cursor` and `limit` in, a page of its items out.
+    paged = _is_page_request(method.input_type.fields_by_name.get("page"))
+    items = next((f for f in method.output_type.fields if f.is_repeated), None)
+
+    async def endpoint(request: Request, caller: Any, **arguments: Any) -> Response:
+        message = request_class(**{name: arguments[name] for name in path_fields})
+        if paged:
+            message.page.CopyFrom(page_request(arguments["cursor"], arguments["limit"]))
+        body: ProtoBody | None = arguments.get("body")
+        if body is not None:
+            values = body.proto_fields(sent_only=route.partial)
+            to_message(values, message)
+            if route.partial and "update_mask" in request_class.DESCRIPTOR.fields_by_name:
+                # AIP-134: the mask names the fields to change, so an empty value clears one.
+                message.update_mask.paths.extend(sorted(values))
+        call = getattr(edge.stub_of(request), method.name)(message, **caller.options)
+        reply = await (listing(call) if paged else call)
+        if paged and items is not None:
+            return page_answer(items.json_name, getattr(reply, items.name), reply.page)
+        if no_content:
+            return Response(status_code=NO_CONTENT)
+        return JsonResponse(to_json(reply), status_code=route.status_code)
+
+    parameters = [
+        inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
+        inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=edge.caller),
+        *(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[str, Path(description=_id_description(name))],
+            )
+            for name in path_fields
+        ),
+    ]
+    if paged:
+        parameters += [
+            inspect.Parameter(
+                "cursor", inspect.Parameter.KEYWORD_ONLY, annotation=Cursor, default=""
+            ),
+            inspect.Parameter(
+                "limit", inspect.Parameter.KEYWORD_ONLY, annotation=Limit, default=None
+            ),
+        ]
+    if route.body is not None:
+        parameters.append(
+            inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=route.body)
+        )
+    endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    endpoint.__name__ = _snake(method.name)
+    # JSON answers keep the default response class, whose documented schema is the response
+    # model's (the endpoint answers with its own `JsonResponse`).
+    response_class: type[Response] = Response if no_content else JSONResponse
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=[verb],
+        status_code=NO_CONTENT if no_content else route.status_code,
+        response_class=response_class,
+        response_model=_answer_schema(method, paged=paged, no_content=no_content),
+        summary=route.summary,
+        description=METHOD_COMMENTS.get(method.full_name, ""),
+        responses=edge.problems(*(BODY_PROBLEMS if route.body else ()), *route.problems),
+    )
+
+
+def _is_page_request(field: FieldDescriptor | None) -> bool:
+    return (
+        field is not None
+        and field.message_type is not None
+        and field.message_type.full_name == common_pb2.PageRequest.DESCRIPTOR.full_name
+    )
+
+
+def _answer_schema(method: MethodDescriptor, *, paged: bool, no_content: bool) -> Any:
+    if no_content:
+        return None
+    items = next((f for f in method.output_type.fields if f.is_repeated), None)
+    if paged and items is not None and items.message_type is not None:
+        return page_schema(items.json_name, items.message_type.full_name)
+    return proto_schema(method.output_type.full_name)
+
+
+def _id_description(field: str) -> str:
+    """`quick_reply_id` -> "The quick reply's id (a UUID)."; the service checks it (any other
+    string is a 422 on the id, a UUID of nothing a 404)."""
+    return f"The {field.removesuffix('_id').replace('_', ' ')}'s id (a UUID)."
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

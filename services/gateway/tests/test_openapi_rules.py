@@ -1,0 +1,71 @@
+"""The OpenAPI document states the limits the services enforce: for every member of every
+request body that mirrors a proto request, its limits are exactly the proto field's
+protovalidate rules (read here from the descriptors, not from the generated schemas)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import FieldDescriptor
+
+from huntaze_devstack.protogen import field_rules, rule_keywords
+from huntaze_gateway.app import create_app
+from huntaze_gateway.config import GatewaySettings
+from huntaze_gateway.models import LIMIT_KEYWORDS, ProtoBody, value_schema
+
+DOCUMENT: dict[str, Any] = create_app(GatewaySettings()).openapi()
+SCHEMAS: dict[str, Any] = DOCUMENT["components"]["schemas"]
+
+
+def _bodies(base: type[ProtoBody] = ProtoBody) -> list[type[ProtoBody]]:
+    found = []
+    for model in base.__subclasses__():
+        if "proto_message" in vars(model):
+            found.append(model)
+        found.extend(_bodies(model))
+    return found
+
+
+def _limits(schema: dict[str, Any]) -> dict[str, Any]:
+    value = value_schema(schema)
+    limits = {keyword: value[keyword] for keyword in LIMIT_KEYWORDS & value.keys()}
+    items = value.get("items", {})
+    item_limits = {keyword: items[keyword] for keyword in LIMIT_KEYWORDS & items.keys()}
+    if item_limits:
+        limits["items"] = item_limits
+    return limits
+
+
+def _rules(field: FieldDescriptor) -> dict[str, Any]:
+    rules = field_rules(field.GetOptions())  # type: ignore[arg-type]
+    return rule_keywords(rules) if rules is not None else {}
+
+
+def test_every_body_member_states_exactly_its_proto_rules() -> None:
+    bodies = _bodies()
+    assert len(bodies) >= 20, [body.__name__ for body in bodies]
+    checked = 0
+    for body in bodies:
+        message = descriptor_pool.Default().FindMessageTypeByName(body.proto_message)
+        component = SCHEMAS.get(body.__name__) or SCHEMAS[f"{body.__name__}-Input"]
+        for name, field in body.model_fields.items():
+            member = component["properties"][field.alias or name]
+            proto_field = message.fields_by_name.get(name)
+            expected = _rules(proto_field) if proto_field is not None else {}
+            # A member the proto does not rule may state no limit of its own either.
+            assert _limits(member) == expected, (body.__name__, name, member, expected)
+            checked += bool(expected)
+    assert checked >= 30
+
+
+def test_the_drifted_limits_are_the_services_now() -> None:
+    profile = SCHEMAS["SaveProfileBody"]["properties"]
+    assert value_schema(profile["displayName"])["maxLength"] == 80
+    assert value_schema(profile["bio"])["maxLength"] == 1000
+    assert value_schema(profile["niche"])["maxLength"] == 80
+    assert profile["goals"]["maxItems"] == 10
+    assert profile["goals"]["items"]["maxLength"] == 120
+    assert SCHEMAS["RegisterBody"]["properties"]["name"]["maxLength"] == 100
+    # Proto comments are the descriptions.
+    assert profile["timezone"]["description"] == "IANA name, e.g. Europe/Paris."
