@@ -1,6 +1,6 @@
 """Cross-service fixtures: the real processes (`python -m huntaze_auth.server`,
-`python -m huntaze_crm.server`, `python -m huntaze_gateway`) against real PostgreSQL, NATS and an
-SMTP mail catcher.
+`python -m huntaze_crm.server`, `python -m huntaze_ai_agent.server`, `python -m huntaze_gateway`)
+against real PostgreSQL, NATS and an SMTP mail catcher.
 
 `suite` starts everything once per test module (processes cost seconds on these machines) on a
 fresh database, each service as its own database role after applying its migrations as that
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -35,6 +36,8 @@ from huntaze_devstack.testing import email_links, token_from_email
 from huntaze_kit.migrations import upgrade_async
 
 READY_TIMEOUT = 60.0
+# The AI agent's secret among auth's service accounts (it acts for creators with it).
+AI_SERVICE_SECRET = "ai-secret-of-the-suite"
 
 
 @dataclass
@@ -239,7 +242,8 @@ async def _wait_ready(suite: Suite) -> None:
 
 @pytest.fixture(scope="module")
 async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
-    """auth and the gateway as real processes, on a fresh database, NATS and mail catcher."""
+    """auth, the CRM, the AI agent and the gateway as real processes, on a fresh database, NATS
+    and mail catcher."""
     name = f"xsvc_{uuid.uuid4().hex[:12]}"
     database_url = await ensure_database(pg_server_url, name)
     with _scratch("huntaze-suite-") as scratch, MailCatcher(scratch / "mail") as mail:
@@ -249,8 +253,9 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
             own_urls = await provision_roles(database_url, roles, passwords=new_passwords(roles))
             await upgrade_async(own_urls["auth"], package="huntaze_auth.migrations", schema="auth")
             await upgrade_async(own_urls["crm"], package="huntaze_crm.migrations", schema="crm")
-            auth_port, crm_port, gateway_port = free_port(), free_port(), free_port()
-            metrics_ports = {"auth": free_port(), "crm": free_port(), "gateway": free_port()}
+            await upgrade_async(own_urls["ai"], package="huntaze_ai_agent.migrations", schema="ai")
+            auth_port, crm_port, ai_port, gateway_port = (free_port() for _ in range(4))
+            metrics_ports = {name: free_port() for name in ("auth", "crm", "ai", "gateway")}
             gateway_url = f"http://127.0.0.1:{gateway_port}"
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
@@ -262,6 +267,11 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 "HUNTAZE_CRM_GRPC_HOST": "127.0.0.1",
                 "HUNTAZE_CRM_GRPC_PORT": str(crm_port),
                 "HUNTAZE_CRM_GRPC_TARGET": f"127.0.0.1:{crm_port}",
+                "HUNTAZE_AI_GRPC_HOST": "127.0.0.1",
+                "HUNTAZE_AI_GRPC_PORT": str(ai_port),
+                "HUNTAZE_AI_GRPC_TARGET": f"127.0.0.1:{ai_port}",
+                "HUNTAZE_AI_POLL_SECONDS": "0.1",
+                "HUNTAZE_AUTH_SERVICE_ACCOUNTS": json.dumps({"ai": AI_SERVICE_SECRET}),
                 "HUNTAZE_GRACE_SECONDS": "1",
                 **{
                     f"HUNTAZE_{name.upper()}_METRICS_PORT": str(port)
@@ -295,11 +305,15 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                     "HUNTAZE_DATABASE_URL": own_urls["auth"],
                 }
                 crm_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["crm"]}
+                ai_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["ai"]}
                 running.processes.append(
                     start_process("auth", "huntaze_auth.server", auth_env, scratch)
                 )
                 running.processes.append(
                     start_process("crm", "huntaze_crm.server", crm_env, scratch)
+                )
+                running.processes.append(
+                    start_process("ai", "huntaze_ai_agent.server", ai_env, scratch)
                 )
                 running.processes.append(start_process("gateway", "huntaze_gateway", env, scratch))
                 await _wait_ready(running)

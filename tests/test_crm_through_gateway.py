@@ -130,6 +130,11 @@ async def build_world(worker: PlatformEvents, creator: Creator, tag: str) -> Wor
         json={"fanIds": [conversation["fanId"]]},
     )
     assert added.status_code == 200, added.text
+    # The AI agent drafts a suggestion for the fan's message (suggest mode, by default).
+    suggestions = await eventually(
+        lambda: creator.get(f"/api/ai/suggestions?conversationId={conversation['id']}"),
+        lambda page: [s["status"] for s in page["suggestions"]] == ["suggested"],
+    )
     return World(
         {
             "fan": conversation["fanId"],
@@ -137,6 +142,7 @@ async def build_world(worker: PlatformEvents, creator: Creator, tag: str) -> Wor
             "message": messages["messages"][0]["id"],
             "quick_reply": quick_reply.json()["id"],
             "list": fan_list.json()["id"],
+            "suggestion": suggestions["suggestions"][0]["id"],
             "platform_fan": platform_fan,
         }
     )
@@ -234,6 +240,7 @@ OBJECT_OF = {
     "message_id": "message",
     "quick_reply_id": "quick_reply",
     "list_id": "list",
+    "suggestion_id": "suggestion",
 }
 # Ids that name no object of the creator's: a session of the caller's own (auth checks it
 # against the token's user), a team member of another service, the caller's own inbox position
@@ -448,6 +455,11 @@ def test_the_matrix_covers_every_route_with_an_id() -> None:
         "GET /api/crm/lists/{list_id}/members",
         "POST /api/crm/lists/{list_id}/members",
         "DELETE /api/crm/lists/{list_id}/members",
+        "GET /api/ai/suggestions",
+        "GET /api/ai/suggestions/{suggestion_id}",
+        "POST /api/ai/suggestions/{suggestion_id}/accept",
+        "POST /api/ai/suggestions/{suggestion_id}/reject",
+        "GET /api/ai/conversations/{conversation_id}/audit",
     ):
         assert expected in keys, expected
     every_path_with_a_parameter = {

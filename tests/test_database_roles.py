@@ -12,20 +12,17 @@ from sqlalchemy.engine import make_url
 
 from huntaze_devstack.__main__ import main
 from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
+from huntaze_devstack.suite import SUITE
 from huntaze_kit.db import libpq_url
 from huntaze_kit.migrations import current_revision, upgrade_async
 
 ROLES = service_roles()
-PACKAGES = {
-    "auth": "huntaze_auth.migrations",
-    "crm": "huntaze_crm.migrations",
-    "onlyfans": "huntaze_onlyfans_worker.migrations",
-}
+PACKAGES = {service.name: service.migrations for service in SUITE if service.migrations}
 
 
 @pytest.fixture
 async def role_urls(database_url: str) -> dict[str, str]:
-    """Each service's URL as its own role, both schemas migrated by their own roles."""
+    """Each service's URL as its own role, every schema migrated by its own role."""
     urls = await provision_roles(database_url, ROLES, passwords=new_passwords(ROLES))
     for role in ROLES:
         await upgrade_async(urls[role.service], package=PACKAGES[role.service], schema=role.schema)
@@ -125,7 +122,7 @@ def test_the_operators_command_prints_each_services_own_url(
 ) -> None:
     assert main(["roles", "--admin-url", database_url]) == 0
     printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
-    assert set(printed) == {"auth", "crm", "onlyfans"}
+    assert set(printed) == {"auth", "crm", "onlyfans", "ai"}
     for service, line in printed.items():
         key, url = line.split("=", 1)
         assert key == "HUNTAZE_DATABASE_URL"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.slow
 
 UNPRIVILEGED = 65534  # nobody / nogroup
 READY_TIMEOUT = 60.0
+AI_SERVICE_SECRET = "ai-secret-of-the-deploy-test"
 # What the image's Dockerfile sets for every process.
 IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -79,6 +81,7 @@ class Cluster:
             "auth": free_port(),
             "crm": free_port(),
             "onlyfans": free_port(),
+            "ai": free_port(),
             "gateway": free_port(),
         }
         self.nats_url = ""
@@ -91,6 +94,7 @@ class Cluster:
             "HUNTAZE_AUTH_GRPC_TARGET": f"127.0.0.1:{self.ports['auth']}",
             "HUNTAZE_CRM_GRPC_TARGET": f"127.0.0.1:{self.ports['crm']}",
             "HUNTAZE_ONLYFANS_GRPC_TARGET": f"127.0.0.1:{self.ports['onlyfans']}",
+            "HUNTAZE_AI_GRPC_TARGET": f"127.0.0.1:{self.ports['ai']}",
         }
         env.update({key: value for key, value in addresses.items() if key in env})
         service = service_of(workload)
@@ -206,12 +210,16 @@ async def test_jobs_and_deployments_run_unprivileged_read_only_with_their_own_se
         "huntaze-auth": {
             "HUNTAZE_DATABASE_URL": urls["auth"],
             "HUNTAZE_AUTH_SEALING_KEY": Fernet.generate_key().decode(),
-            "HUNTAZE_AUTH_SERVICE_ACCOUNTS": "{}",
+            "HUNTAZE_AUTH_SERVICE_ACCOUNTS": json.dumps({"ai": AI_SERVICE_SECRET}),
         },
         "huntaze-crm": {"HUNTAZE_DATABASE_URL": urls["crm"]},
         "huntaze-onlyfans": {
             "HUNTAZE_DATABASE_URL": urls["onlyfans"],
             "HUNTAZE_ONLYFANS_VAULT_MASTER_KEYS": base64.b64encode(os.urandom(32)).decode(),
+        },
+        "huntaze-ai": {
+            "HUNTAZE_DATABASE_URL": urls["ai"],
+            "HUNTAZE_AI_SERVICE_SECRET": AI_SERVICE_SECRET,
         },
     }
     jobs = [doc for doc in workloads() if doc["kind"] == "Job"]

@@ -33,7 +33,12 @@ async def test_a_crm_outage_leaves_logins_and_readiness_alone(suite: Suite) -> N
         back = await client.get("/readyz")
         assert back.json() == {
             "status": "ready",
-            "checks": {"auth": "SERVING", "crm": "SERVING", "revocations": "FOLLOWING"},
+            "checks": {
+                "auth": "SERVING",
+                "crm": "SERVING",
+                "ai": "SERVING",
+                "revocations": "FOLLOWING",
+            },
             "unavailable": [],
         }
         fans = await client.get("/api/crm/fans", headers=bearer)

@@ -73,6 +73,17 @@ SUITE: tuple[Service, ...] = (
         metrics_port_default=9463,
     ),
     Service(
+        name="ai",
+        module="huntaze_ai_agent.server",
+        migrations="huntaze_ai_agent.migrations",
+        schema="ai",
+        grpc_port_env="HUNTAZE_AI_GRPC_PORT",
+        grpc_port_default=50054,
+        grpc_target_env="HUNTAZE_AI_GRPC_TARGET",
+        metrics_port_env="HUNTAZE_AI_METRICS_PORT",
+        metrics_port_default=9464,
+    ),
+    Service(
         name="gateway",
         module="huntaze_gateway",
         metrics_port_env="HUNTAZE_GATEWAY_METRICS_PORT",

@@ -101,13 +101,14 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
         "HUNTAZE_SMTP_URL": "smtp://127.0.0.1:1",
     }
     with LocalStack(environ=environ, with_nats=False, suite=SUITE) as stack:
-        assert stack.migrate() == ["auth", "crm", "onlyfans"]
+        assert stack.migrate() == ["auth", "crm", "onlyfans", "ai"]
         urls = {s.name: stack.service_env(s).get("HUNTAZE_DATABASE_URL") for s in SUITE}
         users = {name: url and make_url(url).username for name, url in urls.items()}
         assert users == {
             "auth": "huntaze_auth",
             "crm": "huntaze_crm",
             "onlyfans": "huntaze_onlyfans",
+            "ai": "huntaze_ai",
             "gateway": None,
         }
 
@@ -116,7 +117,7 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
             try:
                 rows = await conn.fetch(
                     "SELECT DISTINCT schemaname || ':' || tableowner FROM pg_tables "
-                    "WHERE schemaname IN ('auth', 'crm', 'onlyfans')"
+                    "WHERE schemaname IN ('auth', 'crm', 'onlyfans', 'ai')"
                 )
             finally:
                 await conn.close()
@@ -126,4 +127,5 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
             "auth:huntaze_auth",
             "crm:huntaze_crm",
             "onlyfans:huntaze_onlyfans",
+            "ai:huntaze_ai",
         }

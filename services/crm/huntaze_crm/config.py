@@ -31,3 +31,10 @@ class CrmSettings(CommonSettings):
     crm_metrics_port: int = Field(
         default=9462, ge=0, le=65535, description="Port of `/metrics` (Prometheus)."
     )
+    crm_automation_messages_per_fan_per_day: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="Automated messages (AI, campaigns) one fan may receive in any 24 hours, "
+        "unless the creator sets their own budget.",
+    )

@@ -1,4 +1,5 @@
-"""What the CRM consumes from the platform workers (stream ONLYFANS), each event applied once.
+"""What the CRM consumes from the platform workers (stream ONLYFANS) and the AI agent (stream
+AI), each event applied once.
 
 * `crm-platform-messages`: `onlyfans.message.received` (a fan wrote: fan and conversation upserted,
   message stored once by its platform id) and `onlyfans.message.sending|sent|failed` (delivery
@@ -6,6 +7,8 @@
 * `crm-purchases`: `onlyfans.purchase.recorded` (stored once by platform transaction id; the fan's
   spend recomputed as the sum of their purchases; linked to the message that sold it).
 * `crm-fan-sync`: `onlyfans.fan.synced` (the subscriber list: fan and subscription upserted).
+* `crm-ai-notices`: `ai.suggestion.created|resolved`, `ai.handoff.requested` (put on the inbox
+  stream, so the creator sees drafts and hand-offs as they happen).
 
 Besides the consumers' `processed_events` (the same event id twice is skipped), every effect is
 idempotent by the platform's own ids, so the same fact published twice under two event ids is
@@ -22,14 +25,23 @@ from google.protobuf.message import Message as ProtoMessage
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from huntaze.ai.v1 import ai_pb2
+from huntaze.ai.v1 import events_pb2 as ai_events
 from huntaze.crm.v1 import crm_pb2
 from huntaze.onlyfans.v1 import events_pb2 as of_events
 from huntaze_crm import convert
 from huntaze_crm.ingest import InboundMessage, MessageIngest
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.repository import PendingInbox
-from huntaze_crm.service import CrmService, FanProfile, stored_attachments
-from huntaze_crm.streams import ONLYFANS
+from huntaze_crm.service import (
+    AI_HANDOFF_REQUESTED,
+    AI_SUGGESTION_CREATED,
+    AI_SUGGESTION_RESOLVED,
+    CrmService,
+    FanProfile,
+    stored_attachments,
+)
+from huntaze_crm.streams import AI, ONLYFANS
 from huntaze_crm.validation import Violations
 from huntaze_kit.consumers import BatchHandler, EventConsumer, InvalidEvent, ReceivedEvent
 from huntaze_kit.logging import request_context
@@ -283,3 +295,70 @@ def platform_consumers(
         consumer("crm-purchases", [PURCHASE_RECORDED], events.purchases),
         consumer("crm-fan-sync", [FAN_SYNCED], events.fans),
     ]
+
+
+AI_SUBJECTS = {
+    "ai.suggestion.created": AI_SUGGESTION_CREATED,
+    "ai.suggestion.resolved": AI_SUGGESTION_RESOLVED,
+    "ai.handoff.requested": AI_HANDOFF_REQUESTED,
+}
+_AI_EVENTS: dict[str, type[ProtoMessage]] = {
+    "ai.suggestion.created": ai_events.SuggestionCreated,
+    "ai.suggestion.resolved": ai_events.SuggestionResolved,
+    "ai.handoff.requested": ai_events.HandoffRequested,
+}
+_AI_STATUSES = {
+    value.number: value.name.removeprefix("SUGGESTION_STATUS_").lower()
+    for value in ai_pb2.SuggestionStatus.DESCRIPTOR.values
+}
+
+
+class AiNotices:
+    """The AI agent's suggestions and hand-offs, put on the creator's inbox stream."""
+
+    def __init__(self, service: CrmService) -> None:
+        self._service = service
+
+    async def apply(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
+        inbox = PendingInbox()
+        for event in events:
+            kind = AI_SUBJECTS.get(event.subject)
+            if kind is None:
+                raise InvalidEvent(f"unexpected subject {event.subject}")
+            parsed: Any = event.parse(_AI_EVENTS[event.subject])
+            suggestion = parsed.suggestion
+            inbox.add(
+                _creator(event, parsed.creator_id),
+                kind,
+                crm_pb2.AiNotice(
+                    suggestion_id=suggestion.id,
+                    conversation_id=suggestion.conversation_id,
+                    fan_id=suggestion.fan_id,
+                    message_id=suggestion.message_id,
+                    text=suggestion.text,
+                    status=_AI_STATUSES.get(suggestion.status, ""),
+                    reason=suggestion.handoff_reason,
+                    send_after=suggestion.send_after if suggestion.HasField("send_after") else None,
+                ),
+            )
+        await inbox.write(session, self._service.clock())
+
+
+def ai_consumer(
+    *,
+    nats: NatsClient,
+    session_factory: async_sessionmaker[AsyncSession],
+    service: CrmService,
+    batch: int = 128,
+) -> EventConsumer:
+    """The durable consumer of the AI stream (`crm-ai-notices`)."""
+    return EventConsumer(
+        nats=nats,
+        session_factory=session_factory,
+        schema=SCHEMA,
+        durable="crm-ai-notices",
+        stream=AI.name,
+        filter_subjects=list(AI_SUBJECTS),
+        batch_handler=AiNotices(service).apply,
+        batch=batch,
+    )

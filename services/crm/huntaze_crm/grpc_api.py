@@ -45,6 +45,7 @@ _READ_METHODS = (
     "GetFanList",
     "ListFanListMembers",
     "PreviewSegment",
+    "GetAutomationBudget",
 )
 # What a service acting for a creator (service token) may call.
 SERVICE_METHODS: dict[str, frozenset[str]] = {
@@ -318,6 +319,21 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
             idempotency_key=request.idempotency_key,
         )
         return crm_pb2.SendMessageResponse(message=convert.message(message), created=created)
+
+    async def GetAutomationBudget(
+        self, request: crm_pb2.GetAutomationBudgetRequest, context: Context
+    ) -> crm_pb2.AutomationBudget:
+        budget = await self._service.automation_budget(creator_id=_creator())
+        return crm_pb2.AutomationBudget(messages_per_fan_per_day=budget)
+
+    async def UpdateAutomationBudget(
+        self, request: crm_pb2.UpdateAutomationBudgetRequest, context: Context
+    ) -> crm_pb2.AutomationBudget:
+        budget = await self._service.update_automation_budget(
+            creator_id=_creator(),
+            messages_per_fan_per_day=request.budget.messages_per_fan_per_day,
+        )
+        return crm_pb2.AutomationBudget(messages_per_fan_per_day=budget)
 
     # --- quick replies ---------------------------------------------------------------------------
 

@@ -31,6 +31,9 @@ from huntaze_crm import convert
 from huntaze_crm.reads import CrmReader, InboxRecord
 from huntaze_crm.repository import INBOX_CHANNEL
 from huntaze_crm.service import (
+    AI_HANDOFF_REQUESTED,
+    AI_SUGGESTION_CREATED,
+    AI_SUGGESTION_RESOLVED,
     CONVERSATION_UPDATED,
     FAN_UPDATED,
     INBOX_RESET,
@@ -54,6 +57,9 @@ _PAYLOADS: dict[str, str] = {
     MESSAGE_READ: "messages_read",
     FAN_UPDATED: "fan",
     CONVERSATION_UPDATED: "conversation",
+    AI_SUGGESTION_CREATED: "ai",
+    AI_SUGGESTION_RESOLVED: "ai",
+    AI_HANDOFF_REQUESTED: "ai",
 }
 
 

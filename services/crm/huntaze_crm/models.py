@@ -371,3 +371,15 @@ class InboxRetention(Base):
 
     creator_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     pruned_through_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class AutomationBudget(Base):
+    """A creator's per-fan budget of automated messages per rolling day (the setting's
+    default until they choose one)."""
+
+    __tablename__ = "automation_budgets"
+    __table_args__ = (CheckConstraint("messages_per_fan_per_day BETWEEN 0 AND 1000", name="range"),)
+
+    creator_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    messages_per_fan_per_day: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = _timestamp()

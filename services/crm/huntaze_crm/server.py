@@ -12,13 +12,13 @@ from datetime import timedelta
 
 from huntaze.crm.v1 import crm_pb2_grpc
 from huntaze_crm.config import CrmSettings
-from huntaze_crm.consumers import platform_consumers
+from huntaze_crm.consumers import ai_consumer, platform_consumers
 from huntaze_crm.grpc_api import SERVICE_NAME, CrmServicer, access_policy
 from huntaze_crm.inbox import InboxHub, InboxPruner
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.reads import CrmReader
 from huntaze_crm.service import Clock, CrmService, utc_now
-from huntaze_crm.streams import CRM, ONLYFANS
+from huntaze_crm.streams import AI, CRM, ONLYFANS
 from huntaze_kit.consumers import EventConsumer
 from huntaze_kit.grpc_client import GrpcKeySource
 from huntaze_kit.grpc_server import GrpcServer
@@ -61,10 +61,15 @@ class CrmServer(Service):
         settings = self.settings
         db = await host.database(settings, application_name="huntaze-crm")
         reader = CrmReader(db.reads)
-        service = CrmService(db.sessions, reader=reader, clock=self._clock)
+        service = CrmService(
+            db.sessions,
+            reader=reader,
+            clock=self._clock,
+            automation_budget=settings.crm_automation_messages_per_fan_per_day,
+        )
         self.service = service
         nats = await host.nats(
-            settings.nats_url, name="huntaze-crm", streams=[CRM], reads_from=[ONLYFANS]
+            settings.nats_url, name="huntaze-crm", streams=[CRM], reads_from=[ONLYFANS, AI]
         )
         inbox = await host.add("inbox", InboxHub(database_url=settings.database_url, reader=reader))
         self.inbox = inbox
@@ -85,6 +90,14 @@ class CrmServer(Service):
             service=service,
             batch=settings.crm_consumer_batch_size,
             concurrency=settings.crm_consumer_concurrency,
+        )
+        self.consumers.append(
+            ai_consumer(
+                nats=nats,
+                session_factory=db.sessions,
+                service=service,
+                batch=settings.crm_consumer_batch_size,
+            )
         )
         for consumer in self.consumers:
             await host.consumer(consumer)

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from huntaze.crm.v1 import crm_pb2, events_pb2
 from huntaze_crm import convert, models
+from huntaze_crm.automation import AUTOMATED_SENDERS, budget_of, check_budget, set_budget
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.pagination import Page
 from huntaze_crm.reads import CONVERSATION_ORDERS, ConversationFilter, CrmReader
@@ -66,6 +67,14 @@ MESSAGE_READ = "message.read"
 FAN_UPDATED = "fan.updated"
 CONVERSATION_UPDATED = "conversation.updated"
 INBOX_RESET = "inbox.reset"
+# What the AI agent did (its ai.* events), shown on the inbox.
+AI_SUGGESTION_CREATED = "ai.suggestion_created"
+AI_SUGGESTION_RESOLVED = "ai.suggestion_resolved"
+AI_HANDOFF_REQUESTED = "ai.handoff_requested"
+
+# Automated messages one fan may receive per rolling day, unless the creator chose otherwise.
+DEFAULT_AUTOMATION_BUDGET = 20
+MAX_AUTOMATION_BUDGET = 1000
 
 _FAN_SORT_NAMES: dict[int, str] = {
     crm_pb2.FAN_SORT_UNSPECIFIED: "created_at_desc",
@@ -243,10 +252,12 @@ class CrmService:
         *,
         reader: CrmReader,
         clock: Clock = utc_now,
+        automation_budget: int = DEFAULT_AUTOMATION_BUDGET,
     ) -> None:
         self._sessions = sessions
         self._reader = reader
         self._clock = clock
+        self._automation_budget = automation_budget
 
     @property
     def clock(self) -> Clock:
@@ -728,6 +739,14 @@ class CrmService:
                     message="This fan has no platform account to write to.",
                     reason="FAN_NOT_ON_PLATFORM",
                 )
+            if sender.kind in AUTOMATED_SENDERS:
+                await check_budget(
+                    session,
+                    creator_id=creator_id,
+                    conversation_id=conversation.id,
+                    now=now,
+                    default=self._automation_budget,
+                )
             message = await repo.insert_message(
                 creator_id=creator_id,
                 values={
@@ -790,6 +809,26 @@ class CrmService:
             await effects.finish(repo)
             await session.commit()
         return message, True
+
+    async def automation_budget(self, *, creator_id: uuid.UUID) -> int:
+        async with self._sessions() as session:
+            return await budget_of(session, creator_id=creator_id, default=self._automation_budget)
+
+    async def update_automation_budget(
+        self, *, creator_id: uuid.UUID, messages_per_fan_per_day: int
+    ) -> int:
+        if not 0 <= messages_per_fan_per_day <= MAX_AUTOMATION_BUDGET:
+            raise InvalidArgument.for_field(
+                "budget.messages_per_fan_per_day", f"must be between 0 and {MAX_AUTOMATION_BUDGET}"
+            )
+        async with self._sessions() as session:
+            await set_budget(
+                session,
+                creator_id=creator_id,
+                messages_per_fan_per_day=messages_per_fan_per_day,
+            )
+            await session.commit()
+        return messages_per_fan_per_day
 
     async def _send_target(
         self,

@@ -11,3 +11,4 @@ from huntaze_kit.streams import context_stream
 
 CRM = context_stream("crm", "Events of the CRM: fans, conversations, messages.")
 ONLYFANS = context_stream("onlyfans")
+AI = context_stream("ai")

@@ -17,10 +17,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
+from huntaze.ai.v1 import ai_pb2_grpc
 from huntaze.auth.v1 import auth_pb2_grpc
 from huntaze.crm.v1 import crm_pb2_grpc
 from huntaze.onlyfans.v1 import onlyfans_pb2_grpc
 from huntaze_gateway import __version__
+from huntaze_gateway.ai_routes import ai_onboarding_router, ai_router
 from huntaze_gateway.auth_routes import (
     SECURED,
     auth_router,
@@ -70,7 +72,11 @@ fault, `errors`: a list of `{field, message}`. A 429 comes with `Retry-After`.
 
 def upstream_targets(settings: GatewaySettings) -> Mapping[str, str]:
     """Every upstream service the gateway talks to, by name."""
-    return {"auth": settings.auth_grpc_target, "crm": settings.crm_grpc_target}
+    return {
+        "auth": settings.auth_grpc_target,
+        "crm": settings.crm_grpc_target,
+        "ai": settings.ai_grpc_target,
+    }
 
 
 def optional_upstreams(settings: GatewaySettings) -> Mapping[str, str]:
@@ -121,6 +127,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         auth=auth,
         crm=crm_pb2_grpc.CrmServiceStub(channels["crm"]),
         onlyfans=onlyfans_pb2_grpc.OnlyFansServiceStub(optional["onlyfans"]),
+        ai=ai_pb2_grpc.AiServiceStub(channels["ai"]),
         call=CallOptions(),
         verifier=verifier,
     )
@@ -174,7 +181,15 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
     components["schemas"].pop("ValidationError", None)
     settings: GatewaySettings = app.state.settings
     components["securitySchemes"] = security_schemes(settings.gateway_access_cookie_name)
-    routers = (auth_router, onboarding_router, crm_router, messages_router, of_router)
+    routers = (
+        auth_router,
+        onboarding_router,
+        ai_onboarding_router,
+        crm_router,
+        messages_router,
+        of_router,
+        ai_router,
+    )
     for route in (route for router in routers for route in router.routes):
         if isinstance(route, APIRoute) and route.include_in_schema and needs_caller(route):
             for method in route.methods or ():
@@ -201,6 +216,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             {"name": "crm", "description": "Fans, conversations, quick replies and fan lists."},
             {"name": "messages", "description": "Replies, read receipts and message search."},
             {"name": "onlyfans", "description": "The OnlyFans connection, inbox and sends."},
+            {"name": "ai", "description": "AI replies: configuration, suggestions and audit."},
             {"name": "health", "description": "Liveness and readiness probes."},
         ],
         responses={500: {"model": Problem, "description": "Unexpected error."}},
@@ -214,6 +230,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(crm_router)
     app.include_router(messages_router)
     app.include_router(of_router)
+    app.include_router(ai_router)
+    app.include_router(ai_onboarding_router)
     app.include_router(health_router)
     app.include_router(pages_router)
     if docs:

@@ -80,6 +80,9 @@ class GatewaySettings(CommonSettings):
     onlyfans_grpc_target: str = Field(
         default="127.0.0.1:50053", description="Where the OnlyFans worker's gRPC API listens."
     )
+    ai_grpc_target: str = Field(
+        default="127.0.0.1:50054", description="Where the AI agent's gRPC API listens."
+    )
     gateway_sse_heartbeat_seconds: float = Field(
         default=15.0,
         gt=0,

@@ -23,6 +23,8 @@ import nats
 import pytest
 from fastapi import FastAPI
 
+from huntaze_ai_agent.config import AiAgentSettings
+from huntaze_ai_agent.server import AiAgentServer
 from huntaze_auth.config import AuthSettings
 from huntaze_auth.server import AuthServer
 from huntaze_crm.config import CrmSettings
@@ -35,6 +37,7 @@ from huntaze_gateway.state import Runtime
 from huntaze_kit.migrations import upgrade_async
 
 ALLOWED_ORIGIN = "http://localhost:3000"
+AI_SERVICE_SECRET = "ai-secret-of-the-gateway-tests"
 SMALL_BODY_LIMIT = 4096
 
 
@@ -43,6 +46,7 @@ def offline_settings(**overrides: object) -> GatewaySettings:
     values: dict[str, object] = {
         "auth_grpc_target": f"127.0.0.1:{free_port()}",
         "crm_grpc_target": f"127.0.0.1:{free_port()}",
+        "ai_grpc_target": f"127.0.0.1:{free_port()}",
         "nats_url": f"nats://127.0.0.1:{free_port()}",
         "gateway_cors_origins": ALLOWED_ORIGIN,
         "gateway_max_body_bytes": SMALL_BODY_LIMIT,
@@ -70,7 +74,8 @@ async def offline_client(offline_app: FastAPI) -> AsyncIterator[httpx.AsyncClien
 
 @dataclass
 class Live:
-    """The gateway in-process in front of real auth and CRM gRPC servers (also in-process)."""
+    """The gateway in-process in front of real auth, CRM and AI agent gRPC servers (also
+    in-process)."""
 
     app: FastAPI
     client: httpx.AsyncClient
@@ -79,6 +84,7 @@ class Live:
     nats_server: EmbeddedNats | None
     crm: CrmServer
     nats_url: str
+    ai: AiAgentServer
 
     @property
     def runtime(self) -> Runtime:
@@ -109,9 +115,9 @@ async def _nats() -> AsyncIterator[tuple[str, EmbeddedNats | None]]:
 
 @pytest.fixture(scope="module")
 async def live(pg_server_url: str) -> AsyncIterator[Live]:
-    """Once per module: a fresh database with auth's and the CRM's schemas, NATS, a mail
-    catcher, the auth and CRM servers on free loopback ports, and the gateway app (lifespan
-    running) in front of them."""
+    """Once per module: a fresh database with auth's, the CRM's and the agent's schemas, NATS,
+    a mail catcher, the auth, CRM and AI agent servers on free loopback ports, and the gateway
+    app (lifespan running) in front of them."""
     name = f"gw_{uuid.uuid4().hex[:12]}"
     database_url = await ensure_database(pg_server_url, name)
     scratch = Path(tempfile.mkdtemp(prefix="huntaze-gw-"))
@@ -120,6 +126,9 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
             with MailCatcher(scratch / "mail") as mail:
                 await upgrade_async(database_url, package="huntaze_auth.migrations", schema="auth")
                 await upgrade_async(database_url, package="huntaze_crm.migrations", schema="crm")
+                await upgrade_async(
+                    database_url, package="huntaze_ai_agent.migrations", schema="ai"
+                )
                 auth = AuthServer(
                     AuthSettings(
                         database_url=database_url,
@@ -128,6 +137,7 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                         auth_grpc_port=0,
                         auth_metrics_port=0,
                         smtp_url=mail.smtp_url,
+                        auth_service_accounts={"ai": AI_SERVICE_SECRET},
                         db_pool_size=4,
                     )
                 )
@@ -144,12 +154,30 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                         db_pool_size=4,
                     )
                 )
+                ai: AiAgentServer | None = None
                 try:
                     await crm.start()
+                    ai = AiAgentServer(
+                        AiAgentSettings(
+                            database_url=database_url,
+                            nats_url=nats_url,
+                            auth_grpc_target=f"127.0.0.1:{auth.port}",
+                            crm_grpc_target=f"127.0.0.1:{crm.port}",
+                            ai_grpc_host="127.0.0.1",
+                            ai_grpc_port=0,
+                            ai_service_secret=AI_SERVICE_SECRET,
+                            ai_poll_seconds=0.1,
+                            ai_metrics_port=0,
+                            grace_seconds=0.5,
+                            db_pool_size=4,
+                        )
+                    )
+                    await ai.start()
                     app = create_app(
                         GatewaySettings(
                             auth_grpc_target=f"127.0.0.1:{auth.port}",
                             crm_grpc_target=f"127.0.0.1:{crm.port}",
+                            ai_grpc_target=f"127.0.0.1:{ai.port}",
                             nats_url=nats_url,
                             gateway_trusted_proxies=1,
                         )
@@ -167,8 +195,11 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                                 nats_server=nats_server,
                                 crm=crm,
                                 nats_url=nats_url,
+                                ai=ai,
                             )
                 finally:
+                    if ai is not None:
+                        await ai.stop()
                     await crm.stop()
                     await auth.stop()
     finally:

@@ -275,8 +275,9 @@ async def test_probes(offline_client: httpx.AsyncClient) -> None:
     body = assert_problem(ready, 503, "NOT_READY")
     assert body["checks"]["auth"] != "SERVING"
     assert body["checks"]["crm"] != "SERVING"
+    assert body["checks"]["ai"] != "SERVING"
     assert body["checks"]["revocations"] == "STARTING"
-    assert body["unavailable"] == ["auth", "crm"]
+    assert body["unavailable"] == ["auth", "crm", "ai"]
 
 
 async def test_openapi_documents_problems_everywhere(offline_client: httpx.AsyncClient) -> None:

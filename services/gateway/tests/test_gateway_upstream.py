@@ -54,7 +54,12 @@ async def test_ready_when_upstreams_serve_and_revocations_flow(live: Any) -> Non
     assert response.status_code == 200, response.text
     assert response.json() == {
         "status": "ready",
-        "checks": {"auth": "SERVING", "crm": "SERVING", "revocations": "FOLLOWING"},
+        "checks": {
+            "auth": "SERVING",
+            "crm": "SERVING",
+            "ai": "SERVING",
+            "revocations": "FOLLOWING",
+        },
         "unavailable": [],
     }
 

@@ -2056,6 +2056,57 @@ class InboxReset(_message.Message):
 Global___InboxReset: _TypeAlias = InboxReset  # noqa: Y015
 
 @_typing.final
+class AiNotice(_message.Message):
+    """What the AI agent did in a conversation (from its ai.* events)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUGGESTION_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    FAN_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SEND_AFTER_FIELD_NUMBER: _builtins.int
+    suggestion_id: _builtins.str
+    conversation_id: _builtins.str
+    fan_id: _builtins.str
+    message_id: _builtins.str
+    """The fan's message the suggestion answers."""
+    text: _builtins.str
+    """The drafted (or sent) reply."""
+    status: _builtins.str
+    """suggested, scheduled, sent, accepted, edited, rejected, cancelled or handed_off."""
+    reason: _builtins.str
+    """For a hand-off: spend_threshold, custom_request, banned_topic, no_safe_reply or
+    automation_budget.
+    """
+    @_builtins.property
+    def send_after(self) -> _timestamp_pb2.Timestamp:
+        """For an autopilot reply: when it will be sent unless the creator replies first."""
+
+    def __init__(
+        self,
+        *,
+        suggestion_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        fan_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        status: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        send_after: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["send_after", b"send_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "fan_id", b"fan_id", "message_id", b"message_id", "reason", b"reason", "send_after", b"send_after", "status", b"status", "suggestion_id", b"suggestion_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AiNotice: _TypeAlias = AiNotice  # noqa: Y015
+
+@_typing.final
 class InboxEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2067,11 +2118,12 @@ class InboxEvent(_message.Message):
     FAN_FIELD_NUMBER: _builtins.int
     CONVERSATION_FIELD_NUMBER: _builtins.int
     RESET_FIELD_NUMBER: _builtins.int
+    AI_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Increasing within a creator's inbox: the SSE event id."""
     type: _builtins.str
     """message.received, message.status_changed, message.read, fan.updated, conversation.updated,
-    or inbox.reset.
+    ai.suggestion_created, ai.suggestion_resolved, ai.handoff_requested, or inbox.reset.
     """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -2085,6 +2137,8 @@ class InboxEvent(_message.Message):
     def conversation(self) -> Global___Conversation: ...
     @_builtins.property
     def reset(self) -> Global___InboxReset: ...
+    @_builtins.property
+    def ai(self) -> Global___AiNotice: ...
     def __init__(
         self,
         *,
@@ -2096,13 +2150,69 @@ class InboxEvent(_message.Message):
         fan: Global___Fan | None = ...,
         conversation: Global___Conversation | None = ...,
         reset: Global___InboxReset | None = ...,
+        ai: Global___AiNotice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation", "created_at", b"created_at", "fan", b"fan", "message", b"message", "messages_read", b"messages_read", "payload", b"payload", "reset", b"reset"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ai", b"ai", "conversation", b"conversation", "created_at", b"created_at", "fan", b"fan", "message", b"message", "messages_read", b"messages_read", "payload", b"payload", "reset", b"reset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation", "created_at", b"created_at", "fan", b"fan", "id", b"id", "message", b"message", "messages_read", b"messages_read", "payload", b"payload", "reset", b"reset", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ai", b"ai", "conversation", b"conversation", "created_at", b"created_at", "fan", b"fan", "id", b"id", "message", b"message", "messages_read", b"messages_read", "payload", b"payload", "reset", b"reset", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["message", "messages_read", "fan", "conversation", "reset"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["message", "messages_read", "fan", "conversation", "reset", "ai"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___InboxEvent: _TypeAlias = InboxEvent  # noqa: Y015
+
+@_typing.final
+class GetAutomationBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAutomationBudgetRequest: _TypeAlias = GetAutomationBudgetRequest  # noqa: Y015
+
+@_typing.final
+class AutomationBudget(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_PER_FAN_PER_DAY_FIELD_NUMBER: _builtins.int
+    messages_per_fan_per_day: _builtins.int
+    """Automated messages one fan may receive in any 24 hours, 0 to 1,000 (0: none)."""
+    def __init__(
+        self,
+        *,
+        messages_per_fan_per_day: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages_per_fan_per_day", b"messages_per_fan_per_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutomationBudget: _TypeAlias = AutomationBudget  # noqa: Y015
+
+@_typing.final
+class UpdateAutomationBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUDGET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def budget(self) -> Global___AutomationBudget: ...
+    def __init__(
+        self,
+        *,
+        budget: Global___AutomationBudget | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAutomationBudgetRequest: _TypeAlias = UpdateAutomationBudgetRequest  # noqa: Y015

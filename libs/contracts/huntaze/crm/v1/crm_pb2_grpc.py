@@ -196,6 +196,16 @@ class CrmServiceStub:
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.WatchInboxRequest.SerializeToString,
                 response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.InboxEvent.FromString,
                 _registered_method=True)
+        self.GetAutomationBudget = channel.unary_unary(
+                '/huntaze.crm.v1.CrmService/GetAutomationBudget',
+                request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.GetAutomationBudgetRequest.SerializeToString,
+                response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.FromString,
+                _registered_method=True)
+        self.UpdateAutomationBudget = channel.unary_unary(
+                '/huntaze.crm.v1.CrmService/UpdateAutomationBudget',
+                request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.UpdateAutomationBudgetRequest.SerializeToString,
+                response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.FromString,
+                _registered_method=True)
 
 
 class CrmServiceServicer:
@@ -429,6 +439,20 @@ class CrmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAutomationBudget(self, request, context):
+        """The per-fan budget every automated send (sender AI or automation) counts against:
+        SendMessage refuses one past it with RESOURCE_EXHAUSTED, reason AUTOMATION_BUDGET_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAutomationBudget(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CrmServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -586,6 +610,16 @@ def add_CrmServiceServicer_to_server(servicer, server):
                     servicer.WatchInbox,
                     request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.WatchInboxRequest.FromString,
                     response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.InboxEvent.SerializeToString,
+            ),
+            'GetAutomationBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAutomationBudget,
+                    request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.GetAutomationBudgetRequest.FromString,
+                    response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.SerializeToString,
+            ),
+            'UpdateAutomationBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAutomationBudget,
+                    request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.UpdateAutomationBudgetRequest.FromString,
+                    response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1432,6 +1466,60 @@ class CrmService:
             '/huntaze.crm.v1.CrmService/WatchInbox',
             huntaze_dot_crm_dot_v1_dot_crm__pb2.WatchInboxRequest.SerializeToString,
             huntaze_dot_crm_dot_v1_dot_crm__pb2.InboxEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAutomationBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huntaze.crm.v1.CrmService/GetAutomationBudget',
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.GetAutomationBudgetRequest.SerializeToString,
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAutomationBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huntaze.crm.v1.CrmService/UpdateAutomationBudget',
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.UpdateAutomationBudgetRequest.SerializeToString,
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.FromString,
             options,
             channel_credentials,
             insecure,

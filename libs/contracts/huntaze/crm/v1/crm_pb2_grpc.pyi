@@ -112,6 +112,11 @@ class CrmServiceStub:
     """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
     Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
     """
+    GetAutomationBudget: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetAutomationBudgetRequest, _crm_pb2.AutomationBudget]
+    """The per-fan budget every automated send (sender AI or automation) counts against:
+    SendMessage refuses one past it with RESOURCE_EXHAUSTED, reason AUTOMATION_BUDGET_EXHAUSTED.
+    """
+    UpdateAutomationBudget: _grpc.UnaryUnaryMultiCallable[_crm_pb2.UpdateAutomationBudgetRequest, _crm_pb2.AutomationBudget]
 
 @_typing.type_check_only
 class CrmServiceAsyncStub(CrmServiceStub):
@@ -197,6 +202,11 @@ class CrmServiceAsyncStub(CrmServiceStub):
     """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
     Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
     """
+    GetAutomationBudget: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetAutomationBudgetRequest, _crm_pb2.AutomationBudget]  # type: ignore[assignment]
+    """The per-fan budget every automated send (sender AI or automation) counts against:
+    SendMessage refuses one past it with RESOURCE_EXHAUSTED, reason AUTOMATION_BUDGET_EXHAUSTED.
+    """
+    UpdateAutomationBudget: _aio.UnaryUnaryMultiCallable[_crm_pb2.UpdateAutomationBudgetRequest, _crm_pb2.AutomationBudget]  # type: ignore[assignment]
 
 class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
     """A creator's fans, conversations, messages, purchases, quick replies and fan lists.
@@ -465,5 +475,22 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
         Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
         """
+
+    @_abc_1.abstractmethod
+    def GetAutomationBudget(
+        self,
+        request: _crm_pb2.GetAutomationBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_crm_pb2.AutomationBudget, _abc.Awaitable[_crm_pb2.AutomationBudget]]:
+        """The per-fan budget every automated send (sender AI or automation) counts against:
+        SendMessage refuses one past it with RESOURCE_EXHAUSTED, reason AUTOMATION_BUDGET_EXHAUSTED.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateAutomationBudget(
+        self,
+        request: _crm_pb2.UpdateAutomationBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_crm_pb2.AutomationBudget, _abc.Awaitable[_crm_pb2.AutomationBudget]]: ...
 
 def add_CrmServiceServicer_to_server(servicer: CrmServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

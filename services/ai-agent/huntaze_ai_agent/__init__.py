@@ -1,0 +1,1 @@
+"""The AI agent: reply suggestions and autopilot in the creator's voice."""

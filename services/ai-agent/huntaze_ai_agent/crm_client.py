@@ -1,0 +1,158 @@
+"""What the agent asks of the CRM over gRPC: the fan and the recent conversation for a draft,
+that a conversation is the caller's, and sending a reply. Calls made for an event carry a service
+token for the event's creator; calls made for the creator carry their own access token, and the
+CRM's refusals reach them as the agent's own (same status, reason and details)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import grpc
+
+from huntaze.common.v1 import common_pb2
+from huntaze.crm.v1 import crm_pb2, crm_pb2_grpc
+from huntaze_ai_agent.prompts import FanProfile, Turn
+from huntaze_kit.errors import (
+    AlreadyExists,
+    Conflict,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
+from huntaze_kit.grpc_client import ServiceTokenProvider
+from huntaze_kit.rich_status import from_rpc_error
+
+HISTORY_MESSAGES = 10
+
+_SUBSCRIPTIONS = {
+    crm_pb2.SUBSCRIPTION_STATE_NONE: "none",
+    crm_pb2.SUBSCRIPTION_STATE_ACTIVE: "active",
+    crm_pb2.SUBSCRIPTION_STATE_CANCELLED: "cancelled",
+    crm_pb2.SUBSCRIPTION_STATE_EXPIRED: "expired",
+}
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class ConversationContext:
+    fan: FanProfile
+    history: tuple[Turn, ...]
+
+
+_ERRORS: dict[grpc.StatusCode, type[DomainError]] = {
+    kind.status_code: kind
+    for kind in (
+        AlreadyExists,
+        Conflict,
+        FailedPrecondition,
+        InvalidArgument,
+        NotFound,
+        PermissionDenied,
+        RateLimited,
+        Unauthenticated,
+    )
+}
+
+
+def relayed(error: grpc.aio.AioRpcError) -> DomainError:
+    """The CRM's error as the agent's: an outage or a failure of the CRM is UNAVAILABLE."""
+    details = from_rpc_error(error)
+    kind = _ERRORS.get(details.code, Unavailable)
+    return kind(
+        message=details.message if kind is not Unavailable else "The CRM is not available.",
+        reason=details.reason or ("CRM_UNAVAILABLE" if kind is Unavailable else "ERROR"),
+        violations=details.violations,
+        retry_after_seconds=details.retry_after_seconds,
+        metadata=details.metadata,
+    )
+
+
+def _turn(message: crm_pb2.Message) -> Turn:
+    inbound = message.direction == crm_pb2.MESSAGE_DIRECTION_IN
+    return Turn("fan" if inbound else "creator", message.text)
+
+
+class CrmClient:
+    def __init__(self, channel: grpc.aio.Channel, *, tokens: ServiceTokenProvider) -> None:
+        self._stub = crm_pb2_grpc.CrmServiceStub(channel)
+        self._tokens = tokens
+
+    async def service_metadata(self, creator_id: uuid.UUID) -> Metadata:
+        return await self._tokens.metadata_for(str(creator_id))
+
+    async def context(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        fan_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        with_history: bool = True,
+    ) -> ConversationContext:
+        """The fan and (`with_history`) the messages before `message_id`, oldest first."""
+        metadata = await self.service_metadata(creator_id)
+        fan = await self._stub.GetFan(crm_pb2.GetFanRequest(fan_id=str(fan_id)), metadata=metadata)
+        profile = FanProfile(
+            fan_id=fan.id,
+            display_name=fan.display_name,
+            spend_cents=fan.value_cents,
+            tags=tuple(fan.tags),
+            notes=fan.notes,
+            subscription_state=_SUBSCRIPTIONS.get(fan.subscription_state, "none"),
+        )
+        if not with_history:
+            return ConversationContext(fan=profile, history=())
+        page = await self._stub.ListMessages(
+            crm_pb2.ListMessagesRequest(
+                conversation_id=str(conversation_id),
+                page=common_pb2.PageRequest(page_size=HISTORY_MESSAGES + 1),
+            ),
+            metadata=metadata,
+        )
+        earlier = [m for m in page.messages if m.id != str(message_id) and m.text]
+        return ConversationContext(
+            fan=profile,
+            history=tuple(_turn(m) for m in reversed(earlier[:HISTORY_MESSAGES])),
+        )
+
+    async def send(
+        self,
+        *,
+        metadata: Metadata,
+        conversation_id: uuid.UUID,
+        text: str,
+        idempotency_key: str,
+        automated: bool,
+    ) -> crm_pb2.Message:
+        """Queues the reply; the same key always answers the same message."""
+        try:
+            response = await self._stub.SendMessage(
+                crm_pb2.SendMessageRequest(
+                    conversation_id=str(conversation_id),
+                    text=text,
+                    idempotency_key=idempotency_key,
+                    sender_kind=(
+                        crm_pb2.SENDER_KIND_AI if automated else crm_pb2.SENDER_KIND_UNSPECIFIED
+                    ),
+                ),
+                metadata=metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise relayed(error) from error
+        return response.message
+
+    async def check_conversation(self, *, metadata: Metadata, conversation_id: str) -> None:
+        """NOT_FOUND (as the CRM says it) unless the conversation is the caller's."""
+        try:
+            await self._stub.GetConversation(
+                crm_pb2.GetConversationRequest(conversation_id=conversation_id), metadata=metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            raise relayed(error) from error

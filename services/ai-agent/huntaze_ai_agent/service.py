@@ -1,0 +1,723 @@
+"""The AI agent's use cases. Only this layer commits.
+
+From events (inside the consumer's transaction): an incoming fan message becomes one `pending`
+suggestion (the unique (creator, message) key makes a redelivered event a no-op); a reply of the
+creator cancels what the agent still had open in that conversation and joins the style index; a
+purchase soon after an AI message is attributed to it.
+
+From the workers: a pending suggestion is drafted (many at once) and becomes `suggested`,
+`scheduled` (autopilot), `handed_off` or `ignored`; a scheduled one, once due, is sent through
+the CRM under the idempotency key of its incoming message.
+
+From the creator (gRPC): configuration, and accepting (as drafted or edited) or rejecting a
+suggestion. Accepting sends under the same key as the autopilot would, so one incoming message
+is answered at most once whichever path sends it.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from huntaze.ai.v1 import events_pb2
+from huntaze.crm.v1 import crm_pb2
+from huntaze.crm.v1 import events_pb2 as crm_events
+from huntaze_ai_agent import convert
+from huntaze_ai_agent.configuration import AiConfiguration
+from huntaze_ai_agent.crm_client import CrmClient, Metadata
+from huntaze_ai_agent.drafting import Attempt, Drafter, Usage, within_budget
+from huntaze_ai_agent.guardrails import decide
+from huntaze_ai_agent.models import SCHEMA, AuditEntry, LlmCall, Suggestion
+from huntaze_ai_agent.prompts import DraftRequest, Prompt, build_prompt
+from huntaze_ai_agent.providers import Completion
+from huntaze_ai_agent.repository import load_configuration, save_configuration
+from huntaze_ai_agent.style_index import add_past_reply, similar_replies
+from huntaze_kit.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from huntaze_kit.logging import get_logger, request_context
+from huntaze_kit.outbox import record_event
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+DRAFTS_CHANNEL = "ai_drafts"
+# Every send of the agent for one incoming message uses this key: the CRM queues it once.
+IDEMPOTENCY_PREFIX = "ai:"
+BUDGET_REASON = "AUTOMATION_BUDGET_EXHAUSTED"
+OPEN_STATUSES = ("pending", "suggested", "scheduled")
+AUTOPILOT = "autopilot"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long the autopilot waits before it sends (a person does not answer at once), how
+    long a worker holds a claimed suggestion, and how long after an AI message a purchase is
+    attributed to it."""
+
+    autopilot_min_delay: timedelta = timedelta(seconds=20)
+    autopilot_max_delay: timedelta = timedelta(seconds=60)
+    lease: timedelta = timedelta(seconds=120)
+    send_retry: timedelta = timedelta(seconds=30)
+    attribution_window: timedelta = timedelta(hours=24)
+
+
+def _uuid(value: str, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError as error:
+        raise InvalidArgument.for_field(name, "is not a valid id") from error
+
+
+def _month_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+class AiAgentService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        drafter: Drafter,
+        crm: CrmClient,
+        timing: Timing | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._sessions = sessions
+        self.drafter = drafter
+        self._crm = crm
+        self.timing = timing or Timing()
+        self.clock = clock
+
+    # --- configuration -------------------------------------------------------------------------
+
+    async def get_configuration(self, *, creator_id: uuid.UUID) -> AiConfiguration:
+        async with self._sessions() as session:
+            return await load_configuration(session, creator_id=creator_id)
+
+    async def update_configuration(
+        self, *, creator_id: uuid.UUID, configuration: AiConfiguration
+    ) -> AiConfiguration:
+        async with self._sessions() as session:
+            await save_configuration(session, creator_id=creator_id, configuration=configuration)
+            await session.commit()
+        return configuration
+
+    # --- from events (the consumer's session; no commit) -------------------------------------
+
+    async def record_incoming(
+        self, session: AsyncSession, *, event: crm_events.MessageReceived, request_id: str | None
+    ) -> None:
+        """One pending suggestion per incoming message, whatever the number of deliveries."""
+        message = event.message
+        creator_id = _uuid(event.creator_id, "creator_id")
+        inserted = await session.execute(
+            insert(Suggestion)
+            .values(
+                id=uuid.uuid4(),
+                creator_id=creator_id,
+                message_id=_uuid(message.id, "message.id"),
+                conversation_id=_uuid(message.conversation_id, "message.conversation_id"),
+                fan_id=_uuid(message.fan_id, "message.fan_id"),
+                platform=convert.platform_name(message.platform),
+                incoming_text=message.text,
+                received_at=convert.from_timestamp(message.created_at) or self.clock(),
+                request_id=request_id or "",
+            )
+            .on_conflict_do_nothing(index_elements=["creator_id", "message_id"])
+            .returning(Suggestion.id)
+        )
+        if inserted.first() is not None:
+            # Delivered at commit: the drafting workers wake at once.
+            await session.execute(text(f"NOTIFY {DRAFTS_CHANNEL}"))
+
+    async def creator_replied(
+        self, session: AsyncSession, *, event: crm_events.MessageSendRequested
+    ) -> None:
+        """A reply written by the creator (or their team): what the agent had open in that
+        conversation is void, and the reply joins the style index."""
+        if event.sender_kind not in (
+            crm_pb2.SENDER_KIND_CREATOR,
+            crm_pb2.SENDER_KIND_TEAM_MEMBER,
+        ) or event.idempotency_key.startswith(IDEMPOTENCY_PREFIX):
+            return
+        creator_id = _uuid(event.creator_id, "creator_id")
+        conversation_id = _uuid(event.conversation_id, "conversation_id")
+        replied_at = convert.from_timestamp(event.occurred_at) or self.clock()
+        cancelled = await session.scalars(
+            update(Suggestion)
+            .where(
+                Suggestion.creator_id == creator_id,
+                Suggestion.conversation_id == conversation_id,
+                Suggestion.status.in_(OPEN_STATUSES),
+                Suggestion.received_at <= replied_at,
+            )
+            .values(status="cancelled", updated_at=func.now())
+            .returning(Suggestion)
+        )
+        for suggestion in cancelled.all():
+            await self._resolved(session, suggestion, "cancelled")
+        last_incoming = await session.scalar(
+            select(Suggestion.incoming_text)
+            .where(
+                Suggestion.creator_id == creator_id,
+                Suggestion.conversation_id == conversation_id,
+                Suggestion.received_at <= replied_at,
+            )
+            .order_by(Suggestion.received_at.desc())
+            .limit(1)
+        )
+        if last_incoming and event.text.strip():
+            add_past_reply(
+                session, creator_id=creator_id, fan_message=last_incoming, reply=event.text
+            )
+
+    async def purchase_recorded(
+        self, session: AsyncSession, *, event: crm_events.PurchaseRecorded
+    ) -> None:
+        """Attributes the purchase to the fan's last AI message within the window before it."""
+        purchase = event.purchase
+        creator_id = _uuid(event.creator_id, "creator_id")
+        bought_at = convert.from_timestamp(purchase.occurred_at) or self.clock()
+        entry = await session.scalar(
+            select(AuditEntry)
+            .where(
+                AuditEntry.creator_id == creator_id,
+                AuditEntry.fan_id == _uuid(purchase.fan_id, "purchase.fan_id"),
+                AuditEntry.created_at <= bought_at,
+                AuditEntry.created_at > bought_at - self.timing.attribution_window,
+            )
+            .order_by(AuditEntry.created_at.desc())
+            .limit(1)
+        )
+        if entry is None:
+            return
+        await record_event(
+            session,
+            schema=SCHEMA,
+            subject="ai.revenue.attributed",
+            event=events_pb2.RevenueAttributed(
+                creator_id=str(creator_id),
+                fan_id=purchase.fan_id,
+                purchase_id=purchase.id,
+                amount_cents=purchase.amount_cents,
+                audit_entry_id=str(entry.id),
+                sent_message_id=str(entry.sent_message_id),
+                occurred_at=convert.timestamp(self.clock()),
+            ),
+            aggregate_type="fan",
+            aggregate_id=purchase.fan_id,
+            creator_id=str(creator_id),
+        )
+
+    # --- drafting (workers) ---------------------------------------------------------------------
+
+    async def _claim(self, condition: Any, order: Any, limit: int) -> list[Suggestion]:
+        """Claims up to `limit` suggestions matching `condition` for one lease."""
+        now = self.clock()
+        async with self._sessions() as session:
+            chosen = (
+                select(Suggestion.id)
+                .where(
+                    condition,
+                    (Suggestion.claimed_until.is_(None)) | (Suggestion.claimed_until < now),
+                )
+                .order_by(order)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
+            claimed = await session.scalars(
+                update(Suggestion)
+                .where(Suggestion.id.in_(chosen))
+                .values(claimed_until=now + self.timing.lease)
+                .returning(Suggestion)
+            )
+            rows = list(claimed.all())
+            await session.commit()
+        return rows
+
+    async def claim_pending(self, *, limit: int) -> list[Suggestion]:
+        return await self._claim(Suggestion.status == "pending", Suggestion.created_at, limit)
+
+    async def claim_due(self, *, limit: int) -> list[Suggestion]:
+        return await self._claim(
+            (Suggestion.status == "scheduled") & (Suggestion.send_after <= self.clock()),
+            Suggestion.send_after,
+            limit,
+        )
+
+    async def draft(self, suggestion: Suggestion) -> None:
+        """Drafts one claimed pending suggestion, or hands it off, or marks it ignored."""
+        with request_context(suggestion.request_id or None):
+            await self._draft(suggestion)
+
+    async def _draft(self, suggestion: Suggestion) -> None:
+        creator_id = suggestion.creator_id
+        async with self._sessions() as session:
+            configuration = await load_configuration(session, creator_id=creator_id)
+            # Read now, in the same session, though a hand-off may leave it unused.
+            examples = await similar_replies(
+                session, creator_id=creator_id, text=suggestion.incoming_text
+            )
+        fan_id = str(suggestion.fan_id)
+        if configuration.mode_for(fan_id) == "off" or not configuration.acts_on(
+            suggestion.platform
+        ):
+            await self._settle(suggestion, status="ignored")
+            return
+        context = await self._crm.context(
+            creator_id=creator_id,
+            fan_id=suggestion.fan_id,
+            conversation_id=suggestion.conversation_id,
+            message_id=suggestion.message_id,
+            # Only an LLM reads the conversation; the local provider adapts past replies.
+            with_history=self.drafter.pays,
+        )
+        decision = decide(
+            configuration,
+            fan=context.fan,
+            platform=suggestion.platform,
+            incoming=suggestion.incoming_text,
+            now=self.clock(),
+        )
+        if decision.action == "ignore":
+            await self._settle(suggestion, status="ignored")
+            return
+        if decision.action == "handoff":
+            await self._settle(suggestion, status="handed_off", reason=decision.reason or "")
+            return
+        request = DraftRequest(
+            configuration=configuration,
+            fan=context.fan,
+            incoming=suggestion.incoming_text,
+            history=context.history,
+            examples=tuple(examples),
+        )
+        prompt = build_prompt(request)
+        attempt = await self._attempt_once(suggestion, request, prompt)
+        draft = await self.drafter.finish(request, prompt, attempt)
+        if draft.text is None:
+            await self._settle(suggestion, status="handed_off", reason="no_safe_reply")
+            return
+        autopilot = decision.action == AUTOPILOT
+        completion = draft.completion
+        paid = draft.paid
+        await self._settle(
+            suggestion,
+            status="scheduled" if autopilot else "suggested",
+            values={
+                "mode": decision.action,
+                "text": draft.text,
+                "provider": completion.provider,
+                "model": completion.model,
+                "prompt_fingerprint": draft.prompt_fingerprint,
+                # What was paid counts, even when the local provider's reply replaced it.
+                "input_tokens": (paid or completion).input_tokens,
+                "output_tokens": (paid or completion).output_tokens,
+                "cost_micros": (paid or completion).cost_micros,
+                "latency_ms": completion.latency_ms + (paid.latency_ms if paid else 0),
+                "fallback": draft.fallback or "",
+                "send_after": self._send_time() if autopilot else None,
+            },
+        )
+
+    def _send_time(self) -> datetime:
+        low = self.timing.autopilot_min_delay.total_seconds()
+        high = max(low, self.timing.autopilot_max_delay.total_seconds())
+        return self.clock() + timedelta(seconds=random.uniform(low, high))  # noqa: S311
+
+    async def _attempt_once(
+        self, suggestion: Suggestion, request: DraftRequest, prompt: Prompt
+    ) -> Attempt:
+        """The provider's answer for this message: from the ledger when it was paid for
+        already, else from one call recorded before and after it is made."""
+        drafter = self.drafter
+        if not drafter.pays:
+            return await drafter.attempt(request, prompt, spent=Usage())
+        key = {"creator_id": suggestion.creator_id, "message_id": suggestion.message_id}
+        async with self._sessions() as session:
+            call = await session.get(LlmCall, key)
+            if call is not None:
+                if call.status == "completed":
+                    return Attempt(_completion(call))
+                # Started and never finished: it may have been paid for; never call twice.
+                return Attempt(None, "provider_failed")
+            spent = await self._usage(session, suggestion.creator_id)
+            if not within_budget(request.configuration.budget, spent):
+                return Attempt(None, "over_budget")
+            session.add(
+                LlmCall(
+                    **key,
+                    provider=drafter.provider.name,
+                    model=drafter.provider.model,
+                    prompt_fingerprint=prompt.fingerprint,
+                )
+            )
+            await session.commit()
+        attempt = await drafter.attempt(request, prompt, spent=spent)
+        async with self._sessions() as session:
+            completion = attempt.completion
+            values: dict[str, Any] = {"completed_at": self.clock()}
+            if completion is None:
+                values |= {"status": "failed", "error": attempt.fallback or ""}
+            else:
+                values |= {
+                    "status": "completed",
+                    "text": completion.text,
+                    "model": completion.model,
+                    "input_tokens": completion.input_tokens,
+                    "output_tokens": completion.output_tokens,
+                    "cost_micros": completion.cost_micros,
+                    "latency_ms": completion.latency_ms,
+                }
+            await session.execute(
+                update(LlmCall)
+                .where(
+                    LlmCall.creator_id == suggestion.creator_id,
+                    LlmCall.message_id == suggestion.message_id,
+                )
+                .values(**values)
+            )
+            await session.commit()
+        return attempt
+
+    async def _usage(self, session: AsyncSession, creator_id: uuid.UUID) -> Usage:
+        row = (
+            await session.execute(
+                select(
+                    func.coalesce(func.sum(LlmCall.input_tokens + LlmCall.output_tokens), 0),
+                    func.coalesce(func.sum(LlmCall.cost_micros), 0),
+                ).where(
+                    LlmCall.creator_id == creator_id,
+                    LlmCall.created_at >= _month_start(self.clock()),
+                )
+            )
+        ).one()
+        return Usage(tokens=int(row[0]), cost_micros=int(row[1]))
+
+    async def usage(self, *, creator_id: uuid.UUID) -> Usage:
+        """What the creator's LLM calls cost this month."""
+        async with self._sessions() as session:
+            return await self._usage(session, creator_id)
+
+    async def _settle(
+        self,
+        suggestion: Suggestion,
+        *,
+        status: str,
+        reason: str = "",
+        values: dict[str, Any] | None = None,
+    ) -> None:
+        """Ends drafting: unless the creator replied meanwhile (then it is cancelled already),
+        stores the outcome and its event."""
+        async with self._sessions() as session:
+            settled: Suggestion | None = await session.scalar(
+                update(Suggestion)
+                .where(Suggestion.id == suggestion.id, Suggestion.status == "pending")
+                .values(
+                    status=status,
+                    handoff_reason=reason,
+                    claimed_until=None,
+                    updated_at=func.now(),
+                    **(values or {}),
+                )
+                .returning(Suggestion)
+            )
+            if settled is None:
+                return
+            if status == "handed_off":
+                await self._handoff(session, settled, reason)
+            elif status in ("suggested", "scheduled"):
+                await self._event(
+                    session,
+                    settled,
+                    "ai.suggestion.created",
+                    events_pb2.SuggestionCreated(
+                        creator_id=str(settled.creator_id),
+                        suggestion=convert.suggestion(settled),
+                        occurred_at=convert.timestamp(self.clock()),
+                    ),
+                )
+            await session.commit()
+
+    # --- autopilot ------------------------------------------------------------------------------
+
+    async def send_due(self, suggestion: Suggestion) -> None:
+        """Sends one claimed, due autopilot reply with a service token."""
+        with request_context(suggestion.request_id or None):
+            try:
+                metadata = await self._crm.service_metadata(suggestion.creator_id)
+                message = await self._crm.send(
+                    metadata=metadata,
+                    conversation_id=suggestion.conversation_id,
+                    text=suggestion.text,
+                    idempotency_key=IDEMPOTENCY_PREFIX + str(suggestion.message_id),
+                    automated=True,
+                )
+            except DomainError as error:
+                if error.reason == BUDGET_REASON:
+                    await self._autopilot_refused(suggestion)
+                    return
+                log.warning("ai.autopilot_send_failed", reason=error.reason, detail=error.message)
+                await self._retry_later(suggestion)
+                return
+            await self._sent(
+                suggestion,
+                sent_message_id=uuid.UUID(message.id),
+                approved_by=AUTOPILOT,
+                status="sent",
+                text=suggestion.text,
+                allowed=("scheduled", "cancelled"),
+            )
+
+    async def _autopilot_refused(self, suggestion: Suggestion) -> None:
+        async with self._sessions() as session:
+            settled: Suggestion | None = await session.scalar(
+                update(Suggestion)
+                .where(Suggestion.id == suggestion.id, Suggestion.status == "scheduled")
+                .values(
+                    status="handed_off",
+                    handoff_reason="automation_budget",
+                    claimed_until=None,
+                    updated_at=func.now(),
+                )
+                .returning(Suggestion)
+            )
+            if settled is not None:
+                await self._handoff(session, settled, "automation_budget")
+            await session.commit()
+
+    async def _retry_later(self, suggestion: Suggestion) -> None:
+        async with self._sessions() as session:
+            await session.execute(
+                update(Suggestion)
+                .where(Suggestion.id == suggestion.id)
+                .values(claimed_until=self.clock() + self.timing.send_retry)
+            )
+            await session.commit()
+
+    async def _sent(
+        self,
+        suggestion: Suggestion,
+        *,
+        sent_message_id: uuid.UUID,
+        approved_by: str,
+        status: str,
+        text: str,
+        allowed: Sequence[str],
+    ) -> Suggestion:
+        """Records a sent reply: its status, its audit entry and its event."""
+        async with self._sessions() as session:
+            sent: Suggestion | None = await session.scalar(
+                update(Suggestion)
+                .where(Suggestion.id == suggestion.id, Suggestion.status.in_(allowed))
+                .values(
+                    status=status,
+                    text=text,
+                    sent_message_id=sent_message_id,
+                    claimed_until=None,
+                    updated_at=func.now(),
+                )
+                .returning(Suggestion)
+            )
+            if sent is None:  # answered already (a concurrent accept, or a retried send)
+                current = await session.get(Suggestion, suggestion.id)
+                return current or suggestion
+            session.add(
+                AuditEntry(
+                    id=uuid.uuid4(),
+                    creator_id=sent.creator_id,
+                    suggestion_id=sent.id,
+                    conversation_id=sent.conversation_id,
+                    fan_id=sent.fan_id,
+                    sent_message_id=sent_message_id,
+                    text=text,
+                    prompt_fingerprint=sent.prompt_fingerprint,
+                    provider=sent.provider,
+                    model=sent.model,
+                    input_tokens=sent.input_tokens,
+                    output_tokens=sent.output_tokens,
+                    cost_micros=sent.cost_micros,
+                    latency_ms=sent.latency_ms,
+                    approved_by=approved_by,
+                    edited=status == "edited",
+                    created_at=self.clock(),
+                )
+            )
+            await self._resolved(session, sent, status)
+            await session.commit()
+            return sent
+
+    # --- the creator's decisions ------------------------------------------------------------
+
+    async def accept(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        user_id: str,
+        metadata: Metadata,
+        suggestion_id: str,
+        text: str,
+    ) -> Suggestion:
+        """Sends the suggestion as the creator, as drafted or as edited."""
+        suggestion = await self.get_suggestion(creator_id=creator_id, suggestion_id=suggestion_id)
+        if suggestion.status not in ("suggested", "scheduled"):
+            raise FailedPrecondition(
+                message=f"This suggestion is {suggestion.status.replace('_', ' ')}.",
+                reason="SUGGESTION_NOT_OPEN",
+            )
+        final = text.strip() or suggestion.text
+        edited = final != suggestion.text
+        message = await self._crm.send(
+            metadata=metadata,
+            conversation_id=suggestion.conversation_id,
+            text=final,
+            idempotency_key=IDEMPOTENCY_PREFIX + str(suggestion.message_id),
+            automated=False,
+        )
+        return await self._sent(
+            suggestion,
+            sent_message_id=uuid.UUID(message.id),
+            approved_by=user_id,
+            status="edited" if edited else "accepted",
+            text=final,
+            allowed=("suggested", "scheduled"),
+        )
+
+    async def reject(self, *, creator_id: uuid.UUID, suggestion_id: str) -> Suggestion:
+        identifier = _uuid(suggestion_id, "id")
+        async with self._sessions() as session:
+            rejected: Suggestion | None = await session.scalar(
+                update(Suggestion)
+                .where(
+                    Suggestion.creator_id == creator_id,
+                    Suggestion.id == identifier,
+                    Suggestion.status.in_(("suggested", "scheduled")),
+                )
+                .values(status="rejected", updated_at=func.now())
+                .returning(Suggestion)
+            )
+            if rejected is None:
+                current = await self.get_suggestion(
+                    creator_id=creator_id, suggestion_id=suggestion_id
+                )
+                raise FailedPrecondition(
+                    message=f"This suggestion is {current.status.replace('_', ' ')}.",
+                    reason="SUGGESTION_NOT_OPEN",
+                )
+            await self._resolved(session, rejected, "rejected")
+            await session.commit()
+        return rejected
+
+    async def get_suggestion(self, *, creator_id: uuid.UUID, suggestion_id: str) -> Suggestion:
+        identifier = _uuid(suggestion_id, "id")
+        async with self._sessions() as session:
+            suggestion = await session.get(Suggestion, identifier)
+        if suggestion is None or suggestion.creator_id != creator_id:
+            raise NotFound(message="No such suggestion.", reason="SUGGESTION_NOT_FOUND")
+        return suggestion
+
+    async def list_suggestions(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        metadata: Metadata,
+        conversation_id: str,
+        statuses: Sequence[str],
+        limit: int,
+    ) -> list[Suggestion]:
+        query = select(Suggestion).where(Suggestion.creator_id == creator_id)
+        if conversation_id:
+            conversation = _uuid(conversation_id, "conversation_id")
+            # Another creator's conversation is not found, as in the CRM.
+            await self._crm.check_conversation(metadata=metadata, conversation_id=conversation_id)
+            query = query.where(Suggestion.conversation_id == conversation)
+        if statuses:
+            query = query.where(Suggestion.status.in_(statuses))
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                query.order_by(Suggestion.created_at.desc(), Suggestion.id).limit(limit)
+            )
+            return list(rows.all())
+
+    async def list_audit(
+        self, *, creator_id: uuid.UUID, metadata: Metadata, conversation_id: str, limit: int
+    ) -> list[AuditEntry]:
+        conversation = _uuid(conversation_id, "conversation_id")
+        await self._crm.check_conversation(metadata=metadata, conversation_id=conversation_id)
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(AuditEntry)
+                .where(
+                    AuditEntry.creator_id == creator_id,
+                    AuditEntry.conversation_id == conversation,
+                )
+                .order_by(AuditEntry.created_at.desc(), AuditEntry.id)
+                .limit(limit)
+            )
+            return list(rows.all())
+
+    # --- events ---------------------------------------------------------------------------------
+
+    async def _event(
+        self, session: AsyncSession, suggestion: Suggestion, subject: str, event: Any
+    ) -> None:
+        await record_event(
+            session,
+            schema=SCHEMA,
+            subject=subject,
+            event=event,
+            aggregate_type="conversation",
+            aggregate_id=str(suggestion.conversation_id),
+            creator_id=str(suggestion.creator_id),
+        )
+
+    async def _handoff(self, session: AsyncSession, suggestion: Suggestion, reason: str) -> None:
+        await self._event(
+            session,
+            suggestion,
+            "ai.handoff.requested",
+            events_pb2.HandoffRequested(
+                creator_id=str(suggestion.creator_id),
+                suggestion=convert.suggestion(suggestion),
+                reason=reason,
+                occurred_at=convert.timestamp(self.clock()),
+            ),
+        )
+
+    async def _resolved(self, session: AsyncSession, suggestion: Suggestion, outcome: str) -> None:
+        await self._event(
+            session,
+            suggestion,
+            "ai.suggestion.resolved",
+            events_pb2.SuggestionResolved(
+                creator_id=str(suggestion.creator_id),
+                suggestion=convert.suggestion(suggestion),
+                outcome=outcome,
+                occurred_at=convert.timestamp(self.clock()),
+            ),
+        )
+
+
+def _completion(call: LlmCall) -> Completion:
+    return Completion(
+        text=call.text,
+        provider=call.provider,
+        model=call.model,
+        input_tokens=call.input_tokens,
+        output_tokens=call.output_tokens,
+        cost_micros=call.cost_micros,
+        latency_ms=call.latency_ms,
+    )

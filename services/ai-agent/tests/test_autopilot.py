@@ -1,0 +1,280 @@
+"""The autopilot with real services and an OpenAI-compatible LLM (the local test server): one
+reply and one paid call per message however often it is delivered, a crash retried without
+paying twice, a creator's reply cancelling it, guardrails handing off, quiet hours and the
+per-fan budget."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from huntaze.ai.v1 import ai_pb2
+from huntaze.ai.v1 import events_pb2 as ai_events
+from huntaze.crm.v1 import crm_pb2
+from huntaze.crm.v1 import events_pb2 as crm_events
+from huntaze_ai_agent.prompts import DraftRequest, FanProfile, build_prompt
+from huntaze_ai_agent.service import Timing
+from huntaze_devstack.testing import eventually
+
+from .conftest import Creator, FakeOpenAI, Stack, next_of
+
+AUTOPILOT_WAIT = 3.0
+
+
+async def crm_message_event(stack: Stack, creator: Creator) -> crm_events.MessageReceived:
+    """The CRM's `crm.message.received` for the creator's only inbound message."""
+    conversations = await eventually(
+        lambda: stack.crm_stub.ListConversations(
+            crm_pb2.ListConversationsRequest(), metadata=creator.auth
+        ),
+        lambda found: len(found.conversations) == 1,
+    )
+    [conversation] = conversations.conversations
+    [message] = [
+        m
+        for m in await stack.messages(creator, conversation.id)
+        if m.direction == crm_pb2.MESSAGE_DIRECTION_IN
+    ]
+    event = crm_events.MessageReceived(creator_id=creator.id, message=message)
+    event.occurred_at.GetCurrentTime()
+    return event
+
+
+@pytest.fixture
+def agent_overrides(fake_openai: FakeOpenAI) -> dict[str, Any]:
+    """The agent drafts with an OpenAI-compatible LLM (the local test server)."""
+    return {
+        "ai_llm_provider": "compatible",
+        "ai_llm_base_url": f"{fake_openai.url}/v1",
+        "ai_llm_model": "house-model",
+        "ai_llm_max_retries": 0,
+    }
+
+
+async def test_one_message_delivered_three_times_makes_one_llm_call_and_one_reply(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.answer = lambda body: "Missed you too 💕"
+    creator = await stack.sign_up()
+    await stack.configure(creator, mode="autopilot")
+    await stack.platform.fan_writes(creator, platform_message_id="m-1", text="missed you")
+    event = await crm_message_event(stack, creator)
+
+    # The same event redelivered (same event id) and published again (new event ids).
+    same_id = "0b4b4c56-68c9-4a4e-9c3a-5f1f2a6d4e01"
+    for event_id, msg_id in ((same_id, "copy-1"), (same_id, "copy-2"), (None, None), (None, None)):
+        await stack.platform.publish(
+            "crm.message.received",
+            event,
+            creator_id=creator.id,
+            aggregate_id=event.message.conversation_id,
+            aggregate_type="conversation",
+            event_id=event_id,
+            msg_id=msg_id,
+        )
+
+    [sent] = await eventually(
+        lambda: stack.suggestions(creator),
+        lambda found: [s.status for s in found] == [ai_pb2.SUGGESTION_STATUS_SENT],
+    )
+    await asyncio.sleep(1.0)  # room for a second draft or send, if there were to be one
+    assert len(fake_openai.requests) == 1
+    assert len(await stack.suggestions(creator)) == 1
+    [reply] = await stack.outgoing(creator, sent.conversation_id)
+    assert reply.text == "Missed you too 💕"
+    assert reply.sender_kind == crm_pb2.SENDER_KIND_AI
+    assert reply.idempotency_key == f"ai:{event.message.id}"
+    audit = await stack.ai_stub.ListAuditEntries(
+        ai_pb2.ListAuditEntriesRequest(conversation_id=sent.conversation_id),
+        metadata=creator.auth,
+    )
+    [entry] = audit.entries
+    assert (entry.approved_by, entry.provider, entry.model) == (
+        "autopilot",
+        "compatible",
+        "house-model",
+    )
+    assert (entry.input_tokens, entry.output_tokens) == (120, 30)
+    assert entry.cost_micros == 120 * 2.5 + 30 * 10
+
+
+async def test_a_retry_after_a_crash_reuses_the_paid_answer(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """The LLM answered, then the worker died before the suggestion was stored: the next
+    worker finds the answer in the ledger and pays nothing more."""
+    creator = await stack.sign_up()
+    service = stack.agent.service
+    assert service is not None
+    assert stack.agent.drafting is not None
+    await stack.agent.drafting.stop(0)  # no worker: this test plays the workers itself
+    await stack.platform.fan_writes(creator, platform_message_id="m-1", text="hi")
+    [claimed] = await eventually(
+        lambda: service.claim_pending(limit=5), lambda rows: len(rows) == 1
+    )
+
+    fake_openai.answer = lambda body: "Hey you, first answer"
+
+    configuration = await service.get_configuration(creator_id=claimed.creator_id)
+    request = DraftRequest(
+        configuration=configuration, fan=FanProfile(fan_id=str(claimed.fan_id)), incoming="hi"
+    )
+    paid = await service._attempt_once(claimed, request, build_prompt(request))
+    assert paid.completion is not None
+    # The crash: the suggestion was never settled; its lease runs out.
+    fake_openai.answer = lambda body: "a second, paid-for answer"
+    later = datetime.now(UTC) + service.timing.lease + timedelta(seconds=1)
+    service.clock = lambda: later
+    [again] = await service.claim_pending(limit=5)
+    await service.draft(again)
+
+    [suggestion] = await stack.suggestions(creator)
+    assert suggestion.text == "Hey you, first answer"
+    assert len(fake_openai.requests) == 1
+
+
+async def test_a_creator_reply_before_the_delay_cancels_the_autopilot(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    creator = await stack.sign_up()
+    await stack.configure(creator, mode="autopilot")
+    service = stack.agent.service
+    assert service is not None
+    service.timing = Timing(
+        autopilot_min_delay=timedelta(seconds=AUTOPILOT_WAIT),
+        autopilot_max_delay=timedelta(seconds=AUTOPILOT_WAIT),
+    )
+    await stack.platform.fan_writes(creator, platform_message_id="m-1", text="you up?")
+    [scheduled] = await stack.settled(creator)
+    assert scheduled.status == ai_pb2.SUGGESTION_STATUS_SCHEDULED
+
+    await stack.crm_stub.SendMessage(
+        crm_pb2.SendMessageRequest(
+            conversation_id=scheduled.conversation_id, text="yes! 🙈", idempotency_key="mine-1"
+        ),
+        metadata=creator.auth,
+    )
+
+    await eventually(
+        lambda: stack.ai_stub.GetSuggestion(
+            ai_pb2.GetSuggestionRequest(suggestion_id=scheduled.id), metadata=creator.auth
+        ),
+        lambda s: s.status == ai_pb2.SUGGESTION_STATUS_CANCELLED,
+    )
+    await asyncio.sleep(AUTOPILOT_WAIT + 0.5)
+    assert [m.text for m in await stack.outgoing(creator, scheduled.conversation_id)] == ["yes! 🙈"]
+
+
+async def test_big_spenders_and_custom_requests_go_to_a_person(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    creator = await stack.sign_up()
+    await stack.configure(creator, mode="autopilot", guardrails={"handoff_spend_cents": 10_000})
+    inbox = await stack.watch(creator)
+    await stack.platform.fan_pays(
+        creator, transaction_id="t-1", cents=25_000, platform_fan_id="whale"
+    )
+    # Purchases and messages are separate consumers of the CRM: the spend is recorded first.
+    await eventually(
+        lambda: stack.crm_stub.ListFans(crm_pb2.ListFansRequest(), metadata=creator.auth),
+        lambda page: [fan.value_cents for fan in page.fans] == [25_000],
+    )
+    await stack.platform.fan_writes(
+        creator, platform_message_id="m-1", text="hey", platform_fan_id="whale"
+    )
+    first = await next_of(inbox, "ai.handoff_requested")
+    await stack.platform.fan_writes(
+        creator,
+        platform_message_id="m-2",
+        text="can you make me a custom video?",
+        platform_fan_id="regular",
+    )
+    second = await next_of(inbox, "ai.handoff_requested")
+
+    assert (first.ai.reason, second.ai.reason) == ("spend_threshold", "custom_request")
+    suggestions = await stack.suggestions(creator)
+    assert {s.status for s in suggestions} == {ai_pb2.SUGGESTION_STATUS_HANDED_OFF}
+    await asyncio.sleep(0.8)
+    for suggestion in suggestions:
+        assert await stack.outgoing(creator, suggestion.conversation_id) == []
+    assert fake_openai.requests == []
+    inbox.cancel()
+
+
+async def test_quiet_hours_hold_the_autopilot_to_suggestions(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    creator = await stack.sign_up()
+    now = datetime.now(UTC)
+    start, end = (
+        (now - timedelta(hours=1)).strftime("%H:%M"),
+        (now + timedelta(hours=1)).strftime("%H:%M"),
+    )
+    await stack.configure(
+        creator,
+        mode="autopilot",
+        guardrails={"quiet_hours": {"start": start, "end": end, "timezone": "UTC"}},
+    )
+    await stack.platform.fan_writes(creator, platform_message_id="m-1", text="night night")
+
+    [suggestion] = await stack.settled(creator)
+
+    assert suggestion.status == ai_pb2.SUGGESTION_STATUS_SUGGESTED
+    await asyncio.sleep(0.8)
+    assert await stack.outgoing(creator, suggestion.conversation_id) == []
+
+
+async def test_the_per_fan_budget_holds_for_the_autopilot(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    creator = await stack.sign_up()
+    await stack.configure(creator, mode="autopilot")
+    await stack.crm_stub.UpdateAutomationBudget(
+        crm_pb2.UpdateAutomationBudgetRequest(
+            budget=crm_pb2.AutomationBudget(messages_per_fan_per_day=1)
+        ),
+        metadata=creator.auth,
+    )
+    await stack.platform.fan_writes(creator, platform_message_id="m-1", text="hi")
+    await eventually(
+        lambda: stack.suggestions(creator),
+        lambda found: [s.status for s in found] == [ai_pb2.SUGGESTION_STATUS_SENT],
+    )
+    await stack.platform.fan_writes(creator, platform_message_id="m-2", text="hello again")
+
+    latest = await eventually(
+        lambda: stack.suggestions(creator),
+        lambda found: len(found) == 2 and found[0].status == ai_pb2.SUGGESTION_STATUS_HANDED_OFF,
+    )
+
+    assert latest[0].handoff_reason == "automation_budget"
+    assert len(await stack.outgoing(creator, latest[0].conversation_id)) == 1
+
+
+async def test_a_purchase_after_an_ai_message_is_attributed_to_it(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    creator = await stack.sign_up()
+    await stack.configure(creator, mode="autopilot")
+    attributed = await stack.nc.jetstream().subscribe("ai.revenue.attributed")
+    await stack.platform.fan_writes(
+        creator, platform_message_id="m-1", text="hi", platform_fan_id="buyer"
+    )
+    [sent] = await eventually(
+        lambda: stack.suggestions(creator),
+        lambda found: [s.status for s in found] == [ai_pb2.SUGGESTION_STATUS_SENT],
+    )
+
+    await stack.platform.fan_pays(
+        creator, transaction_id="t-1", cents=1500, platform_fan_id="buyer"
+    )
+
+    message = await attributed.next_msg(timeout=15)
+    event = ai_events.RevenueAttributed.FromString(message.data)
+    assert (event.creator_id, event.fan_id) == (creator.id, sent.fan_id)
+    assert event.amount_cents == 1500
+    assert event.sent_message_id == sent.sent_message_id
+    await attributed.unsubscribe()
