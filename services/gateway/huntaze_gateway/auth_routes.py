@@ -66,89 +66,63 @@ def security_schemes(access_cookie_name: str) -> dict[str, Any]:
 # Models (see `models`): camelCase on the wire, unknown members refused.
 
 
-# Limits and descriptions come from the proto's field rules (`ProtoBody`).
-Email = Annotated[str, Field(examples=["ada@example.com"])]
+# Bodies: the members, types and limits of the proto requests (`ProtoBody`).
 
 
-class RegisterBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.RegisterRequest"
-
-    email: Email
-    password: str
-    name: str = ""
+class RegisterBody(ProtoBody, message=auth_pb2.RegisterRequest, required="email password"):
+    email: str = Field(examples=["ada@example.com"])
 
 
-class LoginBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.LoginRequest"
-
-    email: Email
-    password: str
+class LoginBody(ProtoBody, message=auth_pb2.LoginRequest, required="email password"):
+    email: str = Field(examples=["ada@example.com"])
 
 
-class TwoFactorLoginBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.CompleteTwoFactorLoginRequest"
-
+class TwoFactorLoginBody(
+    ProtoBody, message=auth_pb2.CompleteTwoFactorLoginRequest, required="challenge_token code"
+):
     challenge_token: str = Field(description="From the login answer's `challenge`.")
-    code: str
 
 
-class RefreshBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.RefreshSessionRequest"
-
+class RefreshBody(ProtoBody, message=auth_pb2.RefreshSessionRequest):
     refresh_token: str | None = Field(
         default=None, description="Omit it to use the refresh-token cookie."
     )
 
 
-class TokenBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.VerifyEmailRequest"
-
-    token: str
+class TokenBody(ProtoBody, message=auth_pb2.VerifyEmailRequest, required="token"):
+    pass
 
 
-class EmailBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.RequestPasswordResetRequest"
-
-    email: Email
+class EmailBody(ProtoBody, message=auth_pb2.RequestPasswordResetRequest):
+    email: str = Field(examples=["ada@example.com"])
 
 
-class ResetPasswordBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.ResetPasswordRequest"
-
-    token: str
-    new_password: str
-
-
-class ChangePasswordBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.ChangePasswordRequest"
-
-    current_password: str
-    new_password: str
+class ResetPasswordBody(
+    ProtoBody, message=auth_pb2.ResetPasswordRequest, required="token new_password"
+):
+    pass
 
 
-class CodeBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.ConfirmTotpEnrollmentRequest"
-
-    code: str
-
-
-class DisableTwoFactorBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.DisableTotpRequest"
-
-    password: str
-    code: str
+class ChangePasswordBody(
+    ProtoBody, message=auth_pb2.ChangePasswordRequest, required="current_password new_password"
+):
+    pass
 
 
-class SaveProfileBody(ProtoBody):
+class CodeBody(ProtoBody, message=auth_pb2.ConfirmTotpEnrollmentRequest, required="code"):
+    pass
+
+
+class DisableTwoFactorBody(
+    ProtoBody, message=auth_pb2.DisableTotpRequest, required="password code"
+):
+    pass
+
+
+class SaveProfileBody(ProtoBody, message=auth_pb2.SaveProfileRequest):
     """Only the fields sent change; the others keep their value."""
 
-    proto_message = "huntaze.auth.v1.SaveProfileRequest"
-
-    display_name: str = ""
-    bio: str = ""
     timezone: str = Field(default="", examples=["Europe/Paris"])
-    niche: str = ""
-    goals: list[str] = Field(default_factory=list)
 
 
 class UserOut(Answer):

@@ -15,19 +15,17 @@ sorted by (`lastMessageAt`), ascending, or descending after a `-` (`-lastMessage
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import grpc
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field
 
 from huntaze.crm.v1 import crm_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, problems
 from huntaze_gateway.codec import JsonResponse, ProtoEnum, to_json, to_message
-from huntaze_gateway.models import ProtoBody
+from huntaze_gateway.models import Int32, Int64, ProtoBody, clean_text
 from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
 from huntaze_gateway.paging import (
     PAGE_FIELDS,
@@ -55,11 +53,7 @@ SEND_MESSAGE_RESPONSE = "huntaze.crm.v1.SendMessageResponse"
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 MAX_ID = 64
-MAX_JSON_DEPTH = 16
 SSE_RETRY_MILLISECONDS = 3000
-
-V = TypeVar("V", bound=int)
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +85,6 @@ ARCHIVE_FILTERS: dict[str, crm_pb2.ArchiveFilter.ValueType] = {
 }
 PlatformName = Annotated[str, ProtoEnum(crm_pb2.Platform.DESCRIPTOR)]
 SubscriptionStateName = Annotated[str, ProtoEnum(crm_pb2.SubscriptionState.DESCRIPTOR)]
-AttachmentKindName = Annotated[str, ProtoEnum(crm_pb2.AttachmentKind.DESCRIPTOR)]
 FanListKindName = Annotated[str, ProtoEnum(crm_pb2.FanListKind.DESCRIPTOR)]
 # The gateway's own names of the sorts (a test checks that they match the proto enums).
 FanSortName = Literal[
@@ -116,61 +109,7 @@ ArchivedName = Literal["false", "true", "all"]
 # Input.
 
 
-def _clean_text(value: str) -> str:
-    """Query text must be valid UTF-8 without NUL (PostgreSQL and protobuf refuse them)."""
-    if "\x00" in value:
-        raise ValueError("contains characters that are not allowed (NUL)")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ValueError("contains characters that are not allowed (surrogates)") from error
-    return value
-
-
-def _json_problem(value: Any, depth: int) -> str | None:
-    """What makes `value` unfit for a JSON column (NUL or surrogates in text, numbers that are
-    not finite, nesting deeper than `MAX_JSON_DEPTH`), or None."""
-    if depth > MAX_JSON_DEPTH:
-        return f"nested deeper than {MAX_JSON_DEPTH} levels"
-    if isinstance(value, str):
-        try:
-            _clean_text(value)
-        except ValueError as error:
-            return str(error)
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return "numbers must be finite"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = _json_problem(key, depth) or _json_problem(item, depth + 1)
-            if found:
-                return found
-    elif isinstance(value, list):
-        for item in value:
-            found = _json_problem(item, depth + 1)
-            if found:
-                return found
-    return None
-
-
-QueryText = Annotated[str, AfterValidator(_clean_text)]
-
-
-def _within(bits: int) -> Callable[[int], int]:
-    """A check that an integer fits the proto field (out of range, protobuf could not hold it);
-    the field's own limits are the proto's rules."""
-    limit = 2 ** (bits - 1)
-
-    def check(value: int) -> int:
-        if not -limit <= value < limit:
-            raise ValueError(f"must be a {bits}-bit integer")
-        return value
-
-    return check
-
-
-Int64 = Annotated[int, AfterValidator(_within(64))]
-Int32 = Annotated[int, AfterValidator(_within(32))]
+QueryText = Annotated[str, AfterValidator(clean_text)]
 
 
 def _path_id(name: str) -> Any:
@@ -185,98 +124,45 @@ QuickReplyIdPath = Annotated[str, _path_id("quick reply")]
 ListIdPath = Annotated[str, _path_id("list")]
 
 
-class CustomFieldsModel(ProtoBody):
-    """Checks a free-form JSON object (`customFields`)."""
-
-    @field_validator("custom_fields", mode="after", check_fields=False)
-    @classmethod
-    def _storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            found = _json_problem(value, 1)
-            if found:
-                raise ValueError(found)
-        return value
-
-
-class AttachmentIn(ProtoBody):
-    proto_message = "huntaze.crm.v1.Attachment"
-
-    kind: AttachmentKindName
+class AttachmentIn(ProtoBody, message=crm_pb2.Attachment, required="kind"):
     url: str = Field(default="", description="An http(s) URL; or give `platformMediaId`.")
-    platform_media_id: str = ""
-    mime_type: str = ""
-    thumbnail_url: str = ""
 
 
-class SegmentIn(ProtoBody):
+class SegmentIn(ProtoBody, message=crm_pb2.SegmentFilter):
     """Fans matching every condition that is set."""
-
-    proto_message = "huntaze.crm.v1.SegmentFilter"
 
     min_value_cents: Int64 | None = Field(default=None, description="Lifetime spend, at least.")
     max_value_cents: Int64 | None = Field(default=None, description="Lifetime spend, at most.")
-    tags_any: list[str] = Field(default_factory=list)
-    tags_all: list[str] = Field(default_factory=list)
-    subscription_states: list[SubscriptionStateName] = Field(default_factory=list)
     last_active_within_days: Int32 | None = None
-    platforms: list[PlatformName] = Field(default_factory=list)
 
 
-class CreateFanBody(CustomFieldsModel):
-    proto_message = "huntaze.crm.v1.CreateFanRequest"
-
-    platform: PlatformName
+class CreateFanBody(ProtoBody, message=crm_pb2.CreateFanRequest, required="platform"):
     platform_fan_id: str = Field(default="", description="The fan's account id on the platform.")
-    display_name: str = ""
-    handle: str = ""
-    avatar_url: str = ""
-    email: str = ""
-    tags: list[str] = Field(default_factory=list)
-    notes: str = ""
-    custom_fields: dict[str, Any] | None = None
 
 
-class UpdateFanBody(CustomFieldsModel):
+class UpdateFanBody(ProtoBody, message=crm_pb2.UpdateFanRequest, omit="fan_id", partial=True):
     """Members that are present replace the fan's; absent ones stay as they are."""
 
-    proto_message = "huntaze.crm.v1.UpdateFanRequest"
-
-    display_name: str | None = None
-    handle: str | None = None
-    avatar_url: str | None = None
-    email: str | None = None
-    notes: str | None = None
     tags: list[str] | None = Field(default=None, description="Replaces every tag.")
-    custom_fields: dict[str, Any] | None = None
 
 
-class FanTagsBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.UpdateFanTagsRequest"
-
+class FanTagsBody(ProtoBody, message=crm_pb2.UpdateFanTagsRequest):
     fan_ids: list[str] = Field(description="At most 1,000 fans; all or nothing.")
-    add_tags: list[str] = Field(default_factory=list)
-    remove_tags: list[str] = Field(default_factory=list)
 
 
-class UpdateConversationBody(ProtoBody):
+class UpdateConversationBody(
+    ProtoBody, message=crm_pb2.UpdateConversationRequest, omit="conversation_id", partial=True
+):
     """Members that are present change; `assignedMemberId: null` unassigns."""
 
-    proto_message = "huntaze.crm.v1.UpdateConversationRequest"
-
-    pinned: bool | None = None
-    archived: bool | None = None
     assigned_member_id: str | None = Field(default=None, description="A team member's user id.")
 
 
-class ReplyBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.SendMessageRequest"
-
+class ReplyBody(ProtoBody, message=crm_pb2.SendMessageRequest, omit="sender_kind"):
     conversation_id: str | None = Field(default=None, description="Or give `fanId`.")
     fan_id: str | None = Field(
         default=None, description="Writes to the fan's conversation, opened when it has none."
     )
-    text: str = ""
-    price_cents: Int64 = 0
     attachments: list[AttachmentIn] = Field(default_factory=list)
     idempotency_key: str | None = Field(
         default=None,
@@ -287,46 +173,33 @@ class ReplyBody(ProtoBody):
     )
 
 
-class CreateQuickReplyBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.CreateQuickReplyRequest"
-
+class CreateQuickReplyBody(
+    ProtoBody, message=crm_pb2.CreateQuickReplyRequest, required="shortcut text"
+):
     shortcut: str = Field(description="One word, e.g. `/thanks`; unique.")
-    text: str
 
 
-class UpdateQuickReplyBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.UpdateQuickReplyRequest"
+class UpdateQuickReplyBody(
+    ProtoBody, message=crm_pb2.UpdateQuickReplyRequest, omit="quick_reply_id", partial=True
+):
+    pass
 
-    shortcut: str | None = None
-    text: str | None = None
 
-
-class CreateListBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.CreateFanListRequest"
-
-    name: str
-    kind: FanListKindName
+class CreateListBody(ProtoBody, message=crm_pb2.CreateFanListRequest, required="name kind"):
     segment: SegmentIn | None = Field(
         default=None, description="Required for a dynamic list; not allowed for a static one."
     )
 
 
-class UpdateListBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.UpdateFanListRequest"
-
-    name: str | None = None
+class UpdateListBody(ProtoBody, message=crm_pb2.UpdateFanListRequest, omit="list_id", partial=True):
     segment: SegmentIn | None = Field(default=None, description="Dynamic lists only.")
 
 
-class ListMembersBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.AddFanListMembersRequest"
-
+class ListMembersBody(ProtoBody, message=crm_pb2.AddFanListMembersRequest, omit="list_id"):
     fan_ids: list[str] = Field(description="At most 1,000 fans; all or nothing.")
 
 
-class PreviewBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.PreviewSegmentRequest"
-
+class PreviewBody(ProtoBody, message=crm_pb2.PreviewSegmentRequest):
     segment: SegmentIn
 
 
