@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -28,11 +28,17 @@ from huntaze_gateway.codec import JsonResponse, to_json, to_message
 from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody
 from huntaze_gateway.openapi import page_schema, proto_schema
 from huntaze_gateway.paging import Cursor, Limit, listing, page_answer, page_request
+from huntaze_gateway.state import runtime_of
 
 NO_CONTENT = 204
 _PATH_PARAMETER = re.compile(r"{(\w+)}")
 # The problems every route with a JSON body may answer (malformed, too large, invalid).
 BODY_PROBLEMS = (400, 413, 422)
+
+
+# What the edge does once the call answered: `then(request, reply, answer)` sets or clears
+# cookies on the answer, or returns another one.
+EdgeHook = Callable[[Request, Any, Response], Response]
 
 
 @dataclass(frozen=True)
@@ -46,15 +52,28 @@ class Exposed:
     status_code: int = 200
     # An update: only the members the request sent change (`None` never clears a field).
     partial: bool = False
+    # Called without an access token (sign-up, sign-in, password reset).
+    public: bool = False
+    then: EdgeHook | None = None
+    # The answer `then` writes instead of the reply's JSON, for the OpenAPI document.
+    answer: Any = None
+
+
+def http_rules(method: MethodDescriptor) -> list[tuple[str, str]]:
+    """The HTTP methods and paths of an RPC's `google.api.http` rule and its other bindings."""
+    rule = method.GetOptions().Extensions[annotations_pb2.http]
+    rules = []
+    for binding in (rule, *rule.additional_bindings):
+        verb = binding.WhichOneof("pattern")
+        if verb is None or verb == "custom":
+            raise ValueError(f"{method.full_name} has no google.api.http rule")
+        rules.append((verb.upper(), str(getattr(binding, verb))))
+    return rules
 
 
 def http_rule(method: MethodDescriptor) -> tuple[str, str]:
     """The HTTP method and path of an RPC's `google.api.http` rule."""
-    rule = method.GetOptions().Extensions[annotations_pb2.http]
-    verb = rule.WhichOneof("pattern")
-    if verb is None or verb == "custom":
-        raise ValueError(f"{method.full_name} has no google.api.http rule")
-    return verb.upper(), str(getattr(rule, verb))
+    return http_rules(method)[0]
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,8 @@ class Edge:
     caller: Any
     stub_of: Callable[[Request], Any]
     problems: Callable[..., dict[int | str, dict[str, Any]]]
+    # Who the client is (address, user agent), for the requests that have a `client` field.
+    client_of: Callable[[Request], common_pb2.ClientContext] | None = None
 
 
 def expose(
@@ -76,16 +97,17 @@ def expose(
     """Adds each of `routes` to the router whose prefix its rule's path starts with."""
     for route in routes:
         method = service.methods_by_name[route.rpc]
-        verb, path = http_rule(method)
-        router = next(r for r in routers if r.prefix and path.startswith(r.prefix + "/"))
-        _add(
-            router,
-            verb=verb,
-            path=path.removeprefix(router.prefix),
-            method=method,
-            edge=edge,
-            route=route,
-        )
+        for binding, (verb, path) in enumerate(http_rules(method)):
+            router = next(r for r in routers if r.prefix and path.startswith(r.prefix + "/"))
+            summary = f"{route.summary} ({verb} form)" if binding else route.summary
+            _add(
+                router,
+                verb=verb,
+                path=path.removeprefix(router.prefix),
+                method=method,
+                edge=edge,
+                route=replace(route, summary=summary),
+            )
 
 
 def _add(
@@ -98,14 +120,18 @@ def _add(
     route: Exposed,
 ) -> None:
     request_class: Any = message_factory.GetMessageClass(method.input_type)
-    no_content = not method.output_type.fields
+    no_content = not method.output_type.fields and route.answer is None
+    client = method.input_type.fields_by_name.get("client")
+    with_client = client is not None and client.message_type is not None
     path_fields = _PATH_PARAMETER.findall(path)
     # A list RPC (a `PageRequest page`): `cursor` and `limit` in, a page of its items out.
     paged = _is_page_request(method.input_type.fields_by_name.get("page"))
     items = next((f for f in method.output_type.fields if f.is_repeated), None)
 
-    async def endpoint(request: Request, caller: Any, **arguments: Any) -> Response:
+    async def endpoint(request: Request, caller: Any = None, **arguments: Any) -> Response:
         message = request_class(**{name: arguments[name] for name in path_fields})
+        if with_client and edge.client_of is not None:
+            message.client.CopyFrom(edge.client_of(request))
         if paged:
             message.page.CopyFrom(page_request(arguments["cursor"], arguments["limit"]))
         body: ProtoBody | None = arguments.get("body")
@@ -115,17 +141,27 @@ def _add(
             if route.partial and "update_mask" in request_class.DESCRIPTOR.fields_by_name:
                 # AIP-134: the mask names the fields to change, so an empty value clears one.
                 message.update_mask.paths.extend(sorted(values))
-        call = getattr(edge.stub_of(request), method.name)(message, **caller.options)
+        options = runtime_of(request).call() if caller is None else caller.options
+        call = getattr(edge.stub_of(request), method.name)(message, **options)
         reply = await (listing(call) if paged else call)
+        answer: Response
         if paged and items is not None:
-            return page_answer(items.json_name, getattr(reply, items.name), reply.page)
-        if no_content:
-            return Response(status_code=NO_CONTENT)
-        return JsonResponse(to_json(reply), status_code=route.status_code)
+            answer = page_answer(items.json_name, getattr(reply, items.name), reply.page)
+        elif no_content:
+            answer = Response(status_code=NO_CONTENT)
+        else:
+            answer = JsonResponse(to_json(reply), status_code=route.status_code)
+        return answer if route.then is None else route.then(request, reply, answer)
 
     parameters = [
         inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
-        inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=edge.caller),
+        *(
+            ()
+            if route.public
+            else [
+                inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=edge.caller)
+            ]
+        ),
         *(
             inspect.Parameter(
                 name,
@@ -159,7 +195,7 @@ def _add(
         methods=[verb],
         status_code=NO_CONTENT if no_content else route.status_code,
         response_class=response_class,
-        response_model=_answer_schema(method, paged=paged, no_content=no_content),
+        response_model=route.answer or _answer_schema(method, paged=paged, no_content=no_content),
         summary=route.summary,
         description=METHOD_COMMENTS.get(method.full_name, ""),
         responses=edge.problems(*(BODY_PROBLEMS if route.body else ()), *route.problems),
