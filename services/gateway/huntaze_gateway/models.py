@@ -79,6 +79,9 @@ def clean_text(value: str) -> str:
     return value
 
 
+QueryText = Annotated[str, AfterValidator(clean_text)]
+
+
 def is_clean_text(text: str) -> bool:
     if "\x00" in text:
         return False

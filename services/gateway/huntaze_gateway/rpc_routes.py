@@ -13,21 +13,28 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from google.api import annotations_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
 
 from huntaze.common.v1 import common_pb2
-from huntaze_gateway.codec import JsonResponse, to_json, to_message
-from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody
+from huntaze_gateway.codec import JsonResponse, ProtoEnum, to_json, to_message
+from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody, QueryText, proto_member
 from huntaze_gateway.openapi import page_schema, proto_schema
-from huntaze_gateway.paging import Cursor, Limit, listing, page_answer, page_request
+from huntaze_gateway.paging import (
+    PAGE_FIELDS,
+    Cursor,
+    Limit,
+    listing,
+    page_answer,
+    page_request,
+)
 from huntaze_gateway.state import runtime_of
 
 NO_CONTENT = 204
@@ -57,6 +64,21 @@ class Exposed:
     then: EdgeHook | None = None
     # The answer `then` writes instead of the reply's JSON, for the OpenAPI document.
     answer: Any = None
+    # A GET route's request fields are query parameters named as in JSON, but: `query` renames
+    # them ("" puts a message's own fields in the query), `values` names an enum's values (the
+    # first is the default) and `required` lists the ones that must be sent (not empty).
+    query: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    required: str = ""
+
+
+@dataclass(frozen=True)
+class _QueryParameter:
+    parameter: inspect.Parameter
+    name: str
+    # The field's names from the request message down (`("filter", "tags_any")`).
+    path: tuple[str, ...]
+    values: Mapping[str, int] | None
 
 
 def http_rules(method: MethodDescriptor) -> list[tuple[str, str]]:
@@ -127,6 +149,8 @@ def _add(
     # A list RPC (a `PageRequest page`): `cursor` and `limit` in, a page of its items out.
     paged = _is_page_request(method.input_type.fields_by_name.get("page"))
     items = next((f for f in method.output_type.fields if f.is_repeated), None)
+    query = _query_parameters(method, route, skip={*path_fields, "page"}) if verb == "GET" else []
+    renames = {**PAGE_FIELDS, **{".".join(q.path): f"query.{q.name}" for q in query}}
 
     async def endpoint(request: Request, caller: Any = None, **arguments: Any) -> Response:
         message = request_class(**{name: arguments[name] for name in path_fields})
@@ -134,6 +158,7 @@ def _add(
             message.client.CopyFrom(edge.client_of(request))
         if paged:
             message.page.CopyFrom(page_request(arguments["cursor"], arguments["limit"]))
+        to_message(_query_values(query, arguments), message)
         body: ProtoBody | None = arguments.get("body")
         if body is not None:
             values = body.proto_fields(sent_only=route.partial)
@@ -143,7 +168,7 @@ def _add(
                 message.update_mask.paths.extend(sorted(values))
         options = runtime_of(request).call() if caller is None else caller.options
         call = getattr(edge.stub_of(request), method.name)(message, **options)
-        reply = await (listing(call) if paged else call)
+        reply = await (listing(call, renames) if paged else call)
         answer: Response
         if paged and items is not None:
             answer = page_answer(items.json_name, getattr(reply, items.name), reply.page)
@@ -180,6 +205,7 @@ def _add(
                 "limit", inspect.Parameter.KEYWORD_ONLY, annotation=Limit, default=None
             ),
         ]
+    parameters += [q.parameter for q in query]
     if route.body is not None:
         parameters.append(
             inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=route.body)
@@ -200,6 +226,80 @@ def _add(
         description=METHOD_COMMENTS.get(method.full_name, ""),
         responses=edge.problems(*(BODY_PROBLEMS if route.body else ()), *route.problems),
     )
+
+
+def _query_parameters(
+    method: MethodDescriptor, route: Exposed, *, skip: set[str]
+) -> list[_QueryParameter]:
+    found = []
+    for outer in method.input_type.fields:
+        if outer.name in skip:
+            continue
+        nested = outer.message_type
+        if route.query.get(outer.name) == "" and nested is not None:
+            found += [
+                _query_parameter(inner, nested.full_name, (outer.name, inner.name), route)
+                for inner in nested.fields
+            ]
+        else:
+            found.append(_query_parameter(outer, method.input_type.full_name, (outer.name,), route))
+    return found
+
+
+def _query_parameter(
+    field: FieldDescriptor, message: str, path: tuple[str, ...], route: Exposed
+) -> _QueryParameter:
+    """The query parameter of a request field: its type, default and description from the
+    descriptor; integers bounded to what the field holds."""
+    values = route.values.get(field.name)
+    name = route.query.get(field.name, field.json_name)
+    documented = proto_member(message, field.name) or {}
+    rules: dict[str, Any] = {"description": documented.get("description")}
+    item: Any = QueryText
+    default: Any = None
+    if values is not None:
+        item, default = Literal[tuple(values)], next(iter(values))
+    elif field.enum_type is not None:
+        item = Annotated[str, ProtoEnum(field.enum_type)]
+    elif field.type == FieldDescriptor.TYPE_BOOL:
+        item, default = bool, None if field.has_presence else False
+    elif field.type in _INTEGER_BITS:
+        limit = 2 ** (_INTEGER_BITS[field.type] - 1)
+        item, rules = int, {**rules, "ge": -limit, "le": limit - 1}
+    elif field.name in route.required.split():
+        default, rules = inspect.Parameter.empty, {**rules, "min_length": 1}
+    elif not field.is_repeated:
+        default = ""
+    kind = list[item] if field.is_repeated else item
+    if default is None:
+        kind = kind | None
+    annotation = Annotated[kind, Query(alias=name, **rules)]  # type: ignore[valid-type]
+    parameter = inspect.Parameter(
+        f"query_{'_'.join(path)}",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=annotation,
+        default=default,
+    )
+    return _QueryParameter(parameter, name, path, values)
+
+
+_INTEGER_BITS = {FieldDescriptor.TYPE_INT64: 64, FieldDescriptor.TYPE_INT32: 32}
+
+
+def _query_values(query: Sequence[_QueryParameter], arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields the query parameters fill, as `codec.to_message` takes them (an empty
+    message is left unset)."""
+    values: dict[str, Any] = {}
+    for q in query:
+        value = arguments[q.parameter.name]
+        if value is None:
+            continue
+        *outer, name = q.path
+        target = values
+        for key in outer:
+            target = target.setdefault(key, {})
+        target[name] = value if q.values is None else q.values[value]
+    return values
 
 
 def _is_page_request(field: FieldDescriptor | None) -> bool:
