@@ -1,12 +1,18 @@
-"""Routes declared in the protos: an RPC with a `google.api.http` rule is served at its method
-and path, with no hand-written handler.
+"""Routes declared in the protos: an RPC with a `google.api.http` rule (and its
+`additional_bindings`) is served at its method and path, with no hand-written handler.
 
 The rule's path parameters (`/api/crm/fans/{fan_id}`) fill the request fields of the same name;
-with `body: "*"` the JSON body, checked by its `ProtoBody` model, fills the rest (`codec`); the
-answer is the reply's public JSON, or 204 when the reply message has no fields. What stays at the
-edge is named per route (`Exposed`): summary, description, success status, the problems it may
-answer, and whether it is a partial update; the route's description is the RPC's comment in
-the proto.
+with `body: "*"` the JSON body, checked by its `ProtoBody` model, fills the rest (`codec`); a GET
+route's other fields are query parameters (a list RPC's `page` is `cursor` and `limit`); a
+`client` field is filled with the caller's address and user agent. The answer is the reply's
+public JSON, a page of its items, or 204 when the reply message has no fields. The route's
+description is the RPC's comment in the proto.
+
+What stays at the edge is named per route (`Exposed`): summary, success status, the problems it
+may answer, the body model, a partial update, the query names that differ from the JSON names,
+a public route (no access token), and an edge hook (`then`) that sets or clears cookies or
+writes another answer. Exposing a new RPC over HTTP: a `google.api.http` option in the proto,
+`make proto`, and one `Exposed(...)` line in the service's route module.
 """
 
 from __future__ import annotations
