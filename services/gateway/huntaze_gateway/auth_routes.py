@@ -97,6 +97,10 @@ class EmailBody(ProtoBody, message=auth_pb2.RequestPasswordResetRequest):
     email: str = Field(examples=["ada@example.com"])
 
 
+class ResendBody(EmailBody, message=auth_pb2.ResendVerificationRequest):
+    pass
+
+
 class ResetPasswordBody(
     ProtoBody, message=auth_pb2.ResetPasswordRequest, required="token new_password"
 ):
@@ -110,6 +114,12 @@ class ChangePasswordBody(
 
 
 class CodeBody(ProtoBody, message=auth_pb2.ConfirmTotpEnrollmentRequest, required="code"):
+    pass
+
+
+class RecoveryCodesBody(
+    ProtoBody, message=auth_pb2.RegenerateRecoveryCodesRequest, required="code"
+):
     pass
 
 
@@ -472,106 +482,12 @@ expose(
         client_of=client_context,
     ),
     (
-        Exposed(
-            "Register",
-            "Create an account",
-            problems=(409, 429),
-            body=RegisterBody,
-            status_code=201,
-            public=True,
-        ),
-        Exposed(
-            "VerifyEmail",
-            "Verify the email address",
-            problems=(404, 409),
-            body=TokenBody,
-            public=True,
-        ),
-        Exposed(
-            "ResendVerification",
-            "Send the verification email again",
-            problems=(429,),
-            body=EmailBody,
-            public=True,
-            then=_accepted,
-            answer=AcceptedOut,
-            status_code=202,
-        ),
-        Exposed(
-            "Login",
-            "Sign in with email and password",
-            problems=(401, 429),
-            body=LoginBody,
-            public=True,
-            then=_signed_in_or_challenged,
-            answer=LoginOut,
-        ),
-        Exposed(
-            "CompleteTwoFactorLogin",
-            "Complete a sign-in with a two-factor code",
-            problems=(401, 429),
-            body=TwoFactorLoginBody,
-            public=True,
-            then=_signed_in_or_challenged,
-            answer=LoginOut,
-        ),
-        Exposed("RevokeOtherSessions", "Sign out everywhere else", problems=(401, 403)),
-        Exposed(
-            "RequestPasswordReset",
-            "Send a password-reset email",
-            problems=(429,),
-            body=EmailBody,
-            public=True,
-            then=_accepted,
-            answer=AcceptedOut,
-            status_code=202,
-        ),
-        Exposed(
-            "ResetPassword",
-            "Set a new password with a reset token",
-            problems=(404, 409),
-            body=ResetPasswordBody,
-            public=True,
-            then=_signed_out,
-        ),
-        Exposed(
-            "ChangePassword",
-            "Change my password",
-            problems=(401, 403, 429),
-            body=ChangePasswordBody,
-            then=_new_tokens,
-            answer=TokensOut,
-        ),
-        Exposed("GetMe", "The signed-in user", problems=(401,)),
-        Exposed("ListSessions", "List my sessions", problems=(401,)),
-        Exposed("BeginTotpEnrollment", "Start enrolling an authenticator app", problems=(401, 409)),
-        Exposed(
-            "ConfirmTotpEnrollment",
-            "Confirm enrollment with a code",
-            problems=(401, 409, 429),
-            body=CodeBody,
-        ),
-        Exposed(
-            "DisableTotp",
-            "Turn two-factor authentication off",
-            problems=(401, 409, 429),
-            body=DisableTwoFactorBody,
-        ),
-        Exposed(
-            "RegenerateRecoveryCodes",
-            "Replace the recovery codes",
-            problems=(401, 409, 429),
-            body=CodeBody,
-        ),
-        Exposed("GetProfile", "My creator profile", problems=(401,)),
-        Exposed(
-            "SaveProfile",
-            "Save my creator profile",
-            problems=(401,),
-            body=SaveProfileBody,
-            partial=True,
-        ),
-        Exposed("CompleteOnboarding", "Finish onboarding", problems=(401, 409)),
+        Exposed("ResendVerification", then=_accepted, answer=AcceptedOut),
+        Exposed("Login", then=_signed_in_or_challenged, answer=LoginOut),
+        Exposed("CompleteTwoFactorLogin", then=_signed_in_or_challenged, answer=LoginOut),
+        Exposed("RequestPasswordReset", then=_accepted, answer=AcceptedOut),
+        Exposed("ResetPassword", then=_signed_out),
+        Exposed("ChangePassword", then=_new_tokens, answer=TokensOut),
     ),
 )
 

@@ -166,6 +166,12 @@ class ListMembersBody(ProtoBody, message=crm_pb2.AddFanListMembersRequest, omit=
     fan_ids: list[str] = Field(description="At most 1,000 fans; all or nothing.")
 
 
+class RemoveMembersBody(
+    ListMembersBody, message=crm_pb2.RemoveFanListMembersRequest, omit="list_id"
+):
+    pass
+
+
 class PreviewBody(ProtoBody, message=crm_pb2.PreviewSegmentRequest):
     segment: SegmentIn
 
@@ -338,114 +344,11 @@ expose(
     (
         Exposed(
             "ListConversations",
-            "List conversations",
-            problems=(401, 422),
             query={"unread_only": "unread", "query": "search", "archive_filter": "archived"},
             values={"sort": CONVERSATION_SORTS, "archive_filter": ARCHIVE_FILTERS},
         ),
-        Exposed(
-            "ListFans",
-            "List fans",
-            problems=(401, 422),
-            query={"query": "search", "filter": ""},
-            values={"sort": FAN_SORTS},
-        ),
-        Exposed(
-            "SearchMessages",
-            "Search messages",
-            problems=(401, 404, 422),
-            query={"query": "q"},
-            required="query",
-        ),
-        Exposed(
-            "ListQuickReplies",
-            "List quick replies",
-            problems=(401, 422),
-            query={"shortcut_prefix": "prefix"},
-        ),
-        Exposed("ListFanLists", "List fan lists", problems=(401, 422)),
-        Exposed("GetConversation", "Get a conversation", problems=(401, 404, 422)),
-        Exposed("ListMessages", "List a conversation's messages", problems=(401, 404, 422)),
-        Exposed("ListFanPurchases", "List a fan's purchases", problems=(401, 404, 422)),
-        Exposed("ListFanListMembers", "List a list's fans", problems=(401, 404, 422)),
-        Exposed(
-            "MarkConversationRead", "Mark a whole conversation read", problems=(401, 403, 404, 422)
-        ),
-        Exposed("GetFan", "Get a fan", problems=(401, 404, 422)),
-        Exposed(
-            "UpdateFan",
-            "Update a fan",
-            problems=(401, 403, 404),
-            body=UpdateFanBody,
-            partial=True,
-        ),
-        Exposed(
-            "UpdateConversation",
-            "Pin, archive or assign a conversation",
-            problems=(401, 403, 404),
-            body=UpdateConversationBody,
-            partial=True,
-        ),
-        Exposed("DeleteFan", "Delete a fan", problems=(401, 403, 404, 422)),
-        Exposed("MarkMessageRead", "Mark a message read", problems=(401, 403, 404, 422)),
-        Exposed("GetQuickReply", "Get a quick reply", problems=(401, 404, 422)),
-        Exposed("DeleteQuickReply", "Delete a quick reply", problems=(401, 403, 404, 422)),
-        Exposed("GetFanList", "Get a fan list", problems=(401, 404, 422)),
-        Exposed("DeleteFanList", "Delete a fan list", problems=(401, 403, 404, 422)),
-        Exposed(
-            "CreateFan", "Add a fan", problems=(401, 403, 409), body=CreateFanBody, status_code=201
-        ),
-        Exposed(
-            "UpdateFanTags",
-            "Add and remove tags on many fans",
-            problems=(401, 403, 404),
-            body=FanTagsBody,
-        ),
-        Exposed(
-            "CreateQuickReply",
-            "Create a quick reply",
-            problems=(401, 403, 409),
-            body=CreateQuickReplyBody,
-            status_code=201,
-        ),
-        Exposed(
-            "UpdateQuickReply",
-            "Update a quick reply",
-            problems=(401, 403, 404, 409),
-            body=UpdateQuickReplyBody,
-            partial=True,
-        ),
-        Exposed(
-            "CreateFanList",
-            "Create a fan list",
-            problems=(401, 403),
-            body=CreateListBody,
-            status_code=201,
-        ),
-        Exposed(
-            "PreviewSegment",
-            "Count the fans a segment matches",
-            problems=(401, 403),
-            body=PreviewBody,
-        ),
-        Exposed(
-            "UpdateFanList",
-            "Rename a list or change its segment",
-            problems=(401, 403, 404),
-            body=UpdateListBody,
-            partial=True,
-        ),
-        Exposed(
-            "AddFanListMembers",
-            "Add fans to a static list",
-            problems=(401, 403, 404, 409),
-            body=ListMembersBody,
-        ),
-        Exposed(
-            "RemoveFanListMembers",
-            "Remove fans from a static list",
-            problems=(401, 403, 404, 409),
-            body=ListMembersBody,
-        ),
+        Exposed("ListFans", query={"query": "search", "filter": ""}, values={"sort": FAN_SORTS}),
+        Exposed("SearchMessages", query={"query": "q"}, required="query"),
+        Exposed("ListQuickReplies", query={"shortcut_prefix": "prefix"}),
     ),
 )

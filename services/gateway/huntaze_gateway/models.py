@@ -191,6 +191,10 @@ _EDGE_FILLED = frozenset(
 )
 
 
+# The body model of each proto message that has one, by the message's full name.
+BODIES: dict[str, Any] = {}
+
+
 class _ProtoFields(ModelMetaclass):
     """Gives a `ProtoBody` declared with `message=` the members of that proto message."""
 
@@ -211,7 +215,10 @@ class _ProtoFields(ModelMetaclass):
             declared = namespace.get("__annotations__", {})
             members: dict[str, Any] = {}
             descriptor = cast("Descriptor", message.DESCRIPTOR)
+            inherited = {name for base in bases for name in getattr(base, "model_fields", {})}
             for field in descriptor.fields:
+                if field.name in inherited and field.name not in declared:
+                    continue
                 if field.name in declared:
                     members[field.name] = declared[field.name]
                 elif field.name not in omit.split() and not _edge_filled(field):
@@ -219,7 +226,10 @@ class _ProtoFields(ModelMetaclass):
                     if default is not ...:
                         namespace[field.name] = default
             namespace["__annotations__"] = {**members, **declared}
-        return super().__new__(mcs, name, bases, namespace, **kwargs)
+        model = super().__new__(mcs, name, bases, namespace, **kwargs)
+        if message is not None:
+            BODIES[message.DESCRIPTOR.full_name] = model
+        return model
 
 
 def _edge_filled(field: FieldDescriptor) -> bool:
@@ -270,9 +280,11 @@ class ProtoBody(ApiModel, metaclass=_ProtoFields):
             name: str = Field(default="", examples=["Ada"])  # what only HTTP says
 
     Its members are the message's fields, in their order, typed from the descriptor (a member
-    declared in the class keeps its declaration); `omit` leaves fields out (ones the path
-    fills), `partial` makes every member default to null ("not sent"). Names are
-    space-separated. The limits and descriptions in the OpenAPI document are the message's."""
+    declared in the class, or in a body it extends, keeps its declaration); `omit` leaves
+    fields out (ones the path fills), `partial` makes every member default to null ("not
+    sent"). Names are space-separated. The limits and descriptions in the OpenAPI document are
+    the message's. A route whose `google.api.http` rule has `body: "*"` takes the body declared
+    for its request message (`BODIES`)."""
 
     proto_message: ClassVar[str]
 

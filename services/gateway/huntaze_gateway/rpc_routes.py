@@ -1,18 +1,20 @@
-"""Routes declared in the protos: an RPC with a `google.api.http` rule (and its
+"""Routes declared in the protos: every RPC with a `google.api.http` rule (and its
 `additional_bindings`) is served at its method and path, with no hand-written handler.
 
 The rule's path parameters (`/api/crm/fans/{fan_id}`) fill the request fields of the same name;
-with `body: "*"` the JSON body, checked by its `ProtoBody` model, fills the rest (`codec`); a GET
-route's other fields are query parameters (a list RPC's `page` is `cursor` and `limit`); a
-`client` field is filled with the caller's address and user agent. The answer is the reply's
-public JSON, a page of its items, or 204 when the reply message has no fields. The route's
-description is the RPC's comment in the proto.
+with `body: "*"` the JSON body, checked by the `ProtoBody` declared for the request message,
+fills the rest (`codec`), and a PATCH (or a request with an `update_mask`) changes only what was
+sent; a GET route's other fields are query parameters (a list RPC's `page` is `cursor` and
+`limit`); a `client` field is filled with the caller's address and user agent. The answer is
+the reply's public JSON, a page of its items, or 204 when the reply message has no fields.
 
-What stays at the edge is named per route (`Exposed`): summary, success status, the problems it
-may answer, the body model, a partial update, the query names that differ from the JSON names,
-a public route (no access token), and an edge hook (`then`) that sets or clears cookies or
-writes another answer. Exposing a new RPC over HTTP: a `google.api.http` option in the proto,
-`make proto`, and one `Exposed(...)` line in the service's route module.
+The RPC's `huntaze.common.v1.route` option gives the summary, the problems it may answer, the
+success status and whether it is public (no access token); its comment is the description.
+What only the edge knows is named per route (`Exposed`): query names that differ from the JSON
+names, and a hook (`then`) that sets or clears cookies or writes another answer.
+
+Exposing a new RPC over HTTP: the two options in the proto, `make proto`, a `ProtoBody` when it
+takes a body, and an `expose(...)` call in the service's route module (once per service).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -29,9 +31,9 @@ from google.api import annotations_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
 
-from huntaze.common.v1 import common_pb2
+from huntaze.common.v1 import common_pb2, route_pb2
 from huntaze_gateway.codec import JsonResponse, ProtoEnum, to_json, to_message
-from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody, QueryText, proto_member
+from huntaze_gateway.models import BODIES, METHOD_COMMENTS, ProtoBody, QueryText, proto_member
 from huntaze_gateway.openapi import page_schema, proto_schema
 from huntaze_gateway.paging import (
     PAGE_FIELDS,
@@ -56,17 +58,9 @@ EdgeHook = Callable[[Request, Any, Response], Response]
 
 @dataclass(frozen=True)
 class Exposed:
-    """One RPC served over HTTP, by its method name in the service."""
+    """What the edge adds to one declared route, by its RPC's name in the service."""
 
     rpc: str
-    summary: str
-    problems: tuple[int, ...]
-    body: type[ProtoBody] | None = None
-    status_code: int = 200
-    # An update: only the members the request sent change (`None` never clears a field).
-    partial: bool = False
-    # Called without an access token (sign-up, sign-in, password reset).
-    public: bool = False
     then: EdgeHook | None = None
     # The answer `then` writes instead of the reply's JSON, for the OpenAPI document.
     answer: Any = None
@@ -79,6 +73,21 @@ class Exposed:
 
 
 @dataclass(frozen=True)
+class _Route:
+    """One route as served: the proto's `huntaze.common.v1.route` option, the body model of
+    the request, and what the edge adds."""
+
+    summary: str
+    problems: tuple[int, ...]
+    status_code: int
+    public: bool
+    body: type[ProtoBody] | None
+    # An update: only the members the request sent change (`None` never clears a field).
+    partial: bool
+    edge: Exposed
+
+
+@dataclass(frozen=True)
 class _QueryParameter:
     parameter: inspect.Parameter
     name: str
@@ -87,21 +96,23 @@ class _QueryParameter:
     values: Mapping[str, int] | None
 
 
-def http_rules(method: MethodDescriptor) -> list[tuple[str, str]]:
-    """The HTTP methods and paths of an RPC's `google.api.http` rule and its other bindings."""
+def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str]]:
+    """The HTTP method, path and body of an RPC's `google.api.http` rule and its other
+    bindings."""
     rule = method.GetOptions().Extensions[annotations_pb2.http]
     rules = []
     for binding in (rule, *rule.additional_bindings):
         verb = binding.WhichOneof("pattern")
         if verb is None or verb == "custom":
             raise ValueError(f"{method.full_name} has no google.api.http rule")
-        rules.append((verb.upper(), str(getattr(binding, verb))))
+        rules.append((verb.upper(), str(getattr(binding, verb)), binding.body))
     return rules
 
 
 def http_rule(method: MethodDescriptor) -> tuple[str, str]:
     """The HTTP method and path of an RPC's `google.api.http` rule."""
-    return http_rules(method)[0]
+    verb, path, _ = http_rules(method)[0]
+    return verb, path
 
 
 @dataclass(frozen=True)
@@ -120,22 +131,47 @@ def expose(
     routers: Sequence[APIRouter],
     service: ServiceDescriptor,
     edge: Edge,
-    routes: Sequence[Exposed],
+    routes: Sequence[Exposed] = (),
 ) -> None:
-    """Adds each of `routes` to the router whose prefix its rule's path starts with."""
-    for route in routes:
-        method = service.methods_by_name[route.rpc]
-        for binding, (verb, path) in enumerate(http_rules(method)):
+    """Serves every RPC of `service` that has a `google.api.http` rule, on the router whose
+    prefix its path starts with; `routes` adds what the edge does for some of them. A rule with
+    `body: "*"` takes the `ProtoBody` declared for the request message."""
+    extras = {route.rpc: route for route in routes}
+    for method in service.methods:
+        if not method.GetOptions().HasExtension(annotations_pb2.http):
+            continue
+        declared = method.GetOptions().Extensions[route_pb2.route]
+        if not declared.summary:
+            raise ValueError(f"{method.full_name} has no huntaze.common.v1.route summary")
+        for binding, (verb, path, body) in enumerate(http_rules(method)):
             router = next(r for r in routers if r.prefix and path.startswith(r.prefix + "/"))
-            summary = f"{route.summary} ({verb} form)" if binding else route.summary
+            route = _Route(
+                summary=f"{declared.summary} ({verb} form)" if binding else declared.summary,
+                problems=tuple(declared.problems),
+                status_code=declared.status or 200,
+                public=declared.public,
+                body=_body_of(method) if body == "*" else None,
+                partial=verb == "PATCH" or "update_mask" in method.input_type.fields_by_name,
+                edge=extras.get(method.name, Exposed(method.name)),
+            )
             _add(
                 router,
                 verb=verb,
                 path=path.removeprefix(router.prefix),
                 method=method,
                 edge=edge,
-                route=replace(route, summary=summary),
+                route=route,
             )
+        extras.pop(method.name, None)
+    if extras:
+        raise ValueError(f"{sorted(extras)}: no google.api.http rule in {service.full_name}")
+
+
+def _body_of(method: MethodDescriptor) -> type[ProtoBody]:
+    body: type[ProtoBody] | None = BODIES.get(method.input_type.full_name)
+    if body is None:
+        raise ValueError(f"{method.full_name}: declare a ProtoBody of {method.input_type.name}")
+    return body
 
 
 def _add(
@@ -145,17 +181,19 @@ def _add(
     path: str,
     method: MethodDescriptor,
     edge: Edge,
-    route: Exposed,
+    route: _Route,
 ) -> None:
     request_class: Any = message_factory.GetMessageClass(method.input_type)
-    no_content = not method.output_type.fields and route.answer is None
+    no_content = not method.output_type.fields and route.edge.answer is None
     client = method.input_type.fields_by_name.get("client")
     with_client = client is not None and client.message_type is not None
     path_fields = _PATH_PARAMETER.findall(path)
     # A list RPC (a `PageRequest page`): `cursor` and `limit` in, a page of its items out.
     paged = _is_page_request(method.input_type.fields_by_name.get("page"))
     items = next((f for f in method.output_type.fields if f.is_repeated), None)
-    query = _query_parameters(method, route, skip={*path_fields, "page"}) if verb == "GET" else []
+    query = (
+        _query_parameters(method, route.edge, skip={*path_fields, "page"}) if verb == "GET" else []
+    )
     renames = {**PAGE_FIELDS, **{".".join(q.path): f"query.{q.name}" for q in query}}
 
     async def endpoint(request: Request, caller: Any = None, **arguments: Any) -> Response:
@@ -182,7 +220,7 @@ def _add(
             answer = Response(status_code=NO_CONTENT)
         else:
             answer = JsonResponse(to_json(reply), status_code=route.status_code)
-        return answer if route.then is None else route.then(request, reply, answer)
+        return answer if route.edge.then is None else route.edge.then(request, reply, answer)
 
     parameters = [
         inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
@@ -227,7 +265,8 @@ def _add(
         methods=[verb],
         status_code=NO_CONTENT if no_content else route.status_code,
         response_class=response_class,
-        response_model=route.answer or _answer_schema(method, paged=paged, no_content=no_content),
+        response_model=route.edge.answer
+        or _answer_schema(method, paged=paged, no_content=no_content),
         summary=route.summary,
         description=METHOD_COMMENTS.get(method.full_name, ""),
         responses=edge.problems(*(BODY_PROBLEMS if route.body else ()), *route.problems),
