@@ -6,11 +6,11 @@ rule (what a valid fan is, who may see what) is the CRM's; its errors become pro
 through the one mapping in `problems`. Field violations of list filters are renamed to the query
 parameters they came from (`page.page_token` -> `cursor`).
 
-Answers are written straight from the protobuf messages with orjson (no second validation pass);
-the pydantic models below describe them in the OpenAPI document, and the tests hold the two
-together. Enum values are lower-case names (`onlyfans`, `ppv_unlock`); sort names are the field
-sorted by (`lastMessageAt`), ascending, or descending after a `-` (`-lastMessageAt`).
-`GET /api/crm/stream` relays the CRM's `WatchInbox` as Server-Sent Events.
+Most routes are declared in the proto (`rpc_routes`); what stays here is the edge's own: the
+query names of the sorts, the reply's `Idempotency-Key` header, and `GET /api/crm/stream`, which
+relays the CRM's `WatchInbox` as Server-Sent Events. Enum values are lower-case names
+(`onlyfans`, `ppv_unlock`); sort names are the field sorted by (`lastMessageAt`), ascending, or
+descending after a `-` (`-lastMessageAt`).
 """
 
 from __future__ import annotations
@@ -174,14 +174,6 @@ class RemoveMembersBody(
 
 class PreviewBody(ProtoBody, message=crm_pb2.PreviewSegmentRequest):
     segment: SegmentIn
-
-
-# ---------------------------------------------------------------------------------------------
-# Output: the models document the answers; the functions below write them.
-
-
-# ---------------------------------------------------------------------------------------------
-# Calls.
 
 
 def _crm(request: Request) -> CrmServiceAsyncStub:

@@ -202,7 +202,8 @@ def _add(
             message.client.CopyFrom(edge.client_of(request))
         if paged:
             message.page.CopyFrom(page_request(arguments["cursor"], arguments["limit"]))
-        to_message(_query_values(query, arguments), message)
+        if query:
+            to_message(_query_values(query, arguments), message)
         body: ProtoBody | None = arguments.get("body")
         if body is not None:
             values = body.proto_fields(sent_only=route.partial)
