@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from pydantic import Field
@@ -22,10 +22,9 @@ from pydantic import Field
 from huntaze.ai.v1 import ai_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, problems
 from huntaze_gateway.codec import JsonResponse, ProtoEnum, enum_values, to_json
-from huntaze_gateway.crm_routes import ConversationIdPath
 from huntaze_gateway.models import ApiModel, ProtoBody
 from huntaze_gateway.openapi import proto_schema
-from huntaze_gateway.rpc_routes import Edge, Exposed, expose
+from huntaze_gateway.rpc_routes import Edge, expose
 from huntaze_gateway.state import runtime_of
 
 if TYPE_CHECKING:
@@ -94,9 +93,11 @@ class AiConfigBody(ApiModel):
     budget: BudgetIn | None = None
 
 
-class AcceptBody(ProtoBody):
-    proto_message = "huntaze.ai.v1.AcceptSuggestionRequest"
+# Checked by the agent (any other string is a 422 on the id, a UUID of nothing a 404).
+ConversationIdPath = Annotated[str, Path(description="The conversation's id (a UUID).")]
 
+
+class AcceptBody(ProtoBody, message=ai_pb2.AcceptSuggestionRequest, omit="suggestion_id"):
     text: str = Field(default="", description="The edited reply; empty: send as drafted.")
 
 
@@ -246,14 +247,4 @@ expose(
     (ai_router,),
     ai_pb2.DESCRIPTOR.services_by_name["AiService"],
     Edge(caller=CurrentCaller, stub_of=_ai, problems=problems),
-    (
-        Exposed("GetSuggestion", "Get a suggestion", problems=(401, 404, 422)),
-        Exposed(
-            "AcceptSuggestion",
-            "Send a suggestion, as drafted or edited",
-            problems=(401, 403, 404, 409, 429),
-            body=AcceptBody,
-        ),
-        Exposed("RejectSuggestion", "Reject a suggestion", problems=(401, 404, 409, 422)),
-    ),
 )

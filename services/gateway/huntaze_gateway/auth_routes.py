@@ -23,7 +23,7 @@ from pydantic import Field
 
 from huntaze.auth.v1 import auth_pb2
 from huntaze.common.v1 import common_pb2
-from huntaze_gateway.codec import answer
+from huntaze_gateway.codec import JsonResponse, answer
 from huntaze_gateway.config import GatewaySettings
 from huntaze_gateway.models import Answer, ApiModel, ProtoBody
 from huntaze_gateway.problems import FORBIDDEN, ApiProblem, Problem, error_details_of
@@ -66,89 +66,73 @@ def security_schemes(access_cookie_name: str) -> dict[str, Any]:
 # Models (see `models`): camelCase on the wire, unknown members refused.
 
 
-# Limits and descriptions come from the proto's field rules (`ProtoBody`).
-Email = Annotated[str, Field(examples=["ada@example.com"])]
+# Bodies: the members, types and limits of the proto requests (`ProtoBody`).
 
 
-class RegisterBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.RegisterRequest"
-
-    email: Email
-    password: str
-    name: str = ""
+class RegisterBody(ProtoBody, message=auth_pb2.RegisterRequest, required="email password"):
+    email: str = Field(examples=["ada@example.com"])
 
 
-class LoginBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.LoginRequest"
-
-    email: Email
-    password: str
+class LoginBody(ProtoBody, message=auth_pb2.LoginRequest, required="email password"):
+    email: str = Field(examples=["ada@example.com"])
 
 
-class TwoFactorLoginBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.CompleteTwoFactorLoginRequest"
-
+class TwoFactorLoginBody(
+    ProtoBody, message=auth_pb2.CompleteTwoFactorLoginRequest, required="challenge_token code"
+):
     challenge_token: str = Field(description="From the login answer's `challenge`.")
-    code: str
 
 
-class RefreshBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.RefreshSessionRequest"
-
+class RefreshBody(ProtoBody, message=auth_pb2.RefreshSessionRequest):
     refresh_token: str | None = Field(
         default=None, description="Omit it to use the refresh-token cookie."
     )
 
 
-class TokenBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.VerifyEmailRequest"
-
-    token: str
+class TokenBody(ProtoBody, message=auth_pb2.VerifyEmailRequest, required="token"):
+    pass
 
 
-class EmailBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.RequestPasswordResetRequest"
-
-    email: Email
+class EmailBody(ProtoBody, message=auth_pb2.RequestPasswordResetRequest):
+    email: str = Field(examples=["ada@example.com"])
 
 
-class ResetPasswordBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.ResetPasswordRequest"
-
-    token: str
-    new_password: str
+class ResendBody(EmailBody, message=auth_pb2.ResendVerificationRequest):
+    pass
 
 
-class ChangePasswordBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.ChangePasswordRequest"
-
-    current_password: str
-    new_password: str
-
-
-class CodeBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.ConfirmTotpEnrollmentRequest"
-
-    code: str
+class ResetPasswordBody(
+    ProtoBody, message=auth_pb2.ResetPasswordRequest, required="token new_password"
+):
+    pass
 
 
-class DisableTwoFactorBody(ProtoBody):
-    proto_message = "huntaze.auth.v1.DisableTotpRequest"
+class ChangePasswordBody(
+    ProtoBody, message=auth_pb2.ChangePasswordRequest, required="current_password new_password"
+):
+    pass
 
-    password: str
-    code: str
+
+class CodeBody(ProtoBody, message=auth_pb2.ConfirmTotpEnrollmentRequest, required="code"):
+    pass
 
 
-class SaveProfileBody(ProtoBody):
+class RecoveryCodesBody(
+    ProtoBody, message=auth_pb2.RegenerateRecoveryCodesRequest, required="code"
+):
+    pass
+
+
+class DisableTwoFactorBody(
+    ProtoBody, message=auth_pb2.DisableTotpRequest, required="password code"
+):
+    pass
+
+
+class SaveProfileBody(ProtoBody, message=auth_pb2.SaveProfileRequest):
     """Only the fields sent change; the others keep their value."""
 
-    proto_message = "huntaze.auth.v1.SaveProfileRequest"
-
-    display_name: str = ""
-    bio: str = ""
     timezone: str = Field(default="", examples=["Europe/Paris"])
-    niche: str = ""
-    goals: list[str] = Field(default_factory=list)
 
 
 class UserOut(Answer):
@@ -182,14 +166,6 @@ class LoginOut(ApiModel):
     challenge: ChallengeOut | None = Field(
         description="Set when `status` is `two_factor_required`."
     )
-
-
-class UserEnvelope(Answer):
-    user: UserOut
-
-
-class RevokedOut(ApiModel):
-    revoked_count: int
 
 
 class AcceptedOut(ApiModel):
@@ -383,116 +359,40 @@ ACCEPTED_MESSAGE = "If the address belongs to an account, an email is on its way
 
 
 # ---------------------------------------------------------------------------------------------
-# Accounts.
+# Sign-in and sessions: cookies are set and cleared here; the RPCs are declared at the end.
 
 
-@auth_router.post(
-    "/register",
-    status_code=201,
-    summary="Create an account",
-    responses=problems(*_BODY, 409, 429),
-)
-async def register(body: RegisterBody, request: Request) -> UserEnvelope:
-    """Creates the account and sends a verification email. The password must be 8 to 128
-    characters and hard to guess."""
-    runtime = runtime_of(request)
-    reply = await runtime.auth.Register(
-        auth_pb2.RegisterRequest(
-            email=body.email,
-            password=body.password,
-            name=body.name,
-            client=client_context(request),
-        ),
-        **runtime.call(),
-    )
-    return answer(UserEnvelope, reply)
-
-
-@auth_router.post(
-    "/verify-email",
-    summary="Verify the email address",
-    responses=problems(*_BODY, 404, 409),
-)
-async def verify_email(body: TokenBody, request: Request) -> UserEnvelope:
-    """Redeems the single-use token from the verification email (valid one hour)."""
-    runtime = runtime_of(request)
-    reply = await runtime.auth.VerifyEmail(
-        auth_pb2.VerifyEmailRequest(token=body.token), **runtime.call()
-    )
-    return answer(UserEnvelope, reply)
-
-
-@auth_router.post(
-    "/resend-verification",
-    status_code=202,
-    summary="Send the verification email again",
-    responses=problems(*_BODY, 429),
-)
-async def resend_verification(body: EmailBody, request: Request) -> AcceptedOut:
-    """Sends a new verification link (the previous one stops working). The answer is the same
-    whether or not the address is registered."""
-    runtime = runtime_of(request)
-    await runtime.auth.ResendVerification(
-        auth_pb2.ResendVerificationRequest(email=body.email, client=client_context(request)),
-        **runtime.call(),
-    )
-    return AcceptedOut(message=ACCEPTED_MESSAGE)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sign-in and sessions.
-
-
-@auth_router.post(
-    "/login",
-    summary="Sign in with email and password",
-    responses=problems(*_BODY, 401, 429),
-)
-async def login(body: LoginBody, request: Request, response: Response) -> LoginOut:
-    """Answers the tokens (also set as cookies), or, when two-factor authentication is on, a
-    challenge to complete with `POST /api/auth/login/2fa`. Wrong email and wrong password get
-    the same 401."""
-    runtime = runtime_of(request)
-    reply = await runtime.auth.Login(
-        auth_pb2.LoginRequest(
-            email=body.email, password=body.password, client=client_context(request)
-        ),
-        **runtime.call(),
-    )
-    return _login_out(reply, response, runtime.settings)
-
-
-@auth_router.post(
-    "/login/2fa",
-    summary="Complete a sign-in with a two-factor code",
-    responses=problems(*_BODY, 401, 429),
-)
-async def login_two_factor(
-    body: TwoFactorLoginBody, request: Request, response: Response
-) -> LoginOut:
-    """Redeems the login challenge with a TOTP code or an unused recovery code."""
-    runtime = runtime_of(request)
-    reply = await runtime.auth.CompleteTwoFactorLogin(
-        auth_pb2.CompleteTwoFactorLoginRequest(
-            challenge_token=body.challenge_token,
-            code=body.code,
-            client=client_context(request),
-        ),
-        **runtime.call(),
-    )
-    return _login_out(reply, response, runtime.settings)
-
-
-def _login_out(
-    reply: auth_pb2.LoginResponse, response: Response, settings: GatewaySettings
-) -> LoginOut:
+def _signed_in_or_challenged(
+    request: Request, reply: auth_pb2.LoginResponse, _: Response
+) -> Response:
     user = answer(UserOut, reply.user) if reply.HasField("user") else None
     if reply.WhichOneof("result") == "two_factor_required":
         challenge = answer(ChallengeOut, reply.two_factor_required)
-        return LoginOut(status="two_factor_required", user=user, tokens=None, challenge=challenge)
+        out = LoginOut(status="two_factor_required", user=user, tokens=None, challenge=challenge)
+    else:
+        tokens = answer(TokensOut, reply.tokens)
+        out = LoginOut(status="signed_in", user=user, tokens=tokens, challenge=None)
+    return _with_token_cookies(request, out.tokens, JsonResponse(out.model_dump(mode="json")))
+
+
+def _new_tokens(request: Request, reply: auth_pb2.ChangePasswordResponse, _: Response) -> Response:
     tokens = answer(TokensOut, reply.tokens)
-    set_token_cookies(response, settings, tokens)
-    return LoginOut(status="signed_in", user=user, tokens=tokens, challenge=None)
+    return _with_token_cookies(request, tokens, JsonResponse(tokens.model_dump(mode="json")))
+
+
+def _with_token_cookies(request: Request, tokens: TokensOut | None, out: Response) -> Response:
+    if tokens is not None:
+        set_token_cookies(out, runtime_of(request).settings, tokens)
+    return out
+
+
+def _signed_out(request: Request, _: Any, response: Response) -> Response:
+    clear_token_cookies(response, runtime_of(request).settings)
+    return response
+
+
+def _accepted(*_: Any) -> Response:
+    return JsonResponse({"message": ACCEPTED_MESSAGE}, status_code=202)
 
 
 @auth_router.post(
@@ -569,31 +469,30 @@ async def logout(request: Request) -> Response:
     return answer
 
 
-async def _revoke_others(caller: Caller, request: Request) -> RevokedOut:
-    reply = await caller.auth.RevokeOtherSessions(
-        auth_pb2.RevokeOtherSessionsRequest(), **caller.options
-    )
-    return RevokedOut(revoked_count=reply.revoked_count)
+# ---------------------------------------------------------------------------------------------
+# The RPCs whose route the proto declares (`google.api.http`): served without a handler here.
 
-
-@auth_router.delete(
-    "/sessions/others", summary="Sign out everywhere else", responses=problems(401, 403)
+expose(
+    (auth_router, onboarding_router),
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    Edge(
+        caller=CurrentCaller,
+        stub_of=lambda request: runtime_of(request).auth,
+        problems=problems,
+        client_of=client_context,
+    ),
+    (
+        Exposed("ResendVerification", then=_accepted, answer=AcceptedOut),
+        Exposed("Login", then=_signed_in_or_challenged, answer=LoginOut),
+        Exposed("CompleteTwoFactorLogin", then=_signed_in_or_challenged, answer=LoginOut),
+        Exposed("RequestPasswordReset", then=_accepted, answer=AcceptedOut),
+        Exposed("ResetPassword", then=_signed_out),
+        Exposed("ChangePassword", then=_new_tokens, answer=TokensOut),
+    ),
 )
-async def revoke_other_sessions(caller: CurrentCaller, request: Request) -> RevokedOut:
-    """Revokes every session of the user but the calling one."""
-    return await _revoke_others(caller, request)
 
 
-@auth_router.post(
-    "/sessions/others/revoke",
-    summary="Sign out everywhere else (POST form)",
-    responses=problems(401, 403),
-)
-async def revoke_other_sessions_post(caller: CurrentCaller, request: Request) -> RevokedOut:
-    """The same as `DELETE /api/auth/sessions/others`, for clients that only send POST."""
-    return await _revoke_others(caller, request)
-
-
+# After the declared routes: `/sessions/others` must match before `/sessions/{session_id}`.
 @auth_router.delete(
     "/sessions/{session_id}",
     status_code=204,
@@ -617,115 +516,3 @@ async def revoke_session(
     if session_id == caller.principal.session_id:
         clear_token_cookies(answer, runtime.settings)
     return answer
-
-
-# ---------------------------------------------------------------------------------------------
-# Passwords.
-
-
-@auth_router.post(
-    "/forgot-password",
-    status_code=202,
-    summary="Send a password-reset email",
-    responses=problems(*_BODY, 429),
-)
-async def forgot_password(body: EmailBody, request: Request) -> AcceptedOut:
-    """Sends a single-use reset link valid for one hour. The answer is the same whether or not
-    the address is registered."""
-    runtime = runtime_of(request)
-    await runtime.auth.RequestPasswordReset(
-        auth_pb2.RequestPasswordResetRequest(email=body.email, client=client_context(request)),
-        **runtime.call(),
-    )
-    return AcceptedOut(message=ACCEPTED_MESSAGE)
-
-
-@auth_router.post(
-    "/reset-password",
-    status_code=204,
-    response_class=Response,
-    summary="Set a new password with a reset token",
-    responses=problems(*_BODY, 404, 409),
-)
-async def reset_password(body: ResetPasswordBody, request: Request) -> Response:
-    """Redeems the token from the reset email. Every session of the account is signed out."""
-    runtime = runtime_of(request)
-    await runtime.auth.ResetPassword(
-        auth_pb2.ResetPasswordRequest(token=body.token, new_password=body.new_password),
-        **runtime.call(),
-    )
-    answer = Response(status_code=204)
-    clear_token_cookies(answer, runtime.settings)
-    return answer
-
-
-@auth_router.post(
-    "/change-password",
-    summary="Change my password",
-    responses=problems(*_BODY, 401, 403, 429),
-)
-async def change_password(
-    body: ChangePasswordBody, caller: CurrentCaller, request: Request, response: Response
-) -> TokensOut:
-    """Other sessions are signed out; this one stays signed in with the new tokens answered
-    (and set as cookies)."""
-    runtime = runtime_of(request)
-    reply = await runtime.auth.ChangePassword(
-        auth_pb2.ChangePasswordRequest(
-            current_password=body.current_password, new_password=body.new_password
-        ),
-        **caller.options,
-    )
-    tokens = answer(TokensOut, reply.tokens)
-    set_token_cookies(response, runtime.settings, tokens)
-    return tokens
-
-
-# ---------------------------------------------------------------------------------------------
-# Two-factor authentication (TOTP).
-
-
-# ---------------------------------------------------------------------------------------------
-# Onboarding and the creator profile.
-
-
-# ---------------------------------------------------------------------------------------------
-# The RPCs whose route the proto declares (`google.api.http`): served without a handler here.
-
-expose(
-    (auth_router, onboarding_router),
-    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
-    Edge(caller=CurrentCaller, stub_of=lambda request: runtime_of(request).auth, problems=problems),
-    (
-        Exposed("GetMe", "The signed-in user", problems=(401,)),
-        Exposed("ListSessions", "List my sessions", problems=(401,)),
-        Exposed("BeginTotpEnrollment", "Start enrolling an authenticator app", problems=(401, 409)),
-        Exposed(
-            "ConfirmTotpEnrollment",
-            "Confirm enrollment with a code",
-            problems=(401, 409, 429),
-            body=CodeBody,
-        ),
-        Exposed(
-            "DisableTotp",
-            "Turn two-factor authentication off",
-            problems=(401, 409, 429),
-            body=DisableTwoFactorBody,
-        ),
-        Exposed(
-            "RegenerateRecoveryCodes",
-            "Replace the recovery codes",
-            problems=(401, 409, 429),
-            body=CodeBody,
-        ),
-        Exposed("GetProfile", "My creator profile", problems=(401,)),
-        Exposed(
-            "SaveProfile",
-            "Save my creator profile",
-            problems=(401,),
-            body=SaveProfileBody,
-            partial=True,
-        ),
-        Exposed("CompleteOnboarding", "Finish onboarding", problems=(401, 409)),
-    ),
-)

@@ -6,37 +6,27 @@ rule (what a valid fan is, who may see what) is the CRM's; its errors become pro
 through the one mapping in `problems`. Field violations of list filters are renamed to the query
 parameters they came from (`page.page_token` -> `cursor`).
 
-Answers are written straight from the protobuf messages with orjson (no second validation pass);
-the pydantic models below describe them in the OpenAPI document, and the tests hold the two
-together. Enum values are lower-case names (`onlyfans`, `ppv_unlock`); sort names are the field
-sorted by (`lastMessageAt`), ascending, or descending after a `-` (`-lastMessageAt`).
-`GET /api/crm/stream` relays the CRM's `WatchInbox` as Server-Sent Events.
+Most routes are declared in the proto (`rpc_routes`); what stays here is the edge's own: the
+query names of the sorts, the reply's `Idempotency-Key` header, and `GET /api/crm/stream`, which
+relays the CRM's `WatchInbox` as Server-Sent Events. Enum values are lower-case names
+(`onlyfans`, `ppv_unlock`); sort names are the field sorted by (`lastMessageAt`), ascending, or
+descending after a `-` (`-lastMessageAt`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import grpc
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import AfterValidator, Field, field_validator
+from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import Field
 
 from huntaze.crm.v1 import crm_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, problems
-from huntaze_gateway.codec import JsonResponse, ProtoEnum, to_json, to_message
-from huntaze_gateway.models import ProtoBody
-from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
-from huntaze_gateway.paging import (
-    PAGE_FIELDS,
-    Cursor,
-    Limit,
-    listing,
-    page_answer,
-    page_request,
-)
+from huntaze_gateway.codec import JsonResponse, to_json, to_message
+from huntaze_gateway.models import Int32, Int64, ProtoBody
+from huntaze_gateway.openapi import proto_schema, schema_ref
 from huntaze_gateway.problems import PROBLEM_MEDIA_TYPE, VALIDATION, ApiProblem
 from huntaze_gateway.rpc_routes import Edge, Exposed, expose
 from huntaze_gateway.sse import EventStreamResponse, Stream, frame, relay
@@ -53,17 +43,11 @@ messages_router = APIRouter(prefix="/api/messages", tags=["messages"])
 _BODY = (400, 413, 422)
 SEND_MESSAGE_RESPONSE = "huntaze.crm.v1.SendMessageResponse"
 INT64_MAX = 2**63 - 1
-INT32_MAX = 2**31 - 1
-MAX_ID = 64
-MAX_JSON_DEPTH = 16
 SSE_RETRY_MILLISECONDS = 3000
-
-V = TypeVar("V", bound=int)
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
-# Enums: lower-case names from the proto (`codec`); sorts and the archive filter are named here.
+# The query names of the sorts and the archive filter (other enums: lower-case names, `codec`).
 
 FAN_SORTS: dict[str, crm_pb2.FanSort.ValueType] = {
     "-createdAt": crm_pb2.FAN_SORT_CREATED_AT_DESC,
@@ -89,194 +73,63 @@ ARCHIVE_FILTERS: dict[str, crm_pb2.ArchiveFilter.ValueType] = {
     "true": crm_pb2.ARCHIVE_FILTER_ONLY_ARCHIVED,
     "all": crm_pb2.ARCHIVE_FILTER_ALL,
 }
-PlatformName = Annotated[str, ProtoEnum(crm_pb2.Platform.DESCRIPTOR)]
-SubscriptionStateName = Annotated[str, ProtoEnum(crm_pb2.SubscriptionState.DESCRIPTOR)]
-AttachmentKindName = Annotated[str, ProtoEnum(crm_pb2.AttachmentKind.DESCRIPTOR)]
-FanListKindName = Annotated[str, ProtoEnum(crm_pb2.FanListKind.DESCRIPTOR)]
-# The gateway's own names of the sorts (a test checks that they match the proto enums).
-FanSortName = Literal[
-    "-createdAt",
-    "createdAt",
-    "-lastMessageAt",
-    "lastMessageAt",
-    "-valueCents",
-    "valueCents",
-    "displayName",
-    "-displayName",
-    "-lastSeenAt",
-    "lastSeenAt",
-]
-ConversationSortName = Literal[
-    "-lastMessageAt", "lastMessageAt", "pinnedFirst", "-unreadCount", "unreadCount"
-]
-ArchivedName = Literal["false", "true", "all"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Input.
 
 
-def _clean_text(value: str) -> str:
-    """Query text must be valid UTF-8 without NUL (PostgreSQL and protobuf refuse them)."""
-    if "\x00" in value:
-        raise ValueError("contains characters that are not allowed (NUL)")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ValueError("contains characters that are not allowed (surrogates)") from error
-    return value
-
-
-def _json_problem(value: Any, depth: int) -> str | None:
-    """What makes `value` unfit for a JSON column (NUL or surrogates in text, numbers that are
-    not finite, nesting deeper than `MAX_JSON_DEPTH`), or None."""
-    if depth > MAX_JSON_DEPTH:
-        return f"nested deeper than {MAX_JSON_DEPTH} levels"
-    if isinstance(value, str):
-        try:
-            _clean_text(value)
-        except ValueError as error:
-            return str(error)
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return "numbers must be finite"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = _json_problem(key, depth) or _json_problem(item, depth + 1)
-            if found:
-                return found
-    elif isinstance(value, list):
-        for item in value:
-            found = _json_problem(item, depth + 1)
-            if found:
-                return found
-    return None
-
-
-QueryText = Annotated[str, AfterValidator(_clean_text)]
-
-
-def _within(bits: int) -> Callable[[int], int]:
-    """A check that an integer fits the proto field (out of range, protobuf could not hold it);
-    the field's own limits are the proto's rules."""
-    limit = 2 ** (bits - 1)
-
-    def check(value: int) -> int:
-        if not -limit <= value < limit:
-            raise ValueError(f"must be a {bits}-bit integer")
-        return value
-
-    return check
-
-
-Int64 = Annotated[int, AfterValidator(_within(64))]
-Int32 = Annotated[int, AfterValidator(_within(32))]
-
-
-def _path_id(name: str) -> Any:
-    # Checked by the CRM (any other string is a 422 on the id, a UUID of nothing a 404).
-    return Path(description=f"The {name}'s id (a UUID).")
-
-
-FanIdPath = Annotated[str, _path_id("fan")]
-ConversationIdPath = Annotated[str, _path_id("conversation")]
-MessageIdPath = Annotated[str, _path_id("message")]
-QuickReplyIdPath = Annotated[str, _path_id("quick reply")]
-ListIdPath = Annotated[str, _path_id("list")]
-
-
-class CustomFieldsModel(ProtoBody):
-    """Checks a free-form JSON object (`customFields`)."""
-
-    @field_validator("custom_fields", mode="after", check_fields=False)
-    @classmethod
-    def _storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            found = _json_problem(value, 1)
-            if found:
-                raise ValueError(found)
-        return value
-
-
-class AttachmentIn(ProtoBody):
-    proto_message = "huntaze.crm.v1.Attachment"
-
-    kind: AttachmentKindName
+class AttachmentIn(ProtoBody, message=crm_pb2.Attachment, required="kind"):
     url: str = Field(default="", description="An http(s) URL; or give `platformMediaId`.")
-    platform_media_id: str = ""
-    mime_type: str = ""
-    thumbnail_url: str = ""
 
 
-class SegmentIn(ProtoBody):
+class SegmentIn(ProtoBody, message=crm_pb2.SegmentFilter):
     """Fans matching every condition that is set."""
-
-    proto_message = "huntaze.crm.v1.SegmentFilter"
 
     min_value_cents: Int64 | None = Field(default=None, description="Lifetime spend, at least.")
     max_value_cents: Int64 | None = Field(default=None, description="Lifetime spend, at most.")
-    tags_any: list[str] = Field(default_factory=list)
-    tags_all: list[str] = Field(default_factory=list)
-    subscription_states: list[SubscriptionStateName] = Field(default_factory=list)
     last_active_within_days: Int32 | None = None
-    platforms: list[PlatformName] = Field(default_factory=list)
 
 
-class CreateFanBody(CustomFieldsModel):
-    proto_message = "huntaze.crm.v1.CreateFanRequest"
-
-    platform: PlatformName
+class CreateFanBody(ProtoBody, message=crm_pb2.CreateFanRequest, required="platform"):
     platform_fan_id: str = Field(default="", description="The fan's account id on the platform.")
-    display_name: str = ""
-    handle: str = ""
-    avatar_url: str = ""
-    email: str = ""
-    tags: list[str] = Field(default_factory=list)
-    notes: str = ""
-    custom_fields: dict[str, Any] | None = None
 
 
-class UpdateFanBody(CustomFieldsModel):
+class UpdateFanBody(ProtoBody, message=crm_pb2.UpdateFanRequest, omit="fan_id", partial=True):
     """Members that are present replace the fan's; absent ones stay as they are."""
 
-    proto_message = "huntaze.crm.v1.UpdateFanRequest"
-
-    display_name: str | None = None
-    handle: str | None = None
-    avatar_url: str | None = None
-    email: str | None = None
-    notes: str | None = None
     tags: list[str] | None = Field(default=None, description="Replaces every tag.")
-    custom_fields: dict[str, Any] | None = None
+
+    def proto_fields(self, *, sent_only: bool = False) -> dict[str, Any]:
+        values = super().proto_fields(sent_only=sent_only)
+        if values.get("tags") is not None:  # the proto wraps them, to tell "none" from "unchanged"
+            values["tags"] = {"tags": values["tags"]}
+        return values
 
 
-class FanTagsBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.UpdateFanTagsRequest"
-
+class FanTagsBody(ProtoBody, message=crm_pb2.UpdateFanTagsRequest):
     fan_ids: list[str] = Field(description="At most 1,000 fans; all or nothing.")
-    add_tags: list[str] = Field(default_factory=list)
-    remove_tags: list[str] = Field(default_factory=list)
 
 
-class UpdateConversationBody(ProtoBody):
+class UpdateConversationBody(
+    ProtoBody, message=crm_pb2.UpdateConversationRequest, omit="conversation_id", partial=True
+):
     """Members that are present change; `assignedMemberId: null` unassigns."""
 
-    proto_message = "huntaze.crm.v1.UpdateConversationRequest"
-
-    pinned: bool | None = None
-    archived: bool | None = None
     assigned_member_id: str | None = Field(default=None, description="A team member's user id.")
 
+    def proto_fields(self, *, sent_only: bool = False) -> dict[str, Any]:
+        values = super().proto_fields(sent_only=sent_only)
+        if "assigned_member_id" in values:  # null unassigns, as "" does
+            values["assigned_member_id"] = values["assigned_member_id"] or ""
+        return values
 
-class ReplyBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.SendMessageRequest"
 
+class ReplyBody(ProtoBody, message=crm_pb2.SendMessageRequest, omit="sender_kind"):
     conversation_id: str | None = Field(default=None, description="Or give `fanId`.")
     fan_id: str | None = Field(
         default=None, description="Writes to the fan's conversation, opened when it has none."
     )
-    text: str = ""
-    price_cents: Int64 = 0
     attachments: list[AttachmentIn] = Field(default_factory=list)
     idempotency_key: str | None = Field(
         default=None,
@@ -287,220 +140,44 @@ class ReplyBody(ProtoBody):
     )
 
 
-class CreateQuickReplyBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.CreateQuickReplyRequest"
-
+class CreateQuickReplyBody(
+    ProtoBody, message=crm_pb2.CreateQuickReplyRequest, required="shortcut text"
+):
     shortcut: str = Field(description="One word, e.g. `/thanks`; unique.")
-    text: str
 
 
-class UpdateQuickReplyBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.UpdateQuickReplyRequest"
+class UpdateQuickReplyBody(
+    ProtoBody, message=crm_pb2.UpdateQuickReplyRequest, omit="quick_reply_id", partial=True
+):
+    pass
 
-    shortcut: str | None = None
-    text: str | None = None
 
-
-class CreateListBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.CreateFanListRequest"
-
-    name: str
-    kind: FanListKindName
+class CreateListBody(ProtoBody, message=crm_pb2.CreateFanListRequest, required="name kind"):
     segment: SegmentIn | None = Field(
         default=None, description="Required for a dynamic list; not allowed for a static one."
     )
 
 
-class UpdateListBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.UpdateFanListRequest"
-
-    name: str | None = None
+class UpdateListBody(ProtoBody, message=crm_pb2.UpdateFanListRequest, omit="list_id", partial=True):
     segment: SegmentIn | None = Field(default=None, description="Dynamic lists only.")
 
 
-class ListMembersBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.AddFanListMembersRequest"
-
+class ListMembersBody(ProtoBody, message=crm_pb2.AddFanListMembersRequest, omit="list_id"):
     fan_ids: list[str] = Field(description="At most 1,000 fans; all or nothing.")
 
 
-class PreviewBody(ProtoBody):
-    proto_message = "huntaze.crm.v1.PreviewSegmentRequest"
+class RemoveMembersBody(
+    ListMembersBody, message=crm_pb2.RemoveFanListMembersRequest, omit="list_id"
+):
+    pass
 
+
+class PreviewBody(ProtoBody, message=crm_pb2.PreviewSegmentRequest):
     segment: SegmentIn
-
-
-# ---------------------------------------------------------------------------------------------
-# Output: the models document the answers; the functions below write them.
-
-
-# ---------------------------------------------------------------------------------------------
-# Calls.
 
 
 def _crm(request: Request) -> CrmServiceAsyncStub:
     return runtime_of(request).crm
-
-
-def _ok(content: Any, status_code: int = 200) -> JsonResponse:
-    return JsonResponse(content, status_code=status_code)
-
-
-_NO_CONTENT = 204
-
-
-# ---------------------------------------------------------------------------------------------
-# Conversations.
-
-
-@crm_router.get(
-    "/conversations",
-    response_model=page_schema("conversations", "huntaze.crm.v1.Conversation"),
-    summary="List conversations",
-    responses=problems(401, 422),
-)
-async def list_conversations(
-    caller: CurrentCaller,
-    request: Request,
-    *,
-    cursor: Cursor = "",
-    limit: Limit = None,
-    unread: Annotated[bool, Query(description="Only conversations with unread messages.")] = False,
-    platform: Annotated[PlatformName | None, Query(description="One platform only.")] = None,
-    search: Annotated[
-        QueryText, Query(description="Words in the fan's name, handle, tags or the messages.")
-    ] = "",
-    archived: Annotated[
-        ArchivedName, Query(description="`false` (default): hide archived; `true`: only them.")
-    ] = "false",
-    pinned: Annotated[
-        bool | None, Query(description="Only pinned (`true`) or unpinned (`false`) ones.")
-    ] = None,
-    sort: Annotated[
-        ConversationSortName, Query(description="Most recent activity first (default).")
-    ] = "-lastMessageAt",
-) -> Response:
-    """The creator's conversations with their fan, most recent activity first by default."""
-    message = to_message(
-        {"platform": platform, "pinned": pinned},
-        crm_pb2.ListConversationsRequest(
-            page=page_request(cursor, limit),
-            unread_only=unread,
-            query=search,
-            archive_filter=ARCHIVE_FILTERS[archived],
-            sort=CONVERSATION_SORTS[sort],
-        ),
-    )
-    reply = await listing(
-        _crm(request).ListConversations(message, **caller.options),
-        {**PAGE_FIELDS, "query": "query.search", "archive_filter": "query.archived"},
-    )
-    return page_answer("conversations", reply.conversations, reply.page)
-
-
-@crm_router.patch(
-    "/conversations/{conversation_id}",
-    response_model=proto_schema("huntaze.crm.v1.Conversation"),
-    summary="Pin, archive or assign a conversation",
-    responses=problems(*_BODY, 401, 403, 404),
-)
-async def update_conversation(
-    body: UpdateConversationBody,
-    caller: CurrentCaller,
-    request: Request,
-    conversation_id: ConversationIdPath,
-) -> Response:
-    """Changes the members that are present; `assignedMemberId: null` (or `""`) unassigns."""
-    values = body.proto_fields(sent_only=True)
-    if "assigned_member_id" in values:  # null unassigns, as "" does
-        values["assigned_member_id"] = values["assigned_member_id"] or ""
-    message = to_message(values, crm_pb2.UpdateConversationRequest(conversation_id=conversation_id))
-    reply = await _crm(request).UpdateConversation(message, **caller.options)
-    return _ok(to_json(reply))
-
-
-# ---------------------------------------------------------------------------------------------
-# Fans.
-
-
-@crm_router.get(
-    "/fans",
-    response_model=page_schema("fans", "huntaze.crm.v1.Fan"),
-    summary="List fans",
-    responses=problems(401, 422),
-)
-async def list_fans(
-    caller: CurrentCaller,
-    request: Request,
-    *,
-    cursor: Cursor = "",
-    limit: Limit = None,
-    search: Annotated[
-        QueryText, Query(description="Words in the name, handle, email, notes or tags.")
-    ] = "",
-    sort: Annotated[FanSortName, Query(description="Newest first (default).")] = "-createdAt",
-    platforms: Annotated[list[PlatformName] | None, Query(alias="platforms")] = None,
-    subscription_states: Annotated[
-        list[SubscriptionStateName] | None, Query(alias="subscriptionStates")
-    ] = None,
-    tags_any: Annotated[
-        list[QueryText] | None, Query(alias="tagsAny", description="At least one of these.")
-    ] = None,
-    tags_all: Annotated[
-        list[QueryText] | None, Query(alias="tagsAll", description="Every one of these.")
-    ] = None,
-    min_value_cents: Annotated[
-        int | None, Query(alias="minValueCents", ge=-INT64_MAX - 1, le=INT64_MAX)
-    ] = None,
-    max_value_cents: Annotated[
-        int | None, Query(alias="maxValueCents", ge=-INT64_MAX - 1, le=INT64_MAX)
-    ] = None,
-    last_active_within_days: Annotated[
-        int | None, Query(alias="lastActiveWithinDays", ge=-INT32_MAX - 1, le=INT32_MAX)
-    ] = None,
-) -> Response:
-    """Filters (repeat a parameter for several values) combine with AND."""
-    message = crm_pb2.ListFansRequest(
-        page=page_request(cursor, limit), query=search, sort=FAN_SORTS[sort]
-    )
-    to_message(
-        {
-            "tags_any": tags_any,
-            "tags_all": tags_all,
-            "subscription_states": subscription_states,
-            "platforms": platforms,
-            "min_value_cents": min_value_cents,
-            "max_value_cents": max_value_cents,
-            "last_active_within_days": last_active_within_days,
-        },
-        message.filter,
-    )
-    if message.filter.ByteSize() == 0:
-        message.ClearField("filter")
-    reply = await listing(
-        _crm(request).ListFans(message, **caller.options),
-        {**PAGE_FIELDS, "query": "query.search", "filter": "query"},
-    )
-    return page_answer("fans", reply.fans, reply.page)
-
-
-@crm_router.patch(
-    "/fans/{fan_id}",
-    response_model=proto_schema("huntaze.crm.v1.Fan"),
-    summary="Update a fan",
-    responses=problems(*_BODY, 401, 403, 404),
-)
-async def update_fan(
-    body: UpdateFanBody, caller: CurrentCaller, request: Request, fan_id: FanIdPath
-) -> Response:
-    """Members that are present replace the fan's (`tags` replaces every tag); spend and
-    subscription come from the platform and cannot be set."""
-    values = body.proto_fields(sent_only=True)
-    if values.get("tags") is not None:  # the proto wraps them, to tell "none" from "unchanged"
-        values["tags"] = {"tags": values["tags"]}
-    message = to_message(values, crm_pb2.UpdateFanRequest(fan_id=fan_id))
-    reply = await _crm(request).UpdateFan(message, **caller.options)
-    return _ok(to_json(reply))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,103 +225,7 @@ async def reply(
         to_message({**body.proto_fields(), "idempotency_key": key}, crm_pb2.SendMessageRequest()),
         **caller.options,
     )
-    return _ok(
-        to_json(answer),
-        201 if answer.created else 200,
-    )
-
-
-@messages_router.get(
-    "/search",
-    response_model=page_schema("messages", "huntaze.crm.v1.Message"),
-    summary="Search messages",
-    responses=problems(401, 404, 422),
-)
-async def search_messages(
-    caller: CurrentCaller,
-    request: Request,
-    *,
-    q: Annotated[
-        QueryText,
-        Query(min_length=1, description='Words, "quoted phrases", OR, -excluded.'),
-    ],
-    conversation_id: Annotated[
-        str, Query(alias="conversationId", max_length=MAX_ID, description="One conversation.")
-    ] = "",
-    cursor: Cursor = "",
-    limit: Limit = None,
-) -> Response:
-    """Full-text search over message texts, newest first."""
-    reply = await listing(
-        _crm(request).SearchMessages(
-            crm_pb2.SearchMessagesRequest(
-                query=q, conversation_id=conversation_id, page=page_request(cursor, limit)
-            ),
-            **caller.options,
-        ),
-        {**PAGE_FIELDS, "query": "query.q"},
-    )
-    return page_answer("messages", reply.messages, reply.page)
-
-
-# ---------------------------------------------------------------------------------------------
-# Quick replies.
-
-
-@crm_router.get(
-    "/quick-replies",
-    response_model=page_schema("quickReplies", "huntaze.crm.v1.QuickReply"),
-    summary="List quick replies",
-    responses=problems(401, 422),
-)
-async def list_quick_replies(
-    caller: CurrentCaller,
-    request: Request,
-    prefix: Annotated[QueryText, Query(description="Only shortcuts starting with this.")] = "",
-    cursor: Cursor = "",
-    limit: Limit = None,
-) -> Response:
-    """By shortcut."""
-    reply = await listing(
-        _crm(request).ListQuickReplies(
-            crm_pb2.ListQuickRepliesRequest(
-                page=page_request(cursor, limit), shortcut_prefix=prefix
-            ),
-            **caller.options,
-        ),
-        {**PAGE_FIELDS, "shortcut_prefix": "query.prefix"},
-    )
-    return page_answer("quickReplies", reply.quick_replies, reply.page)
-
-
-# ---------------------------------------------------------------------------------------------
-# Fan lists.
-
-
-@crm_router.get(
-    "/lists",
-    response_model=page_schema("lists", "huntaze.crm.v1.FanList"),
-    summary="List fan lists",
-    responses=problems(401, 422),
-)
-async def list_fan_lists(
-    caller: CurrentCaller,
-    request: Request,
-    kind: Annotated[FanListKindName | None, Query(description="One kind only.")] = None,
-    cursor: Cursor = "",
-    limit: Limit = None,
-) -> Response:
-    """Static lists and saved segments, by name, with their member counts."""
-    reply = await listing(
-        _crm(request).ListFanLists(
-            to_message(
-                {"kind": kind}, crm_pb2.ListFanListsRequest(page=page_request(cursor, limit))
-            ),
-            **caller.options,
-        ),
-        PAGE_FIELDS,
-    )
-    return page_answer("lists", reply.lists, reply.page)
+    return JsonResponse(to_json(answer), status_code=201 if answer.created else 200)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -753,74 +334,13 @@ expose(
     crm_pb2.DESCRIPTOR.services_by_name["CrmService"],
     Edge(caller=CurrentCaller, stub_of=_crm, problems=problems),
     (
-        Exposed("GetConversation", "Get a conversation", problems=(401, 404, 422)),
-        Exposed("ListMessages", "List a conversation's messages", problems=(401, 404, 422)),
-        Exposed("ListFanPurchases", "List a fan's purchases", problems=(401, 404, 422)),
-        Exposed("ListFanListMembers", "List a list's fans", problems=(401, 404, 422)),
         Exposed(
-            "MarkConversationRead", "Mark a whole conversation read", problems=(401, 403, 404, 422)
+            "ListConversations",
+            query={"unread_only": "unread", "query": "search", "archive_filter": "archived"},
+            values={"sort": CONVERSATION_SORTS, "archive_filter": ARCHIVE_FILTERS},
         ),
-        Exposed("GetFan", "Get a fan", problems=(401, 404, 422)),
-        Exposed("DeleteFan", "Delete a fan", problems=(401, 403, 404, 422)),
-        Exposed("MarkMessageRead", "Mark a message read", problems=(401, 403, 404, 422)),
-        Exposed("GetQuickReply", "Get a quick reply", problems=(401, 404, 422)),
-        Exposed("DeleteQuickReply", "Delete a quick reply", problems=(401, 403, 404, 422)),
-        Exposed("GetFanList", "Get a fan list", problems=(401, 404, 422)),
-        Exposed("DeleteFanList", "Delete a fan list", problems=(401, 403, 404, 422)),
-        Exposed(
-            "CreateFan", "Add a fan", problems=(401, 403, 409), body=CreateFanBody, status_code=201
-        ),
-        Exposed(
-            "UpdateFanTags",
-            "Add and remove tags on many fans",
-            problems=(401, 403, 404),
-            body=FanTagsBody,
-        ),
-        Exposed(
-            "CreateQuickReply",
-            "Create a quick reply",
-            problems=(401, 403, 409),
-            body=CreateQuickReplyBody,
-            status_code=201,
-        ),
-        Exposed(
-            "UpdateQuickReply",
-            "Update a quick reply",
-            problems=(401, 403, 404, 409),
-            body=UpdateQuickReplyBody,
-            partial=True,
-        ),
-        Exposed(
-            "CreateFanList",
-            "Create a fan list",
-            problems=(401, 403),
-            body=CreateListBody,
-            status_code=201,
-        ),
-        Exposed(
-            "PreviewSegment",
-            "Count the fans a segment matches",
-            problems=(401, 403),
-            body=PreviewBody,
-        ),
-        Exposed(
-            "UpdateFanList",
-            "Rename a list or change its segment",
-            problems=(401, 403, 404),
-            body=UpdateListBody,
-            partial=True,
-        ),
-        Exposed(
-            "AddFanListMembers",
-            "Add fans to a static list",
-            problems=(401, 403, 404, 409),
-            body=ListMembersBody,
-        ),
-        Exposed(
-            "RemoveFanListMembers",
-            "Remove fans from a static list",
-            problems=(401, 403, 404, 409),
-            body=ListMembersBody,
-        ),
+        Exposed("ListFans", query={"query": "search", "filter": ""}, values={"sort": FAN_SORTS}),
+        Exposed("SearchMessages", query={"query": "q"}, required="query"),
+        Exposed("ListQuickReplies", query={"shortcut_prefix": "prefix"}),
     ),
 )

@@ -14,12 +14,13 @@ import orjson
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import Field, model_validator
 
+from huntaze.crm.v1 import crm_pb2
 from huntaze.onlyfans.v1 import onlyfans_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, onboarding_router, problems
-from huntaze_gateway.crm_routes import SEND_MESSAGE_RESPONSE, ReplyBody, list_conversations, reply
+from huntaze_gateway.crm_routes import SEND_MESSAGE_RESPONSE, ReplyBody, reply
 from huntaze_gateway.models import ApiModel
 from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
-from huntaze_gateway.paging import Cursor, Limit
+from huntaze_gateway.paging import Cursor, Limit, listing, page_answer, page_request
 from huntaze_gateway.state import runtime_of
 
 if TYPE_CHECKING:
@@ -210,18 +211,16 @@ async def sync(caller: CurrentCaller, request: Request) -> Response:
 async def _conversations(
     caller: CurrentCaller, request: Request, cursor: str, limit: int | None, *, unread: bool
 ) -> Response:
-    return await list_conversations(
-        caller,
-        request,
-        cursor=cursor,
-        limit=limit,
-        unread=unread,
-        platform="onlyfans",
-        search="",
-        archived="false",
-        pinned=None,
-        sort="-lastMessageAt",
+    """The CRM's conversations on OnlyFans, most recent activity first."""
+    message = crm_pb2.ListConversationsRequest(
+        page=page_request(cursor, limit),
+        unread_only=unread,
+        platform=crm_pb2.PLATFORM_ONLYFANS,
+        archive_filter=crm_pb2.ARCHIVE_FILTER_EXCLUDE_ARCHIVED,
+        sort=crm_pb2.CONVERSATION_SORT_LAST_MESSAGE_AT_DESC,
     )
+    answer = await listing(runtime_of(request).crm.ListConversations(message, **caller.options))
+    return page_answer("conversations", answer.conversations, answer.page)
 
 
 @of_router.get(

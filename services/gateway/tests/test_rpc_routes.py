@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+from fastapi import APIRouter
 from google.api import annotations_pb2
 
 from huntaze.auth.v1 import auth_pb2
+from huntaze.common.v1 import route_pb2
 from huntaze.crm.v1 import crm_pb2
 from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
-from huntaze_gateway.rpc_routes import http_rule
+from huntaze_gateway.models import BODIES
+from huntaze_gateway.rpc_routes import Edge, Exposed, expose, http_rule
 
 
 def test_every_declared_route_is_served_at_its_method_and_path() -> None:
@@ -41,3 +45,31 @@ def test_a_route_is_described_by_its_rpc_comment() -> None:
     document = create_app(GatewaySettings()).openapi()
     operation = document["paths"]["/api/crm/fans/{fan_id}"]["get"]
     assert operation["description"] == "The fan's profile, tags, notes, spend and subscription."
+
+
+def test_every_declared_route_has_a_summary_and_a_body_model() -> None:
+    document = create_app(GatewaySettings()).openapi()
+    crm = crm_pb2.DESCRIPTOR.services_by_name["CrmService"]
+    for method in crm.methods:
+        if not method.GetOptions().HasExtension(annotations_pb2.http):
+            continue
+        assert method.GetOptions().Extensions[route_pb2.route].summary, method.name
+        rule = method.GetOptions().Extensions[annotations_pb2.http]
+        if rule.body == "*":
+            assert method.input_type.full_name in BODIES, method.name
+    created = document["paths"]["/api/crm/fans"]["post"]
+    assert created["summary"] == "Add a fan"
+    assert "201" in created["responses"]
+    assert {"400", "401", "403", "409", "413", "422"} <= created["responses"].keys()
+
+
+def test_an_edge_addition_for_an_rpc_without_a_route_is_refused() -> None:
+    service = crm_pb2.DESCRIPTOR.services_by_name["CrmService"]
+    edge = Edge(caller=None, stub_of=lambda request: None, problems=lambda *statuses: {})
+    with pytest.raises(ValueError, match="WatchInbox"):
+        expose(
+            (APIRouter(prefix="/api/crm"), APIRouter(prefix="/api/messages")),
+            service,
+            edge,
+            (Exposed("WatchInbox"),),
+        )

@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from huntaze.common.v1 import route_pb2 as huntaze_dot_common_dot_v1_dot_route__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16huntaze/ai/v1/ai.proto\x12\rhuntaze.ai.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x01\n\rResponseStyle\x12\x11\n\x04tone\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tuse_emoji\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12\x17\n\nmax_length\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x15\n\x08language\x18\x04 \x01(\tH\x03\x88\x01\x01\x42\x07\n\x05_toneB\x0c\n\n_use_emojiB\r\n\x0b_max_lengthB\x0b\n\t_language\"0\n\x0e\x43ustomResponse\x12\x0f\n\x07trigger\x18\x01 \x01(\t\x12\r\n\x05reply\x18\x02 \x01(\t\":\n\nQuietHours\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\x12\x10\n\x08timezone\x18\x03 \x01(\t\"\xd6\x02\n\nGuardrails\x12 \n\x13handoff_spend_cents\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12$\n\x17handoff_custom_requests\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12\x15\n\rbanned_topics\x18\x03 \x03(\t\x12\x14\n\x0c\x62\x61nned_words\x18\x04 \x03(\t\x12\x33\n\x0bquiet_hours\x18\x05 \x01(\x0b\x32\x19.huntaze.ai.v1.QuietHoursH\x02\x88\x01\x01\x12\x1a\n\rppv_min_cents\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12\x1a\n\rppv_max_cents\x18\x07 \x01(\x03H\x04\x88\x01\x01\x42\x16\n\x14_handoff_spend_centsB\x1a\n\x18_handoff_custom_requestsB\x0e\n\x0c_quiet_hoursB\x10\n\x0e_ppv_min_centsB\x10\n\x0e_ppv_max_cents\"r\n\x06\x42udget\x12\x1b\n\x0emonthly_tokens\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12 \n\x13monthly_cost_micros\x18\x02 \x01(\x03H\x01\x88\x01\x01\x42\x11\n\x0f_monthly_tokensB\x16\n\x14_monthly_cost_micros\"\xaf\x03\n\x08\x41iConfig\x12\x18\n\x0bpersonality\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x34\n\x0eresponse_style\x18\x02 \x01(\x0b\x32\x1c.huntaze.ai.v1.ResponseStyle\x12\x11\n\tplatforms\x18\x03 \x03(\t\x12\x37\n\x10\x63ustom_responses\x18\x04 \x03(\x0b\x32\x1d.huntaze.ai.v1.CustomResponse\x12\x0b\n\x03\x64os\x18\x05 \x03(\t\x12\r\n\x05\x64onts\x18\x06 \x03(\t\x12\x11\n\x04mode\x18\x07 \x01(\tH\x01\x88\x01\x01\x12\x38\n\tfan_modes\x18\x08 \x03(\x0b\x32%.huntaze.ai.v1.AiConfig.FanModesEntry\x12-\n\nguardrails\x18\t \x01(\x0b\x32\x19.huntaze.ai.v1.Guardrails\x12%\n\x06\x62udget\x18\n \x01(\x0b\x32\x15.huntaze.ai.v1.Budget\x1a/\n\rFanModesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_personalityB\x07\n\x05_mode\"\x12\n\x10GetConfigRequest\">\n\x13UpdateConfigRequest\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.huntaze.ai.v1.AiConfig\"\xcc\x03\n\nSuggestion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61n_id\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\x15\n\rincoming_text\x18\x05 \x01(\t\x12\x0c\n\x04text\x18\x06 \x01(\t\x12/\n\x06status\x18\x07 \x01(\x0e\x32\x1f.huntaze.ai.v1.SuggestionStatus\x12\x0c\n\x04mode\x18\x08 \x01(\t\x12\x1b\n\x0ehandoff_reason\x18\t \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08provider\x18\n \x01(\t\x12\r\n\x05model\x18\x0b \x01(\t\x12\x1c\n\x0fsent_message_id\x18\x0c \x01(\tH\x01\x88\x01\x01\x12.\n\nsend_after\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_handoff_reasonB\x12\n\x10_sent_message_id\"\x7f\n\x16ListSuggestionsRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x31\n\x08statuses\x18\x02 \x03(\x0e\x32\x1f.huntaze.ai.v1.SuggestionStatus\x12\x19\n\x05limit\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xc8\x01(\x00\"I\n\x17ListSuggestionsResponse\x12.\n\x0bsuggestions\x18\x01 \x03(\x0b\x32\x19.huntaze.ai.v1.Suggestion\"-\n\x14GetSuggestionRequest\x12\x15\n\rsuggestion_id\x18\x01 \x01(\t\"H\n\x17\x41\x63\x63\x65ptSuggestionRequest\x12\x15\n\rsuggestion_id\x18\x01 \x01(\t\x12\x16\n\x04text\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x88\'\"0\n\x17RejectSuggestionRequest\x12\x15\n\rsuggestion_id\x18\x01 \x01(\t\"\xe7\x02\n\nAuditEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rsuggestion_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x0e\n\x06\x66\x61n_id\x18\x04 \x01(\t\x12\x17\n\x0fsent_message_id\x18\x05 \x01(\t\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x1a\n\x12prompt_fingerprint\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\r\n\x05model\x18\t \x01(\t\x12\x14\n\x0cinput_tokens\x18\n \x01(\x03\x12\x15\n\routput_tokens\x18\x0b \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x0c \x01(\x03\x12\x12\n\nlatency_ms\x18\r \x01(\x03\x12\x13\n\x0b\x61pproved_by\x18\x0e \x01(\t\x12\x0e\n\x06\x65\x64ited\x18\x0f \x01(\x08\x12.\n\ncreated_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x17ListAuditEntriesRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x19\n\x05limit\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xc8\x01(\x00\"F\n\x18ListAuditEntriesResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.huntaze.ai.v1.AuditEntry*\xf2\x02\n\x10SuggestionStatus\x12!\n\x1dSUGGESTION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19SUGGESTION_STATUS_PENDING\x10\x01\x12\x1f\n\x1bSUGGESTION_STATUS_SUGGESTED\x10\x02\x12\x1f\n\x1bSUGGESTION_STATUS_SCHEDULED\x10\x03\x12\x1a\n\x16SUGGESTION_STATUS_SENT\x10\x04\x12\x1e\n\x1aSUGGESTION_STATUS_ACCEPTED\x10\x05\x12\x1c\n\x18SUGGESTION_STATUS_EDITED\x10\x06\x12\x1e\n\x1aSUGGESTION_STATUS_REJECTED\x10\x07\x12\x1f\n\x1bSUGGESTION_STATUS_CANCELLED\x10\x08\x12 \n\x1cSUGGESTION_STATUS_HANDED_OFF\x10\t\x12\x1d\n\x19SUGGESTION_STATUS_IGNORED\x10\n2\xff\x05\n\tAiService\x12\x45\n\tGetConfig\x12\x1f.huntaze.ai.v1.GetConfigRequest\x1a\x17.huntaze.ai.v1.AiConfig\x12K\n\x0cUpdateConfig\x12\".huntaze.ai.v1.UpdateConfigRequest\x1a\x17.huntaze.ai.v1.AiConfig\x12`\n\x0fListSuggestions\x12%.huntaze.ai.v1.ListSuggestionsRequest\x1a&.huntaze.ai.v1.ListSuggestionsResponse\x12|\n\rGetSuggestion\x12#.huntaze.ai.v1.GetSuggestionRequest\x1a\x19.huntaze.ai.v1.Suggestion\"+\x82\xd3\xe4\x93\x02%\x12#/api/ai/suggestions/{suggestion_id}\x12\x8c\x01\n\x10\x41\x63\x63\x65ptSuggestion\x12&.huntaze.ai.v1.AcceptSuggestionRequest\x1a\x19.huntaze.ai.v1.Suggestion\"5\x82\xd3\xe4\x93\x02/\"*/api/ai/suggestions/{suggestion_id}/accept:\x01*\x12\x89\x01\n\x10RejectSuggestion\x12&.huntaze.ai.v1.RejectSuggestionRequest\x1a\x19.huntaze.ai.v1.Suggestion\"2\x82\xd3\xe4\x93\x02,\"*/api/ai/suggestions/{suggestion_id}/reject\x12\x63\n\x10ListAuditEntries\x12&.huntaze.ai.v1.ListAuditEntriesRequest\x1a\'.huntaze.ai.v1.ListAuditEntriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16huntaze/ai/v1/ai.proto\x12\rhuntaze.ai.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dhuntaze/common/v1/route.proto\"\x9d\x01\n\rResponseStyle\x12\x11\n\x04tone\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tuse_emoji\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12\x17\n\nmax_length\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x15\n\x08language\x18\x04 \x01(\tH\x03\x88\x01\x01\x42\x07\n\x05_toneB\x0c\n\n_use_emojiB\r\n\x0b_max_lengthB\x0b\n\t_language\"0\n\x0e\x43ustomResponse\x12\x0f\n\x07trigger\x18\x01 \x01(\t\x12\r\n\x05reply\x18\x02 \x01(\t\":\n\nQuietHours\x12\r\n\x05start\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\t\x12\x10\n\x08timezone\x18\x03 \x01(\t\"\xd6\x02\n\nGuardrails\x12 \n\x13handoff_spend_cents\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12$\n\x17handoff_custom_requests\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12\x15\n\rbanned_topics\x18\x03 \x03(\t\x12\x14\n\x0c\x62\x61nned_words\x18\x04 \x03(\t\x12\x33\n\x0bquiet_hours\x18\x05 \x01(\x0b\x32\x19.huntaze.ai.v1.QuietHoursH\x02\x88\x01\x01\x12\x1a\n\rppv_min_cents\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12\x1a\n\rppv_max_cents\x18\x07 \x01(\x03H\x04\x88\x01\x01\x42\x16\n\x14_handoff_spend_centsB\x1a\n\x18_handoff_custom_requestsB\x0e\n\x0c_quiet_hoursB\x10\n\x0e_ppv_min_centsB\x10\n\x0e_ppv_max_cents\"r\n\x06\x42udget\x12\x1b\n\x0emonthly_tokens\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12 \n\x13monthly_cost_micros\x18\x02 \x01(\x03H\x01\x88\x01\x01\x42\x11\n\x0f_monthly_tokensB\x16\n\x14_monthly_cost_micros\"\xaf\x03\n\x08\x41iConfig\x12\x18\n\x0bpersonality\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x34\n\x0eresponse_style\x18\x02 \x01(\x0b\x32\x1c.huntaze.ai.v1.ResponseStyle\x12\x11\n\tplatforms\x18\x03 \x03(\t\x12\x37\n\x10\x63ustom_responses\x18\x04 \x03(\x0b\x32\x1d.huntaze.ai.v1.CustomResponse\x12\x0b\n\x03\x64os\x18\x05 \x03(\t\x12\r\n\x05\x64onts\x18\x06 \x03(\t\x12\x11\n\x04mode\x18\x07 \x01(\tH\x01\x88\x01\x01\x12\x38\n\tfan_modes\x18\x08 \x03(\x0b\x32%.huntaze.ai.v1.AiConfig.FanModesEntry\x12-\n\nguardrails\x18\t \x01(\x0b\x32\x19.huntaze.ai.v1.Guardrails\x12%\n\x06\x62udget\x18\n \x01(\x0b\x32\x15.huntaze.ai.v1.Budget\x1a/\n\rFanModesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_personalityB\x07\n\x05_mode\"\x12\n\x10GetConfigRequest\">\n\x13UpdateConfigRequest\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.huntaze.ai.v1.AiConfig\"\xcc\x03\n\nSuggestion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61n_id\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\x15\n\rincoming_text\x18\x05 \x01(\t\x12\x0c\n\x04text\x18\x06 \x01(\t\x12/\n\x06status\x18\x07 \x01(\x0e\x32\x1f.huntaze.ai.v1.SuggestionStatus\x12\x0c\n\x04mode\x18\x08 \x01(\t\x12\x1b\n\x0ehandoff_reason\x18\t \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08provider\x18\n \x01(\t\x12\r\n\x05model\x18\x0b \x01(\t\x12\x1c\n\x0fsent_message_id\x18\x0c \x01(\tH\x01\x88\x01\x01\x12.\n\nsend_after\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_handoff_reasonB\x12\n\x10_sent_message_id\"\x7f\n\x16ListSuggestionsRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x31\n\x08statuses\x18\x02 \x03(\x0e\x32\x1f.huntaze.ai.v1.SuggestionStatus\x12\x19\n\x05limit\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xc8\x01(\x00\"I\n\x17ListSuggestionsResponse\x12.\n\x0bsuggestions\x18\x01 \x03(\x0b\x32\x19.huntaze.ai.v1.Suggestion\"-\n\x14GetSuggestionRequest\x12\x15\n\rsuggestion_id\x18\x01 \x01(\t\"H\n\x17\x41\x63\x63\x65ptSuggestionRequest\x12\x15\n\rsuggestion_id\x18\x01 \x01(\t\x12\x16\n\x04text\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x88\'\"0\n\x17RejectSuggestionRequest\x12\x15\n\rsuggestion_id\x18\x01 \x01(\t\"\xe7\x02\n\nAuditEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rsuggestion_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x0e\n\x06\x66\x61n_id\x18\x04 \x01(\t\x12\x17\n\x0fsent_message_id\x18\x05 \x01(\t\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x1a\n\x12prompt_fingerprint\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\r\n\x05model\x18\t \x01(\t\x12\x14\n\x0cinput_tokens\x18\n \x01(\x03\x12\x15\n\routput_tokens\x18\x0b \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x0c \x01(\x03\x12\x12\n\nlatency_ms\x18\r \x01(\x03\x12\x13\n\x0b\x61pproved_by\x18\x0e \x01(\t\x12\x0e\n\x06\x65\x64ited\x18\x0f \x01(\x08\x12.\n\ncreated_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x17ListAuditEntriesRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x19\n\x05limit\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xc8\x01(\x00\"F\n\x18ListAuditEntriesResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.huntaze.ai.v1.AuditEntry*\xf2\x02\n\x10SuggestionStatus\x12!\n\x1dSUGGESTION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19SUGGESTION_STATUS_PENDING\x10\x01\x12\x1f\n\x1bSUGGESTION_STATUS_SUGGESTED\x10\x02\x12\x1f\n\x1bSUGGESTION_STATUS_SCHEDULED\x10\x03\x12\x1a\n\x16SUGGESTION_STATUS_SENT\x10\x04\x12\x1e\n\x1aSUGGESTION_STATUS_ACCEPTED\x10\x05\x12\x1c\n\x18SUGGESTION_STATUS_EDITED\x10\x06\x12\x1e\n\x1aSUGGESTION_STATUS_REJECTED\x10\x07\x12\x1f\n\x1bSUGGESTION_STATUS_CANCELLED\x10\x08\x12 \n\x1cSUGGESTION_STATUS_HANDED_OFF\x10\t\x12\x1d\n\x19SUGGESTION_STATUS_IGNORED\x10\n2\xfa\x06\n\tAiService\x12\x45\n\tGetConfig\x12\x1f.huntaze.ai.v1.GetConfigRequest\x1a\x17.huntaze.ai.v1.AiConfig\x12K\n\x0cUpdateConfig\x12\".huntaze.ai.v1.UpdateConfigRequest\x1a\x17.huntaze.ai.v1.AiConfig\x12`\n\x0fListSuggestions\x12%.huntaze.ai.v1.ListSuggestionsRequest\x1a&.huntaze.ai.v1.ListSuggestionsResponse\x12\x9a\x01\n\rGetSuggestion\x12#.huntaze.ai.v1.GetSuggestionRequest\x1a\x19.huntaze.ai.v1.Suggestion\"I\xca\xf3\x18\x1a\n\x10Get a suggestion\x12\x06\x91\x03\x94\x03\xa6\x03\x82\xd3\xe4\x93\x02%\x12#/api/ai/suggestions/{suggestion_id}\x12\xc5\x01\n\x10\x41\x63\x63\x65ptSuggestion\x12&.huntaze.ai.v1.AcceptSuggestionRequest\x1a\x19.huntaze.ai.v1.Suggestion\"n\xca\xf3\x18\x35\n\'Send a suggestion, as drafted or edited\x12\n\x91\x03\x93\x03\x94\x03\x99\x03\xad\x03\x82\xd3\xe4\x93\x02/\"*/api/ai/suggestions/{suggestion_id}/accept:\x01*\x12\xac\x01\n\x10RejectSuggestion\x12&.huntaze.ai.v1.RejectSuggestionRequest\x1a\x19.huntaze.ai.v1.Suggestion\"U\xca\xf3\x18\x1f\n\x13Reject a suggestion\x12\x08\x91\x03\x94\x03\x99\x03\xa6\x03\x82\xd3\xe4\x93\x02,\"*/api/ai/suggestions/{suggestion_id}/reject\x12\x63\n\x10ListAuditEntries\x12&.huntaze.ai.v1.ListAuditEntriesRequest\x1a\'.huntaze.ai.v1.ListAuditEntriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,49 +44,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAUDITENTRIESREQUEST'].fields_by_name['limit']._loaded_options = None
   _globals['_LISTAUDITENTRIESREQUEST'].fields_by_name['limit']._serialized_options = b'\272H\007\032\005\030\310\001(\000'
   _globals['_AISERVICE'].methods_by_name['GetSuggestion']._loaded_options = None
-  _globals['_AISERVICE'].methods_by_name['GetSuggestion']._serialized_options = b'\202\323\344\223\002%\022#/api/ai/suggestions/{suggestion_id}'
+  _globals['_AISERVICE'].methods_by_name['GetSuggestion']._serialized_options = b'\312\363\030\032\n\020Get a suggestion\022\006\221\003\224\003\246\003\202\323\344\223\002%\022#/api/ai/suggestions/{suggestion_id}'
   _globals['_AISERVICE'].methods_by_name['AcceptSuggestion']._loaded_options = None
-  _globals['_AISERVICE'].methods_by_name['AcceptSuggestion']._serialized_options = b'\202\323\344\223\002/\"*/api/ai/suggestions/{suggestion_id}/accept:\001*'
+  _globals['_AISERVICE'].methods_by_name['AcceptSuggestion']._serialized_options = b'\312\363\0305\n\'Send a suggestion, as drafted or edited\022\n\221\003\223\003\224\003\231\003\255\003\202\323\344\223\002/\"*/api/ai/suggestions/{suggestion_id}/accept:\001*'
   _globals['_AISERVICE'].methods_by_name['RejectSuggestion']._loaded_options = None
-  _globals['_AISERVICE'].methods_by_name['RejectSuggestion']._serialized_options = b'\202\323\344\223\002,\"*/api/ai/suggestions/{suggestion_id}/reject'
-  _globals['_SUGGESTIONSTATUS']._serialized_start=2734
-  _globals['_SUGGESTIONSTATUS']._serialized_end=3104
-  _globals['_RESPONSESTYLE']._serialized_start=134
-  _globals['_RESPONSESTYLE']._serialized_end=291
-  _globals['_CUSTOMRESPONSE']._serialized_start=293
-  _globals['_CUSTOMRESPONSE']._serialized_end=341
-  _globals['_QUIETHOURS']._serialized_start=343
-  _globals['_QUIETHOURS']._serialized_end=401
-  _globals['_GUARDRAILS']._serialized_start=404
-  _globals['_GUARDRAILS']._serialized_end=746
-  _globals['_BUDGET']._serialized_start=748
-  _globals['_BUDGET']._serialized_end=862
-  _globals['_AICONFIG']._serialized_start=865
-  _globals['_AICONFIG']._serialized_end=1296
-  _globals['_AICONFIG_FANMODESENTRY']._serialized_start=1224
-  _globals['_AICONFIG_FANMODESENTRY']._serialized_end=1271
-  _globals['_GETCONFIGREQUEST']._serialized_start=1298
-  _globals['_GETCONFIGREQUEST']._serialized_end=1316
-  _globals['_UPDATECONFIGREQUEST']._serialized_start=1318
-  _globals['_UPDATECONFIGREQUEST']._serialized_end=1380
-  _globals['_SUGGESTION']._serialized_start=1383
-  _globals['_SUGGESTION']._serialized_end=1843
-  _globals['_LISTSUGGESTIONSREQUEST']._serialized_start=1845
-  _globals['_LISTSUGGESTIONSREQUEST']._serialized_end=1972
-  _globals['_LISTSUGGESTIONSRESPONSE']._serialized_start=1974
-  _globals['_LISTSUGGESTIONSRESPONSE']._serialized_end=2047
-  _globals['_GETSUGGESTIONREQUEST']._serialized_start=2049
-  _globals['_GETSUGGESTIONREQUEST']._serialized_end=2094
-  _globals['_ACCEPTSUGGESTIONREQUEST']._serialized_start=2096
-  _globals['_ACCEPTSUGGESTIONREQUEST']._serialized_end=2168
-  _globals['_REJECTSUGGESTIONREQUEST']._serialized_start=2170
-  _globals['_REJECTSUGGESTIONREQUEST']._serialized_end=2218
-  _globals['_AUDITENTRY']._serialized_start=2221
-  _globals['_AUDITENTRY']._serialized_end=2580
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=2582
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=2659
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=2661
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=2731
-  _globals['_AISERVICE']._serialized_start=3107
-  _globals['_AISERVICE']._serialized_end=3874
+  _globals['_AISERVICE'].methods_by_name['RejectSuggestion']._serialized_options = b'\312\363\030\037\n\023Reject a suggestion\022\010\221\003\224\003\231\003\246\003\202\323\344\223\002,\"*/api/ai/suggestions/{suggestion_id}/reject'
+  _globals['_SUGGESTIONSTATUS']._serialized_start=2765
+  _globals['_SUGGESTIONSTATUS']._serialized_end=3135
+  _globals['_RESPONSESTYLE']._serialized_start=165
+  _globals['_RESPONSESTYLE']._serialized_end=322
+  _globals['_CUSTOMRESPONSE']._serialized_start=324
+  _globals['_CUSTOMRESPONSE']._serialized_end=372
+  _globals['_QUIETHOURS']._serialized_start=374
+  _globals['_QUIETHOURS']._serialized_end=432
+  _globals['_GUARDRAILS']._serialized_start=435
+  _globals['_GUARDRAILS']._serialized_end=777
+  _globals['_BUDGET']._serialized_start=779
+  _globals['_BUDGET']._serialized_end=893
+  _globals['_AICONFIG']._serialized_start=896
+  _globals['_AICONFIG']._serialized_end=1327
+  _globals['_AICONFIG_FANMODESENTRY']._serialized_start=1255
+  _globals['_AICONFIG_FANMODESENTRY']._serialized_end=1302
+  _globals['_GETCONFIGREQUEST']._serialized_start=1329
+  _globals['_GETCONFIGREQUEST']._serialized_end=1347
+  _globals['_UPDATECONFIGREQUEST']._serialized_start=1349
+  _globals['_UPDATECONFIGREQUEST']._serialized_end=1411
+  _globals['_SUGGESTION']._serialized_start=1414
+  _globals['_SUGGESTION']._serialized_end=1874
+  _globals['_LISTSUGGESTIONSREQUEST']._serialized_start=1876
+  _globals['_LISTSUGGESTIONSREQUEST']._serialized_end=2003
+  _globals['_LISTSUGGESTIONSRESPONSE']._serialized_start=2005
+  _globals['_LISTSUGGESTIONSRESPONSE']._serialized_end=2078
+  _globals['_GETSUGGESTIONREQUEST']._serialized_start=2080
+  _globals['_GETSUGGESTIONREQUEST']._serialized_end=2125
+  _globals['_ACCEPTSUGGESTIONREQUEST']._serialized_start=2127
+  _globals['_ACCEPTSUGGESTIONREQUEST']._serialized_end=2199
+  _globals['_REJECTSUGGESTIONREQUEST']._serialized_start=2201
+  _globals['_REJECTSUGGESTIONREQUEST']._serialized_end=2249
+  _globals['_AUDITENTRY']._serialized_start=2252
+  _globals['_AUDITENTRY']._serialized_end=2611
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=2613
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=2690
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=2692
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=2762
+  _globals['_AISERVICE']._serialized_start=3138
+  _globals['_AISERVICE']._serialized_end=4028
 # @@protoc_insertion_point(module_scope)

@@ -167,31 +167,40 @@ class AuthServiceServicer:
     """
 
     def Register(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Creates the account and sends a verification email. The password must be 8 to 128
+        characters and hard to guess.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def VerifyEmail(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Redeems the single-use token from the verification email (valid one hour).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResendVerification(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Sends a new verification link (the previous one stops working). The answer is the same
+        whether or not the address is registered.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Login(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Answers the tokens (over HTTP also set as cookies), or, when two-factor authentication is
+        on, a challenge to complete with CompleteTwoFactorLogin (`POST /api/auth/login/2fa`). Wrong
+        email and wrong password get the same UNAUTHENTICATED (401).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CompleteTwoFactorLogin(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Redeems the login challenge with a TOTP code or an unused recovery code.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -230,26 +239,32 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeOtherSessions(self, request, context):
-        """"Sign out everywhere else": revokes every session of the user but the calling one.
+        """"Sign out everywhere else": revokes every session of the user but the calling one (over
+        HTTP also as a POST, for clients that only send POST).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RequestPasswordReset(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Sends a single-use reset link valid for one hour. The answer is the same whether or not
+        the address is registered.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResetPassword(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Redeems the token from the reset email. Every session of the account is signed out.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ChangePassword(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Other sessions are signed out; this one stays signed in with the new tokens answered (over
+        HTTP also set as cookies).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -40,10 +40,22 @@ class AuthServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
     Register: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RegisterRequest, _auth_pb2.RegisterResponse]
+    """Creates the account and sends a verification email. The password must be 8 to 128
+    characters and hard to guess.
+    """
     VerifyEmail: _grpc.UnaryUnaryMultiCallable[_auth_pb2.VerifyEmailRequest, _auth_pb2.VerifyEmailResponse]
+    """Redeems the single-use token from the verification email (valid one hour)."""
     ResendVerification: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ResendVerificationRequest, _auth_pb2.ResendVerificationResponse]
+    """Sends a new verification link (the previous one stops working). The answer is the same
+    whether or not the address is registered.
+    """
     Login: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LoginRequest, _auth_pb2.LoginResponse]
+    """Answers the tokens (over HTTP also set as cookies), or, when two-factor authentication is
+    on, a challenge to complete with CompleteTwoFactorLogin (`POST /api/auth/login/2fa`). Wrong
+    email and wrong password get the same UNAUTHENTICATED (401).
+    """
     CompleteTwoFactorLogin: _grpc.UnaryUnaryMultiCallable[_auth_pb2.CompleteTwoFactorLoginRequest, _auth_pb2.LoginResponse]
+    """Redeems the login challenge with a TOTP code or an unused recovery code."""
     RefreshSession: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RefreshSessionRequest, _auth_pb2.RefreshSessionResponse]
     Logout: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]
     """Revokes the session of the calling access token."""
@@ -53,10 +65,19 @@ class AuthServiceStub:
     """Every active session of the user; `current` marks the calling one."""
     RevokeSession: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeSessionRequest, _auth_pb2.RevokeSessionResponse]
     RevokeOtherSessions: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeOtherSessionsRequest, _auth_pb2.RevokeOtherSessionsResponse]
-    """"Sign out everywhere else": revokes every session of the user but the calling one."""
+    """"Sign out everywhere else": revokes every session of the user but the calling one (over
+    HTTP also as a POST, for clients that only send POST).
+    """
     RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RequestPasswordResetRequest, _auth_pb2.RequestPasswordResetResponse]
+    """Sends a single-use reset link valid for one hour. The answer is the same whether or not
+    the address is registered.
+    """
     ResetPassword: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ResetPasswordRequest, _auth_pb2.ResetPasswordResponse]
+    """Redeems the token from the reset email. Every session of the account is signed out."""
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ChangePasswordRequest, _auth_pb2.ChangePasswordResponse]
+    """Other sessions are signed out; this one stays signed in with the new tokens answered (over
+    HTTP also set as cookies).
+    """
     BeginTotpEnrollment: _grpc.UnaryUnaryMultiCallable[_auth_pb2.BeginTotpEnrollmentRequest, _auth_pb2.BeginTotpEnrollmentResponse]
     """A new secret, as an otpauth URI and a QR code; confirm it with a code from the app."""
     ConfirmTotpEnrollment: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ConfirmTotpEnrollmentRequest, _auth_pb2.ConfirmTotpEnrollmentResponse]
@@ -90,10 +111,22 @@ class AuthServiceAsyncStub(AuthServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.UnaryUnaryMultiCallable[_auth_pb2.RegisterRequest, _auth_pb2.RegisterResponse]  # type: ignore[assignment]
+    """Creates the account and sends a verification email. The password must be 8 to 128
+    characters and hard to guess.
+    """
     VerifyEmail: _aio.UnaryUnaryMultiCallable[_auth_pb2.VerifyEmailRequest, _auth_pb2.VerifyEmailResponse]  # type: ignore[assignment]
+    """Redeems the single-use token from the verification email (valid one hour)."""
     ResendVerification: _aio.UnaryUnaryMultiCallable[_auth_pb2.ResendVerificationRequest, _auth_pb2.ResendVerificationResponse]  # type: ignore[assignment]
+    """Sends a new verification link (the previous one stops working). The answer is the same
+    whether or not the address is registered.
+    """
     Login: _aio.UnaryUnaryMultiCallable[_auth_pb2.LoginRequest, _auth_pb2.LoginResponse]  # type: ignore[assignment]
+    """Answers the tokens (over HTTP also set as cookies), or, when two-factor authentication is
+    on, a challenge to complete with CompleteTwoFactorLogin (`POST /api/auth/login/2fa`). Wrong
+    email and wrong password get the same UNAUTHENTICATED (401).
+    """
     CompleteTwoFactorLogin: _aio.UnaryUnaryMultiCallable[_auth_pb2.CompleteTwoFactorLoginRequest, _auth_pb2.LoginResponse]  # type: ignore[assignment]
+    """Redeems the login challenge with a TOTP code or an unused recovery code."""
     RefreshSession: _aio.UnaryUnaryMultiCallable[_auth_pb2.RefreshSessionRequest, _auth_pb2.RefreshSessionResponse]  # type: ignore[assignment]
     Logout: _aio.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]  # type: ignore[assignment]
     """Revokes the session of the calling access token."""
@@ -103,10 +136,19 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Every active session of the user; `current` marks the calling one."""
     RevokeSession: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeSessionRequest, _auth_pb2.RevokeSessionResponse]  # type: ignore[assignment]
     RevokeOtherSessions: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeOtherSessionsRequest, _auth_pb2.RevokeOtherSessionsResponse]  # type: ignore[assignment]
-    """"Sign out everywhere else": revokes every session of the user but the calling one."""
+    """"Sign out everywhere else": revokes every session of the user but the calling one (over
+    HTTP also as a POST, for clients that only send POST).
+    """
     RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_auth_pb2.RequestPasswordResetRequest, _auth_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
+    """Sends a single-use reset link valid for one hour. The answer is the same whether or not
+    the address is registered.
+    """
     ResetPassword: _aio.UnaryUnaryMultiCallable[_auth_pb2.ResetPasswordRequest, _auth_pb2.ResetPasswordResponse]  # type: ignore[assignment]
+    """Redeems the token from the reset email. Every session of the account is signed out."""
     ChangePassword: _aio.UnaryUnaryMultiCallable[_auth_pb2.ChangePasswordRequest, _auth_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """Other sessions are signed out; this one stays signed in with the new tokens answered (over
+    HTTP also set as cookies).
+    """
     BeginTotpEnrollment: _aio.UnaryUnaryMultiCallable[_auth_pb2.BeginTotpEnrollmentRequest, _auth_pb2.BeginTotpEnrollmentResponse]  # type: ignore[assignment]
     """A new secret, as an otpauth URI and a QR code; confirm it with a code from the app."""
     ConfirmTotpEnrollment: _aio.UnaryUnaryMultiCallable[_auth_pb2.ConfirmTotpEnrollmentRequest, _auth_pb2.ConfirmTotpEnrollmentResponse]  # type: ignore[assignment]
@@ -142,35 +184,47 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _auth_pb2.RegisterRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.RegisterResponse, _abc.Awaitable[_auth_pb2.RegisterResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.RegisterResponse, _abc.Awaitable[_auth_pb2.RegisterResponse]]:
+        """Creates the account and sends a verification email. The password must be 8 to 128
+        characters and hard to guess.
+        """
 
     @_abc_1.abstractmethod
     def VerifyEmail(
         self,
         request: _auth_pb2.VerifyEmailRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.VerifyEmailResponse, _abc.Awaitable[_auth_pb2.VerifyEmailResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.VerifyEmailResponse, _abc.Awaitable[_auth_pb2.VerifyEmailResponse]]:
+        """Redeems the single-use token from the verification email (valid one hour)."""
 
     @_abc_1.abstractmethod
     def ResendVerification(
         self,
         request: _auth_pb2.ResendVerificationRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.ResendVerificationResponse, _abc.Awaitable[_auth_pb2.ResendVerificationResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.ResendVerificationResponse, _abc.Awaitable[_auth_pb2.ResendVerificationResponse]]:
+        """Sends a new verification link (the previous one stops working). The answer is the same
+        whether or not the address is registered.
+        """
 
     @_abc_1.abstractmethod
     def Login(
         self,
         request: _auth_pb2.LoginRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.LoginResponse, _abc.Awaitable[_auth_pb2.LoginResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.LoginResponse, _abc.Awaitable[_auth_pb2.LoginResponse]]:
+        """Answers the tokens (over HTTP also set as cookies), or, when two-factor authentication is
+        on, a challenge to complete with CompleteTwoFactorLogin (`POST /api/auth/login/2fa`). Wrong
+        email and wrong password get the same UNAUTHENTICATED (401).
+        """
 
     @_abc_1.abstractmethod
     def CompleteTwoFactorLogin(
         self,
         request: _auth_pb2.CompleteTwoFactorLoginRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.LoginResponse, _abc.Awaitable[_auth_pb2.LoginResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.LoginResponse, _abc.Awaitable[_auth_pb2.LoginResponse]]:
+        """Redeems the login challenge with a TOTP code or an unused recovery code."""
 
     @_abc_1.abstractmethod
     def RefreshSession(
@@ -216,28 +270,37 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.RevokeOtherSessionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.RevokeOtherSessionsResponse, _abc.Awaitable[_auth_pb2.RevokeOtherSessionsResponse]]:
-        """"Sign out everywhere else": revokes every session of the user but the calling one."""
+        """"Sign out everywhere else": revokes every session of the user but the calling one (over
+        HTTP also as a POST, for clients that only send POST).
+        """
 
     @_abc_1.abstractmethod
     def RequestPasswordReset(
         self,
         request: _auth_pb2.RequestPasswordResetRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.RequestPasswordResetResponse, _abc.Awaitable[_auth_pb2.RequestPasswordResetResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.RequestPasswordResetResponse, _abc.Awaitable[_auth_pb2.RequestPasswordResetResponse]]:
+        """Sends a single-use reset link valid for one hour. The answer is the same whether or not
+        the address is registered.
+        """
 
     @_abc_1.abstractmethod
     def ResetPassword(
         self,
         request: _auth_pb2.ResetPasswordRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.ResetPasswordResponse, _abc.Awaitable[_auth_pb2.ResetPasswordResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.ResetPasswordResponse, _abc.Awaitable[_auth_pb2.ResetPasswordResponse]]:
+        """Redeems the token from the reset email. Every session of the account is signed out."""
 
     @_abc_1.abstractmethod
     def ChangePassword(
         self,
         request: _auth_pb2.ChangePasswordRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.ChangePasswordResponse, _abc.Awaitable[_auth_pb2.ChangePasswordResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.ChangePasswordResponse, _abc.Awaitable[_auth_pb2.ChangePasswordResponse]]:
+        """Other sessions are signed out; this one stays signed in with the new tokens answered (over
+        HTTP also set as cookies).
+        """
 
     @_abc_1.abstractmethod
     def BeginTotpEnrollment(

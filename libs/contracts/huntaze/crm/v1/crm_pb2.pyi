@@ -834,6 +834,7 @@ class ListFansRequest(_message.Message):
     query: _builtins.str
     """Full-text search over name, handle, email, notes and tags (web-search syntax)."""
     sort: Global___FanSort.ValueType
+    """Unset: newest first."""
     @_builtins.property
     def page(self) -> _common_pb2.PageRequest: ...
     @_builtins.property
@@ -1151,11 +1152,13 @@ class ListConversationsRequest(_message.Message):
     unread_only: _builtins.bool
     """Only conversations with unread messages."""
     platform: Global___Platform.ValueType
-    """PLATFORM_UNSPECIFIED: every platform."""
+    """One platform only; unset (PLATFORM_UNSPECIFIED): every platform."""
     query: _builtins.str
     """Full-text search over the fan (name, handle, tags...) and the conversation's messages."""
     archive_filter: Global___ArchiveFilter.ValueType
+    """Unset: the conversations that are not archived."""
     sort: Global___ConversationSort.ValueType
+    """Unset: most recent activity first."""
     pinned: _builtins.bool
     """Set: only pinned (true) or only unpinned (false) conversations; unset: both."""
     @_builtins.property
@@ -1655,7 +1658,7 @@ class ListFanListsRequest(_message.Message):
     PAGE_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     kind: Global___FanListKind.ValueType
-    """FAN_LIST_KIND_UNSPECIFIED: both kinds."""
+    """One kind only; unset (FAN_LIST_KIND_UNSPECIFIED): both kinds."""
     @_builtins.property
     def page(self) -> _common_pb2.PageRequest: ...
     def __init__(

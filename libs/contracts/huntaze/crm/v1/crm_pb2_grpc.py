@@ -33,6 +33,7 @@ class CrmServiceStub:
     answered NOT_FOUND, exactly like an id that does not exist. Lists are cursor-paginated: page
     size 0 means 50, above 200 is INVALID_ARGUMENT, and `page_token` is the opaque
     `next_page_token` of the previous page, valid only with the same filters and sort.
+    Fans.
     """
 
     def __init__(self, channel):
@@ -216,10 +217,12 @@ class CrmServiceServicer:
     answered NOT_FOUND, exactly like an id that does not exist. Lists are cursor-paginated: page
     size 0 means 50, above 200 is INVALID_ARGUMENT, and `page_token` is the opaque
     `next_page_token` of the previous page, valid only with the same filters and sort.
+    Fans.
     """
 
     def ListFans(self, request, context):
-        """Fans.
+        """The creator's fans, newest first by default; the filters combine with AND (over HTTP,
+        repeat a parameter for several values).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -241,7 +244,9 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateFan(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Members that are present replace the fan's (`tags` replaces every tag); spend and
+        subscription come from the platform and cannot be set.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -270,6 +275,8 @@ class CrmServiceServicer:
 
     def ListConversations(self, request, context):
         """Conversations (one per fan and platform).
+
+        The creator's conversations with their fan, most recent activity first by default.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -283,7 +290,9 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateConversation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Changes the members that are present; `assigned_member_id` empty (over HTTP also null)
+        unassigns.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -334,6 +343,8 @@ class CrmServiceServicer:
 
     def ListQuickReplies(self, request, context):
         """Quick replies (canned answers, by shortcut).
+
+        The quick replies, by shortcut.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -369,6 +380,8 @@ class CrmServiceServicer:
 
     def ListFanLists(self, request, context):
         """Fan lists: static lists and dynamic ones (saved segments).
+
+        Static lists and saved segments, by name, with their member counts.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -637,6 +650,7 @@ class CrmService:
     answered NOT_FOUND, exactly like an id that does not exist. Lists are cursor-paginated: page
     size 0 means 50, above 200 is INVALID_ARGUMENT, and `page_token` is the opaque
     `next_page_token` of the previous page, valid only with the same filters and sort.
+    Fans.
     """
 
     @staticmethod

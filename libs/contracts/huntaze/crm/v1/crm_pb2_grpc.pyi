@@ -34,6 +34,7 @@ class CrmServiceStub:
     answered NOT_FOUND, exactly like an id that does not exist. Lists are cursor-paginated: page
     size 0 means 50, above 200 is INVALID_ARGUMENT, and `page_token` is the opaque
     `next_page_token` of the previous page, valid only with the same filters and sort.
+    Fans.
     """
 
     @_typing.overload
@@ -41,7 +42,9 @@ class CrmServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CrmServiceAsyncStub: ...
     ListFans: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListFansRequest, _crm_pb2.ListFansResponse]
-    """Fans."""
+    """The creator's fans, newest first by default; the filters combine with AND (over HTTP,
+    repeat a parameter for several values).
+    """
     GetFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetFanRequest, _crm_pb2.Fan]
     """The fan's profile, tags, notes, spend and subscription."""
     CreateFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.CreateFanRequest, _crm_pb2.Fan]
@@ -49,6 +52,9 @@ class CrmServiceStub:
     creator and platform: `FAN_EXISTS` (409 over HTTP).
     """
     UpdateFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.UpdateFanRequest, _crm_pb2.Fan]
+    """Members that are present replace the fan's (`tags` replaces every tag); spend and
+    subscription come from the platform and cannot be set.
+    """
     DeleteFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.DeleteFanRequest, _crm_pb2.DeleteFanResponse]
     """Deletes the fan with its conversation, messages, purchases and list memberships."""
     ListFanPurchases: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListFanPurchasesRequest, _crm_pb2.ListFanPurchasesResponse]
@@ -58,10 +64,16 @@ class CrmServiceStub:
     changes nothing.
     """
     ListConversations: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListConversationsRequest, _crm_pb2.ListConversationsResponse]
-    """Conversations (one per fan and platform)."""
+    """Conversations (one per fan and platform).
+
+    The creator's conversations with their fan, most recent activity first by default.
+    """
     GetConversation: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetConversationRequest, _crm_pb2.Conversation]
     """The conversation and its fan."""
     UpdateConversation: _grpc.UnaryUnaryMultiCallable[_crm_pb2.UpdateConversationRequest, _crm_pb2.Conversation]
+    """Changes the members that are present; `assigned_member_id` empty (over HTTP also null)
+    unassigns.
+    """
     MarkConversationRead: _grpc.UnaryUnaryMultiCallable[_crm_pb2.MarkConversationReadRequest, _crm_pb2.Conversation]
     """Marks every inbound message of the conversation read; its unread count drops to 0."""
     ListMessages: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListMessagesRequest, _crm_pb2.ListMessagesResponse]
@@ -79,7 +91,10 @@ class CrmServiceStub:
     The same idempotency key always answers the same message: a retry never sends twice.
     """
     ListQuickReplies: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListQuickRepliesRequest, _crm_pb2.ListQuickRepliesResponse]
-    """Quick replies (canned answers, by shortcut)."""
+    """Quick replies (canned answers, by shortcut).
+
+    The quick replies, by shortcut.
+    """
     GetQuickReply: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetQuickReplyRequest, _crm_pb2.QuickReply]
     """One quick reply."""
     CreateQuickReply: _grpc.UnaryUnaryMultiCallable[_crm_pb2.CreateQuickReplyRequest, _crm_pb2.QuickReply]
@@ -89,7 +104,10 @@ class CrmServiceStub:
     DeleteQuickReply: _grpc.UnaryUnaryMultiCallable[_crm_pb2.DeleteQuickReplyRequest, _crm_pb2.DeleteQuickReplyResponse]
     """Deletes the quick reply, for good."""
     ListFanLists: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListFanListsRequest, _crm_pb2.ListFanListsResponse]
-    """Fan lists: static lists and dynamic ones (saved segments)."""
+    """Fan lists: static lists and dynamic ones (saved segments).
+
+    Static lists and saved segments, by name, with their member counts.
+    """
     GetFanList: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetFanListRequest, _crm_pb2.FanList]
     """The list and its member count."""
     CreateFanList: _grpc.UnaryUnaryMultiCallable[_crm_pb2.CreateFanListRequest, _crm_pb2.FanList]
@@ -127,11 +145,14 @@ class CrmServiceAsyncStub(CrmServiceStub):
     answered NOT_FOUND, exactly like an id that does not exist. Lists are cursor-paginated: page
     size 0 means 50, above 200 is INVALID_ARGUMENT, and `page_token` is the opaque
     `next_page_token` of the previous page, valid only with the same filters and sort.
+    Fans.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListFans: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListFansRequest, _crm_pb2.ListFansResponse]  # type: ignore[assignment]
-    """Fans."""
+    """The creator's fans, newest first by default; the filters combine with AND (over HTTP,
+    repeat a parameter for several values).
+    """
     GetFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
     """The fan's profile, tags, notes, spend and subscription."""
     CreateFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.CreateFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
@@ -139,6 +160,9 @@ class CrmServiceAsyncStub(CrmServiceStub):
     creator and platform: `FAN_EXISTS` (409 over HTTP).
     """
     UpdateFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.UpdateFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
+    """Members that are present replace the fan's (`tags` replaces every tag); spend and
+    subscription come from the platform and cannot be set.
+    """
     DeleteFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.DeleteFanRequest, _crm_pb2.DeleteFanResponse]  # type: ignore[assignment]
     """Deletes the fan with its conversation, messages, purchases and list memberships."""
     ListFanPurchases: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListFanPurchasesRequest, _crm_pb2.ListFanPurchasesResponse]  # type: ignore[assignment]
@@ -148,10 +172,16 @@ class CrmServiceAsyncStub(CrmServiceStub):
     changes nothing.
     """
     ListConversations: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListConversationsRequest, _crm_pb2.ListConversationsResponse]  # type: ignore[assignment]
-    """Conversations (one per fan and platform)."""
+    """Conversations (one per fan and platform).
+
+    The creator's conversations with their fan, most recent activity first by default.
+    """
     GetConversation: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetConversationRequest, _crm_pb2.Conversation]  # type: ignore[assignment]
     """The conversation and its fan."""
     UpdateConversation: _aio.UnaryUnaryMultiCallable[_crm_pb2.UpdateConversationRequest, _crm_pb2.Conversation]  # type: ignore[assignment]
+    """Changes the members that are present; `assigned_member_id` empty (over HTTP also null)
+    unassigns.
+    """
     MarkConversationRead: _aio.UnaryUnaryMultiCallable[_crm_pb2.MarkConversationReadRequest, _crm_pb2.Conversation]  # type: ignore[assignment]
     """Marks every inbound message of the conversation read; its unread count drops to 0."""
     ListMessages: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListMessagesRequest, _crm_pb2.ListMessagesResponse]  # type: ignore[assignment]
@@ -169,7 +199,10 @@ class CrmServiceAsyncStub(CrmServiceStub):
     The same idempotency key always answers the same message: a retry never sends twice.
     """
     ListQuickReplies: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListQuickRepliesRequest, _crm_pb2.ListQuickRepliesResponse]  # type: ignore[assignment]
-    """Quick replies (canned answers, by shortcut)."""
+    """Quick replies (canned answers, by shortcut).
+
+    The quick replies, by shortcut.
+    """
     GetQuickReply: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetQuickReplyRequest, _crm_pb2.QuickReply]  # type: ignore[assignment]
     """One quick reply."""
     CreateQuickReply: _aio.UnaryUnaryMultiCallable[_crm_pb2.CreateQuickReplyRequest, _crm_pb2.QuickReply]  # type: ignore[assignment]
@@ -179,7 +212,10 @@ class CrmServiceAsyncStub(CrmServiceStub):
     DeleteQuickReply: _aio.UnaryUnaryMultiCallable[_crm_pb2.DeleteQuickReplyRequest, _crm_pb2.DeleteQuickReplyResponse]  # type: ignore[assignment]
     """Deletes the quick reply, for good."""
     ListFanLists: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListFanListsRequest, _crm_pb2.ListFanListsResponse]  # type: ignore[assignment]
-    """Fan lists: static lists and dynamic ones (saved segments)."""
+    """Fan lists: static lists and dynamic ones (saved segments).
+
+    Static lists and saved segments, by name, with their member counts.
+    """
     GetFanList: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetFanListRequest, _crm_pb2.FanList]  # type: ignore[assignment]
     """The list and its member count."""
     CreateFanList: _aio.UnaryUnaryMultiCallable[_crm_pb2.CreateFanListRequest, _crm_pb2.FanList]  # type: ignore[assignment]
@@ -216,6 +252,7 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
     answered NOT_FOUND, exactly like an id that does not exist. Lists are cursor-paginated: page
     size 0 means 50, above 200 is INVALID_ARGUMENT, and `page_token` is the opaque
     `next_page_token` of the previous page, valid only with the same filters and sort.
+    Fans.
     """
 
     @_abc_1.abstractmethod
@@ -224,7 +261,9 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _crm_pb2.ListFansRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.ListFansResponse, _abc.Awaitable[_crm_pb2.ListFansResponse]]:
-        """Fans."""
+        """The creator's fans, newest first by default; the filters combine with AND (over HTTP,
+        repeat a parameter for several values).
+        """
 
     @_abc_1.abstractmethod
     def GetFan(
@@ -249,7 +288,10 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _crm_pb2.UpdateFanRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.Fan, _abc.Awaitable[_crm_pb2.Fan]]: ...
+    ) -> _typing.Union[_crm_pb2.Fan, _abc.Awaitable[_crm_pb2.Fan]]:
+        """Members that are present replace the fan's (`tags` replaces every tag); spend and
+        subscription come from the platform and cannot be set.
+        """
 
     @_abc_1.abstractmethod
     def DeleteFan(
@@ -283,7 +325,10 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _crm_pb2.ListConversationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.ListConversationsResponse, _abc.Awaitable[_crm_pb2.ListConversationsResponse]]:
-        """Conversations (one per fan and platform)."""
+        """Conversations (one per fan and platform).
+
+        The creator's conversations with their fan, most recent activity first by default.
+        """
 
     @_abc_1.abstractmethod
     def GetConversation(
@@ -298,7 +343,10 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _crm_pb2.UpdateConversationRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.Conversation, _abc.Awaitable[_crm_pb2.Conversation]]: ...
+    ) -> _typing.Union[_crm_pb2.Conversation, _abc.Awaitable[_crm_pb2.Conversation]]:
+        """Changes the members that are present; `assigned_member_id` empty (over HTTP also null)
+        unassigns.
+        """
 
     @_abc_1.abstractmethod
     def MarkConversationRead(
@@ -358,7 +406,10 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _crm_pb2.ListQuickRepliesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.ListQuickRepliesResponse, _abc.Awaitable[_crm_pb2.ListQuickRepliesResponse]]:
-        """Quick replies (canned answers, by shortcut)."""
+        """Quick replies (canned answers, by shortcut).
+
+        The quick replies, by shortcut.
+        """
 
     @_abc_1.abstractmethod
     def GetQuickReply(
@@ -398,7 +449,10 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _crm_pb2.ListFanListsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.ListFanListsResponse, _abc.Awaitable[_crm_pb2.ListFanListsResponse]]:
-        """Fan lists: static lists and dynamic ones (saved segments)."""
+        """Fan lists: static lists and dynamic ones (saved segments).
+
+        Static lists and saved segments, by name, with their member counts.
+        """
 
     @_abc_1.abstractmethod
     def GetFanList(
