@@ -183,19 +183,22 @@ def _crm(request: Request) -> CrmServiceAsyncStub:
 # ---------------------------------------------------------------------------------------------
 # Messages.
 
+# What a send answers: 201 with the new message, 200 with the earlier one for a key used before.
+SEND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/json": {"schema": schema_ref(SEND_MESSAGE_RESPONSE)}},
+        "description": "The key was used before: the earlier message.",
+    },
+    **problems(*_BODY, 401, 403, 404, 409),
+}
+
 
 @messages_router.post(
     "/reply",
     status_code=201,
     response_model=proto_schema(SEND_MESSAGE_RESPONSE),
     summary="Reply in a conversation",
-    responses={
-        200: {
-            "content": {"application/json": {"schema": schema_ref(SEND_MESSAGE_RESPONSE)}},
-            "description": "The key was used before: the earlier message.",
-        },
-        **problems(*_BODY, 401, 403, 404, 409),
-    },
+    responses=SEND_RESPONSES,
 )
 async def reply(
     body: ReplyBody,

@@ -17,9 +17,9 @@ from pydantic import Field, model_validator
 from huntaze.crm.v1 import crm_pb2
 from huntaze.onlyfans.v1 import onlyfans_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, onboarding_router, problems
-from huntaze_gateway.crm_routes import SEND_MESSAGE_RESPONSE, ReplyBody, reply
+from huntaze_gateway.crm_routes import SEND_MESSAGE_RESPONSE, SEND_RESPONSES, ReplyBody, reply
 from huntaze_gateway.models import ApiModel
-from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
+from huntaze_gateway.openapi import page_schema, proto_schema
 from huntaze_gateway.paging import Cursor, Limit, listing, page_answer, page_request
 from huntaze_gateway.state import runtime_of
 
@@ -254,13 +254,7 @@ async def inbox(
     status_code=201,
     response_model=proto_schema(SEND_MESSAGE_RESPONSE),
     summary="Send a message to a fan on OnlyFans",
-    responses={
-        200: {
-            "content": {"application/json": {"schema": schema_ref(SEND_MESSAGE_RESPONSE)}},
-            "description": "The key was used before: the earlier message.",
-        },
-        **problems(*_BODY, 401, 403, 404, 409),
-    },
+    responses=SEND_RESPONSES,
 )
 async def send(
     body: ReplyBody,
