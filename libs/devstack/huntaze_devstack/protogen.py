@@ -183,13 +183,15 @@ RULE_KEYWORDS = {
         "lt": "exclusiveMaximum",
     },
     "repeated": {"min_items": "minItems", "max_items": "maxItems"},
+    "map": {"min_pairs": "minProperties", "max_pairs": "maxProperties"},
 }
 _NUMBER_RULES = ("int32", "int64", "uint32", "uint64", "sint32", "sint64", "double", "float")
 
 
 def rule_keywords(rules: Any) -> dict[str, Any]:
     """The JSON Schema keywords of one field's protovalidate rules (a `buf.validate.FieldRules`),
-    for the field's own value (`items` of a repeated field carries its items' keywords)."""
+    for the field's own value (`items` of a repeated field carries its items' keywords, and
+    `propertyNames` and `additionalProperties` a map's keys' and values')."""
     kind = rules.WhichOneof("type")
     if kind is None:
         return {}
@@ -205,6 +207,10 @@ def rule_keywords(rules: Any) -> dict[str, Any]:
             keywords[RULE_KEYWORDS["number"][name]] = getattr(typed, name)
     if kind == "repeated" and typed.HasField("items"):
         keywords["items"] = rule_keywords(typed.items)
+    if kind == "map":
+        for part, keyword in (("keys", "propertyNames"), ("values", "additionalProperties")):
+            if typed.HasField(part):
+                keywords[keyword] = rule_keywords(getattr(typed, part))
     return keywords
 
 
@@ -231,7 +237,12 @@ def json_schemas(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, 
     their JSON names, types, enum names, `null` where a field has presence, the protovalidate
     rules as limits and the proto comments as descriptions."""
     enums: dict[str, list[str]] = {}
+    maps: dict[str, descriptor_pb2.FieldDescriptorProto] = {}
     for file in descriptor_set.file:
+        for message in file.message_type:
+            for nested in message.nested_type:
+                if nested.options.map_entry:  # `map<K, V> name`: its value field
+                    maps[f".{file.package}.{message.name}.{nested.name}"] = nested.field[1]
         for enum in file.enum_type:
             enums[f".{file.package}.{enum.name}"] = _enum_names(enum)
         for message in file.message_type:
@@ -246,6 +257,7 @@ def json_schemas(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, 
                 path=(4, index),
                 locations=locations,
                 enums=enums,
+                maps=maps,
                 schemas=schemas,
             )
     return schemas
@@ -283,19 +295,20 @@ def _message_schema(
     path: tuple[int, ...],
     locations: dict[tuple[int, ...], str],
     enums: dict[str, list[str]],
+    maps: dict[str, descriptor_pb2.FieldDescriptorProto],
     schemas: dict[str, Any],
 ) -> None:
     name = f"{scope}.{message.name}"
     properties: dict[str, Any] = {}
     for index, field in enumerate(message.field):
-        schema = _field_schema(field, enums)
+        schema = _field_schema(field, enums, maps)
         rules = field_rules(field.options)
         if rules is not None:
             keywords = rule_keywords(rules)
-            items = keywords.pop("items", None)
+            for part in ("items", "additionalProperties"):
+                if part in schema:
+                    schema[part].update(keywords.pop(part, {}))
             schema.update(keywords)
-            if items:
-                schema["items"].update(items)
         description = _comment(locations, (*path, 2, index))
         in_real_oneof = field.HasField("oneof_index") and not field.proto3_optional
         nullable = field.proto3_optional or (
@@ -321,15 +334,21 @@ def _message_schema(
                 path=(*path, 3, index),
                 locations=locations,
                 enums=enums,
+                maps=maps,
                 schemas=schemas,
             )
 
 
 def _field_schema(
-    field: descriptor_pb2.FieldDescriptorProto, enums: dict[str, list[str]]
+    field: descriptor_pb2.FieldDescriptorProto,
+    enums: dict[str, list[str]],
+    maps: dict[str, descriptor_pb2.FieldDescriptorProto],
 ) -> dict[str, Any]:
     kinds = descriptor_pb2.FieldDescriptorProto
     single: dict[str, Any]
+    if field.type_name in maps:  # an object (JSON keys are strings)
+        values = _field_schema(maps[field.type_name], enums, maps)
+        return {"type": "object", "additionalProperties": values}
     if field.type == kinds.TYPE_MESSAGE:
         single = dict(_WELL_KNOWN.get(field.type_name, {"$ref": field.type_name.lstrip(".")}))
     elif field.type == kinds.TYPE_ENUM:

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import grpc
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import Field
 
@@ -26,12 +24,11 @@ from huntaze.common.v1 import common_pb2
 from huntaze_gateway.codec import JsonResponse, answer
 from huntaze_gateway.config import GatewaySettings
 from huntaze_gateway.models import Answer, ApiModel, ProtoBody
-from huntaze_gateway.problems import FORBIDDEN, ApiProblem, Problem, error_details_of
+from huntaze_gateway.problems import FORBIDDEN, ApiProblem, openapi_problems
 from huntaze_gateway.rpc_routes import Edge, Exposed, expose
 from huntaze_gateway.state import runtime_of
 from huntaze_kit.errors import Unauthenticated
 from huntaze_kit.identity import Principal, bearer_token
-from huntaze_kit.rich_status import ErrorDetails, from_rpc_error
 
 if TYPE_CHECKING:
     from huntaze.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
@@ -63,76 +60,15 @@ def security_schemes(access_cookie_name: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Models (see `models`): camelCase on the wire, unknown members refused.
-
-
-# Bodies: the members, types and limits of the proto requests (`ProtoBody`).
-
-
-class RegisterBody(ProtoBody, message=auth_pb2.RegisterRequest, required="email password"):
-    email: str = Field(examples=["ada@example.com"])
-
-
-class LoginBody(ProtoBody, message=auth_pb2.LoginRequest, required="email password"):
-    email: str = Field(examples=["ada@example.com"])
-
-
-class TwoFactorLoginBody(
-    ProtoBody, message=auth_pb2.CompleteTwoFactorLoginRequest, required="challenge_token code"
-):
-    challenge_token: str = Field(description="From the login answer's `challenge`.")
+# Models (see `models`): the bodies are made from the proto requests; these say what only HTTP
+# says (the refresh token may come from the cookie) or shape an answer the edge writes.
 
 
 class RefreshBody(ProtoBody, message=auth_pb2.RefreshSessionRequest):
+    optional_body: ClassVar[bool] = True
     refresh_token: str | None = Field(
         default=None, description="Omit it to use the refresh-token cookie."
     )
-
-
-class TokenBody(ProtoBody, message=auth_pb2.VerifyEmailRequest, required="token"):
-    pass
-
-
-class EmailBody(ProtoBody, message=auth_pb2.RequestPasswordResetRequest):
-    email: str = Field(examples=["ada@example.com"])
-
-
-class ResendBody(EmailBody, message=auth_pb2.ResendVerificationRequest):
-    pass
-
-
-class ResetPasswordBody(
-    ProtoBody, message=auth_pb2.ResetPasswordRequest, required="token new_password"
-):
-    pass
-
-
-class ChangePasswordBody(
-    ProtoBody, message=auth_pb2.ChangePasswordRequest, required="current_password new_password"
-):
-    pass
-
-
-class CodeBody(ProtoBody, message=auth_pb2.ConfirmTotpEnrollmentRequest, required="code"):
-    pass
-
-
-class RecoveryCodesBody(
-    ProtoBody, message=auth_pb2.RegenerateRecoveryCodesRequest, required="code"
-):
-    pass
-
-
-class DisableTwoFactorBody(
-    ProtoBody, message=auth_pb2.DisableTotpRequest, required="password code"
-):
-    pass
-
-
-class SaveProfileBody(ProtoBody, message=auth_pb2.SaveProfileRequest):
-    """Only the fields sent change; the others keep their value."""
-
-    timezone: str = Field(default="", examples=["Europe/Paris"])
 
 
 class UserOut(Answer):
@@ -182,36 +118,28 @@ def _cookie_lifetime(stamp: datetime | None, fallback: int) -> int:
     return max(0, int(stamp.timestamp() - time.time()))
 
 
-def set_token_cookies(response: Response, settings: GatewaySettings, tokens: TokensOut) -> None:
-    common: dict[str, Any] = {
+def _cookie_options(settings: GatewaySettings) -> dict[str, Any]:
+    return {
         "domain": settings.gateway_cookie_domain,
         "secure": settings.gateway_cookie_secure,
         "httponly": True,
         "samesite": settings.gateway_cookie_samesite,
     }
+
+
+def set_token_cookies(response: Response, settings: GatewaySettings, tokens: TokensOut) -> None:
+    common = _cookie_options(settings)
+    access_lifetime = _cookie_lifetime(tokens.access_token_expires_at, 15 * 60)
+    refresh_lifetime = _cookie_lifetime(tokens.refresh_token_expires_at, 30 * 24 * 3600)
+    access, refresh = settings.gateway_access_cookie_name, settings.gateway_refresh_cookie_name
+    response.set_cookie(access, tokens.access_token, max_age=access_lifetime, path="/", **common)
     response.set_cookie(
-        settings.gateway_access_cookie_name,
-        tokens.access_token,
-        max_age=_cookie_lifetime(tokens.access_token_expires_at, 15 * 60),
-        path="/",
-        **common,
-    )
-    response.set_cookie(
-        settings.gateway_refresh_cookie_name,
-        tokens.refresh_token,
-        max_age=_cookie_lifetime(tokens.refresh_token_expires_at, 30 * 24 * 3600),
-        path=REFRESH_COOKIE_PATH,
-        **common,
+        refresh, tokens.refresh_token, max_age=refresh_lifetime, path=REFRESH_COOKIE_PATH, **common
     )
 
 
 def clear_token_cookies(response: Response, settings: GatewaySettings) -> None:
-    common: dict[str, Any] = {
-        "domain": settings.gateway_cookie_domain,
-        "secure": settings.gateway_cookie_secure,
-        "httponly": True,
-        "samesite": settings.gateway_cookie_samesite,
-    }
+    common = _cookie_options(settings)
     response.delete_cookie(settings.gateway_access_cookie_name, path="/", **common)
     response.delete_cookie(settings.gateway_refresh_cookie_name, path=REFRESH_COOKIE_PATH, **common)
 
@@ -302,6 +230,7 @@ async def current_caller(request: Request) -> Caller:
     principal = await runtime.verifier.verify(token)
     if principal.kind != "user":
         raise Unauthenticated(message="Invalid token.", reason="INVALID_TOKEN")
+    request.state.principal = principal  # for the hooks after the call
     return Caller(
         token=token,
         principal=principal,
@@ -325,33 +254,8 @@ def needs_caller(route: APIRoute) -> bool:
     return False
 
 
-# ---------------------------------------------------------------------------------------------
-# OpenAPI: the problem documents each route may answer.
-
-_PROBLEM_DESCRIPTIONS: Mapping[int, str] = {
-    400: "Malformed JSON or an invalid request.",
-    401: "No valid access token (or wrong credentials). Comes with `WWW-Authenticate`.",
-    403: "Not allowed: e.g. a cross-site request with the session cookie, or a change that needs "
-    "a verified email address (`email-not-verified`: verify, then refresh the tokens).",
-    404: "No such resource.",
-    409: "Conflicts with the current state (e.g. the email is taken).",
-    413: "The body is larger than the gateway accepts.",
-    422: "Some fields are not valid: see `errors`.",
-    429: "Too many attempts: wait `Retry-After` seconds.",
-    503: "An upstream service is unavailable.",
-    504: "An upstream service did not answer in time.",
-}
-_BODY = (400, 413, 422)
-_UPSTREAM = (503, 504)
-
-
-def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {
-        status: {"model": Problem, "description": _PROBLEM_DESCRIPTIONS[status]}
-        for status in sorted({*statuses, *_UPSTREAM})
-    }
-
-
+# The problem documents a route may answer (every route module documents them so).
+problems = openapi_problems
 auth_router = APIRouter(prefix="/api/auth", tags=["auth"])
 onboarding_router = APIRouter(prefix="/api/onboarding", tags=["onboarding"])
 
@@ -359,7 +263,7 @@ ACCEPTED_MESSAGE = "If the address belongs to an account, an email is on its way
 
 
 # ---------------------------------------------------------------------------------------------
-# Sign-in and sessions: cookies are set and cleared here; the RPCs are declared at the end.
+# Sign-in and sessions: the edge's hooks around the declared RPCs set and clear the cookies.
 
 
 def _signed_in_or_challenged(
@@ -375,7 +279,7 @@ def _signed_in_or_challenged(
     return _with_token_cookies(request, out.tokens, JsonResponse(out.model_dump(mode="json")))
 
 
-def _new_tokens(request: Request, reply: auth_pb2.ChangePasswordResponse, _: Response) -> Response:
+def _new_tokens(request: Request, reply: Any, _: Response) -> Response:
     tokens = answer(TokensOut, reply.tokens)
     return _with_token_cookies(request, tokens, JsonResponse(tokens.model_dump(mode="json")))
 
@@ -391,86 +295,44 @@ def _signed_out(request: Request, _: Any, response: Response) -> Response:
     return response
 
 
-def _accepted(*_: Any) -> Response:
-    return JsonResponse({"message": ACCEPTED_MESSAGE}, status_code=202)
+def _session_revoked(request: Request, _: Any, response: Response) -> Response:
+    """The revoked session (the path's, or the caller's own) is refused here at once; revoking
+    the calling session also clears the cookies."""
+    own = request.state.principal.session_id
+    revoked = request.path_params.get("session_id", own)
+    if revoked is not None:
+        runtime_of(request).verifier.revocations.revoke(revoked)
+    return _signed_out(request, None, response) if revoked == own else response
 
 
-@auth_router.post(
-    "/refresh",
-    response_model=TokensOut,
-    summary="Exchange the refresh token for new tokens",
-    responses=problems(*_BODY, 401, 403),
-)
-async def refresh(
-    request: Request, response: Response, body: RefreshBody | None = None
-) -> TokensOut | Response:
-    """Takes the refresh token from the body or, for browsers, the cookie. Each refresh token
-    works once: presenting a used one again ends the whole session."""
-    runtime = runtime_of(request)
-    settings = runtime.settings
-    token = body.refresh_token if body is not None else None
-    if token is None:
-        token = request.cookies.get(settings.gateway_refresh_cookie_name)
-        if not token:
+def _clearing_cookies(request: Request, problem: Response) -> Response:
+    """A 401 also clears the token cookies (they are no good)."""
+    return _signed_out(request, None, problem) if problem.status_code == 401 else problem
+
+
+async def _refresh_token_cookie(request: Request, message: Any) -> None:
+    """Browsers send the refresh token as a cookie (then only from our own pages)."""
+    settings = runtime_of(request).settings
+    if not message.refresh_token:
+        message.refresh_token = request.cookies.get(settings.gateway_refresh_cookie_name, "")
+        if not message.refresh_token:
             raise Unauthenticated(
                 message="No refresh token: send `refreshToken` or the cookie.",
                 reason="UNAUTHENTICATED",
             )
         check_same_origin(request, settings)
-    try:
-        reply = await runtime.auth.RefreshSession(
-            auth_pb2.RefreshSessionRequest(refresh_token=token, client=client_context(request)),
-            **runtime.call(),
-        )
-    except grpc.aio.AioRpcError as error:
-        return _problem_clearing_cookies(request, from_rpc_error(error))
-    tokens = answer(TokensOut, reply.tokens)
-    set_token_cookies(response, settings, tokens)
-    return tokens
 
 
-def _problem_clearing_cookies(request: Request, error: ErrorDetails) -> Response:
-    """The problem for `error`; a 401 also clears the token cookies (they are no good)."""
-    runtime = runtime_of(request)
-    answer = runtime.problems.from_error_details(error, request.url.path)
-    if answer.status_code == 401:
-        clear_token_cookies(answer, runtime.settings)
-    return answer
+async def _token_of_logout(request: Request, _: Any) -> dict[str, Any]:
+    """Logout verifies the caller itself: a token no longer valid gets a 401 that clears the
+    cookies."""
+    caller = await current_caller(request)
+    return caller.options
 
 
-@auth_router.post(
-    "/logout",
-    status_code=204,
-    response_class=Response,
-    summary="Sign out",
-    responses=problems(401, 403),
-    # It reads the token itself (to clear the cookies even when the token is no good).
-    openapi_extra={"security": SECURED},
-)
-async def logout(request: Request) -> Response:
-    """Revokes the session of the access token: its tokens stop working at once, here and in
-    every service. A token that is no longer valid gets a 401 that clears the cookies."""
-    runtime = runtime_of(request)
-    settings = runtime.settings
-    try:
-        token, from_cookie = _presented_token(request, settings)
-        if from_cookie:
-            check_same_origin(request, settings)
-        principal = await runtime.verifier.verify(token)
-        await runtime.auth.Logout(auth_pb2.LogoutRequest(), **runtime.call(token))
-    except Unauthenticated as error:
-        return _problem_clearing_cookies(request, error_details_of(error))
-    except grpc.aio.AioRpcError as error:
-        return _problem_clearing_cookies(request, from_rpc_error(error))
-    if principal.session_id is not None:
-        runtime.verifier.revocations.revoke(principal.session_id)
-    answer = Response(status_code=204)
-    clear_token_cookies(answer, settings)
-    return answer
+def _accepted(*_: Any) -> Response:
+    return JsonResponse({"message": ACCEPTED_MESSAGE}, status_code=202)
 
-
-# ---------------------------------------------------------------------------------------------
-# The RPCs whose route the proto declares (`google.api.http`): served without a handler here.
 
 expose(
     (auth_router, onboarding_router),
@@ -480,39 +342,23 @@ expose(
         stub_of=lambda request: runtime_of(request).auth,
         problems=problems,
         client_of=client_context,
+        security=SECURED,
     ),
     (
         Exposed("ResendVerification", then=_accepted, answer=AcceptedOut),
         Exposed("Login", then=_signed_in_or_challenged, answer=LoginOut),
         Exposed("CompleteTwoFactorLogin", then=_signed_in_or_challenged, answer=LoginOut),
+        Exposed(
+            "RefreshSession",
+            before=_refresh_token_cookie,
+            then=_new_tokens,
+            failed=_clearing_cookies,
+            answer=TokensOut,
+        ),
+        Exposed("Logout", before=_token_of_logout, then=_session_revoked, failed=_clearing_cookies),
+        Exposed("RevokeSession", then=_session_revoked),
         Exposed("RequestPasswordReset", then=_accepted, answer=AcceptedOut),
         Exposed("ResetPassword", then=_signed_out),
         Exposed("ChangePassword", then=_new_tokens, answer=TokensOut),
     ),
 )
-
-
-# After the declared routes: `/sessions/others` must match before `/sessions/{session_id}`.
-@auth_router.delete(
-    "/sessions/{session_id}",
-    status_code=204,
-    response_class=Response,
-    summary="Revoke one of my sessions",
-    responses=problems(401, 403, 404, 422),
-)
-async def revoke_session(
-    caller: CurrentCaller,
-    request: Request,
-    session_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
-) -> Response:
-    """Signs that session out; its tokens stop working at once. Revoking the calling session
-    also clears the cookies."""
-    runtime = runtime_of(request)
-    await runtime.auth.RevokeSession(
-        auth_pb2.RevokeSessionRequest(session_id=session_id), **caller.options
-    )
-    runtime.verifier.revocations.revoke(session_id)
-    answer = Response(status_code=204)
-    if session_id == caller.principal.session_id:
-        clear_token_cookies(answer, runtime.settings)
-    return answer

@@ -9,8 +9,12 @@
 - 64-bit integers are numbers, not strings;
 - a `Timestamp` is an aware datetime (the response renders it as RFC 3339, `Z`);
 - a `Struct` is an object (empty when unset);
+- a map is an object;
 - a field with presence (`optional`, or a message) that is unset is `null`; of a oneof only the
   member that is set appears.
+
+On input, a message that only wraps a list (`TagSet`, to tell "none" from "unchanged") is the
+list itself.
 
 Each message type's plan (which converter for which field) is made once and kept: pages of
 hundreds of messages go through here.
@@ -23,11 +27,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
-from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import CoreSchema, core_schema
@@ -72,12 +76,14 @@ def to_message(values: Mapping[str, Any], message: MessageT) -> MessageT:
     """`message` with the fields named in `values` (proto names) set: enum values by their
     public names, messages from objects, a `Struct` from any object. `None` leaves a field
     unset, so a partial update sets exactly the members that were sent."""
-    fields = message.DESCRIPTOR.fields_by_name
+    fields = cast("Mapping[str, FieldDescriptor]", message.DESCRIPTOR.fields_by_name)
     for name, value in values.items():
         if value is None:
             continue
         field = fields[name]
-        if field.is_repeated:
+        if map_entry(field) is not None or _is_struct(field):  # maps of scalars, any object
+            getattr(message, name).update(value)
+        elif field.is_repeated:
             container = getattr(message, name)
             if field.message_type is not None:
                 for item in value:
@@ -86,13 +92,24 @@ def to_message(values: Mapping[str, Any], message: MessageT) -> MessageT:
                 container.extend(_scalar(field, item) for item in value)
         elif field.message_type is None:
             setattr(message, name, _scalar(field, value))
-        elif field.message_type.full_name == struct_pb2.Struct.DESCRIPTOR.full_name:
-            getattr(message, name).update(value)
         else:
             nested = getattr(message, name)
             nested.SetInParent()
-            to_message(value, nested)
+            wrapped = isinstance(value, list)  # a message that only wraps a list
+            to_message({field.message_type.fields[0].name: value} if wrapped else value, nested)
     return message
+
+
+def map_entry(field: FieldDescriptor) -> Descriptor | None:
+    """The entry message of a map field (its `key` and `value` fields), or None."""
+    entry = field.message_type
+    return entry if entry is not None and entry.GetOptions().map_entry else None
+
+
+def is_wrapper(message: Descriptor) -> bool:
+    """Whether `message` only wraps a list (one repeated field)."""
+    fields = message.fields
+    return len(fields) == 1 and fields[0].is_repeated and map_entry(fields[0]) is None
 
 
 def _scalar(field: Any, value: Any) -> Any:
@@ -180,17 +197,23 @@ def _plan(descriptor: Any) -> Plan:
 
 
 def _field_plan(field: FieldDescriptor) -> tuple[str, str, Converter, bool, bool]:
-    single = _converter(field)
+    entry = map_entry(field)
+    single = _converter(field if entry is None else entry.fields_by_name["value"])
     is_repeated = field.is_repeated
-    convert: Converter = (lambda items: [single(item) for item in items]) if is_repeated else single
+    convert: Converter = single
+    if entry is not None:
+        convert = lambda pairs: {key: single(value) for key, value in pairs.items()}  # noqa: E731
+    elif is_repeated:
+        convert = lambda items: [single(item) for item in items]  # noqa: E731
     oneof = field.containing_oneof
     in_real_oneof = oneof is not None and not _is_synthetic(field)
-    is_struct = (
-        field.message_type is not None
-        and field.message_type.full_name == struct_pb2.Struct.DESCRIPTOR.full_name
-    )
-    nullable = field.has_presence and not in_real_oneof and not is_struct and not is_repeated
+    nullable = field.has_presence and not (in_real_oneof or _is_struct(field) or is_repeated)
     return field.json_name, field.name, convert, nullable, in_real_oneof
+
+
+def _is_struct(field: FieldDescriptor) -> bool:
+    message = field.message_type
+    return message is not None and message.full_name == struct_pb2.Struct.DESCRIPTOR.full_name
 
 
 def _is_synthetic(field: FieldDescriptor) -> bool:

@@ -1,49 +1,75 @@
-"""The base models of the API's JSON: camelCase on the wire (snake_case accepted on input too),
-unknown members refused by name, text that protobuf and PostgreSQL can hold.
+"""The API's JSON models: camelCase on the wire (snake_case accepted on input too), unknown
+members refused by name, text that protobuf and PostgreSQL can hold.
 
-A request body that mirrors a proto request (`ProtoBody`) takes its limits, enum names and
-descriptions in the OpenAPI document from the JSON Schemas `make proto` generates from the protos
-(`huntaze/schemas.json` of the contracts): the document states the rules the service enforces,
-which live once, in the proto.
+A request body is made from its proto message (`body_model`): the members are the message's
+fields typed from the descriptor, required where a protovalidate rule refuses the empty value
+(`required`, `min_len`, `min_items`, `min_pairs`; a required oneof: exactly one member), with
+the limits, enum names and descriptions of the JSON Schemas `make proto` generates
+(`huntaze/schemas.json` of the contracts). The rules live once, in the proto: the service
+enforces them, the edge refuses what breaks them before the hop, the document states them. A
+`ProtoBody` declared by hand replaces the made one where HTTP says more than the proto.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, cast
 
-from google.protobuf import field_mask_pb2, struct_pb2
+from buf.validate import validate_pb2
+from google.protobuf import field_mask_pb2, message_factory, struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic._internal._model_construction import ModelMetaclass
 from pydantic.alias_generators import to_camel
 
 from huntaze.common.v1 import common_pb2
-from huntaze_gateway.codec import ProtoEnum
+from huntaze_gateway.codec import ProtoEnum, is_wrapper, map_entry
 
 # The generated files sit at the root of the contracts' `huntaze` package.
 _GENERATED = Path(common_pb2.__file__).parents[2]
 SCHEMAS: Mapping[str, dict[str, Any]] = json.loads((_GENERATED / "schemas.json").read_text())
 # Each RPC's comment in the proto, by the method's full name.
 METHOD_COMMENTS: Mapping[str, str] = json.loads((_GENERATED / "methods.json").read_text())
-# The JSON Schema keywords a protovalidate rule becomes.
-LIMIT_KEYWORDS = frozenset(
-    {
-        "minLength",
-        "maxLength",
-        "pattern",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "minItems",
-        "maxItems",
-    }
-)
+# The JSON Schema keywords a protovalidate rule becomes, as pydantic's constraints (`items`,
+# `propertyNames` and `additionalProperties` carry those of a list's items and a map's keys and
+# values).
+_CONSTRAINTS = {
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "pattern": "pattern",
+    "minimum": "ge",
+    "maximum": "le",
+    "exclusiveMinimum": "gt",
+    "exclusiveMaximum": "lt",
+    "minItems": "min_length",
+    "maxItems": "max_length",
+    "minProperties": "min_length",
+    "maxProperties": "max_length",
+}
+LIMIT_KEYWORDS = frozenset(_CONSTRAINTS)
+NESTED_KEYWORDS = frozenset({"items", "propertyNames", "additionalProperties"})
+MAX_JSON_DEPTH = 16
+
+
+def clean_text(value: str) -> str:
+    """Text must be valid UTF-8 without NUL (JSON can carry lone surrogates and \\u0000, which
+    protobuf and PostgreSQL cannot)."""
+    if "\x00" in value:
+        raise ValueError("contains characters that are not allowed (NUL)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("contains characters that are not allowed (surrogates)") from error
+    return value
+
+
+QueryText = Annotated[str, AfterValidator(clean_text)]
 
 
 class ApiModel(BaseModel):
@@ -59,37 +85,11 @@ class ApiModel(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _encodable_text(cls, value: Any) -> Any:
-        """Text must be valid UTF-8 without NUL (JSON can carry lone surrogates and \\u0000,
-        which protobuf and PostgreSQL cannot)."""
-        texts = value if isinstance(value, list) else [value]
-        for text in texts:
-            if isinstance(text, str) and not is_clean_text(text):
-                raise ValueError("contains characters that are not allowed (NUL or surrogates)")
+        texts = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        for text in texts if isinstance(texts, list) else [texts]:
+            if isinstance(text, str):
+                clean_text(text)
         return value
-
-
-def clean_text(value: str) -> str:
-    """Query text must be valid UTF-8 without NUL (PostgreSQL and protobuf refuse them)."""
-    if "\x00" in value:
-        raise ValueError("contains characters that are not allowed (NUL)")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ValueError("contains characters that are not allowed (surrogates)") from error
-    return value
-
-
-QueryText = Annotated[str, AfterValidator(clean_text)]
-
-
-def is_clean_text(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class Answer(ApiModel):
@@ -125,15 +125,12 @@ def _document_rules(schema: dict[str, Any], model: type[BaseModel]) -> None:
         source, target = value_schema(generated), value_schema(member)
         for keyword in LIMIT_KEYWORDS & source.keys():
             target[keyword] = source[keyword]
-        items = source.get("items", {})
-        if "items" in target and "$ref" not in target["items"]:
-            for keyword in LIMIT_KEYWORDS & items.keys():
-                target["items"][keyword] = items[keyword]
+        for part in NESTED_KEYWORDS & source.keys():
+            if "$ref" not in target.setdefault(part, {}):
+                nested = source[part]
+                target[part].update({k: nested[k] for k in LIMIT_KEYWORDS & nested.keys()})
         if "description" in generated:
             member.setdefault("description", generated["description"])
-
-
-MAX_JSON_DEPTH = 16
 
 
 def _json_problem(value: Any, depth: int) -> str | None:
@@ -179,20 +176,31 @@ def _within(bits: int) -> AfterValidator:
 
 Int64 = Annotated[int, _within(64)]
 Int32 = Annotated[int, _within(32)]
-_SCALARS: Mapping[int, Any] = {
-    FieldDescriptor.TYPE_STRING: str,
-    FieldDescriptor.TYPE_BOOL: bool,
-    FieldDescriptor.TYPE_INT64: Int64,
-    FieldDescriptor.TYPE_INT32: Int32,
+_SCALARS: Mapping[int, tuple[Any, Any]] = {  # the member type and the proto's zero value
+    FieldDescriptor.TYPE_STRING: (str, ""),
+    FieldDescriptor.TYPE_BOOL: (bool, False),
+    FieldDescriptor.TYPE_INT64: (Int64, 0),
+    FieldDescriptor.TYPE_INT32: (Int32, 0),
+    FieldDescriptor.TYPE_DOUBLE: (float, 0.0),
 }
 # Fields a body never carries: the gateway fills the client, a partial update fills the mask.
 _EDGE_FILLED = frozenset(
     {common_pb2.ClientContext.DESCRIPTOR.full_name, field_mask_pb2.FieldMask.DESCRIPTOR.full_name}
 )
+_LEAST = {"string": "min_len", "repeated": "min_items", "map": "min_pairs"}
 
-
-# The body model of each proto message that has one, by the message's full name.
+# The bodies declared by hand, by the full name of their proto message.
 BODIES: dict[str, Any] = {}
+
+
+def refuses_empty(field: FieldDescriptor) -> bool:
+    """Whether the field's protovalidate rules refuse its empty value: the body must send it."""
+    options = field.GetOptions()
+    if not options.HasExtension(validate_pb2.field):
+        return False
+    rules = options.Extensions[validate_pb2.field]
+    kind = rules.WhichOneof("type") or ""
+    return rules.required or (kind in _LEAST and getattr(getattr(rules, kind), _LEAST[kind]) > 0)
 
 
 class _ProtoFields(ModelMetaclass):
@@ -208,83 +216,106 @@ class _ProtoFields(ModelMetaclass):
         required: str = "",
         omit: str = "",
         partial: bool = False,
+        made: bool = False,
         **kwargs: Any,
     ) -> type:
         if message is not None:
             namespace["proto_message"] = message.DESCRIPTOR.full_name
             declared = namespace.get("__annotations__", {})
             members: dict[str, Any] = {}
-            descriptor = cast("Descriptor", message.DESCRIPTOR)
             inherited = {name for base in bases for name in getattr(base, "model_fields", {})}
+            descriptor = cast("Descriptor", message.DESCRIPTOR)
             for field in descriptor.fields:
-                if field.name in inherited and field.name not in declared:
+                if field.name in declared or field.name in inherited:
                     continue
-                if field.name in declared:
-                    members[field.name] = declared[field.name]
-                elif field.name not in omit.split() and not _edge_filled(field):
-                    members[field.name], default = _member(field, required, partial)
+                if field.name not in omit.split() and not _edge_filled(field):
+                    needed = not partial and (
+                        field.name in required.split() or refuses_empty(field)
+                    )
+                    limits = proto_member(message.DESCRIPTOR.full_name, field.name) or {}
+                    members[field.name], default = _member(field, needed, partial, limits)
                     if default is not ...:
                         namespace[field.name] = default
             namespace["__annotations__"] = {**members, **declared}
+            for oneof in descriptor.oneofs:  # a required oneof: exactly one of its members
+                if oneof.GetOptions().Extensions[validate_pb2.oneof].required:
+                    names = tuple(field.name for field in oneof.fields)
+                    namespace[f"_one_of_{oneof.name}"] = model_validator(mode="after")(
+                        functools.partial(_exactly_one, names=names)
+                    )
         model = super().__new__(mcs, name, bases, namespace, **kwargs)
-        if message is not None:
+        if message is not None and not made:
             BODIES[message.DESCRIPTOR.full_name] = model
         return model
+
+
+def _exactly_one(body: BaseModel, *, names: tuple[str, ...]) -> BaseModel:
+    if sum(getattr(body, name) is not None for name in names) != 1:
+        raise ValueError(f"give exactly one of {', '.join(map(to_camel, names))}")
+    return body
 
 
 def _edge_filled(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.full_name in _EDGE_FILLED
 
 
-def _member(field: FieldDescriptor, required: str, partial: bool) -> tuple[Any, Any]:
-    """A member's type and default: none when `required`; null ("not sent") in a `partial`
-    update and for a message; else the proto's zero value."""
-    kind = _member_type(field)
-    if field.is_repeated:
-        kind = list[kind]  # type: ignore[valid-type]
-    if field.name in required.split():
+def _member(
+    field: FieldDescriptor, needed: bool, partial: bool, schema: dict[str, Any]
+) -> tuple[Any, Any]:
+    """A member's type, with the limits of its generated `schema` (refused at the edge, before
+    a hop), and its default: none when `needed`; null ("not sent") in a `partial` update and
+    where the field has presence; else the proto's zero value."""
+    entry = map_entry(field)
+    schema = value_schema(schema)
+    if entry is not None:
+        key = _limited(str, schema.get("propertyNames", {}))
+        value = _member_type(entry.fields_by_name["value"])
+        kind: Any = dict[key, _limited(value, schema.get("additionalProperties", {}))]  # type: ignore[misc, valid-type]
+    elif field.is_repeated:
+        kind = list[_limited(_member_type(field), schema.get("items", {}))]  # type: ignore[misc]
+    else:
+        kind = _member_type(field)
+    kind = _limited(kind, schema)
+    if needed:
         return kind, ...
-    if partial or _is_singular_message(field):
+    if partial or (not field.is_repeated and (field.has_presence or field.enum_type is not None)):
         return kind | None, None
     if field.is_repeated:
-        return kind, Field(default_factory=list)
-    return kind, _ZEROS[field.type]
+        return kind, Field(default_factory=dict if entry else list)
+    return kind, _SCALARS[field.type][1]
 
 
-def _is_singular_message(field: FieldDescriptor) -> bool:
-    return field.message_type is not None and not field.is_repeated
+def _limited(kind: Any, schema: Mapping[str, Any]) -> Any:
+    limits = {
+        _CONSTRAINTS[keyword]: schema[keyword] for keyword in _CONSTRAINTS.keys() & schema.keys()
+    }
+    return Annotated[kind, Field(**limits)] if limits else kind
 
 
 def _member_type(field: FieldDescriptor) -> Any:
     if field.enum_type is not None:
         return Annotated[str, ProtoEnum(field.enum_type)]
-    if field.message_type is None:
-        return _SCALARS[field.type]
-    if field.message_type.full_name == struct_pb2.Struct.DESCRIPTOR.full_name:
+    nested = field.message_type
+    if nested is None:
+        return _SCALARS[field.type][0]
+    if nested.full_name == struct_pb2.Struct.DESCRIPTOR.full_name:
         return Annotated[dict[str, Any], AfterValidator(_storable_json)]
-    raise TypeError(f"{field.full_name}: declare its member in the body class")
-
-
-_ZEROS: Mapping[int, Any] = {
-    FieldDescriptor.TYPE_STRING: "",
-    FieldDescriptor.TYPE_BOOL: False,
-    FieldDescriptor.TYPE_INT64: 0,
-    FieldDescriptor.TYPE_INT32: 0,
-}
+    if is_wrapper(nested):  # the list it wraps (`TagSet` -> its tags)
+        return list[_member_type(nested.fields[0])]  # type: ignore[misc]
+    return body_model(nested)
 
 
 class ProtoBody(ApiModel, metaclass=_ProtoFields):
-    """A request body that mirrors a proto request, declared with it:
+    """A request body that mirrors a proto request. Declared by hand only where HTTP says more
+    than the proto (`body_model` makes the others):
 
-        class RegisterBody(ProtoBody, message=auth_pb2.RegisterRequest, required="email"):
-            name: str = Field(default="", examples=["Ada"])  # what only HTTP says
+        class RefreshBody(ProtoBody, message=auth_pb2.RefreshSessionRequest):
+            refresh_token: str | None = None  # what only HTTP says
 
     Its members are the message's fields, in their order, typed from the descriptor (a member
     declared in the class, or in a body it extends, keeps its declaration); `omit` leaves
-    fields out (ones the path fills), `partial` makes every member default to null ("not
-    sent"). Names are space-separated. The limits and descriptions in the OpenAPI document are
-    the message's. A route whose `google.api.http` rule has `body: "*"` takes the body declared
-    for its request message (`BODIES`)."""
+    fields out (ones the path fills), `required` adds to the ones the rules make required,
+    `partial` makes every member default to null ("not sent"). Names are space-separated."""
 
     proto_message: ClassVar[str]
 
@@ -298,3 +329,19 @@ class ProtoBody(ApiModel, metaclass=_ProtoFields):
         """The members by their proto names (for `codec.to_message`); `sent_only`: only those
         the request sent, for an update that changes exactly them."""
         return self.model_dump(by_alias=False, exclude_unset=sent_only)
+
+
+@functools.cache
+def body_model(
+    message: Descriptor, omit: frozenset[str] = frozenset(), partial: bool = False
+) -> type[ProtoBody]:
+    """The body of `message`: the one declared by hand, else one made from the descriptor."""
+    declared: type[ProtoBody] | None = BODIES.get(message.full_name)
+    if declared is not None:
+        return declared
+    options = {"message": message_factory.GetMessageClass(message), "omit": " ".join(omit)}
+    return types.new_class(
+        f"{message.name.removesuffix('Request')}Body",
+        (ProtoBody,),
+        {**options, "partial": partial, "made": True},
+    )

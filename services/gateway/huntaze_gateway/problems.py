@@ -395,6 +395,31 @@ def error_details_of(error: DomainError) -> ErrorDetails:
     )
 
 
+# The problem documents each route may answer, in the OpenAPI document.
+_PROBLEM_DESCRIPTIONS: Mapping[int, str] = {
+    400: "Malformed JSON or an invalid request.",
+    401: "No valid access token (or wrong credentials). Comes with `WWW-Authenticate`.",
+    403: "Not allowed: e.g. a cross-site request with the session cookie, or a change that needs "
+    "a verified email address (`email-not-verified`: verify, then refresh the tokens).",
+    404: "No such resource.",
+    409: "Conflicts with the current state (e.g. the email is taken).",
+    413: "The body is larger than the gateway accepts.",
+    422: "Some fields are not valid: see `errors`.",
+    429: "Too many attempts: wait `Retry-After` seconds.",
+    503: "An upstream service is unavailable.",
+    504: "An upstream service did not answer in time.",
+}
+_UPSTREAM = (503, 504)
+
+
+def openapi_problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI responses of a route that may answer these problems (and 503, 504)."""
+    return {
+        status: {"model": Problem, "description": _PROBLEM_DESCRIPTIONS[status]}
+        for status in sorted({*statuses, *_UPSTREAM})
+    }
+
+
 def install_problem_handlers(app: FastAPI, problems: Problems) -> None:
     """Every error raised while handling a request becomes a problem document."""
 

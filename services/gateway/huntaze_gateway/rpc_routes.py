@@ -2,58 +2,84 @@
 `additional_bindings`) is served at its method and path, with no hand-written handler.
 
 The rule's path parameters (`/api/crm/fans/{fan_id}`) fill the request fields of the same name;
-with `body: "*"` the JSON body, checked by the `ProtoBody` declared for the request message,
-fills the rest (`codec`), and a PATCH (or a request with an `update_mask`) changes only what was
-sent; a GET route's other fields are query parameters (a list RPC's `page` is `cursor` and
-`limit`); a `client` field is filled with the caller's address and user agent. The answer is
-the reply's public JSON, a page of its items, or 204 when the reply message has no fields.
+its `body` (`*`, or one field) is the JSON body, made from the message (`models.body_model`),
+and a PATCH (or a request with an `update_mask`) changes only what was sent; a GET route's
+other fields are query parameters (a list RPC's `page` is `cursor` and `limit`); a `client`
+field is filled with the caller's address and user agent. The answer is the reply's public JSON
+(or its `response_body` field's), a page of its items, or 204 when the reply has no fields. The
+service's field violations are named as the client sent them (`page.page_token` ->
+`query.cursor`).
 
 The RPC's `huntaze.common.v1.route` option gives the summary, the problems it may answer, the
 success status and whether it is public (no access token); its comment is the description.
-What only the edge knows is named per route (`Exposed`): query names that differ from the JSON
-names, and a hook (`then`) that sets or clears cookies or writes another answer.
+What only the edge knows is named per route (`Exposed`): query names, headers that fill fields,
+and hooks around the call for cookies and sessions.
 
-Exposing a new RPC over HTTP: the two options in the proto, `make proto`, a `ProtoBody` when it
-takes a body, and an `expose(...)` call in the service's route module (once per service).
+Exposing a new RPC over HTTP: the two options in the proto, `make proto`, and an `expose(...)`
+call in the service's route module (once per service).
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Path, Query, Request, Response
+import grpc
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from google.api import annotations_pb2
 from google.protobuf import message_factory
-from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import (
+    EnumDescriptor,
+    FieldDescriptor,
+    MethodDescriptor,
+    ServiceDescriptor,
+)
+from google.protobuf.message import Message
+from pydantic.alias_generators import to_camel
 
 from huntaze.common.v1 import common_pb2, route_pb2
-from huntaze_gateway.codec import JsonResponse, ProtoEnum, to_json, to_message
-from huntaze_gateway.models import BODIES, METHOD_COMMENTS, ProtoBody, QueryText, proto_member
-from huntaze_gateway.openapi import page_schema, proto_schema
-from huntaze_gateway.paging import (
-    PAGE_FIELDS,
-    Cursor,
-    Limit,
-    listing,
-    page_answer,
-    page_request,
-)
+from huntaze_gateway.codec import JsonResponse, ProtoEnum, enum_names, to_json, to_message
+from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody, QueryText, body_model, proto_member
+from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
+from huntaze_gateway.problems import camel_field, error_details_of
 from huntaze_gateway.state import runtime_of
+from huntaze_kit.errors import DomainError, FieldViolation, InvalidArgument
+from huntaze_kit.rich_status import from_rpc_error
 
+T = TypeVar("T")
 NO_CONTENT = 204
 _PATH_PARAMETER = re.compile(r"{(\w+)}")
 # The problems every route with a JSON body may answer (malformed, too large, invalid).
 BODY_PROBLEMS = (400, 413, 422)
-
+MAX_LIMIT = 200
+MAX_CURSOR = 1024
+Cursor = Annotated[
+    str,
+    Query(max_length=MAX_CURSOR, description="`nextCursor` of the previous page (same filters)."),
+]
+Limit = Annotated[
+    int | None, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}; default 50.")
+]
+# A list request's page fields, named as this API's query parameters. A key also renames the
+# fields below it (`filter.tags_any[0]` with `"filter": "query"` -> `query.tags_any[0]`).
+PAGE_FIELDS: Mapping[str, str] = {
+    "page.page_token": "query.cursor",
+    "page.page_size": "query.limit",
+}
+_PATH_LIMITS = {"minLength": "min_length", "maxLength": "max_length", "pattern": "pattern"}
 
 # What the edge does once the call answered: `then(request, reply, answer)` sets or clears
 # cookies on the answer, or returns another one.
 EdgeHook = Callable[[Request, Any, Response], Response]
+# Before the call, in place of the caller's verification: fills the request from what only the
+# edge has (cookies) and may answer the call options (another token).
+BeforeHook = Callable[[Request, Any], Awaitable[dict[str, Any] | None]]
+# The problem answered when the call (or `before`) fails, as the client gets it.
+FailedHook = Callable[[Request, Response], Response]
 
 
 @dataclass(frozen=True)
@@ -70,21 +96,12 @@ class Exposed:
     query: Mapping[str, str] = field(default_factory=dict)
     values: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     required: str = ""
-
-
-@dataclass(frozen=True)
-class _Route:
-    """One route as served: the proto's `huntaze.common.v1.route` option, the body model of
-    the request, and what the edge adds."""
-
-    summary: str
-    problems: tuple[int, ...]
-    status_code: int
-    public: bool
-    body: type[ProtoBody] | None
-    # An update: only the members the request sent change (`None` never clears a field).
-    partial: bool
-    edge: Exposed
+    before: BeforeHook | None = None
+    failed: FailedHook | None = None
+    # Header -> the field it fills (the body may name the same value, not another one).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # Other success statuses `then` may answer with the same JSON, and what they mean.
+    statuses: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -96,22 +113,24 @@ class _QueryParameter:
     values: Mapping[str, int] | None
 
 
-def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str]]:
-    """The HTTP method, path and body of an RPC's `google.api.http` rule and its other
-    bindings."""
+def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str, str]]:
+    """The HTTP method, path, body and response body of an RPC's `google.api.http` rule and
+    its other bindings."""
     rule = method.GetOptions().Extensions[annotations_pb2.http]
     rules = []
     for binding in (rule, *rule.additional_bindings):
         verb = binding.WhichOneof("pattern")
         if verb is None or verb == "custom":
             raise ValueError(f"{method.full_name} has no google.api.http rule")
-        rules.append((verb.upper(), str(getattr(binding, verb)), binding.body))
+        rules.append(
+            (verb.upper(), str(getattr(binding, verb)), binding.body, binding.response_body)
+        )
     return rules
 
 
 def http_rule(method: MethodDescriptor) -> tuple[str, str]:
     """The HTTP method and path of an RPC's `google.api.http` rule."""
-    verb, path, _ = http_rules(method)[0]
+    verb, path, _, _ = http_rules(method)[0]
     return verb, path
 
 
@@ -125,6 +144,8 @@ class Edge:
     problems: Callable[..., dict[int | str, dict[str, Any]]]
     # Who the client is (address, user agent), for the requests that have a `client` field.
     client_of: Callable[[Request], common_pb2.ClientContext] | None = None
+    # The OpenAPI security of a route whose `before` hook verifies the caller itself.
+    security: Sequence[Mapping[str, list[str]]] = ()
 
 
 def expose(
@@ -134,144 +155,195 @@ def expose(
     routes: Sequence[Exposed] = (),
 ) -> None:
     """Serves every RPC of `service` that has a `google.api.http` rule, on the router whose
-    prefix its path starts with; `routes` adds what the edge does for some of them. A rule with
-    `body: "*"` takes the `ProtoBody` declared for the request message."""
+    prefix its path starts with (paths without parameters first, so `/sessions/others` is not
+    a `/sessions/{session_id}`); `routes` adds what the edge does for some of them."""
     extras = {route.rpc: route for route in routes}
-    for method in service.methods:
-        if not method.GetOptions().HasExtension(annotations_pb2.http):
-            continue
-        declared = method.GetOptions().Extensions[route_pb2.route]
-        if not declared.summary:
-            raise ValueError(f"{method.full_name} has no huntaze.common.v1.route summary")
-        for binding, (verb, path, body) in enumerate(http_rules(method)):
-            router = next(r for r in routers if r.prefix and path.startswith(r.prefix + "/"))
-            route = _Route(
-                summary=f"{declared.summary} ({verb} form)" if binding else declared.summary,
-                problems=tuple(declared.problems),
-                status_code=declared.status or 200,
-                public=declared.public,
-                body=_body_of(method) if body == "*" else None,
-                partial=verb == "PATCH" or "update_mask" in method.input_type.fields_by_name,
-                edge=extras.get(method.name, Exposed(method.name)),
-            )
-            _add(
-                router,
-                verb=verb,
-                path=path.removeprefix(router.prefix),
-                method=method,
-                edge=edge,
-                route=route,
-            )
-        extras.pop(method.name, None)
-    if extras:
-        raise ValueError(f"{sorted(extras)}: no google.api.http rule in {service.full_name}")
-
-
-def _body_of(method: MethodDescriptor) -> type[ProtoBody]:
-    body: type[ProtoBody] | None = BODIES.get(method.input_type.full_name)
-    if body is None:
-        raise ValueError(f"{method.full_name}: declare a ProtoBody of {method.input_type.name}")
-    return body
+    declared_routes = [
+        m for m in service.methods if m.GetOptions().HasExtension(annotations_pb2.http)
+    ]
+    unknown = extras.keys() - {method.name for method in declared_routes}
+    if unknown:
+        raise ValueError(f"{sorted(unknown)}: no google.api.http rule in {service.full_name}")
+    bindings = [(method, rule) for method in declared_routes for rule in http_rules(method)]
+    for method, rule in sorted(bindings, key=lambda binding: "{" in binding[1][1]):
+        router = next(r for r in routers if r.prefix and rule[1].startswith(r.prefix + "/"))
+        _add(router, method, rule, edge, extras.get(method.name, Exposed(method.name)))
 
 
 def _add(
     router: APIRouter,
-    *,
-    verb: str,
-    path: str,
     method: MethodDescriptor,
+    rule: tuple[str, str, str, str],
     edge: Edge,
-    route: _Route,
+    exposed: Exposed,
 ) -> None:
+    verb, path, body_field, response_body = rule
+    declared = method.GetOptions().Extensions[route_pb2.route]
+    if not declared.summary:
+        raise ValueError(f"{method.full_name} has no huntaze.common.v1.route summary")
+    path = path.removeprefix(router.prefix)
+    first_verb = http_rules(method)[0][0]
+    summary = f"{declared.summary} ({verb} form)" if verb != first_verb else declared.summary
+    status_code = declared.status or 200
+    path_fields = _PATH_PARAMETER.findall(path)
+    # The body: the request (`*`) or one of its fields, made from its message.
+    message = method.input_type if body_field == "*" else None
+    if body_field not in ("", "*"):
+        message = method.input_type.fields_by_name[body_field].message_type
+    body_class = (
+        None if message is None else body_model(message, frozenset(path_fields), verb == "PATCH")
+    )
+    # An update: only the members the request sent change (`None` never clears a field).
+    sent_only = verb == "PATCH" or "update_mask" in method.input_type.fields_by_name
     request_class: Any = message_factory.GetMessageClass(method.input_type)
-    no_content = not method.output_type.fields and route.edge.answer is None
+    answered: Any = method.output_type
+    if response_body:
+        answered = answered.fields_by_name[response_body].message_type
+    no_content = not answered.fields and exposed.answer is None
     client = method.input_type.fields_by_name.get("client")
     with_client = client is not None and client.message_type is not None
-    path_fields = _PATH_PARAMETER.findall(path)
     # A list RPC (a `PageRequest page`): `cursor` and `limit` in, a page of its items out.
     paged = _is_page_request(method.input_type.fields_by_name.get("page"))
-    items = next((f for f in method.output_type.fields if f.is_repeated), None)
-    query = (
-        _query_parameters(method, route.edge, skip={*path_fields, "page"}) if verb == "GET" else []
-    )
-    renames = {**PAGE_FIELDS, **{".".join(q.path): f"query.{q.name}" for q in query}}
+    items = next((f for f in answered.fields if f.is_repeated), None)
+    query = _query_parameters(method, exposed, skip={*path_fields, "page"}) if verb == "GET" else []
+    renames = {
+        **(PAGE_FIELDS if paged else {}),
+        **{".".join(q.path): f"query.{q.name}" for q in query},
+        **({body_field: ""} if body_class and body_field != "*" else {}),
+    }
+    caller_verified = not declared.public and exposed.before is None
+    headers = {name: camel_field(field) for name, field in exposed.headers.items()}
 
     async def endpoint(request: Request, caller: Any = None, **arguments: Any) -> Response:
         message = request_class(**{name: arguments[name] for name in path_fields})
         if with_client and edge.client_of is not None:
             message.client.CopyFrom(edge.client_of(request))
-        if paged:
-            message.page.CopyFrom(page_request(arguments["cursor"], arguments["limit"]))
-        if query:
-            to_message(_query_values(query, arguments), message)
+        if query or paged:
+            page = {"page_size": arguments.get("limit"), "page_token": arguments.get("cursor")}
+            to_message(
+                {**_query_values(query, arguments), "page": page if paged else None}, message
+            )
         body: ProtoBody | None = arguments.get("body")
         if body is not None:
-            values = body.proto_fields(sent_only=route.partial)
-            to_message(values, message)
-            if route.partial and "update_mask" in request_class.DESCRIPTOR.fields_by_name:
+            values = body.proto_fields(sent_only=sent_only)
+            whole = body_field == "*"
+            to_message(values, message if whole else getattr(message, body_field))
+            if sent_only and "update_mask" in request_class.DESCRIPTOR.fields_by_name:
                 # AIP-134: the mask names the fields to change, so an empty value clears one.
                 message.update_mask.paths.extend(sorted(values))
-        options = runtime_of(request).call() if caller is None else caller.options
-        call = getattr(edge.stub_of(request), method.name)(message, **options)
-        reply = await (listing(call, renames) if paged else call)
+        for header, name in exposed.headers.items():
+            _from_header(message, name, arguments[f"header_{name}"], header, headers[header])
+        try:
+            options = runtime_of(request).call() if caller is None else caller.options
+            if exposed.before is not None:
+                options = await exposed.before(request, message) or options
+            call = getattr(edge.stub_of(request), method.name)(message, **options)
+            reply = await (renamed(call, renames) if renames else call)
+        except (DomainError, grpc.aio.AioRpcError) as error:
+            if exposed.failed is None:
+                raise
+            details = (
+                from_rpc_error(error)
+                if isinstance(error, grpc.aio.AioRpcError)
+                else error_details_of(error)
+            )
+            problems = runtime_of(request).problems
+            return exposed.failed(request, problems.from_error_details(details, request.url.path))
+        shown = getattr(reply, response_body) if response_body else reply
         answer: Response
         if paged and items is not None:
-            answer = page_answer(items.json_name, getattr(reply, items.name), reply.page)
+            answer = page_answer(items.json_name, getattr(shown, items.name), shown.page)
         elif no_content:
             answer = Response(status_code=NO_CONTENT)
         else:
-            answer = JsonResponse(to_json(reply), status_code=route.status_code)
-        return answer if route.edge.then is None else route.edge.then(request, reply, answer)
+            answer = JsonResponse(to_json(shown), status_code=status_code)
+        return answer if exposed.then is None else exposed.then(request, reply, answer)
 
     parameters = [
-        inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
+        _keyword("request", Request),
+        *([_keyword("caller", edge.caller)] if caller_verified else ()),
+        *(_path_parameter(method, name) for name in path_fields),
         *(
-            ()
-            if route.public
-            else [
-                inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=edge.caller)
-            ]
+            _keyword(f"header_{name}", _header(header, headers[header]), None)
+            for header, name in exposed.headers.items()
         ),
-        *(
-            inspect.Parameter(
-                name,
-                inspect.Parameter.KEYWORD_ONLY,
-                annotation=Annotated[str, Path(description=_id_description(name))],
-            )
-            for name in path_fields
-        ),
+        *([_keyword("cursor", Cursor, ""), _keyword("limit", Limit, None)] if paged else ()),
+        *(q.parameter for q in query),
     ]
-    if paged:
-        parameters += [
-            inspect.Parameter(
-                "cursor", inspect.Parameter.KEYWORD_ONLY, annotation=Cursor, default=""
-            ),
-            inspect.Parameter(
-                "limit", inspect.Parameter.KEYWORD_ONLY, annotation=Limit, default=None
-            ),
-        ]
-    parameters += [q.parameter for q in query]
-    if route.body is not None:
+    if body_class is not None:  # a body that may be left out says so (`optional_body`)
+        optional = getattr(body_class, "optional_body", False)
+        annotation = body_class | None if optional else body_class
         parameters.append(
-            inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=route.body)
+            _keyword("body", annotation, None if optional else inspect.Parameter.empty)
         )
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     endpoint.__name__ = _snake(method.name)
     # JSON answers keep the default response class, whose documented schema is the response
     # model's (the endpoint answers with its own `JsonResponse`).
     response_class: type[Response] = Response if no_content else JSONResponse
+    others: dict[int | str, dict[str, Any]] = {
+        status: {
+            "description": text,
+            "content": {"application/json": {"schema": schema_ref(answered.full_name)}},
+        }
+        for status, text in exposed.statuses.items()
+    }
     router.add_api_route(
         path,
         endpoint,
         methods=[verb],
-        status_code=NO_CONTENT if no_content else route.status_code,
+        status_code=NO_CONTENT if no_content else status_code,
         response_class=response_class,
-        response_model=route.edge.answer
-        or _answer_schema(method, paged=paged, no_content=no_content),
-        summary=route.summary,
+        response_model=exposed.answer
+        or _answer_schema(answered, paged=paged, no_content=no_content),
+        summary=summary,
         description=METHOD_COMMENTS.get(method.full_name, ""),
-        responses=edge.problems(*(BODY_PROBLEMS if route.body else ()), *route.problems),
+        responses={
+            **others,
+            **edge.problems(*(BODY_PROBLEMS if body_class else ()), *declared.problems),
+        },
+        openapi_extra=None
+        if caller_verified or declared.public
+        else {"security": list(edge.security)},
     )
+
+
+def _keyword(
+    name: str, annotation: Any, default: Any = inspect.Parameter.empty
+) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
+    )
+
+
+def _header(header: str, member: str) -> Any:
+    return Annotated[
+        str | None, Header(alias=header.lower(), description=f"Or `{member}` in the body.")
+    ]
+
+
+def _from_header(message: Message, name: str, sent: str | None, header: str, member: str) -> None:
+    """Fills the field `name` from its header, unless the body gave another value."""
+    if sent is None:
+        return
+    if getattr(message, name) not in ("", sent):
+        raise InvalidArgument.for_violations(
+            [FieldViolation(member, f"differs from the {header} header")]
+        )
+    setattr(message, name, sent)
+
+
+def _path_parameter(method: MethodDescriptor, name: str) -> inspect.Parameter:
+    """A path parameter, with its field's rules; an id without rules is checked by the service
+    (any other string is a 422 on the id, a UUID of nothing a 404)."""
+    rules = proto_member(method.input_type.full_name, name) or {}
+    limits = {_PATH_LIMITS[key]: value for key, value in rules.items() if key in _PATH_LIMITS}
+    described = (
+        rules.get("description")
+        or f"The {name.removesuffix('_id').replace('_', ' ')}'s id (a UUID)."
+    )
+    annotation = Annotated[str, Path(description=described, **limits)]
+    return _keyword(name, annotation)
 
 
 def _query_parameters(
@@ -320,13 +392,9 @@ def _query_parameter(
     if default is None:
         kind = kind | None
     annotation = Annotated[kind, Query(alias=name, **rules)]  # type: ignore[valid-type]
-    parameter = inspect.Parameter(
-        f"query_{'_'.join(path)}",
-        inspect.Parameter.KEYWORD_ONLY,
-        annotation=annotation,
-        default=default,
+    return _QueryParameter(
+        _keyword(f"query_{'_'.join(path)}", annotation, default), name, path, values
     )
-    return _QueryParameter(parameter, name, path, values)
 
 
 _INTEGER_BITS = {FieldDescriptor.TYPE_INT64: 64, FieldDescriptor.TYPE_INT32: 32}
@@ -348,6 +416,18 @@ def _query_values(query: Sequence[_QueryParameter], arguments: Mapping[str, Any]
     return values
 
 
+def sort_names(enum: EnumDescriptor) -> dict[str, int]:
+    """A sort enum's query values, the default (the first) first: the JSON name of the field
+    sorted by, descending after a `-` (`FAN_SORT_LAST_MESSAGE_AT_DESC` -> `-lastMessageAt`)."""
+    names = {}
+    for number, name in enum_names(enum).items():
+        field, _, order = name.rpartition("_")
+        sorted_by = to_camel(field if order in ("asc", "desc") else name)
+        if number:
+            names[f"-{sorted_by}" if order == "desc" else sorted_by] = number
+    return names
+
+
 def _is_page_request(field: FieldDescriptor | None) -> bool:
     return (
         field is not None
@@ -356,19 +436,49 @@ def _is_page_request(field: FieldDescriptor | None) -> bool:
     )
 
 
-def _answer_schema(method: MethodDescriptor, *, paged: bool, no_content: bool) -> Any:
+def page_answer(key: str, items: Iterable[Message], page: common_pb2.PageResponse) -> JsonResponse:
+    """One page of a list answer: the items under `key`, and the cursor of the next page."""
+    return JsonResponse(
+        {key: [to_json(item) for item in items], "nextCursor": page.next_page_token or None}
+    )
+
+
+def _rename(field: str, renames: Mapping[str, str]) -> str:
+    for old, new in renames.items():
+        if field == old:
+            return new
+        for separator in (".", "["):
+            if field.startswith(old + separator):
+                return (new + field[len(old) :]).removeprefix(".")
+    return field
+
+
+async def renamed(call: Awaitable[T], renames: Mapping[str, str]) -> T:
+    """Awaits a call; its field violations are named as the client sent them."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        details = from_rpc_error(error)
+        if (
+            details.code != grpc.StatusCode.INVALID_ARGUMENT
+            or details.reason is None
+            or not details.violations
+        ):
+            raise
+        violations = [
+            FieldViolation(camel_field(_rename(v.field, renames)), v.description)
+            for v in details.violations
+        ]
+        raise InvalidArgument.for_violations(violations, reason=details.reason) from None
+
+
+def _answer_schema(answered: Any, *, paged: bool, no_content: bool) -> Any:
     if no_content:
         return None
-    items = next((f for f in method.output_type.fields if f.is_repeated), None)
+    items = next((f for f in answered.fields if f.is_repeated), None)
     if paged and items is not None and items.message_type is not None:
         return page_schema(items.json_name, items.message_type.full_name)
-    return proto_schema(method.output_type.full_name)
-
-
-def _id_description(field: str) -> str:
-    """`quick_reply_id` -> "The quick reply's id (a UUID)."; the service checks it (any other
-    string is a 422 on the id, a UUID of nothing a 404)."""
-    return f"The {field.removesuffix('_id').replace('_', ' ')}'s id (a UUID)."
+    return proto_schema(answered.full_name)
 
 
 def _snake(name: str) -> str:

@@ -32,6 +32,7 @@ from huntaze_devstack.testing import (
 from huntaze_gateway import crm_routes
 from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
+from huntaze_gateway.rpc_routes import sort_names
 
 PROBLEM = "application/problem+json"
 PASSWORD = "Violet-Harbour-Lantern-42"
@@ -227,18 +228,24 @@ async def until_watchers(live: Any, count: int) -> None:
 
 
 def test_sort_names_cover_the_proto_sorts() -> None:
+    fan_sorts = sort_names(crm_pb2.FanSort.DESCRIPTOR)
+    conversation_sorts = sort_names(crm_pb2.ConversationSort.DESCRIPTOR)
+    assert list(fan_sorts)[:3] == ["-createdAt", "-lastMessageAt", "-valueCents"]
+    assert fan_sorts["displayName"] == crm_pb2.FAN_SORT_DISPLAY_NAME_ASC
+    assert fan_sorts["-displayName"] == crm_pb2.FAN_SORT_DISPLAY_NAME_DESC
+    assert conversation_sorts["pinnedFirst"] == crm_pb2.CONVERSATION_SORT_PINNED_FIRST
     document = create_app(GatewaySettings()).openapi()
     for path, parameter, names in (
-        ("/api/crm/fans", "sort", crm_routes.FAN_SORTS),
-        ("/api/crm/conversations", "sort", crm_routes.CONVERSATION_SORTS),
+        ("/api/crm/fans", "sort", fan_sorts),
+        ("/api/crm/conversations", "sort", conversation_sorts),
         ("/api/crm/conversations", "archived", crm_routes.ARCHIVE_FILTERS),
     ):
         documented = next(
             p for p in document["paths"][path]["get"]["parameters"] if p["name"] == parameter
         )
         assert documented["schema"]["enum"] == list(names)
-    assert len(crm_routes.FAN_SORTS) == len(crm_pb2.FanSort.keys()) - 1
-    assert len(crm_routes.CONVERSATION_SORTS) == len(crm_pb2.ConversationSort.keys()) - 1
+    assert len(fan_sorts) == len(crm_pb2.FanSort.keys()) - 1
+    assert len(conversation_sorts) == len(crm_pb2.ConversationSort.keys()) - 1
 
 
 async def test_fans_crud_filters_and_pages(live: Any) -> None:

@@ -1,6 +1,7 @@
 """The OpenAPI document states the limits the services enforce: for every member of every
-request body that mirrors a proto request, its limits are exactly the proto field's
-protovalidate rules (read here from the descriptors, not from the generated schemas)."""
+request body made from a proto message, its limits are exactly the proto field's protovalidate
+rules (read here from the descriptors, not from the generated schemas), and it is required
+exactly when a rule refuses the empty value."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from huntaze_devstack.protogen import field_rules, rule_keywords
 from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
-from huntaze_gateway.models import LIMIT_KEYWORDS, ProtoBody, value_schema
+from huntaze_gateway.models import LIMIT_KEYWORDS, NESTED_KEYWORDS, ProtoBody, value_schema
 
 DOCUMENT: dict[str, Any] = create_app(GatewaySettings()).openapi()
 SCHEMAS: dict[str, Any] = DOCUMENT["components"]["schemas"]
@@ -30,10 +31,11 @@ def _bodies(base: type[ProtoBody] = ProtoBody) -> list[type[ProtoBody]]:
 def _limits(schema: dict[str, Any]) -> dict[str, Any]:
     value = value_schema(schema)
     limits = {keyword: value[keyword] for keyword in LIMIT_KEYWORDS & value.keys()}
-    items = value.get("items", {})
-    item_limits = {keyword: items[keyword] for keyword in LIMIT_KEYWORDS & items.keys()}
-    if item_limits:
-        limits["items"] = item_limits
+    for part in NESTED_KEYWORDS & value.keys():
+        inner = value[part] if isinstance(value[part], dict) else {}
+        nested = {keyword: inner[keyword] for keyword in LIMIT_KEYWORDS & inner.keys()}
+        if nested:
+            limits[part] = nested
     return limits
 
 
@@ -56,7 +58,25 @@ def test_every_body_member_states_exactly_its_proto_rules() -> None:
             # A member the proto does not rule may state no limit of its own either.
             assert _limits(member) == expected, (body.__name__, name, member, expected)
             checked += bool(expected)
+            required = (field.alias or name) in component.get("required", ())
+            refused = {"minLength", "minItems", "minProperties"} & expected.keys()
+            if proto_field is not None and name not in ("refresh_token",):
+                rules = field_rules(proto_field.GetOptions())  # type: ignore[arg-type]
+                demanded = bool(rules and rules.required)
+                demanded |= any(expected[k] > 0 for k in refused)
+                assert required == demanded, (body.__name__, name)
     assert checked >= 30
+
+
+def test_the_onlyfans_bodies_state_the_worker_rules() -> None:
+    session = SCHEMAS["ImportedSessionBody"]
+    assert session["required"] == ["cookies", "xBc", "userAgent"]
+    cookies = session["properties"]["cookies"]
+    assert (cookies["minProperties"], cookies["maxProperties"]) == (1, 100)
+    assert cookies["propertyNames"] == {"minLength": 1, "maxLength": 256}
+    assert cookies["additionalProperties"]["maxLength"] == 4096
+    assert SCHEMAS["CredentialsBody"]["required"] == ["email", "password"]
+    assert SCHEMAS["SubmitOtpBody"]["properties"]["code"]["maxLength"] == 32
 
 
 def test_the_drifted_limits_are_the_services_now() -> None:

@@ -79,7 +79,8 @@ class AiServiceServicer:
     """
 
     def GetConfig(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every member, defaults included.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -92,7 +93,8 @@ class AiServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSuggestions(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Newest first; over HTTP, `status` may repeat.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -117,7 +119,8 @@ class AiServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAuditEntries(self, request, context):
-        """Every AI-written message of a conversation, newest first.
+        """Every AI-written message of a conversation, newest first: what wrote each (provider, model,
+        prompt fingerprint), what it cost and who approved it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

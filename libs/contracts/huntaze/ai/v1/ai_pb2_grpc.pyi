@@ -36,15 +36,19 @@ class AiServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AiServiceAsyncStub: ...
     GetConfig: _grpc.UnaryUnaryMultiCallable[_ai_pb2.GetConfigRequest, _ai_pb2.AiConfig]
+    """Every member, defaults included."""
     UpdateConfig: _grpc.UnaryUnaryMultiCallable[_ai_pb2.UpdateConfigRequest, _ai_pb2.AiConfig]
     """Replaces the whole configuration (fields left out take their defaults)."""
     ListSuggestions: _grpc.UnaryUnaryMultiCallable[_ai_pb2.ListSuggestionsRequest, _ai_pb2.ListSuggestionsResponse]
+    """Newest first; over HTTP, `status` may repeat."""
     GetSuggestion: _grpc.UnaryUnaryMultiCallable[_ai_pb2.GetSuggestionRequest, _ai_pb2.Suggestion]
     AcceptSuggestion: _grpc.UnaryUnaryMultiCallable[_ai_pb2.AcceptSuggestionRequest, _ai_pb2.Suggestion]
     """Sends the suggestion as the creator: as drafted, or with `text` when the creator edited it."""
     RejectSuggestion: _grpc.UnaryUnaryMultiCallable[_ai_pb2.RejectSuggestionRequest, _ai_pb2.Suggestion]
     ListAuditEntries: _grpc.UnaryUnaryMultiCallable[_ai_pb2.ListAuditEntriesRequest, _ai_pb2.ListAuditEntriesResponse]
-    """Every AI-written message of a conversation, newest first."""
+    """Every AI-written message of a conversation, newest first: what wrote each (provider, model,
+    prompt fingerprint), what it cost and who approved it.
+    """
 
 @_typing.type_check_only
 class AiServiceAsyncStub(AiServiceStub):
@@ -54,15 +58,19 @@ class AiServiceAsyncStub(AiServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetConfig: _aio.UnaryUnaryMultiCallable[_ai_pb2.GetConfigRequest, _ai_pb2.AiConfig]  # type: ignore[assignment]
+    """Every member, defaults included."""
     UpdateConfig: _aio.UnaryUnaryMultiCallable[_ai_pb2.UpdateConfigRequest, _ai_pb2.AiConfig]  # type: ignore[assignment]
     """Replaces the whole configuration (fields left out take their defaults)."""
     ListSuggestions: _aio.UnaryUnaryMultiCallable[_ai_pb2.ListSuggestionsRequest, _ai_pb2.ListSuggestionsResponse]  # type: ignore[assignment]
+    """Newest first; over HTTP, `status` may repeat."""
     GetSuggestion: _aio.UnaryUnaryMultiCallable[_ai_pb2.GetSuggestionRequest, _ai_pb2.Suggestion]  # type: ignore[assignment]
     AcceptSuggestion: _aio.UnaryUnaryMultiCallable[_ai_pb2.AcceptSuggestionRequest, _ai_pb2.Suggestion]  # type: ignore[assignment]
     """Sends the suggestion as the creator: as drafted, or with `text` when the creator edited it."""
     RejectSuggestion: _aio.UnaryUnaryMultiCallable[_ai_pb2.RejectSuggestionRequest, _ai_pb2.Suggestion]  # type: ignore[assignment]
     ListAuditEntries: _aio.UnaryUnaryMultiCallable[_ai_pb2.ListAuditEntriesRequest, _ai_pb2.ListAuditEntriesResponse]  # type: ignore[assignment]
-    """Every AI-written message of a conversation, newest first."""
+    """Every AI-written message of a conversation, newest first: what wrote each (provider, model,
+    prompt fingerprint), what it cost and who approved it.
+    """
 
 class AiServiceServicer(metaclass=_abc_1.ABCMeta):
     """The AI agent: a creator's AI configuration, the reply suggestions it drafts and the audit of
@@ -74,7 +82,8 @@ class AiServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _ai_pb2.GetConfigRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_ai_pb2.AiConfig, _abc.Awaitable[_ai_pb2.AiConfig]]: ...
+    ) -> _typing.Union[_ai_pb2.AiConfig, _abc.Awaitable[_ai_pb2.AiConfig]]:
+        """Every member, defaults included."""
 
     @_abc_1.abstractmethod
     def UpdateConfig(
@@ -89,7 +98,8 @@ class AiServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _ai_pb2.ListSuggestionsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_ai_pb2.ListSuggestionsResponse, _abc.Awaitable[_ai_pb2.ListSuggestionsResponse]]: ...
+    ) -> _typing.Union[_ai_pb2.ListSuggestionsResponse, _abc.Awaitable[_ai_pb2.ListSuggestionsResponse]]:
+        """Newest first; over HTTP, `status` may repeat."""
 
     @_abc_1.abstractmethod
     def GetSuggestion(
@@ -119,6 +129,8 @@ class AiServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ai_pb2.ListAuditEntriesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ai_pb2.ListAuditEntriesResponse, _abc.Awaitable[_ai_pb2.ListAuditEntriesResponse]]:
-        """Every AI-written message of a conversation, newest first."""
+        """Every AI-written message of a conversation, newest first: what wrote each (provider, model,
+        prompt fingerprint), what it cost and who approved it.
+        """
 
 def add_AiServiceServicer_to_server(servicer: AiServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

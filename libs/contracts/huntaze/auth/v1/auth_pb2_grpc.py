@@ -206,13 +206,17 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RefreshSession(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Each refresh token works once: presenting a used one again ends the whole session. Over
+        HTTP the token comes from the body or, for browsers, the cookie.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Logout(self, request, context):
-        """Revokes the session of the calling access token.
+        """Revokes the session of the calling access token: its tokens stop working at once, here and
+        in every service (over HTTP a token that is no longer valid gets a 401 that clears the
+        cookies).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -233,7 +237,9 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeSession(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Signs that session out; its tokens stop working at once (over HTTP, revoking the calling
+        session also clears the cookies).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

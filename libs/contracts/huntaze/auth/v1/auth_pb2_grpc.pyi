@@ -57,13 +57,22 @@ class AuthServiceStub:
     CompleteTwoFactorLogin: _grpc.UnaryUnaryMultiCallable[_auth_pb2.CompleteTwoFactorLoginRequest, _auth_pb2.LoginResponse]
     """Redeems the login challenge with a TOTP code or an unused recovery code."""
     RefreshSession: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RefreshSessionRequest, _auth_pb2.RefreshSessionResponse]
+    """Each refresh token works once: presenting a used one again ends the whole session. Over
+    HTTP the token comes from the body or, for browsers, the cookie.
+    """
     Logout: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]
-    """Revokes the session of the calling access token."""
+    """Revokes the session of the calling access token: its tokens stop working at once, here and
+    in every service (over HTTP a token that is no longer valid gets a 401 that clears the
+    cookies).
+    """
     GetMe: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetMeRequest, _auth_pb2.GetMeResponse]
     """The user of the access token and their creator profile."""
     ListSessions: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListSessionsRequest, _auth_pb2.ListSessionsResponse]
     """Every active session of the user; `current` marks the calling one."""
     RevokeSession: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeSessionRequest, _auth_pb2.RevokeSessionResponse]
+    """Signs that session out; its tokens stop working at once (over HTTP, revoking the calling
+    session also clears the cookies).
+    """
     RevokeOtherSessions: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeOtherSessionsRequest, _auth_pb2.RevokeOtherSessionsResponse]
     """"Sign out everywhere else": revokes every session of the user but the calling one (over
     HTTP also as a POST, for clients that only send POST).
@@ -128,13 +137,22 @@ class AuthServiceAsyncStub(AuthServiceStub):
     CompleteTwoFactorLogin: _aio.UnaryUnaryMultiCallable[_auth_pb2.CompleteTwoFactorLoginRequest, _auth_pb2.LoginResponse]  # type: ignore[assignment]
     """Redeems the login challenge with a TOTP code or an unused recovery code."""
     RefreshSession: _aio.UnaryUnaryMultiCallable[_auth_pb2.RefreshSessionRequest, _auth_pb2.RefreshSessionResponse]  # type: ignore[assignment]
+    """Each refresh token works once: presenting a used one again ends the whole session. Over
+    HTTP the token comes from the body or, for browsers, the cookie.
+    """
     Logout: _aio.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]  # type: ignore[assignment]
-    """Revokes the session of the calling access token."""
+    """Revokes the session of the calling access token: its tokens stop working at once, here and
+    in every service (over HTTP a token that is no longer valid gets a 401 that clears the
+    cookies).
+    """
     GetMe: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetMeRequest, _auth_pb2.GetMeResponse]  # type: ignore[assignment]
     """The user of the access token and their creator profile."""
     ListSessions: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListSessionsRequest, _auth_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Every active session of the user; `current` marks the calling one."""
     RevokeSession: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeSessionRequest, _auth_pb2.RevokeSessionResponse]  # type: ignore[assignment]
+    """Signs that session out; its tokens stop working at once (over HTTP, revoking the calling
+    session also clears the cookies).
+    """
     RevokeOtherSessions: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeOtherSessionsRequest, _auth_pb2.RevokeOtherSessionsResponse]  # type: ignore[assignment]
     """"Sign out everywhere else": revokes every session of the user but the calling one (over
     HTTP also as a POST, for clients that only send POST).
@@ -231,7 +249,10 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _auth_pb2.RefreshSessionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.RefreshSessionResponse, _abc.Awaitable[_auth_pb2.RefreshSessionResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.RefreshSessionResponse, _abc.Awaitable[_auth_pb2.RefreshSessionResponse]]:
+        """Each refresh token works once: presenting a used one again ends the whole session. Over
+        HTTP the token comes from the body or, for browsers, the cookie.
+        """
 
     @_abc_1.abstractmethod
     def Logout(
@@ -239,7 +260,10 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.LogoutRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.LogoutResponse, _abc.Awaitable[_auth_pb2.LogoutResponse]]:
-        """Revokes the session of the calling access token."""
+        """Revokes the session of the calling access token: its tokens stop working at once, here and
+        in every service (over HTTP a token that is no longer valid gets a 401 that clears the
+        cookies).
+        """
 
     @_abc_1.abstractmethod
     def GetMe(
@@ -262,7 +286,10 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _auth_pb2.RevokeSessionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_auth_pb2.RevokeSessionResponse, _abc.Awaitable[_auth_pb2.RevokeSessionResponse]]: ...
+    ) -> _typing.Union[_auth_pb2.RevokeSessionResponse, _abc.Awaitable[_auth_pb2.RevokeSessionResponse]]:
+        """Signs that session out; its tokens stop working at once (over HTTP, revoking the calling
+        session also clears the cookies).
+        """
 
     @_abc_1.abstractmethod
     def RevokeOtherSessions(

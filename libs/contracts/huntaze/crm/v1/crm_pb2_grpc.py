@@ -336,6 +336,8 @@ class CrmServiceServicer:
     def SendMessage(self, request, context):
         """Stores a queued outgoing message and requests its delivery (`crm.message.send_requested`).
         The same idempotency key always answers the same message: a retry never sends twice.
+        Over HTTP: 201 with the new message; 200 with the earlier one for a key used before. Its
+        `delivery_status` then moves to `sending`, `sent` or `failed` (see the event stream).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -89,6 +89,8 @@ class CrmServiceStub:
     SendMessage: _grpc.UnaryUnaryMultiCallable[_crm_pb2.SendMessageRequest, _crm_pb2.SendMessageResponse]
     """Stores a queued outgoing message and requests its delivery (`crm.message.send_requested`).
     The same idempotency key always answers the same message: a retry never sends twice.
+    Over HTTP: 201 with the new message; 200 with the earlier one for a key used before. Its
+    `delivery_status` then moves to `sending`, `sent` or `failed` (see the event stream).
     """
     ListQuickReplies: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListQuickRepliesRequest, _crm_pb2.ListQuickRepliesResponse]
     """Quick replies (canned answers, by shortcut).
@@ -197,6 +199,8 @@ class CrmServiceAsyncStub(CrmServiceStub):
     SendMessage: _aio.UnaryUnaryMultiCallable[_crm_pb2.SendMessageRequest, _crm_pb2.SendMessageResponse]  # type: ignore[assignment]
     """Stores a queued outgoing message and requests its delivery (`crm.message.send_requested`).
     The same idempotency key always answers the same message: a retry never sends twice.
+    Over HTTP: 201 with the new message; 200 with the earlier one for a key used before. Its
+    `delivery_status` then moves to `sending`, `sent` or `failed` (see the event stream).
     """
     ListQuickReplies: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListQuickRepliesRequest, _crm_pb2.ListQuickRepliesResponse]  # type: ignore[assignment]
     """Quick replies (canned answers, by shortcut).
@@ -398,6 +402,8 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_crm_pb2.SendMessageResponse, _abc.Awaitable[_crm_pb2.SendMessageResponse]]:
         """Stores a queued outgoing message and requests its delivery (`crm.message.send_requested`).
         The same idempotency key always answers the same message: a retry never sends twice.
+        Over HTTP: 201 with the new message; 200 with the earlier one for a key used before. Its
+        `delivery_status` then moves to `sending`, `sent` or `failed` (see the event stream).
         """
 
     @_abc_1.abstractmethod

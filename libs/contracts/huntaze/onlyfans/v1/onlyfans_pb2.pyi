@@ -125,14 +125,20 @@ Global___ImportedSession: _TypeAlias = ImportedSession  # noqa: Y015
 
 @_typing.final
 class ConnectRequest(_message.Message):
+    """The creator's login or a session from the creator's browser: exactly one of the two."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CREDENTIALS_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def credentials(self) -> Global___Credentials: ...
+    def credentials(self) -> Global___Credentials:
+        """The login, entered through the platform's own form."""
+
     @_builtins.property
-    def session(self) -> Global___ImportedSession: ...
+    def session(self) -> Global___ImportedSession:
+        """A session copied from the creator's browser."""
+
     def __init__(
         self,
         *,

@@ -78,13 +78,14 @@ class OnlyFansServiceServicer:
         """Connects with the creator's login (the platform's own form), or with a session copied from
         the creator's browser. Answers connected, needs an OTP code, needs a session import, or
         failed with the reason.
+        Over HTTP: `needs_otp` means send the code to `POST /api/of/connect/otp`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SubmitOtp(self, request, context):
-        """The code the platform sent to the creator, for a login waiting for it.
+        """The code the platform sent to the creator, for a login waiting for it (`needs_otp`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,14 +98,14 @@ class OnlyFansServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Disconnect(self, request, context):
-        """Forgets the session and the stored login, and stops syncing.
+        """Forgets the session and the stored login, and stops syncing; the fans and messages stay.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RequestSync(self, request, context):
-        """Syncs fans, messages and purchases now (asynchronously).
+        """Syncs fans, messages and purchases now (asynchronously; see the event stream).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,14 +42,15 @@ class OnlyFansServiceStub:
     """Connects with the creator's login (the platform's own form), or with a session copied from
     the creator's browser. Answers connected, needs an OTP code, needs a session import, or
     failed with the reason.
+    Over HTTP: `needs_otp` means send the code to `POST /api/of/connect/otp`.
     """
     SubmitOtp: _grpc.UnaryUnaryMultiCallable[_onlyfans_pb2.SubmitOtpRequest, _onlyfans_pb2.ConnectResponse]
-    """The code the platform sent to the creator, for a login waiting for it."""
+    """The code the platform sent to the creator, for a login waiting for it (`needs_otp`)."""
     GetStatus: _grpc.UnaryUnaryMultiCallable[_onlyfans_pb2.GetStatusRequest, _onlyfans_pb2.AccountStatus]
     Disconnect: _grpc.UnaryUnaryMultiCallable[_onlyfans_pb2.DisconnectRequest, _onlyfans_pb2.AccountStatus]
-    """Forgets the session and the stored login, and stops syncing."""
+    """Forgets the session and the stored login, and stops syncing; the fans and messages stay."""
     RequestSync: _grpc.UnaryUnaryMultiCallable[_onlyfans_pb2.RequestSyncRequest, _onlyfans_pb2.RequestSyncResponse]
-    """Syncs fans, messages and purchases now (asynchronously)."""
+    """Syncs fans, messages and purchases now (asynchronously; see the event stream)."""
 
 @_typing.type_check_only
 class OnlyFansServiceAsyncStub(OnlyFansServiceStub):
@@ -65,14 +66,15 @@ class OnlyFansServiceAsyncStub(OnlyFansServiceStub):
     """Connects with the creator's login (the platform's own form), or with a session copied from
     the creator's browser. Answers connected, needs an OTP code, needs a session import, or
     failed with the reason.
+    Over HTTP: `needs_otp` means send the code to `POST /api/of/connect/otp`.
     """
     SubmitOtp: _aio.UnaryUnaryMultiCallable[_onlyfans_pb2.SubmitOtpRequest, _onlyfans_pb2.ConnectResponse]  # type: ignore[assignment]
-    """The code the platform sent to the creator, for a login waiting for it."""
+    """The code the platform sent to the creator, for a login waiting for it (`needs_otp`)."""
     GetStatus: _aio.UnaryUnaryMultiCallable[_onlyfans_pb2.GetStatusRequest, _onlyfans_pb2.AccountStatus]  # type: ignore[assignment]
     Disconnect: _aio.UnaryUnaryMultiCallable[_onlyfans_pb2.DisconnectRequest, _onlyfans_pb2.AccountStatus]  # type: ignore[assignment]
-    """Forgets the session and the stored login, and stops syncing."""
+    """Forgets the session and the stored login, and stops syncing; the fans and messages stay."""
     RequestSync: _aio.UnaryUnaryMultiCallable[_onlyfans_pb2.RequestSyncRequest, _onlyfans_pb2.RequestSyncResponse]  # type: ignore[assignment]
-    """Syncs fans, messages and purchases now (asynchronously)."""
+    """Syncs fans, messages and purchases now (asynchronously; see the event stream)."""
 
 class OnlyFansServiceServicer(metaclass=_abc_1.ABCMeta):
     """The creator's OnlyFans connection: connect (login form or session import), the OTP step,
@@ -91,6 +93,7 @@ class OnlyFansServiceServicer(metaclass=_abc_1.ABCMeta):
         """Connects with the creator's login (the platform's own form), or with a session copied from
         the creator's browser. Answers connected, needs an OTP code, needs a session import, or
         failed with the reason.
+        Over HTTP: `needs_otp` means send the code to `POST /api/of/connect/otp`.
         """
 
     @_abc_1.abstractmethod
@@ -99,7 +102,7 @@ class OnlyFansServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _onlyfans_pb2.SubmitOtpRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_onlyfans_pb2.ConnectResponse, _abc.Awaitable[_onlyfans_pb2.ConnectResponse]]:
-        """The code the platform sent to the creator, for a login waiting for it."""
+        """The code the platform sent to the creator, for a login waiting for it (`needs_otp`)."""
 
     @_abc_1.abstractmethod
     def GetStatus(
@@ -114,7 +117,7 @@ class OnlyFansServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _onlyfans_pb2.DisconnectRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_onlyfans_pb2.AccountStatus, _abc.Awaitable[_onlyfans_pb2.AccountStatus]]:
-        """Forgets the session and the stored login, and stops syncing."""
+        """Forgets the session and the stored login, and stops syncing; the fans and messages stay."""
 
     @_abc_1.abstractmethod
     def RequestSync(
@@ -122,6 +125,6 @@ class OnlyFansServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _onlyfans_pb2.RequestSyncRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_onlyfans_pb2.RequestSyncResponse, _abc.Awaitable[_onlyfans_pb2.RequestSyncResponse]]:
-        """Syncs fans, messages and purchases now (asynchronously)."""
+        """Syncs fans, messages and purchases now (asynchronously; see the event stream)."""
 
 def add_OnlyFansServiceServicer_to_server(servicer: OnlyFansServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
