@@ -221,6 +221,9 @@ async def running_suite(
                         await upgrade_async(
                             database_url, package=service.migrations, schema=service.schema
                         )
+                    if service.metrics_port_env:
+                        # Never a default port: another suite may run beside this one.
+                        env[service.metrics_port_env] = "0"
                     if service.grpc_port_env and service.grpc_target_env:
                         port = free_port()
                         env[service.grpc_port_env] = str(port)

@@ -4,6 +4,7 @@ Events stream `GET /api/crm/stream`; beside the bare pipeline the suite is measu
 same run.
 
     python bench/crm_inbox.py [--rate 1000] [--seconds 10] [--fans 200] [--backlog 10000]
+                              [--crm-batch N] [--crm-lanes N]
 
 One run, in this order:
 
@@ -471,7 +472,15 @@ async def measure_suite(
 
 
 async def run(args: argparse.Namespace) -> None:
-    async with running_suite(("auth", "crm", "gateway")) as suite:
+    settings = {
+        name: str(value)
+        for name, value in (
+            ("HUNTAZE_CRM_CONSUMER_BATCH_SIZE", args.crm_batch),
+            ("HUNTAZE_CRM_CONSUMER_CONCURRENCY", args.crm_lanes),
+        )
+        if value is not None
+    }
+    async with running_suite(("auth", "crm", "gateway"), settings=settings) as suite:
         token, creator_id = await sign_up(suite.gateway_url)
         run_id = uuid.uuid4().hex[:8]
         bare = await measure_bare(args, suite, creator_id, run_id)
@@ -500,6 +509,12 @@ def main() -> None:
         type=int,
         default=10_000,
         help="messages offered at once for the sustained rate",
+    )
+    parser.add_argument(
+        "--crm-batch", type=int, help="the CRM's consumer batch size (default: its setting)"
+    )
+    parser.add_argument(
+        "--crm-lanes", type=int, help="the CRM's consumer lanes (default: its setting)"
     )
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

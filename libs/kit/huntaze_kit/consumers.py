@@ -99,7 +99,9 @@ DEFAULT_PROCESSED_RETENTION = timedelta(days=30)
 
 _MAX_ERROR_LENGTH = 1000
 # Savepoints per transaction: PostgreSQL tracks up to 64 subtransactions per session cheaply.
+# (A batch handler applies its chunk under one savepoint: its chunks may be longer.)
 _MAX_MESSAGES_PER_TRANSACTION = 64
+_MAX_MESSAGES_PER_BATCH_TRANSACTION = 512
 _STATUS = "Status"
 # A deferred event comes back this long after the earlier event it waits for is due.
 _DEFER_MARGIN = 0.1
@@ -477,6 +479,9 @@ class EventConsumer:
         self._held: dict[str, dict[int, _Waiting]] = {}
         self._held_expiry = self.backoff[-1] + 2 * self.ack_wait + 60.0
         self._puller: _Puller | None = None
+        # Fetched messages not settled yet (the batch in hand and the one fetched ahead), kept
+        # alive together by `_keep_alive`.
+        self._in_hand: dict[int, list[Msg]] = {}
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running = False
@@ -527,17 +532,23 @@ class EventConsumer:
         self._running = True
         self._stopped.clear()
         self._task = asyncio.current_task()
-        cleanup: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
         try:
             await self.start()
-            cleanup = asyncio.create_task(self._cleanup_forever(), name=f"{self.durable}-cleanup")
+            background.append(
+                asyncio.create_task(self._cleanup_forever(), name=f"{self.durable}-cleanup")
+            )
+            background.append(
+                asyncio.create_task(self._keep_alive(), name=f"{self.durable}-keepalive")
+            )
             self._log.info("consumer.started", subjects=self.filter_subjects)
             await self._loop()
         finally:
-            if cleanup is not None:
-                cleanup.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await cleanup
+                    await task
+            self._in_hand.clear()
             if self._puller is not None:
                 await self._puller.close()
             self._running = False
@@ -561,11 +572,27 @@ class EventConsumer:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._task
 
+    def _fetch_ahead(self) -> asyncio.Task[list[Msg]]:
+        """Starts the next pull; what it brings is kept alive from its arrival until settled,
+        so a batch fetched while the previous one is applied (or paused) never times out."""
+        assert self._puller is not None
+        fetch = asyncio.create_task(self._puller.fetch(self.batch, self.fetch_wait))
+
+        def hold(task: asyncio.Task[list[Msg]]) -> None:
+            if not task.cancelled() and task.exception() is None and task.result():
+                self._in_hand[id(task)] = task.result()
+
+        fetch.add_done_callback(hold)
+        return fetch
+
     async def _loop(self) -> None:
+        """Fetches and applies batches one after another; the next batch is fetched while the
+        current one is applied (batches are still applied in order, one at a time)."""
         assert self._puller is not None
         failure_delay = 0.2
+        ahead: asyncio.Task[list[Msg]] | None = None
         while not self._stopping.is_set():
-            fetch = asyncio.create_task(self._puller.fetch(self.batch, self.fetch_wait))
+            fetch, ahead = ahead or self._fetch_ahead(), None
             stop_wait = asyncio.create_task(self._stopping.wait())
             try:
                 await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -577,6 +604,7 @@ class EventConsumer:
                     await fetch
                 await self._hand_back(self._puller.take_partial())
                 break
+            self._in_hand.pop(id(fetch), None)
             try:
                 messages = fetch.result()
             except ConsumerGone as err:
@@ -591,10 +619,30 @@ class EventConsumer:
                 failure_delay = min(failure_delay * 2, 5.0)
                 continue
             failure_delay = 0.2
-            if messages:
-                await self._handle_batch(messages)
-            else:
+            if not messages:
                 self._pending_metric.set(0)  # nothing left for us
+                continue
+            if not self._stopping.is_set():
+                ahead = self._fetch_ahead()
+            try:
+                await self._handle_batch(messages)
+            finally:
+                if ahead is not None and self._stopping.is_set():
+                    await self._drop_fetch_ahead(ahead)
+                    ahead = None
+
+    async def _drop_fetch_ahead(self, ahead: asyncio.Task[list[Msg]]) -> None:
+        """Cancels the pull made ahead, or hands back what it brought."""
+        assert self._puller is not None
+        if not ahead.done():
+            ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ahead
+            await self._hand_back(self._puller.take_partial())
+            return
+        self._in_hand.pop(id(ahead), None)
+        if not ahead.cancelled() and ahead.exception() is None:
+            await self._hand_back(ahead.result())
 
     async def _recreate(self) -> None:
         delay = 0.5
@@ -625,7 +673,7 @@ class EventConsumer:
     async def _handle_batch(self, messages: list[Msg]) -> None:
         if messages:
             self._pending_metric.set(messages[-1].metadata.num_pending)
-        keepalive = asyncio.create_task(self._keep_alive(messages))
+        self._in_hand[id(messages)] = messages
         try:
             if self.concurrency == 1 or len(messages) == 1:
                 await self._handle_lane(messages)
@@ -635,27 +683,31 @@ class EventConsumer:
                     lanes.setdefault(hash(_lane_key(msg)) % self.concurrency, []).append(msg)
                 await asyncio.gather(*(self._handle_lane(lane) for lane in lanes.values()))
         finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
+            self._in_hand.pop(id(messages), None)
 
     async def _handle_lane(self, messages: list[Msg]) -> None:
-        for start in range(0, len(messages), _MAX_MESSAGES_PER_TRANSACTION):
+        size = (
+            _MAX_MESSAGES_PER_TRANSACTION
+            if self._batch_handler is None
+            else _MAX_MESSAGES_PER_BATCH_TRANSACTION
+        )
+        for start in range(0, len(messages), size):
             if self._stopping.is_set():
                 await self._hand_back(messages[start:])
                 return
-            await self._handle_chunk(messages[start : start + _MAX_MESSAGES_PER_TRANSACTION])
+            await self._handle_chunk(messages[start : start + size])
 
-    async def _keep_alive(self, messages: list[Msg]) -> None:
-        """Tells NATS that messages waiting in this batch (also while paused for an outage) are
-        not forgotten: no redelivery, and no delivery counted."""
+    async def _keep_alive(self) -> None:
+        """Tells NATS that fetched messages waiting to be settled (also while paused for an
+        outage) are not forgotten: no redelivery, and no delivery counted."""
         interval = max(self.ack_wait / 3, 0.2)
         while True:
             await asyncio.sleep(interval)
-            for msg in messages:
-                if not msg.is_acked:
-                    with contextlib.suppress(Exception):
-                        await msg.in_progress()
+            for messages in list(self._in_hand.values()):
+                for msg in messages:
+                    if not msg.is_acked:
+                        with contextlib.suppress(Exception):
+                            await msg.in_progress()
 
     async def _handle_chunk(self, messages: list[Msg]) -> None:
         """Applies messages in one transaction, commits, then settles each: ack, retry, defer or

@@ -7,6 +7,8 @@ AI), each event applied once.
 * `crm-purchases`: `onlyfans.purchase.recorded` (stored once by platform transaction id; the fan's
   spend recomputed as the sum of their purchases; linked to the message that sold it).
 * `crm-fan-sync`: `onlyfans.fan.synced` (the subscriber list: fan and subscription upserted).
+* `crm-account-notices`: `onlyfans.account.needs_attention` and `onlyfans.account.connected` (put
+  on the inbox stream: the creator sees a banner while the account waits for them, and its end).
 * `crm-ai-notices`: `ai.suggestion.created|resolved`, `ai.handoff.requested` (put on the inbox
   stream, so the creator sees drafts and hand-offs as they happen).
 
@@ -34,6 +36,8 @@ from huntaze_crm.ingest import InboundMessage, MessageIngest
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.repository import PendingInbox
 from huntaze_crm.service import (
+    ACCOUNT_CONNECTED,
+    ACCOUNT_NEEDS_ATTENTION,
     AI_HANDOFF_REQUESTED,
     AI_SUGGESTION_CREATED,
     AI_SUGGESTION_RESOLVED,
@@ -54,6 +58,8 @@ MESSAGE_SENT = "onlyfans.message.sent"
 MESSAGE_FAILED = "onlyfans.message.failed"
 PURCHASE_RECORDED = "onlyfans.purchase.recorded"
 FAN_SYNCED = "onlyfans.fan.synced"
+ACCOUNT_NEEDS_ATTENTION_SUBJECT = "onlyfans.account.needs_attention"
+ACCOUNT_CONNECTED_SUBJECT = "onlyfans.account.connected"
 
 _PURCHASE_KINDS = {
     of_events.PURCHASE_KIND_TIP: "tip",
@@ -73,7 +79,12 @@ _MEDIA_KINDS = {
     of_events.MEDIA_KIND_AUDIO: crm_pb2.ATTACHMENT_KIND_AUDIO,
     of_events.MEDIA_KIND_FILE: crm_pb2.ATTACHMENT_KIND_FILE,
 }
+_ATTENTION_REASONS = {
+    value.number: value.name.removeprefix("ATTENTION_REASON_").lower()
+    for value in of_events.AttentionReason.DESCRIPTOR.values
+}
 _MAX_ID_LENGTH = 200
+_MAX_NOTICE_LENGTH = 500
 
 
 def _creator(event: ReceivedEvent, payload_creator: str) -> uuid.UUID:
@@ -262,6 +273,45 @@ class PlatformEvents:
         )
 
 
+class AccountNotices:
+    """The platform worker's word on the creator's account, put on the inbox stream: a banner
+    while the account needs the creator, taken down when it is connected again. (Nothing is
+    stored besides the inbox event: the worker keeps the account's state.)"""
+
+    def __init__(self, service: CrmService) -> None:
+        self._service = service
+
+    async def apply(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
+        inbox = PendingInbox()
+        for event in events:
+            if event.subject == ACCOUNT_NEEDS_ATTENTION_SUBJECT:
+                attention = event.parse(of_events.AccountNeedsAttention)
+                inbox.add(
+                    _creator(event, attention.creator_id),
+                    ACCOUNT_NEEDS_ATTENTION,
+                    crm_pb2.AccountNotice(
+                        platform=PLATFORM,
+                        state="needs_attention",
+                        reason=_ATTENTION_REASONS.get(attention.reason, "unspecified"),
+                        message=attention.message.strip()[:_MAX_NOTICE_LENGTH],
+                    ),
+                )
+            elif event.subject == ACCOUNT_CONNECTED_SUBJECT:
+                connected = event.parse(of_events.AccountConnected)
+                inbox.add(
+                    _creator(event, connected.creator_id),
+                    ACCOUNT_CONNECTED,
+                    crm_pb2.AccountNotice(
+                        platform=PLATFORM,
+                        state="connected",
+                        username=connected.username.strip()[:_MAX_ID_LENGTH],
+                    ),
+                )
+            else:
+                raise InvalidEvent(f"unexpected subject {event.subject}")
+        await inbox.write(session, self._service.clock())
+
+
 def platform_consumers(
     *,
     nats: NatsClient,
@@ -294,6 +344,11 @@ def platform_consumers(
         ),
         consumer("crm-purchases", [PURCHASE_RECORDED], events.purchases),
         consumer("crm-fan-sync", [FAN_SYNCED], events.fans),
+        consumer(
+            "crm-account-notices",
+            [ACCOUNT_NEEDS_ATTENTION_SUBJECT, ACCOUNT_CONNECTED_SUBJECT],
+            AccountNotices(service).apply,
+        ),
     ]
 
 

@@ -31,6 +31,8 @@ from huntaze_crm import convert
 from huntaze_crm.reads import CrmReader, InboxRecord
 from huntaze_crm.repository import INBOX_CHANNEL
 from huntaze_crm.service import (
+    ACCOUNT_CONNECTED,
+    ACCOUNT_NEEDS_ATTENTION,
     AI_HANDOFF_REQUESTED,
     AI_SUGGESTION_CREATED,
     AI_SUGGESTION_RESOLVED,
@@ -60,6 +62,8 @@ _PAYLOADS: dict[str, str] = {
     AI_SUGGESTION_CREATED: "ai",
     AI_SUGGESTION_RESOLVED: "ai",
     AI_HANDOFF_REQUESTED: "ai",
+    ACCOUNT_NEEDS_ATTENTION: "account",
+    ACCOUNT_CONNECTED: "account",
 }
 
 

@@ -71,6 +71,9 @@ INBOX_RESET = "inbox.reset"
 AI_SUGGESTION_CREATED = "ai.suggestion_created"
 AI_SUGGESTION_RESOLVED = "ai.suggestion_resolved"
 AI_HANDOFF_REQUESTED = "ai.handoff_requested"
+# The creator's platform account, as its worker reports it: a banner, and its end.
+ACCOUNT_NEEDS_ATTENTION = "account.needs_attention"
+ACCOUNT_CONNECTED = "account.connected"
 
 # Automated messages one fan may receive per rolling day, unless the creator chose otherwise.
 DEFAULT_AUTOMATION_BUDGET = 20

@@ -2110,6 +2110,48 @@ class AiNotice(_message.Message):
 Global___AiNotice: _TypeAlias = AiNotice  # noqa: Y015
 
 @_typing.final
+class AccountNotice(_message.Message):
+    """The creator's platform account as its worker reports it: a banner while the account waits for
+    the creator (account.needs_attention), taken down when it is connected again (account.connected).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform of the account: onlyfans."""
+    state: _builtins.str
+    """needs_attention or connected."""
+    reason: _builtins.str
+    """For needs_attention: wrong_password, challenge, stale_rules, session_ended, otp_required or
+    unspecified.
+    """
+    message: _builtins.str
+    """For needs_attention: what to do, shown to the creator."""
+    username: _builtins.str
+    """For connected: the account's name on the platform."""
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        username: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "platform", b"platform", "reason", b"reason", "state", b"state", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountNotice: _TypeAlias = AccountNotice  # noqa: Y015
+
+@_typing.final
 class InboxEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2122,11 +2164,13 @@ class InboxEvent(_message.Message):
     CONVERSATION_FIELD_NUMBER: _builtins.int
     RESET_FIELD_NUMBER: _builtins.int
     AI_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Increasing within a creator's inbox: the SSE event id."""
     type: _builtins.str
     """message.received, message.status_changed, message.read, fan.updated, conversation.updated,
-    ai.suggestion_created, ai.suggestion_resolved, ai.handoff_requested, or inbox.reset.
+    ai.suggestion_created, ai.suggestion_resolved, ai.handoff_requested,
+    account.needs_attention, account.connected, or inbox.reset.
     """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -2142,6 +2186,8 @@ class InboxEvent(_message.Message):
     def reset(self) -> Global___InboxReset: ...
     @_builtins.property
     def ai(self) -> Global___AiNotice: ...
+    @_builtins.property
+    def account(self) -> Global___AccountNotice: ...
     def __init__(
         self,
         *,
@@ -2154,12 +2200,13 @@ class InboxEvent(_message.Message):
         conversation: Global___Conversation | None = ...,
         reset: Global___InboxReset | None = ...,
         ai: Global___AiNotice | None = ...,
+        account: Global___AccountNotice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ai", b"ai", "conversation", b"conversation", "created_at", b"created_at", "fan", b"fan", "message", b"message", "messages_read", b"messages_read", "payload", b"payload", "reset", b"reset"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "ai", b"ai", "conversation", b"conversation", "created_at", b"created_at", "fan", b"fan", "message", b"message", "messages_read", b"messages_read", "payload", b"payload", "reset", b"reset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ai", b"ai", "conversation", b"conversation", "created_at", b"created_at", "fan", b"fan", "id", b"id", "message", b"message", "messages_read", b"messages_read", "payload", b"payload", "reset", b"reset", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "ai", b"ai", "conversation", b"conversation", "created_at", b"created_at", "fan", b"fan", "id", b"id", "message", b"message", "messages_read", b"messages_read", "payload", b"payload", "reset", b"reset", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["message", "messages_read", "fan", "conversation", "reset", "ai"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["message", "messages_read", "fan", "conversation", "reset", "ai", "account"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
