@@ -46,6 +46,7 @@ _READ_METHODS = (
     "ListFanListMembers",
     "PreviewSegment",
     "GetAutomationBudget",
+    "GetFanAutomationUsage",
 )
 # What a service acting for a creator (service token) may call.
 SERVICE_METHODS: dict[str, frozenset[str]] = {
@@ -334,6 +335,20 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
             messages_per_fan_per_day=request.budget.messages_per_fan_per_day,
         )
         return crm_pb2.AutomationBudget(messages_per_fan_per_day=budget)
+
+    async def GetFanAutomationUsage(
+        self, request: crm_pb2.GetFanAutomationUsageRequest, context: Context
+    ) -> crm_pb2.FanAutomationUsage:
+        usage = await self._service.fan_automation_usage(
+            creator_id=_creator(), fan_id=request.fan_id
+        )
+        return crm_pb2.FanAutomationUsage(
+            fan_id=request.fan_id,
+            messages_per_fan_per_day=usage.limit,
+            sent_last_day=usage.sent,
+            remaining=usage.remaining,
+            next_available_at=convert.timestamp(usage.next_available_at),
+        )
 
     # --- quick replies ---------------------------------------------------------------------------
 

@@ -176,6 +176,16 @@ class PreviewBody(ProtoBody, message=crm_pb2.PreviewSegmentRequest):
     segment: SegmentIn
 
 
+class AutomationBudgetIn(
+    ProtoBody, message=crm_pb2.AutomationBudget, required="messages_per_fan_per_day"
+):
+    pass
+
+
+class UpdateAutomationBudgetBody(ProtoBody, message=crm_pb2.UpdateAutomationBudgetRequest):
+    budget: AutomationBudgetIn
+
+
 def _crm(request: Request) -> CrmServiceAsyncStub:
     return runtime_of(request).crm
 

@@ -207,6 +207,11 @@ class CrmServiceStub:
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.UpdateAutomationBudgetRequest.SerializeToString,
                 response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.FromString,
                 _registered_method=True)
+        self.GetFanAutomationUsage = channel.unary_unary(
+                '/huntaze.crm.v1.CrmService/GetFanAutomationUsage',
+                request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanAutomationUsageRequest.SerializeToString,
+                response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.FanAutomationUsage.FromString,
+                _registered_method=True)
 
 
 class CrmServiceServicer:
@@ -461,7 +466,16 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateAutomationBudget(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Replaces the creator's budget; it applies to the next automated send.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFanAutomationUsage(self, request, context):
+        """How much of the budget one fan has had in the last 24 hours, and when the next automated
+        message may go once it is spent.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -633,6 +647,11 @@ def add_CrmServiceServicer_to_server(servicer, server):
                     servicer.UpdateAutomationBudget,
                     request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.UpdateAutomationBudgetRequest.FromString,
                     response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.SerializeToString,
+            ),
+            'GetFanAutomationUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFanAutomationUsage,
+                    request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanAutomationUsageRequest.FromString,
+                    response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.FanAutomationUsage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1534,6 +1553,33 @@ class CrmService:
             '/huntaze.crm.v1.CrmService/UpdateAutomationBudget',
             huntaze_dot_crm_dot_v1_dot_crm__pb2.UpdateAutomationBudgetRequest.SerializeToString,
             huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFanAutomationUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huntaze.crm.v1.CrmService/GetFanAutomationUsage',
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanAutomationUsageRequest.SerializeToString,
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.FanAutomationUsage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -135,6 +135,11 @@ class CrmServiceStub:
     SendMessage refuses one past it with RESOURCE_EXHAUSTED, reason AUTOMATION_BUDGET_EXHAUSTED.
     """
     UpdateAutomationBudget: _grpc.UnaryUnaryMultiCallable[_crm_pb2.UpdateAutomationBudgetRequest, _crm_pb2.AutomationBudget]
+    """Replaces the creator's budget; it applies to the next automated send."""
+    GetFanAutomationUsage: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetFanAutomationUsageRequest, _crm_pb2.FanAutomationUsage]
+    """How much of the budget one fan has had in the last 24 hours, and when the next automated
+    message may go once it is spent.
+    """
 
 @_typing.type_check_only
 class CrmServiceAsyncStub(CrmServiceStub):
@@ -243,6 +248,11 @@ class CrmServiceAsyncStub(CrmServiceStub):
     SendMessage refuses one past it with RESOURCE_EXHAUSTED, reason AUTOMATION_BUDGET_EXHAUSTED.
     """
     UpdateAutomationBudget: _aio.UnaryUnaryMultiCallable[_crm_pb2.UpdateAutomationBudgetRequest, _crm_pb2.AutomationBudget]  # type: ignore[assignment]
+    """Replaces the creator's budget; it applies to the next automated send."""
+    GetFanAutomationUsage: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetFanAutomationUsageRequest, _crm_pb2.FanAutomationUsage]  # type: ignore[assignment]
+    """How much of the budget one fan has had in the last 24 hours, and when the next automated
+    message may go once it is spent.
+    """
 
 class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
     """A creator's fans, conversations, messages, purchases, quick replies and fan lists.
@@ -545,6 +555,17 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _crm_pb2.UpdateAutomationBudgetRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.AutomationBudget, _abc.Awaitable[_crm_pb2.AutomationBudget]]: ...
+    ) -> _typing.Union[_crm_pb2.AutomationBudget, _abc.Awaitable[_crm_pb2.AutomationBudget]]:
+        """Replaces the creator's budget; it applies to the next automated send."""
+
+    @_abc_1.abstractmethod
+    def GetFanAutomationUsage(
+        self,
+        request: _crm_pb2.GetFanAutomationUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_crm_pb2.FanAutomationUsage, _abc.Awaitable[_crm_pb2.FanAutomationUsage]]:
+        """How much of the budget one fan has had in the last 24 hours, and when the next automated
+        message may go once it is spent.
+        """
 
 def add_CrmServiceServicer_to_server(servicer: CrmServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
