@@ -33,6 +33,7 @@ def _methods(*names: str) -> frozenset[str]:
 _READ_METHODS = (
     "ListFans",
     "GetFan",
+    "BatchGetFans",
     "ListFanPurchases",
     "ListConversations",
     "GetConversation",
@@ -150,6 +151,12 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
         return convert.fan(
             await self._service.get_fan(creator_id=_creator(), fan_id=request.fan_id)
         )
+
+    async def BatchGetFans(
+        self, request: crm_pb2.BatchGetFansRequest, context: Context
+    ) -> crm_pb2.BatchGetFansResponse:
+        fans = await self._service.get_fans(creator_id=_creator(), fan_ids=request.fan_ids)
+        return crm_pb2.BatchGetFansResponse(fans=[convert.fan(fan) for fan in fans])
 
     async def CreateFan(self, request: crm_pb2.CreateFanRequest, context: Context) -> crm_pb2.Fan:
         fan = await self._service.create_fan(

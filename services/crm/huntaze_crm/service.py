@@ -308,6 +308,13 @@ class CrmService:
             raise _not_found("Fan")
         return fan
 
+    async def get_fans(self, *, creator_id: uuid.UUID, fan_ids: Sequence[str]) -> list[models.Fan]:
+        violations = Violations()
+        ids = parse_ids(fan_ids, "fan_ids", violations)
+        violations.raise_if_any()
+        async with self._sessions() as session:
+            return await CrmRepository(session).get_fans(creator_id=creator_id, fan_ids=ids)
+
     async def create_fan(
         self,
         *,

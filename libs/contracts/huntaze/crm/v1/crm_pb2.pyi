@@ -899,6 +899,48 @@ class GetFanRequest(_message.Message):
 Global___GetFanRequest: _TypeAlias = GetFanRequest  # noqa: Y015
 
 @_typing.final
+class BatchGetFansRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAN_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fan_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        fan_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fan_ids", b"fan_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetFansRequest: _TypeAlias = BatchGetFansRequest  # noqa: Y015
+
+@_typing.final
+class BatchGetFansResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FANS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fan]:
+        """In no particular order."""
+
+    def __init__(
+        self,
+        *,
+        fans: _abc.Iterable[Global___Fan] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fans", b"fans"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetFansResponse: _TypeAlias = BatchGetFansResponse  # noqa: Y015
+
+@_typing.final
 class CreateFanRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

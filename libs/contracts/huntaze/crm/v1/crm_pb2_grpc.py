@@ -52,6 +52,11 @@ class CrmServiceStub:
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanRequest.SerializeToString,
                 response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.Fan.FromString,
                 _registered_method=True)
+        self.BatchGetFans = channel.unary_unary(
+                '/huntaze.crm.v1.CrmService/BatchGetFans',
+                request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansRequest.SerializeToString,
+                response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansResponse.FromString,
+                _registered_method=True)
         self.CreateFan = channel.unary_unary(
                 '/huntaze.crm.v1.CrmService/CreateFan',
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.CreateFanRequest.SerializeToString,
@@ -235,6 +240,14 @@ class CrmServiceServicer:
 
     def GetFan(self, request, context):
         """The fan's profile, tags, notes, spend and subscription.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetFans(self, request, context):
+        """Several fans at once (for services drafting replies to many fans); ids that name no fan
+        of the caller are left out of the answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -493,6 +506,11 @@ def add_CrmServiceServicer_to_server(servicer, server):
                     request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanRequest.FromString,
                     response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.Fan.SerializeToString,
             ),
+            'BatchGetFans': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetFans,
+                    request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansRequest.FromString,
+                    response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansResponse.SerializeToString,
+            ),
             'CreateFan': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateFan,
                     request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.CreateFanRequest.FromString,
@@ -716,6 +734,33 @@ class CrmService:
             '/huntaze.crm.v1.CrmService/GetFan',
             huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanRequest.SerializeToString,
             huntaze_dot_crm_dot_v1_dot_crm__pb2.Fan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetFans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huntaze.crm.v1.CrmService/BatchGetFans',
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansRequest.SerializeToString,
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class CrmServiceStub:
     """
     GetFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetFanRequest, _crm_pb2.Fan]
     """The fan's profile, tags, notes, spend and subscription."""
+    BatchGetFans: _grpc.UnaryUnaryMultiCallable[_crm_pb2.BatchGetFansRequest, _crm_pb2.BatchGetFansResponse]
+    """Several fans at once (for services drafting replies to many fans); ids that name no fan
+    of the caller are left out of the answer.
+    """
     CreateFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.CreateFanRequest, _crm_pb2.Fan]
     """A fan added by hand (the platform workers add the others). A platform account id is unique per
     creator and platform: `FAN_EXISTS` (409 over HTTP).
@@ -160,6 +164,10 @@ class CrmServiceAsyncStub(CrmServiceStub):
     """
     GetFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
     """The fan's profile, tags, notes, spend and subscription."""
+    BatchGetFans: _aio.UnaryUnaryMultiCallable[_crm_pb2.BatchGetFansRequest, _crm_pb2.BatchGetFansResponse]  # type: ignore[assignment]
+    """Several fans at once (for services drafting replies to many fans); ids that name no fan
+    of the caller are left out of the answer.
+    """
     CreateFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.CreateFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
     """A fan added by hand (the platform workers add the others). A platform account id is unique per
     creator and platform: `FAN_EXISTS` (409 over HTTP).
@@ -282,6 +290,16 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.Fan, _abc.Awaitable[_crm_pb2.Fan]]:
         """The fan's profile, tags, notes, spend and subscription."""
+
+    @_abc_1.abstractmethod
+    def BatchGetFans(
+        self,
+        request: _crm_pb2.BatchGetFansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_crm_pb2.BatchGetFansResponse, _abc.Awaitable[_crm_pb2.BatchGetFansResponse]]:
+        """Several fans at once (for services drafting replies to many fans); ids that name no fan
+        of the caller are left out of the answer.
+        """
 
     @_abc_1.abstractmethod
     def CreateFan(
