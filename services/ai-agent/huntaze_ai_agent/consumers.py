@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,14 +25,22 @@ class CrmEvents:
     def __init__(self, service: AiAgentService) -> None:
         self._service = service
 
-    async def handle(self, session: AsyncSession, event: ReceivedEvent) -> None:
-        if event.subject == MESSAGE_RECEIVED:
-            received = event.parse(crm_events.MessageReceived)
-            if received.message.text.strip():
-                await self._service.record_incoming(
-                    session, event=received, request_id=event.request_id
-                )
-        elif event.subject == SEND_REQUESTED:
+    async def handle_batch(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
+        """In order; each run of incoming messages is recorded in one statement."""
+        incoming: list[tuple[crm_events.MessageReceived, str | None]] = []
+        for event in events:
+            if event.subject == MESSAGE_RECEIVED:
+                received = event.parse(crm_events.MessageReceived)
+                if received.message.text.strip():
+                    incoming.append((received, event.request_id))
+                continue
+            await self._service.record_incoming(session, events=incoming)
+            incoming = []
+            await self._other(session, event)
+        await self._service.record_incoming(session, events=incoming)
+
+    async def _other(self, session: AsyncSession, event: ReceivedEvent) -> None:
+        if event.subject == SEND_REQUESTED:
             await self._service.creator_replied(
                 session, event=event.parse(crm_events.MessageSendRequested)
             )
@@ -56,6 +66,6 @@ def crm_consumer(
         durable="ai-crm-events",
         stream=CRM.name,
         filter_subjects=[MESSAGE_RECEIVED, SEND_REQUESTED, PURCHASE_RECORDED],
-        handler=CrmEvents(service).handle,
+        batch_handler=CrmEvents(service).handle_batch,
         batch=batch,
     )

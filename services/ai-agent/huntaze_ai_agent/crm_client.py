@@ -1,12 +1,13 @@
-"""What the agent asks of the CRM over gRPC: the fan and the recent conversation for a draft,
-that a conversation is the caller's, and sending a reply. Calls made for an event carry a service
-token for the event's creator; calls made for the creator carry their own access token, and the
-CRM's refusals reach them as the agent's own (same status, reason and details)."""
+"""What the agent asks of the CRM over gRPC: the fans of a batch of drafts (one call per
+creator), the recent conversation for an LLM's draft, that a conversation is the caller's, and
+sending a reply. Calls made for an event carry a service token for the event's creator; calls
+made for the creator carry their own access token, and the CRM's refusals reach them as the
+agent's own (same status, reason and details)."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import grpc
 
@@ -29,6 +30,8 @@ from huntaze_kit.grpc_client import ServiceTokenProvider
 from huntaze_kit.rich_status import from_rpc_error
 
 HISTORY_MESSAGES = 10
+# The CRM answers at most this many fans per BatchGetFans.
+FANS_PER_CALL = 200
 
 _SUBSCRIPTIONS = {
     crm_pb2.SUBSCRIPTION_STATE_NONE: "none",
@@ -38,12 +41,6 @@ _SUBSCRIPTIONS = {
 }
 
 Metadata = tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class ConversationContext:
-    fan: FanProfile
-    history: tuple[Turn, ...]
 
 
 _ERRORS: dict[grpc.StatusCode, type[DomainError]] = {
@@ -87,40 +84,43 @@ class CrmClient:
     async def service_metadata(self, creator_id: uuid.UUID) -> Metadata:
         return await self._tokens.metadata_for(str(creator_id))
 
-    async def context(
-        self,
-        *,
-        creator_id: uuid.UUID,
-        fan_id: uuid.UUID,
-        conversation_id: uuid.UUID,
-        message_id: uuid.UUID,
-        with_history: bool = True,
-    ) -> ConversationContext:
-        """The fan and (`with_history`) the messages before `message_id`, oldest first."""
+    async def fans(
+        self, *, creator_id: uuid.UUID, fan_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, FanProfile]:
+        """The creator's fans among `fan_ids`, in as few calls as the CRM allows (a fan that
+        is gone is left out)."""
         metadata = await self.service_metadata(creator_id)
-        fan = await self._stub.GetFan(crm_pb2.GetFanRequest(fan_id=str(fan_id)), metadata=metadata)
-        profile = FanProfile(
-            fan_id=fan.id,
-            display_name=fan.display_name,
-            spend_cents=fan.value_cents,
-            tags=tuple(fan.tags),
-            notes=fan.notes,
-            subscription_state=_SUBSCRIPTIONS.get(fan.subscription_state, "none"),
-        )
-        if not with_history:
-            return ConversationContext(fan=profile, history=())
+        wanted = sorted({str(fan_id) for fan_id in fan_ids})
+        found: dict[uuid.UUID, FanProfile] = {}
+        for start in range(0, len(wanted), FANS_PER_CALL):
+            answer = await self._stub.BatchGetFans(
+                crm_pb2.BatchGetFansRequest(fan_ids=wanted[start : start + FANS_PER_CALL]),
+                metadata=metadata,
+            )
+            for fan in answer.fans:
+                found[uuid.UUID(fan.id)] = FanProfile(
+                    fan_id=fan.id,
+                    display_name=fan.display_name,
+                    spend_cents=fan.value_cents,
+                    tags=tuple(fan.tags),
+                    notes=fan.notes,
+                    subscription_state=_SUBSCRIPTIONS.get(fan.subscription_state, "none"),
+                )
+        return found
+
+    async def history(
+        self, *, creator_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID
+    ) -> tuple[Turn, ...]:
+        """The messages before `message_id`, oldest first."""
         page = await self._stub.ListMessages(
             crm_pb2.ListMessagesRequest(
                 conversation_id=str(conversation_id),
                 page=common_pb2.PageRequest(page_size=HISTORY_MESSAGES + 1),
             ),
-            metadata=metadata,
+            metadata=await self.service_metadata(creator_id),
         )
         earlier = [m for m in page.messages if m.id != str(message_id) and m.text]
-        return ConversationContext(
-            fan=profile,
-            history=tuple(_turn(m) for m in reversed(earlier[:HISTORY_MESSAGES])),
-        )
+        return tuple(_turn(m) for m in reversed(earlier[:HISTORY_MESSAGES]))
 
     async def send(
         self,

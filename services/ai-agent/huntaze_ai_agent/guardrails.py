@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -30,7 +30,6 @@ _CUSTOM_REQUEST = re.compile(
 class Decision:
     action: Action
     reason: HandoffReason | None = None
-    quiet: bool = False
 
 
 def asks_for_custom(text: str) -> bool:
@@ -48,6 +47,18 @@ def in_quiet_hours(quiet_hours: QuietHours | None, now: datetime) -> bool:
     return local >= start or local < end
 
 
+def quiet_hours_end(quiet_hours: QuietHours | None, now: datetime) -> datetime | None:
+    """When the quiet hours `now` falls in end (UTC); None outside them."""
+    if quiet_hours is None or not in_quiet_hours(quiet_hours, now):
+        return None
+    zone = ZoneInfo(quiet_hours.timezone)
+    local = now.astimezone(zone)
+    end = datetime.combine(local.date(), quiet_hours.end, tzinfo=zone)
+    if end <= local:  # they end tomorrow (they span midnight)
+        end = datetime.combine(local.date() + timedelta(days=1), quiet_hours.end, tzinfo=zone)
+    return end.astimezone(UTC)
+
+
 def decide(
     configuration: AiConfiguration,
     *,
@@ -56,7 +67,8 @@ def decide(
     incoming: str,
     now: datetime,
 ) -> Decision:
-    """The action for one incoming message. During quiet hours the autopilot only suggests."""
+    """The action for one incoming message. (During quiet hours the autopilot still drafts: its
+    reply waits for their end, see `quiet_hours_end`.)"""
     mode = configuration.mode_for(fan.fan_id)
     if mode == "off" or not configuration.acts_on(platform):
         return Decision("ignore")
@@ -71,6 +83,4 @@ def decide(
         reason = "banned_topic"
     if reason is not None:
         return Decision("handoff", reason)
-    if mode == "autopilot" and in_quiet_hours(rails.quiet_hours, now):
-        return Decision("suggest", quiet=True)
     return Decision(mode)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
-from sqlalchemy import func
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +19,21 @@ async def load_configuration(session: AsyncSession, *, creator_id: uuid.UUID) ->
     if document is None:
         return AiConfiguration()
     return AiConfiguration.model_validate(document.document)
+
+
+async def load_configurations(
+    session: AsyncSession, *, creator_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, AiConfiguration]:
+    """The configurations of several creators in one query (the defaults for those who never
+    saved one)."""
+    wanted = set(creator_ids)
+    rows = await session.execute(
+        select(Configuration.creator_id, Configuration.document).where(
+            Configuration.creator_id.in_(wanted)
+        )
+    )
+    found = {row.creator_id: AiConfiguration.model_validate(row.document) for row in rows}
+    return {creator_id: found.get(creator_id) or AiConfiguration() for creator_id in wanted}
 
 
 async def save_configuration(

@@ -114,7 +114,7 @@ class AiAgentServer(Service):
         self.drafting = ClaimLoop(
             name="ai-drafting",
             claim=lambda limit: service.claim_pending(limit=limit),
-            handle=service.draft,
+            handle=service.draft_batch,
             concurrency=settings.ai_draft_concurrency,
             poll_seconds=settings.ai_poll_seconds,
             database_url=settings.database_url,
@@ -124,7 +124,7 @@ class AiAgentServer(Service):
         self.sending = ClaimLoop(
             name="ai-autopilot",
             claim=lambda limit: service.claim_due(limit=limit),
-            handle=service.send_due,
+            handle=service.send_batch,
             concurrency=SEND_CONCURRENCY,
             poll_seconds=settings.ai_poll_seconds,
         )

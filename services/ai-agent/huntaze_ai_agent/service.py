@@ -16,14 +16,28 @@ is answered at most once whichever path sends it.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import random
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Text,
+    cast,
+    column,
+    func,
+    select,
+    text,
+    update,
+    values,
+)
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -31,18 +45,23 @@ from huntaze.ai.v1 import events_pb2
 from huntaze.crm.v1 import crm_pb2
 from huntaze.crm.v1 import events_pb2 as crm_events
 from huntaze_ai_agent import convert
-from huntaze_ai_agent.configuration import AiConfiguration
+from huntaze_ai_agent.configuration import AiConfiguration, QuietHours
 from huntaze_ai_agent.crm_client import CrmClient, Metadata
 from huntaze_ai_agent.drafting import Attempt, Drafter, Usage, within_budget
-from huntaze_ai_agent.guardrails import decide
+from huntaze_ai_agent.guardrails import Decision, decide, quiet_hours_end
 from huntaze_ai_agent.models import SCHEMA, AuditEntry, LlmCall, Suggestion
-from huntaze_ai_agent.prompts import DraftRequest, Prompt, build_prompt
+from huntaze_ai_agent.prompts import DraftRequest, FanProfile, Prompt, build_prompt
 from huntaze_ai_agent.providers import Completion
-from huntaze_ai_agent.repository import load_configuration, save_configuration
-from huntaze_ai_agent.style_index import add_past_reply, similar_replies
+from huntaze_ai_agent.repository import (
+    load_configuration,
+    load_configurations,
+    save_configuration,
+)
+from huntaze_ai_agent.style_index import Lookup, add_past_reply, similar_replies_many
+from huntaze_ai_agent.workers import GroupCommit
 from huntaze_kit.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from huntaze_kit.logging import get_logger, request_context
-from huntaze_kit.outbox import record_event
+from huntaze_kit.outbox import OutboxEvent, record_event, record_events
 
 log = get_logger(__name__)
 
@@ -73,6 +92,45 @@ class Timing:
     attribution_window: timedelta = timedelta(hours=24)
 
 
+# What a draft stores on its suggestion, and the values of a suggestion that has none.
+_DRAFT_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("mode", Text),
+    ("text", Text),
+    ("provider", Text),
+    ("model", Text),
+    ("prompt_fingerprint", Text),
+    ("input_tokens", BigInteger),
+    ("output_tokens", BigInteger),
+    ("cost_micros", BigInteger),
+    ("latency_ms", BigInteger),
+    ("fallback", Text),
+    ("send_after", DateTime(timezone=True)),
+)
+_DRAFT_DEFAULTS: dict[str, Any] = {
+    "mode": "",
+    "text": "",
+    "provider": "",
+    "model": "",
+    "prompt_fingerprint": "",
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cost_micros": 0,
+    "latency_ms": 0,
+    "fallback": "",
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How drafting ended for one suggestion: its new status, the hand-off reason, and the
+    draft's columns (`_DRAFT_COLUMNS`) when there is one."""
+
+    suggestion: Suggestion
+    status: str
+    reason: str = ""
+    draft: dict[str, Any] = field(default_factory=dict)
+
+
 def _uuid(value: str, name: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -99,6 +157,8 @@ class AiAgentService:
         self._crm = crm
         self.timing = timing or Timing()
         self.clock = clock
+        # The LLM's drafts end one at a time: stored together, while the previous commit runs.
+        self._settler = GroupCommit[Outcome](self._settle_many)
 
     # --- configuration -------------------------------------------------------------------------
 
@@ -117,24 +177,34 @@ class AiAgentService:
     # --- from events (the consumer's session; no commit) -------------------------------------
 
     async def record_incoming(
-        self, session: AsyncSession, *, event: crm_events.MessageReceived, request_id: str | None
+        self,
+        session: AsyncSession,
+        *,
+        events: Sequence[tuple[crm_events.MessageReceived, str | None]],
     ) -> None:
-        """One pending suggestion per incoming message, whatever the number of deliveries."""
-        message = event.message
-        creator_id = _uuid(event.creator_id, "creator_id")
+        """One pending suggestion per incoming message (with the request id it came with),
+        whatever the number of deliveries; many messages in one statement."""
+        rows = []
+        for event, request_id in events:
+            message = event.message
+            rows.append(
+                {
+                    "id": uuid.uuid4(),
+                    "creator_id": _uuid(event.creator_id, "creator_id"),
+                    "message_id": _uuid(message.id, "message.id"),
+                    "conversation_id": _uuid(message.conversation_id, "message.conversation_id"),
+                    "fan_id": _uuid(message.fan_id, "message.fan_id"),
+                    "platform": convert.platform_name(message.platform),
+                    "incoming_text": message.text,
+                    "received_at": convert.from_timestamp(message.created_at) or self.clock(),
+                    "request_id": request_id or "",
+                }
+            )
+        if not rows:
+            return
         inserted = await session.execute(
             insert(Suggestion)
-            .values(
-                id=uuid.uuid4(),
-                creator_id=creator_id,
-                message_id=_uuid(message.id, "message.id"),
-                conversation_id=_uuid(message.conversation_id, "message.conversation_id"),
-                fan_id=_uuid(message.fan_id, "message.fan_id"),
-                platform=convert.platform_name(message.platform),
-                incoming_text=message.text,
-                received_at=convert.from_timestamp(message.created_at) or self.clock(),
-                request_id=request_id or "",
-            )
+            .values(rows)
             .on_conflict_do_nothing(index_elements=["creator_id", "message_id"])
             .returning(Suggestion.id)
         )
@@ -260,64 +330,109 @@ class AiAgentService:
 
     async def draft(self, suggestion: Suggestion) -> None:
         """Drafts one claimed pending suggestion, or hands it off, or marks it ignored."""
-        with request_context(suggestion.request_id or None):
-            await self._draft(suggestion)
+        for work in await self.draft_batch([suggestion]):
+            await work
 
-    async def _draft(self, suggestion: Suggestion) -> None:
-        creator_id = suggestion.creator_id
+    async def draft_batch(self, suggestions: Sequence[Suggestion]) -> list[Awaitable[None]]:
+        """Drafts claimed pending suggestions together: their configurations, style examples
+        and fans are read once for all, and what the local provider writes is stored in one
+        transaction. An LLM's drafts take seconds each: they are answered as work left to do,
+        one per suggestion, each stored as it ends."""
+        outcomes: list[Outcome] = []
         async with self._sessions() as session:
-            configuration = await load_configuration(session, creator_id=creator_id)
-            # Read now, in the same session, though a hand-off may leave it unused.
-            examples = await similar_replies(
-                session, creator_id=creator_id, text=suggestion.incoming_text
+            configurations = await load_configurations(
+                session, creator_ids={s.creator_id for s in suggestions}
             )
-        fan_id = str(suggestion.fan_id)
-        if configuration.mode_for(fan_id) == "off" or not configuration.acts_on(
-            suggestion.platform
-        ):
-            await self._settle(suggestion, status="ignored")
-            return
-        context = await self._crm.context(
-            creator_id=creator_id,
-            fan_id=suggestion.fan_id,
-            conversation_id=suggestion.conversation_id,
-            message_id=suggestion.message_id,
-            # Only an LLM reads the conversation; the local provider adapts past replies.
-            with_history=self.drafter.pays,
+            active = [
+                s
+                for s in suggestions
+                if configurations[s.creator_id].mode_for(str(s.fan_id)) != "off"
+                and configurations[s.creator_id].acts_on(s.platform)
+            ]
+            # Read now, in the same session, though a hand-off may leave some unused.
+            examples = await similar_replies_many(
+                session, [Lookup(s.id, s.creator_id, s.incoming_text) for s in active]
+            )
+        chosen = {s.id for s in active}
+        outcomes += [Outcome(s, "ignored") for s in suggestions if s.id not in chosen]
+        fans = await self._fans(active)
+        now = self.clock()
+        left: list[Awaitable[None]] = []
+        for suggestion in active:
+            configuration = configurations[suggestion.creator_id]
+            fan = fans.get(suggestion.fan_id)
+            if fan is None:  # deleted from the CRM since the message came
+                outcomes.append(Outcome(suggestion, "ignored"))
+                continue
+            decision = decide(
+                configuration,
+                fan=fan,
+                platform=suggestion.platform,
+                incoming=suggestion.incoming_text,
+                now=now,
+            )
+            if decision.action == "ignore":
+                outcomes.append(Outcome(suggestion, "ignored"))
+            elif decision.action == "handoff":
+                outcomes.append(Outcome(suggestion, "handed_off", reason=decision.reason or ""))
+            else:
+                request = DraftRequest(
+                    configuration=configuration,
+                    fan=fan,
+                    incoming=suggestion.incoming_text,
+                    examples=tuple(examples[suggestion.id]),
+                )
+                if self.drafter.pays:
+                    left.append(self._draft_with_llm(suggestion, request, decision))
+                else:  # the local provider needs no I/O: drafted here, stored with the rest
+                    outcomes.append(await self._drafted(suggestion, request, decision))
+        await self._settle_many(outcomes)
+        return left
+
+    async def _fans(self, suggestions: Sequence[Suggestion]) -> dict[uuid.UUID, FanProfile]:
+        """The fans of `suggestions`, one CRM call per creator, all at once."""
+        by_creator: dict[uuid.UUID, set[uuid.UUID]] = {}
+        for suggestion in suggestions:
+            by_creator.setdefault(suggestion.creator_id, set()).add(suggestion.fan_id)
+        answers = await asyncio.gather(
+            *(
+                self._crm.fans(creator_id=creator_id, fan_ids=fan_ids)
+                for creator_id, fan_ids in by_creator.items()
+            )
         )
-        decision = decide(
-            configuration,
-            fan=context.fan,
-            platform=suggestion.platform,
-            incoming=suggestion.incoming_text,
-            now=self.clock(),
-        )
-        if decision.action == "ignore":
-            await self._settle(suggestion, status="ignored")
-            return
-        if decision.action == "handoff":
-            await self._settle(suggestion, status="handed_off", reason=decision.reason or "")
-            return
-        request = DraftRequest(
-            configuration=configuration,
-            fan=context.fan,
-            incoming=suggestion.incoming_text,
-            history=context.history,
-            examples=tuple(examples),
-        )
+        return {fan_id: fan for answer in answers for fan_id, fan in answer.items()}
+
+    async def _draft_with_llm(
+        self, suggestion: Suggestion, request: DraftRequest, decision: Decision
+    ) -> None:
+        with request_context(suggestion.request_id or None):
+            history = await self._crm.history(
+                creator_id=suggestion.creator_id,
+                conversation_id=suggestion.conversation_id,
+                message_id=suggestion.message_id,
+            )
+            outcome = await self._drafted(
+                suggestion, dataclasses.replace(request, history=history), decision
+            )
+            await self._settler.submit(outcome)
+
+    async def _drafted(
+        self, suggestion: Suggestion, request: DraftRequest, decision: Decision
+    ) -> Outcome:
+        """The draft (checked, or the local provider's when the LLM's is refused or missing)
+        and what becomes of it."""
         prompt = build_prompt(request)
         attempt = await self._attempt_once(suggestion, request, prompt)
         draft = await self.drafter.finish(request, prompt, attempt)
         if draft.text is None:
-            await self._settle(suggestion, status="handed_off", reason="no_safe_reply")
-            return
+            return Outcome(suggestion, "handed_off", reason="no_safe_reply")
         autopilot = decision.action == AUTOPILOT
         completion = draft.completion
         paid = draft.paid
-        await self._settle(
+        return Outcome(
             suggestion,
-            status="scheduled" if autopilot else "suggested",
-            values={
+            "scheduled" if autopilot else "suggested",
+            draft={
                 "mode": decision.action,
                 "text": draft.text,
                 "provider": completion.provider,
@@ -329,14 +444,22 @@ class AiAgentService:
                 "cost_micros": (paid or completion).cost_micros,
                 "latency_ms": completion.latency_ms + (paid.latency_ms if paid else 0),
                 "fallback": draft.fallback or "",
-                "send_after": self._send_time() if autopilot else None,
+                "send_after": (
+                    self.send_time(request.configuration.guardrails.quiet_hours)
+                    if autopilot
+                    else None
+                ),
             },
         )
 
-    def _send_time(self) -> datetime:
+    def send_time(self, quiet_hours: QuietHours | None) -> datetime:
+        """When the autopilot sends a reply drafted now: after a human-like delay, counted
+        from the end of the creator's quiet hours when they are on."""
         low = self.timing.autopilot_min_delay.total_seconds()
         high = max(low, self.timing.autopilot_max_delay.total_seconds())
-        return self.clock() + timedelta(seconds=random.uniform(low, high))  # noqa: S311
+        now = self.clock()
+        start = quiet_hours_end(quiet_hours, now) or now
+        return start + timedelta(seconds=random.uniform(low, high))  # noqa: S311
 
     async def _attempt_once(
         self, suggestion: Suggestion, request: DraftRequest, prompt: Prompt
@@ -412,51 +535,86 @@ class AiAgentService:
         async with self._sessions() as session:
             return await self._usage(session, creator_id)
 
-    async def _settle(
-        self,
-        suggestion: Suggestion,
-        *,
-        status: str,
-        reason: str = "",
-        values: dict[str, Any] | None = None,
-    ) -> None:
-        """Ends drafting: unless the creator replied meanwhile (then it is cancelled already),
-        stores the outcome and its event."""
+    async def _settle_many(self, outcomes: Sequence[Outcome]) -> None:
+        """Ends drafting for each outcome in one transaction: unless the creator replied
+        meanwhile (then it is cancelled already), stores it and its event."""
+        if not outcomes:
+            return
+        rows = values(
+            column("id", PG_UUID(as_uuid=True)),
+            column("status", Text),
+            column("handoff_reason", Text),
+            *(column(name, kind) for name, kind in _DRAFT_COLUMNS),
+            name="settled",
+        ).data(
+            [
+                (
+                    o.suggestion.id,
+                    o.status,
+                    o.reason,
+                    *(o.draft.get(name, _DRAFT_DEFAULTS.get(name)) for name, _ in _DRAFT_COLUMNS),
+                )
+                for o in outcomes
+            ]
+        )
+        # Cast: PostgreSQL types a VALUES column of NULLs as text.
+        kinds: dict[str, Any] = {"status": Text, "handoff_reason": Text, **dict(_DRAFT_COLUMNS)}
         async with self._sessions() as session:
-            settled: Suggestion | None = await session.scalar(
+            settled = await session.scalars(
                 update(Suggestion)
-                .where(Suggestion.id == suggestion.id, Suggestion.status == "pending")
+                .where(Suggestion.id == rows.c.id, Suggestion.status == "pending")
                 .values(
-                    status=status,
-                    handoff_reason=reason,
-                    claimed_until=None,
-                    updated_at=func.now(),
-                    **(values or {}),
+                    {name: cast(rows.c[name], kind) for name, kind in kinds.items()}
+                    | {"claimed_until": None, "updated_at": func.now()}
                 )
                 .returning(Suggestion)
+                .execution_options(synchronize_session=False)
             )
-            if settled is None:
-                return
-            if status == "handed_off":
-                await self._handoff(session, settled, reason)
-            elif status in ("suggested", "scheduled"):
-                await self._event(
-                    session,
-                    settled,
-                    "ai.suggestion.created",
-                    events_pb2.SuggestionCreated(
-                        creator_id=str(settled.creator_id),
-                        suggestion=convert.suggestion(settled),
-                        occurred_at=convert.timestamp(self.clock()),
-                    ),
-                )
+            events = [self._settled_event(row) for row in settled.all()]
+            await record_events(
+                session, schema=SCHEMA, events=[event for event in events if event is not None]
+            )
             await session.commit()
+
+    def _settled_event(self, suggestion: Suggestion) -> OutboxEvent | None:
+        if suggestion.status == "handed_off":
+            return self._outbox_event(
+                suggestion,
+                "ai.handoff.requested",
+                events_pb2.HandoffRequested(
+                    creator_id=str(suggestion.creator_id),
+                    suggestion=convert.suggestion(suggestion),
+                    reason=suggestion.handoff_reason,
+                    occurred_at=convert.timestamp(self.clock()),
+                ),
+            )
+        if suggestion.status in ("suggested", "scheduled"):
+            return self._outbox_event(
+                suggestion,
+                "ai.suggestion.created",
+                events_pb2.SuggestionCreated(
+                    creator_id=str(suggestion.creator_id),
+                    suggestion=convert.suggestion(suggestion),
+                    occurred_at=convert.timestamp(self.clock()),
+                ),
+            )
+        return None
 
     # --- autopilot ------------------------------------------------------------------------------
 
+    async def send_batch(self, suggestions: Sequence[Suggestion]) -> list[Awaitable[None]]:
+        """Each claimed, due reply is its own send."""
+        return [self.send_due(suggestion) for suggestion in suggestions]
+
     async def send_due(self, suggestion: Suggestion) -> None:
-        """Sends one claimed, due autopilot reply with a service token."""
+        """Sends one claimed, due autopilot reply with a service token, unless the creator's
+        quiet hours began meanwhile (or were set since): then it waits for their end."""
         with request_context(suggestion.request_id or None):
+            configuration = await self.get_configuration(creator_id=suggestion.creator_id)
+            quiet_hours = configuration.guardrails.quiet_hours
+            if quiet_hours_end(quiet_hours, self.clock()) is not None:
+                await self._postpone(suggestion, self.send_time(quiet_hours))
+                return
             try:
                 metadata = await self._crm.service_metadata(suggestion.creator_id)
                 message = await self._crm.send(
@@ -497,6 +655,15 @@ class AiAgentService:
             )
             if settled is not None:
                 await self._handoff(session, settled, "automation_budget")
+            await session.commit()
+
+    async def _postpone(self, suggestion: Suggestion, send_after: datetime) -> None:
+        async with self._sessions() as session:
+            await session.execute(
+                update(Suggestion)
+                .where(Suggestion.id == suggestion.id, Suggestion.status == "scheduled")
+                .values(send_after=send_after, claimed_until=None, updated_at=func.now())
+            )
             await session.commit()
 
     async def _retry_later(self, suggestion: Suggestion) -> None:
@@ -682,6 +849,17 @@ class AiAgentService:
             aggregate_type="conversation",
             aggregate_id=str(suggestion.conversation_id),
             creator_id=str(suggestion.creator_id),
+        )
+
+    @staticmethod
+    def _outbox_event(suggestion: Suggestion, subject: str, event: Any) -> OutboxEvent:
+        return OutboxEvent(
+            subject=subject,
+            event=event,
+            aggregate_type="conversation",
+            aggregate_id=str(suggestion.conversation_id),
+            creator_id=str(suggestion.creator_id),
+            request_id=suggestion.request_id or None,
         )
 
     async def _handoff(self, session: AsyncSession, suggestion: Suggestion, reason: str) -> None:

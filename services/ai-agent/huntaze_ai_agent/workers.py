@@ -2,13 +2,20 @@
 once (an LLM answer takes seconds; fans are never answered one at a time), and sending the
 autopilot's replies once due. Work is claimed for a lease, so a crashed worker's share is taken
 up again when the lease runs out; a drafting worker wakes on the NOTIFY a new suggestion sends
-at commit, and polls besides."""
+at commit, and polls besides.
+
+A claimed batch is handled together first (what its suggestions share is read once), and the
+handler answers what is left to do per suggestion (an LLM call each, a send each); every
+suggestion holds one of the loop's `concurrency` slots until its own work ends. Outcomes that
+end one at a time are written together by a `GroupCommit`: one transaction for all that are
+ready, while the previous one commits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 import asyncpg
 
@@ -19,7 +26,10 @@ from huntaze_kit.logging import get_logger
 log = get_logger(__name__)
 
 Claim = Callable[[int], Awaitable[list[Suggestion]]]
-Handle = Callable[[Suggestion], Awaitable[None]]
+# Handles a claimed batch; answers the work left per suggestion (none: all of it is done).
+HandleBatch = Callable[[list[Suggestion]], Awaitable[Sequence[Awaitable[None]]]]
+
+T = TypeVar("T")
 
 
 class ClaimLoop:
@@ -28,7 +38,7 @@ class ClaimLoop:
         *,
         name: str,
         claim: Claim,
-        handle: Handle,
+        handle: HandleBatch,
         concurrency: int,
         poll_seconds: float,
         database_url: str | None = None,
@@ -44,23 +54,24 @@ class ClaimLoop:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Suggestions claimed and not yet finished (each holds a slot).
+        self._busy = 0
         self.handled = 0
 
     async def run(self) -> None:
         listener = await self._listen()
         try:
             while not self._stopping.is_set():
-                free = self._concurrency - len(self._in_flight)
+                free = self._concurrency - self._busy
                 claimed: list[Suggestion] = []
                 if free > 0:
                     try:
                         claimed = await self._claim(free)
                     except Exception:
                         log.exception("ai.claim_failed", worker=self.name)
-                for suggestion in claimed:
-                    task = asyncio.create_task(self._one(suggestion))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._done)
+                if claimed:
+                    self._busy += len(claimed)
+                    self._start(self._batch(claimed))
                 if claimed and len(claimed) == free:
                     continue  # more may be waiting
                 self._wake.clear()
@@ -82,13 +93,33 @@ class ClaimLoop:
             return None
         return connection
 
-    async def _one(self, suggestion: Suggestion) -> None:
+    def _start(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
+
+    async def _batch(self, claimed: list[Suggestion]) -> None:
+        left: Sequence[Awaitable[None]] = ()
         try:
-            await self._handle(suggestion)
+            left = await self._handle(claimed)
+        except Exception:
+            # Left claimed: taken up again when the lease runs out.
+            log.exception("ai.work_failed", worker=self.name, suggestions=len(claimed))
+            self._busy -= len(claimed)
+            return
+        self.handled += len(claimed) - len(left)
+        self._busy -= len(claimed) - len(left)
+        for work in left:
+            self._start(self._one(work))
+
+    async def _one(self, work: Awaitable[None]) -> None:
+        try:
+            await work
             self.handled += 1
         except Exception:
-            # Left claimed: taken up again when its lease runs out.
-            log.exception("ai.work_failed", worker=self.name, suggestion_id=str(suggestion.id))
+            log.exception("ai.work_failed", worker=self.name)
+        finally:
+            self._busy -= 1
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -97,7 +128,60 @@ class ClaimLoop:
     async def stop(self, grace: float = 10.0) -> None:
         self._stopping.set()
         self._wake.set()
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=grace)
+        deadline = asyncio.get_running_loop().time() + grace
+        # A batch may start per-suggestion work while we wait: wait for that too.
+        while self._in_flight:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(set(self._in_flight), timeout=remaining)
         for task in set(self._in_flight):
             task.cancel()
+
+
+class GroupCommit(Generic[T]):
+    """Writes items handed in one at a time together: `submit` returns once its item is
+    written by `write` (one transaction for every item waiting), or raises its error. When a
+    group fails, its items are written one by one, so one bad item fails alone."""
+
+    def __init__(self, write: Callable[[Sequence[T]], Awaitable[None]]) -> None:
+        self._write = write
+        self._waiting: list[tuple[T, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> None:
+        written = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        await asyncio.shield(written)
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await self._write([item for item, _ in group])
+            except Exception as error:
+                if len(group) == 1:
+                    _settle(group[0][1], error)
+                    continue
+                log.warning("ai.group_write_failed", items=len(group), error=str(error))
+                for item, written in group:
+                    try:
+                        await self._write([item])
+                    except Exception as alone:
+                        _settle(written, alone)
+                    else:
+                        _settle(written, None)
+                continue
+            for _, written in group:
+                _settle(written, None)
+
+
+def _settle(written: asyncio.Future[None], error: BaseException | None) -> None:
+    if written.done():
+        return
+    if error is None:
+        written.set_result(None)
+    else:
+        written.set_exception(error)

@@ -1,7 +1,7 @@
 """The autopilot with real services and an OpenAI-compatible LLM (the local test server): one
 reply and one paid call per message however often it is delivered, a crash retried without
-paying twice, a creator's reply cancelling it, guardrails handing off, quiet hours and the
-per-fan budget."""
+paying twice, a creator's reply cancelling it, guardrails handing off, replies drafted in quiet
+hours waiting for their end (on a clock the tests move), and the per-fan budget."""
 
 from __future__ import annotations
 
@@ -204,27 +204,165 @@ async def test_big_spenders_and_custom_requests_go_to_a_person(
     inbox.cancel()
 
 
-async def test_quiet_hours_hold_the_autopilot_to_suggestions(
-    stack: Stack, fake_openai: FakeOpenAI
-) -> None:
-    creator = await stack.sign_up()
+class Clock:
+    """The agent's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.ahead = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+
+async def quiet_now(stack: Stack, creator: Creator, **fields: Any) -> tuple[Clock, datetime]:
+    """The creator on autopilot with quiet hours from an hour ago to an hour from now; the
+    agent on a clock the test moves, and when the quiet hours end."""
     now = datetime.now(UTC)
-    start, end = (
-        (now - timedelta(hours=1)).strftime("%H:%M"),
-        (now + timedelta(hours=1)).strftime("%H:%M"),
-    )
+    start, end = now - timedelta(hours=1), now + timedelta(hours=1)
     await stack.configure(
         creator,
         mode="autopilot",
-        guardrails={"quiet_hours": {"start": start, "end": end, "timezone": "UTC"}},
+        guardrails={
+            "quiet_hours": {
+                "start": start.strftime("%H:%M"),
+                "end": end.strftime("%H:%M"),
+                "timezone": "UTC",
+            }
+        },
+        **fields,
     )
+    clock = Clock()
+    service = stack.agent.service
+    assert service is not None
+    service.clock = clock
+    return clock, end.replace(second=0, microsecond=0)
+
+
+async def test_a_reply_drafted_in_quiet_hours_is_sent_when_they_end(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.answer = lambda body: "Morning! Just woke up 😴"
+    creator = await stack.sign_up()
+    clock, quiet_end = await quiet_now(stack, creator)
     await stack.platform.fan_writes(creator, platform_message_id="m-1", text="night night")
 
-    [suggestion] = await stack.settled(creator)
+    [waiting] = await stack.settled(creator)
 
-    assert suggestion.status == ai_pb2.SUGGESTION_STATUS_SUGGESTED
+    assert waiting.status == ai_pb2.SUGGESTION_STATUS_SCHEDULED
+    send_after = waiting.send_after.ToDatetime(tzinfo=UTC)
+    assert quiet_end <= send_after <= quiet_end + timedelta(seconds=1)
+    await asyncio.sleep(0.8)  # the autopilot polls every 0.1 s: nothing is due yet
+    assert await stack.outgoing(creator, waiting.conversation_id) == []
+
+    clock.ahead = send_after - datetime.now(UTC) + timedelta(seconds=1)
+
+    [sent] = await eventually(
+        lambda: stack.suggestions(creator),
+        lambda found: [s.status for s in found] == [ai_pb2.SUGGESTION_STATUS_SENT],
+    )
+    [reply] = await stack.outgoing(creator, sent.conversation_id)
+    assert reply.text == "Morning! Just woke up 😴"
+    assert reply.sender_kind == crm_pb2.SENDER_KIND_AI
+    assert len(fake_openai.requests) == 1
+
+
+async def test_a_creator_reply_in_quiet_hours_cancels_the_waiting_reply(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    creator = await stack.sign_up()
+    clock, _ = await quiet_now(stack, creator)
+    await stack.platform.fan_writes(creator, platform_message_id="m-1", text="you up?")
+    [waiting] = await stack.settled(creator)
+    assert waiting.status == ai_pb2.SUGGESTION_STATUS_SCHEDULED
+
+    await stack.crm_stub.SendMessage(
+        crm_pb2.SendMessageRequest(
+            conversation_id=waiting.conversation_id, text="I am now 🙈", idempotency_key="mine-1"
+        ),
+        metadata=creator.auth,
+    )
+    await eventually(
+        lambda: stack.suggestions(creator),
+        lambda found: [s.status for s in found] == [ai_pb2.SUGGESTION_STATUS_CANCELLED],
+    )
+    clock.ahead = timedelta(hours=2)
     await asyncio.sleep(0.8)
-    assert await stack.outgoing(creator, suggestion.conversation_id) == []
+
+    assert [m.text for m in await stack.outgoing(creator, waiting.conversation_id)] == [
+        "I am now 🙈"
+    ]
+
+
+async def test_a_reply_waiting_out_quiet_hours_stays_within_the_per_fan_budget(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    creator = await stack.sign_up()
+    await stack.crm_stub.UpdateAutomationBudget(
+        crm_pb2.UpdateAutomationBudgetRequest(
+            budget=crm_pb2.AutomationBudget(messages_per_fan_per_day=1)
+        ),
+        metadata=creator.auth,
+    )
+    clock, _ = await quiet_now(stack, creator)
+    await stack.platform.fan_writes(creator, platform_message_id="m-1", text="hey")
+    [waiting] = await stack.settled(creator)
+    assert waiting.status == ai_pb2.SUGGESTION_STATUS_SCHEDULED
+    # Meanwhile another automation (a campaign, say) spends the fan's budget.
+    await stack.crm_stub.SendMessage(
+        crm_pb2.SendMessageRequest(
+            conversation_id=waiting.conversation_id,
+            text="New set tonight 💕",
+            idempotency_key="campaign-1",
+            sender_kind=crm_pb2.SENDER_KIND_AI,
+        ),
+        metadata=await stack.service_auth(creator),
+    )
+
+    clock.ahead = timedelta(hours=2)
+
+    [refused] = await eventually(
+        lambda: stack.suggestions(creator),
+        lambda found: [s.status for s in found] == [ai_pb2.SUGGESTION_STATUS_HANDED_OFF],
+    )
+    assert refused.handoff_reason == "automation_budget"
+    assert [m.text for m in await stack.outgoing(creator, waiting.conversation_id)] == [
+        "New set tonight 💕"
+    ]
+
+
+async def test_quiet_hours_set_after_the_draft_hold_the_reply_until_they_end(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """The send looks at the configuration again: quiet hours that began (or were set) after
+    the draft postpone the reply to their end."""
+    creator = await stack.sign_up()
+    await stack.configure(creator, mode="autopilot")
+    service = stack.agent.service
+    assert service is not None
+    service.timing = Timing(
+        autopilot_min_delay=timedelta(seconds=AUTOPILOT_WAIT),
+        autopilot_max_delay=timedelta(seconds=AUTOPILOT_WAIT),
+    )
+    await stack.platform.fan_writes(creator, platform_message_id="m-1", text="hi")
+    [waiting] = await stack.settled(creator)
+    assert waiting.status == ai_pb2.SUGGESTION_STATUS_SCHEDULED
+    clock, quiet_end = await quiet_now(stack, creator)
+
+    postponed = await eventually(
+        lambda: stack.ai_stub.GetSuggestion(
+            ai_pb2.GetSuggestionRequest(suggestion_id=waiting.id), metadata=creator.auth
+        ),
+        lambda s: s.send_after.ToDatetime(tzinfo=UTC) >= quiet_end,
+        within=AUTOPILOT_WAIT + 10,
+    )
+    assert postponed.status == ai_pb2.SUGGESTION_STATUS_SCHEDULED
+    assert await stack.outgoing(creator, waiting.conversation_id) == []
+
+    clock.ahead = timedelta(hours=2)
+    await eventually(
+        lambda: stack.suggestions(creator),
+        lambda found: [s.status for s in found] == [ai_pb2.SUGGESTION_STATUS_SENT],
+    )
 
 
 async def test_the_per_fan_budget_holds_for_the_autopilot(

@@ -15,7 +15,13 @@ from huntaze_ai_agent.configuration import (
     Guardrails,
     QuietHours,
 )
-from huntaze_ai_agent.guardrails import Decision, asks_for_custom, decide, in_quiet_hours
+from huntaze_ai_agent.guardrails import (
+    Decision,
+    asks_for_custom,
+    decide,
+    in_quiet_hours,
+    quiet_hours_end,
+)
 from huntaze_ai_agent.prompts import FanProfile, system_prompt
 
 NOON_UTC = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -131,13 +137,31 @@ def test_quiet_hours_hold_in_the_creators_timezone_across_midnight() -> None:
     assert not in_quiet_hours(None, NOON_UTC)
 
 
-def test_the_autopilot_only_suggests_during_quiet_hours() -> None:
+def test_quiet_hours_end_in_the_creators_timezone_across_midnight() -> None:
+    night = QuietHours(start=time(23), end=time(7), timezone="America/New_York")
+    seven_in_new_york = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+    # Before midnight there, they end the next morning; after it, the same morning.
+    assert quiet_hours_end(night, datetime(2026, 11, 30, 4, 30, tzinfo=UTC)) == seven_in_new_york
+    assert quiet_hours_end(night, datetime(2026, 11, 30, 11, 59, tzinfo=UTC)) == seven_in_new_york
+    assert quiet_hours_end(night, datetime(2026, 11, 30, 12, 0, tzinfo=UTC)) is None
+    # Summer time: 07:00 in New York is 11:00 UTC.
+    assert quiet_hours_end(night, datetime(2026, 7, 1, 5, 0, tzinfo=UTC)) == datetime(
+        2026, 7, 1, 11, 0, tzinfo=UTC
+    )
+    day = QuietHours(start=time(11), end=time(13), timezone="UTC")
+    assert quiet_hours_end(day, NOON_UTC) == NOON_UTC.replace(hour=13)
+    assert quiet_hours_end(None, NOON_UTC) is None
+
+
+def test_the_autopilot_keeps_drafting_during_quiet_hours() -> None:
+    """The reply waits for their end instead (the agent's send time)."""
     quiet = QuietHours(start=time(11), end=time(13), timezone="UTC")
     configuration = AiConfiguration(mode="autopilot", guardrails=Guardrails(quiet_hours=quiet))
 
     decision = decide(configuration, fan=FAN, platform="onlyfans", incoming="hey", now=NOON_UTC)
 
-    assert decision == Decision("suggest", quiet=True)
+    assert decision == Decision("autopilot")
 
 
 @pytest.mark.parametrize(

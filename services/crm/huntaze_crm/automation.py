@@ -6,6 +6,7 @@ holds the fan's and the conversation's rows locked: concurrent sends cannot over
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -40,6 +41,43 @@ async def set_budget(
             },
         )
     )
+
+
+@dataclass(frozen=True)
+class FanUsage:
+    """A fan's share of the budget now: the budget, what the last 24 hours used of it, and
+    (when spent) when the oldest counted message leaves the window."""
+
+    limit: int
+    sent: int
+    next_available_at: datetime | None
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.sent, 0)
+
+
+async def usage_of(
+    session: AsyncSession, *, creator_id: uuid.UUID, fan_id: uuid.UUID, now: datetime, default: int
+) -> FanUsage:
+    """The automated messages the fan received in the last 24 hours, against the budget."""
+    limit = await budget_of(session, creator_id=creator_id, default=default)
+    recent = list(
+        await session.scalars(
+            select(Message.created_at)
+            .where(
+                Message.creator_id == creator_id,
+                Message.fan_id == fan_id,
+                Message.created_at > now - WINDOW,
+                Message.sender_kind.in_(AUTOMATED_SENDERS),
+            )
+            .order_by(Message.created_at.desc())
+        )
+    )
+    spent = len(recent) >= limit
+    # The (sent - limit + 1)th oldest must leave the window before one more may go.
+    frees_at = recent[limit - 1] + WINDOW if spent and limit > 0 else None
+    return FanUsage(limit=limit, sent=len(recent), next_available_at=frees_at)
 
 
 async def check_budget(

@@ -33,6 +33,7 @@ def _methods(*names: str) -> frozenset[str]:
 _READ_METHODS = (
     "ListFans",
     "GetFan",
+    "BatchGetFans",
     "ListFanPurchases",
     "ListConversations",
     "GetConversation",
@@ -46,6 +47,7 @@ _READ_METHODS = (
     "ListFanListMembers",
     "PreviewSegment",
     "GetAutomationBudget",
+    "GetFanAutomationUsage",
 )
 # What a service acting for a creator (service token) may call.
 SERVICE_METHODS: dict[str, frozenset[str]] = {
@@ -149,6 +151,12 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
         return convert.fan(
             await self._service.get_fan(creator_id=_creator(), fan_id=request.fan_id)
         )
+
+    async def BatchGetFans(
+        self, request: crm_pb2.BatchGetFansRequest, context: Context
+    ) -> crm_pb2.BatchGetFansResponse:
+        fans = await self._service.get_fans(creator_id=_creator(), fan_ids=request.fan_ids)
+        return crm_pb2.BatchGetFansResponse(fans=[convert.fan(fan) for fan in fans])
 
     async def CreateFan(self, request: crm_pb2.CreateFanRequest, context: Context) -> crm_pb2.Fan:
         fan = await self._service.create_fan(
@@ -334,6 +342,20 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
             messages_per_fan_per_day=request.budget.messages_per_fan_per_day,
         )
         return crm_pb2.AutomationBudget(messages_per_fan_per_day=budget)
+
+    async def GetFanAutomationUsage(
+        self, request: crm_pb2.GetFanAutomationUsageRequest, context: Context
+    ) -> crm_pb2.FanAutomationUsage:
+        usage = await self._service.fan_automation_usage(
+            creator_id=_creator(), fan_id=request.fan_id
+        )
+        return crm_pb2.FanAutomationUsage(
+            fan_id=request.fan_id,
+            messages_per_fan_per_day=usage.limit,
+            sent_last_day=usage.sent,
+            remaining=usage.remaining,
+            next_available_at=convert.timestamp(usage.next_available_at),
+        )
 
     # --- quick replies ---------------------------------------------------------------------------
 

@@ -279,6 +279,12 @@ class CrmRepository:
             query = query.with_for_update()
         return (await self.session.scalars(query)).one_or_none()
 
+    async def get_fans(self, *, creator_id: uuid.UUID, fan_ids: Sequence[uuid.UUID]) -> list[Fan]:
+        found = await self.session.scalars(
+            select(Fan).where(Fan.creator_id == creator_id, Fan.id.in_(fan_ids))
+        )
+        return list(found.all())
+
     async def get_fan_by_platform_id(
         self,
         *,

@@ -22,7 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from huntaze.crm.v1 import crm_pb2, events_pb2
 from huntaze_crm import convert, models
-from huntaze_crm.automation import AUTOMATED_SENDERS, budget_of, check_budget, set_budget
+from huntaze_crm.automation import (
+    AUTOMATED_SENDERS,
+    FanUsage,
+    budget_of,
+    check_budget,
+    set_budget,
+    usage_of,
+)
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.pagination import Page
 from huntaze_crm.reads import CONVERSATION_ORDERS, ConversationFilter, CrmReader
@@ -303,6 +310,13 @@ class CrmService:
         if fan is None:
             raise _not_found("Fan")
         return fan
+
+    async def get_fans(self, *, creator_id: uuid.UUID, fan_ids: Sequence[str]) -> list[models.Fan]:
+        violations = Violations()
+        ids = parse_ids(fan_ids, "fan_ids", violations)
+        violations.raise_if_any()
+        async with self._sessions() as session:
+            return await CrmRepository(session).get_fans(creator_id=creator_id, fan_ids=ids)
 
     async def create_fan(
         self,
@@ -832,6 +846,17 @@ class CrmService:
             )
             await session.commit()
         return messages_per_fan_per_day
+
+    async def fan_automation_usage(self, *, creator_id: uuid.UUID, fan_id: str) -> FanUsage:
+        fan = await self.get_fan(creator_id=creator_id, fan_id=fan_id)
+        async with self._sessions() as session:
+            return await usage_of(
+                session,
+                creator_id=creator_id,
+                fan_id=fan.id,
+                now=self._clock(),
+                default=self._automation_budget,
+            )
 
     async def _send_target(
         self,

@@ -69,6 +69,16 @@ class ReplyBody(ProtoBody, message=crm_pb2.SendMessageRequest, omit="sender_kind
     """A person's message (`sender_kind` is for services)."""
 
 
+class AutomationBudgetIn(
+    ProtoBody, message=crm_pb2.AutomationBudget, required="messages_per_fan_per_day"
+):
+    pass
+
+
+class UpdateAutomationBudgetBody(ProtoBody, message=crm_pb2.UpdateAutomationBudgetRequest):
+    budget: AutomationBudgetIn
+
+
 def _crm(request: Request) -> CrmServiceAsyncStub:
     return runtime_of(request).crm
 

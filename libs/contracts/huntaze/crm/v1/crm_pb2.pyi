@@ -899,6 +899,48 @@ class GetFanRequest(_message.Message):
 Global___GetFanRequest: _TypeAlias = GetFanRequest  # noqa: Y015
 
 @_typing.final
+class BatchGetFansRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAN_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fan_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        fan_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fan_ids", b"fan_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetFansRequest: _TypeAlias = BatchGetFansRequest  # noqa: Y015
+
+@_typing.final
+class BatchGetFansResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FANS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fan]:
+        """In no particular order."""
+
+    def __init__(
+        self,
+        *,
+        fans: _abc.Iterable[Global___Fan] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fans", b"fans"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetFansResponse: _TypeAlias = BatchGetFansResponse  # noqa: Y015
+
+@_typing.final
 class CreateFanRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2266,3 +2308,59 @@ class UpdateAutomationBudgetRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateAutomationBudgetRequest: _TypeAlias = UpdateAutomationBudgetRequest  # noqa: Y015
+
+@_typing.final
+class GetFanAutomationUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAN_ID_FIELD_NUMBER: _builtins.int
+    fan_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        fan_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fan_id", b"fan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFanAutomationUsageRequest: _TypeAlias = GetFanAutomationUsageRequest  # noqa: Y015
+
+@_typing.final
+class FanAutomationUsage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAN_ID_FIELD_NUMBER: _builtins.int
+    MESSAGES_PER_FAN_PER_DAY_FIELD_NUMBER: _builtins.int
+    SENT_LAST_DAY_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    NEXT_AVAILABLE_AT_FIELD_NUMBER: _builtins.int
+    fan_id: _builtins.str
+    messages_per_fan_per_day: _builtins.int
+    """The creator's budget (automated messages per fan in any 24 hours)."""
+    sent_last_day: _builtins.int
+    """Automated messages (sender AI or automation) the fan received in the last 24 hours."""
+    remaining: _builtins.int
+    """How many more may go now (0 when the budget is spent)."""
+    @_builtins.property
+    def next_available_at(self) -> _timestamp_pb2.Timestamp:
+        """When the budget is spent: when the oldest counted message leaves the 24 hours."""
+
+    def __init__(
+        self,
+        *,
+        fan_id: _builtins.str = ...,
+        messages_per_fan_per_day: _builtins.int = ...,
+        sent_last_day: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+        next_available_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_available_at", b"next_available_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fan_id", b"fan_id", "messages_per_fan_per_day", b"messages_per_fan_per_day", "next_available_at", b"next_available_at", "remaining", b"remaining", "sent_last_day", b"sent_last_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FanAutomationUsage: _TypeAlias = FanAutomationUsage  # noqa: Y015

@@ -52,6 +52,11 @@ class CrmServiceStub:
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanRequest.SerializeToString,
                 response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.Fan.FromString,
                 _registered_method=True)
+        self.BatchGetFans = channel.unary_unary(
+                '/huntaze.crm.v1.CrmService/BatchGetFans',
+                request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansRequest.SerializeToString,
+                response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansResponse.FromString,
+                _registered_method=True)
         self.CreateFan = channel.unary_unary(
                 '/huntaze.crm.v1.CrmService/CreateFan',
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.CreateFanRequest.SerializeToString,
@@ -207,6 +212,11 @@ class CrmServiceStub:
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.UpdateAutomationBudgetRequest.SerializeToString,
                 response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.FromString,
                 _registered_method=True)
+        self.GetFanAutomationUsage = channel.unary_unary(
+                '/huntaze.crm.v1.CrmService/GetFanAutomationUsage',
+                request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanAutomationUsageRequest.SerializeToString,
+                response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.FanAutomationUsage.FromString,
+                _registered_method=True)
 
 
 class CrmServiceServicer:
@@ -230,6 +240,14 @@ class CrmServiceServicer:
 
     def GetFan(self, request, context):
         """The fan's profile, tags, notes, spend and subscription.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetFans(self, request, context):
+        """Several fans at once (for services drafting replies to many fans); ids that name no fan
+        of the caller are left out of the answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -463,7 +481,16 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateAutomationBudget(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Replaces the creator's budget; it applies to the next automated send.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFanAutomationUsage(self, request, context):
+        """How much of the budget one fan has had in the last 24 hours, and when the next automated
+        message may go once it is spent.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -480,6 +507,11 @@ def add_CrmServiceServicer_to_server(servicer, server):
                     servicer.GetFan,
                     request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanRequest.FromString,
                     response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.Fan.SerializeToString,
+            ),
+            'BatchGetFans': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetFans,
+                    request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansRequest.FromString,
+                    response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansResponse.SerializeToString,
             ),
             'CreateFan': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateFan,
@@ -636,6 +668,11 @@ def add_CrmServiceServicer_to_server(servicer, server):
                     request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.UpdateAutomationBudgetRequest.FromString,
                     response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.SerializeToString,
             ),
+            'GetFanAutomationUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFanAutomationUsage,
+                    request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanAutomationUsageRequest.FromString,
+                    response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.FanAutomationUsage.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'huntaze.crm.v1.CrmService', rpc_method_handlers)
@@ -699,6 +736,33 @@ class CrmService:
             '/huntaze.crm.v1.CrmService/GetFan',
             huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanRequest.SerializeToString,
             huntaze_dot_crm_dot_v1_dot_crm__pb2.Fan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetFans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huntaze.crm.v1.CrmService/BatchGetFans',
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansRequest.SerializeToString,
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchGetFansResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1536,6 +1600,33 @@ class CrmService:
             '/huntaze.crm.v1.CrmService/UpdateAutomationBudget',
             huntaze_dot_crm_dot_v1_dot_crm__pb2.UpdateAutomationBudgetRequest.SerializeToString,
             huntaze_dot_crm_dot_v1_dot_crm__pb2.AutomationBudget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFanAutomationUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huntaze.crm.v1.CrmService/GetFanAutomationUsage',
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.GetFanAutomationUsageRequest.SerializeToString,
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.FanAutomationUsage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class CrmServiceStub:
     """
     GetFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetFanRequest, _crm_pb2.Fan]
     """The fan's profile, tags, notes, spend and subscription."""
+    BatchGetFans: _grpc.UnaryUnaryMultiCallable[_crm_pb2.BatchGetFansRequest, _crm_pb2.BatchGetFansResponse]
+    """Several fans at once (for services drafting replies to many fans); ids that name no fan
+    of the caller are left out of the answer.
+    """
     CreateFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.CreateFanRequest, _crm_pb2.Fan]
     """A fan added by hand (the platform workers add the others). A platform account id is unique per
     creator and platform: `FAN_EXISTS` (409 over HTTP).
@@ -137,6 +141,11 @@ class CrmServiceStub:
     SendMessage refuses one past it with RESOURCE_EXHAUSTED, reason AUTOMATION_BUDGET_EXHAUSTED.
     """
     UpdateAutomationBudget: _grpc.UnaryUnaryMultiCallable[_crm_pb2.UpdateAutomationBudgetRequest, _crm_pb2.AutomationBudget]
+    """Replaces the creator's budget; it applies to the next automated send."""
+    GetFanAutomationUsage: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetFanAutomationUsageRequest, _crm_pb2.FanAutomationUsage]
+    """How much of the budget one fan has had in the last 24 hours, and when the next automated
+    message may go once it is spent.
+    """
 
 @_typing.type_check_only
 class CrmServiceAsyncStub(CrmServiceStub):
@@ -157,6 +166,10 @@ class CrmServiceAsyncStub(CrmServiceStub):
     """
     GetFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
     """The fan's profile, tags, notes, spend and subscription."""
+    BatchGetFans: _aio.UnaryUnaryMultiCallable[_crm_pb2.BatchGetFansRequest, _crm_pb2.BatchGetFansResponse]  # type: ignore[assignment]
+    """Several fans at once (for services drafting replies to many fans); ids that name no fan
+    of the caller are left out of the answer.
+    """
     CreateFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.CreateFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
     """A fan added by hand (the platform workers add the others). A platform account id is unique per
     creator and platform: `FAN_EXISTS` (409 over HTTP).
@@ -247,6 +260,11 @@ class CrmServiceAsyncStub(CrmServiceStub):
     SendMessage refuses one past it with RESOURCE_EXHAUSTED, reason AUTOMATION_BUDGET_EXHAUSTED.
     """
     UpdateAutomationBudget: _aio.UnaryUnaryMultiCallable[_crm_pb2.UpdateAutomationBudgetRequest, _crm_pb2.AutomationBudget]  # type: ignore[assignment]
+    """Replaces the creator's budget; it applies to the next automated send."""
+    GetFanAutomationUsage: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetFanAutomationUsageRequest, _crm_pb2.FanAutomationUsage]  # type: ignore[assignment]
+    """How much of the budget one fan has had in the last 24 hours, and when the next automated
+    message may go once it is spent.
+    """
 
 class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
     """A creator's fans, conversations, messages, purchases, quick replies and fan lists.
@@ -276,6 +294,16 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.Fan, _abc.Awaitable[_crm_pb2.Fan]]:
         """The fan's profile, tags, notes, spend and subscription."""
+
+    @_abc_1.abstractmethod
+    def BatchGetFans(
+        self,
+        request: _crm_pb2.BatchGetFansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_crm_pb2.BatchGetFansResponse, _abc.Awaitable[_crm_pb2.BatchGetFansResponse]]:
+        """Several fans at once (for services drafting replies to many fans); ids that name no fan
+        of the caller are left out of the answer.
+        """
 
     @_abc_1.abstractmethod
     def CreateFan(
@@ -551,6 +579,17 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _crm_pb2.UpdateAutomationBudgetRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_crm_pb2.AutomationBudget, _abc.Awaitable[_crm_pb2.AutomationBudget]]: ...
+    ) -> _typing.Union[_crm_pb2.AutomationBudget, _abc.Awaitable[_crm_pb2.AutomationBudget]]:
+        """Replaces the creator's budget; it applies to the next automated send."""
+
+    @_abc_1.abstractmethod
+    def GetFanAutomationUsage(
+        self,
+        request: _crm_pb2.GetFanAutomationUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_crm_pb2.FanAutomationUsage, _abc.Awaitable[_crm_pb2.FanAutomationUsage]]:
+        """How much of the budget one fan has had in the last 24 hours, and when the next automated
+        message may go once it is spent.
+        """
 
 def add_CrmServiceServicer_to_server(servicer: CrmServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
