@@ -114,7 +114,8 @@ class AnalyticsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportCsv(self, request, context):
-        """The period's daily figures as CSV (one line per day, the creator's days).
+        """The period's daily figures as CSV (one line per day, the creator's days); the gateway
+        serves it as a file at `GET /api/analytics/export.csv`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

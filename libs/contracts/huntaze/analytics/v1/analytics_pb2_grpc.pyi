@@ -53,7 +53,9 @@ class AnalyticsServiceStub:
     GetSummary: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.GetSummaryRequest, _analytics_pb2.InsightSummary]
     """The written summary of the period's latest snapshot (taken now when there is none yet)."""
     ExportCsv: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ExportCsvRequest, _analytics_pb2.ExportCsvResponse]
-    """The period's daily figures as CSV (one line per day, the creator's days)."""
+    """The period's daily figures as CSV (one line per day, the creator's days); the gateway
+    serves it as a file at `GET /api/analytics/export.csv`.
+    """
 
 @_typing.type_check_only
 class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
@@ -80,7 +82,9 @@ class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
     GetSummary: _aio.UnaryUnaryMultiCallable[_analytics_pb2.GetSummaryRequest, _analytics_pb2.InsightSummary]  # type: ignore[assignment]
     """The written summary of the period's latest snapshot (taken now when there is none yet)."""
     ExportCsv: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ExportCsvRequest, _analytics_pb2.ExportCsvResponse]  # type: ignore[assignment]
-    """The period's daily figures as CSV (one line per day, the creator's days)."""
+    """The period's daily figures as CSV (one line per day, the creator's days); the gateway
+    serves it as a file at `GET /api/analytics/export.csv`.
+    """
 
 class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Analytics: revenue, fans, messages, AI and campaign results from the events every service
@@ -140,6 +144,8 @@ class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _analytics_pb2.ExportCsvRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_pb2.ExportCsvResponse, _abc.Awaitable[_analytics_pb2.ExportCsvResponse]]:
-        """The period's daily figures as CSV (one line per day, the creator's days)."""
+        """The period's daily figures as CSV (one line per day, the creator's days); the gateway
+        serves it as a file at `GET /api/analytics/export.csv`.
+        """
 
 def add_AnalyticsServiceServicer_to_server(servicer: AnalyticsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
