@@ -99,7 +99,7 @@ DEFAULT_PROCESSED_RETENTION = timedelta(days=30)
 
 _MAX_ERROR_LENGTH = 1000
 # Savepoints per transaction: PostgreSQL tracks up to 64 subtransactions per session cheaply.
-_MAX_MESSAGES_PER_TRANSACTION = 64
+DEFAULT_MAX_PER_TRANSACTION = 64
 _STATUS = "Status"
 # A deferred event comes back this long after the earlier event it waits for is due.
 _DEFER_MARGIN = 0.1
@@ -359,7 +359,9 @@ class EventConsumer:
     `durable` is `<service>-<purpose>` (NATS forbids dots in it). Messages of one fetched batch
     are handled in order; with `concurrency` > 1 they are spread over that many lanes by
     aggregate (events of one aggregate stay in order, in one lane). `max_deliver` is how many
-    times the handler may fail on an event before it is dead-lettered.
+    times the handler may fail on an event before it is dead-lettered. At most
+    `max_per_transaction` messages share a transaction: keep the default with a per-event
+    `handler` (a savepoint each); a `batch_handler` (one savepoint per chunk) may take more.
     """
 
     def __init__(
@@ -383,14 +385,15 @@ class EventConsumer:
         deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
         processed_retention: timedelta = DEFAULT_PROCESSED_RETENTION,
         cleanup_interval: float = 3600.0,
+        max_per_transaction: int = DEFAULT_MAX_PER_TRANSACTION,
     ) -> None:
         if max_deliver < 1:
             raise ValueError("max_deliver must be at least 1")
         for name, delays in (("backoff", backoff), ("outage_backoff", outage_backoff)):
             if not delays or any(delay < 0 for delay in delays):
                 raise ValueError(f"{name} needs at least one non-negative delay")
-        if batch < 1 or concurrency < 1:
-            raise ValueError("batch and concurrency must be at least 1")
+        if batch < 1 or concurrency < 1 or max_per_transaction < 1:
+            raise ValueError("batch, concurrency and max_per_transaction must be at least 1")
         if not filter_subjects:
             raise ValueError("filter_subjects needs at least one subject")
         if handler is None and batch_handler is None:
@@ -405,6 +408,7 @@ class EventConsumer:
         self.batch = batch
         self.ack_wait = ack_wait
         self.concurrency = concurrency
+        self.max_per_transaction = max_per_transaction
         self.fetch_wait = fetch_wait
         self.deliver_policy = deliver_policy
         self.processed_retention = processed_retention
@@ -640,11 +644,11 @@ class EventConsumer:
                 await keepalive
 
     async def _handle_lane(self, messages: list[Msg]) -> None:
-        for start in range(0, len(messages), _MAX_MESSAGES_PER_TRANSACTION):
+        for start in range(0, len(messages), self.max_per_transaction):
             if self._stopping.is_set():
                 await self._hand_back(messages[start:])
                 return
-            await self._handle_chunk(messages[start : start + _MAX_MESSAGES_PER_TRANSACTION])
+            await self._handle_chunk(messages[start : start + self.max_per_transaction])
 
     async def _keep_alive(self, messages: list[Msg]) -> None:
         """Tells NATS that messages waiting in this batch (also while paused for an outage) are

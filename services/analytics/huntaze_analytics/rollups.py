@@ -21,6 +21,8 @@ Nothing here commits: the consumer (or the rebuild command) owns the transaction
 
 from __future__ import annotations
 
+import functools
+import re
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -80,6 +82,24 @@ def valid_timezone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return bool(name)
+
+
+FAN_COLUMNS = (
+    "creator_id",
+    "fan_id",
+    "first_seen_at",
+    "display_name",
+    "platform",
+    "state",
+    "expires_at",
+    "last_active_at",
+    "last_purchase_at",
+    "spend_cents",
+    "purchases",
+    "messages_in",
+    "lapsed",
+    "deleted",
+)
 
 
 @dataclass(slots=True)
@@ -152,6 +172,7 @@ class _At:
         self.hourly[column] += value
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _uuid(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
@@ -163,6 +184,8 @@ class Rollups:
     """Applies events to the derived tables."""
 
     def __init__(self) -> None:
+        # Months whose partition of `events` this process has seen made.
+        self._months: set[tuple[int, int]] = set()
         self._appliers: dict[type[Any], Callable[[Any, _At, _Changes], None]] = {
             crm_events.PurchaseRecorded: self._purchase,
             crm_events.MessageReceived: self._received,
@@ -210,15 +233,28 @@ class Rollups:
     ) -> list[StoredEvent]:
         if not events:
             return []
-        # A month's partition is made by the first event of that month (a cheap check after).
-        months = sorted(
-            {(at.year, at.month) for at in (e.occurred_at.astimezone(UTC) for e in events)}
-        )
-        await conn.execute(
-            f"SELECT {S}.ensure_event_partition(m) FROM unnest($1::timestamptz[]) AS m",
-            [datetime(year, month, 1, tzinfo=UTC) for year, month in months],
-        )
-        stored = await conn.fetch(
+        # A month's partition is made by the first event of that month.
+        months = {(at.year, at.month) for at in (e.occurred_at.astimezone(UTC) for e in events)}
+        unseen = sorted(months - self._months)
+        if unseen:
+            await conn.execute(
+                f"SELECT {S}.ensure_event_partition(m) FROM unnest($1::timestamptz[]) AS m",
+                [datetime(year, month, 1, tzinfo=UTC) for year, month in unseen],
+            )
+            self._months.update(unseen)
+        try:
+            stored = await self._insert_events(conn, events)
+        except asyncpg.CheckViolationError:
+            # No partition: the transaction that made it was rolled back. The retry makes it.
+            self._months.clear()
+            raise
+        new = {row[0] for row in stored}
+        return [e for e in events if e.event_id in new]
+
+    async def _insert_events(
+        self, conn: asyncpg.Connection, events: Sequence[StoredEvent]
+    ) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await conn.fetch(
             f"INSERT INTO {S}.events ({STORED_COLUMNS})"
             " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],"
             " $6::text[], $7::timestamptz[], $8::bytea[])"
@@ -232,20 +268,16 @@ class Rollups:
             [e.occurred_at for e in events],
             [e.payload for e in events],
         )
-        new = {row[0] for row in stored}
-        return [e for e in events if e.event_id in new]
+        return rows
 
     async def _creators(
         self, conn: asyncpg.Connection, creators: list[uuid.UUID]
     ) -> dict[uuid.UUID, str]:
-        await conn.execute(
-            f"INSERT INTO {S}.creators (creator_id) SELECT unnest($1::uuid[])"
-            " ON CONFLICT DO NOTHING",
-            creators,
-        )
+        # An upsert that always updates: it locks each creator's row, in the order given.
         rows = await conn.fetch(
-            f"SELECT creator_id, timezone FROM {S}.creators WHERE creator_id = ANY($1::uuid[])"
-            " ORDER BY creator_id FOR NO KEY UPDATE",
+            f"INSERT INTO {S}.creators AS t (creator_id) SELECT unnest($1::uuid[])"
+            " ON CONFLICT (creator_id) DO UPDATE SET updated_at = t.updated_at"
+            " RETURNING creator_id, timezone",
             creators,
         )
         return {row[0]: row[1] for row in rows}
@@ -257,9 +289,7 @@ class Rollups:
         if not keys:
             return
         rows = await conn.fetch(
-            "SELECT creator_id, fan_id, first_seen_at, display_name, platform, state, expires_at,"
-            " last_active_at, last_purchase_at, spend_cents, purchases, messages_in, lapsed,"
-            f" deleted FROM {S}.fans"
+            f"SELECT {', '.join(FAN_COLUMNS)} FROM {S}.fans"
             " WHERE (creator_id, fan_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
             [k[0] for k in keys],
             [k[1] for k in keys],
@@ -478,11 +508,13 @@ class Rollups:
     # -- writing ------------------------------------------------------------------------------
 
     async def _write(self, conn: asyncpg.Connection, c: _Changes) -> None:
-        await _upsert_counts(conn, "daily_rollups", "day", "date", c.daily)
-        await _upsert_counts(conn, "hourly_rollups", "hour", "timestamp", c.hourly)
+        """Every table the batch changed, in one statement (one round trip)."""
+        w = _Writes()
+        _count_rows(w, "daily_rollups", "day", "date", c.daily)
+        _count_rows(w, "hourly_rollups", "hour", "timestamp", c.hourly)
         if c.platforms:
-            keys = sorted({k[:3] for k in c.platforms})
-            await conn.execute(
+            keys = list({k[:3] for k in c.platforms})
+            w.add(
                 f"INSERT INTO {S}.platform_revenue AS t"
                 " (creator_id, day, platform, revenue_cents, purchases)"
                 " SELECT * FROM unnest($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[])"
@@ -496,8 +528,8 @@ class Rollups:
                 [c.platforms[(*k, "n")] for k in keys],
             )
         if c.responses:
-            buckets = sorted(c.responses)
-            await conn.execute(
+            buckets = list(c.responses)
+            w.add(
                 f"INSERT INTO {S}.response_buckets AS t (creator_id, day, bucket, replies)"
                 " SELECT * FROM unnest($1::uuid[], $2::date[], $3::int2[], $4::int8[])"
                 " ON CONFLICT (creator_id, day, bucket) DO UPDATE SET"
@@ -508,72 +540,57 @@ class Rollups:
                 [c.responses[k] for k in buckets],
             )
         if c.event_counts:
-            keys = sorted({k[:3] for k in c.event_counts})
-            await conn.execute(
+            types = list({k[:3] for k in c.event_counts})
+            w.add(
                 f"INSERT INTO {S}.event_counts AS t (creator_id, day, event_type, events,"
                 " amount_cents)"
                 " SELECT * FROM unnest($1::uuid[], $2::date[], $3::text[], $4::int8[], $5::int8[])"
                 " ON CONFLICT (creator_id, day, event_type) DO UPDATE SET"
                 " events = t.events + excluded.events,"
                 " amount_cents = t.amount_cents + excluded.amount_cents",
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [k[2] for k in keys],
-                [c.event_counts[(*k, "n")] for k in keys],
-                [c.event_counts[(*k, "cents")] for k in keys],
+                [k[0] for k in types],
+                [k[1] for k in types],
+                [k[2] for k in types],
+                [c.event_counts[(*k, "n")] for k in types],
+                [c.event_counts[(*k, "cents")] for k in types],
             )
         if c.fan_days:
-            days = sorted(c.fan_days)
-            await conn.execute(
+            days = list(c.fan_days)
+            w.add(
                 f"INSERT INTO {S}.fan_days (creator_id, day, fan_id)"
                 " SELECT * FROM unnest($1::uuid[], $2::date[], $3::uuid[]) ON CONFLICT DO NOTHING",
                 [k[0] for k in days],
                 [k[1] for k in days],
                 [k[2] for k in days],
             )
-        await self._write_fans(conn, c)
-        await self._write_creators(conn, c)
-        await self._write_waits(conn, c)
-        await self._write_unread(conn, c)
-        await self._write_accounts_and_campaigns(conn, c)
+        self._write_fans(w, c)
+        self._write_creators(w, c)
+        self._write_waits(w, c)
+        self._write_unread(w, c)
+        self._write_accounts_and_campaigns(w, c)
+        await w.run(conn)
 
-    async def _write_fans(self, conn: asyncpg.Connection, c: _Changes) -> None:
+    def _write_fans(self, w: _Writes, c: _Changes) -> None:
         if not c.dirty_fans:
             return
-        fans = [c.fans[k] for k in sorted(c.dirty_fans)]
-        columns = (
-            "creator_id",
-            "fan_id",
-            "first_seen_at",
-            "display_name",
-            "platform",
-            "state",
-            "expires_at",
-            "last_active_at",
-            "last_purchase_at",
-            "spend_cents",
-            "purchases",
-            "messages_in",
-            "lapsed",
-            "deleted",
-        )
+        fans = [c.fans[k] for k in c.dirty_fans]
         types = (
             "uuid", "uuid", "timestamptz", "text", "text", "text", "timestamptz",
             "timestamptz", "timestamptz", "int8", "int8", "int8", "bool", "bool",
         )  # fmt: skip
         arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=1))
-        updates = ", ".join(f"{name} = excluded.{name}" for name in columns[2:])
-        await conn.execute(
-            f"INSERT INTO {S}.fans ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+        updates = ", ".join(f"{name} = excluded.{name}" for name in FAN_COLUMNS[2:])
+        w.add(
+            f"INSERT INTO {S}.fans ({', '.join(FAN_COLUMNS)}) SELECT * FROM unnest({arrays})"
             f" ON CONFLICT (creator_id, fan_id) DO UPDATE SET {updates}",
-            *([getattr(fan, name) for fan in fans] for name in columns),
+            *([getattr(fan, name) for fan in fans] for name in FAN_COLUMNS),
         )
 
-    async def _write_creators(self, conn: asyncpg.Connection, c: _Changes) -> None:
-        creators = sorted(set(c.creator_counts) | set(c.timezones))
+    def _write_creators(self, w: _Writes, c: _Changes) -> None:
+        creators = list(set(c.creator_counts) | set(c.timezones))
         if not creators:
             return
-        await conn.execute(
+        w.add(
             f"UPDATE {S}.creators AS t SET fans_total = t.fans_total + d.fans,"
             " subscribers = t.subscribers + d.subscribers,"
             " timezone = coalesce(d.timezone, t.timezone), updated_at = now()"
@@ -585,11 +602,11 @@ class Rollups:
             [c.timezones.get(k) for k in creators],
         )
 
-    async def _write_waits(self, conn: asyncpg.Connection, c: _Changes) -> None:
-        opened = sorted(k for k, since in c.waits.items() if since is not None)
-        closed = sorted(k for k, since in c.waits.items() if since is None and k in c.loaded_waits)
+    def _write_waits(self, w: _Writes, c: _Changes) -> None:
+        opened = [k for k, since in c.waits.items() if since is not None]
+        closed = [k for k, since in c.waits.items() if since is None and k in c.loaded_waits]
         if opened:
-            await conn.execute(
+            w.add(
                 f"INSERT INTO {S}.open_waits (creator_id, conversation_id, since)"
                 " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[])"
                 " ON CONFLICT (creator_id, conversation_id) DO UPDATE SET since = excluded.since",
@@ -598,59 +615,63 @@ class Rollups:
                 [c.waits[k] for k in opened],
             )
         if closed:
-            await conn.execute(
+            w.add(
                 f"DELETE FROM {S}.open_waits WHERE (creator_id, conversation_id) IN"
                 " (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
                 [k[0] for k in closed],
                 [k[1] for k in closed],
             )
 
-    async def _write_unread(self, conn: asyncpg.Connection, c: _Changes) -> None:
+    def _write_unread(self, w: _Writes, c: _Changes) -> None:
         if c.unread_added:
-            keys = sorted(c.unread_added)
-            await conn.execute(
+            added = list(c.unread_added)
+            w.add(
                 f"INSERT INTO {S}.unread_messages (creator_id, message_id)"
                 " SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING",
-                [k[0] for k in keys],
-                [k[1] for k in keys],
+                [k[0] for k in added],
+                [k[1] for k in added],
             )
         if c.unread_removed:
-            keys = sorted(c.unread_removed)
-            await conn.execute(
+            removed = list(c.unread_removed)
+            w.add(
                 f"DELETE FROM {S}.unread_messages WHERE (creator_id, message_id) IN"
                 " (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
-                [k[0] for k in keys],
-                [k[1] for k in keys],
+                [k[0] for k in removed],
+                [k[1] for k in removed],
             )
 
-    async def _write_accounts_and_campaigns(self, conn: asyncpg.Connection, c: _Changes) -> None:
-        for (creator, platform), (attention, reason, text, since) in sorted(c.accounts.items()):
-            await conn.execute(
+    def _write_accounts_and_campaigns(self, w: _Writes, c: _Changes) -> None:
+        if c.accounts:
+            accounts = list(c.accounts.items())
+            w.add(
                 f"INSERT INTO {S}.accounts AS t"
                 " (creator_id, platform, needs_attention, reason, message, since)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (creator_id, platform) DO UPDATE SET"
+                " SELECT * FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::text[], $5::text[],"
+                " $6::timestamptz[]) ON CONFLICT (creator_id, platform) DO UPDATE SET"
                 " needs_attention = excluded.needs_attention, reason = excluded.reason,"
                 " message = excluded.message, since = excluded.since",
-                creator,
-                platform,
-                attention,
-                reason,
-                text,
-                since,
+                [k[0] for k, _ in accounts],
+                [k[1] for k, _ in accounts],
+                *([v[i] for _, v in accounts] for i in range(4)),
             )
-        for (creator, campaign), (running, event_type, at) in sorted(c.campaigns.items()):
-            await conn.execute(
+        # A campaign event that neither starts nor ends one leaves `active` as it was.
+        for known in (True, False):
+            rows = [(k, v) for k, v in c.campaigns.items() if (v[0] is not None) == known]
+            if not rows:
+                continue
+            active = "excluded.active" if known else "t.active"
+            w.add(
                 f"INSERT INTO {S}.campaigns AS t"
                 " (creator_id, campaign_id, active, last_event_type, updated_at)"
-                " VALUES ($1, $2, coalesce($3, false), $4, $5)"
-                " ON CONFLICT (creator_id, campaign_id) DO UPDATE SET"
-                " active = coalesce($3, t.active), last_event_type = excluded.last_event_type,"
+                " SELECT * FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::text[],"
+                " $5::timestamptz[]) ON CONFLICT (creator_id, campaign_id) DO UPDATE SET"
+                f" active = {active}, last_event_type = excluded.last_event_type,"
                 " updated_at = excluded.updated_at",
-                creator,
-                campaign,
-                running,
-                event_type,
-                at,
+                [k[0] for k, _ in rows],
+                [k[1] for k, _ in rows],
+                [bool(v[0]) for _, v in rows],
+                [v[1] for _, v in rows],
+                [v[2] for _, v in rows],
             )
 
     # -- rebuilding ---------------------------------------------------------------------------
@@ -732,19 +753,41 @@ def _fan_key(event: StoredEvent) -> tuple[uuid.UUID, uuid.UUID] | None:
     return event.creator_id, fan_id
 
 
-async def _upsert_counts(
-    conn: asyncpg.Connection,
+class _Writes:
+    """Statements run together as the data-modifying parts of one `WITH` (one round trip).
+    Each is written with its own `$1..$n`; they touch different rows, as PostgreSQL requires."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._args: list[Any] = []
+
+    def add(self, statement: str, *args: Any) -> None:
+        offset = len(self._args)
+        self._parts.append(_PARAMETER.sub(lambda m: f"${int(m.group(1)) + offset}", statement))
+        self._args.extend(args)
+
+    async def run(self, conn: asyncpg.Connection) -> None:
+        if self._parts:
+            parts = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(self._parts))
+            await conn.execute(f"WITH {parts} SELECT 1", *self._args)
+
+
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+def _count_rows(
+    w: _Writes,
     table: str,
     key: str,
     key_type: str,
     deltas: dict[tuple[uuid.UUID, Any], Counter[str]],
 ) -> None:
-    rows = sorted((k, v) for k, v in deltas.items() if any(v.values()))
+    rows = [(k, v) for k, v in deltas.items() if any(v.values())]
     if not rows:
         return
     arrays = ", ".join(f"${i}::int8[]" for i in range(3, 3 + len(ROLLUP_COUNTS)))
     updates = ", ".join(f"{name} = t.{name} + excluded.{name}" for name in ROLLUP_COUNTS)
-    await conn.execute(
+    w.add(
         f"INSERT INTO {S}.{table} AS t (creator_id, {key}, {', '.join(ROLLUP_COUNTS)})"
         f" SELECT * FROM unnest($1::uuid[], $2::{key_type}[], {arrays})"
         f" ON CONFLICT (creator_id, {key}) DO UPDATE SET {updates}",
