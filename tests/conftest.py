@@ -1,5 +1,6 @@
 """Cross-service fixtures: the real processes (`python -m huntaze_auth.server`,
-`python -m huntaze_crm.server`, `python -m huntaze_ai_agent.server`, `python -m huntaze_gateway`)
+`python -m huntaze_crm.server`, `python -m huntaze_ai_agent.server`,
+`python -m huntaze_analytics.server`, `python -m huntaze_gateway`)
 against real PostgreSQL, NATS and an SMTP mail catcher.
 
 `suite` starts everything once per test module (processes cost seconds on these machines) on a
@@ -242,8 +243,8 @@ async def _wait_ready(suite: Suite) -> None:
 
 @pytest.fixture(scope="module")
 async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
-    """auth, the CRM, the AI agent and the gateway as real processes, on a fresh database, NATS
-    and mail catcher."""
+    """auth, the CRM, the AI agent, analytics and the gateway as real processes, on a fresh
+    database, NATS and mail catcher."""
     name = f"xsvc_{uuid.uuid4().hex[:12]}"
     database_url = await ensure_database(pg_server_url, name)
     with _scratch("huntaze-suite-") as scratch, MailCatcher(scratch / "mail") as mail:
@@ -254,8 +255,15 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
             await upgrade_async(own_urls["auth"], package="huntaze_auth.migrations", schema="auth")
             await upgrade_async(own_urls["crm"], package="huntaze_crm.migrations", schema="crm")
             await upgrade_async(own_urls["ai"], package="huntaze_ai_agent.migrations", schema="ai")
-            auth_port, crm_port, ai_port, gateway_port = (free_port() for _ in range(4))
-            metrics_ports = {name: free_port() for name in ("auth", "crm", "ai", "gateway")}
+            await upgrade_async(
+                own_urls["analytics"], package="huntaze_analytics.migrations", schema="analytics"
+            )
+            auth_port, crm_port, ai_port, analytics_port, gateway_port = (
+                free_port() for _ in range(5)
+            )
+            metrics_ports = {
+                name: free_port() for name in ("auth", "crm", "ai", "analytics", "gateway")
+            }
             gateway_url = f"http://127.0.0.1:{gateway_port}"
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
@@ -271,6 +279,9 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 "HUNTAZE_AI_GRPC_PORT": str(ai_port),
                 "HUNTAZE_AI_GRPC_TARGET": f"127.0.0.1:{ai_port}",
                 "HUNTAZE_AI_POLL_SECONDS": "0.1",
+                "HUNTAZE_ANALYTICS_GRPC_HOST": "127.0.0.1",
+                "HUNTAZE_ANALYTICS_GRPC_PORT": str(analytics_port),
+                "HUNTAZE_ANALYTICS_GRPC_TARGET": f"127.0.0.1:{analytics_port}",
                 "HUNTAZE_AUTH_SERVICE_ACCOUNTS": json.dumps({"ai": AI_SERVICE_SECRET}),
                 "HUNTAZE_GRACE_SECONDS": "1",
                 **{
@@ -306,6 +317,7 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 }
                 crm_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["crm"]}
                 ai_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["ai"]}
+                analytics_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["analytics"]}
                 running.processes.append(
                     start_process("auth", "huntaze_auth.server", auth_env, scratch)
                 )
@@ -314,6 +326,9 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 )
                 running.processes.append(
                     start_process("ai", "huntaze_ai_agent.server", ai_env, scratch)
+                )
+                running.processes.append(
+                    start_process("analytics", "huntaze_analytics.server", analytics_env, scratch)
                 )
                 running.processes.append(start_process("gateway", "huntaze_gateway", env, scratch))
                 await _wait_ready(running)

@@ -82,6 +82,7 @@ class Cluster:
             "crm": free_port(),
             "onlyfans": free_port(),
             "ai": free_port(),
+            "analytics": free_port(),
             "gateway": free_port(),
         }
         self.nats_url = ""
@@ -95,6 +96,7 @@ class Cluster:
             "HUNTAZE_CRM_GRPC_TARGET": f"127.0.0.1:{self.ports['crm']}",
             "HUNTAZE_ONLYFANS_GRPC_TARGET": f"127.0.0.1:{self.ports['onlyfans']}",
             "HUNTAZE_AI_GRPC_TARGET": f"127.0.0.1:{self.ports['ai']}",
+            "HUNTAZE_ANALYTICS_GRPC_TARGET": f"127.0.0.1:{self.ports['analytics']}",
         }
         env.update({key: value for key, value in addresses.items() if key in env})
         service = service_of(workload)
@@ -221,6 +223,7 @@ async def test_jobs_and_deployments_run_unprivileged_read_only_with_their_own_se
             "HUNTAZE_DATABASE_URL": urls["ai"],
             "HUNTAZE_AI_SERVICE_SECRET": AI_SERVICE_SECRET,
         },
+        "huntaze-analytics": {"HUNTAZE_DATABASE_URL": urls["analytics"]},
     }
     jobs = [doc for doc in workloads() if doc["kind"] == "Job"]
     deployments = [doc for doc in workloads() if doc["kind"] == "Deployment"]

@@ -84,6 +84,17 @@ SUITE: tuple[Service, ...] = (
         metrics_port_default=9464,
     ),
     Service(
+        name="analytics",
+        module="huntaze_analytics.server",
+        migrations="huntaze_analytics.migrations",
+        schema="analytics",
+        grpc_port_env="HUNTAZE_ANALYTICS_GRPC_PORT",
+        grpc_port_default=50056,
+        grpc_target_env="HUNTAZE_ANALYTICS_GRPC_TARGET",
+        metrics_port_env="HUNTAZE_ANALYTICS_METRICS_PORT",
+        metrics_port_default=9466,
+    ),
+    Service(
         name="gateway",
         module="huntaze_gateway",
         metrics_port_env="HUNTAZE_GATEWAY_METRICS_PORT",

@@ -361,7 +361,9 @@ class EventConsumer:
     `durable` is `<service>-<purpose>` (NATS forbids dots in it). Messages of one fetched batch
     are handled in order; with `concurrency` > 1 they are spread over that many lanes by
     aggregate (events of one aggregate stay in order, in one lane). `max_deliver` is how many
-    times the handler may fail on an event before it is dead-lettered.
+    times the handler may fail on an event before it is dead-lettered. At most
+    `max_per_transaction` messages share a transaction (by default 64 with a per-event `handler`,
+    a savepoint each, and 512 with a `batch_handler`, one savepoint per chunk).
     """
 
     def __init__(
@@ -385,14 +387,21 @@ class EventConsumer:
         deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
         processed_retention: timedelta = DEFAULT_PROCESSED_RETENTION,
         cleanup_interval: float = 3600.0,
+        max_per_transaction: int | None = None,
     ) -> None:
         if max_deliver < 1:
             raise ValueError("max_deliver must be at least 1")
         for name, delays in (("backoff", backoff), ("outage_backoff", outage_backoff)):
             if not delays or any(delay < 0 for delay in delays):
                 raise ValueError(f"{name} needs at least one non-negative delay")
-        if batch < 1 or concurrency < 1:
-            raise ValueError("batch and concurrency must be at least 1")
+        if max_per_transaction is None:
+            max_per_transaction = (
+                _MAX_MESSAGES_PER_TRANSACTION
+                if batch_handler is None
+                else _MAX_MESSAGES_PER_BATCH_TRANSACTION
+            )
+        if batch < 1 or concurrency < 1 or max_per_transaction < 1:
+            raise ValueError("batch, concurrency and max_per_transaction must be at least 1")
         if not filter_subjects:
             raise ValueError("filter_subjects needs at least one subject")
         if handler is None and batch_handler is None:
@@ -407,6 +416,7 @@ class EventConsumer:
         self.batch = batch
         self.ack_wait = ack_wait
         self.concurrency = concurrency
+        self.max_per_transaction = max_per_transaction
         self.fetch_wait = fetch_wait
         self.deliver_policy = deliver_policy
         self.processed_retention = processed_retention
@@ -686,11 +696,7 @@ class EventConsumer:
             self._in_hand.pop(id(messages), None)
 
     async def _handle_lane(self, messages: list[Msg]) -> None:
-        size = (
-            _MAX_MESSAGES_PER_TRANSACTION
-            if self._batch_handler is None
-            else _MAX_MESSAGES_PER_BATCH_TRANSACTION
-        )
+        size = self.max_per_transaction
         for start in range(0, len(messages), size):
             if self._stopping.is_set():
                 await self._hand_back(messages[start:])

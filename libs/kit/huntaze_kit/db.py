@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event
+from sqlalchemy import event, literal, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -100,6 +100,17 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, inside its transaction (begun here when no
+    statement has begun it yet), for set-based statements without SQLAlchemy in between."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    if not driver.is_in_transaction():
+        await session.execute(select(literal(1)))  # SQLAlchemy begins on the first statement
+    return driver
 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:

@@ -25,6 +25,8 @@ from fastapi import FastAPI
 
 from huntaze_ai_agent.config import AiAgentSettings
 from huntaze_ai_agent.server import AiAgentServer
+from huntaze_analytics.config import AnalyticsSettings
+from huntaze_analytics.server import AnalyticsServer
 from huntaze_auth.config import AuthSettings
 from huntaze_auth.server import AuthServer
 from huntaze_crm.config import CrmSettings
@@ -47,6 +49,7 @@ def offline_settings(**overrides: object) -> GatewaySettings:
         "auth_grpc_target": f"127.0.0.1:{free_port()}",
         "crm_grpc_target": f"127.0.0.1:{free_port()}",
         "ai_grpc_target": f"127.0.0.1:{free_port()}",
+        "analytics_grpc_target": f"127.0.0.1:{free_port()}",
         "nats_url": f"nats://127.0.0.1:{free_port()}",
         "gateway_cors_origins": ALLOWED_ORIGIN,
         "gateway_max_body_bytes": SMALL_BODY_LIMIT,
@@ -85,6 +88,7 @@ class Live:
     crm: CrmServer
     nats_url: str
     ai: AiAgentServer
+    analytics: AnalyticsServer
 
     @property
     def runtime(self) -> Runtime:
@@ -129,6 +133,9 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                 await upgrade_async(
                     database_url, package="huntaze_ai_agent.migrations", schema="ai"
                 )
+                await upgrade_async(
+                    database_url, package="huntaze_analytics.migrations", schema="analytics"
+                )
                 auth = AuthServer(
                     AuthSettings(
                         database_url=database_url,
@@ -155,6 +162,7 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                     )
                 )
                 ai: AiAgentServer | None = None
+                analytics: AnalyticsServer | None = None
                 try:
                     await crm.start()
                     ai = AiAgentServer(
@@ -173,11 +181,25 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                         )
                     )
                     await ai.start()
+                    analytics = AnalyticsServer(
+                        AnalyticsSettings(
+                            database_url=database_url,
+                            nats_url=nats_url,
+                            auth_grpc_target=f"127.0.0.1:{auth.port}",
+                            analytics_grpc_host="127.0.0.1",
+                            analytics_grpc_port=0,
+                            analytics_metrics_port=0,
+                            grace_seconds=0.5,
+                            db_pool_size=4,
+                        )
+                    )
+                    await analytics.start()
                     app = create_app(
                         GatewaySettings(
                             auth_grpc_target=f"127.0.0.1:{auth.port}",
                             crm_grpc_target=f"127.0.0.1:{crm.port}",
                             ai_grpc_target=f"127.0.0.1:{ai.port}",
+                            analytics_grpc_target=f"127.0.0.1:{analytics.port}",
                             nats_url=nats_url,
                             gateway_trusted_proxies=1,
                         )
@@ -196,8 +218,11 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                                 crm=crm,
                                 nats_url=nats_url,
                                 ai=ai,
+                                analytics=analytics,
                             )
                 finally:
+                    if analytics is not None:
+                        await analytics.stop()
                     if ai is not None:
                         await ai.stop()
                     await crm.stop()

@@ -1,0 +1,1 @@
+"""Analytics: rollups, fan insights and the dashboard from the events every service publishes."""
