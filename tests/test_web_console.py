@@ -4,30 +4,106 @@ Content-Security-Policy."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import re
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import AsyncIterator
+from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from huntaze_devstack.browser import ensure_chromium
+from huntaze_devstack.embedded import free_port, port_accepts
+from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
+from huntaze_devstack.testing import token_from_email
 from huntaze_devstack.web import DIST_DIR, REPO_ROOT, build
+from huntaze_kit.migrations import upgrade_async
+from huntaze_simulator.demo import DemoShape
+from huntaze_simulator.testing import Simulator, serve
 
-from .conftest import Suite
+from .conftest import Suite, start_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run")
 # Screenshots of every page, kept as test artifacts (git-ignored).
 ARTIFACTS = REPO_ROOT / "web" / "test-artifacts"
 
 
+PLATFORM_EMAIL = "creator@example.com"
+PLATFORM_PASSWORD = "creator-password"
+WORKER_READY_TIMEOUT = 60.0
+
+
 @pytest.fixture(scope="module")
-def suite_extra_env() -> dict[str, str]:
-    """The suite's gateway serves the console, built first when its sources changed."""
-    return {"HUNTAZE_GATEWAY_CONSOLE_DIR": str(build())}
+async def simulator() -> AsyncIterator[Simulator]:
+    """The OnlyFans platform simulator, with a small demo creator's history."""
+    async with serve(demo=DemoShape(fans=12, days=30)) as running:
+        await running.control.patch(
+            "/_control/config", json={"demo_activity_seconds": 0, "send_interval_seconds": 0.2}
+        )
+        yield running
+
+
+@pytest.fixture(scope="module")
+def onlyfans_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def suite_extra_env(onlyfans_port: int) -> dict[str, str]:
+    """The suite's gateway serves the console (built first when its sources changed) and knows
+    where the OnlyFans worker listens."""
+    return {
+        "HUNTAZE_GATEWAY_CONSOLE_DIR": str(build()),
+        "HUNTAZE_ONLYFANS_GRPC_TARGET": f"127.0.0.1:{onlyfans_port}",
+        # Connecting signs in to the platform with a real browser: seconds on a busy machine.
+        "HUNTAZE_GATEWAY_UPSTREAM_DEADLINE_SECONDS": "45",
+    }
+
+
+@pytest.fixture(scope="module")
+async def onlyfans_worker(suite: Suite, simulator: Simulator, onlyfans_port: int) -> Suite:
+    """The OnlyFans worker as one more process of the suite (stopped with it), on its own
+    database role, signing in to the simulator with the real Chromium."""
+    roles = [role for role in service_roles() if role.service == "onlyfans"]
+    urls = await provision_roles(suite.database_url, roles, passwords=new_passwords(roles))
+    await upgrade_async(
+        urls["onlyfans"], package="huntaze_onlyfans_worker.migrations", schema="onlyfans"
+    )
+    gateway = suite.process("gateway")
+    env = {
+        **gateway.env,
+        "HUNTAZE_DATABASE_URL": urls["onlyfans"],
+        "HUNTAZE_ONLYFANS_GRPC_HOST": "127.0.0.1",
+        "HUNTAZE_ONLYFANS_GRPC_PORT": str(onlyfans_port),
+        "HUNTAZE_ONLYFANS_METRICS_PORT": str(free_port()),
+        "HUNTAZE_ONLYFANS_BASE_URL": simulator.base_url,
+        "HUNTAZE_ONLYFANS_RULES_URL": f"{simulator.base_url}/rules.json",
+        "HUNTAZE_ONLYFANS_BROWSER_PATH": ensure_chromium(),
+        "HUNTAZE_ONLYFANS_VAULT_MASTER_KEYS": base64.b64encode(b"w" * 32).decode(),
+        "HUNTAZE_ONLYFANS_SYNC_INTERVAL_SECONDS": "2",
+        "HUNTAZE_ONLYFANS_SEND_INTERVAL_SECONDS": "0",
+        "HUNTAZE_ONLYFANS_SEND_JITTER_SECONDS": "0",
+        "HUNTAZE_ONLYFANS_THROTTLE_SECONDS": "0.1",
+    }
+    process = start_process(
+        "onlyfans", "huntaze_onlyfans_worker.server", env, gateway.log_path.parent
+    )
+    suite.processes.append(process)
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT
+    while not port_accepts("127.0.0.1", onlyfans_port):
+        if not process.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the OnlyFans worker did not start:\n{process.log_tail()}")
+        await asyncio.sleep(0.2)
+    return suite
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +180,88 @@ def test_the_build_is_hashed_and_leaves_no_source_behind() -> None:
     assert all("-" in bundle.stem for bundle in bundles)
     assert not list(Path(built).rglob("*.tsx"))
     assert not list(Path(built).rglob("*.map"))
+
+
+def email_url(suite: Suite, message: EmailMessage, kind: str) -> str:
+    """The link of an email as the person would open it (the suite's public URL)."""
+    return f"{suite.gateway_url}/{kind}?token={quote(token_from_email(message, kind))}"
+
+
+async def test_a_new_creator_signs_up_onboards_connects_and_answers_a_fan(
+    watched: Watched, onlyfans_worker: Suite, simulator: Simulator
+) -> None:
+    suite = onlyfans_worker
+    page = watched.page
+    email = f"web-{uuid.uuid4().hex[:10]}@example.com"
+    password = f"Violet-Harbour-{uuid.uuid4().hex[:6]}-Lantern"
+
+    # Sign up, then the verification email's link opens the console's page.
+    await page.goto("/sign-up")
+    await page.get_by_label("Your name").fill("Ada Web")
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Create account").click()
+    await expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    message = await suite.email_to(email, link="verify-email")
+    await page.goto(email_url(suite, message, "verify-email"))
+    await page.get_by_role("button", name="Verify my email address").click()
+    await expect(page.get_by_role("heading", name="Email address verified")).to_be_visible()
+    await page.get_by_role("link", name="Continue").click()
+
+    # Not signed in yet: sign-in, then back to the onboarding.
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(re.compile(r"/onboarding$"))
+
+    # Profile.
+    await page.get_by_label("Display name").fill("Ada")
+    await page.get_by_label("About you").fill("Travel and coffee.")
+    await page.get_by_role("button", name="Save and continue").click()
+
+    # AI replies: suggestions, with a saved answer.
+    await expect(page.get_by_role("heading", name="AI replies")).to_be_visible()
+    await page.get_by_label("Suggest").check()
+    await page.get_by_role("button", name="Add a saved answer").click()
+    await page.get_by_label("When a fan writes (1)").fill("good morning")
+    await page.get_by_label("Answer (1)").fill("Morning {name}, coffee is on me")
+    await page.get_by_role("button", name="Save and continue").click()
+
+    # OnlyFans, through the worker's real browser sign-in to the simulator.
+    await expect(page.get_by_role("heading", name="OnlyFans")).to_be_visible()
+    await page.get_by_label("OnlyFans email").fill(PLATFORM_EMAIL)
+    await page.get_by_label("OnlyFans password").fill(PLATFORM_PASSWORD)
+    await page.get_by_role("button", name="Connect OnlyFans").click()
+    await expect(page.get_by_text("Connected", exact=False).first).to_be_visible(timeout=120_000)
+    await page.get_by_role("button", name="Continue").click()
+    await page.get_by_role("button", name="Go to my inbox").click()
+    await expect(page).to_have_url(re.compile(r"/inbox$"))
+    await expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+
+    # A fan writes on the platform: the conversation comes in live, with its suggestion.
+    fan = await simulator.new_fan(name="Robin Web")
+    await simulator.fan_writes(fan["id"], "good morning!")
+    conversation = page.get_by_role("link", name=re.compile("Robin Web"))
+    await expect(conversation).to_be_visible(timeout=60_000)
+    await conversation.click()
+    suggestion = page.get_by_label("AI suggestion")
+    await expect(suggestion).to_have_value(re.compile("coffee is on me"), timeout=60_000)
+    await page.get_by_role("button", name="Accept and send").click()
+    messages = page.get_by_label("Messages with Robin Web")
+    await expect(messages.get_by_text(re.compile("coffee is on me"))).to_be_visible()
+
+    # The creator answers by hand, as a pay-per-view message, and sees it delivered.
+    await page.get_by_label("Reply", exact=True).fill("Here is something special")
+    await page.get_by_label("PPV price ($)").fill("7.50")
+    await page.get_by_label("Media from your vault").fill(str(simulator.platform.data.vault[0].id))
+    await page.get_by_role("button", name="Send for $7.50").click()
+    sent = messages.locator(".msg.out", has_text="Here is something special")
+    await expect(sent).to_contain_text("PPV $7.50")
+    await expect(sent).to_contain_text("Sent", timeout=60_000)
+
+    delivered = (await simulator.control.get("/_control/sent", params={"fan_id": fan["id"]})).json()
+    paid = [m for m in delivered if "Here is something special" in m["text"]]
+    assert len(paid) == 1, delivered
+    assert paid[0]["price"] == 7.5
+    assert any("coffee is on me" in m["text"] for m in delivered), delivered

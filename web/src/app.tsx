@@ -3,7 +3,9 @@ import type { ComponentChildren } from "preact";
 import { useEffect } from "preact/hooks";
 import { api, whenSignedOut } from "./api/client";
 import { ForgotPassword, ResetPassword, SignIn, SignUp, VerifyEmail } from "./pages/auth";
-import { navigate, useLocation } from "./router";
+import { Inbox } from "./pages/inbox";
+import { Onboarding } from "./pages/onboarding";
+import { match, navigate, useLocation } from "./router";
 import { loadSession, onboarded, signedOut, useSession } from "./session";
 import { ErrorBanner, Loading } from "./ui/kit";
 
@@ -60,8 +62,11 @@ function Shell({ path, children }: { path: string; children: ComponentChildren }
 }
 
 function SignedInPage({ path }: { path: string }) {
+  let params: Record<string, string> | null;
+  if (path === "/onboarding") return <Onboarding />;
   let page: ComponentChildren;
-  if (false) page = null;
+  if (path === "/inbox") page = <Inbox conversationId={null} />;
+  else if ((params = match("/inbox/:id", path))) page = <Inbox conversationId={params.id} />;
   else
     page = (
       <section class="page">

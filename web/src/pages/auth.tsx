@@ -156,8 +156,34 @@ export function VerifyEmail({ token }: { token: string }) {
     <AuthCard title="Verify your email address">
       <p>Confirm that this email address is yours.</p>
       <ErrorBanner error={verify.error} />
-      <Button busy={verify.busy} onClick={() => void verify.run()}>Verify my email address</Button>
+      {fieldError(verify.error, "token") ? (
+        <ResendVerification />
+      ) : (
+        <Button busy={verify.busy} onClick={() => void verify.run()}>Verify my email address</Button>
+      )}
     </AuthCard>
+  );
+}
+
+function ResendVerification() {
+  const [email, setEmail] = useState("");
+  const [sent, setSent] = useState(false);
+  const resend = useAction(async () => {
+    await ok(api.POST("/api/auth/resend-verification", { body: { email } }));
+    setSent(true);
+  });
+  if (sent) return <Notice kind="success">If {email} is waiting for verification, a new link is on its way.</Notice>;
+  return (
+    <form
+      onSubmit={(e) => {
+        e.preventDefault();
+        void resend.run();
+      }}
+    >
+      <ErrorBanner error={resend.error} />
+      <Input label="Email address" type="email" value={email} onValue={setEmail} autocomplete="email" required error={fieldError(resend.error, "email")} />
+      <Button type="submit" busy={resend.busy}>Send me a new link</Button>
+    </form>
   );
 }
 
