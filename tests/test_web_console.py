@@ -12,17 +12,19 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import quote
 
+import pyotp
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from huntaze_devstack.browser import ensure_chromium
 from huntaze_devstack.embedded import free_port, port_accepts
 from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
-from huntaze_devstack.testing import token_from_email
+from huntaze_devstack.testing import PlatformEvents, token_from_email
 from huntaze_devstack.web import DIST_DIR, REPO_ROOT, build
 from huntaze_kit.migrations import upgrade_async
 from huntaze_simulator.demo import DemoShape
@@ -265,3 +267,163 @@ async def test_a_new_creator_signs_up_onboards_connects_and_answers_a_fan(
     assert len(paid) == 1, delivered
     assert paid[0]["price"] == 7.5
     assert any("coffee is on me" in m["text"] for m in delivered), delivered
+
+
+@dataclass
+class Creator:
+    """A creator made over the API, onboarded, with fans, a purchase and a quick reply."""
+
+    id: str
+    email: str
+    password: str
+    conversation_id: str
+    big_spender_id: str
+
+
+@pytest.fixture(scope="module")
+async def creator(suite: Suite, worker: PlatformEvents) -> Creator:
+    async with suite.client() as client:
+        email, password = await suite.register(client)
+        login = await suite.login(client, email, password)
+        client.headers["authorization"] = f"Bearer {login['tokens']['accessToken']}"
+        creator_id = login["user"]["id"]
+        saved = await client.post(
+            "/api/onboarding/save-profile",
+            json={"displayName": "Bea", "bio": "", "niche": "fitness", "timezone": "UTC"},
+        )
+        assert saved.status_code == 200, saved.text
+        done = await client.post("/api/onboarding/complete")
+        assert done.status_code == 200, done.text
+        for index, name in enumerate(("Lily Stone", "Marco Rossi", "Noor Haddad")):
+            await worker.fan_writes(
+                Creator(creator_id, "", "", "", ""),
+                platform_message_id=f"m-{index}",
+                platform_fan_id=f"of-{index}",
+                display_name=name,
+                handle=f"fan{index}",
+                text=f"hello from {name.split()[0]}",
+            )
+        await worker.fan_pays(
+            Creator(creator_id, "", "", "", ""),
+            transaction_id="t-1",
+            cents=1200,
+            platform_fan_id="of-1",
+        )
+        conversations: list[dict[str, object]] = []
+        deadline = time.monotonic() + 20
+        while len(conversations) < 3 and time.monotonic() < deadline:
+            conversations = (await client.get("/api/crm/conversations")).json()["conversations"]
+            await asyncio.sleep(0.2)
+        assert len(conversations) == 3, conversations
+        big = next(c for c in conversations if "Marco" in str(c["fan"]))
+        quick = await client.post(
+            "/api/crm/quick-replies", json={"shortcut": "/thanks", "text": "Thank you so much!"}
+        )
+        assert quick.status_code == 201, quick.text
+        fan_id = str(big["fanId"])
+        spent = 0
+        while spent < 1200 and time.monotonic() < deadline + 10:
+            spent = (await client.get(f"/api/crm/fans/{fan_id}")).json()["valueCents"]
+            await asyncio.sleep(0.2)
+        return Creator(creator_id, email, password, str(big["id"]), fan_id)
+
+
+async def sign_in(page: Page, creator: Creator, *, next_path: str = "/inbox") -> None:
+    await page.goto(f"/sign-in?next={quote(next_path)}")
+    await page.get_by_label("Email address").fill(creator.email)
+    await page.get_by_label("Password").fill(creator.password)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(re.compile(re.escape(next_path) + "$"))
+
+
+async def test_fans_filters_segments_and_a_profile_with_purchases_notes_and_tags(
+    watched: Watched, creator: Creator
+) -> None:
+    page = watched.page
+    await sign_in(page, creator, next_path="/fans")
+    table = page.get_by_role("table")
+    for name in ("Lily Stone", "Marco Rossi", "Noor Haddad"):
+        await expect(table.get_by_role("link", name=name)).to_be_visible()
+
+    # The segment's live count follows the filters; saved, it shows its members.
+    await page.get_by_label("Spent at least ($)").fill("10")
+    await expect(page.get_by_text("1 fan match these filters")).to_be_visible()
+    await page.get_by_role("button", name="Show fans").click()
+    await expect(table.get_by_role("link")).to_have_count(1)
+    await page.get_by_role("button", name="Save as segment").click()
+    await page.get_by_label("Segment name").fill("Big spenders")
+    await page.get_by_role("button", name="Save segment").click()
+    segments = page.get_by_role("navigation", name="Segments")
+    saved = segments.get_by_role("button", name=re.compile("Big spenders"))
+    await expect(saved).to_contain_text("1")
+
+    # A fan's profile: the purchase, then tags and notes that stay.
+    await table.get_by_role("link", name="Marco Rossi").click()
+    await expect(page.get_by_role("heading", name="Marco Rossi")).to_be_visible()
+    await expect(page.get_by_role("cell", name="$12.00")).to_be_visible()
+    await page.get_by_label("New tag").fill("vip")
+    await page.get_by_role("button", name="Add tag").click()
+    await expect(page.get_by_role("button", name="Remove tag vip")).to_be_visible()
+    await page.get_by_label("Notes").fill("Likes gym content")
+    await page.get_by_role("button", name="Save notes").click()
+    await expect(page.get_by_text("Saved.")).to_be_visible()
+    await page.reload()
+    await expect(page.get_by_label("Notes")).to_have_value("Likes gym content")
+    await expect(page.get_by_role("button", name="Remove tag vip")).to_be_visible()
+
+
+async def test_quick_replies_by_shortcut_and_reading_marks_the_conversation_read(
+    watched: Watched, creator: Creator
+) -> None:
+    page = watched.page
+    await sign_in(page, creator)
+    row = page.get_by_role("link", name=re.compile("Marco Rossi"))
+    await expect(row).to_contain_text("unread")
+    await row.focus()
+    await page.keyboard.press("Enter")
+    await expect(page).to_have_url(re.compile(f"/inbox/{creator.conversation_id}$"))
+    await expect(page.get_by_label("Messages with Marco Rossi")).to_contain_text("hello from Marco")
+    await expect(row).not_to_contain_text("unread")
+    reply = page.get_by_label("Reply", exact=True)
+    await reply.fill("/th")
+    await expect(page.get_by_role("option", name=re.compile("thanks"))).to_be_visible()
+    await reply.press("Enter")
+    await expect(reply).to_have_value("Thank you so much!")
+    await reply.press("Enter")
+    await expect(
+        page.get_by_label("Messages with Marco Rossi").get_by_text("Thank you so much!")
+    ).to_be_visible()
+
+
+async def test_two_factor_from_settings_then_sign_in_with_a_code(
+    watched: Watched, suite: Suite
+) -> None:
+    page = watched.page
+    async with suite.client() as client:
+        email, password = await suite.register(client)
+    await sign_in(page, Creator("", email, password, "", ""), next_path="/settings/security")
+    await page.get_by_role("button", name="Turn on two-factor authentication").click()
+    await expect(page.get_by_role("img", name="QR code for your authenticator app")).to_be_visible()
+    secret = (await page.locator("p", has_text="Key:").locator("code").inner_text()).strip()
+    await page.get_by_label("Code from the app").fill(pyotp.TOTP(secret).now())
+    await page.get_by_role("button", name="Confirm").click()
+    await expect(page.get_by_text("Two-factor authentication is on.")).to_be_visible()
+    await expect(page.locator("code.codes")).not_to_be_empty()
+
+    await page.get_by_role("link", name="Sessions").click()
+    await expect(page.get_by_role("cell", name=re.compile("this device"))).to_be_visible()
+
+    await page.get_by_role("button", name="Sign out").first.click()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Two-factor code")).to_be_visible()
+    await page.get_by_label("Code").fill("000000")
+    await page.get_by_role("button", name="Verify and sign in").click()
+    await expect(page.get_by_role("alert")).to_be_visible()
+    # A new code (the one just used for the enrollment may not be used twice).
+    await asyncio.sleep(max(0.0, 30 - time.time() % 30) + 0.5)
+    await page.get_by_label("Code").fill(pyotp.TOTP(secret).now())
+    await page.get_by_role("button", name="Verify and sign in").click()
+    await expect(page).to_have_url(re.compile("/onboarding$"))

@@ -3,8 +3,10 @@ import type { ComponentChildren } from "preact";
 import { useEffect } from "preact/hooks";
 import { api, whenSignedOut } from "./api/client";
 import { ForgotPassword, ResetPassword, SignIn, SignUp, VerifyEmail } from "./pages/auth";
+import { FanProfile, Fans } from "./pages/fans";
 import { Inbox } from "./pages/inbox";
 import { Onboarding } from "./pages/onboarding";
+import { Settings } from "./pages/settings";
 import { match, navigate, useLocation } from "./router";
 import { loadSession, onboarded, signedOut, useSession } from "./session";
 import { ErrorBanner, Loading } from "./ui/kit";
@@ -67,6 +69,10 @@ function SignedInPage({ path }: { path: string }) {
   let page: ComponentChildren;
   if (path === "/inbox") page = <Inbox conversationId={null} />;
   else if ((params = match("/inbox/:id", path))) page = <Inbox conversationId={params.id} />;
+  else if (path === "/fans") page = <Fans />;
+  else if ((params = match("/fans/:id", path))) page = <FanProfile fanId={params.id} />;
+  else if (path === "/settings") page = <Settings tab="ai" />;
+  else if ((params = match("/settings/:tab", path))) page = <Settings tab={params.tab} />;
   else
     page = (
       <section class="page">
