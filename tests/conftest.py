@@ -242,7 +242,13 @@ async def _wait_ready(suite: Suite) -> None:
 
 
 @pytest.fixture(scope="module")
-async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
+def suite_extra_env() -> dict[str, str]:
+    """Settings a test module adds to every process of its suite (a module overrides this)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+async def suite(pg_server_url: str, suite_extra_env: dict[str, str]) -> AsyncIterator[Suite]:
     """auth, the CRM, the AI agent, analytics and the gateway as real processes, on a fresh
     database, NATS and mail catcher."""
     name = f"xsvc_{uuid.uuid4().hex[:12]}"
@@ -296,6 +302,7 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 "HUNTAZE_GATEWAY_COOKIE_SECURE": "false",
                 "HUNTAZE_GATEWAY_TRUSTED_PROXIES": "1",
                 "HUNTAZE_GATEWAY_MAX_BODY_BYTES": "16384",
+                **suite_extra_env,
             }
             running = Suite(
                 gateway_url=gateway_url,

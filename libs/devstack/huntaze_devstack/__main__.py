@@ -21,6 +21,7 @@ from huntaze_devstack.onlyfans_demo import connect_command, simulator_command
 from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
 from huntaze_devstack.stack import LocalStack
 from huntaze_devstack.suite import SUITE, Service
+from huntaze_devstack.web import build as build_console
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -41,7 +42,10 @@ def run(suite: tuple[Service, ...] = SUITE) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     stack = LocalStack(suite=suite)
     try:
+        # Before the suite starts: the gateway serves the console it finds built.
+        console = build_console()
         with stack:
+            stack.env.setdefault("HUNTAZE_GATEWAY_CONSOLE_DIR", str(console))
             schemas = stack.migrate()
             print(f"migrations applied: {', '.join(schemas) or 'none'}", flush=True)
             manager = Manager()

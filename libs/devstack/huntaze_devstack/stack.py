@@ -258,6 +258,8 @@ class LocalStack:
         gateway_port = _port(self.env, "HUNTAZE_GATEWAY_PORT", DEFAULT_GATEWAY_PORT)
         gateway = f"http://{LOOPBACK}:{gateway_port}"
         lines = [("gateway", gateway), ("API docs", f"{gateway}/docs")]
+        if self.env.get("HUNTAZE_GATEWAY_CONSOLE_DIR"):
+            lines.insert(0, ("web console", f"{gateway}/"))
         for service in self.suite:
             if service.grpc_port_env and service.grpc_port_default:
                 port = _port(self.env, service.grpc_port_env, service.grpc_port_default)

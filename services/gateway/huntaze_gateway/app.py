@@ -33,6 +33,7 @@ from huntaze_gateway.auth_routes import (
     security_schemes,
 )
 from huntaze_gateway.config import GatewaySettings
+from huntaze_gateway.console import install_console
 from huntaze_gateway.crm_routes import crm_router, messages_router
 from huntaze_gateway.docs import install_docs
 from huntaze_gateway.health import health_router
@@ -245,9 +246,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(analytics_router)
     app.include_router(dashboard_router)
     app.include_router(health_router)
-    app.include_router(pages_router)
     if docs:
         install_docs(app, openapi_url="/openapi.json")
+    if settings.gateway_console_dir is not None:
+        # Last: its client routes answer whatever no route above did, the email links too.
+        install_console(app, settings.gateway_console_dir)
+    else:
+        app.include_router(pages_router)
 
     def openapi() -> dict[str, Any]:
         return _problem_openapi(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -69,6 +70,13 @@ class GatewaySettings(CommonSettings):
     )
     gateway_docs_enabled: bool = Field(
         default=True, description="Serve the OpenAPI document and `/docs`."
+    )
+    gateway_console_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Folder of the built web console, served at `/` (`make run` builds `web/dist`); "
+            "unset: no console, and the email links open the gateway's own pages."
+        ),
     )
     gateway_problem_type_base: str = Field(
         default="https://huntaze.app/problems/",

@@ -17,6 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from huntaze_gateway.config import GatewaySettings
+from huntaze_gateway.console import is_console_path
 from huntaze_gateway.pages import PAGE_PATHS
 from huntaze_gateway.problems import BODY_TOO_LARGE, INTERNAL, Problems
 from huntaze_kit.logging import get_logger, new_request_id, request_context
@@ -40,6 +41,12 @@ PAGES_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
+# The web console (`console`): its own bundles, and calls to this same origin only.
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; manifest-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 _COMMON_HEADERS: list[tuple[bytes, bytes]] = [
     (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
     (b"x-content-type-options", b"nosniff"),
@@ -52,6 +59,7 @@ _COMMON_HEADERS: list[tuple[bytes, bytes]] = [
 _API_HEADERS = [*_COMMON_HEADERS, (b"content-security-policy", API_CSP.encode())]
 _DOCS_HEADERS = [*_COMMON_HEADERS, (b"content-security-policy", DOCS_CSP.encode())]
 _PAGES_HEADERS = [*_COMMON_HEADERS, (b"content-security-policy", PAGES_CSP.encode())]
+_CONSOLE_HEADERS = [*_COMMON_HEADERS, (b"content-security-policy", CONSOLE_CSP.encode())]
 _NO_STORE = (b"cache-control", b"no-store")
 
 ACCESS_LOGGER = "huntaze_gateway.access"
@@ -69,8 +77,11 @@ class BodyTooLarge(StarletteHTTPException):
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, problems: Problems) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, problems: Problems, console: bool = False
+    ) -> None:
         self.app = app
+        self.console = console
         self.max_body_bytes = max_body_bytes
         self.problems = problems
         self.metrics = HttpMetrics()
@@ -93,7 +104,7 @@ class EdgeMiddleware:
             else new_request_id()
         )
         path: str = scope["path"]
-        extra_headers = _security_headers(path)
+        extra_headers = _security_headers(path, console=self.console)
         status = 0
         received = 0
         limit = self.max_body_bytes
@@ -162,9 +173,11 @@ class EdgeMiddleware:
                     )
 
 
-def _security_headers(path: str) -> list[tuple[bytes, bytes]]:
+def _security_headers(path: str, *, console: bool) -> list[tuple[bytes, bytes]]:
     if path.startswith(DOCS_PATHS):
         return _DOCS_HEADERS
+    if console and is_console_path(path):
+        return _CONSOLE_HEADERS
     return _PAGES_HEADERS if path in PAGE_PATHS else _API_HEADERS
 
 
@@ -203,5 +216,8 @@ def install_middleware(app: FastAPI, settings: GatewaySettings, problems: Proble
             max_age=600,
         )
     app.add_middleware(
-        EdgeMiddleware, max_body_bytes=settings.gateway_max_body_bytes, problems=problems
+        EdgeMiddleware,
+        max_body_bytes=settings.gateway_max_body_bytes,
+        problems=problems,
+        console=settings.gateway_console_dir is not None,
     )

@@ -1,4 +1,5 @@
-"""The pages the links in the suite's emails open, until the web console serves them:
+"""The pages the links in the suite's emails open when the gateway serves no web console (an
+API-only gateway, or an image built without `web/`; with a console, its own pages answer these):
 `/verify-email?token=`, `/reset-password?token=`, `/onboarding` and `/settings/security`.
 
 Plain HTML forms posted back to the same path, which call the same auth RPCs as the JSON API:

@@ -1,0 +1,429 @@
+"""The creator's web console in a real Chromium, over the running suite: the gateway serves the
+built app at `/`, its pages call the public API only, and nothing on a page breaks its
+Content-Security-Policy."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import quote
+
+import pyotp
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+
+from huntaze_devstack.browser import ensure_chromium
+from huntaze_devstack.embedded import free_port, port_accepts
+from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
+from huntaze_devstack.testing import PlatformEvents, token_from_email
+from huntaze_devstack.web import DIST_DIR, REPO_ROOT, build
+from huntaze_kit.migrations import upgrade_async
+from huntaze_simulator.demo import DemoShape
+from huntaze_simulator.testing import Simulator, serve
+
+from .conftest import Suite, start_process
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+
+CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run")
+# Screenshots of every page, kept as test artifacts (git-ignored).
+ARTIFACTS = REPO_ROOT / "web" / "test-artifacts"
+
+
+PLATFORM_EMAIL = "creator@example.com"
+PLATFORM_PASSWORD = "creator-password"
+WORKER_READY_TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+async def simulator() -> AsyncIterator[Simulator]:
+    """The OnlyFans platform simulator, with a small demo creator's history."""
+    async with serve(demo=DemoShape(fans=12, days=30)) as running:
+        await running.control.patch(
+            "/_control/config", json={"demo_activity_seconds": 0, "send_interval_seconds": 0.2}
+        )
+        yield running
+
+
+@pytest.fixture(scope="module")
+def onlyfans_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def suite_extra_env(onlyfans_port: int) -> dict[str, str]:
+    """The suite's gateway serves the console (built first when its sources changed) and knows
+    where the OnlyFans worker listens."""
+    return {
+        "HUNTAZE_GATEWAY_CONSOLE_DIR": str(build()),
+        "HUNTAZE_ONLYFANS_GRPC_TARGET": f"127.0.0.1:{onlyfans_port}",
+        # Connecting signs in to the platform with a real browser: seconds on a busy machine.
+        "HUNTAZE_GATEWAY_UPSTREAM_DEADLINE_SECONDS": "45",
+    }
+
+
+@pytest.fixture(scope="module")
+async def onlyfans_worker(suite: Suite, simulator: Simulator, onlyfans_port: int) -> Suite:
+    """The OnlyFans worker as one more process of the suite (stopped with it), on its own
+    database role, signing in to the simulator with the real Chromium."""
+    roles = [role for role in service_roles() if role.service == "onlyfans"]
+    urls = await provision_roles(suite.database_url, roles, passwords=new_passwords(roles))
+    await upgrade_async(
+        urls["onlyfans"], package="huntaze_onlyfans_worker.migrations", schema="onlyfans"
+    )
+    gateway = suite.process("gateway")
+    env = {
+        **gateway.env,
+        "HUNTAZE_DATABASE_URL": urls["onlyfans"],
+        "HUNTAZE_ONLYFANS_GRPC_HOST": "127.0.0.1",
+        "HUNTAZE_ONLYFANS_GRPC_PORT": str(onlyfans_port),
+        "HUNTAZE_ONLYFANS_METRICS_PORT": str(free_port()),
+        "HUNTAZE_ONLYFANS_BASE_URL": simulator.base_url,
+        "HUNTAZE_ONLYFANS_RULES_URL": f"{simulator.base_url}/rules.json",
+        "HUNTAZE_ONLYFANS_BROWSER_PATH": ensure_chromium(),
+        "HUNTAZE_ONLYFANS_VAULT_MASTER_KEYS": base64.b64encode(b"w" * 32).decode(),
+        "HUNTAZE_ONLYFANS_SYNC_INTERVAL_SECONDS": "2",
+        "HUNTAZE_ONLYFANS_SEND_INTERVAL_SECONDS": "0",
+        "HUNTAZE_ONLYFANS_SEND_JITTER_SECONDS": "0",
+        "HUNTAZE_ONLYFANS_THROTTLE_SECONDS": "0.1",
+    }
+    process = start_process(
+        "onlyfans", "huntaze_onlyfans_worker.server", env, gateway.log_path.parent
+    )
+    suite.processes.append(process)
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT
+    while not port_accepts("127.0.0.1", onlyfans_port):
+        if not process.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the OnlyFans worker did not start:\n{process.log_tail()}")
+        await asyncio.sleep(0.2)
+    return suite
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=ensure_chromium(), args=list(CHROMIUM_ARGS)
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+class Watched:
+    """A page whose console errors (a CSP violation is one) fail the test."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        # A refused API call shows in the console as a failed resource load: that is the
+        # page's business (it shows the problem); anything else is a defect.
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            self.errors.append(message.text)
+
+
+@pytest.fixture
+async def watched(browser: Browser, suite: Suite) -> AsyncIterator[Watched]:
+    context = await browser.new_context(base_url=suite.gateway_url)
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    watch = Watched(page)
+    try:
+        yield watch
+    finally:
+        await context.close()
+    assert not watch.errors, watch.errors
+
+
+async def test_the_console_opens_at_the_root_and_asks_to_sign_in(watched: Watched) -> None:
+    page = watched.page
+    response = await page.goto("/")
+    assert response is not None
+    assert response.status == 200
+    await expect(page).to_have_url("/sign-in?next=%2F")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await page.get_by_label("Email address").fill("nobody@example.com")
+    await page.get_by_label("Password").fill("not-the-password-at-all")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_contain_text("password")
+
+
+def test_the_api_types_are_generated_from_the_current_routes() -> None:
+    """`web/src/api/types.ts` is what the gateway's OpenAPI document generates now."""
+    done = subprocess.run(
+        [sys.executable, "-m", "huntaze_devstack.web", "types", "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_the_build_is_hashed_and_leaves_no_source_behind() -> None:
+    built = build()
+    assert built == DIST_DIR
+    bundles = sorted(Path(built, "static").glob("*.js"))
+    assert bundles
+    assert all("-" in bundle.stem for bundle in bundles)
+    assert not list(Path(built).rglob("*.tsx"))
+    assert not list(Path(built).rglob("*.map"))
+
+
+def email_url(suite: Suite, message: EmailMessage, kind: str) -> str:
+    """The link of an email as the person would open it (the suite's public URL)."""
+    return f"{suite.gateway_url}/{kind}?token={quote(token_from_email(message, kind))}"
+
+
+async def test_a_new_creator_signs_up_onboards_connects_and_answers_a_fan(
+    watched: Watched, onlyfans_worker: Suite, simulator: Simulator
+) -> None:
+    suite = onlyfans_worker
+    page = watched.page
+    email = f"web-{uuid.uuid4().hex[:10]}@example.com"
+    password = f"Violet-Harbour-{uuid.uuid4().hex[:6]}-Lantern"
+
+    # Sign up, then the verification email's link opens the console's page.
+    await page.goto("/sign-up")
+    await page.get_by_label("Your name").fill("Ada Web")
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Create account").click()
+    await expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    message = await suite.email_to(email, link="verify-email")
+    await page.goto(email_url(suite, message, "verify-email"))
+    await page.get_by_role("button", name="Verify my email address").click()
+    await expect(page.get_by_role("heading", name="Email address verified")).to_be_visible()
+    await page.get_by_role("link", name="Continue").click()
+
+    # Not signed in yet: sign-in, then back to the onboarding.
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(re.compile(r"/onboarding$"))
+
+    # Profile.
+    await page.get_by_label("Display name").fill("Ada")
+    await page.get_by_label("About you").fill("Travel and coffee.")
+    await page.get_by_role("button", name="Save and continue").click()
+
+    # AI replies: suggestions, with a saved answer.
+    await expect(page.get_by_role("heading", name="AI replies")).to_be_visible()
+    await page.get_by_label("Suggest").check()
+    await page.get_by_role("button", name="Add a saved answer").click()
+    await page.get_by_label("When a fan writes (1)").fill("good morning")
+    await page.get_by_label("Answer (1)").fill("Morning {name}, coffee is on me")
+    await page.get_by_role("button", name="Save and continue").click()
+
+    # OnlyFans, through the worker's real browser sign-in to the simulator.
+    await expect(page.get_by_role("heading", name="OnlyFans")).to_be_visible()
+    await page.get_by_label("OnlyFans email").fill(PLATFORM_EMAIL)
+    await page.get_by_label("OnlyFans password").fill(PLATFORM_PASSWORD)
+    await page.get_by_role("button", name="Connect OnlyFans").click()
+    await expect(page.get_by_text("Connected", exact=False).first).to_be_visible(timeout=120_000)
+    await page.get_by_role("button", name="Continue").click()
+    await page.get_by_role("button", name="Go to my inbox").click()
+    await expect(page).to_have_url(re.compile(r"/inbox$"))
+    await expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+
+    # A fan writes on the platform: the conversation comes in live, with its suggestion.
+    fan = await simulator.new_fan(name="Robin Web")
+    await simulator.fan_writes(fan["id"], "good morning!")
+    conversation = page.get_by_role("link", name=re.compile("Robin Web"))
+    await expect(conversation).to_be_visible(timeout=60_000)
+    await conversation.click()
+    suggestion = page.get_by_label("AI suggestion")
+    await expect(suggestion).to_have_value(re.compile("coffee is on me"), timeout=60_000)
+    await page.get_by_role("button", name="Accept and send").click()
+    messages = page.get_by_label("Messages with Robin Web")
+    await expect(messages.get_by_text(re.compile("coffee is on me"))).to_be_visible()
+
+    # The creator answers by hand, as a pay-per-view message, and sees it delivered.
+    await page.get_by_label("Reply", exact=True).fill("Here is something special")
+    await page.get_by_label("PPV price ($)").fill("7.50")
+    await page.get_by_label("Media from your vault").fill(str(simulator.platform.data.vault[0].id))
+    await page.get_by_role("button", name="Send for $7.50").click()
+    sent = messages.locator(".msg.out", has_text="Here is something special")
+    await expect(sent).to_contain_text("PPV $7.50")
+    await expect(sent).to_contain_text("Sent", timeout=60_000)
+
+    delivered = (await simulator.control.get("/_control/sent", params={"fan_id": fan["id"]})).json()
+    paid = [m for m in delivered if "Here is something special" in m["text"]]
+    assert len(paid) == 1, delivered
+    assert paid[0]["price"] == 7.5
+    assert any("coffee is on me" in m["text"] for m in delivered), delivered
+
+
+@dataclass
+class Creator:
+    """A creator made over the API, onboarded, with fans, a purchase and a quick reply."""
+
+    id: str
+    email: str
+    password: str
+    conversation_id: str
+    big_spender_id: str
+
+
+@pytest.fixture(scope="module")
+async def creator(suite: Suite, worker: PlatformEvents) -> Creator:
+    async with suite.client() as client:
+        email, password = await suite.register(client)
+        login = await suite.login(client, email, password)
+        client.headers["authorization"] = f"Bearer {login['tokens']['accessToken']}"
+        creator_id = login["user"]["id"]
+        saved = await client.post(
+            "/api/onboarding/save-profile",
+            json={"displayName": "Bea", "bio": "", "niche": "fitness", "timezone": "UTC"},
+        )
+        assert saved.status_code == 200, saved.text
+        done = await client.post("/api/onboarding/complete")
+        assert done.status_code == 200, done.text
+        for index, name in enumerate(("Lily Stone", "Marco Rossi", "Noor Haddad")):
+            await worker.fan_writes(
+                Creator(creator_id, "", "", "", ""),
+                platform_message_id=f"m-{index}",
+                platform_fan_id=f"of-{index}",
+                display_name=name,
+                handle=f"fan{index}",
+                text=f"hello from {name.split()[0]}",
+            )
+        await worker.fan_pays(
+            Creator(creator_id, "", "", "", ""),
+            transaction_id="t-1",
+            cents=1200,
+            platform_fan_id="of-1",
+        )
+        conversations: list[dict[str, object]] = []
+        deadline = time.monotonic() + 20
+        while len(conversations) < 3 and time.monotonic() < deadline:
+            conversations = (await client.get("/api/crm/conversations")).json()["conversations"]
+            await asyncio.sleep(0.2)
+        assert len(conversations) == 3, conversations
+        big = next(c for c in conversations if "Marco" in str(c["fan"]))
+        quick = await client.post(
+            "/api/crm/quick-replies", json={"shortcut": "/thanks", "text": "Thank you so much!"}
+        )
+        assert quick.status_code == 201, quick.text
+        fan_id = str(big["fanId"])
+        spent = 0
+        while spent < 1200 and time.monotonic() < deadline + 10:
+            spent = (await client.get(f"/api/crm/fans/{fan_id}")).json()["valueCents"]
+            await asyncio.sleep(0.2)
+        return Creator(creator_id, email, password, str(big["id"]), fan_id)
+
+
+async def sign_in(page: Page, creator: Creator, *, next_path: str = "/inbox") -> None:
+    await page.goto(f"/sign-in?next={quote(next_path)}")
+    await page.get_by_label("Email address").fill(creator.email)
+    await page.get_by_label("Password").fill(creator.password)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(re.compile(re.escape(next_path) + "$"))
+
+
+async def test_fans_filters_segments_and_a_profile_with_purchases_notes_and_tags(
+    watched: Watched, creator: Creator
+) -> None:
+    page = watched.page
+    await sign_in(page, creator, next_path="/fans")
+    table = page.get_by_role("table")
+    for name in ("Lily Stone", "Marco Rossi", "Noor Haddad"):
+        await expect(table.get_by_role("link", name=name)).to_be_visible()
+
+    # The segment's live count follows the filters; saved, it shows its members.
+    await page.get_by_label("Spent at least ($)").fill("10")
+    await expect(page.get_by_text("1 fan match these filters")).to_be_visible()
+    await page.get_by_role("button", name="Show fans").click()
+    await expect(table.get_by_role("link")).to_have_count(1)
+    await page.get_by_role("button", name="Save as segment").click()
+    await page.get_by_label("Segment name").fill("Big spenders")
+    await page.get_by_role("button", name="Save segment").click()
+    segments = page.get_by_role("navigation", name="Segments")
+    saved = segments.get_by_role("button", name=re.compile("Big spenders"))
+    await expect(saved).to_contain_text("1")
+
+    # A fan's profile: the purchase, then tags and notes that stay.
+    await table.get_by_role("link", name="Marco Rossi").click()
+    await expect(page.get_by_role("heading", name="Marco Rossi")).to_be_visible()
+    await expect(page.get_by_role("cell", name="$12.00")).to_be_visible()
+    await page.get_by_label("New tag").fill("vip")
+    await page.get_by_role("button", name="Add tag").click()
+    await expect(page.get_by_role("button", name="Remove tag vip")).to_be_visible()
+    await page.get_by_label("Notes").fill("Likes gym content")
+    await page.get_by_role("button", name="Save notes").click()
+    await expect(page.get_by_text("Saved.")).to_be_visible()
+    await page.reload()
+    await expect(page.get_by_label("Notes")).to_have_value("Likes gym content")
+    await expect(page.get_by_role("button", name="Remove tag vip")).to_be_visible()
+
+
+async def test_quick_replies_by_shortcut_and_reading_marks_the_conversation_read(
+    watched: Watched, creator: Creator
+) -> None:
+    page = watched.page
+    await sign_in(page, creator)
+    row = page.get_by_role("link", name=re.compile("Marco Rossi"))
+    await expect(row).to_contain_text("unread")
+    await row.focus()
+    await page.keyboard.press("Enter")
+    await expect(page).to_have_url(re.compile(f"/inbox/{creator.conversation_id}$"))
+    await expect(page.get_by_label("Messages with Marco Rossi")).to_contain_text("hello from Marco")
+    await expect(row).not_to_contain_text("unread")
+    reply = page.get_by_label("Reply", exact=True)
+    await reply.fill("/th")
+    await expect(page.get_by_role("option", name=re.compile("thanks"))).to_be_visible()
+    await reply.press("Enter")
+    await expect(reply).to_have_value("Thank you so much!")
+    await reply.press("Enter")
+    await expect(
+        page.get_by_label("Messages with Marco Rossi").get_by_text("Thank you so much!")
+    ).to_be_visible()
+
+
+async def test_two_factor_from_settings_then_sign_in_with_a_code(
+    watched: Watched, suite: Suite
+) -> None:
+    page = watched.page
+    async with suite.client() as client:
+        email, password = await suite.register(client)
+    await sign_in(page, Creator("", email, password, "", ""), next_path="/settings/security")
+    await page.get_by_role("button", name="Turn on two-factor authentication").click()
+    await expect(page.get_by_role("img", name="QR code for your authenticator app")).to_be_visible()
+    secret = (await page.locator("p", has_text="Key:").locator("code").inner_text()).strip()
+    await page.get_by_label("Code from the app").fill(pyotp.TOTP(secret).now())
+    await page.get_by_role("button", name="Confirm").click()
+    await expect(page.get_by_text("Two-factor authentication is on.")).to_be_visible()
+    await expect(page.locator("code.codes")).not_to_be_empty()
+
+    await page.get_by_role("link", name="Sessions").click()
+    await expect(page.get_by_role("cell", name=re.compile("this device"))).to_be_visible()
+
+    await page.get_by_role("button", name="Sign out").first.click()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Two-factor code")).to_be_visible()
+    await page.get_by_label("Code").fill("000000")
+    await page.get_by_role("button", name="Verify and sign in").click()
+    await expect(page.get_by_role("alert")).to_be_visible()
+    # A new code (the one just used for the enrollment may not be used twice).
+    await asyncio.sleep(max(0.0, 30 - time.time() % 30) + 0.5)
+    await page.get_by_label("Code").fill(pyotp.TOTP(secret).now())
+    await page.get_by_role("button", name="Verify and sign in").click()
+    await expect(page).to_have_url(re.compile("/onboarding$"))
