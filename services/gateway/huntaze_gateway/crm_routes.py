@@ -34,7 +34,7 @@ from huntaze_gateway.state import runtime_of
 from huntaze_kit.rich_status import from_rpc_error
 
 if TYPE_CHECKING:
-    from huntaze.crm.v1.crm_pb2_grpc import CrmServiceAsyncStub
+    pass
 
 crm_router = APIRouter(prefix="/api/crm", tags=["crm"])
 messages_router = APIRouter(prefix="/api/messages", tags=["messages"])
@@ -77,10 +77,6 @@ class AutomationBudgetIn(
 
 class UpdateAutomationBudgetBody(ProtoBody, message=crm_pb2.UpdateAutomationBudgetRequest):
     budget: AutomationBudgetIn
-
-
-def _crm(request: Request) -> CrmServiceAsyncStub:
-    return runtime_of(request).crm
 
 
 def _created_or_earlier(
@@ -194,7 +190,7 @@ async def inbox_stream(
 expose(
     (crm_router, messages_router, of_router),
     crm_pb2.DESCRIPTOR.services_by_name["CrmService"],
-    Edge(caller=CurrentCaller, stub_of=_crm, problems=problems),
+    Edge(caller=CurrentCaller, stub_of=lambda request: runtime_of(request).crm, problems=problems),
     (
         Exposed(
             "ListConversations",

@@ -8,6 +8,8 @@ session import, or failed with the reason) and no answer carries a password, a c
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, Request, Response
 
 from huntaze.common.v1 import common_pb2
@@ -40,40 +42,33 @@ expose(
 )
 
 
-async def _conversations(
-    caller: CurrentCaller, request: Request, cursor: str, limit: int | None, *, unread: bool
-) -> Response:
+def _conversations(*, unread: bool) -> Callable[..., Awaitable[Response]]:
     """The CRM's conversations on OnlyFans, most recent activity first (its defaults)."""
-    page = common_pb2.PageRequest(page_size=limit or 0, page_token=cursor)
-    message = crm_pb2.ListConversationsRequest(
-        page=page, unread_only=unread, platform=crm_pb2.PLATFORM_ONLYFANS
+
+    async def conversations(
+        caller: CurrentCaller, request: Request, cursor: Cursor = "", limit: Limit = None
+    ) -> Response:
+        page = common_pb2.PageRequest(page_size=limit or 0, page_token=cursor)
+        message = crm_pb2.ListConversationsRequest(
+            page=page, unread_only=unread, platform=crm_pb2.PLATFORM_ONLYFANS
+        )
+        call = runtime_of(request).crm.ListConversations(message, **caller.options)
+        answer = await renamed(call, PAGE_FIELDS)
+        return page_answer("conversations", answer.conversations, answer.page)
+
+    return conversations
+
+
+for path, unread, summary, description in (
+    ("/threads", False, "My OnlyFans conversations", "Most recent activity first."),
+    ("/inbox", True, "My unread OnlyFans conversations", "Those with unread messages."),
+):
+    of_router.add_api_route(
+        path,
+        _conversations(unread=unread),
+        methods=["GET"],
+        response_model=CONVERSATIONS_PAGE,
+        summary=summary,
+        description=f"`GET /api/crm/conversations?platform=onlyfans`: {description}",
+        responses=problems(401, 422),
     )
-    call = runtime_of(request).crm.ListConversations(message, **caller.options)
-    answer = await renamed(call, PAGE_FIELDS)
-    return page_answer("conversations", answer.conversations, answer.page)
-
-
-@of_router.get(
-    "/threads",
-    response_model=CONVERSATIONS_PAGE,
-    summary="My OnlyFans conversations",
-    responses=problems(401, 422),
-)
-async def threads(
-    caller: CurrentCaller, request: Request, cursor: Cursor = "", limit: Limit = None
-) -> Response:
-    """`GET /api/crm/conversations?platform=onlyfans`: most recent activity first."""
-    return await _conversations(caller, request, cursor, limit, unread=False)
-
-
-@of_router.get(
-    "/inbox",
-    response_model=CONVERSATIONS_PAGE,
-    summary="My unread OnlyFans conversations",
-    responses=problems(401, 422),
-)
-async def inbox(
-    caller: CurrentCaller, request: Request, cursor: Cursor = "", limit: Limit = None
-) -> Response:
-    """The OnlyFans conversations with unread messages, most recent first."""
-    return await _conversations(caller, request, cursor, limit, unread=True)

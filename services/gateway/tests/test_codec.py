@@ -9,8 +9,10 @@ import pydantic
 import pytest
 from google.protobuf import struct_pb2
 
+from huntaze.ai.v1 import ai_pb2
 from huntaze.crm.v1 import crm_pb2
-from huntaze_gateway.codec import ProtoEnum, enum_names, enum_values, to_json
+from huntaze.onlyfans.v1 import onlyfans_pb2
+from huntaze_gateway.codec import ProtoEnum, enum_names, enum_values, to_json, to_message
 
 
 def test_a_message_becomes_camel_case_json_with_numbers_names_and_times() -> None:
@@ -60,3 +62,15 @@ def test_enum_input_accepts_the_public_names_only() -> None:
     with pytest.raises(pydantic.ValidationError):
         adapter.validate_python("unspecified")
     assert adapter.json_schema()["enum"] == ["onlyfans", "tiktok", "instagram", "reddit"]
+
+
+def test_maps_are_objects_both_ways_and_a_wrapped_list_is_the_list() -> None:
+    session = onlyfans_pb2.ImportedSession(cookies={"sess": "s1", "auth_id": "7"}, x_bc="bc")
+    assert to_json(session)["cookies"] == {"sess": "s1", "auth_id": "7"}
+    config = to_message({"fan_modes": {"f1": "off"}}, ai_pb2.AiConfig())
+    assert dict(config.fan_modes) == {"f1": "off"}
+    # `TagSet` tells "no tags" from "unchanged": the JSON list fills it, an empty one too.
+    update = to_message({"tags": []}, crm_pb2.UpdateFanRequest())
+    assert update.HasField("tags")
+    assert list(to_message({"tags": ["vip"]}, crm_pb2.UpdateFanRequest()).tags.tags) == ["vip"]
+    assert not to_message({"tags": None}, crm_pb2.UpdateFanRequest()).HasField("tags")

@@ -800,3 +800,29 @@ async def test_the_stream_beats_when_idle_and_ends_at_sign_out(live: Any, http_u
         await until_watchers(live, 0)
     finally:
         live.runtime.settings = settings
+
+
+async def test_the_onlyfans_rules_are_refused_at_the_edge(live: Any) -> None:
+    """Before any hop (no OnlyFans worker runs here): the body made from the proto message
+    refuses what its rules refuse, naming the member; a valid body goes on to the worker."""
+    api = Api(live, await sign_up(live))
+    session = {"cookies": {"sess": "s"}, "xBc": "b", "userAgent": "ua"}
+    for path, body, field in (
+        ("/api/of/connect", {}, "body"),
+        (
+            "/api/of/connect",
+            {"credentials": {"email": "a@b.c", "password": "p"}, "session": session},
+            "body",
+        ),
+        (
+            "/api/onboarding/connect-platform",
+            {"session": {**session, "cookies": {}}},
+            "session.cookies",
+        ),
+        ("/api/of/connect", {"session": {**session, "xBc": "x" * 257}}, "session.xBc"),
+        ("/api/of/connect", {"credentials": {"email": "a@b.c"}}, "credentials.password"),
+        ("/api/of/connect/otp", {"code": "1" * 33}, "code"),
+    ):
+        answer = await api.call("POST", path, json=body)
+        assert problem_fields(assert_problem(answer, 422)) == [field], (path, body)
+    assert_problem(await api.call("POST", "/api/of/connect/otp", json={"code": "123456"}), 503)

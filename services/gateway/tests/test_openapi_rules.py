@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import FieldDescriptor
 
+from huntaze.onlyfans.v1 import onlyfans_pb2
 from huntaze_devstack.protogen import field_rules, rule_keywords
 from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
 from huntaze_gateway.models import LIMIT_KEYWORDS, NESTED_KEYWORDS, ProtoBody, value_schema
+from huntaze_kit.errors import InvalidArgument
+from huntaze_kit.validation import check_request
 
 DOCUMENT: dict[str, Any] = create_app(GatewaySettings()).openapi()
 SCHEMAS: dict[str, Any] = DOCUMENT["components"]["schemas"]
@@ -89,3 +93,18 @@ def test_the_drifted_limits_are_the_services_now() -> None:
     assert SCHEMAS["RegisterBody"]["properties"]["name"]["maxLength"] == 100
     # Proto comments are the descriptions.
     assert profile["timezone"]["description"] == "IANA name, e.g. Europe/Paris."
+
+
+def test_the_services_enforce_the_onlyfans_rules() -> None:
+    """What the worker's interceptor runs on every request (`huntaze_kit.validation`)."""
+    with pytest.raises(InvalidArgument) as no_method:
+        check_request(onlyfans_pb2.ConnectRequest())
+    assert [v.field for v in no_method.value.violations] == ["method"]
+    session = onlyfans_pb2.ImportedSession(cookies={"sess": "x" * 4097}, x_bc="", user_agent="ua")
+    with pytest.raises(InvalidArgument) as bad_session:
+        check_request(onlyfans_pb2.ConnectRequest(session=session))
+    fields = {v.field.split("[")[0] for v in bad_session.value.violations}
+    assert fields == {"session.cookies", "session.x_bc"}
+    with pytest.raises(InvalidArgument):
+        check_request(onlyfans_pb2.SubmitOtpRequest(code="1" * 33))
+    check_request(onlyfans_pb2.SubmitOtpRequest(code="123456"))
