@@ -13,7 +13,9 @@ One run, in this order:
    batch in the same transaction, read here by a LISTEN connection. `--backlog` messages are
    offered at once; its sustained rate is delivered / (first published -> last seen).
 2. The suite (platform event -> CRM -> gateway SSE), the same backlog: its sustained rate, and its
-   ratio to the bare pipeline (goal >= 0.5: an absolute rate depends on the machine).
+   ratio to the bare pipeline (goal >= 0.5: an absolute rate depends on the machine). The rate at
+   which the CRM stored the messages is printed beside it, to tell the CRM's ingest from the way
+   to the stream (CRM inbox -> gRPC -> gateway -> SSE).
 3. 70% of the suite's sustained rate offered for `--seconds`: p50/p99 latency (goal p99 < 200 ms).
 4. `--rate` offered for `--seconds`: the sustained rate and latency at a fixed rate.
 
@@ -36,7 +38,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -60,6 +62,8 @@ MAX_IN_FLIGHT = 512
 # A backlog is waited for as long as messages keep showing on the stream.
 QUIET_SECONDS = 15.0
 SUITE_SHARE = 0.70
+STORED_POLL_SECONDS = 0.05
+STORED_COUNT = "SELECT count(*) FROM crm.messages WHERE direction = 'in'"
 WARM_UP_SECONDS = 120.0
 
 # The bare pipeline: its own stream, table and channel, so it never meets the CRM's.
@@ -430,10 +434,33 @@ async def measure_bare(
 # The suite.
 
 
+async def stored_rate(
+    database_url: str, count: int, phase: Awaitable[Phase]
+) -> tuple[Phase, float]:
+    """Runs `phase` (a backlog of `count`), and the messages per second the CRM stored meanwhile:
+    from the phase's start to the moment the last of them was stored."""
+    connection = await asyncpg.connect(libpq_url(database_url))
+    try:
+        target = await connection.fetchval(STORED_COUNT) + count
+        started = time.perf_counter()
+        running = asyncio.ensure_future(phase)
+        while not running.done():
+            if await connection.fetchval(STORED_COUNT) >= target:
+                break
+            await asyncio.sleep(STORED_POLL_SECONDS)
+        # (Should the phase end first, the last of them was stored by the next look at most.)
+        stored = await connection.fetchval(STORED_COUNT) >= target
+        rate = count / (time.perf_counter() - started) if stored else 0.0
+        return await running, rate
+    finally:
+        await connection.close()
+
+
 async def measure_suite(
     args: argparse.Namespace, suite: RunningSuite, token: str, creator_id: str, run: str
-) -> tuple[Phase, Phase, Phase]:
-    """The suite's phases: backlog, 70% of its sustained rate, `--rate`."""
+) -> tuple[Phase, float, Phase, Phase]:
+    """The suite's phases: backlog (with the CRM's storing rate), 70% of its sustained rate,
+    `--rate`."""
     servers = [suite.children["crm"], suite.children["gateway"]]
     nc = await nats.connect(suite.nats_url)
     tally = Tally()
@@ -457,7 +484,9 @@ async def measure_suite(
                     publisher, tally, first=first, count=count, rate=rate, run=run, servers=servers
                 )
 
-            backlog = await phase(0, args.backlog, None)
+            backlog, stored = await stored_rate(
+                suite.database_url, args.backlog, phase(0, args.backlog, None)
+            )
             share_rate = max(1.0, SUITE_SHARE * backlog.sustained)
             share = await phase(args.backlog, int(share_rate * args.seconds), share_rate)
             fixed = await phase(
@@ -468,7 +497,7 @@ async def measure_suite(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
     await nc.close()
-    return backlog, share, fixed
+    return backlog, stored, share, fixed
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -484,12 +513,13 @@ async def run(args: argparse.Namespace) -> None:
         token, creator_id = await sign_up(suite.gateway_url)
         run_id = uuid.uuid4().hex[:8]
         bare = await measure_bare(args, suite, creator_id, run_id)
-        backlog, share, fixed = await measure_suite(args, suite, token, creator_id, run_id)
+        backlog, stored, share, fixed = await measure_suite(args, suite, token, creator_id, run_id)
 
     report_backlog_phase(
         "bare pipeline (JetStream pull consumer -> executemany + NOTIFY -> LISTEN)", bare
     )
     report_backlog_phase("suite (platform event -> CRM -> gateway SSE)", backlog)
+    print(f"  stored by the CRM: {stored:,.0f} messages/s (first published -> last stored)")
     ratio = backlog.sustained / bare.sustained if bare.sustained else 0.0
     print(f"sustained ratio suite/bare: {ratio:.2f} (goal >= 0.5)")
     share_rate = share.count / args.seconds

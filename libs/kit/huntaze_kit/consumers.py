@@ -596,8 +596,9 @@ class EventConsumer:
         return fetch
 
     async def _loop(self) -> None:
-        """Fetches and applies batches one after another; the next batch is fetched while the
-        current one is applied (batches are still applied in order, one at a time)."""
+        """Fetches and applies batches one after another; under a backlog the next batch is
+        fetched while the current one is applied (batches are still applied in order, one at a
+        time)."""
         assert self._puller is not None
         failure_delay = 0.2
         ahead: asyncio.Task[list[Msg]] | None = None
@@ -632,7 +633,10 @@ class EventConsumer:
             if not messages:
                 self._pending_metric.set(0)  # nothing left for us
                 continue
-            if not self._stopping.is_set():
+            # Only with more waiting: the pull then brings a full batch at once. (Without a
+            # backlog, pulling after the apply gathers whatever came meanwhile in one batch;
+            # pulling ahead would take the first message alone, a transaction for one.)
+            if not self._stopping.is_set() and messages[-1].metadata.num_pending > 0:
                 ahead = self._fetch_ahead()
             try:
                 await self._handle_batch(messages)

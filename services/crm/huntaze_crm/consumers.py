@@ -19,6 +19,7 @@ stored once too.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -87,14 +88,23 @@ _MAX_ID_LENGTH = 200
 _MAX_NOTICE_LENGTH = 500
 
 
+@functools.lru_cache(maxsize=4096)
+def _creator_uuid(value: str) -> uuid.UUID | None:
+    """The creator id of a payload (the same few creators come again and again: parsed once)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
 def _creator(event: ReceivedEvent, payload_creator: str) -> uuid.UUID:
     """The creator of the event; its header, when present, must agree with the payload."""
     if event.creator_id and event.creator_id != payload_creator:
         raise InvalidEvent("the creator header and the payload disagree")
-    try:
-        return uuid.UUID(payload_creator)
-    except ValueError as err:
-        raise InvalidEvent(f"creator_id {payload_creator!r} is not a UUID") from err
+    creator_id = _creator_uuid(payload_creator)
+    if creator_id is None:
+        raise InvalidEvent(f"creator_id {payload_creator!r} is not a UUID")
+    return creator_id
 
 
 def _platform_id(value: str, name: str) -> str:

@@ -851,7 +851,7 @@ class CrmRepository:
         if not events:
             return
         connection = await driver_connection(self.session)
-        keys = sorted({_inbox_lock_key(creator_id) for creator_id, _, _ in events})
+        keys = sorted({_inbox_lock_key(creator) for creator in {c for c, _, _ in events}})
         await connection.execute(_LOCK_INBOXES, keys)
         creators, kinds, payloads = zip(*events, strict=True)
         await connection.execute(_APPEND_INBOX_EVENTS, creators, kinds, payloads, now)
