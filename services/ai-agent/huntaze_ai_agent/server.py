@@ -16,9 +16,16 @@ from huntaze_ai_agent.consumers import crm_consumer
 from huntaze_ai_agent.crm_client import CrmClient
 from huntaze_ai_agent.drafting import Drafter
 from huntaze_ai_agent.grpc_api import SERVICE_NAME, AiServicer, access_policy
-from huntaze_ai_agent.models import SCHEMA
+from huntaze_ai_agent.models import SCHEMA, Suggestion
 from huntaze_ai_agent.providers import Provider, provider_from_settings
-from huntaze_ai_agent.service import DRAFTS_CHANNEL, AiAgentService, Clock, Timing, utc_now
+from huntaze_ai_agent.service import (
+    DRAFTS_CHANNEL,
+    AiAgentService,
+    Claimed,
+    Clock,
+    Timing,
+    utc_now,
+)
 from huntaze_ai_agent.streams import AI, CRM
 from huntaze_ai_agent.workers import ClaimLoop
 from huntaze_kit.consumers import EventConsumer
@@ -61,8 +68,8 @@ class AiAgentServer(Service):
         self.service: AiAgentService | None = None
         self.relay: OutboxRelay | None = None
         self.consumer: EventConsumer | None = None
-        self.drafting: ClaimLoop | None = None
-        self.sending: ClaimLoop | None = None
+        self.drafting: ClaimLoop[Claimed] | None = None
+        self.sending: ClaimLoop[Suggestion] | None = None
         self._key_source = key_source
         self._provider = provider
         self._clock = clock
@@ -113,7 +120,7 @@ class AiAgentServer(Service):
         await host.consumer(self.consumer)
         self.drafting = ClaimLoop(
             name="ai-drafting",
-            claim=lambda limit: service.claim_pending(limit=limit),
+            claim=lambda limit: service.claim_drafts(limit=limit),
             handle=service.draft_batch,
             concurrency=settings.ai_draft_concurrency,
             poll_seconds=settings.ai_poll_seconds,

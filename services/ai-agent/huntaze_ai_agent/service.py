@@ -26,18 +26,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    DateTime,
-    Text,
-    cast,
-    column,
     func,
     select,
     text,
     update,
-    values,
 )
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -50,7 +43,7 @@ from huntaze_ai_agent.crm_client import CrmClient, Metadata
 from huntaze_ai_agent.drafting import Attempt, Drafter, Usage, within_budget
 from huntaze_ai_agent.guardrails import Decision, decide, quiet_hours_end
 from huntaze_ai_agent.models import SCHEMA, AuditEntry, LlmCall, Suggestion
-from huntaze_ai_agent.prompts import DraftRequest, FanProfile, Prompt, build_prompt
+from huntaze_ai_agent.prompts import DraftRequest, FanProfile, Prompt, StyleExample, build_prompt
 from huntaze_ai_agent.providers import Completion
 from huntaze_ai_agent.repository import (
     load_configuration,
@@ -92,19 +85,20 @@ class Timing:
     attribution_window: timedelta = timedelta(hours=24)
 
 
-# What a draft stores on its suggestion, and the values of a suggestion that has none.
-_DRAFT_COLUMNS: tuple[tuple[str, Any], ...] = (
-    ("mode", Text),
-    ("text", Text),
-    ("provider", Text),
-    ("model", Text),
-    ("prompt_fingerprint", Text),
-    ("input_tokens", BigInteger),
-    ("output_tokens", BigInteger),
-    ("cost_micros", BigInteger),
-    ("latency_ms", BigInteger),
-    ("fallback", Text),
-    ("send_after", DateTime(timezone=True)),
+# What a draft stores on its suggestion (with the column's type), and the values of a
+# suggestion that has none.
+_DRAFT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("mode", "text"),
+    ("text", "text"),
+    ("provider", "text"),
+    ("model", "text"),
+    ("prompt_fingerprint", "text"),
+    ("input_tokens", "bigint"),
+    ("output_tokens", "bigint"),
+    ("cost_micros", "bigint"),
+    ("latency_ms", "bigint"),
+    ("fallback", "text"),
+    ("send_after", "timestamptz"),
 )
 _DRAFT_DEFAULTS: dict[str, Any] = {
     "mode": "",
@@ -118,6 +112,43 @@ _DRAFT_DEFAULTS: dict[str, Any] = {
     "latency_ms": 0,
     "fallback": "",
 }
+
+
+# Drafting's end for many suggestions in one statement, shaped the same for any number (so
+# compiled once): the outcomes as arrays, one element per suggestion, in `_SETTLE_TYPES` order.
+_SETTLE_TYPES: tuple[tuple[str, str], ...] = (
+    ("id", "uuid"),
+    ("status", "text"),
+    ("handoff_reason", "text"),
+    *_DRAFT_COLUMNS,
+)
+_SETTLE = text(
+    # Names and types from the constants above: no input reaches the SQL text.
+    f"UPDATE {SCHEMA}.suggestions AS s SET "  # noqa: S608
+    + ", ".join(f"{name} = v.{name}" for name, _ in _SETTLE_TYPES[1:])
+    + ", claimed_until = NULL, updated_at = now() FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _SETTLE_TYPES)
+    + ") AS v("
+    + ", ".join(name for name, _ in _SETTLE_TYPES)
+    + ") WHERE s.id = v.id AND s.status = 'pending' RETURNING s.*"
+)
+
+
+_RECORD_INCOMING = (
+    insert(Suggestion)
+    .on_conflict_do_nothing(index_elements=["creator_id", "message_id"])
+    .returning(Suggestion.id)
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A pending suggestion claimed for drafting, with its creator's configuration and their
+    past replies most like it."""
+
+    suggestion: Suggestion
+    configuration: AiConfiguration
+    examples: tuple[StyleExample, ...]
 
 
 @dataclass(frozen=True)
@@ -202,12 +233,8 @@ class AiAgentService:
             )
         if not rows:
             return
-        inserted = await session.execute(
-            insert(Suggestion)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["creator_id", "message_id"])
-            .returning(Suggestion.id)
-        )
+        # One statement for the lot, of one shape whatever their number (compiled once).
+        inserted = await session.execute(_RECORD_INCOMING, rows)
         if inserted.first() is not None:
             # Delivered at commit: the drafting workers wake at once.
             await session.execute(text(f"NOTIFY {DRAFTS_CHANNEL}"))
@@ -295,28 +322,60 @@ class AiAgentService:
 
     async def _claim(self, condition: Any, order: Any, limit: int) -> list[Suggestion]:
         """Claims up to `limit` suggestions matching `condition` for one lease."""
-        now = self.clock()
         async with self._sessions() as session:
-            chosen = (
-                select(Suggestion.id)
-                .where(
-                    condition,
-                    (Suggestion.claimed_until.is_(None)) | (Suggestion.claimed_until < now),
-                )
-                .order_by(order)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
-            claimed = await session.scalars(
-                update(Suggestion)
-                .where(Suggestion.id.in_(chosen))
-                .values(claimed_until=now + self.timing.lease)
-                .returning(Suggestion)
-            )
-            rows = list(claimed.all())
+            rows = await self._claim_in(session, condition, order, limit)
             await session.commit()
         return rows
+
+    async def _claim_in(
+        self, session: AsyncSession, condition: Any, order: Any, limit: int
+    ) -> list[Suggestion]:
+        now = self.clock()
+        chosen = (
+            select(Suggestion.id)
+            .where(
+                condition,
+                (Suggestion.claimed_until.is_(None)) | (Suggestion.claimed_until < now),
+            )
+            .order_by(order)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        claimed = await session.scalars(
+            update(Suggestion)
+            .where(Suggestion.id.in_(chosen))
+            .values(claimed_until=now + self.timing.lease)
+            .returning(Suggestion)
+        )
+        return list(claimed.all())
+
+    async def claim_drafts(self, *, limit: int) -> list[Claimed]:
+        """Claims up to `limit` pending suggestions and reads, in the same transaction, what
+        drafting them needs from the agent's own tables."""
+        async with self._sessions() as session:
+            rows = await self._claim_in(
+                session, Suggestion.status == "pending", Suggestion.created_at, limit
+            )
+            claimed = await self._with_context(session, rows)
+            await session.commit()
+        return claimed
+
+    async def _with_context(
+        self, session: AsyncSession, suggestions: Sequence[Suggestion]
+    ) -> list[Claimed]:
+        if not suggestions:
+            return []
+        configurations = await load_configurations(
+            session, creator_ids={s.creator_id for s in suggestions}
+        )
+        # Read for every one, though some will be ignored or handed off: one query either way.
+        examples = await similar_replies_many(
+            session, [Lookup(s.id, s.creator_id, s.incoming_text) for s in suggestions]
+        )
+        return [
+            Claimed(s, configurations[s.creator_id], tuple(examples[s.id])) for s in suggestions
+        ]
 
     async def claim_pending(self, *, limit: int) -> list[Suggestion]:
         return await self._claim(Suggestion.status == "pending", Suggestion.created_at, limit)
@@ -330,31 +389,30 @@ class AiAgentService:
 
     async def draft(self, suggestion: Suggestion) -> None:
         """Drafts one claimed pending suggestion, or hands it off, or marks it ignored."""
-        for work in await self.draft_batch([suggestion]):
+        async with self._sessions() as session:
+            claimed = await self._with_context(session, [suggestion])
+        for work in await self.draft_batch(claimed):
             await work
 
-    async def draft_batch(self, suggestions: Sequence[Suggestion]) -> list[Awaitable[None]]:
-        """Drafts claimed pending suggestions together: their configurations, style examples
-        and fans are read once for all, and what the local provider writes is stored in one
-        transaction. An LLM's drafts take seconds each: they are answered as work left to do,
-        one per suggestion, each stored as it ends."""
+    async def draft_batch(self, batch: Sequence[Claimed]) -> list[Awaitable[None]]:
+        """Drafts claimed pending suggestions together: the fans are read in one CRM call per
+        creator, and what the local provider writes is stored in one transaction. An LLM's
+        drafts take seconds each: they are answered as work left to do, one per suggestion,
+        each stored as it ends."""
         outcomes: list[Outcome] = []
-        async with self._sessions() as session:
-            configurations = await load_configurations(
-                session, creator_ids={s.creator_id for s in suggestions}
-            )
-            active = [
-                s
-                for s in suggestions
-                if configurations[s.creator_id].mode_for(str(s.fan_id)) != "off"
-                and configurations[s.creator_id].acts_on(s.platform)
-            ]
-            # Read now, in the same session, though a hand-off may leave some unused.
-            examples = await similar_replies_many(
-                session, [Lookup(s.id, s.creator_id, s.incoming_text) for s in active]
-            )
-        chosen = {s.id for s in active}
-        outcomes += [Outcome(s, "ignored") for s in suggestions if s.id not in chosen]
+        active: list[Suggestion] = []
+        configurations: dict[uuid.UUID, AiConfiguration] = {}
+        examples: dict[uuid.UUID, tuple[StyleExample, ...]] = {}
+        for claimed in batch:
+            s, configuration = claimed.suggestion, claimed.configuration
+            if configuration.mode_for(str(s.fan_id)) == "off" or not configuration.acts_on(
+                s.platform
+            ):
+                outcomes.append(Outcome(s, "ignored"))
+                continue
+            active.append(s)
+            configurations[s.creator_id] = configuration
+            examples[s.id] = claimed.examples
         fans = await self._fans(active)
         now = self.clock()
         left: list[Awaitable[None]] = []
@@ -380,7 +438,7 @@ class AiAgentService:
                     configuration=configuration,
                     fan=fan,
                     incoming=suggestion.incoming_text,
-                    examples=tuple(examples[suggestion.id]),
+                    examples=examples[suggestion.id],
                 )
                 if self.drafter.pays:
                     left.append(self._draft_with_llm(suggestion, request, decision))
@@ -540,35 +598,17 @@ class AiAgentService:
         meanwhile (then it is cancelled already), stores it and its event."""
         if not outcomes:
             return
-        rows = values(
-            column("id", PG_UUID(as_uuid=True)),
-            column("status", Text),
-            column("handoff_reason", Text),
-            *(column(name, kind) for name, kind in _DRAFT_COLUMNS),
-            name="settled",
-        ).data(
-            [
-                (
-                    o.suggestion.id,
-                    o.status,
-                    o.reason,
-                    *(o.draft.get(name, _DRAFT_DEFAULTS.get(name)) for name, _ in _DRAFT_COLUMNS),
-                )
-                for o in outcomes
-            ]
-        )
-        # Cast: PostgreSQL types a VALUES column of NULLs as text.
-        kinds: dict[str, Any] = {"status": Text, "handoff_reason": Text, **dict(_DRAFT_COLUMNS)}
+        arrays: dict[str, list[Any]] = {
+            "id": [o.suggestion.id for o in outcomes],
+            "status": [o.status for o in outcomes],
+            "handoff_reason": [o.reason for o in outcomes],
+        }
+        for name, _ in _DRAFT_COLUMNS:
+            arrays[name] = [o.draft.get(name, _DRAFT_DEFAULTS.get(name)) for o in outcomes]
         async with self._sessions() as session:
             settled = await session.scalars(
-                update(Suggestion)
-                .where(Suggestion.id == rows.c.id, Suggestion.status == "pending")
-                .values(
-                    {name: cast(rows.c[name], kind) for name, kind in kinds.items()}
-                    | {"claimed_until": None, "updated_at": func.now()}
-                )
-                .returning(Suggestion)
-                .execution_options(synchronize_session=False)
+                select(Suggestion).from_statement(_SETTLE).params(**arrays),
+                execution_options={"populate_existing": True},
             )
             events = [self._settled_event(row) for row in settled.all()]
             await record_events(

@@ -8,21 +8,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import (
-    ColumnElement,
-    Text,
-    cast,
-    column,
-    func,
-    literal_column,
-    select,
-    true,
-    values,
-)
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from huntaze_ai_agent.models import SEARCH_CONFIG, PastReply
+from huntaze_ai_agent.models import SCHEMA, SEARCH_CONFIG, PastReply
 from huntaze_ai_agent.prompts import StyleExample
 
 # Past replies longer than this teach little about style and cost prompt tokens.
@@ -39,6 +28,29 @@ def add_past_reply(
             reply=reply[:MAX_EXAMPLE_CHARS],
         )
     )
+
+
+# Each message's best past replies, for any number of messages in one statement of one shape.
+# plainto_tsquery ANDs the words (and drops punctuation, so fan text cannot inject query
+# syntax); turning its ANDs into ORs matches messages sharing any word.
+_SIMILAR = text(
+    f"""
+    SELECT wanted.key, best.fan_message, best.reply
+    FROM unnest(CAST(:keys AS uuid[]), CAST(:creators AS uuid[]), CAST(:texts AS text[]))
+        AS wanted(key, creator_id, text)
+    CROSS JOIN LATERAL (
+        SELECT p.fan_message, p.reply, p.created_at, ts_rank_cd(p.search_vector, q.query) AS rank
+        FROM {SCHEMA}.past_replies AS p,
+            to_tsquery('{SEARCH_CONFIG}', replace(
+                CAST(plainto_tsquery('{SEARCH_CONFIG}', wanted.text) AS text), '&', '|'
+            )) AS q(query)
+        WHERE p.creator_id = wanted.creator_id AND p.search_vector @@ q.query
+        ORDER BY rank DESC, p.created_at DESC
+        LIMIT :limit
+    ) AS best
+    ORDER BY best.rank DESC, best.created_at DESC
+    """  # noqa: S608 (constants only)
+)
 
 
 @dataclass(frozen=True)
@@ -68,37 +80,14 @@ async def similar_replies_many(
     found: dict[uuid.UUID, list[StyleExample]] = {lookup.key: [] for lookup in lookups}
     if not lookups:
         return found
-    wanted = values(
-        column("key", UUID(as_uuid=True)),
-        column("creator_id", UUID(as_uuid=True)),
-        column("text", Text),
-        name="wanted",
-    ).data([(lookup.key, lookup.creator_id, lookup.text) for lookup in lookups])
-    config: ColumnElement[str] = literal_column(f"'{SEARCH_CONFIG}'::regconfig")
-    # plainto_tsquery ANDs the words (and drops punctuation, so fan text cannot inject query
-    # syntax); turning its ANDs into ORs matches messages sharing any word.
-    query = func.replace(cast(func.plainto_tsquery(config, wanted.c.text), Text), "&", "|")
-    tsquery = func.to_tsquery(config, query)
-    rank = func.ts_rank_cd(PastReply.search_vector, tsquery)
-    best = (
-        select(
-            PastReply.fan_message,
-            PastReply.reply,
-            rank.label("rank"),
-            PastReply.created_at.label("created_at"),
-        )
-        .where(
-            PastReply.creator_id == wanted.c.creator_id,
-            PastReply.search_vector.op("@@")(tsquery),
-        )
-        .order_by(rank.desc(), PastReply.created_at.desc())
-        .limit(limit)
-        .lateral("best")
-    )
     rows = await session.execute(
-        select(wanted.c.key, best.c.fan_message, best.c.reply)
-        .select_from(wanted.join(best, true()))
-        .order_by(best.c.rank.desc(), best.c.created_at.desc())
+        _SIMILAR,
+        {
+            "keys": [lookup.key for lookup in lookups],
+            "creators": [lookup.creator_id for lookup in lookups],
+            "texts": [lookup.text for lookup in lookups],
+            "limit": limit,
+        },
     )
     for row in rows:
         found[row.key].append(StyleExample(fan_message=row.fan_message, reply=row.reply))
