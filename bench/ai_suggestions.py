@@ -212,6 +212,15 @@ async def stage_times(database_url: str, tally: Tally) -> dict[str, list[float]]
     return {name: values for name, values in stages.items() if values}
 
 
+def _cpu(before: dict[str, float | None], after: dict[str, float | None], count: int) -> str:
+    """CPU milliseconds per suggestion of each process of the suite."""
+    return ", ".join(
+        f"{name} {(spent - started) * 1000 / count:.2f}"
+        for name, started in before.items()
+        if started is not None and (spent := after[name]) is not None
+    )
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}"
 
@@ -248,12 +257,7 @@ async def local_latency(args: argparse.Namespace) -> None:
         )
     if done:
         print(f"   sustained: {len(done) / (last - started):,.0f} suggestions/s")
-        per_message = ", ".join(
-            f"{name} {(after[name] - before[name]) * 1000 / len(done):.2f}"
-            for name in before
-            if before[name] is not None and after[name] is not None
-        )
-        print(f"   CPU ms per suggestion (warm-up included): {per_message}")
+        print(f"   CPU ms per suggestion (warm-up included): {_cpu(before, after, len(done))}")
 
 
 def slow_llm() -> Starlette:
@@ -298,9 +302,11 @@ async def llm_throughput(args: argparse.Namespace) -> None:
     }
     try:
         async with running_suite(("auth", "crm", "ai", "gateway"), settings=settings) as suite:
+            before = {name: child.cpu_seconds() for name, child in suite.children.items()}
             tally, started, last = await drive(
                 suite.gateway_url, suite.nats_url, args.burst, args.burst_rate, args.fans
             )
+            after = {name: child.cpu_seconds() for name, child in suite.children.items()}
     finally:
         server.should_exit = True
         await serving
@@ -318,6 +324,7 @@ async def llm_throughput(args: argparse.Namespace) -> None:
             f"(goal: >= 50/s; one call at a time would give {1 / LLM_SECONDS:.0f}/s)"
         )
         print(f"   whole burst: {len(done) / (last - started):,.1f} suggestions/s from first due")
+        print(f"   CPU ms per suggestion (warm-up included): {_cpu(before, after, len(done))}")
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -50,7 +50,7 @@ from huntaze_ai_agent.repository import (
     load_configurations,
     save_configuration,
 )
-from huntaze_ai_agent.style_index import Lookup, add_past_reply, similar_replies_many
+from huntaze_ai_agent.style_index import Lookup, StyleIndex, add_past_reply
 from huntaze_ai_agent.workers import GroupCommit
 from huntaze_kit.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from huntaze_kit.logging import get_logger, request_context
@@ -182,9 +182,11 @@ class AiAgentService:
         crm: CrmClient,
         timing: Timing | None = None,
         clock: Clock = utc_now,
+        style: StyleIndex | None = None,
     ) -> None:
         self._sessions = sessions
         self.drafter = drafter
+        self.style = style or StyleIndex()
         self._crm = crm
         self.timing = timing or Timing()
         self.clock = clock
@@ -370,7 +372,7 @@ class AiAgentService:
             session, creator_ids={s.creator_id for s in suggestions}
         )
         # Read for every one, though some will be ignored or handed off: one query either way.
-        examples = await similar_replies_many(
+        examples = await self.style.similar_many(
             session, [Lookup(s.id, s.creator_id, s.incoming_text) for s in suggestions]
         )
         return [

@@ -187,3 +187,31 @@ def _settle(written: asyncio.Future[None], error: BaseException | None) -> None:
         written.set_result(None)
     else:
         written.set_exception(error)
+
+
+class Repeat:
+    """Runs `step` again and again: at once while it finds work (answers more than 0), else
+    after `poll_seconds`; a failing step is logged and tried again after the same pause."""
+
+    def __init__(
+        self, *, name: str, step: Callable[[], Awaitable[int]], poll_seconds: float
+    ) -> None:
+        self.name = name
+        self._step = step
+        self._poll = poll_seconds
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            done = 0
+            try:
+                done = await self._step()
+            except Exception as error:
+                log.warning("ai.step_failed", worker=self.name, error=str(error))
+            if done:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._poll)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self._stopping.set()
