@@ -25,12 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    func,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -152,6 +147,15 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class PaidCall:
+    """An LLM call for one suggestion, and the prompt it sends."""
+
+    suggestion: Suggestion
+    request: DraftRequest
+    prompt: Prompt
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How drafting ended for one suggestion: its new status, the hand-off reason, and the
     draft's columns (`_DRAFT_COLUMNS`) when there is one."""
@@ -190,7 +194,9 @@ class AiAgentService:
         self._crm = crm
         self.timing = timing or Timing()
         self.clock = clock
-        # The LLM's drafts end one at a time: stored together, while the previous commit runs.
+        # The LLM's answers and drafts end one at a time: stored together, while the previous
+        # commit runs.
+        self._ledger = GroupCommit[tuple[Suggestion, Attempt]](self._complete_calls)
         self._settler = GroupCommit[Outcome](self._settle_many)
 
     # --- configuration -------------------------------------------------------------------------
@@ -417,7 +423,7 @@ class AiAgentService:
             examples[s.id] = claimed.examples
         fans = await self._fans(active)
         now = self.clock()
-        left: list[Awaitable[None]] = []
+        paid: list[tuple[Suggestion, DraftRequest, Decision]] = []
         for suggestion in active:
             configuration = configurations[suggestion.creator_id]
             fan = fans.get(suggestion.fan_id)
@@ -443,11 +449,36 @@ class AiAgentService:
                     examples=examples[suggestion.id],
                 )
                 if self.drafter.pays:
-                    left.append(self._draft_with_llm(suggestion, request, decision))
+                    paid.append((suggestion, request, decision))
                 else:  # the local provider needs no I/O: drafted here, stored with the rest
                     outcomes.append(await self._drafted(suggestion, request, decision))
         await self._settle_many(outcomes)
-        return left
+        return await self._llm_drafts(paid) if paid else []
+
+    async def _llm_drafts(
+        self, drafts: Sequence[tuple[Suggestion, DraftRequest, Decision]]
+    ) -> list[Awaitable[None]]:
+        """The conversations (read at once), then the calls recorded as started in one
+        transaction; each call is the work left for its suggestion."""
+        histories = await asyncio.gather(
+            *(
+                self._crm.history(
+                    creator_id=s.creator_id,
+                    conversation_id=s.conversation_id,
+                    message_id=s.message_id,
+                )
+                for s, _, _ in drafts
+            )
+        )
+        calls = []
+        for (suggestion, request, _), history in zip(drafts, histories, strict=True):
+            with_history = dataclasses.replace(request, history=history)
+            calls.append(PaidCall(suggestion, with_history, build_prompt(with_history)))
+        known = await self._begin_calls(calls)
+        return [
+            self._draft_with_llm(call, decision, known[call.suggestion.id])
+            for call, (_, _, decision) in zip(calls, drafts, strict=True)
+        ]
 
     async def _fans(self, suggestions: Sequence[Suggestion]) -> dict[uuid.UUID, FanProfile]:
         """The fans of `suggestions`, one CRM call per creator, all at once."""
@@ -463,26 +494,30 @@ class AiAgentService:
         return {fan_id: fan for answer in answers for fan_id, fan in answer.items()}
 
     async def _draft_with_llm(
-        self, suggestion: Suggestion, request: DraftRequest, decision: Decision
+        self, call: PaidCall, decision: Decision, known: Attempt | None
     ) -> None:
+        suggestion = call.suggestion
         with request_context(suggestion.request_id or None):
-            history = await self._crm.history(
-                creator_id=suggestion.creator_id,
-                conversation_id=suggestion.conversation_id,
-                message_id=suggestion.message_id,
-            )
+            attempt = known if known is not None else await self._call(call)
             outcome = await self._drafted(
-                suggestion, dataclasses.replace(request, history=history), decision
+                suggestion, call.request, decision, prompt=call.prompt, attempt=attempt
             )
             await self._settler.submit(outcome)
 
     async def _drafted(
-        self, suggestion: Suggestion, request: DraftRequest, decision: Decision
+        self,
+        suggestion: Suggestion,
+        request: DraftRequest,
+        decision: Decision,
+        *,
+        prompt: Prompt | None = None,
+        attempt: Attempt | None = None,
     ) -> Outcome:
         """The draft (checked, or the local provider's when the LLM's is refused or missing)
         and what becomes of it."""
-        prompt = build_prompt(request)
-        attempt = await self._attempt_once(suggestion, request, prompt)
+        prompt = prompt or build_prompt(request)
+        if attempt is None:
+            attempt = await self._attempt_once(suggestion, request, prompt)
         draft = await self.drafter.finish(request, prompt, attempt)
         if draft.text is None:
             return Outcome(suggestion, "handed_off", reason="no_safe_reply")
@@ -526,37 +561,80 @@ class AiAgentService:
     ) -> Attempt:
         """The provider's answer for this message: from the ledger when it was paid for
         already, else from one call recorded before and after it is made."""
-        drafter = self.drafter
-        if not drafter.pays:
-            return await drafter.attempt(request, prompt, spent=Usage())
-        key = {"creator_id": suggestion.creator_id, "message_id": suggestion.message_id}
+        if not self.drafter.pays:
+            return await self.drafter.attempt(request, prompt, spent=Usage())
+        call = PaidCall(suggestion, request, prompt)
+        known = (await self._begin_calls([call]))[suggestion.id]
+        return known if known is not None else await self._call(call)
+
+    async def _begin_calls(self, calls: Sequence[PaidCall]) -> dict[uuid.UUID, Attempt | None]:
+        """For each suggestion, in one transaction: the ledger's answer when its call was made
+        before, a refusal when its creator's budget is spent, or None: its call is recorded as
+        started (committed before it is made, so that it is never made twice) and is to be
+        made now."""
+        answers: dict[uuid.UUID, Attempt | None] = {}
+        provider = self.drafter.provider
         async with self._sessions() as session:
-            call = await session.get(LlmCall, key)
-            if call is not None:
-                if call.status == "completed":
-                    return Attempt(_completion(call))
-                # Started and never finished: it may have been paid for; never call twice.
-                return Attempt(None, "provider_failed")
-            spent = await self._usage(session, suggestion.creator_id)
-            if not within_budget(request.configuration.budget, spent):
-                return Attempt(None, "over_budget")
-            session.add(
-                LlmCall(
-                    **key,
-                    provider=drafter.provider.name,
-                    model=drafter.provider.model,
-                    prompt_fingerprint=prompt.fingerprint,
+            earlier = await session.scalars(
+                select(LlmCall).where(
+                    tuple_(LlmCall.creator_id, LlmCall.message_id).in_(
+                        [(c.suggestion.creator_id, c.suggestion.message_id) for c in calls]
+                    )
                 )
             )
-            await session.commit()
-        attempt = await drafter.attempt(request, prompt, spent=spent)
-        async with self._sessions() as session:
+            made = {(row.creator_id, row.message_id): row for row in earlier}
+            spent = await self._usages(session, {c.suggestion.creator_id for c in calls})
+            started = []
+            for call in calls:
+                suggestion = call.suggestion
+                known = made.get((suggestion.creator_id, suggestion.message_id))
+                if known is not None:
+                    # Started and never finished: it may have been paid for; never call twice.
+                    answers[suggestion.id] = (
+                        Attempt(_completion(known))
+                        if known.status == "completed"
+                        else Attempt(None, "provider_failed")
+                    )
+                elif not within_budget(
+                    call.request.configuration.budget, spent[suggestion.creator_id]
+                ):
+                    answers[suggestion.id] = Attempt(None, "over_budget")
+                else:
+                    answers[suggestion.id] = None
+                    started.append(
+                        {
+                            "creator_id": suggestion.creator_id,
+                            "message_id": suggestion.message_id,
+                            "provider": provider.name,
+                            "model": provider.model,
+                            "prompt_fingerprint": call.prompt.fingerprint,
+                        }
+                    )
+            if started:
+                await session.execute(insert(LlmCall), started)
+                await session.commit()
+        return answers
+
+    async def _call(self, call: PaidCall) -> Attempt:
+        """Makes a started call, then records its answer (with the others ending meanwhile)."""
+        attempt = await self.drafter.attempt(call.request, call.prompt, spent=Usage())
+        await self._ledger.submit((call.suggestion, attempt))
+        return attempt
+
+    async def _complete_calls(self, ended: Sequence[tuple[Suggestion, Attempt]]) -> None:
+        now = self.clock()
+        rows: list[dict[str, Any]] = []
+        for suggestion, attempt in ended:
+            key = {"creator_id": suggestion.creator_id, "message_id": suggestion.message_id}
             completion = attempt.completion
-            values: dict[str, Any] = {"completed_at": self.clock()}
             if completion is None:
-                values |= {"status": "failed", "error": attempt.fallback or ""}
-            else:
-                values |= {
+                rows.append(
+                    key | {"status": "failed", "error": attempt.fallback or "", "completed_at": now}
+                )
+                continue
+            rows.append(
+                key
+                | {
                     "status": "completed",
                     "text": completion.text,
                     "model": completion.model,
@@ -564,36 +642,39 @@ class AiAgentService:
                     "output_tokens": completion.output_tokens,
                     "cost_micros": completion.cost_micros,
                     "latency_ms": completion.latency_ms,
+                    "completed_at": now,
                 }
-            await session.execute(
-                update(LlmCall)
-                .where(
-                    LlmCall.creator_id == suggestion.creator_id,
-                    LlmCall.message_id == suggestion.message_id,
-                )
-                .values(**values)
             )
+        async with self._sessions() as session:
+            # Grouped by their keys: one executemany per shape (failed, completed).
+            for shape in ({"failed"}, {"completed"}):
+                same = [row for row in rows if row["status"] in shape]
+                if same:
+                    await session.execute(update(LlmCall), same)
             await session.commit()
-        return attempt
 
-    async def _usage(self, session: AsyncSession, creator_id: uuid.UUID) -> Usage:
-        row = (
-            await session.execute(
-                select(
-                    func.coalesce(func.sum(LlmCall.input_tokens + LlmCall.output_tokens), 0),
-                    func.coalesce(func.sum(LlmCall.cost_micros), 0),
-                ).where(
-                    LlmCall.creator_id == creator_id,
-                    LlmCall.created_at >= _month_start(self.clock()),
-                )
+    async def _usages(
+        self, session: AsyncSession, creator_ids: set[uuid.UUID]
+    ) -> dict[uuid.UUID, Usage]:
+        rows = await session.execute(
+            select(
+                LlmCall.creator_id,
+                func.coalesce(func.sum(LlmCall.input_tokens + LlmCall.output_tokens), 0),
+                func.coalesce(func.sum(LlmCall.cost_micros), 0),
             )
-        ).one()
-        return Usage(tokens=int(row[0]), cost_micros=int(row[1]))
+            .where(
+                LlmCall.creator_id.in_(creator_ids),
+                LlmCall.created_at >= _month_start(self.clock()),
+            )
+            .group_by(LlmCall.creator_id)
+        )
+        found = {row[0]: Usage(tokens=int(row[1]), cost_micros=int(row[2])) for row in rows}
+        return {creator_id: found.get(creator_id, Usage()) for creator_id in creator_ids}
 
     async def usage(self, *, creator_id: uuid.UUID) -> Usage:
         """What the creator's LLM calls cost this month."""
         async with self._sessions() as session:
-            return await self._usage(session, creator_id)
+            return (await self._usages(session, {creator_id}))[creator_id]
 
     async def _settle_many(self, outcomes: Sequence[Outcome]) -> None:
         """Ends drafting for each outcome in one transaction: unless the creator replied
