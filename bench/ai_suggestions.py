@@ -9,7 +9,7 @@ Server-Sent Events stream. Two runs, each on its own suite:
    per second sustained over a burst (goal: at least 50/s, bounded by the agent's draft
    concurrency, not by calls made one at a time).
 
-    python bench/ai_suggestions.py [--rate 100] [--seconds 10] [--burst 600]
+    python bench/ai_suggestions.py [--rate 100] [--seconds 10] [--burst 600] [--part 1|2|both]
 
 PostgreSQL and NATS: `HUNTAZE_BENCH_DATABASE_URL` / `HUNTAZE_BENCH_NATS_URL` when set, else
 embedded servers started here.
@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import httpx
 import nats
 import orjson
@@ -39,6 +40,7 @@ from starlette.routing import Route
 
 from huntaze_devstack.embedded import free_port
 from huntaze_devstack.testing import PlatformEvents
+from huntaze_kit.db import libpq_url
 
 SERVICE_SECRET = "bench-ai-secret"
 LLM_SECONDS = 1.0
@@ -58,6 +60,8 @@ class Tally:
     suggested: dict[int, float] = field(default_factory=dict)
     sequence_of: dict[str, int] = field(default_factory=dict)
     early: dict[str, float] = field(default_factory=dict)
+    # time.time() at perf_counter() == 0, to set database timestamps against the others.
+    wall_offset: float = field(default_factory=lambda: time.time() - time.perf_counter())
 
 
 async def read_stream(response: httpx.Response, tally: Tally) -> None:
@@ -175,6 +179,48 @@ async def drive(
     return tally, started, last
 
 
+async def stage_times(database_url: str, tally: Tally) -> dict[str, list[float]]:
+    """Where each message's time went, from the rows' timestamps: due -> stored by the CRM ->
+    recorded by the agent (its consumer's transaction) -> drafted and settled -> on the stream."""
+    conn = await asyncpg.connect(libpq_url(database_url))
+    try:
+        rows = await conn.fetch(
+            "SELECT s.incoming_text, m.created_at AS stored, s.created_at AS recorded, "
+            "s.updated_at AS settled FROM ai.suggestions s JOIN crm.messages m "
+            "ON m.id = s.message_id AND m.creator_id = s.creator_id"
+        )
+    finally:
+        await conn.close()
+    stages: dict[str, list[float]] = {
+        "due -> stored by the CRM": [],
+        "stored -> recorded by the agent": [],
+        "recorded -> drafted": [],
+        "drafted -> on the stream": [],
+    }
+    for row in rows:
+        text: str = row["incoming_text"]
+        sequence = int(text[1 : text.index(" ")])
+        if sequence < 0 or sequence not in tally.suggested:
+            continue
+        stored, recorded, settled = (
+            row[name].timestamp() - tally.wall_offset for name in ("stored", "recorded", "settled")
+        )
+        stages["due -> stored by the CRM"].append(stored - tally.due[sequence])
+        stages["stored -> recorded by the agent"].append(recorded - stored)
+        stages["recorded -> drafted"].append(settled - recorded)
+        stages["drafted -> on the stream"].append(tally.suggested[sequence] - settled)
+    return {name: values for name, values in stages.items() if values}
+
+
+def _cpu(before: dict[str, float | None], after: dict[str, float | None], count: int) -> str:
+    """CPU milliseconds per suggestion of each process of the suite."""
+    return ", ".join(
+        f"{name} {(spent - started) * 1000 / count:.2f}"
+        for name, started in before.items()
+        if started is not None and (spent := after[name]) is not None
+    )
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}"
 
@@ -187,6 +233,7 @@ async def local_latency(args: argparse.Namespace) -> None:
             suite.gateway_url, suite.nats_url, count, args.rate, args.fans
         )
         after = {name: child.cpu_seconds() for name, child in suite.children.items()}
+        stages = await stage_times(suite.database_url, tally)
     done = [s for s in range(count) if s in tally.suggested]
     total = [tally.suggested[s] - tally.due[s] for s in done]
     agent = [tally.suggested[s] - tally.received[s] for s in done if s in tally.received]
@@ -203,14 +250,14 @@ async def local_latency(args: argparse.Namespace) -> None:
             f"   of which message on the stream -> suggestion (the agent), ms: "
             f"p50 {_ms(percentile(agent, 0.5))}, p99 {_ms(percentile(agent, 0.99))}"
         )
+    for name, values in stages.items():
+        print(
+            f"   stage {name}, ms: p50 {_ms(percentile(values, 0.5))}, "
+            f"p99 {_ms(percentile(values, 0.99))}"
+        )
     if done:
         print(f"   sustained: {len(done) / (last - started):,.0f} suggestions/s")
-        per_message = ", ".join(
-            f"{name} {(after[name] - before[name]) * 1000 / len(done):.2f}"
-            for name in before
-            if before[name] is not None and after[name] is not None
-        )
-        print(f"   CPU ms per suggestion (warm-up included): {per_message}")
+        print(f"   CPU ms per suggestion (warm-up included): {_cpu(before, after, len(done))}")
 
 
 def slow_llm() -> Starlette:
@@ -255,9 +302,11 @@ async def llm_throughput(args: argparse.Namespace) -> None:
     }
     try:
         async with running_suite(("auth", "crm", "ai", "gateway"), settings=settings) as suite:
+            before = {name: child.cpu_seconds() for name, child in suite.children.items()}
             tally, started, last = await drive(
                 suite.gateway_url, suite.nats_url, args.burst, args.burst_rate, args.fans
             )
+            after = {name: child.cpu_seconds() for name, child in suite.children.items()}
     finally:
         server.should_exit = True
         await serving
@@ -275,11 +324,14 @@ async def llm_throughput(args: argparse.Namespace) -> None:
             f"(goal: >= 50/s; one call at a time would give {1 / LLM_SECONDS:.0f}/s)"
         )
         print(f"   whole burst: {len(done) / (last - started):,.1f} suggestions/s from first due")
+        print(f"   CPU ms per suggestion (warm-up included): {_cpu(before, after, len(done))}")
 
 
 async def run(args: argparse.Namespace) -> None:
-    await local_latency(args)
-    await llm_throughput(args)
+    if args.part in ("1", "both"):
+        await local_latency(args)
+    if args.part in ("2", "both"):
+        await llm_throughput(args)
 
 
 def main() -> None:
@@ -289,6 +341,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=600, help="messages of the burst (2.)")
     parser.add_argument("--burst-rate", type=float, default=300.0, help="burst rate (2.)")
     parser.add_argument("--fans", type=int, default=100, help="fans the messages come from")
+    parser.add_argument("--part", choices=("1", "2", "both"), default="both", help="which run")
     uvloop.run(run(parser.parse_args()))
 
 

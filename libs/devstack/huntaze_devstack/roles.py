@@ -6,6 +6,8 @@ service's schema, so "a service never reads another's tables" is enforced by Pos
 may connect to the database and use temporary tables; PUBLIC loses its default CONNECT and
 TEMPORARY on the database, and no role may create schemas (the schema exists before the first
 migration). LISTEN/NOTIFY needs no privilege, so the outbox relay and the CRM's inbox keep working.
+Extensions a service uses when the server has them (`Service.extensions`, pgvector for the AI
+agent) are created here too, in the default schema, since only an administrator may.
 
 `make run` provisions the roles on its embedded server. For any other server an operator runs
 `python -m huntaze_devstack roles` once with an administrator's URL; it prints each service's own
@@ -61,6 +63,7 @@ class ServiceRole:
 
     service: str
     schema: str
+    extensions: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -69,7 +72,7 @@ class ServiceRole:
 
 def service_roles(suite: Iterable[Service] = SUITE) -> list[ServiceRole]:
     """A role for every service of the suite that owns a schema."""
-    return [ServiceRole(s.name, s.schema) for s in suite if s.schema is not None]
+    return [ServiceRole(s.name, s.schema, s.extensions) for s in suite if s.schema is not None]
 
 
 def role_url(database_url: str, role: str, password: str | None = None) -> str:
@@ -103,6 +106,10 @@ async def _provision(
     for query in (_FOREIGN_RELATIONS, _FOREIGN_SEQUENCES, _FOREIGN_FUNCTIONS, _FOREIGN_TYPES):
         for statement in await conn.fetch(query, role.schema, role.name):
             await conn.execute(statement[0])
+    for extension in role.extensions:
+        # Only where the server has it: the service copes without (see its migrations).
+        if await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = $1", extension):
+            await conn.execute(f"CREATE EXTENSION IF NOT EXISTS {_identifier(extension)}")
 
 
 async def provision_roles(

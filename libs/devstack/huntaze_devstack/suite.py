@@ -32,6 +32,9 @@ class Service:
     grpc_target_env: str | None = None
     metrics_port_env: str | None = None
     metrics_port_default: int | None = None
+    # PostgreSQL extensions its migrations use when the server has them: created by the
+    # administrator who provisions the roles (a service role may not create them).
+    extensions: tuple[str, ...] = ()
 
     def command(self, python: str = sys.executable) -> str:
         """The shell command that runs the process (`exec`, so signals reach it directly)."""
@@ -82,6 +85,7 @@ SUITE: tuple[Service, ...] = (
         grpc_target_env="HUNTAZE_AI_GRPC_TARGET",
         metrics_port_env="HUNTAZE_AI_METRICS_PORT",
         metrics_port_default=9464,
+        extensions=("vector",),
     ),
     Service(
         name="analytics",

@@ -35,6 +35,7 @@ from huntaze_kit.dlq import list_dead_letters, purge, replay
 from huntaze_kit.effects import EffectLedger
 from huntaze_kit.logging import current_request_id, request_context
 from huntaze_kit.outbox import (
+    OutboxEvent,
     OutboxRelay,
     PublishResult,
     create_outbox_tables,
@@ -42,6 +43,7 @@ from huntaze_kit.outbox import (
     drop_outbox_tables,
     messaging_tables,
     record_event,
+    record_events,
     schema_tables,
     upgrade_messaging_ddl,
 )
@@ -328,6 +330,40 @@ async def test_record_event_writes_in_the_callers_transaction(
     assert row.creator_id == "creator-u1"
     assert row.published_at is None
     assert UserRegistered.FromString(row.payload).user_id == "u1"
+
+
+async def test_record_events_writes_many_in_order_each_with_its_request_id(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    outbox = schema_tables(SCHEMA).outbox
+    events = [
+        OutboxEvent(
+            SUBJECT,
+            UserRegistered(user_id="u1", name=str(n)),
+            "user",
+            "u1",
+            creator_id="creator-u1",
+            request_id=f"req-{n}" if n else None,
+        )
+        for n in range(3)
+    ]
+    async with sessions() as session:
+        assert await record_events(session, schema=SCHEMA, events=[]) == []
+        with request_context("req-current"):
+            ids = await record_events(session, schema=SCHEMA, events=events)
+        await session.rollback()  # nothing of it stays
+    async with engine.connect() as conn:
+        assert (await conn.execute(outbox.select())).all() == []
+    async with sessions() as session:
+        with request_context("req-current"):
+            ids = await record_events(session, schema=SCHEMA, events=events)
+        await session.commit()
+    async with engine.connect() as conn:
+        rows = (await conn.execute(outbox.select().order_by(outbox.c.seq))).all()
+    assert [row.id for row in rows] == ids
+    assert [UserRegistered.FromString(row.payload).name for row in rows] == ["0", "1", "2"]
+    assert [row.headers[Headers.REQUEST_ID] for row in rows] == ["req-current", "req-1", "req-2"]
+    assert {row.aggregate_id for row in rows} == {"u1"}
 
 
 async def test_events_of_a_rolled_back_transaction_are_never_published(

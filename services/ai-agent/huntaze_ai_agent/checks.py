@@ -4,6 +4,7 @@ within the creator's range, and no piece of the system prompt."""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -72,20 +73,46 @@ def normalise(text: str) -> str:
     ).lower()
 
 
-def _contains_phrase(text: str, phrase: str) -> bool:
+@functools.lru_cache(maxsize=8192)
+def _phrase_pattern(phrase: str) -> str | None:
+    """A phrase as a pattern of its words, whatever separates them (None: it has no word)."""
     words = _WORD.findall(normalise(phrase))
     if not words:
-        return False
-    pattern = r"\b" + r"[\W_]*".join(re.escape(word) for word in words) + r"\b"
-    return re.search(pattern, text) is not None
+        return None
+    return r"\b" + r"[\W_]*".join(re.escape(word) for word in words) + r"\b"
+
+
+@functools.lru_cache(maxsize=1024)
+def _any_phrase(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern matching any of `phrases`: most replies contain none, found in one search."""
+    patterns = [p for p in map(_phrase_pattern, phrases) if p is not None]
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+
+def _phrases_in(texts: tuple[str, ...], phrases: tuple[str, ...]) -> list[str]:
+    """The phrases found in any of `texts`, in their order."""
+    anything = _any_phrase(phrases)
+    if anything is None or not any(anything.search(text) for text in texts):
+        return []
+    found = []
+    for phrase in phrases:
+        pattern = _phrase_pattern(phrase)
+        if pattern is not None and any(re.search(pattern, text) for text in texts):
+            found.append(phrase)
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _prompt_runs(system_prompt: str) -> frozenset[tuple[str, ...]]:
+    prompt_words = _WORD.findall(normalise(system_prompt))
+    return frozenset(
+        tuple(prompt_words[i : i + LEAK_RUN_WORDS])
+        for i in range(len(prompt_words) - LEAK_RUN_WORDS + 1)
+    )
 
 
 def _leaks(text: str, system_prompt: str) -> bool:
-    prompt_words = _WORD.findall(normalise(system_prompt))
-    runs = {
-        tuple(prompt_words[i : i + LEAK_RUN_WORDS])
-        for i in range(len(prompt_words) - LEAK_RUN_WORDS + 1)
-    }
+    runs = _prompt_runs(system_prompt)
     words = _WORD.findall(normalise(text))
     return any(
         tuple(words[i : i + LEAK_RUN_WORDS]) in runs for i in range(len(words) - LEAK_RUN_WORDS + 1)
@@ -114,12 +141,10 @@ def check_reply(
     plain = normalise(stripped)
     unleeted = plain.translate(_LEET)
     rails = configuration.guardrails
-    for word in rails.banned_words:
-        if _contains_phrase(plain, word) or _contains_phrase(unleeted, word):
-            violations.append(Violation("banned_word", word))
-    for topic in rails.banned_topics:
-        if _contains_phrase(plain, topic):
-            violations.append(Violation("banned_topic", topic))
+    for word in _phrases_in((plain, unleeted), tuple(rails.banned_words)):
+        violations.append(Violation("banned_word", word))
+    for topic in _phrases_in((plain,), tuple(rails.banned_topics)):
+        violations.append(Violation("banned_topic", topic))
     if _URL.search(plain):
         violations.append(Violation("link", "a link or web address"))
     if _EMAIL.search(plain) or _PHONE.search(plain) or _HANDLE.search(plain):

@@ -49,6 +49,27 @@ class AiAgentSettings(CommonSettings):
     ai_llm_output_usd_per_million_tokens: float = Field(
         default=10.0, ge=0, description="Price of completion tokens."
     )
+    ai_embeddings_base_url: str = Field(
+        default="",
+        description="Base URL (`.../v1`) of an OpenAI-compatible `/embeddings` API: the "
+        "creator's past replies are then retrieved by vector likeness (pgvector). Unset: "
+        "PostgreSQL text search.",
+    )
+    ai_embeddings_model: str = Field(
+        default="text-embedding-3-small", description="The embedding model's name."
+    )
+    ai_embeddings_api_key: SecretStr | None = Field(
+        default=None, description="The embeddings API key."
+    )
+    ai_embeddings_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="How long one embeddings request may take."
+    )
+    ai_embeddings_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="How often past replies without a vector are looked for.",
+    )
     crm_grpc_target: str = Field(
         default="127.0.0.1:50052", description="Where the CRM service's gRPC API listens."
     )

@@ -15,12 +15,21 @@ from huntaze_ai_agent.config import SERVICE_ACCOUNT, AiAgentSettings
 from huntaze_ai_agent.consumers import crm_consumer
 from huntaze_ai_agent.crm_client import CrmClient
 from huntaze_ai_agent.drafting import Drafter
+from huntaze_ai_agent.embeddings import embedder_from_settings
 from huntaze_ai_agent.grpc_api import SERVICE_NAME, AiServicer, access_policy
-from huntaze_ai_agent.models import SCHEMA
+from huntaze_ai_agent.models import SCHEMA, Suggestion
 from huntaze_ai_agent.providers import Provider, provider_from_settings
-from huntaze_ai_agent.service import DRAFTS_CHANNEL, AiAgentService, Clock, Timing, utc_now
+from huntaze_ai_agent.service import (
+    DRAFTS_CHANNEL,
+    AiAgentService,
+    Claimed,
+    Clock,
+    Timing,
+    utc_now,
+)
 from huntaze_ai_agent.streams import AI, CRM
-from huntaze_ai_agent.workers import ClaimLoop
+from huntaze_ai_agent.style_index import StyleIndex
+from huntaze_ai_agent.workers import ClaimLoop, Repeat
 from huntaze_kit.consumers import EventConsumer
 from huntaze_kit.grpc_client import GrpcKeySource, ServiceTokenProvider
 from huntaze_kit.grpc_server import GrpcServer
@@ -61,8 +70,8 @@ class AiAgentServer(Service):
         self.service: AiAgentService | None = None
         self.relay: OutboxRelay | None = None
         self.consumer: EventConsumer | None = None
-        self.drafting: ClaimLoop | None = None
-        self.sending: ClaimLoop | None = None
+        self.drafting: ClaimLoop[Claimed] | None = None
+        self.sending: ClaimLoop[Suggestion] | None = None
         self._key_source = key_source
         self._provider = provider
         self._clock = clock
@@ -82,6 +91,8 @@ class AiAgentServer(Service):
             ),
         )
         provider = self._provider or provider_from_settings(settings)
+        style = StyleIndex(embedder_from_settings(settings))
+        await style.open(db.sessions)
         service = AiAgentService(
             db.sessions,
             drafter=Drafter(provider),
@@ -92,8 +103,16 @@ class AiAgentServer(Service):
                 attribution_window=timedelta(hours=settings.ai_attribution_window_hours),
             ),
             clock=self._clock,
+            style=style,
         )
         self.service = service
+        if style.vectors:
+            vectors = Repeat(
+                name="ai-reply-vectors",
+                step=lambda: style.embed_pending(db.sessions),
+                poll_seconds=settings.ai_embeddings_poll_seconds,
+            )
+            host.task("reply-vectors", vectors.run(), stop=vectors.stop)
 
         verifier = TokenVerifier(
             key_source=self._key_source or GrpcKeySource(auth_channel),
@@ -113,7 +132,7 @@ class AiAgentServer(Service):
         await host.consumer(self.consumer)
         self.drafting = ClaimLoop(
             name="ai-drafting",
-            claim=lambda limit: service.claim_pending(limit=limit),
+            claim=lambda limit: service.claim_drafts(limit=limit),
             handle=service.draft_batch,
             concurrency=settings.ai_draft_concurrency,
             poll_seconds=settings.ai_poll_seconds,
@@ -141,7 +160,11 @@ class AiAgentServer(Service):
             SERVICE_NAME,
         )
         self.port = await host.grpc(server)
-        log.info("ai_agent_provider", provider=provider.name)
+        log.info(
+            "ai_agent_provider",
+            provider=provider.name,
+            retrieval="vectors" if style.vectors else "text_search",
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,19 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    DateTime,
-    Text,
-    cast,
-    column,
-    func,
-    select,
-    text,
-    update,
-    values,
-)
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -50,14 +38,14 @@ from huntaze_ai_agent.crm_client import CrmClient, Metadata
 from huntaze_ai_agent.drafting import Attempt, Drafter, Usage, within_budget
 from huntaze_ai_agent.guardrails import Decision, decide, quiet_hours_end
 from huntaze_ai_agent.models import SCHEMA, AuditEntry, LlmCall, Suggestion
-from huntaze_ai_agent.prompts import DraftRequest, FanProfile, Prompt, build_prompt
+from huntaze_ai_agent.prompts import DraftRequest, FanProfile, Prompt, StyleExample, build_prompt
 from huntaze_ai_agent.providers import Completion
 from huntaze_ai_agent.repository import (
     load_configuration,
     load_configurations,
     save_configuration,
 )
-from huntaze_ai_agent.style_index import Lookup, add_past_reply, similar_replies_many
+from huntaze_ai_agent.style_index import Lookup, StyleIndex, add_past_reply
 from huntaze_ai_agent.workers import GroupCommit
 from huntaze_kit.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from huntaze_kit.logging import get_logger, request_context
@@ -92,19 +80,20 @@ class Timing:
     attribution_window: timedelta = timedelta(hours=24)
 
 
-# What a draft stores on its suggestion, and the values of a suggestion that has none.
-_DRAFT_COLUMNS: tuple[tuple[str, Any], ...] = (
-    ("mode", Text),
-    ("text", Text),
-    ("provider", Text),
-    ("model", Text),
-    ("prompt_fingerprint", Text),
-    ("input_tokens", BigInteger),
-    ("output_tokens", BigInteger),
-    ("cost_micros", BigInteger),
-    ("latency_ms", BigInteger),
-    ("fallback", Text),
-    ("send_after", DateTime(timezone=True)),
+# What a draft stores on its suggestion (with the column's type), and the values of a
+# suggestion that has none.
+_DRAFT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("mode", "text"),
+    ("text", "text"),
+    ("provider", "text"),
+    ("model", "text"),
+    ("prompt_fingerprint", "text"),
+    ("input_tokens", "bigint"),
+    ("output_tokens", "bigint"),
+    ("cost_micros", "bigint"),
+    ("latency_ms", "bigint"),
+    ("fallback", "text"),
+    ("send_after", "timestamptz"),
 )
 _DRAFT_DEFAULTS: dict[str, Any] = {
     "mode": "",
@@ -118,6 +107,52 @@ _DRAFT_DEFAULTS: dict[str, Any] = {
     "latency_ms": 0,
     "fallback": "",
 }
+
+
+# Drafting's end for many suggestions in one statement, shaped the same for any number (so
+# compiled once): the outcomes as arrays, one element per suggestion, in `_SETTLE_TYPES` order.
+_SETTLE_TYPES: tuple[tuple[str, str], ...] = (
+    ("id", "uuid"),
+    ("status", "text"),
+    ("handoff_reason", "text"),
+    *_DRAFT_COLUMNS,
+)
+_SETTLE = text(
+    # Names and types from the constants above: no input reaches the SQL text.
+    f"UPDATE {SCHEMA}.suggestions AS s SET "  # noqa: S608
+    + ", ".join(f"{name} = v.{name}" for name, _ in _SETTLE_TYPES[1:])
+    + ", claimed_until = NULL, updated_at = now() FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _SETTLE_TYPES)
+    + ") AS v("
+    + ", ".join(name for name, _ in _SETTLE_TYPES)
+    + ") WHERE s.id = v.id AND s.status = 'pending' RETURNING s.*"
+)
+
+
+_RECORD_INCOMING = (
+    insert(Suggestion)
+    .on_conflict_do_nothing(index_elements=["creator_id", "message_id"])
+    .returning(Suggestion.id)
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A pending suggestion claimed for drafting, with its creator's configuration and their
+    past replies most like it."""
+
+    suggestion: Suggestion
+    configuration: AiConfiguration
+    examples: tuple[StyleExample, ...]
+
+
+@dataclass(frozen=True)
+class PaidCall:
+    """An LLM call for one suggestion, and the prompt it sends."""
+
+    suggestion: Suggestion
+    request: DraftRequest
+    prompt: Prompt
 
 
 @dataclass(frozen=True)
@@ -151,13 +186,17 @@ class AiAgentService:
         crm: CrmClient,
         timing: Timing | None = None,
         clock: Clock = utc_now,
+        style: StyleIndex | None = None,
     ) -> None:
         self._sessions = sessions
         self.drafter = drafter
+        self.style = style or StyleIndex()
         self._crm = crm
         self.timing = timing or Timing()
         self.clock = clock
-        # The LLM's drafts end one at a time: stored together, while the previous commit runs.
+        # The LLM's answers and drafts end one at a time: stored together, while the previous
+        # commit runs.
+        self._ledger = GroupCommit[tuple[Suggestion, Attempt]](self._complete_calls)
         self._settler = GroupCommit[Outcome](self._settle_many)
 
     # --- configuration -------------------------------------------------------------------------
@@ -202,12 +241,8 @@ class AiAgentService:
             )
         if not rows:
             return
-        inserted = await session.execute(
-            insert(Suggestion)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["creator_id", "message_id"])
-            .returning(Suggestion.id)
-        )
+        # One statement for the lot, of one shape whatever their number (compiled once).
+        inserted = await session.execute(_RECORD_INCOMING, rows)
         if inserted.first() is not None:
             # Delivered at commit: the drafting workers wake at once.
             await session.execute(text(f"NOTIFY {DRAFTS_CHANNEL}"))
@@ -295,28 +330,60 @@ class AiAgentService:
 
     async def _claim(self, condition: Any, order: Any, limit: int) -> list[Suggestion]:
         """Claims up to `limit` suggestions matching `condition` for one lease."""
-        now = self.clock()
         async with self._sessions() as session:
-            chosen = (
-                select(Suggestion.id)
-                .where(
-                    condition,
-                    (Suggestion.claimed_until.is_(None)) | (Suggestion.claimed_until < now),
-                )
-                .order_by(order)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
-            claimed = await session.scalars(
-                update(Suggestion)
-                .where(Suggestion.id.in_(chosen))
-                .values(claimed_until=now + self.timing.lease)
-                .returning(Suggestion)
-            )
-            rows = list(claimed.all())
+            rows = await self._claim_in(session, condition, order, limit)
             await session.commit()
         return rows
+
+    async def _claim_in(
+        self, session: AsyncSession, condition: Any, order: Any, limit: int
+    ) -> list[Suggestion]:
+        now = self.clock()
+        chosen = (
+            select(Suggestion.id)
+            .where(
+                condition,
+                (Suggestion.claimed_until.is_(None)) | (Suggestion.claimed_until < now),
+            )
+            .order_by(order)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        claimed = await session.scalars(
+            update(Suggestion)
+            .where(Suggestion.id.in_(chosen))
+            .values(claimed_until=now + self.timing.lease)
+            .returning(Suggestion)
+        )
+        return list(claimed.all())
+
+    async def claim_drafts(self, *, limit: int) -> list[Claimed]:
+        """Claims up to `limit` pending suggestions and reads, in the same transaction, what
+        drafting them needs from the agent's own tables."""
+        async with self._sessions() as session:
+            rows = await self._claim_in(
+                session, Suggestion.status == "pending", Suggestion.created_at, limit
+            )
+            claimed = await self._with_context(session, rows)
+            await session.commit()
+        return claimed
+
+    async def _with_context(
+        self, session: AsyncSession, suggestions: Sequence[Suggestion]
+    ) -> list[Claimed]:
+        if not suggestions:
+            return []
+        configurations = await load_configurations(
+            session, creator_ids={s.creator_id for s in suggestions}
+        )
+        # Read for every one, though some will be ignored or handed off: one query either way.
+        examples = await self.style.similar_many(
+            session, [Lookup(s.id, s.creator_id, s.incoming_text) for s in suggestions]
+        )
+        return [
+            Claimed(s, configurations[s.creator_id], tuple(examples[s.id])) for s in suggestions
+        ]
 
     async def claim_pending(self, *, limit: int) -> list[Suggestion]:
         return await self._claim(Suggestion.status == "pending", Suggestion.created_at, limit)
@@ -330,34 +397,33 @@ class AiAgentService:
 
     async def draft(self, suggestion: Suggestion) -> None:
         """Drafts one claimed pending suggestion, or hands it off, or marks it ignored."""
-        for work in await self.draft_batch([suggestion]):
+        async with self._sessions() as session:
+            claimed = await self._with_context(session, [suggestion])
+        for work in await self.draft_batch(claimed):
             await work
 
-    async def draft_batch(self, suggestions: Sequence[Suggestion]) -> list[Awaitable[None]]:
-        """Drafts claimed pending suggestions together: their configurations, style examples
-        and fans are read once for all, and what the local provider writes is stored in one
-        transaction. An LLM's drafts take seconds each: they are answered as work left to do,
-        one per suggestion, each stored as it ends."""
+    async def draft_batch(self, batch: Sequence[Claimed]) -> list[Awaitable[None]]:
+        """Drafts claimed pending suggestions together: the fans are read in one CRM call per
+        creator, and what the local provider writes is stored in one transaction. An LLM's
+        drafts take seconds each: they are answered as work left to do, one per suggestion,
+        each stored as it ends."""
         outcomes: list[Outcome] = []
-        async with self._sessions() as session:
-            configurations = await load_configurations(
-                session, creator_ids={s.creator_id for s in suggestions}
-            )
-            active = [
-                s
-                for s in suggestions
-                if configurations[s.creator_id].mode_for(str(s.fan_id)) != "off"
-                and configurations[s.creator_id].acts_on(s.platform)
-            ]
-            # Read now, in the same session, though a hand-off may leave some unused.
-            examples = await similar_replies_many(
-                session, [Lookup(s.id, s.creator_id, s.incoming_text) for s in active]
-            )
-        chosen = {s.id for s in active}
-        outcomes += [Outcome(s, "ignored") for s in suggestions if s.id not in chosen]
+        active: list[Suggestion] = []
+        configurations: dict[uuid.UUID, AiConfiguration] = {}
+        examples: dict[uuid.UUID, tuple[StyleExample, ...]] = {}
+        for claimed in batch:
+            s, configuration = claimed.suggestion, claimed.configuration
+            if configuration.mode_for(str(s.fan_id)) == "off" or not configuration.acts_on(
+                s.platform
+            ):
+                outcomes.append(Outcome(s, "ignored"))
+                continue
+            active.append(s)
+            configurations[s.creator_id] = configuration
+            examples[s.id] = claimed.examples
         fans = await self._fans(active)
         now = self.clock()
-        left: list[Awaitable[None]] = []
+        paid: list[tuple[Suggestion, DraftRequest, Decision]] = []
         for suggestion in active:
             configuration = configurations[suggestion.creator_id]
             fan = fans.get(suggestion.fan_id)
@@ -380,14 +446,39 @@ class AiAgentService:
                     configuration=configuration,
                     fan=fan,
                     incoming=suggestion.incoming_text,
-                    examples=tuple(examples[suggestion.id]),
+                    examples=examples[suggestion.id],
                 )
                 if self.drafter.pays:
-                    left.append(self._draft_with_llm(suggestion, request, decision))
+                    paid.append((suggestion, request, decision))
                 else:  # the local provider needs no I/O: drafted here, stored with the rest
                     outcomes.append(await self._drafted(suggestion, request, decision))
         await self._settle_many(outcomes)
-        return left
+        return await self._llm_drafts(paid) if paid else []
+
+    async def _llm_drafts(
+        self, drafts: Sequence[tuple[Suggestion, DraftRequest, Decision]]
+    ) -> list[Awaitable[None]]:
+        """The conversations (read at once), then the calls recorded as started in one
+        transaction; each call is the work left for its suggestion."""
+        histories = await asyncio.gather(
+            *(
+                self._crm.history(
+                    creator_id=s.creator_id,
+                    conversation_id=s.conversation_id,
+                    message_id=s.message_id,
+                )
+                for s, _, _ in drafts
+            )
+        )
+        calls = []
+        for (suggestion, request, _), history in zip(drafts, histories, strict=True):
+            with_history = dataclasses.replace(request, history=history)
+            calls.append(PaidCall(suggestion, with_history, build_prompt(with_history)))
+        known = await self._begin_calls(calls)
+        return [
+            self._draft_with_llm(call, decision, known[call.suggestion.id])
+            for call, (_, _, decision) in zip(calls, drafts, strict=True)
+        ]
 
     async def _fans(self, suggestions: Sequence[Suggestion]) -> dict[uuid.UUID, FanProfile]:
         """The fans of `suggestions`, one CRM call per creator, all at once."""
@@ -403,26 +494,30 @@ class AiAgentService:
         return {fan_id: fan for answer in answers for fan_id, fan in answer.items()}
 
     async def _draft_with_llm(
-        self, suggestion: Suggestion, request: DraftRequest, decision: Decision
+        self, call: PaidCall, decision: Decision, known: Attempt | None
     ) -> None:
+        suggestion = call.suggestion
         with request_context(suggestion.request_id or None):
-            history = await self._crm.history(
-                creator_id=suggestion.creator_id,
-                conversation_id=suggestion.conversation_id,
-                message_id=suggestion.message_id,
-            )
+            attempt = known if known is not None else await self._call(call)
             outcome = await self._drafted(
-                suggestion, dataclasses.replace(request, history=history), decision
+                suggestion, call.request, decision, prompt=call.prompt, attempt=attempt
             )
             await self._settler.submit(outcome)
 
     async def _drafted(
-        self, suggestion: Suggestion, request: DraftRequest, decision: Decision
+        self,
+        suggestion: Suggestion,
+        request: DraftRequest,
+        decision: Decision,
+        *,
+        prompt: Prompt | None = None,
+        attempt: Attempt | None = None,
     ) -> Outcome:
         """The draft (checked, or the local provider's when the LLM's is refused or missing)
         and what becomes of it."""
-        prompt = build_prompt(request)
-        attempt = await self._attempt_once(suggestion, request, prompt)
+        prompt = prompt or build_prompt(request)
+        if attempt is None:
+            attempt = await self._attempt_once(suggestion, request, prompt)
         draft = await self.drafter.finish(request, prompt, attempt)
         if draft.text is None:
             return Outcome(suggestion, "handed_off", reason="no_safe_reply")
@@ -466,37 +561,80 @@ class AiAgentService:
     ) -> Attempt:
         """The provider's answer for this message: from the ledger when it was paid for
         already, else from one call recorded before and after it is made."""
-        drafter = self.drafter
-        if not drafter.pays:
-            return await drafter.attempt(request, prompt, spent=Usage())
-        key = {"creator_id": suggestion.creator_id, "message_id": suggestion.message_id}
+        if not self.drafter.pays:
+            return await self.drafter.attempt(request, prompt, spent=Usage())
+        call = PaidCall(suggestion, request, prompt)
+        known = (await self._begin_calls([call]))[suggestion.id]
+        return known if known is not None else await self._call(call)
+
+    async def _begin_calls(self, calls: Sequence[PaidCall]) -> dict[uuid.UUID, Attempt | None]:
+        """For each suggestion, in one transaction: the ledger's answer when its call was made
+        before, a refusal when its creator's budget is spent, or None: its call is recorded as
+        started (committed before it is made, so that it is never made twice) and is to be
+        made now."""
+        answers: dict[uuid.UUID, Attempt | None] = {}
+        provider = self.drafter.provider
         async with self._sessions() as session:
-            call = await session.get(LlmCall, key)
-            if call is not None:
-                if call.status == "completed":
-                    return Attempt(_completion(call))
-                # Started and never finished: it may have been paid for; never call twice.
-                return Attempt(None, "provider_failed")
-            spent = await self._usage(session, suggestion.creator_id)
-            if not within_budget(request.configuration.budget, spent):
-                return Attempt(None, "over_budget")
-            session.add(
-                LlmCall(
-                    **key,
-                    provider=drafter.provider.name,
-                    model=drafter.provider.model,
-                    prompt_fingerprint=prompt.fingerprint,
+            earlier = await session.scalars(
+                select(LlmCall).where(
+                    tuple_(LlmCall.creator_id, LlmCall.message_id).in_(
+                        [(c.suggestion.creator_id, c.suggestion.message_id) for c in calls]
+                    )
                 )
             )
-            await session.commit()
-        attempt = await drafter.attempt(request, prompt, spent=spent)
-        async with self._sessions() as session:
+            made = {(row.creator_id, row.message_id): row for row in earlier}
+            spent = await self._usages(session, {c.suggestion.creator_id for c in calls})
+            started = []
+            for call in calls:
+                suggestion = call.suggestion
+                known = made.get((suggestion.creator_id, suggestion.message_id))
+                if known is not None:
+                    # Started and never finished: it may have been paid for; never call twice.
+                    answers[suggestion.id] = (
+                        Attempt(_completion(known))
+                        if known.status == "completed"
+                        else Attempt(None, "provider_failed")
+                    )
+                elif not within_budget(
+                    call.request.configuration.budget, spent[suggestion.creator_id]
+                ):
+                    answers[suggestion.id] = Attempt(None, "over_budget")
+                else:
+                    answers[suggestion.id] = None
+                    started.append(
+                        {
+                            "creator_id": suggestion.creator_id,
+                            "message_id": suggestion.message_id,
+                            "provider": provider.name,
+                            "model": provider.model,
+                            "prompt_fingerprint": call.prompt.fingerprint,
+                        }
+                    )
+            if started:
+                await session.execute(insert(LlmCall), started)
+                await session.commit()
+        return answers
+
+    async def _call(self, call: PaidCall) -> Attempt:
+        """Makes a started call, then records its answer (with the others ending meanwhile)."""
+        attempt = await self.drafter.attempt(call.request, call.prompt, spent=Usage())
+        await self._ledger.submit((call.suggestion, attempt))
+        return attempt
+
+    async def _complete_calls(self, ended: Sequence[tuple[Suggestion, Attempt]]) -> None:
+        now = self.clock()
+        rows: list[dict[str, Any]] = []
+        for suggestion, attempt in ended:
+            key = {"creator_id": suggestion.creator_id, "message_id": suggestion.message_id}
             completion = attempt.completion
-            values: dict[str, Any] = {"completed_at": self.clock()}
             if completion is None:
-                values |= {"status": "failed", "error": attempt.fallback or ""}
-            else:
-                values |= {
+                rows.append(
+                    key | {"status": "failed", "error": attempt.fallback or "", "completed_at": now}
+                )
+                continue
+            rows.append(
+                key
+                | {
                     "status": "completed",
                     "text": completion.text,
                     "model": completion.model,
@@ -504,71 +642,56 @@ class AiAgentService:
                     "output_tokens": completion.output_tokens,
                     "cost_micros": completion.cost_micros,
                     "latency_ms": completion.latency_ms,
+                    "completed_at": now,
                 }
-            await session.execute(
-                update(LlmCall)
-                .where(
-                    LlmCall.creator_id == suggestion.creator_id,
-                    LlmCall.message_id == suggestion.message_id,
-                )
-                .values(**values)
             )
+        async with self._sessions() as session:
+            # Grouped by their keys: one executemany per shape (failed, completed).
+            for shape in ({"failed"}, {"completed"}):
+                same = [row for row in rows if row["status"] in shape]
+                if same:
+                    await session.execute(update(LlmCall), same)
             await session.commit()
-        return attempt
 
-    async def _usage(self, session: AsyncSession, creator_id: uuid.UUID) -> Usage:
-        row = (
-            await session.execute(
-                select(
-                    func.coalesce(func.sum(LlmCall.input_tokens + LlmCall.output_tokens), 0),
-                    func.coalesce(func.sum(LlmCall.cost_micros), 0),
-                ).where(
-                    LlmCall.creator_id == creator_id,
-                    LlmCall.created_at >= _month_start(self.clock()),
-                )
+    async def _usages(
+        self, session: AsyncSession, creator_ids: set[uuid.UUID]
+    ) -> dict[uuid.UUID, Usage]:
+        rows = await session.execute(
+            select(
+                LlmCall.creator_id,
+                func.coalesce(func.sum(LlmCall.input_tokens + LlmCall.output_tokens), 0),
+                func.coalesce(func.sum(LlmCall.cost_micros), 0),
             )
-        ).one()
-        return Usage(tokens=int(row[0]), cost_micros=int(row[1]))
+            .where(
+                LlmCall.creator_id.in_(creator_ids),
+                LlmCall.created_at >= _month_start(self.clock()),
+            )
+            .group_by(LlmCall.creator_id)
+        )
+        found = {row[0]: Usage(tokens=int(row[1]), cost_micros=int(row[2])) for row in rows}
+        return {creator_id: found.get(creator_id, Usage()) for creator_id in creator_ids}
 
     async def usage(self, *, creator_id: uuid.UUID) -> Usage:
         """What the creator's LLM calls cost this month."""
         async with self._sessions() as session:
-            return await self._usage(session, creator_id)
+            return (await self._usages(session, {creator_id}))[creator_id]
 
     async def _settle_many(self, outcomes: Sequence[Outcome]) -> None:
         """Ends drafting for each outcome in one transaction: unless the creator replied
         meanwhile (then it is cancelled already), stores it and its event."""
         if not outcomes:
             return
-        rows = values(
-            column("id", PG_UUID(as_uuid=True)),
-            column("status", Text),
-            column("handoff_reason", Text),
-            *(column(name, kind) for name, kind in _DRAFT_COLUMNS),
-            name="settled",
-        ).data(
-            [
-                (
-                    o.suggestion.id,
-                    o.status,
-                    o.reason,
-                    *(o.draft.get(name, _DRAFT_DEFAULTS.get(name)) for name, _ in _DRAFT_COLUMNS),
-                )
-                for o in outcomes
-            ]
-        )
-        # Cast: PostgreSQL types a VALUES column of NULLs as text.
-        kinds: dict[str, Any] = {"status": Text, "handoff_reason": Text, **dict(_DRAFT_COLUMNS)}
+        arrays: dict[str, list[Any]] = {
+            "id": [o.suggestion.id for o in outcomes],
+            "status": [o.status for o in outcomes],
+            "handoff_reason": [o.reason for o in outcomes],
+        }
+        for name, _ in _DRAFT_COLUMNS:
+            arrays[name] = [o.draft.get(name, _DRAFT_DEFAULTS.get(name)) for o in outcomes]
         async with self._sessions() as session:
             settled = await session.scalars(
-                update(Suggestion)
-                .where(Suggestion.id == rows.c.id, Suggestion.status == "pending")
-                .values(
-                    {name: cast(rows.c[name], kind) for name, kind in kinds.items()}
-                    | {"claimed_until": None, "updated_at": func.now()}
-                )
-                .returning(Suggestion)
-                .execution_options(synchronize_session=False)
+                select(Suggestion).from_statement(_SETTLE).params(**arrays),
+                execution_options={"populate_existing": True},
             )
             events = [self._settled_event(row) for row in settled.all()]
             await record_events(

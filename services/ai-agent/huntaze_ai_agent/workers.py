@@ -19,26 +19,28 @@ from typing import Generic, TypeVar
 
 import asyncpg
 
-from huntaze_ai_agent.models import Suggestion
 from huntaze_kit.db import libpq_url
 from huntaze_kit.logging import get_logger
 
 log = get_logger(__name__)
 
-Claim = Callable[[int], Awaitable[list[Suggestion]]]
-# Handles a claimed batch; answers the work left per suggestion (none: all of it is done).
-HandleBatch = Callable[[list[Suggestion]], Awaitable[Sequence[Awaitable[None]]]]
-
 T = TypeVar("T")
+Item = TypeVar("Item")
+Claim = Callable[[int], Awaitable[Sequence[Item]]]
+# Handles a claimed batch; answers the work left per item (none: all of it is done).
+HandleBatch = Callable[[Sequence[Item]], Awaitable[Sequence[Awaitable[None]]]]
 
 
-class ClaimLoop:
+class ClaimLoop(Generic[Item]):
+    """Claims up to `concurrency` items (suggestions, or suggestions with what drafting them
+    needs) at a time and hands each claimed batch to `handle`."""
+
     def __init__(
         self,
         *,
         name: str,
-        claim: Claim,
-        handle: HandleBatch,
+        claim: Claim[Item],
+        handle: HandleBatch[Item],
         concurrency: int,
         poll_seconds: float,
         database_url: str | None = None,
@@ -63,7 +65,7 @@ class ClaimLoop:
         try:
             while not self._stopping.is_set():
                 free = self._concurrency - self._busy
-                claimed: list[Suggestion] = []
+                claimed: Sequence[Item] = ()
                 if free > 0:
                     try:
                         claimed = await self._claim(free)
@@ -98,7 +100,7 @@ class ClaimLoop:
         self._in_flight.add(task)
         task.add_done_callback(self._done)
 
-    async def _batch(self, claimed: list[Suggestion]) -> None:
+    async def _batch(self, claimed: Sequence[Item]) -> None:
         left: Sequence[Awaitable[None]] = ()
         try:
             left = await self._handle(claimed)
@@ -185,3 +187,31 @@ def _settle(written: asyncio.Future[None], error: BaseException | None) -> None:
         written.set_result(None)
     else:
         written.set_exception(error)
+
+
+class Repeat:
+    """Runs `step` again and again: at once while it finds work (answers more than 0), else
+    after `poll_seconds`; a failing step is logged and tried again after the same pause."""
+
+    def __init__(
+        self, *, name: str, step: Callable[[], Awaitable[int]], poll_seconds: float
+    ) -> None:
+        self.name = name
+        self._step = step
+        self._poll = poll_seconds
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            done = 0
+            try:
+                done = await self._step()
+            except Exception as error:
+                log.warning("ai.step_failed", worker=self.name, error=str(error))
+            if done:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._poll)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self._stopping.set()

@@ -1,5 +1,6 @@
 """Fixtures of the AI agent's tests: an HTTP server speaking the OpenAI chat completions API
-(OpenAI and Azure paths), scripted to fail, stall or rate-limit, which records what it was sent;
+(OpenAI and Azure paths) and its embeddings API (deterministic vectors), scripted to fail, stall
+or rate-limit, which records what it was sent;
 a fresh database with the `ai` schema; and the whole loop (auth, CRM and the agent, real
 processes in this event loop on one database and one NATS)."""
 
@@ -7,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -92,6 +95,31 @@ class FakeOpenAI:
             return self.failures.pop(0) if self.failures else None
 
 
+# Words that mean the same to the test embedding model (and to no text search).
+SYNONYMS = {
+    "hello": "hi",
+    "hey": "hi",
+    "gorgeous": "beautiful",
+    "pretty": "beautiful",
+    "cute": "beautiful",
+    "weekend": "saturday",
+    "sunday": "saturday",
+}
+EMBEDDING_DIMENSIONS = 256
+
+
+def fake_embedding(text: str) -> list[float]:
+    """A deterministic bag of meanings: each word (through `SYNONYMS`) adds to one dimension
+    (by its hash); the first dimension keeps a vector from being zero."""
+    vector = [0.0] * EMBEDDING_DIMENSIONS
+    vector[0] = 0.01
+    for word in re.findall(r"\w+", text.lower()):
+        meaning = SYNONYMS.get(word, word)
+        digest = hashlib.sha256(meaning.encode()).digest()
+        vector[1 + digest[0] % (EMBEDDING_DIMENSIONS - 1)] += 1.0
+    return vector
+
+
 def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -133,6 +161,19 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 # After a stall the client may have timed out and hung up already.
                 with contextlib.suppress(OSError):
                     self._reply(failure.status, error, headers)
+                return
+            if url.path.endswith("/embeddings"):
+                inputs = body["input"]
+                data = [
+                    {"object": "embedding", "index": i, "embedding": fake_embedding(text)}
+                    for i, text in enumerate(inputs if isinstance(inputs, list) else [inputs])
+                ]
+                usage = {"prompt_tokens": 8 * len(data), "total_tokens": 8 * len(data)}
+                self._reply(
+                    200,
+                    {"object": "list", "data": data, "model": body["model"], "usage": usage},
+                    {},
+                )
                 return
             if fake.delay:
                 time.sleep(fake.delay)

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from huntaze_ai_agent.models import SCHEMA, metadata
+from huntaze_ai_agent.style_index import REPLY_VECTORS
 from huntaze_kit.db import async_url
 from huntaze_kit.migrations import current_revision, downgrade, upgrade_async
 from huntaze_kit.outbox import schema_tables
@@ -22,12 +23,15 @@ def _differences(connection: Connection) -> list[Any]:
         connection,
         opts={
             "include_schemas": True,
-            "include_name": lambda name, kind, _: kind != "schema" or name == SCHEMA,
+            "include_name": lambda name, kind, _: (
+                (kind != "schema" or name == SCHEMA) and (kind != "table" or name != REPLY_VECTORS)
+            ),
             "compare_type": True,
             "compare_server_default": True,
         },
     )
-    # The messaging tables are the kit's (huntaze_kit.outbox), not the models'.
+    # The messaging tables are the kit's (huntaze_kit.outbox), not the models'; the vectors'
+    # table exists only with pgvector (described in `style_index`).
     kit_tables = {table.name for table in schema_tables(SCHEMA).all()} | {"alembic_version"}
     return [
         diff for diff in compare_metadata(context, metadata) if _table_of(diff) not in kit_tables
@@ -55,6 +59,11 @@ async def test_models_match_migrations_and_downgrade_works(database_url: str) ->
     try:
         async with engine.connect() as connection:
             assert await connection.run_sync(_differences) == []
+            # The test server bundles pgvector, and the tests migrate as a superuser.
+            vectors = await connection.scalar(
+                text("SELECT to_regclass(:name) IS NOT NULL"), {"name": f"{SCHEMA}.{REPLY_VECTORS}"}
+            )
+            assert vectors
         downgrade(database_url, package=MIGRATIONS_PACKAGE, schema=SCHEMA, revision="base")
         async with engine.connect() as connection:
             left = await connection.execute(
