@@ -127,7 +127,7 @@ async def top_fans(
     return list(
         await pool.fetch(
             f"SELECT {_FAN_COLUMNS} FROM {S}.fans WHERE creator_id = $1 AND NOT deleted"
-            " AND spend_cents > 0 ORDER BY spend_cents DESC, fan_id LIMIT $2",
+            " AND spend_cents > 0 ORDER BY spend_cents DESC, fan_id DESC LIMIT $2",
             creator_id,
             limit,
         )
@@ -203,7 +203,7 @@ async def churn_candidates(
             " OR (state IN ('active', 'cancelled')"
             "     AND last_active_at < $2::timestamptz - make_interval(days => $3::int)"
             "     AND (purchases >= 2 OR messages_in >= 5)))"
-            " ORDER BY spend_cents DESC, fan_id LIMIT $4",
+            " ORDER BY spend_cents DESC, fan_id DESC LIMIT $4",
             creator_id,
             now,
             quiet_days,
@@ -252,7 +252,7 @@ async def quiet_whales(
         f"SELECT {_FAN_COLUMNS} FROM {S}.fans WHERE creator_id = $1 AND NOT deleted"
         " AND spend_cents >= $2"
         " AND last_active_at < $3::timestamptz - make_interval(days => $4::int)"
-        " ORDER BY spend_cents DESC, fan_id LIMIT $5",
+        " ORDER BY spend_cents DESC, fan_id DESC LIMIT $5",
         creator_id,
         threshold,
         now,

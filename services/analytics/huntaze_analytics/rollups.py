@@ -21,7 +21,6 @@ Nothing here commits: the consumer (or the rebuild command) owns the transaction
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections import Counter, defaultdict
@@ -172,12 +171,7 @@ class _At:
         self.hourly[column] += value
 
 
-@functools.lru_cache(maxsize=1 << 18)
-def _uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
+_uuid = facts.parse_uuid
 
 
 class Rollups:
@@ -302,9 +296,10 @@ class Rollups:
     ) -> None:
         keys = set()
         for e in events:
-            if isinstance(e.message, crm_events.MessageReceived | crm_events.MessageSent):
-                conversation = _uuid(e.message.message.conversation_id)
-                if conversation is not None and e.creator_id is not None:
+            conversation_of = _CONVERSATION_OF.get(type(e.message))
+            if conversation_of is not None and e.creator_id is not None:
+                conversation = _uuid(conversation_of(e.message))
+                if conversation is not None:
                     keys.add((e.creator_id, conversation))
         if not keys:
             return
@@ -736,21 +731,27 @@ class Rollups:
             )
 
 
+# The fan of the types that change one.
+_FAN_OF: dict[type[Any], Callable[[Any], str]] = {
+    crm_events.PurchaseRecorded: lambda m: m.purchase.fan_id,
+    crm_events.MessageReceived: lambda m: m.message.fan_id,
+    crm_events.FanCreated: lambda m: m.fan.id,
+    crm_events.FanUpdated: lambda m: m.fan.id,
+    crm_events.FanDeleted: lambda m: m.fan_id,
+}
+# The conversation of the types that open or close a wait for a reply.
+_CONVERSATION_OF: dict[type[Any], Callable[[Any], str]] = {
+    crm_events.MessageReceived: lambda m: m.message.conversation_id,
+    crm_events.MessageSent: lambda m: m.message.conversation_id,
+}
+
+
 def _fan_key(event: StoredEvent) -> tuple[uuid.UUID, uuid.UUID] | None:
-    message = event.message
-    raw = ""
-    if isinstance(message, crm_events.PurchaseRecorded):
-        raw = message.purchase.fan_id
-    elif isinstance(message, crm_events.MessageReceived):
-        raw = message.message.fan_id
-    elif isinstance(message, crm_events.FanCreated | crm_events.FanUpdated):
-        raw = message.fan.id
-    elif isinstance(message, crm_events.FanDeleted):
-        raw = message.fan_id
-    fan_id = _uuid(raw) if raw else None
-    if fan_id is None or event.creator_id is None:
+    fan_of = _FAN_OF.get(type(event.message))
+    if fan_of is None or event.creator_id is None:
         return None
-    return event.creator_id, fan_id
+    fan_id = _uuid(fan_of(event.message))
+    return None if fan_id is None else (event.creator_id, fan_id)
 
 
 class _Writes:

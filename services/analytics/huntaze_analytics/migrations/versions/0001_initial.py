@@ -187,13 +187,15 @@ def upgrade() -> None:
         ["creator_id", "last_active_at"],
         unique=False,
         schema="analytics",
+        postgresql_where=sa.text("NOT deleted"),
     )
     op.create_index(
-        "ix_fans_creator_id_spend_cents",
+        "ix_fans_creator_id_spend_cents_fan_id",
         "fans",
-        ["creator_id", "spend_cents"],
+        ["creator_id", "spend_cents", "fan_id"],
         unique=False,
         schema="analytics",
+        postgresql_where=sa.text("NOT deleted"),
     )
     op.create_table(
         "hourly_rollups",
@@ -341,7 +343,7 @@ def downgrade() -> None:
     )
     op.drop_table("insight_snapshots", schema="analytics")
     op.drop_table("hourly_rollups", schema="analytics")
-    op.drop_index("ix_fans_creator_id_spend_cents", table_name="fans", schema="analytics")
+    op.drop_index("ix_fans_creator_id_spend_cents_fan_id", table_name="fans", schema="analytics")
     op.drop_index("ix_fans_creator_id_last_active_at", table_name="fans", schema="analytics")
     op.drop_index("ix_fans_creator_id_expires_at", table_name="fans", schema="analytics")
     op.drop_table("fans", schema="analytics")
