@@ -124,6 +124,18 @@ class FanState:
 
 
 @dataclass
+class _FanStates:
+    """Fans' states carried from batch to batch, and those changed since written."""
+
+    states: dict[tuple[uuid.UUID, uuid.UUID], FanState] = field(default_factory=dict)
+    dirty: set[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=set)
+
+
+# Fans held by a rebuild before they are written (memory: about 300 bytes each).
+FLUSH_FANS = 200_000
+
+
+@dataclass
 class _Changes:
     """Everything one batch changes, written back table by table at the end."""
 
@@ -197,10 +209,16 @@ class Rollups:
         }
 
     async def apply(
-        self, conn: asyncpg.Connection, events: Sequence[StoredEvent], *, store: bool = True
+        self,
+        conn: asyncpg.Connection,
+        events: Sequence[StoredEvent],
+        *,
+        store: bool = True,
+        fans: _FanStates | None = None,
     ) -> list[uuid.UUID]:
         """Stores (when `store`) and applies `events`; answers the creators whose timezone
-        changed (their rollups must be rebuilt: see `rebuild_creator`)."""
+        changed (their rollups must be rebuilt: see `rebuild`). With `fans`, the fans' states
+        are kept there across calls and written by the caller (`_flush_fans`), once each."""
         if store:
             events = await self._store(conn, events)
         owned = [e for e in events if e.creator_id is not None]
@@ -209,11 +227,13 @@ class Rollups:
         creators = sorted({e.creator_id for e in owned if e.creator_id is not None})
         zones = await self._creators(conn, creators)
         changes = _Changes()
+        if fans is not None:
+            changes.fans, changes.dirty_fans = fans.states, fans.dirty
         await self._load_fans(conn, owned, changes)
         await self._load_waits(conn, owned, changes)
         for event in owned:
             self._apply_one(event, zones, changes)
-        await self._write(conn, changes)
+        await self._write(conn, changes, fans=fans is None)
         return [
             creator
             for creator, name in changes.timezones.items()
@@ -279,7 +299,7 @@ class Rollups:
     async def _load_fans(
         self, conn: asyncpg.Connection, events: Sequence[StoredEvent], changes: _Changes
     ) -> None:
-        keys = {key for e in events if (key := _fan_key(e)) is not None}
+        keys = {key for e in events if (key := _fan_key(e)) is not None and key not in changes.fans}
         if not keys:
             return
         rows = await conn.fetch(
@@ -502,7 +522,7 @@ class Rollups:
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def _write(self, conn: asyncpg.Connection, c: _Changes) -> None:
+    async def _write(self, conn: asyncpg.Connection, c: _Changes, *, fans: bool = True) -> None:
         """Every table the batch changed, in one statement (one round trip)."""
         w = _Writes()
         _count_rows(w, "daily_rollups", "day", "date", c.daily)
@@ -558,7 +578,8 @@ class Rollups:
                 [k[1] for k in days],
                 [k[2] for k in days],
             )
-        self._write_fans(w, c)
+        if fans:
+            self._write_fans(w, c)
         self._write_creators(w, c)
         self._write_waits(w, c)
         self._write_unread(w, c)
@@ -691,6 +712,8 @@ class Rollups:
         await self._latest_timezones(conn, where, args)
         applied = 0
         after = 0
+        # A fan changes many times over a rebuild: each is written once, when flushed.
+        fans = _FanStates()
         while True:
             condition = "seq > $1" + (" AND creator_id = $2" if creator_id else "")
             rows = await conn.fetch(
@@ -702,9 +725,24 @@ class Rollups:
             if not rows:
                 break
             after = rows[-1][0]
-            await self.apply(conn, [facts.from_row(row[1:]) for row in rows], store=False)
+            await self.apply(
+                conn, [facts.from_row(row[1:]) for row in rows], store=False, fans=fans
+            )
+            if len(fans.dirty) >= FLUSH_FANS:
+                await self._flush_fans(conn, fans)
             applied += len(rows)
+        await self._flush_fans(conn, fans)
         return applied
+
+    async def _flush_fans(self, conn: asyncpg.Connection, fans: _FanStates) -> None:
+        """Writes the fans changed since the last flush, and forgets them."""
+        changes = _Changes()
+        changes.fans, changes.dirty_fans = fans.states, fans.dirty
+        w = _Writes()
+        self._write_fans(w, changes)
+        await w.run(conn)
+        fans.states.clear()
+        fans.dirty.clear()
 
     async def _latest_timezones(
         self, conn: asyncpg.Connection, where: str, args: list[Any]
