@@ -87,7 +87,6 @@ async def figures(
     previous_start: date,
     start: date,
     end: date,
-    active_since: datetime,
     now: datetime,
     prefix: str,
 ) -> Figures:
@@ -108,11 +107,11 @@ async def figures(
         " (SELECT json_agg(json_build_array(event_type, n) ORDER BY event_type)"
         "   FROM (SELECT event_type, sum(events) AS n"
         f"   FROM {S}.event_counts WHERE creator_id = $1 AND day BETWEEN $3 AND $4"
-        "   AND starts_with(event_type, $7) GROUP BY event_type) e),"
-        f" (SELECT count(*) FROM {S}.fans WHERE creator_id = $1"
-        "   AND last_active_at >= $5 AND NOT deleted),"
+        "   AND starts_with(event_type, $6) GROUP BY event_type) e),"
+        f" (SELECT coalesce(sum(fans), 0)::int8 FROM {S}.active_days"
+        "   WHERE creator_id = $1 AND day >= $3),"
         f" (SELECT count(*) FROM {S}.fans WHERE creator_id = $1 AND state = 'cancelled'"
-        "   AND expires_at BETWEEN $6::timestamptz AND $6::timestamptz + interval '7 days'"
+        "   AND expires_at BETWEEN $5::timestamptz AND $5::timestamptz + interval '7 days'"
         "   AND NOT deleted),"
         f" (SELECT count(*) FROM {S}.unread_messages WHERE creator_id = $1),"
         f" (SELECT count(*) FROM {S}.campaigns WHERE creator_id = $1 AND active)",
@@ -120,7 +119,6 @@ async def figures(
         previous_start,
         start,
         end,
-        active_since,
         now,
         prefix,
     )

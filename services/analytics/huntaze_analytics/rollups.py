@@ -117,10 +117,15 @@ class FanState:
     messages_in: int = 0
     lapsed: bool = False
     deleted: bool = False
+    # Not stored with the fan: the creator's day of `last_active_at`, and the day the fan is
+    # counted on in `active_days` (None: not counted).
+    active_day: date | None = None
+    counted_day: date | None = None
 
-    def active_at(self, at: datetime) -> None:
+    def active_at(self, at: datetime, day: date) -> None:
         if self.last_active_at is None or at > self.last_active_at:
             self.last_active_at = at
+            self.active_day = day
 
 
 @dataclass
@@ -229,7 +234,7 @@ class Rollups:
         changes = _Changes()
         if fans is not None:
             changes.fans, changes.dirty_fans = fans.states, fans.dirty
-        await self._load_fans(conn, owned, changes)
+        await self._load_fans(conn, owned, changes, zones)
         await self._load_waits(conn, owned, changes)
         for event in owned:
             self._apply_one(event, zones, changes)
@@ -297,7 +302,11 @@ class Rollups:
         return {row[0]: row[1] for row in rows}
 
     async def _load_fans(
-        self, conn: asyncpg.Connection, events: Sequence[StoredEvent], changes: _Changes
+        self,
+        conn: asyncpg.Connection,
+        events: Sequence[StoredEvent],
+        changes: _Changes,
+        zones: dict[uuid.UUID, str],
     ) -> None:
         keys = {key for e in events if (key := _fan_key(e)) is not None and key not in changes.fans}
         if not keys:
@@ -309,7 +318,12 @@ class Rollups:
             [k[1] for k in keys],
         )
         for row in rows:
-            changes.fans[(row[0], row[1])] = FanState(*row)
+            fan = FanState(*row)
+            if fan.last_active_at is not None:
+                local = fan.last_active_at.astimezone(zone(zones.get(fan.creator_id, "UTC")))
+                fan.active_day = local.date()
+                fan.counted_day = None if fan.deleted else fan.active_day
+            changes.fans[(row[0], row[1])] = fan
 
     async def _load_waits(
         self, conn: asyncpg.Connection, events: Sequence[StoredEvent], changes: _Changes
@@ -374,7 +388,7 @@ class Rollups:
             fan.purchases += 1
             if fan.last_purchase_at is None or when > fan.last_purchase_at:
                 fan.last_purchase_at = when
-            fan.active_at(when)
+            fan.active_at(when, at.day)
             c.fan_days.add((at.creator, at.day, fan.fan_id))
 
     def _received(self, message: crm_events.MessageReceived, at: _At, c: _Changes) -> None:
@@ -383,7 +397,7 @@ class Rollups:
         fan = self._fan(c, at.creator, message.message.fan_id, when)
         if fan is not None:
             fan.messages_in += 1
-            fan.active_at(when)
+            fan.active_at(when, at.day)
             c.fan_days.add((at.creator, at.day, fan.fan_id))
         conversation = _uuid(message.message.conversation_id)
         if conversation is not None and c.waits.get((at.creator, conversation)) is None:
@@ -601,6 +615,26 @@ class Rollups:
             f" ON CONFLICT (creator_id, fan_id) DO UPDATE SET {updates}",
             *([getattr(fan, name) for fan in fans] for name in FAN_COLUMNS),
         )
+        # Each fan counted on the day they were last active, so "active since" is a sum.
+        moves: Counter[tuple[uuid.UUID, date]] = Counter()
+        for fan in fans:
+            day = None if fan.deleted else fan.active_day
+            if day != fan.counted_day:
+                if fan.counted_day is not None:
+                    moves[(fan.creator_id, fan.counted_day)] -= 1
+                if day is not None:
+                    moves[(fan.creator_id, day)] += 1
+                fan.counted_day = day
+        moved = [key for key, delta in moves.items() if delta]
+        if moved:
+            w.add(
+                f"INSERT INTO {S}.active_days AS t (creator_id, day, fans)"
+                " SELECT * FROM unnest($1::uuid[], $2::date[], $3::int8[])"
+                " ON CONFLICT (creator_id, day) DO UPDATE SET fans = t.fans + excluded.fans",
+                [k[0] for k in moved],
+                [k[1] for k in moved],
+                [moves[k] for k in moved],
+            )
 
     def _write_creators(self, w: _Writes, c: _Changes) -> None:
         creators = list(set(c.creator_counts) | set(c.timezones))

@@ -71,11 +71,6 @@ class Window:
     def name(self) -> str:
         return PERIOD_NAMES[self.period]
 
-    @property
-    def start_instant(self) -> datetime:
-        """The first moment of `start` in the creator's timezone."""
-        return datetime.combine(self.start, datetime.min.time(), tzinfo=zone(self.timezone))
-
 
 def change(current: int, previous: int) -> pb.Change:
     result = pb.Change(current=current, previous=previous)
@@ -176,7 +171,6 @@ class AnalyticsService:
             previous_start=window.previous_start,
             start=window.start,
             end=window.end,
-            active_since=window.start_instant,
             now=window.now,
             prefix=facts.CAMPAIGNS_PREFIX,
         )

@@ -150,6 +150,10 @@ async def test_dashboard_and_overview_equal_a_direct_computation(analytics: Runn
         :5
     ]
 
+    fans = seeded["fans"]
+    assert isinstance(fans, list)
+    buyers = {fan for fan, *_, when in purchases if local_day(when) >= start}
+    assert overview.fans.active == len(buyers | set(fans[:3]))  # the three who wrote
     assert overview.fans.total == 6
     assert overview.fans.subscribers == 6  # fans[3] came back, fans[4] runs until it ends
     assert overview.fans.expired == 1

@@ -49,6 +49,14 @@ $$
 
 def upgrade() -> None:
     op.create_table(
+        "active_days",
+        sa.Column("creator_id", sa.UUID(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("fans", sa.BigInteger(), server_default="0", nullable=False),
+        sa.PrimaryKeyConstraint("creator_id", "day", name="pk_active_days"),
+        schema="analytics",
+    )
+    op.create_table(
         "accounts",
         sa.Column("creator_id", sa.UUID(), nullable=False),
         sa.Column("platform", sa.Text(), nullable=False),
@@ -323,6 +331,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     drop_outbox_tables("analytics")
     op.execute("DROP FUNCTION analytics.ensure_event_partition(timestamptz)")
+    op.drop_table("active_days", schema="analytics")
     op.drop_table("unread_messages", schema="analytics")
     op.drop_table("response_buckets", schema="analytics")
     op.drop_table("platform_revenue", schema="analytics")
