@@ -10,9 +10,10 @@ else its `Huntaze-Occurred-At` header, else the time it arrived.
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -141,35 +142,45 @@ def decode(event_type: str, message_type: str, payload: bytes) -> Message | None
     return message
 
 
+# The business time of the types that carry one besides `occurred_at`.
+_BUSINESS_TIMES: dict[type[Message], Callable[[Any], Timestamp]] = {
+    crm_events.PurchaseRecorded: lambda m: m.purchase.occurred_at,
+    crm_events.MessageReceived: lambda m: m.message.created_at,
+    crm_events.MessageSent: lambda m: m.message.sent_at,
+    crm_events.FanCreated: lambda m: m.fan.created_at,
+}
+
+
 def business_time(message: Message | None) -> datetime | None:
     """When the event happened by its own account."""
+    if message is None:
+        return None
     found: datetime | None = None
-    if isinstance(message, crm_events.PurchaseRecorded):
-        found = timestamp(message.purchase.occurred_at)
-    elif isinstance(message, crm_events.MessageReceived):
-        found = timestamp(message.message.created_at)
-    elif isinstance(message, crm_events.MessageSent):
-        found = timestamp(message.message.sent_at)
-    elif isinstance(message, crm_events.FanCreated):
-        found = timestamp(message.fan.created_at)
-    if found is None and message is not None and "occurred_at" in message.DESCRIPTOR.fields_by_name:
+    business = _BUSINESS_TIMES.get(type(message))
+    if business is not None:
+        found = timestamp(business(message))
+    if found is None and "occurred_at" in message.DESCRIPTOR.fields_by_name:
         found = timestamp(message.occurred_at)  # type: ignore[attr-defined]
     return found
 
 
+@functools.lru_cache(maxsize=1 << 18)
+def parse_uuid(value: str) -> uuid.UUID | None:
+    """A UUID from its text, None when it is not one (ids repeat: parsed once each)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
 def _creator(raw: str | None, message: Message | None) -> uuid.UUID | None:
-    candidates = [raw]
-    if message is not None and "creator_id" in message.DESCRIPTOR.fields_by_name:
-        candidates.append(message.creator_id)  # type: ignore[attr-defined]
-    if isinstance(message, auth_events.ProfileUpdated):
-        candidates.append(message.user_id)  # a creator's id is their user id
-    for candidate in candidates:
-        if candidate:
-            try:
-                return uuid.UUID(candidate)
-            except ValueError:
-                continue
-    return None
+    found = parse_uuid(raw) if raw else None
+    if found is None and message is not None:
+        if "creator_id" in message.DESCRIPTOR.fields_by_name:
+            found = parse_uuid(message.creator_id)  # type: ignore[attr-defined]
+        if found is None and isinstance(message, auth_events.ProfileUpdated):
+            found = parse_uuid(message.user_id)  # a creator's id is their user id
+    return found
 
 
 def from_received(event: ReceivedEvent, *, now: datetime) -> StoredEvent:

@@ -4,7 +4,8 @@
 `occurred_at`); everything else is derived from it and can be rebuilt from it
 (`python -m huntaze_analytics rebuild`): the per-creator state (`creators`, `fans`,
 `open_waits`, `unread_messages`, `accounts`, `campaigns`) and the rollups per creator and day
-(`daily_rollups`, `platform_revenue`, `response_buckets`, `event_counts`, `fan_days`) or hour
+(`daily_rollups`, `platform_revenue`, `response_buckets`, `event_counts`, `fan_days`,
+`active_days`) or hour
 (`hourly_rollups`) in the creator's timezone. Insight snapshots and their written summaries are
 kept per period.
 """
@@ -107,8 +108,21 @@ fans = Table(
     Column("lapsed", Boolean(), server_default=sql("false"), nullable=False),
     Column("deleted", Boolean(), server_default=sql("false"), nullable=False),
     PrimaryKeyConstraint("creator_id", "fan_id", name="pk_fans"),
-    Index("ix_fans_creator_id_spend_cents", "creator_id", "spend_cents"),
-    Index("ix_fans_creator_id_last_active_at", "creator_id", "last_active_at"),
+    # Partial indexes of the fans not deleted: top spenders read in index order, active fans
+    # counted from the index alone.
+    Index(
+        "ix_fans_creator_id_spend_cents_fan_id",
+        "creator_id",
+        "spend_cents",
+        "fan_id",
+        postgresql_where=sql("NOT deleted"),
+    ),
+    Index(
+        "ix_fans_creator_id_last_active_at",
+        "creator_id",
+        "last_active_at",
+        postgresql_where=sql("NOT deleted"),
+    ),
     Index("ix_fans_creator_id_expires_at", "creator_id", "expires_at"),
 )
 
@@ -237,6 +251,17 @@ fan_days = Table(
     PrimaryKeyConstraint("creator_id", "day", "fan_id", name="pk_fan_days"),
 )
 
+# How many fans were last active on each day: the fans active since a day are a sum. (A day
+# whose count falls back to 0 may keep its row.)
+active_days = Table(
+    "active_days",
+    metadata,
+    Column("creator_id", UUID(as_uuid=True), nullable=False),
+    Column("day", Date(), nullable=False),
+    *_counts("fans"),
+    PrimaryKeyConstraint("creator_id", "day", name="pk_active_days"),
+)
+
 insight_snapshots = Table(
     "insight_snapshots",
     metadata,
@@ -285,4 +310,5 @@ DERIVED_TABLES = (
     response_buckets,
     event_counts,
     fan_days,
+    active_days,
 )

@@ -21,7 +21,6 @@ Nothing here commits: the consumer (or the rebuild command) owns the transaction
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections import Counter, defaultdict
@@ -118,10 +117,27 @@ class FanState:
     messages_in: int = 0
     lapsed: bool = False
     deleted: bool = False
+    # Not stored with the fan: the creator's day of `last_active_at`, and the day the fan is
+    # counted on in `active_days` (None: not counted).
+    active_day: date | None = None
+    counted_day: date | None = None
 
-    def active_at(self, at: datetime) -> None:
+    def active_at(self, at: datetime, day: date) -> None:
         if self.last_active_at is None or at > self.last_active_at:
             self.last_active_at = at
+            self.active_day = day
+
+
+@dataclass
+class _FanStates:
+    """Fans' states carried from batch to batch, and those changed since written."""
+
+    states: dict[tuple[uuid.UUID, uuid.UUID], FanState] = field(default_factory=dict)
+    dirty: set[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=set)
+
+
+# Fans held by a rebuild before they are written (memory: about 300 bytes each).
+FLUSH_FANS = 200_000
 
 
 @dataclass
@@ -172,12 +188,7 @@ class _At:
         self.hourly[column] += value
 
 
-@functools.lru_cache(maxsize=1 << 18)
-def _uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
+_uuid = facts.parse_uuid
 
 
 class Rollups:
@@ -203,10 +214,16 @@ class Rollups:
         }
 
     async def apply(
-        self, conn: asyncpg.Connection, events: Sequence[StoredEvent], *, store: bool = True
+        self,
+        conn: asyncpg.Connection,
+        events: Sequence[StoredEvent],
+        *,
+        store: bool = True,
+        fans: _FanStates | None = None,
     ) -> list[uuid.UUID]:
         """Stores (when `store`) and applies `events`; answers the creators whose timezone
-        changed (their rollups must be rebuilt: see `rebuild_creator`)."""
+        changed (their rollups must be rebuilt: see `rebuild`). With `fans`, the fans' states
+        are kept there across calls and written by the caller (`_flush_fans`), once each."""
         if store:
             events = await self._store(conn, events)
         owned = [e for e in events if e.creator_id is not None]
@@ -215,11 +232,13 @@ class Rollups:
         creators = sorted({e.creator_id for e in owned if e.creator_id is not None})
         zones = await self._creators(conn, creators)
         changes = _Changes()
-        await self._load_fans(conn, owned, changes)
+        if fans is not None:
+            changes.fans, changes.dirty_fans = fans.states, fans.dirty
+        await self._load_fans(conn, owned, changes, zones)
         await self._load_waits(conn, owned, changes)
         for event in owned:
             self._apply_one(event, zones, changes)
-        await self._write(conn, changes)
+        await self._write(conn, changes, fans=fans is None)
         return [
             creator
             for creator, name in changes.timezones.items()
@@ -283,9 +302,13 @@ class Rollups:
         return {row[0]: row[1] for row in rows}
 
     async def _load_fans(
-        self, conn: asyncpg.Connection, events: Sequence[StoredEvent], changes: _Changes
+        self,
+        conn: asyncpg.Connection,
+        events: Sequence[StoredEvent],
+        changes: _Changes,
+        zones: dict[uuid.UUID, str],
     ) -> None:
-        keys = {key for e in events if (key := _fan_key(e)) is not None}
+        keys = {key for e in events if (key := _fan_key(e)) is not None and key not in changes.fans}
         if not keys:
             return
         rows = await conn.fetch(
@@ -295,16 +318,22 @@ class Rollups:
             [k[1] for k in keys],
         )
         for row in rows:
-            changes.fans[(row[0], row[1])] = FanState(*row)
+            fan = FanState(*row)
+            if fan.last_active_at is not None:
+                local = fan.last_active_at.astimezone(zone(zones.get(fan.creator_id, "UTC")))
+                fan.active_day = local.date()
+                fan.counted_day = None if fan.deleted else fan.active_day
+            changes.fans[(row[0], row[1])] = fan
 
     async def _load_waits(
         self, conn: asyncpg.Connection, events: Sequence[StoredEvent], changes: _Changes
     ) -> None:
         keys = set()
         for e in events:
-            if isinstance(e.message, crm_events.MessageReceived | crm_events.MessageSent):
-                conversation = _uuid(e.message.message.conversation_id)
-                if conversation is not None and e.creator_id is not None:
+            conversation_of = _CONVERSATION_OF.get(type(e.message))
+            if conversation_of is not None and e.creator_id is not None:
+                conversation = _uuid(conversation_of(e.message))
+                if conversation is not None:
                     keys.add((e.creator_id, conversation))
         if not keys:
             return
@@ -359,7 +388,7 @@ class Rollups:
             fan.purchases += 1
             if fan.last_purchase_at is None or when > fan.last_purchase_at:
                 fan.last_purchase_at = when
-            fan.active_at(when)
+            fan.active_at(when, at.day)
             c.fan_days.add((at.creator, at.day, fan.fan_id))
 
     def _received(self, message: crm_events.MessageReceived, at: _At, c: _Changes) -> None:
@@ -368,7 +397,7 @@ class Rollups:
         fan = self._fan(c, at.creator, message.message.fan_id, when)
         if fan is not None:
             fan.messages_in += 1
-            fan.active_at(when)
+            fan.active_at(when, at.day)
             c.fan_days.add((at.creator, at.day, fan.fan_id))
         conversation = _uuid(message.message.conversation_id)
         if conversation is not None and c.waits.get((at.creator, conversation)) is None:
@@ -507,7 +536,7 @@ class Rollups:
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def _write(self, conn: asyncpg.Connection, c: _Changes) -> None:
+    async def _write(self, conn: asyncpg.Connection, c: _Changes, *, fans: bool = True) -> None:
         """Every table the batch changed, in one statement (one round trip)."""
         w = _Writes()
         _count_rows(w, "daily_rollups", "day", "date", c.daily)
@@ -563,7 +592,8 @@ class Rollups:
                 [k[1] for k in days],
                 [k[2] for k in days],
             )
-        self._write_fans(w, c)
+        if fans:
+            self._write_fans(w, c)
         self._write_creators(w, c)
         self._write_waits(w, c)
         self._write_unread(w, c)
@@ -585,6 +615,26 @@ class Rollups:
             f" ON CONFLICT (creator_id, fan_id) DO UPDATE SET {updates}",
             *([getattr(fan, name) for fan in fans] for name in FAN_COLUMNS),
         )
+        # Each fan counted on the day they were last active, so "active since" is a sum.
+        moves: Counter[tuple[uuid.UUID, date]] = Counter()
+        for fan in fans:
+            day = None if fan.deleted else fan.active_day
+            if day != fan.counted_day:
+                if fan.counted_day is not None:
+                    moves[(fan.creator_id, fan.counted_day)] -= 1
+                if day is not None:
+                    moves[(fan.creator_id, day)] += 1
+                fan.counted_day = day
+        moved = [key for key, delta in moves.items() if delta]
+        if moved:
+            w.add(
+                f"INSERT INTO {S}.active_days AS t (creator_id, day, fans)"
+                " SELECT * FROM unnest($1::uuid[], $2::date[], $3::int8[])"
+                " ON CONFLICT (creator_id, day) DO UPDATE SET fans = t.fans + excluded.fans",
+                [k[0] for k in moved],
+                [k[1] for k in moved],
+                [moves[k] for k in moved],
+            )
 
     def _write_creators(self, w: _Writes, c: _Changes) -> None:
         creators = list(set(c.creator_counts) | set(c.timezones))
@@ -696,6 +746,8 @@ class Rollups:
         await self._latest_timezones(conn, where, args)
         applied = 0
         after = 0
+        # A fan changes many times over a rebuild: each is written once, when flushed.
+        fans = _FanStates()
         while True:
             condition = "seq > $1" + (" AND creator_id = $2" if creator_id else "")
             rows = await conn.fetch(
@@ -707,9 +759,24 @@ class Rollups:
             if not rows:
                 break
             after = rows[-1][0]
-            await self.apply(conn, [facts.from_row(row[1:]) for row in rows], store=False)
+            await self.apply(
+                conn, [facts.from_row(row[1:]) for row in rows], store=False, fans=fans
+            )
+            if len(fans.dirty) >= FLUSH_FANS:
+                await self._flush_fans(conn, fans)
             applied += len(rows)
+        await self._flush_fans(conn, fans)
         return applied
+
+    async def _flush_fans(self, conn: asyncpg.Connection, fans: _FanStates) -> None:
+        """Writes the fans changed since the last flush, and forgets them."""
+        changes = _Changes()
+        changes.fans, changes.dirty_fans = fans.states, fans.dirty
+        w = _Writes()
+        self._write_fans(w, changes)
+        await w.run(conn)
+        fans.states.clear()
+        fans.dirty.clear()
 
     async def _latest_timezones(
         self, conn: asyncpg.Connection, where: str, args: list[Any]
@@ -736,21 +803,27 @@ class Rollups:
             )
 
 
+# The fan of the types that change one.
+_FAN_OF: dict[type[Any], Callable[[Any], str]] = {
+    crm_events.PurchaseRecorded: lambda m: m.purchase.fan_id,
+    crm_events.MessageReceived: lambda m: m.message.fan_id,
+    crm_events.FanCreated: lambda m: m.fan.id,
+    crm_events.FanUpdated: lambda m: m.fan.id,
+    crm_events.FanDeleted: lambda m: m.fan_id,
+}
+# The conversation of the types that open or close a wait for a reply.
+_CONVERSATION_OF: dict[type[Any], Callable[[Any], str]] = {
+    crm_events.MessageReceived: lambda m: m.message.conversation_id,
+    crm_events.MessageSent: lambda m: m.message.conversation_id,
+}
+
+
 def _fan_key(event: StoredEvent) -> tuple[uuid.UUID, uuid.UUID] | None:
-    message = event.message
-    raw = ""
-    if isinstance(message, crm_events.PurchaseRecorded):
-        raw = message.purchase.fan_id
-    elif isinstance(message, crm_events.MessageReceived):
-        raw = message.message.fan_id
-    elif isinstance(message, crm_events.FanCreated | crm_events.FanUpdated):
-        raw = message.fan.id
-    elif isinstance(message, crm_events.FanDeleted):
-        raw = message.fan_id
-    fan_id = _uuid(raw) if raw else None
-    if fan_id is None or event.creator_id is None:
+    fan_of = _FAN_OF.get(type(event.message))
+    if fan_of is None or event.creator_id is None:
         return None
-    return event.creator_id, fan_id
+    fan_id = _uuid(fan_of(event.message))
+    return None if fan_id is None else (event.creator_id, fan_id)
 
 
 class _Writes:

@@ -33,6 +33,8 @@ PERIOD_NAMES: dict[Period, str] = {pb.PERIOD_7D: "7d", pb.PERIOD_30D: "30d", pb.
 DEFAULT_PERIOD: Period = pb.PERIOD_30D
 TOP_PERFORMERS = 5
 CSV_COLUMNS = (*ROLLUP_COUNTS, "active_fans")
+# Snapshots kept parsed, the oldest forgotten first.
+PARSED_SNAPSHOTS = 1000
 
 
 def utc_now() -> datetime:
@@ -69,11 +71,6 @@ class Window:
     def name(self) -> str:
         return PERIOD_NAMES[self.period]
 
-    @property
-    def start_instant(self) -> datetime:
-        """The first moment of `start` in the creator's timezone."""
-        return datetime.combine(self.start, datetime.min.time(), tzinfo=zone(self.timezone))
-
 
 def change(current: int, previous: int) -> pb.Change:
     result = pb.Change(current=current, previous=previous)
@@ -103,6 +100,7 @@ class AnalyticsService:
         self._snapshot_max_age = snapshot_max_age
         self._clock = clock
         self.rollups = Rollups()
+        self._parsed: dict[int, pb.FanInsights] = {}
 
     # -- taking events in ---------------------------------------------------------------------
 
@@ -130,52 +128,15 @@ class AnalyticsService:
         found = await repository.creator(self._reads, creator_id)
         return Window.of(_period(period), timezone=found.timezone, now=self._clock()), found
 
-    async def _fans(
-        self, creator_id: uuid.UUID, window: Window, found: repository.Creator,
-        current: dict[str, int], previous: dict[str, int],
-    ) -> pb.Fans:  # fmt: skip
-        active, expiring = await repository.fan_counts(
-            self._reads, creator_id, active_since=window.start_instant, now=window.now
-        )
-        return pb.Fans(
-            total=found.fans_total,
-            subscribers=found.subscribers,
-            new_fans=change(current["new_fans"], previous["new_fans"]),
-            active=active,
-            expiring=expiring,
-            expired=current["expired_fans"],
-            returning=current["returning_fans"],
-        )
-
     async def overview(self, *, creator_id: uuid.UUID, period: Period) -> pb.Overview:
         window, found = await self._window(creator_id, period)
-        span = {"start": window.start, "end": window.end}
-        (
-            (current, previous),
-            platforms,
-            buckets,
-            campaign_counts,
-            top,
-            snapshot,
-        ) = await asyncio.gather(
-            repository.sums(
-                self._reads,
-                creator_id,
-                split=window.start,
-                start=window.previous_start,
-                end=window.end,
-            ),
-            repository.platforms(self._reads, creator_id, **span),
-            repository.response_buckets(self._reads, creator_id, **span),
-            repository.event_counts(self._reads, creator_id, prefix=facts.CAMPAIGNS_PREFIX, **span),
+        figures, top, snapshot = await asyncio.gather(
+            self._figures_of(creator_id, window),
             repository.top_fans(self._reads, creator_id, limit=TOP_PERFORMERS),
             self._snapshot(creator_id, window),
         )
-        fans, (_, active_campaigns) = await asyncio.gather(
-            self._fans(creator_id, window, found, current, previous),
-            repository.dashboard_state(self._reads, creator_id),
-        )
-        total = sum(cents for _, cents, _ in platforms)
+        current, previous = figures.current, figures.previous
+        total = sum(cents for _, cents, _ in figures.platforms)
         return pb.Overview(
             period=window.period,
             start_day=window.start.isoformat(),
@@ -189,18 +150,41 @@ class AnalyticsService:
                     purchases=count,
                     percent=round(cents * 100 / total, 1) if total else 0.0,
                 )
-                for name, cents, count in platforms
+                for name, cents, count in figures.platforms
             ],
-            fans=fans,
-            messages=self._messages(current, previous, buckets),
+            fans=self._fans_of(found, figures),
+            messages=self._messages(current, previous, figures.buckets),
             ai=self._ai(current),
             campaigns=pb.Campaigns(
-                active=active_campaigns,
-                results=[pb.CampaignResult(event_type=t, events=n) for t, n in campaign_counts],
+                active=figures.active_campaigns,
+                results=[pb.CampaignResult(event_type=t, events=n) for t, n in figures.events],
             ),
             top_performers=[insights.top_spender(row, now=window.now) for row in top],
             insights=self._insights_of(snapshot),
             summary=snapshot.summary or "",
+        )
+
+    async def _figures_of(self, creator_id: uuid.UUID, window: Window) -> repository.Figures:
+        return await repository.figures(
+            self._reads,
+            creator_id,
+            previous_start=window.previous_start,
+            start=window.start,
+            end=window.end,
+            now=window.now,
+            prefix=facts.CAMPAIGNS_PREFIX,
+        )
+
+    @staticmethod
+    def _fans_of(found: repository.Creator, figures: repository.Figures) -> pb.Fans:
+        return pb.Fans(
+            total=found.fans_total,
+            subscribers=found.subscribers,
+            new_fans=change(figures.current["new_fans"], figures.previous["new_fans"]),
+            active=figures.active,
+            expiring=figures.expiring,
+            expired=figures.current["expired_fans"],
+            returning=figures.current["returning_fans"],
         )
 
     @staticmethod
@@ -247,26 +231,19 @@ class AnalyticsService:
     async def dashboard(self, *, creator_id: uuid.UUID) -> pb.Dashboard:
         week, found = await self._window(creator_id, pb.PERIOD_7D)
         yesterday = week.end - timedelta(days=1)
-        (current, previous), (today, before), (unread, campaigns), attention = await asyncio.gather(
-            repository.sums(
-                self._reads,
-                creator_id,
-                split=week.start,
-                start=week.previous_start,
-                end=week.end,
-            ),
+        figures, (today, before), attention = await asyncio.gather(
+            self._figures_of(creator_id, week),
             repository.sums(self._reads, creator_id, split=week.end, start=yesterday, end=week.end),
-            repository.dashboard_state(self._reads, creator_id),
             repository.accounts_needing_attention(self._reads, creator_id),
         )
-        fans = await self._fans(creator_id, week, found, current, previous)
+        current, previous = figures.current, figures.previous
         answer = pb.Dashboard(
             timezone=week.timezone,
             revenue_today_cents=change(today["revenue_cents"], before["revenue_cents"]),
             revenue_week_cents=change(current["revenue_cents"], previous["revenue_cents"]),
-            fans=fans,
-            unread_messages=unread,
-            active_campaigns=campaigns,
+            fans=self._fans_of(found, figures),
+            unread_messages=figures.unread,
+            active_campaigns=figures.active_campaigns,
             accounts_needing_attention=[
                 pb.AccountAttention(platform=row[0], reason=row[1], message=row[2])
                 for row in attention
@@ -366,19 +343,8 @@ class AnalyticsService:
         found: repository.Creator,
         snapshot: repository.Snapshot,
     ) -> Figures:
-        (current, previous), buckets = await asyncio.gather(
-            repository.sums(
-                self._reads,
-                creator_id,
-                split=window.start,
-                start=window.previous_start,
-                end=window.end,
-            ),
-            repository.response_buckets(
-                self._reads, creator_id, start=window.start, end=window.end
-            ),
-        )
-        fans = await self._fans(creator_id, window, found, current, previous)
+        figures = await self._figures_of(creator_id, window)
+        current, previous = figures.current, figures.previous
         found_insights = self._insights_of(snapshot)
         top = found_insights.top_spenders[0] if found_insights.top_spenders else None
         return Figures(
@@ -389,11 +355,11 @@ class AnalyticsService:
             previous_revenue_cents=previous["revenue_cents"],
             purchases=current["purchases"],
             new_fans=current["new_fans"],
-            active_fans=fans.active,
-            expiring=fans.expiring,
+            active_fans=figures.active,
+            expiring=figures.expiring,
             messages_received=current["messages_in"],
             messages_sent=current["messages_out"],
-            median_response_seconds=facts.percentile(buckets, 0.5),
+            median_response_seconds=facts.percentile(figures.buckets, 0.5),
             ai_acceptance_percent=acceptance(
                 current["ai_accepted"], current["ai_edited"], current["ai_rejected"]
             ),
@@ -404,9 +370,15 @@ class AnalyticsService:
             quiet_whales=len(found_insights.quiet_whales),
         )
 
-    @staticmethod
-    def _insights_of(snapshot: repository.Snapshot) -> pb.FanInsights:
-        return json_format.ParseDict(snapshot.raw, pb.FanInsights())
+    def _insights_of(self, snapshot: repository.Snapshot) -> pb.FanInsights:
+        """The snapshot's insights (parsed once per snapshot: every overview shows them)."""
+        parsed = self._parsed.get(snapshot.id)
+        if parsed is None:
+            parsed = json_format.ParseDict(snapshot.raw, pb.FanInsights())
+            if len(self._parsed) >= PARSED_SNAPSHOTS:
+                self._parsed.pop(next(iter(self._parsed)))
+            self._parsed[snapshot.id] = parsed
+        return parsed
 
     async def _snapshot(self, creator_id: uuid.UUID, window: Window) -> repository.Snapshot:
         """The period's latest snapshot; a new one when there is none, it is too old or its

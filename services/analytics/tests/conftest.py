@@ -321,7 +321,9 @@ class Running:
         try:
             found = {}
             for table in DERIVED_TABLES:
-                rows = await conn.fetch(f"SELECT * FROM {SCHEMA}.{table.name}")
+                # A day whose count of last-active fans fell back to 0 may stay as a 0 row.
+                empty = " WHERE fans <> 0" if table.name == "active_days" else ""
+                rows = await conn.fetch(f"SELECT * FROM {SCHEMA}.{table.name}{empty}")
                 found[table.name] = sorted(
                     tuple(v for k, v in row.items() if k != "updated_at") for row in rows
                 )

@@ -49,6 +49,14 @@ $$
 
 def upgrade() -> None:
     op.create_table(
+        "active_days",
+        sa.Column("creator_id", sa.UUID(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("fans", sa.BigInteger(), server_default="0", nullable=False),
+        sa.PrimaryKeyConstraint("creator_id", "day", name="pk_active_days"),
+        schema="analytics",
+    )
+    op.create_table(
         "accounts",
         sa.Column("creator_id", sa.UUID(), nullable=False),
         sa.Column("platform", sa.Text(), nullable=False),
@@ -187,13 +195,15 @@ def upgrade() -> None:
         ["creator_id", "last_active_at"],
         unique=False,
         schema="analytics",
+        postgresql_where=sa.text("NOT deleted"),
     )
     op.create_index(
-        "ix_fans_creator_id_spend_cents",
+        "ix_fans_creator_id_spend_cents_fan_id",
         "fans",
-        ["creator_id", "spend_cents"],
+        ["creator_id", "spend_cents", "fan_id"],
         unique=False,
         schema="analytics",
+        postgresql_where=sa.text("NOT deleted"),
     )
     op.create_table(
         "hourly_rollups",
@@ -321,6 +331,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     drop_outbox_tables("analytics")
     op.execute("DROP FUNCTION analytics.ensure_event_partition(timestamptz)")
+    op.drop_table("active_days", schema="analytics")
     op.drop_table("unread_messages", schema="analytics")
     op.drop_table("response_buckets", schema="analytics")
     op.drop_table("platform_revenue", schema="analytics")
@@ -341,7 +352,7 @@ def downgrade() -> None:
     )
     op.drop_table("insight_snapshots", schema="analytics")
     op.drop_table("hourly_rollups", schema="analytics")
-    op.drop_index("ix_fans_creator_id_spend_cents", table_name="fans", schema="analytics")
+    op.drop_index("ix_fans_creator_id_spend_cents_fan_id", table_name="fans", schema="analytics")
     op.drop_index("ix_fans_creator_id_last_active_at", table_name="fans", schema="analytics")
     op.drop_index("ix_fans_creator_id_expires_at", table_name="fans", schema="analytics")
     op.drop_table("fans", schema="analytics")
