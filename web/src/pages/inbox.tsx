@@ -358,13 +358,13 @@ function Thread({ conversationId, event, onRead }: { conversationId: string; eve
     <>
       <div class="thread-head">
         <a class="btn btn-ghost back" href="/inbox">
-          ← <span class="sr-only">Back to </span>Conversations
+          ←<span class="sr-only"> Back to the conversations</span>
         </a>
         <span class="avatar" aria-hidden="true">{initials(name)}</span>
         <div class="grow">
           <h2 style={{ margin: 0 }}>{name}</h2>
           {fan && (
-            <span class="muted">
+            <span class="muted fan-meta">
               {fan.handle ? `@${fan.handle} · ` : ""}spent {money(fan.valueCents)}
             </span>
           )}
@@ -558,9 +558,7 @@ function Composer({ conversationId, onSent }: { conversationId: string; onSent: 
         placeholder="Write a reply; type / for quick replies"
         onInput={(e) => setText(e.currentTarget.value)}
         onKeyDown={onKeyDown}
-        role="combobox"
-        aria-expanded={matches.length > 0}
-        aria-controls="quick-replies"
+        aria-controls={matches.length ? "quick-replies" : undefined}
         aria-autocomplete="list"
         aria-activedescendant={matches.length ? `quick-${selected}` : undefined}
       />
