@@ -70,6 +70,27 @@ export function Inbox({ conversationId }: { conversationId: string | null }) {
   );
 }
 
+type ConversationPage = { conversations: Conversation[]; nextCursor: string | null };
+
+function firstPage(): Promise<ConversationPage> {
+  return ok(api.GET("/api/crm/conversations", { params: { query: { limit: PAGE_SIZE } } }));
+}
+
+let prefetched: Promise<ConversationPage> | null = null;
+
+/** Opening the console on the inbox: its first page is asked for at once, beside the session,
+ * rather than after it (one round trip less before the list shows). */
+export function prefetchInbox(): void {
+  prefetched = firstPage();
+  prefetched.catch(() => undefined);
+}
+
+async function takePrefetched(): Promise<ConversationPage | null> {
+  const pending = prefetched;
+  prefetched = null;
+  return pending ? pending.catch(() => null) : null;
+}
+
 interface ListState {
   items: Conversation[];
   cursor: string | null;
@@ -93,11 +114,14 @@ function useConversations() {
       setState((s) => ({ ...s, loading: true, error: null, ...(reset ? { items: [], cursor: null, done: false } : {}) }));
       try {
         const cursor = reset ? undefined : (state.cursor ?? undefined);
-        const page = await ok(
-          api.GET("/api/crm/conversations", {
-            params: { query: { limit: PAGE_SIZE, cursor, search: search.trim() || undefined, unread: unreadOnly || undefined } },
-          }),
-        );
+        const plain = reset && !search.trim() && !unreadOnly;
+        const page =
+          (plain ? await takePrefetched() : null) ??
+          (await ok(
+            api.GET("/api/crm/conversations", {
+              params: { query: { limit: PAGE_SIZE, cursor, search: search.trim() || undefined, unread: unreadOnly || undefined } },
+            }),
+          ));
         if (mine !== generation.current) return;
         setState((s) => ({
           items: reset ? page.conversations : [...s.items, ...page.conversations.filter((c) => !s.items.some((x) => x.id === c.id))],
