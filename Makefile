@@ -35,6 +35,7 @@ test: bootstrap browser
 
 proto: bootstrap
 	$(RUN) python -m huntaze_devstack.protogen
+	$(RUN) python -m huntaze_devstack.web types
 
 proto-check: bootstrap
 	$(RUN) python -m huntaze_devstack.protogen --check

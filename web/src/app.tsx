@@ -91,7 +91,7 @@ export function App() {
 
   useEffect(() => {
     whenSignedOut(() => signedOut());
-    loadSession().catch(() => signedOut());
+    void loadSession();
   }, []);
 
   // Each page starts with its title focused, so a screen reader hears where it is.
@@ -105,6 +105,17 @@ export function App() {
   if (path === "/forgot-password") return <ForgotPassword />;
   if (path === "/sign-up") return <SignUp />;
   if (session.status === "loading") return <main id="main" class="auth"><Loading /></main>;
+  if (session.status === "unreachable") {
+    return (
+      <main id="main" class="auth">
+        <div class="auth-card">
+          <h1 class="page-title">Huntaze cannot be reached</h1>
+          <ErrorBanner error={session.error} />
+          <button type="button" class="btn btn-primary" onClick={() => void loadSession()}>Try again</button>
+        </div>
+      </main>
+    );
+  }
   if (session.status === "signed-out") {
     // The new-device alert's link: securing an account whose password may be known.
     if (path === "/settings/security") return <ForgotPassword title="Secure your account" />;
@@ -116,6 +127,5 @@ export function App() {
   if (path === "/sign-in" || path === "/") {
     return <Redirect to={onboarded(session) ? query.get("next") || "/inbox" : "/onboarding"} />;
   }
-  if (!session.user) return <ErrorBanner error={new Error("no user")} />;
   return <SignedInPage path={path} />;
 }

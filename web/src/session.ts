@@ -3,7 +3,8 @@ import { useEffect, useState } from "preact/hooks";
 import { api, ApiError, ok, type Profile, type User } from "./api/client";
 
 export interface SessionState {
-  status: "loading" | "signed-out" | "signed-in";
+  status: "loading" | "signed-out" | "signed-in" | "unreachable";
+  error?: unknown;
   user?: User;
   profile?: Profile;
 }
@@ -16,15 +17,28 @@ function set(next: SessionState): void {
   listeners.forEach((l) => l(state));
 }
 
+const ATTEMPTS = 4;
+
+/** Who is signed in. A refused token means signed out; an outage is retried a few times, then
+ * said as such (never taken for a sign-out). */
 export async function loadSession(): Promise<SessionState> {
-  try {
-    const me = await ok(api.GET("/api/auth/me"));
-    set({ status: "signed-in", user: me.user ?? undefined, profile: me.profile ?? undefined });
-  } catch (error) {
-    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) set({ status: "signed-out" });
-    else throw error;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const me = await ok(api.GET("/api/auth/me"));
+      set({ status: "signed-in", user: me.user ?? undefined, profile: me.profile ?? undefined });
+      return state;
+    } catch (error) {
+      if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+        set({ status: "signed-out" });
+        return state;
+      }
+      if (attempt >= ATTEMPTS) {
+        set({ status: "unreachable", error });
+        return state;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+    }
   }
-  return state;
 }
 
 export function signedOut(): void {

@@ -1,7 +1,7 @@
 // The OnlyFans connection: sign in with the account's email and password (and the code
 // OnlyFans sends when it asks for one), or import a session from a signed-in browser.
 import { useState } from "preact/hooks";
-import { api, ok, when, type Schemas } from "../api/client";
+import { api, ApiError, ok, when, type Schemas } from "../api/client";
 import { Button, ErrorBanner, fieldError, Input, Loading, Notice, useAction, useLoad } from "../ui/kit";
 
 export type Status = Schemas["StatusOut"];
@@ -52,7 +52,13 @@ export function ConnectOnlyFans({ onboarding, onConnected }: { onboarding: boole
         ? { credentials: { email, password, totpSecret: "" } }
         : { session: { cookies: parseCookies(cookies), userAgent, xBc } };
     const path = onboarding ? "/api/onboarding/connect-platform" : "/api/of/connect";
-    settle(await ok(api.POST(path, { body })));
+    try {
+      settle(await ok(api.POST(path, { body })));
+    } catch (error) {
+      // Signing in to OnlyFans can outlast the API's deadline: the answer is then in the status.
+      if (!(error instanceof ApiError && error.status === 504)) throw error;
+      settle(await statusAfterTimeout(error));
+    }
   });
   const otp = useAction(async () => {
     settle(await ok(api.POST("/api/of/connect/otp", { body: { code: code.trim() } })));
@@ -126,6 +132,20 @@ export function ConnectOnlyFans({ onboarding, onConnected }: { onboarding: boole
       </form>
     </div>
   );
+}
+
+const STATUS_POLL_MS = 2000;
+const STATUS_POLL_LIMIT_MS = 120_000;
+
+/** The connection's status once the worker is done with a sign-in the API stopped waiting for. */
+async function statusAfterTimeout(timeout: ApiError): Promise<Status> {
+  const deadline = Date.now() + STATUS_POLL_LIMIT_MS;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, STATUS_POLL_MS));
+    const status = await ok(api.GET("/api/of/status"));
+    if (status.state !== "disconnected") return status;
+  }
+  throw timeout;
 }
 
 function parseCookies(text: string): Record<string, string> {

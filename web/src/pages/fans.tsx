@@ -327,8 +327,8 @@ function NotesAndTags({ fan, onSaved }: { fan: Fan; onSaved: (f: Fan) => void })
     <div class="card">
       <h2>Notes and tags</h2>
       <ErrorBanner error={save.error} />
-      <div class="row" role="list" aria-label="Tags" style={{ marginBottom: "0.5rem" }}>
-        {tags.length === 0 && <span class="muted">No tags yet.</span>}
+      {tags.length === 0 && <p class="muted">No tags yet.</p>}
+      <div class="row" role={tags.length ? "list" : undefined} aria-label={tags.length ? "Tags" : undefined} style={{ marginBottom: "0.5rem" }}>
         {tags.map((t) => (
           <span class="tag" role="listitem" key={t}>
             {t}
