@@ -101,7 +101,7 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
         "HUNTAZE_SMTP_URL": "smtp://127.0.0.1:1",
     }
     with LocalStack(environ=environ, with_nats=False, suite=SUITE) as stack:
-        assert stack.migrate() == ["auth", "crm", "onlyfans", "ai"]
+        assert stack.migrate() == ["auth", "crm", "onlyfans", "ai", "campaigns"]
         urls = {s.name: stack.service_env(s).get("HUNTAZE_DATABASE_URL") for s in SUITE}
         users = {name: url and make_url(url).username for name, url in urls.items()}
         assert users == {
@@ -109,6 +109,7 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
             "crm": "huntaze_crm",
             "onlyfans": "huntaze_onlyfans",
             "ai": "huntaze_ai",
+            "campaigns": "huntaze_campaigns",
             "gateway": None,
         }
 
@@ -117,7 +118,7 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
             try:
                 rows = await conn.fetch(
                     "SELECT DISTINCT schemaname || ':' || tableowner FROM pg_tables "
-                    "WHERE schemaname IN ('auth', 'crm', 'onlyfans', 'ai')"
+                    "WHERE schemaname IN ('auth', 'crm', 'onlyfans', 'ai', 'campaigns')"
                 )
             finally:
                 await conn.close()
@@ -128,4 +129,5 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
             "crm:huntaze_crm",
             "onlyfans:huntaze_onlyfans",
             "ai:huntaze_ai",
+            "campaigns:huntaze_campaigns",
         }
