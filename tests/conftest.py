@@ -1,5 +1,6 @@
 """Cross-service fixtures: the real processes (`python -m huntaze_auth.server`,
-`python -m huntaze_crm.server`, `python -m huntaze_ai_agent.server`, `python -m huntaze_gateway`)
+`python -m huntaze_crm.server`, `python -m huntaze_ai_agent.server`,
+`python -m huntaze_campaigns.server`, `python -m huntaze_gateway`)
 against real PostgreSQL, NATS and an SMTP mail catcher.
 
 `suite` starts everything once per test module (processes cost seconds on these machines) on a
@@ -38,6 +39,7 @@ from huntaze_kit.migrations import upgrade_async
 READY_TIMEOUT = 60.0
 # The AI agent's secret among auth's service accounts (it acts for creators with it).
 AI_SERVICE_SECRET = "ai-secret-of-the-suite"
+CAMPAIGNS_SERVICE_SECRET = "campaigns-secret-of-the-suite"
 
 
 @dataclass
@@ -254,8 +256,15 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
             await upgrade_async(own_urls["auth"], package="huntaze_auth.migrations", schema="auth")
             await upgrade_async(own_urls["crm"], package="huntaze_crm.migrations", schema="crm")
             await upgrade_async(own_urls["ai"], package="huntaze_ai_agent.migrations", schema="ai")
-            auth_port, crm_port, ai_port, gateway_port = (free_port() for _ in range(4))
-            metrics_ports = {name: free_port() for name in ("auth", "crm", "ai", "gateway")}
+            await upgrade_async(
+                own_urls["campaigns"], package="huntaze_campaigns.migrations", schema="campaigns"
+            )
+            auth_port, crm_port, ai_port, campaigns_port, gateway_port = (
+                free_port() for _ in range(5)
+            )
+            metrics_ports = {
+                name: free_port() for name in ("auth", "crm", "ai", "campaigns", "gateway")
+            }
             gateway_url = f"http://127.0.0.1:{gateway_port}"
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("HUNTAZE_")},
@@ -271,7 +280,13 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 "HUNTAZE_AI_GRPC_PORT": str(ai_port),
                 "HUNTAZE_AI_GRPC_TARGET": f"127.0.0.1:{ai_port}",
                 "HUNTAZE_AI_POLL_SECONDS": "0.1",
-                "HUNTAZE_AUTH_SERVICE_ACCOUNTS": json.dumps({"ai": AI_SERVICE_SECRET}),
+                "HUNTAZE_CAMPAIGNS_GRPC_HOST": "127.0.0.1",
+                "HUNTAZE_CAMPAIGNS_GRPC_PORT": str(campaigns_port),
+                "HUNTAZE_CAMPAIGNS_GRPC_TARGET": f"127.0.0.1:{campaigns_port}",
+                "HUNTAZE_CAMPAIGNS_POLL_SECONDS": "0.1",
+                "HUNTAZE_AUTH_SERVICE_ACCOUNTS": json.dumps(
+                    {"ai": AI_SERVICE_SECRET, "campaigns": CAMPAIGNS_SERVICE_SECRET}
+                ),
                 "HUNTAZE_GRACE_SECONDS": "1",
                 **{
                     f"HUNTAZE_{name.upper()}_METRICS_PORT": str(port)
@@ -306,6 +321,7 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 }
                 crm_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["crm"]}
                 ai_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["ai"]}
+                campaigns_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["campaigns"]}
                 running.processes.append(
                     start_process("auth", "huntaze_auth.server", auth_env, scratch)
                 )
@@ -314,6 +330,9 @@ async def suite(pg_server_url: str) -> AsyncIterator[Suite]:
                 )
                 running.processes.append(
                     start_process("ai", "huntaze_ai_agent.server", ai_env, scratch)
+                )
+                running.processes.append(
+                    start_process("campaigns", "huntaze_campaigns.server", campaigns_env, scratch)
                 )
                 running.processes.append(start_process("gateway", "huntaze_gateway", env, scratch))
                 await _wait_ready(running)

@@ -37,6 +37,7 @@ async def test_a_crm_outage_leaves_logins_and_readiness_alone(suite: Suite) -> N
                 "auth": "SERVING",
                 "crm": "SERVING",
                 "ai": "SERVING",
+                "campaigns": "SERVING",
                 "revocations": "FOLLOWING",
             },
             "unavailable": [],

@@ -59,6 +59,7 @@ def campaign(row: Campaign) -> pb.Campaign:
                 text=str(v["text"]),
                 price_cents=int(v.get("price_cents") or 0),
                 weight=int(v.get("weight") or 0),
+                platform_media_ids=list(v.get("platform_media_ids", [])),
             )
             for v in row.variants
         ],
@@ -67,6 +68,7 @@ def campaign(row: Campaign) -> pb.Campaign:
                 delay_minutes=int(s["delay_minutes"]),
                 text=str(s["text"]),
                 price_cents=int(s.get("price_cents") or 0),
+                platform_media_ids=list(s.get("platform_media_ids", [])),
             )
             for s in row.steps
         ],
@@ -90,6 +92,7 @@ def variant_fields(message: pb.Variant) -> dict[str, Any]:
         "text": message.text,
         "price_cents": message.price_cents,
         "weight": message.weight,
+        "platform_media_ids": list(message.platform_media_ids),
     }
 
 
@@ -98,6 +101,7 @@ def step_fields(message: pb.Step) -> dict[str, Any]:
         "delay_minutes": message.delay_minutes,
         "text": message.text,
         "price_cents": message.price_cents,
+        "platform_media_ids": list(message.platform_media_ids),
     }
 
 

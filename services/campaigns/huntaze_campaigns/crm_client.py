@@ -5,7 +5,7 @@ A refusal of the CRM comes back as the `DomainError` of its status, with its rea
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -92,6 +92,7 @@ class CrmClient:
         fan_id: uuid.UUID,
         text: str,
         price_cents: int,
+        platform_media_ids: Sequence[str],
         idempotency_key: str,
     ) -> crm_pb2.Message:
         """Queues an automated message to the fan; the same key always answers the same one."""
@@ -102,6 +103,13 @@ class CrmClient:
                     fan_id=str(fan_id),
                     text=text,
                     price_cents=price_cents,
+                    # Vault media: its kind is the platform's to know.
+                    attachments=[
+                        crm_pb2.Attachment(
+                            kind=crm_pb2.ATTACHMENT_KIND_FILE, platform_media_id=media_id
+                        )
+                        for media_id in platform_media_ids
+                    ],
                     idempotency_key=idempotency_key,
                     sender_kind=crm_pb2.SENDER_KIND_AUTOMATION,
                 ),

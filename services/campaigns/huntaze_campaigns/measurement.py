@@ -8,11 +8,6 @@ import math
 import warnings
 from dataclasses import dataclass
 
-from statsmodels.stats.proportion import (
-    confint_proportions_2indep,
-    test_proportions_2indep,
-)
-
 ALPHA = 0.05
 
 
@@ -41,6 +36,13 @@ def compare(
     """Conversion of group a minus group b; None while either group is empty."""
     if total_a == 0 or total_b == 0:
         return None
+    # Imported here: statsmodels (with pandas and scipy) takes seconds to import, and only the
+    # metrics need it (not the migrate command, nor a start).
+    from statsmodels.stats.proportion import (  # noqa: PLC0415
+        confint_proportions_2indep,
+        test_proportions_2indep,
+    )
+
     difference = rate(converted_a, total_a) - rate(converted_b, total_b)
     low, high = confint_proportions_2indep(
         converted_a, total_a, converted_b, total_b, compare="diff", method="newcomb", alpha=ALPHA

@@ -622,13 +622,14 @@ class CampaignsService:
         if recipient.stopped_at is not None:
             await self._record(send, "stopped", reason=recipient.stop_reason)
             return
-        text, price = self._message(campaign, send)
+        text, price, media = self._message(campaign, send)
         try:
             message = await self._crm.send(
                 creator_id=send.creator_id,
                 fan_id=send.fan_id,
                 text=render(text, display_name=recipient.display_name),
                 price_cents=price,
+                platform_media_ids=media,
                 idempotency_key=send.idempotency_key,
             )
         except RateLimited as refused:
@@ -653,14 +654,19 @@ class CampaignsService:
             values["sent_at"] = self.clock()
         await self._record(send, state, **values)
 
-    def _message(self, campaign: Campaign, send: DueSend) -> tuple[str, int]:
+    def _message(self, campaign: Campaign, send: DueSend) -> tuple[str, int, list[str]]:
+        """The text, price and media of a send: its variant's, or its follow-up's."""
         if send.step == 0:
-            variant = next(
+            chosen = next(
                 (v for v in campaign.variants if v["key"] == send.variant), campaign.variants[0]
             )
-            return str(variant["text"]), int(variant.get("price_cents") or 0)
-        step = campaign.steps[send.step - 1]
-        return str(step["text"]), int(step.get("price_cents") or 0)
+        else:
+            chosen = campaign.steps[send.step - 1]
+        return (
+            str(chosen["text"]),
+            int(chosen.get("price_cents") or 0),
+            [str(m) for m in chosen.get("platform_media_ids", [])],
+        )
 
     async def _record(self, send: DueSend, state: str, **values: Any) -> None:
         async with self._sessions() as session:
@@ -758,7 +764,6 @@ class CampaignsService:
         creator_id = _uuid(event.creator_id, "creator_id")
         fan_id = _uuid(purchase.fan_id, "purchase.fan_id")
         at = convert.from_timestamp(purchase.occurred_at) or self.clock()
-        message_id = uuid.UUID(purchase.message_id) if purchase.message_id else None
         window = func.make_interval(0, 0, 0, 0, Campaign.attribution_window_hours)
         rows = await session.execute(
             select(Recipient.campaign_id)
@@ -772,19 +777,9 @@ class CampaignsService:
         )
         campaigns = [row[0] for row in rows.all()]
         if campaigns:
-            sold_by: set[uuid.UUID] = set()
-            if message_id is not None:
-                sold_by = set(
-                    (
-                        await session.scalars(
-                            select(Send.campaign_id).where(
-                                Send.campaign_id.in_(campaigns),
-                                Send.fan_id == fan_id,
-                                Send.crm_message_id == message_id,
-                            )
-                        )
-                    ).all()
-                )
+            sold_by = await self._sold_by(
+                session, campaigns=campaigns, fan_id=fan_id, purchase=purchase, at=at
+            )
             await session.execute(
                 insert(AttributedPurchase)
                 .values(
@@ -795,7 +790,9 @@ class CampaignsService:
                             "creator_id": creator_id,
                             "fan_id": fan_id,
                             "amount_cents": purchase.amount_cents,
-                            "crm_message_id": message_id,
+                            "crm_message_id": (
+                                uuid.UUID(purchase.message_id) if purchase.message_id else None
+                            ),
                             "from_message": campaign_id in sold_by,
                             "occurred_at": at,
                         }
@@ -807,6 +804,48 @@ class CampaignsService:
         await self.stop_sequences(
             session, creator_id=creator_id, fan_id=fan_id, at=at, reason="bought"
         )
+
+    async def _sold_by(
+        self,
+        session: AsyncSession,
+        *,
+        campaigns: Sequence[uuid.UUID],
+        fan_id: uuid.UUID,
+        purchase: crm_pb2.Purchase,
+        at: datetime,
+    ) -> set[uuid.UUID]:
+        """The campaign whose message the purchase bought: the one the CRM linked it to; else,
+        for an unlock the platform reports without its message (its transactions name none),
+        the campaign whose latest copy sent to the fan before it had the price paid."""
+        if purchase.message_id:
+            found = await session.scalars(
+                select(Send.campaign_id).where(
+                    Send.campaign_id.in_(campaigns),
+                    Send.fan_id == fan_id,
+                    Send.crm_message_id == uuid.UUID(purchase.message_id),
+                )
+            )
+            return set(found.all())
+        if purchase.kind != crm_pb2.PURCHASE_KIND_PPV_UNLOCK:
+            return set()
+        sent = (
+            await session.execute(
+                select(Send, Campaign)
+                .join(Campaign, Campaign.id == Send.campaign_id)
+                .where(
+                    Send.campaign_id.in_(campaigns),
+                    Send.fan_id == fan_id,
+                    Send.state == "sent",
+                    Send.sent_at <= at,
+                )
+                .order_by(Send.sent_at.desc())
+            )
+        ).all()
+        for send, campaign in sent:
+            due = DueSend(send.campaign_id, send.fan_id, send.step, send.creator_id, send.variant)
+            if self._message(campaign, due)[1] == purchase.amount_cents:
+                return {send.campaign_id}
+        return set()
 
     async def fan_subscribed(
         self, session: AsyncSession, *, creator_id: uuid.UUID, fan: crm_pb2.Fan

@@ -43,6 +43,8 @@ from huntaze_kit.migrations import upgrade_async
 
 PASSWORD = "violet-harbor-quantum-77"
 SERVICE_SECRET = "campaigns-service-secret-for-tests"
+# Short leases: a send claimed by a stopped service is taken up again within the test.
+TIMING = Timing(lease=timedelta(seconds=5), retry=timedelta(seconds=1))
 
 
 class Clock:
@@ -158,6 +160,21 @@ class Stack:
         )
         self.wake()
         return scheduled
+
+    async def restart_campaigns(self) -> None:
+        """Starts the campaigns service again (after `campaigns.stop()`), on the same port."""
+        self.campaigns = CampaignsServer(
+            campaigns_settings(
+                self.database_url,
+                self.nats_url,
+                self.auth.port,
+                self.crm.port,
+                campaigns_grpc_port=self.campaigns.port,
+            ),
+            clock=self.clock,
+            timing=TIMING,
+        )
+        await self.campaigns.start()
 
     def wake(self) -> None:
         assert self.campaigns.scheduler is not None
@@ -354,7 +371,7 @@ async def stack(
     campaigns = CampaignsServer(
         campaigns_settings(database_url, nats_url, auth.port, crm.port),
         clock=clock,
-        timing=Timing(lease=timedelta(seconds=5), retry=timedelta(seconds=1)),
+        timing=TIMING,
     )
     await campaigns.start()
     nc = await nats.connect(nats_url)

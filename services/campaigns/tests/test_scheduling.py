@@ -15,11 +15,9 @@ from sqlalchemy import select, update
 from huntaze.campaigns.v1 import campaigns_pb2 as pb
 from huntaze.onlyfans.v1 import events_pb2 as of_events
 from huntaze_campaigns.models import Send
-from huntaze_campaigns.server import CampaignsServer
-from huntaze_campaigns.service import Timing
 from huntaze_devstack.testing import eventually
 
-from .conftest import Stack, campaigns_settings, rpc_error
+from .conftest import Stack, rpc_error
 
 
 async def test_a_scheduled_campaign_fires_at_its_time_in_the_creators_time_zone(
@@ -230,13 +228,7 @@ async def test_a_restart_mid_dispatch_sends_each_fan_one_message(stack: Stack) -
         assert len(lost.all()) == 3
         await session.commit()
     stack.clock.advance(minutes=1)
-    restarted = CampaignsServer(
-        campaigns_settings(stack.database_url, stack.nats_url, stack.auth.port, stack.crm.port),
-        clock=stack.clock,
-        timing=Timing(lease=timedelta(seconds=5), retry=timedelta(seconds=1)),
-    )
-    await restarted.start()
-    stack.campaigns = restarted
+    await stack.restart_campaigns()
     sends = await stack.settled(campaign.id)
     assert {s.state for s in sends} == {"requested"}
     assert len({s.crm_message_id for s in sends}) == 30

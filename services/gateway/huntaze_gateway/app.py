@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 
 from huntaze.ai.v1 import ai_pb2_grpc
 from huntaze.auth.v1 import auth_pb2_grpc
+from huntaze.campaigns.v1 import campaigns_pb2_grpc
 from huntaze.crm.v1 import crm_pb2_grpc
 from huntaze.onlyfans.v1 import onlyfans_pb2_grpc
 from huntaze_gateway import __version__
@@ -30,6 +31,7 @@ from huntaze_gateway.auth_routes import (
     onboarding_router,
     security_schemes,
 )
+from huntaze_gateway.campaigns_routes import campaigns_router, of_campaigns_router
 from huntaze_gateway.config import GatewaySettings
 from huntaze_gateway.crm_routes import crm_router, messages_router
 from huntaze_gateway.docs import install_docs
@@ -76,6 +78,7 @@ def upstream_targets(settings: GatewaySettings) -> Mapping[str, str]:
         "auth": settings.auth_grpc_target,
         "crm": settings.crm_grpc_target,
         "ai": settings.ai_grpc_target,
+        "campaigns": settings.campaigns_grpc_target,
     }
 
 
@@ -128,6 +131,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         crm=crm_pb2_grpc.CrmServiceStub(channels["crm"]),
         onlyfans=onlyfans_pb2_grpc.OnlyFansServiceStub(optional["onlyfans"]),
         ai=ai_pb2_grpc.AiServiceStub(channels["ai"]),
+        campaigns=campaigns_pb2_grpc.CampaignServiceStub(channels["campaigns"]),
         call=CallOptions(),
         verifier=verifier,
     )
@@ -189,6 +193,8 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
         messages_router,
         of_router,
         ai_router,
+        campaigns_router,
+        of_campaigns_router,
     )
     for route in (route for router in routers for route in router.routes):
         if isinstance(route, APIRoute) and route.include_in_schema and needs_caller(route):
@@ -217,6 +223,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             {"name": "messages", "description": "Replies, read receipts and message search."},
             {"name": "onlyfans", "description": "The OnlyFans connection, inbox and sends."},
             {"name": "ai", "description": "AI replies: configuration, suggestions and audit."},
+            {
+                "name": "campaigns",
+                "description": "Mass messages, sequences, templates and measured results.",
+            },
             {"name": "health", "description": "Liveness and readiness probes."},
         ],
         responses={500: {"model": Problem, "description": "Unexpected error."}},
@@ -232,6 +242,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(of_router)
     app.include_router(ai_router)
     app.include_router(ai_onboarding_router)
+    app.include_router(campaigns_router)
+    app.include_router(of_campaigns_router)
     app.include_router(health_router)
     app.include_router(pages_router)
     if docs:

@@ -83,6 +83,9 @@ class GatewaySettings(CommonSettings):
     ai_grpc_target: str = Field(
         default="127.0.0.1:50054", description="Where the AI agent's gRPC API listens."
     )
+    campaigns_grpc_target: str = Field(
+        default="127.0.0.1:50055", description="Where the campaigns service's gRPC API listens."
+    )
     gateway_sse_heartbeat_seconds: float = Field(
         default=15.0,
         gt=0,

@@ -19,6 +19,7 @@ from huntaze_kit.revocations import RevocationFollower
 if TYPE_CHECKING:
     from huntaze.ai.v1.ai_pb2_grpc import AiServiceAsyncStub
     from huntaze.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
+    from huntaze.campaigns.v1.campaigns_pb2_grpc import CampaignServiceAsyncStub
     from huntaze.crm.v1.crm_pb2_grpc import CrmServiceAsyncStub
     from huntaze.onlyfans.v1.onlyfans_pb2_grpc import OnlyFansServiceAsyncStub
 
@@ -33,6 +34,7 @@ class Runtime:
     crm: CrmServiceAsyncStub
     onlyfans: OnlyFansServiceAsyncStub
     ai: AiServiceAsyncStub
+    campaigns: CampaignServiceAsyncStub
     # `await runtime.auth.Method(request, **runtime.call(token))`: the caller's token (the
     # channels add the deadline and the request id).
     call: CallOptions

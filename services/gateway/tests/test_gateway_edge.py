@@ -276,8 +276,9 @@ async def test_probes(offline_client: httpx.AsyncClient) -> None:
     assert body["checks"]["auth"] != "SERVING"
     assert body["checks"]["crm"] != "SERVING"
     assert body["checks"]["ai"] != "SERVING"
+    assert body["checks"]["campaigns"] != "SERVING"
     assert body["checks"]["revocations"] == "STARTING"
-    assert body["unavailable"] == ["auth", "crm", "ai"]
+    assert body["unavailable"] == ["auth", "crm", "ai", "campaigns"]
 
 
 async def test_openapi_documents_problems_everywhere(offline_client: httpx.AsyncClient) -> None:

@@ -58,6 +58,7 @@ async def test_ready_when_upstreams_serve_and_revocations_flow(live: Any) -> Non
             "auth": "SERVING",
             "crm": "SERVING",
             "ai": "SERVING",
+            "campaigns": "SERVING",
             "revocations": "FOLLOWING",
         },
         "unavailable": [],

@@ -118,6 +118,7 @@ class Variant(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     PRICE_CENTS_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
+    PLATFORM_MEDIA_IDS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """A, B, ...: unique within the campaign."""
     text: _builtins.str
@@ -126,6 +127,12 @@ class Variant(_message.Message):
     """Pay-per-view price; 0 for a free message."""
     weight: _builtins.int
     """Relative share of the audience; 0 means 1."""
+    @_builtins.property
+    def platform_media_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Media of the creator's vault on the platform, sent with the text (a pay-per-view message
+        needs at least one).
+        """
+
     def __init__(
         self,
         *,
@@ -133,10 +140,11 @@ class Variant(_message.Message):
         text: _builtins.str = ...,
         price_cents: _builtins.int = ...,
         weight: _builtins.int = ...,
+        platform_media_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "price_cents", b"price_cents", "text", b"text", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "platform_media_ids", b"platform_media_ids", "price_cents", b"price_cents", "text", b"text", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -153,19 +161,23 @@ class Step(_message.Message):
     DELAY_MINUTES_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     PRICE_CENTS_FIELD_NUMBER: _builtins.int
+    PLATFORM_MEDIA_IDS_FIELD_NUMBER: _builtins.int
     delay_minutes: _builtins.int
     text: _builtins.str
     price_cents: _builtins.int
+    @_builtins.property
+    def platform_media_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         delay_minutes: _builtins.int = ...,
         text: _builtins.str = ...,
         price_cents: _builtins.int = ...,
+        platform_media_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_minutes", b"delay_minutes", "price_cents", b"price_cents", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay_minutes", b"delay_minutes", "platform_media_ids", b"platform_media_ids", "price_cents", b"price_cents", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
