@@ -7,8 +7,21 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 ALPHA = 0.05
+
+
+def load_library() -> tuple[Any, Any]:
+    """statsmodels' two functions. Imported on demand: statsmodels (with pandas and scipy)
+    takes seconds to import, which the migrate command need not pay; the server imports it
+    in a thread at start (`server`), and the metrics compare in a thread."""
+    from statsmodels.stats.proportion import (  # noqa: PLC0415
+        confint_proportions_2indep,
+        test_proportions_2indep,
+    )
+
+    return confint_proportions_2indep, test_proportions_2indep
 
 
 @dataclass(frozen=True)
@@ -36,13 +49,7 @@ def compare(
     """Conversion of group a minus group b; None while either group is empty."""
     if total_a == 0 or total_b == 0:
         return None
-    # Imported here: statsmodels (with pandas and scipy) takes seconds to import, and only the
-    # metrics need it (not the migrate command, nor a start).
-    from statsmodels.stats.proportion import (  # noqa: PLC0415
-        confint_proportions_2indep,
-        test_proportions_2indep,
-    )
-
+    confint_proportions_2indep, test_proportions_2indep = load_library()
     difference = rate(converted_a, total_a) - rate(converted_b, total_b)
     low, high = confint_proportions_2indep(
         converted_a, total_a, converted_b, total_b, compare="diff", method="newcomb", alpha=ALPHA

@@ -156,6 +156,8 @@ class Recipient(Base):
     # Sequences: when and why the follow-ups stopped (replied, bought).
     stopped_at: Mapped[datetime | None] = _timestamp(nullable=True)
     stop_reason: Mapped[str] = _label()
+    # The fan's first purchase attributed to the campaign (within its window).
+    converted_at: Mapped[datetime | None] = _timestamp(nullable=True)
 
 
 class Send(Base):
@@ -205,3 +207,36 @@ class AttributedPurchase(Base):
     crm_message_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
     from_message: Mapped[bool] = mapped_column(Boolean, server_default=sql("false"))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SendTally(Base):
+    """How many sends of a campaign's variant are in each state (with each reason), kept by
+    statement triggers on `sends` (migration 0001): the metrics read a few rows, not one per
+    recipient."""
+
+    __tablename__ = "send_tallies"
+    __table_args__ = (ForeignKeyConstraint(["campaign_id"], ["campaigns.id"], ondelete="CASCADE"),)
+
+    campaign_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    variant: Mapped[str] = mapped_column(Text, primary_key=True)
+    state: Mapped[str] = mapped_column(Text, primary_key=True)
+    reason: Mapped[str] = mapped_column(Text, primary_key=True)
+    sends: Mapped[int] = _count()
+
+
+class RecipientTally(Base):
+    """Per variant (or the holdout): recipients, stopped sequences, converted fans, and the
+    purchases and revenue of the campaign's messages; kept by statement triggers on
+    `recipients` and `purchases`."""
+
+    __tablename__ = "recipient_tallies"
+    __table_args__ = (ForeignKeyConstraint(["campaign_id"], ["campaigns.id"], ondelete="CASCADE"),)
+
+    campaign_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    variant: Mapped[str] = mapped_column(Text, primary_key=True)
+    holdout: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    recipients: Mapped[int] = _count()
+    stopped: Mapped[int] = _count()
+    converted: Mapped[int] = _count()
+    purchases: Mapped[int] = _count()
+    revenue_cents: Mapped[int] = _count()

@@ -7,6 +7,7 @@ python -m huntaze_campaigns.server migrate    # apply the campaigns schema's mig
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 from huntaze.campaigns.v1 import campaigns_pb2_grpc
@@ -14,6 +15,7 @@ from huntaze_campaigns.config import SERVICE_ACCOUNT, CampaignsSettings
 from huntaze_campaigns.consumers import crm_consumer
 from huntaze_campaigns.crm_client import CrmClient
 from huntaze_campaigns.grpc_api import SERVICE_NAME, CampaignServicer, access_policy
+from huntaze_campaigns.measurement import load_library
 from huntaze_campaigns.models import SCHEMA
 from huntaze_campaigns.scheduler import Scheduler
 from huntaze_campaigns.service import CampaignsService, Clock, Timing, utc_now
@@ -26,6 +28,11 @@ from huntaze_kit.identity import KeySource, TokenVerifier
 from huntaze_kit.outbox import OutboxRelay
 
 MIGRATIONS_PACKAGE = "huntaze_campaigns.migrations"
+
+
+async def _load_statistics() -> None:
+    """Imports the statistics library in a thread, so that the first metrics need not."""
+    await asyncio.to_thread(load_library)
 
 
 class CampaignsServer(Service):
@@ -101,6 +108,7 @@ class CampaignsServer(Service):
             poll_seconds=settings.campaigns_poll_seconds,
         )
         host.task("scheduler", self.scheduler.run(), stop=self.scheduler.stop)
+        host.task("statistics", _load_statistics())
 
         server = GrpcServer(
             host=settings.campaigns_grpc_host,

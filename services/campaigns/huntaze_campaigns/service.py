@@ -16,6 +16,7 @@ new subscribers (enrolled in running welcome campaigns).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -801,6 +802,16 @@ class CampaignsService:
                 )
                 .on_conflict_do_nothing()
             )
+            # The fan converted (for the lift, whatever they bought): counted once per campaign.
+            await session.execute(
+                update(Recipient)
+                .where(
+                    Recipient.campaign_id.in_(campaigns),
+                    Recipient.fan_id == fan_id,
+                    Recipient.converted_at.is_(None),
+                )
+                .values(converted_at=at)
+            )
         await self.stop_sequences(
             session, creator_id=creator_id, fan_id=fan_id, at=at, reason="bought"
         )
@@ -888,29 +899,8 @@ class CampaignsService:
         variants = [_variant_result(key, counts.get((key, False))) for key in keys]
         holdout = counts.get(("", True))
         total = _sum_results(variants)
-        lift = None
-        if holdout is not None:
-            lift = compare(
-                "sent - holdout",
-                converted_a=total.converted,
-                total_a=total.recipients,
-                converted_b=holdout.converted,
-                total_b=holdout.recipients,
-            )
-        comparisons = [
-            found
-            for variant in variants[1:]
-            if (
-                found := compare(
-                    f"{variant.key} - {variants[0].key}",
-                    converted_a=variant.converted,
-                    total_a=variant.recipients,
-                    converted_b=variants[0].converted,
-                    total_b=variants[0].recipients,
-                )
-            )
-            is not None
-        ]
+        # In a thread: the statistics library may still be loading (it takes seconds).
+        lift, comparisons = await asyncio.to_thread(_comparisons, total, variants, holdout)
         return Metrics(
             campaign=campaign,
             total=total,
@@ -972,6 +962,35 @@ def _check_messages(
     for field, text in texts:
         if unknown := unknown_variables(str(text)):
             violations.append(FieldViolation(field, f"unknown variables: {', '.join(unknown)}"))
+
+
+def _comparisons(
+    total: VariantResult,
+    variants: Sequence[VariantResult],
+    holdout: repository.VariantCounts | None,
+) -> tuple[Comparison | None, list[Comparison]]:
+    """The lift of the sent group over the holdout, and each variant against the first."""
+    lift = None
+    if holdout is not None:
+        lift = compare(
+            "sent - holdout",
+            converted_a=total.converted,
+            total_a=total.recipients,
+            converted_b=holdout.converted,
+            total_b=holdout.recipients,
+        )
+    comparisons = []
+    for variant in variants[1:]:
+        found = compare(
+            f"{variant.key} - {variants[0].key}",
+            converted_a=variant.converted,
+            total_a=variant.recipients,
+            converted_b=variants[0].converted,
+            total_b=variants[0].recipients,
+        )
+        if found is not None:
+            comparisons.append(found)
+    return lift, comparisons
 
 
 def _within(fan: crm_pb2.AudienceFan, name: str, hours: int, now: datetime) -> bool:
