@@ -1,6 +1,7 @@
 """Cross-service fixtures: the real processes (`python -m huntaze_auth.server`,
 `python -m huntaze_crm.server`, `python -m huntaze_ai_agent.server`,
-`python -m huntaze_analytics.server`, `python -m huntaze_gateway`)
+`python -m huntaze_analytics.server`, `python -m huntaze_campaigns.server`,
+`python -m huntaze_gateway`)
 against real PostgreSQL, NATS and an SMTP mail catcher.
 
 `suite` starts everything once per test module (processes cost seconds on these machines) on a
@@ -39,6 +40,7 @@ from huntaze_kit.migrations import upgrade_async
 READY_TIMEOUT = 60.0
 # The AI agent's secret among auth's service accounts (it acts for creators with it).
 AI_SERVICE_SECRET = "ai-secret-of-the-suite"
+CAMPAIGNS_SERVICE_SECRET = "campaigns-secret-of-the-suite"
 
 
 @dataclass
@@ -264,11 +266,15 @@ async def suite(pg_server_url: str, suite_extra_env: dict[str, str]) -> AsyncIte
             await upgrade_async(
                 own_urls["analytics"], package="huntaze_analytics.migrations", schema="analytics"
             )
-            auth_port, crm_port, ai_port, analytics_port, gateway_port = (
-                free_port() for _ in range(5)
+            await upgrade_async(
+                own_urls["campaigns"], package="huntaze_campaigns.migrations", schema="campaigns"
+            )
+            auth_port, crm_port, ai_port, analytics_port, campaigns_port, gateway_port = (
+                free_port() for _ in range(6)
             )
             metrics_ports = {
-                name: free_port() for name in ("auth", "crm", "ai", "analytics", "gateway")
+                name: free_port()
+                for name in ("auth", "crm", "ai", "analytics", "campaigns", "gateway")
             }
             gateway_url = f"http://127.0.0.1:{gateway_port}"
             env = {
@@ -288,7 +294,13 @@ async def suite(pg_server_url: str, suite_extra_env: dict[str, str]) -> AsyncIte
                 "HUNTAZE_ANALYTICS_GRPC_HOST": "127.0.0.1",
                 "HUNTAZE_ANALYTICS_GRPC_PORT": str(analytics_port),
                 "HUNTAZE_ANALYTICS_GRPC_TARGET": f"127.0.0.1:{analytics_port}",
-                "HUNTAZE_AUTH_SERVICE_ACCOUNTS": json.dumps({"ai": AI_SERVICE_SECRET}),
+                "HUNTAZE_CAMPAIGNS_GRPC_HOST": "127.0.0.1",
+                "HUNTAZE_CAMPAIGNS_GRPC_PORT": str(campaigns_port),
+                "HUNTAZE_CAMPAIGNS_GRPC_TARGET": f"127.0.0.1:{campaigns_port}",
+                "HUNTAZE_CAMPAIGNS_POLL_SECONDS": "0.1",
+                "HUNTAZE_AUTH_SERVICE_ACCOUNTS": json.dumps(
+                    {"ai": AI_SERVICE_SECRET, "campaigns": CAMPAIGNS_SERVICE_SECRET}
+                ),
                 "HUNTAZE_GRACE_SECONDS": "1",
                 **{
                     f"HUNTAZE_{name.upper()}_METRICS_PORT": str(port)
@@ -325,6 +337,7 @@ async def suite(pg_server_url: str, suite_extra_env: dict[str, str]) -> AsyncIte
                 crm_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["crm"]}
                 ai_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["ai"]}
                 analytics_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["analytics"]}
+                campaigns_env = {**env, "HUNTAZE_DATABASE_URL": own_urls["campaigns"]}
                 running.processes.append(
                     start_process("auth", "huntaze_auth.server", auth_env, scratch)
                 )
@@ -336,6 +349,9 @@ async def suite(pg_server_url: str, suite_extra_env: dict[str, str]) -> AsyncIte
                 )
                 running.processes.append(
                     start_process("analytics", "huntaze_analytics.server", analytics_env, scratch)
+                )
+                running.processes.append(
+                    start_process("campaigns", "huntaze_campaigns.server", campaigns_env, scratch)
                 )
                 running.processes.append(start_process("gateway", "huntaze_gateway", env, scratch))
                 await _wait_ready(running)

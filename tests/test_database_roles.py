@@ -122,7 +122,7 @@ def test_the_operators_command_prints_each_services_own_url(
 ) -> None:
     assert main(["roles", "--admin-url", database_url]) == 0
     printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
-    assert set(printed) == {"auth", "crm", "onlyfans", "ai", "analytics"}
+    assert set(printed) == {"auth", "crm", "onlyfans", "ai", "analytics", "campaigns"}
     for service, line in printed.items():
         key, url = line.split("=", 1)
         assert key == "HUNTAZE_DATABASE_URL"

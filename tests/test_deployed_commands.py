@@ -39,6 +39,7 @@ pytestmark = pytest.mark.slow
 UNPRIVILEGED = 65534  # nobody / nogroup
 READY_TIMEOUT = 60.0
 AI_SERVICE_SECRET = "ai-secret-of-the-deploy-test"
+CAMPAIGNS_SERVICE_SECRET = "campaigns-secret-of-the-deploy-test"
 # What the image's Dockerfile sets for every process.
 IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -83,6 +84,7 @@ class Cluster:
             "onlyfans": free_port(),
             "ai": free_port(),
             "analytics": free_port(),
+            "campaigns": free_port(),
             "gateway": free_port(),
         }
         self.nats_url = ""
@@ -97,6 +99,7 @@ class Cluster:
             "HUNTAZE_ONLYFANS_GRPC_TARGET": f"127.0.0.1:{self.ports['onlyfans']}",
             "HUNTAZE_AI_GRPC_TARGET": f"127.0.0.1:{self.ports['ai']}",
             "HUNTAZE_ANALYTICS_GRPC_TARGET": f"127.0.0.1:{self.ports['analytics']}",
+            "HUNTAZE_CAMPAIGNS_GRPC_TARGET": f"127.0.0.1:{self.ports['campaigns']}",
         }
         env.update({key: value for key, value in addresses.items() if key in env})
         service = service_of(workload)
@@ -212,7 +215,9 @@ async def test_jobs_and_deployments_run_unprivileged_read_only_with_their_own_se
         "huntaze-auth": {
             "HUNTAZE_DATABASE_URL": urls["auth"],
             "HUNTAZE_AUTH_SEALING_KEY": Fernet.generate_key().decode(),
-            "HUNTAZE_AUTH_SERVICE_ACCOUNTS": json.dumps({"ai": AI_SERVICE_SECRET}),
+            "HUNTAZE_AUTH_SERVICE_ACCOUNTS": json.dumps(
+                {"ai": AI_SERVICE_SECRET, "campaigns": CAMPAIGNS_SERVICE_SECRET}
+            ),
         },
         "huntaze-crm": {"HUNTAZE_DATABASE_URL": urls["crm"]},
         "huntaze-onlyfans": {
@@ -224,6 +229,10 @@ async def test_jobs_and_deployments_run_unprivileged_read_only_with_their_own_se
             "HUNTAZE_AI_SERVICE_SECRET": AI_SERVICE_SECRET,
         },
         "huntaze-analytics": {"HUNTAZE_DATABASE_URL": urls["analytics"]},
+        "huntaze-campaigns": {
+            "HUNTAZE_DATABASE_URL": urls["campaigns"],
+            "HUNTAZE_CAMPAIGNS_SERVICE_SECRET": CAMPAIGNS_SERVICE_SECRET,
+        },
     }
     jobs = [doc for doc in workloads() if doc["kind"] == "Job"]
     deployments = [doc for doc in workloads() if doc["kind"] == "Deployment"]

@@ -38,6 +38,7 @@ async def test_a_crm_outage_leaves_logins_and_readiness_alone(suite: Suite) -> N
                 "crm": "SERVING",
                 "ai": "SERVING",
                 "analytics": "SERVING",
+                "campaigns": "SERVING",
                 "revocations": "FOLLOWING",
             },
             "unavailable": [],

@@ -99,6 +99,17 @@ SUITE: tuple[Service, ...] = (
         metrics_port_default=9466,
     ),
     Service(
+        name="campaigns",
+        module="huntaze_campaigns.server",
+        migrations="huntaze_campaigns.migrations",
+        schema="campaigns",
+        grpc_port_env="HUNTAZE_CAMPAIGNS_GRPC_PORT",
+        grpc_port_default=50055,
+        grpc_target_env="HUNTAZE_CAMPAIGNS_GRPC_TARGET",
+        metrics_port_env="HUNTAZE_CAMPAIGNS_METRICS_PORT",
+        metrics_port_default=9465,
+    ),
+    Service(
         name="gateway",
         module="huntaze_gateway",
         metrics_port_env="HUNTAZE_GATEWAY_METRICS_PORT",

@@ -101,7 +101,7 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
         "HUNTAZE_SMTP_URL": "smtp://127.0.0.1:1",
     }
     with LocalStack(environ=environ, with_nats=False, suite=SUITE) as stack:
-        assert stack.migrate() == ["auth", "crm", "onlyfans", "ai", "analytics"]
+        assert stack.migrate() == ["auth", "crm", "onlyfans", "ai", "analytics", "campaigns"]
         urls = {s.name: stack.service_env(s).get("HUNTAZE_DATABASE_URL") for s in SUITE}
         users = {name: url and make_url(url).username for name, url in urls.items()}
         assert users == {
@@ -110,6 +110,7 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
             "onlyfans": "huntaze_onlyfans",
             "ai": "huntaze_ai",
             "analytics": "huntaze_analytics",
+            "campaigns": "huntaze_campaigns",
             "gateway": None,
         }
 
@@ -118,7 +119,7 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
             try:
                 rows = await conn.fetch(
                     "SELECT DISTINCT schemaname || ':' || tableowner FROM pg_tables "
-                    "WHERE schemaname IN ('auth', 'crm', 'onlyfans', 'ai', 'analytics')"
+                    "WHERE schemaname IN ('auth', 'crm', 'onlyfans', 'ai', 'analytics', 'campaigns')"
                 )
             finally:
                 await conn.close()
@@ -130,4 +131,5 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
             "onlyfans:huntaze_onlyfans",
             "ai:huntaze_ai",
             "analytics:huntaze_analytics",
+            "campaigns:huntaze_campaigns",
         }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -12,6 +12,9 @@ from google.protobuf.json_format import MessageToDict
 
 from huntaze.crm.v1 import crm_pb2
 from huntaze_crm import models
+
+if TYPE_CHECKING:
+    from huntaze_crm.audiences import AudienceFan
 
 E = TypeVar("E", bound=int)
 
@@ -263,4 +266,18 @@ def quick_reply(row: models.QuickReply) -> crm_pb2.QuickReply:
         text=row.text,
         created_at=timestamp(row.created_at),
         updated_at=timestamp(row.updated_at),
+    )
+
+
+def audience_fan(row: AudienceFan) -> crm_pb2.AudienceFan:
+    return crm_pb2.AudienceFan(
+        fan_id=str(row.fan_id),
+        platform=cast(crm_pb2.Platform.ValueType, PLATFORM.proto(row.platform)),
+        platform_fan_id=row.platform_fan_id,
+        display_name=row.display_name,
+        subscription_state=cast(
+            crm_pb2.SubscriptionState.ValueType, SUBSCRIPTION_STATE.proto(row.subscription_state)
+        ),
+        last_automated_at=timestamp(row.last_automated_at),
+        last_human_at=timestamp(row.last_human_at),
     )

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from huntaze.common.v1 import common_pb2
 from huntaze.crm.v1 import crm_pb2, crm_pb2_grpc
 from huntaze_crm import convert, models
+from huntaze_crm.audiences import DEFAULT_LIMIT as DEFAULT_AUDIENCE_PAGE
 from huntaze_crm.inbox import InboxHub
 from huntaze_crm.pagination import page_request
 from huntaze_crm.reads import conversation_messages
@@ -52,7 +53,7 @@ _READ_METHODS = (
 # What a service acting for a creator (service token) may call.
 SERVICE_METHODS: dict[str, frozenset[str]] = {
     "ai": _methods(*_READ_METHODS, "SendMessage"),
-    "campaigns": _methods(*_READ_METHODS, "SendMessage", "UpdateFanTags"),
+    "campaigns": _methods(*_READ_METHODS, "SendMessage", "UpdateFanTags", "ResolveAudience"),
     "analytics": _methods(*_READ_METHODS),
 }
 
@@ -355,6 +356,29 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
             sent_last_day=usage.sent,
             remaining=usage.remaining,
             next_available_at=convert.timestamp(usage.next_available_at),
+        )
+
+    async def ResolveAudience(
+        self, request: crm_pb2.ResolveAudienceRequest, context: Context
+    ) -> crm_pb2.ResolveAudienceResponse:
+        states = [
+            name
+            for name in (convert.SUBSCRIPTION_STATE.db(s) for s in request.subscription_states)
+            if name is not None
+        ]
+        fans = await self._service.resolve_audience(
+            creator_id=_creator(),
+            list_id=request.list_id,
+            subscription_states=states,
+            silent_for_days=request.silent_for_days,
+            start_after=request.start_after,
+            limit=request.limit,
+            recent_sends_within_hours=request.recent_sends_within_hours,
+        )
+        limit = request.limit or DEFAULT_AUDIENCE_PAGE
+        return crm_pb2.ResolveAudienceResponse(
+            fans=[convert.audience_fan(fan) for fan in fans],
+            next_start_after=str(fans[-1].fan_id) if len(fans) == limit else "",
         )
 
     # --- quick replies ---------------------------------------------------------------------------

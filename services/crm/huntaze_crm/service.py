@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -30,6 +30,7 @@ from huntaze_crm.automation import (
     set_budget,
     usage_of,
 )
+from huntaze_crm.audiences import AudienceFan, AudienceQuery, resolve_audience
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.pagination import Page
 from huntaze_crm.reads import CONVERSATION_ORDERS, ConversationFilter, CrmReader
@@ -856,6 +857,37 @@ class CrmService:
                 fan_id=fan.id,
                 now=self._clock(),
                 default=self._automation_budget,
+            )
+
+    async def resolve_audience(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        list_id: str,
+        subscription_states: Sequence[str],
+        silent_for_days: int,
+        start_after: str,
+        limit: int,
+        recent_sends_within_hours: int,
+    ) -> list[AudienceFan]:
+        """A page of a campaign's audience (see `audiences`)."""
+        violations = Violations()
+        list_uuid = parse_id(list_id, "list_id", violations) if list_id else None
+        after = parse_id(start_after, "start_after", violations) if start_after else None
+        violations.raise_if_any()
+        query = AudienceQuery(
+            list_id=list_uuid,
+            subscription_states=tuple(subscription_states),
+            silent_for_days=silent_for_days,
+            after_fan_id=after,
+            limit=limit,
+            recent_sends_within=(
+                timedelta(hours=recent_sends_within_hours) if recent_sends_within_hours else None
+            ),
+        )
+        async with self._sessions() as session:
+            return await resolve_audience(
+                session, creator_id=creator_id, query=query, now=self._clock()
             )
 
     async def _send_target(

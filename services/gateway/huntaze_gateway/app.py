@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from huntaze.ai.v1 import ai_pb2_grpc
 from huntaze.analytics.v1 import analytics_pb2_grpc
 from huntaze.auth.v1 import auth_pb2_grpc
+from huntaze.campaigns.v1 import campaigns_pb2_grpc
 from huntaze.crm.v1 import crm_pb2_grpc
 from huntaze.onlyfans.v1 import onlyfans_pb2_grpc
 from huntaze_gateway import __version__
@@ -32,6 +33,7 @@ from huntaze_gateway.auth_routes import (
     onboarding_router,
     security_schemes,
 )
+from huntaze_gateway.campaigns_routes import campaigns_router, of_campaigns_router
 from huntaze_gateway.config import GatewaySettings
 from huntaze_gateway.console import install_console
 from huntaze_gateway.crm_routes import crm_router, messages_router
@@ -80,6 +82,7 @@ def upstream_targets(settings: GatewaySettings) -> Mapping[str, str]:
         "crm": settings.crm_grpc_target,
         "ai": settings.ai_grpc_target,
         "analytics": settings.analytics_grpc_target,
+        "campaigns": settings.campaigns_grpc_target,
     }
 
 
@@ -133,6 +136,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         onlyfans=onlyfans_pb2_grpc.OnlyFansServiceStub(optional["onlyfans"]),
         ai=ai_pb2_grpc.AiServiceStub(channels["ai"]),
         analytics=analytics_pb2_grpc.AnalyticsServiceStub(channels["analytics"]),
+        campaigns=campaigns_pb2_grpc.CampaignServiceStub(channels["campaigns"]),
         call=CallOptions(),
         verifier=verifier,
     )
@@ -196,6 +200,8 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
         ai_router,
         analytics_router,
         dashboard_router,
+        campaigns_router,
+        of_campaigns_router,
     )
     for route in (route for router in routers for route in router.routes):
         if isinstance(route, APIRoute) and route.include_in_schema and needs_caller(route):
@@ -228,6 +234,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 "name": "analytics",
                 "description": "The dashboard, the overview, charts, fan insights and exports.",
             },
+            {
+                "name": "campaigns",
+                "description": "Mass messages, sequences, templates and measured results.",
+            },
             {"name": "health", "description": "Liveness and readiness probes."},
         ],
         responses={500: {"model": Problem, "description": "Unexpected error."}},
@@ -245,6 +255,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(ai_onboarding_router)
     app.include_router(analytics_router)
     app.include_router(dashboard_router)
+    app.include_router(campaigns_router)
+    app.include_router(of_campaigns_router)
     app.include_router(health_router)
     if docs:
         install_docs(app, openapi_url="/openapi.json")

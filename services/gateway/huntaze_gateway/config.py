@@ -94,6 +94,9 @@ class GatewaySettings(CommonSettings):
     analytics_grpc_target: str = Field(
         default="127.0.0.1:50056", description="Where the analytics service's gRPC API listens."
     )
+    campaigns_grpc_target: str = Field(
+        default="127.0.0.1:50055", description="Where the campaigns service's gRPC API listens."
+    )
     gateway_sse_heartbeat_seconds: float = Field(
         default=15.0,
         gt=0,

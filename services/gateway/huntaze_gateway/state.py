@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from huntaze.ai.v1.ai_pb2_grpc import AiServiceAsyncStub
     from huntaze.analytics.v1.analytics_pb2_grpc import AnalyticsServiceAsyncStub
     from huntaze.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
+    from huntaze.campaigns.v1.campaigns_pb2_grpc import CampaignServiceAsyncStub
     from huntaze.crm.v1.crm_pb2_grpc import CrmServiceAsyncStub
     from huntaze.onlyfans.v1.onlyfans_pb2_grpc import OnlyFansServiceAsyncStub
 
@@ -35,6 +36,7 @@ class Runtime:
     onlyfans: OnlyFansServiceAsyncStub
     ai: AiServiceAsyncStub
     analytics: AnalyticsServiceAsyncStub
+    campaigns: CampaignServiceAsyncStub
     # `await runtime.auth.Method(request, **runtime.call(token))`: the caller's token (the
     # channels add the deadline and the request id).
     call: CallOptions

@@ -29,6 +29,8 @@ from huntaze_analytics.config import AnalyticsSettings
 from huntaze_analytics.server import AnalyticsServer
 from huntaze_auth.config import AuthSettings
 from huntaze_auth.server import AuthServer
+from huntaze_campaigns.config import CampaignsSettings
+from huntaze_campaigns.server import CampaignsServer
 from huntaze_crm.config import CrmSettings
 from huntaze_crm.server import CrmServer
 from huntaze_devstack.embedded import EmbeddedNats, drop_database, ensure_database, free_port
@@ -40,6 +42,7 @@ from huntaze_kit.migrations import upgrade_async
 
 ALLOWED_ORIGIN = "http://localhost:3000"
 AI_SERVICE_SECRET = "ai-secret-of-the-gateway-tests"
+CAMPAIGNS_SERVICE_SECRET = "campaigns-secret-of-the-gateway-tests"
 SMALL_BODY_LIMIT = 4096
 
 
@@ -50,6 +53,7 @@ def offline_settings(**overrides: object) -> GatewaySettings:
         "crm_grpc_target": f"127.0.0.1:{free_port()}",
         "ai_grpc_target": f"127.0.0.1:{free_port()}",
         "analytics_grpc_target": f"127.0.0.1:{free_port()}",
+        "campaigns_grpc_target": f"127.0.0.1:{free_port()}",
         "nats_url": f"nats://127.0.0.1:{free_port()}",
         "gateway_cors_origins": ALLOWED_ORIGIN,
         "gateway_max_body_bytes": SMALL_BODY_LIMIT,
@@ -89,6 +93,7 @@ class Live:
     nats_url: str
     ai: AiAgentServer
     analytics: AnalyticsServer
+    campaigns: CampaignsServer
 
     @property
     def runtime(self) -> Runtime:
@@ -136,6 +141,9 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                 await upgrade_async(
                     database_url, package="huntaze_analytics.migrations", schema="analytics"
                 )
+                await upgrade_async(
+                    database_url, package="huntaze_campaigns.migrations", schema="campaigns"
+                )
                 auth = AuthServer(
                     AuthSettings(
                         database_url=database_url,
@@ -144,7 +152,10 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                         auth_grpc_port=0,
                         auth_metrics_port=0,
                         smtp_url=mail.smtp_url,
-                        auth_service_accounts={"ai": AI_SERVICE_SECRET},
+                        auth_service_accounts={
+                            "ai": AI_SERVICE_SECRET,
+                            "campaigns": CAMPAIGNS_SERVICE_SECRET,
+                        },
                         db_pool_size=4,
                     )
                 )
@@ -163,6 +174,7 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                 )
                 ai: AiAgentServer | None = None
                 analytics: AnalyticsServer | None = None
+                campaigns: CampaignsServer | None = None
                 try:
                     await crm.start()
                     ai = AiAgentServer(
@@ -194,12 +206,29 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                         )
                     )
                     await analytics.start()
+                    campaigns = CampaignsServer(
+                        CampaignsSettings(
+                            database_url=database_url,
+                            nats_url=nats_url,
+                            auth_grpc_target=f"127.0.0.1:{auth.port}",
+                            crm_grpc_target=f"127.0.0.1:{crm.port}",
+                            campaigns_grpc_host="127.0.0.1",
+                            campaigns_grpc_port=0,
+                            campaigns_service_secret=CAMPAIGNS_SERVICE_SECRET,
+                            campaigns_poll_seconds=0.1,
+                            campaigns_metrics_port=0,
+                            grace_seconds=0.5,
+                            db_pool_size=4,
+                        )
+                    )
+                    await campaigns.start()
                     app = create_app(
                         GatewaySettings(
                             auth_grpc_target=f"127.0.0.1:{auth.port}",
                             crm_grpc_target=f"127.0.0.1:{crm.port}",
                             ai_grpc_target=f"127.0.0.1:{ai.port}",
                             analytics_grpc_target=f"127.0.0.1:{analytics.port}",
+                            campaigns_grpc_target=f"127.0.0.1:{campaigns.port}",
                             nats_url=nats_url,
                             gateway_trusted_proxies=1,
                         )
@@ -219,8 +248,11 @@ async def live(pg_server_url: str) -> AsyncIterator[Live]:
                                 nats_url=nats_url,
                                 ai=ai,
                                 analytics=analytics,
+                                campaigns=campaigns,
                             )
                 finally:
+                    if campaigns is not None:
+                        await campaigns.stop()
                     if analytics is not None:
                         await analytics.stop()
                     if ai is not None:

@@ -277,8 +277,9 @@ async def test_probes(offline_client: httpx.AsyncClient) -> None:
     assert body["checks"]["crm"] != "SERVING"
     assert body["checks"]["ai"] != "SERVING"
     assert body["checks"]["analytics"] != "SERVING"
+    assert body["checks"]["campaigns"] != "SERVING"
     assert body["checks"]["revocations"] == "STARTING"
-    assert body["unavailable"] == ["auth", "crm", "ai", "analytics"]
+    assert body["unavailable"] == ["auth", "crm", "ai", "analytics", "campaigns"]
 
 
 async def test_openapi_documents_problems_everywhere(offline_client: httpx.AsyncClient) -> None:

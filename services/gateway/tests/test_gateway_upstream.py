@@ -59,6 +59,7 @@ async def test_ready_when_upstreams_serve_and_revocations_flow(live: Any) -> Non
             "crm": "SERVING",
             "ai": "SERVING",
             "analytics": "SERVING",
+            "campaigns": "SERVING",
             "revocations": "FOLLOWING",
         },
         "unavailable": [],

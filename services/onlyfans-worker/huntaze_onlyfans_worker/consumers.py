@@ -1,5 +1,6 @@
 """The worker's consumers (replicas share each durable consumer): `worker-sends` delivers
-`crm.message.send_requested`; `worker-commands` runs the sync and mass-message commands."""
+`crm.message.send_requested`; `worker-commands` runs the sync command; `worker-campaigns` the
+campaigns' mass-message command."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from huntaze_onlyfans_worker.models import SCHEMA
 from huntaze_onlyfans_worker.runner import Runner
 from huntaze_onlyfans_worker.sending import Sender
 from huntaze_onlyfans_worker.service import SYNC_REQUESTED
+from huntaze_onlyfans_worker.streams import CAMPAIGNS
 
 SEND_REQUESTED = "crm.message.send_requested"
-MASS_MESSAGE_REQUESTED = "onlyfans.mass_message.send_requested"
+MASS_MESSAGE_REQUESTED = "campaigns.mass_message.send_requested"
 # Retries of a command whose account another replica drives, or whose platform is down.
 SEND_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -29,9 +31,6 @@ class Commands:
         self.sender = sender
 
     async def handle(self, session: AsyncSession, event: ReceivedEvent) -> None:
-        if event.subject == MASS_MESSAGE_REQUESTED:
-            await self.sender.handle_mass_message(session, event)
-            return
         if event.subject != SYNC_REQUESTED:
             raise InvalidEvent(f"unexpected subject {event.subject}")
         request = event.parse(events_pb2.SyncRequested)
@@ -74,8 +73,21 @@ def worker_consumers(
             schema=SCHEMA,
             durable="worker-commands",
             stream="ONLYFANS",
-            filter_subjects=[SYNC_REQUESTED, MASS_MESSAGE_REQUESTED],
+            filter_subjects=[SYNC_REQUESTED],
             handler=commands.handle,
+            backoff=SEND_BACKOFF,
+            max_deliver=len(SEND_BACKOFF) + 1,
+            batch=8,
+            ack_wait=ack_wait,
+        ),
+        EventConsumer(
+            nats=nats,
+            session_factory=session_factory,
+            schema=SCHEMA,
+            durable="worker-campaigns",
+            stream=CAMPAIGNS.name,
+            filter_subjects=[MASS_MESSAGE_REQUESTED],
+            handler=commands.sender.handle_mass_message,
             backoff=SEND_BACKOFF,
             max_deliver=len(SEND_BACKOFF) + 1,
             batch=8,

@@ -1,4 +1,5 @@
-"""Sending: `crm.message.send_requested` and the mass-message command, each delivered once.
+"""Sending: `crm.message.send_requested` and the campaigns' mass-message command
+(`campaigns.mass_message.send_requested`), each delivered once.
 
 The idempotency key is committed (`send_attempts`, state `sending`) before the platform is asked.
 The outcome (`sent` or `failed`) commits with the consumer's inbox row and the outcome event. So a
@@ -26,6 +27,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from huntaze.campaigns.v1 import events_pb2 as campaign_events
 from huntaze.crm.v1 import crm_pb2
 from huntaze.crm.v1 import events_pb2 as crm_events
 from huntaze.onlyfans.v1 import events_pb2
@@ -290,7 +292,7 @@ class Sender:
     # Mass messages ----------------------------------------------------------------------------
 
     async def handle_mass_message(self, session: AsyncSession, event: ReceivedEvent) -> None:
-        request = event.parse(events_pb2.MassMessageRequested)
+        request = event.parse(campaign_events.MassMessageSendRequested)
         creator_id = _creator(request.creator_id)
         key = f"mass:{request.idempotency_key}"
         if not request.idempotency_key or not request.platform_fan_ids:
@@ -329,7 +331,10 @@ class Sender:
         )
 
     async def _queue(
-        self, account: str, creator_id: uuid.UUID, request: events_pb2.MassMessageRequested
+        self,
+        account: str,
+        creator_id: uuid.UUID,
+        request: campaign_events.MassMessageSendRequested,
     ) -> str:
         return await self._paced(
             creator_id,

@@ -30,7 +30,7 @@ from huntaze_onlyfans_worker.onlyfans_web import (
 from huntaze_onlyfans_worker.runner import Runner
 from huntaze_onlyfans_worker.sending import Pacing, Sender
 from huntaze_onlyfans_worker.service import OnlyfansService
-from huntaze_onlyfans_worker.streams import CRM, ONLYFANS
+from huntaze_onlyfans_worker.streams import CAMPAIGNS, CRM, ONLYFANS
 from huntaze_onlyfans_worker.sync import Syncer
 from huntaze_onlyfans_worker.vault import vault_from_settings
 
@@ -97,7 +97,7 @@ class WorkerServer(Service):
             settings.nats_url,
             name="huntaze-onlyfans-worker",
             streams=[ONLYFANS],
-            reads_from=[CRM],
+            reads_from=[CRM, CAMPAIGNS],
         )
         driver = web_driver(settings)
         self.driver = driver

@@ -2364,3 +2364,115 @@ class FanAutomationUsage(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FanAutomationUsage: _TypeAlias = FanAutomationUsage  # noqa: Y015
+
+@_typing.final
+class ResolveAudienceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_STATES_FIELD_NUMBER: _builtins.int
+    SILENT_FOR_DAYS_FIELD_NUMBER: _builtins.int
+    START_AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    RECENT_SENDS_WITHIN_HOURS_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.str
+    """The list; empty: every fan matching `subscription_states` or silent for `silent_for_days`."""
+    silent_for_days: _builtins.int
+    """... or (when set) not seen and silent for this many days."""
+    start_after: _builtins.str
+    """The page after this fan (the previous page's `next_start_after`); empty: the first."""
+    limit: _builtins.int
+    """0 means 1,000; at most 5,000."""
+    recent_sends_within_hours: _builtins.int
+    """How far back to look for the fans' last automated and last human messages; 0: not read."""
+    @_builtins.property
+    def subscription_states(self) -> _containers.RepeatedScalarFieldContainer[Global___SubscriptionState.ValueType]:
+        """Without a list: fans in one of these states ..."""
+
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.str = ...,
+        subscription_states: _abc.Iterable[Global___SubscriptionState.ValueType] | None = ...,
+        silent_for_days: _builtins.int = ...,
+        start_after: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        recent_sends_within_hours: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "list_id", b"list_id", "recent_sends_within_hours", b"recent_sends_within_hours", "silent_for_days", b"silent_for_days", "start_after", b"start_after", "subscription_states", b"subscription_states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveAudienceRequest: _TypeAlias = ResolveAudienceRequest  # noqa: Y015
+
+@_typing.final
+class AudienceFan(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAN_ID_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    PLATFORM_FAN_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_STATE_FIELD_NUMBER: _builtins.int
+    LAST_AUTOMATED_AT_FIELD_NUMBER: _builtins.int
+    LAST_HUMAN_AT_FIELD_NUMBER: _builtins.int
+    fan_id: _builtins.str
+    platform: Global___Platform.ValueType
+    platform_fan_id: _builtins.str
+    display_name: _builtins.str
+    """The name to show (the creator's own name for the fan when set)."""
+    subscription_state: Global___SubscriptionState.ValueType
+    @_builtins.property
+    def last_automated_at(self) -> _timestamp_pb2.Timestamp:
+        """The fan's last message sent by a service (AI or automation), and by the creator or the
+        team, within `recent_sends_within_hours`; unset when none.
+        """
+
+    @_builtins.property
+    def last_human_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        fan_id: _builtins.str = ...,
+        platform: Global___Platform.ValueType = ...,
+        platform_fan_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        subscription_state: Global___SubscriptionState.ValueType = ...,
+        last_automated_at: _timestamp_pb2.Timestamp | None = ...,
+        last_human_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_automated_at", b"last_automated_at", "last_human_at", b"last_human_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "fan_id", b"fan_id", "last_automated_at", b"last_automated_at", "last_human_at", b"last_human_at", "platform", b"platform", "platform_fan_id", b"platform_fan_id", "subscription_state", b"subscription_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AudienceFan: _TypeAlias = AudienceFan  # noqa: Y015
+
+@_typing.final
+class ResolveAudienceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FANS_FIELD_NUMBER: _builtins.int
+    NEXT_START_AFTER_FIELD_NUMBER: _builtins.int
+    next_start_after: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def fans(self) -> _containers.RepeatedCompositeFieldContainer[Global___AudienceFan]:
+        """By fan id."""
+
+    def __init__(
+        self,
+        *,
+        fans: _abc.Iterable[Global___AudienceFan] | None = ...,
+        next_start_after: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fans", b"fans", "next_start_after", b"next_start_after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveAudienceResponse: _TypeAlias = ResolveAudienceResponse  # noqa: Y015

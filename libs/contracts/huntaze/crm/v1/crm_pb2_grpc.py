@@ -197,6 +197,11 @@ class CrmServiceStub:
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.PreviewSegmentRequest.SerializeToString,
                 response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.PreviewSegmentResponse.FromString,
                 _registered_method=True)
+        self.ResolveAudience = channel.unary_unary(
+                '/huntaze.crm.v1.CrmService/ResolveAudience',
+                request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceRequest.SerializeToString,
+                response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceResponse.FromString,
+                _registered_method=True)
         self.WatchInbox = channel.unary_stream(
                 '/huntaze.crm.v1.CrmService/WatchInbox',
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.WatchInboxRequest.SerializeToString,
@@ -464,6 +469,14 @@ class CrmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveAudience(self, request, context):
+        """Services only (no route): the fans of a list (static, or a saved segment), or a campaign's
+        default audience, a page at a time by fan id, with the facts a campaign's exclusions need.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchInbox(self, request, context):
         """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
         Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
@@ -652,6 +665,11 @@ def add_CrmServiceServicer_to_server(servicer, server):
                     servicer.PreviewSegment,
                     request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.PreviewSegmentRequest.FromString,
                     response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.PreviewSegmentResponse.SerializeToString,
+            ),
+            'ResolveAudience': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveAudience,
+                    request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceRequest.FromString,
+                    response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceResponse.SerializeToString,
             ),
             'WatchInbox': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchInbox,
@@ -1519,6 +1537,33 @@ class CrmService:
             '/huntaze.crm.v1.CrmService/PreviewSegment',
             huntaze_dot_crm_dot_v1_dot_crm__pb2.PreviewSegmentRequest.SerializeToString,
             huntaze_dot_crm_dot_v1_dot_crm__pb2.PreviewSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveAudience(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huntaze.crm.v1.CrmService/ResolveAudience',
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceRequest.SerializeToString,
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceResponse.FromString,
             options,
             channel_credentials,
             insecure,

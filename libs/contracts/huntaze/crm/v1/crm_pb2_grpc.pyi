@@ -132,6 +132,10 @@ class CrmServiceStub:
     """Static lists only; all or nothing; fans that were not members are not counted."""
     PreviewSegment: _grpc.UnaryUnaryMultiCallable[_crm_pb2.PreviewSegmentRequest, _crm_pb2.PreviewSegmentResponse]
     """How many fans match the segment now (before saving it as a dynamic list)."""
+    ResolveAudience: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ResolveAudienceRequest, _crm_pb2.ResolveAudienceResponse]
+    """Services only (no route): the fans of a list (static, or a saved segment), or a campaign's
+    default audience, a page at a time by fan id, with the facts a campaign's exclusions need.
+    """
     WatchInbox: _grpc.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEvent]
     """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
     Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
@@ -251,6 +255,10 @@ class CrmServiceAsyncStub(CrmServiceStub):
     """Static lists only; all or nothing; fans that were not members are not counted."""
     PreviewSegment: _aio.UnaryUnaryMultiCallable[_crm_pb2.PreviewSegmentRequest, _crm_pb2.PreviewSegmentResponse]  # type: ignore[assignment]
     """How many fans match the segment now (before saving it as a dynamic list)."""
+    ResolveAudience: _aio.UnaryUnaryMultiCallable[_crm_pb2.ResolveAudienceRequest, _crm_pb2.ResolveAudienceResponse]  # type: ignore[assignment]
+    """Services only (no route): the fans of a list (static, or a saved segment), or a campaign's
+    default audience, a page at a time by fan id, with the facts a campaign's exclusions need.
+    """
     WatchInbox: _aio.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEvent]  # type: ignore[assignment]
     """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
     Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
@@ -553,6 +561,16 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.PreviewSegmentResponse, _abc.Awaitable[_crm_pb2.PreviewSegmentResponse]]:
         """How many fans match the segment now (before saving it as a dynamic list)."""
+
+    @_abc_1.abstractmethod
+    def ResolveAudience(
+        self,
+        request: _crm_pb2.ResolveAudienceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_crm_pb2.ResolveAudienceResponse, _abc.Awaitable[_crm_pb2.ResolveAudienceResponse]]:
+        """Services only (no route): the fans of a list (static, or a saved segment), or a campaign's
+        default audience, a page at a time by fan id, with the facts a campaign's exclusions need.
+        """
 
     @_abc_1.abstractmethod
     def WatchInbox(

@@ -526,51 +526,10 @@ class SyncRequested(_message.Message):
 Global___SyncRequested: _TypeAlias = SyncRequested  # noqa: Y015
 
 @_typing.final
-class MassMessageRequested(_message.Message):
-    """onlyfans.mass_message.send_requested (a command): one platform mass message to these fans."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CREATOR_ID_FIELD_NUMBER: _builtins.int
-    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
-    TEXT_FIELD_NUMBER: _builtins.int
-    PLATFORM_FAN_IDS_FIELD_NUMBER: _builtins.int
-    PRICE_CENTS_FIELD_NUMBER: _builtins.int
-    PLATFORM_MEDIA_IDS_FIELD_NUMBER: _builtins.int
-    OCCURRED_AT_FIELD_NUMBER: _builtins.int
-    creator_id: _builtins.str
-    idempotency_key: _builtins.str
-    """The sender's key: the same key is sent once."""
-    text: _builtins.str
-    price_cents: _builtins.int
-    @_builtins.property
-    def platform_fan_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def platform_media_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
-    def __init__(
-        self,
-        *,
-        creator_id: _builtins.str = ...,
-        idempotency_key: _builtins.str = ...,
-        text: _builtins.str = ...,
-        platform_fan_ids: _abc.Iterable[_builtins.str] | None = ...,
-        price_cents: _builtins.int = ...,
-        platform_media_ids: _abc.Iterable[_builtins.str] | None = ...,
-        occurred_at: _timestamp_pb2.Timestamp | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_fan_ids", b"platform_fan_ids", "platform_media_ids", b"platform_media_ids", "price_cents", b"price_cents", "text", b"text"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___MassMessageRequested: _TypeAlias = MassMessageRequested  # noqa: Y015
-
-@_typing.final
 class MassMessageQueued(_message.Message):
-    """onlyfans.mass_message.queued: the platform accepted a mass message (copies go out from there)."""
+    """onlyfans.mass_message.queued: the platform accepted a mass message (a
+    `campaigns.mass_message.send_requested`; copies go out from there).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -1,0 +1,1 @@
+"""Campaigns: mass messages and pay-per-view offers, sequences, holdouts and variants."""
