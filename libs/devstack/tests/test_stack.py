@@ -119,7 +119,8 @@ def test_embedded_stack_gives_each_service_its_own_role(tmp_path: Path) -> None:
             try:
                 rows = await conn.fetch(
                     "SELECT DISTINCT schemaname || ':' || tableowner FROM pg_tables "
-                    "WHERE schemaname IN ('auth', 'crm', 'onlyfans', 'ai', 'analytics', 'campaigns')"
+                    "WHERE schemaname IN"
+                    " ('auth', 'crm', 'onlyfans', 'ai', 'analytics', 'campaigns')"
                 )
             finally:
                 await conn.close()

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from huntaze.crm.v1 import crm_pb2, events_pb2
 from huntaze_crm import convert, models
+from huntaze_crm.audiences import AudienceFan, AudienceQuery, resolve_audience
 from huntaze_crm.automation import (
     AUTOMATED_SENDERS,
     FanUsage,
@@ -30,7 +31,6 @@ from huntaze_crm.automation import (
     set_budget,
     usage_of,
 )
-from huntaze_crm.audiences import AudienceFan, AudienceQuery, resolve_audience
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.pagination import Page
 from huntaze_crm.reads import CONVERSATION_ORDERS, ConversationFilter, CrmReader
