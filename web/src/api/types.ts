@@ -15,17 +15,17 @@ export interface paths {
          * My AI configuration
          * @description Every member, defaults included.
          */
-        get: operations["get_ai_config_api_ai_config_get"];
+        get: operations["get_config_api_ai_config_get"];
         /**
          * Replace my AI configuration
-         * @description The whole configuration; members left out take their defaults.
+         * @description Replaces the whole configuration (fields left out take their defaults).
          */
-        put: operations["put_ai_config_api_ai_config_put"];
+        put: operations["update_config_api_ai_config_put"];
         /**
-         * Save my AI configuration
-         * @description The same as `PUT`.
+         * Replace my AI configuration (POST form)
+         * @description Replaces the whole configuration (fields left out take their defaults).
          */
-        post: operations["post_ai_config_api_ai_config_post"];
+        post: operations["update_config_api_ai_config_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -41,10 +41,9 @@ export interface paths {
         };
         /**
          * The AI-written messages of a conversation
-         * @description Newest first: what wrote each (provider, model, prompt fingerprint), what it cost and
-         *     who approved it.
+         * @description Every AI-written message of a conversation, newest first: what wrote each (provider, model, prompt fingerprint), what it cost and who approved it.
          */
-        get: operations["list_audit_api_ai_conversations__conversation_id__audit_get"];
+        get: operations["list_audit_entries_api_ai_conversations__conversation_id__audit_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -62,7 +61,7 @@ export interface paths {
         };
         /**
          * List suggestions
-         * @description Newest first; `status` may repeat.
+         * @description Newest first; over HTTP, `status` may repeat.
          */
         get: operations["list_suggestions_api_ai_suggestions_get"];
         put?: never;
@@ -121,6 +120,106 @@ export interface paths {
         put?: never;
         /** Reject a suggestion */
         post: operations["reject_suggestion_api_ai_suggestions__suggestion_id__reject_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/analytics/export.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Daily figures as CSV
+         * @description The period's daily figures (the creator's days), one line per day with a header line.
+         */
+        get: operations["export_csv_api_analytics_export_csv_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/analytics/insights": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Fan insights
+         * @description Fans worth a look, each with the reason: top spenders, churn risks, expected lifetime value, whales who went quiet (from the latest snapshot of the period).
+         */
+        get: operations["get_fan_insights_api_analytics_insights_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/analytics/overview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Analytics overview
+         * @description Revenue, fan growth, platform split, top spenders, fan insights, AI performance and campaign results over the period, each with its change against the period before.
+         */
+        get: operations["get_overview_api_analytics_overview_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/analytics/series": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Time series for charts
+         * @description One point per day of the period (or per hour of today), for charts.
+         */
+        get: operations["get_series_api_analytics_series_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/analytics/summary": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Written summary of a period
+         * @description The written summary of the period's latest snapshot (taken now when there is none yet).
+         */
+        get: operations["get_summary_api_analytics_summary_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -298,8 +397,7 @@ export interface paths {
         put?: never;
         /**
          * Sign out
-         * @description Revokes the session of the access token: its tokens stop working at once, here and in
-         *     every service. A token that is no longer valid gets a 401 that clears the cookies.
+         * @description Revokes the session of the calling access token: its tokens stop working at once, here and in every service (over HTTP a token that is no longer valid gets a 401 that clears the cookies).
          */
         post: operations["logout_api_auth_logout_post"];
         delete?: never;
@@ -339,10 +437,9 @@ export interface paths {
         put?: never;
         /**
          * Exchange the refresh token for new tokens
-         * @description Takes the refresh token from the body or, for browsers, the cookie. Each refresh token
-         *     works once: presenting a used one again ends the whole session.
+         * @description Each refresh token works once: presenting a used one again ends the whole session. Over HTTP the token comes from the body or, for browsers, the cookie.
          */
-        post: operations["refresh_api_auth_refresh_post"];
+        post: operations["refresh_session_api_auth_refresh_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -441,8 +538,7 @@ export interface paths {
         post?: never;
         /**
          * Revoke one of my sessions
-         * @description Signs that session out; its tokens stop working at once. Revoking the calling session
-         *     also clears the cookies.
+         * @description Signs that session out; its tokens stop working at once (over HTTP, revoking the calling session also clears the cookies).
          */
         delete: operations["revoke_session_api_auth_sessions__session_id__delete"];
         options?: never;
@@ -504,6 +600,216 @@ export interface paths {
          * @description Redeems the single-use token from the verification email (valid one hour).
          */
         post: operations["verify_email_api_auth_verify_email_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/campaigns": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List campaigns
+         * @description The creator's campaigns, newest first.
+         */
+        get: operations["list_campaigns_api_campaigns_get"];
+        put?: never;
+        /**
+         * Create a campaign
+         * @description A draft: nothing is sent before it is scheduled.
+         */
+        post: operations["create_campaign_api_campaigns_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/campaigns/{campaign_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a campaign */
+        get: operations["get_campaign_api_campaigns__campaign_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a campaign
+         * @description A draft, or a campaign that is over (completed or cancelled), with its results.
+         */
+        delete: operations["delete_campaign_api_campaigns__campaign_id__delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Edit a draft campaign
+         * @description Drafts only (`CAMPAIGN_NOT_DRAFT`, 409 over HTTP): members that are set replace the campaign's.
+         */
+        patch: operations["update_campaign_api_campaigns__campaign_id__patch"];
+        trace?: never;
+    };
+    "/api/campaigns/{campaign_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel a campaign
+         * @description Sends not yet made are cancelled for good; messages already sent stay.
+         */
+        post: operations["cancel_campaign_api_campaigns__campaign_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/campaigns/{campaign_id}/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a campaign's results
+         * @description Recipients, sends, skips, purchases and revenue per variant, and the lift over the holdout with its confidence interval.
+         */
+        get: operations["get_campaign_metrics_api_campaigns__campaign_id__metrics_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/campaigns/{campaign_id}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pause a campaign
+         * @description Sends not yet made wait until the campaign is resumed.
+         */
+        post: operations["pause_campaign_api_campaigns__campaign_id__pause_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/campaigns/{campaign_id}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Resume a paused campaign */
+        post: operations["resume_campaign_api_campaigns__campaign_id__resume_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/campaigns/{campaign_id}/schedule": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Schedule a campaign
+         * @description Resolves the audience from the CRM now (the snapshot recorded with the campaign), draws the holdout and the variants once, and queues every send for `send_at`.
+         */
+        post: operations["schedule_campaign_api_campaigns__campaign_id__schedule_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/campaigns/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List campaign templates
+         * @description The creator's templates (seeded per niche on first use), with what their campaigns earned.
+         */
+        get: operations["list_templates_api_campaigns_templates_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/campaigns/templates/{template_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Edit a campaign template
+         * @description Fields that are set replace the template's; `{name}` in a text is the fan's first name.
+         */
+        patch: operations["update_template_api_campaigns_templates__template_id__patch"];
+        trace?: never;
+    };
+    "/api/crm/automation-budget": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get the per-fan budget of automated messages
+         * @description The per-fan budget every automated send (sender AI or automation) counts against: SendMessage refuses one past it with RESOURCE_EXHAUSTED, reason AUTOMATION_BUDGET_EXHAUSTED.
+         */
+        get: operations["get_automation_budget_api_crm_automation_budget_get"];
+        /**
+         * Set the per-fan budget of automated messages
+         * @description Replaces the creator's budget; it applies to the next automated send.
+         */
+        put: operations["update_automation_budget_api_crm_automation_budget_put"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -644,6 +950,26 @@ export interface paths {
          * @description Members that are present replace the fan's (`tags` replaces every tag); spend and subscription come from the platform and cannot be set.
          */
         patch: operations["update_fan_api_crm_fans__fan_id__patch"];
+        trace?: never;
+    };
+    "/api/crm/fans/{fan_id}/automation-usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a fan's use of the automation budget
+         * @description How much of the budget one fan has had in the last 24 hours, and when the next automated message may go once it is spent.
+         */
+        get: operations["get_fan_automation_usage_api_crm_fans__fan_id__automation_usage_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/crm/fans/{fan_id}/purchases": {
@@ -862,6 +1188,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/dashboard": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Dashboard
+         * @description What the creator sees first: revenue today and this week, fans, unread messages, active campaigns, AI acceptance, accounts needing attention and what to do next.
+         */
+        get: operations["get_dashboard_api_dashboard_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/messages/{message_id}/read": {
         parameters: {
             query?: never;
@@ -893,11 +1239,9 @@ export interface paths {
         put?: never;
         /**
          * Reply in a conversation
-         * @description Stores the message as queued and asks the platform worker to deliver it; its
-         *     `deliveryStatus` then moves to `sending`, `sent` or `failed` (see the event stream). A retry
-         *     with the same idempotency key answers the same message with 200 and sends nothing again.
+         * @description Stores a queued outgoing message and requests its delivery (`crm.message.send_requested`). The same idempotency key always answers the same message: a retry never sends twice. Over HTTP: 201 with the new message; 200 with the earlier one for a key used before. Its `delivery_status` then moves to `sending`, `sent` or `failed` (see the event stream).
          */
-        post: operations["reply_api_messages_reply_post"];
+        post: operations["send_message_api_messages_reply_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -924,6 +1268,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/of/campaigns": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List campaigns
+         * @description The creator's campaigns, newest first.
+         */
+        get: operations["list_campaigns_api_of_campaigns_get"];
+        put?: never;
+        /**
+         * Create a campaign
+         * @description A draft: nothing is sent before it is scheduled.
+         */
+        post: operations["create_campaign_api_of_campaigns_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/of/connect": {
         parameters: {
             query?: never;
@@ -935,10 +1303,7 @@ export interface paths {
         put?: never;
         /**
          * Connect my OnlyFans account
-         * @description With your login (through the platform's own form) or a session copied from your
-         *     browser. Answers `connected`, `needs_otp` (send the code to `/api/of/connect/otp`),
-         *     `needs_session_import` (the platform asks for a check only a person can pass), or `failed`
-         *     with the reason.
+         * @description Connects with the creator's login (the platform's own form), or with a session copied from the creator's browser. Answers connected, needs an OTP code, needs a session import, or failed with the reason. Over HTTP: `needs_otp` means send the code to `POST /api/of/connect/otp`.
          */
         post: operations["connect_api_of_connect_post"];
         delete?: never;
@@ -958,7 +1323,7 @@ export interface paths {
         put?: never;
         /**
          * Enter the code OnlyFans sent me
-         * @description For a connection in `needs_otp`.
+         * @description The code the platform sent to the creator, for a login waiting for it (`needs_otp`).
          */
         post: operations["submit_otp_api_of_connect_otp_post"];
         delete?: never;
@@ -978,7 +1343,7 @@ export interface paths {
         put?: never;
         /**
          * Disconnect my OnlyFans account
-         * @description Forgets the session and the stored login; your fans and messages stay.
+         * @description Forgets the session and the stored login, and stops syncing; the fans and messages stay.
          */
         post: operations["disconnect_api_of_disconnect_post"];
         delete?: never;
@@ -996,9 +1361,9 @@ export interface paths {
         };
         /**
          * My unread OnlyFans conversations
-         * @description The OnlyFans conversations with unread messages, most recent first.
+         * @description `GET /api/crm/conversations?platform=onlyfans`: Those with unread messages.
          */
-        get: operations["inbox_api_of_inbox_get"];
+        get: operations["conversations_api_of_inbox_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1017,10 +1382,10 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Send a message to a fan on OnlyFans
-         * @description `POST /api/messages/reply`: queued, then delivered once by the OnlyFans worker.
+         * Reply in a conversation
+         * @description Stores a queued outgoing message and requests its delivery (`crm.message.send_requested`). The same idempotency key always answers the same message: a retry never sends twice. Over HTTP: 201 with the new message; 200 with the earlier one for a key used before. Its `delivery_status` then moves to `sending`, `sent` or `failed` (see the event stream).
          */
-        post: operations["send_api_of_send_post"];
+        post: operations["send_message_api_of_send_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1035,7 +1400,7 @@ export interface paths {
             cookie?: never;
         };
         /** My OnlyFans connection */
-        get: operations["status_api_of_status_get"];
+        get: operations["get_status_api_of_status_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1055,9 +1420,9 @@ export interface paths {
         put?: never;
         /**
          * Sync my OnlyFans account now
-         * @description Fans, messages and purchases are brought in shortly (see the event stream).
+         * @description Syncs fans, messages and purchases now (asynchronously; see the event stream).
          */
-        post: operations["sync_api_of_sync_post"];
+        post: operations["request_sync_api_of_sync_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1073,9 +1438,9 @@ export interface paths {
         };
         /**
          * My OnlyFans conversations
-         * @description `GET /api/crm/conversations?platform=onlyfans`: most recent activity first.
+         * @description `GET /api/crm/conversations?platform=onlyfans`: Most recent activity first.
          */
-        get: operations["threads_api_of_threads_get"];
+        get: operations["conversations_api_of_threads_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1114,10 +1479,10 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Connect my OnlyFans account (onboarding)
-         * @description The onboarding step of `POST /api/of/connect`: the same body and answers.
+         * Connect my OnlyFans account
+         * @description Connects with the creator's login (the platform's own form), or with a session copied from the creator's browser. Answers connected, needs an OTP code, needs a session import, or failed with the reason. Over HTTP: `needs_otp` means send the code to `POST /api/of/connect/otp`.
          */
-        post: operations["connect_platform_api_onboarding_connect_platform_post"];
+        post: operations["connect_api_onboarding_connect_platform_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1154,10 +1519,10 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Save the AI configuration during onboarding
-         * @description The same as `PUT /api/ai/config`.
+         * Replace my AI configuration (POST form)
+         * @description Replaces the whole configuration (fields left out take their defaults).
          */
-        post: operations["save_ai_config_api_onboarding_save_ai_config_post"];
+        post: operations["update_config_api_onboarding_save_ai_config_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1232,129 +1597,94 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** AcceptBody */
-        AcceptBody: {
-            /**
-             * Text
-             * @description The edited reply; empty: send as drafted.
-             * @default
-             */
-            text: string;
-        };
         /** AcceptedOut */
         AcceptedOut: {
             /** Message */
             message: string;
         };
-        /**
-         * AiConfigBody
-         * @description The whole configuration: members left out take their defaults.
-         */
+        /** AcceptSuggestionBody */
+        AcceptSuggestionBody: {
+            /**
+             * Text
+             * @description The creator's edited text; empty: send as drafted. At most as long as a CRM message.
+             * @default
+             */
+            text: string;
+        };
+        /** AddFanListMembersBody */
+        AddFanListMembersBody: {
+            /**
+             * Fanids
+             * @description At most 1,000.
+             */
+            fanIds?: string[];
+        };
+        /** AiConfigBody */
         AiConfigBody: {
-            budget?: components["schemas"]["BudgetIn"] | null;
+            budget?: components["schemas"]["BudgetBody"] | null;
             /** Customresponses */
-            customResponses?: components["schemas"]["CustomResponseIn"][];
+            customResponses?: components["schemas"]["CustomResponseBody"][];
             /** Donts */
             donts?: string[];
             /** Dos */
             dos?: string[];
             /**
              * Fanmodes
-             * @description By fan id.
+             * @description Per-fan overrides of `mode`, by fan id.
              */
             fanModes?: {
-                [key: string]: "off" | "suggest" | "autopilot";
+                [key: string]: string;
             };
-            guardrails?: components["schemas"]["GuardrailsIn"] | null;
-            /** Mode */
-            mode?: ("off" | "suggest" | "autopilot") | null;
+            guardrails?: components["schemas"]["GuardrailsBody"] | null;
+            /**
+             * Mode
+             * @description off, suggest or autopilot.
+             */
+            mode?: string | null;
             /** Personality */
             personality?: string | null;
-            /** Platforms */
+            /**
+             * Platforms
+             * @description onlyfans, tiktok, instagram, reddit.
+             */
             platforms?: string[];
-            responseStyle?: components["schemas"]["ResponseStyleIn"] | null;
+            responseStyle?: components["schemas"]["ResponseStyleBody"] | null;
         };
-        /** AttachmentIn */
-        AttachmentIn: {
-            /**
-             * Kind
-             * @enum {string}
-             */
-            kind: "image" | "video" | "audio" | "file";
-            /**
-             * Mimetype
-             * @default
-             */
-            mimeType: string;
+        /** AttachmentBody */
+        AttachmentBody: {
+            /** Kind */
+            kind?: ("image" | "video" | "audio" | "file") | null;
+            /** Mimetype */
+            mimeType?: string | null;
             /**
              * Platformmediaid
              * @description The media's id in the platform's vault, when it has one.
-             * @default
              */
-            platformMediaId: string;
-            /**
-             * Thumbnailurl
-             * @default
-             */
-            thumbnailUrl: string;
-            /**
-             * Url
-             * @description An http(s) URL; or give `platformMediaId`.
-             * @default
-             */
-            url: string;
+            platformMediaId?: string | null;
+            /** Thumbnailurl */
+            thumbnailUrl?: string | null;
+            /** Url */
+            url?: string | null;
         };
-        /** AuditEntriesOut */
-        AuditEntriesOut: {
-            /** Entries */
-            entries: components["schemas"]["AuditEntryOut"][];
-        };
-        /** AuditEntryOut */
-        AuditEntryOut: {
+        /** AutomationBudgetIn */
+        AutomationBudgetIn: {
             /**
-             * Approvedby
-             * @description The approving user's id, or `autopilot`.
+             * Messagesperfanperday
+             * @description Automated messages one fan may receive in any 24 hours, 0 to 1,000 (0: none).
              */
-            approvedBy: string;
-            /** Conversationid */
-            conversationId: string;
-            /** Costmicros */
-            costMicros: number;
-            /** Createdat */
-            createdAt: string | null;
-            /** Edited */
-            edited: boolean;
-            /** Fanid */
-            fanId: string;
-            /** Id */
-            id: string;
-            /** Inputtokens */
-            inputTokens: number;
-            /** Latencyms */
-            latencyMs: number;
-            /** Model */
-            model: string;
-            /** Outputtokens */
-            outputTokens: number;
-            /** Promptfingerprint */
-            promptFingerprint: string;
-            /** Provider */
-            provider: string;
-            /** Sentmessageid */
-            sentMessageId: string;
-            /** Suggestionid */
-            suggestionId: string;
-            /** Text */
-            text: string;
+            messagesPerFanPerDay: number;
         };
-        /** BudgetIn */
-        BudgetIn: {
+        /** BudgetBody */
+        BudgetBody: {
             /**
              * Monthlycostmicros
-             * @description Millionths of a dollar.
+             * @description Millionths of a US dollar.
              */
             monthlyCostMicros?: number | null;
-            /** Monthlytokens */
+            /**
+             * Monthlytokens
+             * @description Per calendar month (UTC); unset: no limit.
+             */
             monthlyTokens?: number | null;
         };
         /** ChallengeOut */
@@ -1374,8 +1704,18 @@ export interface components {
             /** Newpassword */
             newPassword: string;
         };
-        /** CodeBody */
-        CodeBody: {
+        /** CompleteTwoFactorLoginBody */
+        CompleteTwoFactorLoginBody: {
+            /** Challengetoken */
+            challengeToken: string;
+            /**
+             * Code
+             * @description A six-digit TOTP code or an unused recovery code.
+             */
+            code: string;
+        };
+        /** ConfirmTotpEnrollmentBody */
+        ConfirmTotpEnrollmentBody: {
             /**
              * Code
              * @description A six-digit TOTP code.
@@ -1384,10 +1724,64 @@ export interface components {
         };
         /** ConnectBody */
         ConnectBody: {
-            /** @description Or give `session`. */
-            credentials?: components["schemas"]["CredentialsIn"] | null;
-            /** @description A session from your browser. */
-            session?: components["schemas"]["SessionIn"] | null;
+            /** @description The login, entered through the platform's own form. */
+            credentials?: components["schemas"]["CredentialsBody"] | null;
+            /** @description A session copied from the creator's browser. */
+            session?: components["schemas"]["ImportedSessionBody"] | null;
+        };
+        /** CreateCampaignBody */
+        CreateCampaignBody: {
+            /**
+             * Attributionwindowhours
+             * @description 0 means 72 hours.
+             * @default 0
+             */
+            attributionWindowHours: number;
+            exclusions?: components["schemas"]["ExclusionsIn"] | null;
+            /**
+             * Holdoutpercent
+             * @default 0
+             */
+            holdoutPercent: number;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "one_off" | "welcome" | "reengagement" | "sequence";
+            /**
+             * Listid
+             * @description Required for one-off and sequence campaigns; re-engagement without one reaches fans expired or silent for `silent_for_days`; welcome campaigns take none.
+             * @default
+             */
+            listId: string;
+            /** Name */
+            name: string;
+            /**
+             * Silentfordays
+             * @default 0
+             */
+            silentForDays: number;
+            /**
+             * Steps
+             * @description Sequences: the follow-ups.
+             */
+            steps?: components["schemas"]["StepIn"][];
+            /**
+             * Templateid
+             * @default
+             */
+            templateId: string;
+            /**
+             * Timezone
+             * @description An IANA name, e.g. `Europe/Paris`; empty means UTC.
+             * @default
+             */
+            timezone: string;
+            /**
+             * Variants
+             * @description At least one (or a `templateId`), at most 4.
+             */
+            variants?: components["schemas"]["VariantIn"][];
         };
         /** CreateFanBody */
         CreateFanBody: {
@@ -1420,67 +1814,69 @@ export interface components {
              * @default
              */
             notes: string;
-            /**
-             * Platform
-             * @enum {string}
-             */
-            platform: "onlyfans" | "tiktok" | "instagram" | "reddit";
+            /** Platform */
+            platform?: ("onlyfans" | "tiktok" | "instagram" | "reddit") | null;
             /**
              * Platformfanid
-             * @description The fan's account id on the platform.
              * @default
              */
             platformFanId: string;
             /** Tags */
             tags?: string[];
         };
-        /** CreateListBody */
-        CreateListBody: {
+        /** CreateFanListBody */
+        CreateFanListBody: {
+            /** Kind */
+            kind?: ("static" | "dynamic") | null;
             /**
-             * Kind
-             * @enum {string}
+             * Name
+             * @default
              */
-            kind: "static" | "dynamic";
-            /** Name */
             name: string;
             /** @description Required for a dynamic list; not allowed for a static one. */
-            segment?: components["schemas"]["SegmentIn"] | null;
+            segment?: components["schemas"]["SegmentFilterBody"] | null;
         };
         /** CreateQuickReplyBody */
         CreateQuickReplyBody: {
             /**
              * Shortcut
-             * @description One word, e.g. `/thanks`; unique.
+             * @default
              */
             shortcut: string;
-            /** Text */
+            /**
+             * Text
+             * @default
+             */
             text: string;
         };
-        /** CredentialsIn */
-        CredentialsIn: {
+        /** CredentialsBody */
+        CredentialsBody: {
             /** Email */
             email: string;
             /** Password */
             password: string;
             /**
              * Totpsecret
-             * @description An authenticator secret answers OTP steps.
+             * @description A stored authenticator secret (base32) answers OTP steps without the creator.
              * @default
              */
             totpSecret: string;
         };
-        /** CustomResponseIn */
-        CustomResponseIn: {
+        /** CustomResponseBody */
+        CustomResponseBody: {
             /**
              * Reply
-             * @description `{name}` becomes the fan's first name.
+             * @default
              */
             reply: string;
-            /** Trigger */
+            /**
+             * Trigger
+             * @default
+             */
             trigger: string;
         };
-        /** DisableTwoFactorBody */
-        DisableTwoFactorBody: {
+        /** DisableTotpBody */
+        DisableTotpBody: {
             /**
              * Code
              * @description A six-digit TOTP code or an unused recovery code.
@@ -1489,25 +1885,28 @@ export interface components {
             /** Password */
             password: string;
         };
-        /** EmailBody */
-        EmailBody: {
+        /**
+         * ExclusionsIn
+         * @description Fans left out when the audience is resolved.
+         */
+        ExclusionsIn: {
             /**
-             * Email
-             * @example ada@example.com
+             * Automatedwithinhours
+             * @description Fans who received any automated message within this many hours; 0: none left out.
+             * @default 0
              */
-            email: string;
-        };
-        /** FanTagsBody */
-        FanTagsBody: {
-            /** Addtags */
-            addTags?: string[];
+            automatedWithinHours: number;
             /**
-             * Fanids
-             * @description At most 1,000 fans; all or nothing.
+             * Boughtincampaignids
+             * @description Fans who already bought from these campaigns' messages (the same offer sent before).
              */
-            fanIds: string[];
-            /** Removetags */
-            removeTags?: string[];
+            boughtInCampaignIds?: string[];
+            /**
+             * Humanwithinhours
+             * @description Fans the creator or their team wrote to within this many hours (a person is talking to them); 0: none left out.
+             * @default 0
+             */
+            humanWithinHours: number;
         };
         /** FieldError */
         FieldError: {
@@ -1522,30 +1921,110 @@ export interface components {
              */
             message: string;
         };
-        /** GuardrailsIn */
-        GuardrailsIn: {
+        /** GuardrailsBody */
+        GuardrailsBody: {
             /** Bannedtopics */
             bannedTopics?: string[];
             /**
              * Bannedwords
-             * @description Empty: the default list of account-risk words.
+             * @description Empty: the default list of words that put accounts at risk.
              */
             bannedWords?: string[];
             /** Handoffcustomrequests */
             handoffCustomRequests?: boolean | null;
             /**
              * Handoffspendcents
-             * @description Hand fans whose lifetime spend passes this to a person.
+             * @description Hand a fan whose lifetime spend passes this to a person; unset: never.
              */
             handoffSpendCents?: number | null;
             /** Ppvmaxcents */
             ppvMaxCents?: number | null;
             /** Ppvmincents */
             ppvMinCents?: number | null;
-            quietHours?: components["schemas"]["QuietHoursIn"] | null;
+            quietHours?: components["schemas"]["QuietHoursBody"] | null;
+        };
+        "huntaze.ai.v1.AiConfig": {
+            budget?: components["schemas"]["huntaze.ai.v1.Budget"] | null;
+            customResponses?: components["schemas"]["huntaze.ai.v1.CustomResponse"][];
+            donts?: string[];
+            dos?: string[];
+            /** @description Per-fan overrides of `mode`, by fan id. */
+            fanModes?: {
+                [key: string]: string;
+            };
+            guardrails?: components["schemas"]["huntaze.ai.v1.Guardrails"] | null;
+            /** @description off, suggest or autopilot. */
+            mode?: string | null;
+            personality?: string | null;
+            /** @description onlyfans, tiktok, instagram, reddit. */
+            platforms?: string[];
+            responseStyle?: components["schemas"]["huntaze.ai.v1.ResponseStyle"] | null;
+        };
+        "huntaze.ai.v1.AuditEntry": {
+            /** @description The user who approved it, or "autopilot". */
+            approvedBy?: string;
+            conversationId?: string;
+            /** Format: int64 */
+            costMicros?: number;
+            createdAt?: string | null;
+            /** @description True when the creator changed the draft before sending. */
+            edited?: boolean;
+            fanId?: string;
+            id?: string;
+            /** Format: int64 */
+            inputTokens?: number;
+            /** Format: int64 */
+            latencyMs?: number;
+            model?: string;
+            /** Format: int64 */
+            outputTokens?: number;
+            /** @description SHA-256 of the prompt's messages. */
+            promptFingerprint?: string;
+            provider?: string;
+            sentMessageId?: string;
+            suggestionId?: string;
+            text?: string;
+        };
+        "huntaze.ai.v1.Budget": {
+            /** @description Millionths of a US dollar. */
+            monthlyCostMicros?: number | null;
+            /** @description Per calendar month (UTC); unset: no limit. */
+            monthlyTokens?: number | null;
+        };
+        "huntaze.ai.v1.CustomResponse": {
+            reply?: string;
+            trigger?: string;
+        };
+        "huntaze.ai.v1.Guardrails": {
+            bannedTopics?: string[];
+            /** @description Empty: the default list of words that put accounts at risk. */
+            bannedWords?: string[];
+            handoffCustomRequests?: boolean | null;
+            /** @description Hand a fan whose lifetime spend passes this to a person; unset: never. */
+            handoffSpendCents?: number | null;
+            ppvMaxCents?: number | null;
+            ppvMinCents?: number | null;
+            quietHours?: components["schemas"]["huntaze.ai.v1.QuietHours"] | null;
+        };
+        "huntaze.ai.v1.ListAuditEntriesResponse": {
+            entries?: components["schemas"]["huntaze.ai.v1.AuditEntry"][];
         };
         "huntaze.ai.v1.ListSuggestionsResponse": {
             suggestions?: components["schemas"]["huntaze.ai.v1.Suggestion"][];
+        };
+        "huntaze.ai.v1.QuietHours": {
+            end?: string;
+            /** @description "HH:MM" in `timezone` (an IANA name); the span may cross midnight. */
+            start?: string;
+            timezone?: string;
+        };
+        /** @description In the configuration messages, a field left unset takes its default (as does an empty list). */
+        "huntaze.ai.v1.ResponseStyle": {
+            language?: string | null;
+            /** @description Characters per reply, 20 to 2,000. */
+            maxLength?: number | null;
+            tone?: string | null;
+            useEmoji?: boolean | null;
         };
         "huntaze.ai.v1.Suggestion": {
             conversationId?: string;
@@ -1568,6 +2047,226 @@ export interface components {
             status?: "unspecified" | "pending" | "suggested" | "scheduled" | "sent" | "accepted" | "edited" | "rejected" | "cancelled" | "handed_off" | "ignored";
             text?: string;
             updatedAt?: string | null;
+        };
+        "huntaze.analytics.v1.AccountAttention": {
+            message?: string;
+            /** @description onlyfans, ... */
+            platform?: string;
+            /** @description wrong_password, challenge, stale_rules, session_ended, otp_required. */
+            reason?: string;
+            since?: string | null;
+        };
+        "huntaze.analytics.v1.AiPerformance": {
+            /** @description (accepted + edited) / (accepted + edited + rejected), in percent; unset without any. */
+            acceptancePercent?: number | null;
+            /** Format: int64 */
+            accepted?: number;
+            /** Format: int64 */
+            attributedRevenueCents?: number;
+            /** Format: int64 */
+            autopilotSends?: number;
+            /** Format: int64 */
+            edited?: number;
+            /** Format: int64 */
+            rejected?: number;
+            /** Format: int64 */
+            shown?: number;
+        };
+        "huntaze.analytics.v1.CampaignResult": {
+            /** Format: int64 */
+            events?: number;
+            /** @description The event type, e.g. `campaigns.campaign.completed`. */
+            eventType?: string;
+        };
+        "huntaze.analytics.v1.Campaigns": {
+            /**
+             * Format: int64
+             * @description Campaigns started and not yet finished or cancelled.
+             */
+            active?: number;
+            results?: components["schemas"]["huntaze.analytics.v1.CampaignResult"][];
+        };
+        /** @description A figure over the period and over the period just before it. */
+        "huntaze.analytics.v1.Change": {
+            /** Format: int64 */
+            current?: number;
+            /** @description (current - previous) / previous, in percent; unset when previous is 0. */
+            percent?: number | null;
+            /** Format: int64 */
+            previous?: number;
+        };
+        "huntaze.analytics.v1.Dashboard": {
+            accountsNeedingAttention?: components["schemas"]["huntaze.analytics.v1.AccountAttention"][];
+            /** Format: int64 */
+            activeCampaigns?: number;
+            /** @description Over the last 7 days; unset without any resolved suggestion. */
+            aiAcceptancePercent?: number | null;
+            fans?: components["schemas"]["huntaze.analytics.v1.Fans"] | null;
+            quickActions?: components["schemas"]["huntaze.analytics.v1.QuickAction"][];
+            /** @description Today so far against the whole of yesterday. */
+            revenueTodayCents?: components["schemas"]["huntaze.analytics.v1.Change"] | null;
+            /** @description The last 7 days against the 7 before. */
+            revenueWeekCents?: components["schemas"]["huntaze.analytics.v1.Change"] | null;
+            timezone?: string;
+            /** Format: int64 */
+            unreadMessages?: number;
+        };
+        "huntaze.analytics.v1.FanInsight": {
+            displayName?: string;
+            fanId?: string;
+            lastActiveAt?: string | null;
+            platform?: string;
+            /** Format: int64 */
+            purchases?: number;
+            /** @description Why this fan is here, in words. */
+            reason?: string;
+            /**
+             * Format: int64
+             * @description Lifetime spend, in cents.
+             */
+            spendCents?: number;
+            /**
+             * Format: int64
+             * @description The insight's number: spend for top spenders, expected lifetime value for LTV, the churn score (0-100) for churn risks, the previous monthly spend for quiet whales.
+             */
+            value?: number;
+        };
+        "huntaze.analytics.v1.FanInsights": {
+            churnRisks?: components["schemas"]["huntaze.analytics.v1.FanInsight"][];
+            computedAt?: string | null;
+            expectedLtv?: components["schemas"]["huntaze.analytics.v1.FanInsight"][];
+            /** @enum {string} */
+            period?: "unspecified" | "7d" | "30d" | "90d";
+            quietWhales?: components["schemas"]["huntaze.analytics.v1.FanInsight"][];
+            topSpenders?: components["schemas"]["huntaze.analytics.v1.FanInsight"][];
+        };
+        "huntaze.analytics.v1.Fans": {
+            /**
+             * Format: int64
+             * @description Fans who wrote or bought during the period.
+             */
+            active?: number;
+            /**
+             * Format: int64
+             * @description Subscriptions that ended during the period.
+             */
+            expired?: number;
+            /**
+             * Format: int64
+             * @description Subscriptions ending within 7 days with renewal off.
+             */
+            expiring?: number;
+            newFans?: components["schemas"]["huntaze.analytics.v1.Change"] | null;
+            /**
+             * Format: int64
+             * @description Fans who subscribed again during the period after theirs had ended.
+             */
+            returning?: number;
+            /**
+             * Format: int64
+             * @description Subscribed now (renewal on or off).
+             */
+            subscribers?: number;
+            /**
+             * Format: int64
+             * @description Fans in the CRM now.
+             */
+            total?: number;
+        };
+        "huntaze.analytics.v1.InsightSummary": {
+            createdAt?: string | null;
+            endDay?: string;
+            /** @enum {string} */
+            period?: "unspecified" | "7d" | "30d" | "90d";
+            startDay?: string;
+            summary?: string;
+            /** @description `facts` (written from the figures alone) or the LLM provider that wrote it. */
+            writtenBy?: string;
+        };
+        "huntaze.analytics.v1.Messages": {
+            /** @description Time from a fan's first unanswered message to the reply, over the period's replies. */
+            medianResponseSeconds?: number | null;
+            p90ResponseSeconds?: number | null;
+            received?: components["schemas"]["huntaze.analytics.v1.Change"] | null;
+            /** Format: int64 */
+            repliesTimed?: number;
+            sent?: components["schemas"]["huntaze.analytics.v1.Change"] | null;
+        };
+        "huntaze.analytics.v1.Overview": {
+            ai?: components["schemas"]["huntaze.analytics.v1.AiPerformance"] | null;
+            campaigns?: components["schemas"]["huntaze.analytics.v1.Campaigns"] | null;
+            endDay?: string;
+            fans?: components["schemas"]["huntaze.analytics.v1.Fans"] | null;
+            insights?: components["schemas"]["huntaze.analytics.v1.FanInsights"] | null;
+            messages?: components["schemas"]["huntaze.analytics.v1.Messages"] | null;
+            /** @enum {string} */
+            period?: "unspecified" | "7d" | "30d" | "90d";
+            platforms?: components["schemas"]["huntaze.analytics.v1.PlatformShare"][];
+            revenue?: components["schemas"]["huntaze.analytics.v1.Revenue"] | null;
+            /** @description The creator's first and last day of the period (YYYY-MM-DD) and their timezone. */
+            startDay?: string;
+            /** @description The period's written summary, when one was made. */
+            summary?: string;
+            timezone?: string;
+            /** @description The fans who spent most (lifetime), best first. */
+            topPerformers?: components["schemas"]["huntaze.analytics.v1.FanInsight"][];
+        };
+        "huntaze.analytics.v1.PlatformShare": {
+            /** @description Share of the period's revenue, in percent. */
+            percent?: number;
+            /** @description onlyfans, tiktok, instagram, reddit, other. */
+            platform?: string;
+            /** Format: int64 */
+            purchases?: number;
+            /** Format: int64 */
+            revenueCents?: number;
+        };
+        "huntaze.analytics.v1.QuickAction": {
+            /** @description Where the web console goes for it. */
+            href?: string;
+            /** @description A stable key, e.g. `reply_unread`, `reconnect_account`, `win_back_expiring`. */
+            key?: string;
+            label?: string;
+        };
+        "huntaze.analytics.v1.Revenue": {
+            /** Format: int64 */
+            ppvCents?: number;
+            purchases?: components["schemas"]["huntaze.analytics.v1.Change"] | null;
+            /** Format: int64 */
+            renewalCents?: number;
+            /** Format: int64 */
+            subscriptionCents?: number;
+            /** Format: int64 */
+            tipCents?: number;
+            totalCents?: components["schemas"]["huntaze.analytics.v1.Change"] | null;
+        };
+        "huntaze.analytics.v1.Series": {
+            /** @enum {string} */
+            granularity?: "unspecified" | "day" | "hour";
+            /** @enum {string} */
+            period?: "unspecified" | "7d" | "30d" | "90d";
+            points?: components["schemas"]["huntaze.analytics.v1.SeriesPoint"][];
+            timezone?: string;
+        };
+        "huntaze.analytics.v1.SeriesPoint": {
+            /** Format: int64 */
+            activeFans?: number;
+            /** Format: int64 */
+            aiAccepted?: number;
+            /** Format: int64 */
+            aiAttributedCents?: number;
+            /** @description The bucket's start in the creator's time: YYYY-MM-DD for days, YYYY-MM-DDTHH:00 for hours. */
+            bucket?: string;
+            /** Format: int64 */
+            messagesReceived?: number;
+            /** Format: int64 */
+            messagesSent?: number;
+            /** Format: int64 */
+            newFans?: number;
+            /** Format: int64 */
+            purchases?: number;
+            /** Format: int64 */
+            revenueCents?: number;
         };
         "huntaze.auth.v1.BeginTotpEnrollmentResponse": {
             otpauthUri?: string;
@@ -1631,6 +2330,231 @@ export interface components {
         "huntaze.auth.v1.VerifyEmailResponse": {
             user?: components["schemas"]["huntaze.auth.v1.User"] | null;
         };
+        "huntaze.campaigns.v1.Campaign": {
+            /**
+             * Format: int32
+             * @description A purchase this long after a fan's first message counts for the campaign.
+             */
+            attributionWindowHours?: number;
+            /**
+             * Format: int64
+             * @description Fans in the snapshot after exclusions (holdout included), and in the holdout.
+             */
+            audienceCount?: number;
+            completedAt?: string | null;
+            createdAt?: string | null;
+            /** Format: int64 */
+            excludedCount?: number;
+            exclusions?: components["schemas"]["huntaze.campaigns.v1.Exclusions"] | null;
+            /** Format: int64 */
+            holdoutCount?: number;
+            /**
+             * Format: int32
+             * @description Percent of the audience drawn at random and not sent to, to measure the lift.
+             */
+            holdoutPercent?: number;
+            id?: string;
+            /** @enum {string} */
+            kind?: "unspecified" | "one_off" | "welcome" | "reengagement" | "sequence";
+            /** @description The CRM list or saved segment (dynamic list) the audience comes from. */
+            listId?: string;
+            name?: string;
+            /** @description When the first sends are due. */
+            sendAt?: string | null;
+            /**
+             * Format: int32
+             * @description Re-engagement without a list: fans expired, or silent for this many days.
+             */
+            silentForDays?: number;
+            /** @enum {string} */
+            status?: "unspecified" | "draft" | "scheduled" | "running" | "paused" | "completed" | "cancelled";
+            /** @description Sequences: the follow-ups after the first message. */
+            steps?: components["schemas"]["huntaze.campaigns.v1.Step"][];
+            templateId?: string;
+            /** @description The IANA time zone the creator schedules in. */
+            timezone?: string;
+            updatedAt?: string | null;
+            variants?: components["schemas"]["huntaze.campaigns.v1.Variant"][];
+        };
+        "huntaze.campaigns.v1.CampaignMetrics": {
+            /**
+             * Format: int64
+             * @description Fans in the snapshot after exclusions, and left out by them.
+             */
+            audience?: number;
+            campaignId?: string;
+            computedAt?: string | null;
+            /** Format: int64 */
+            excluded?: number;
+            /**
+             * Format: int64
+             * @description The holdout: fans not sent to, and those who bought within the window anyway.
+             */
+            holdout?: number;
+            holdoutConversion?: number;
+            /** Format: int64 */
+            holdoutConverted?: number;
+            /** @description Conversion of the sent group minus the holdout's; absent without a holdout. */
+            lift?: components["schemas"]["huntaze.campaigns.v1.Comparison"] | null;
+            total?: components["schemas"]["huntaze.campaigns.v1.VariantMetrics"] | null;
+            /** @description Each variant against the first. */
+            variantComparisons?: components["schemas"]["huntaze.campaigns.v1.Comparison"][];
+            variants?: components["schemas"]["huntaze.campaigns.v1.VariantMetrics"][];
+        };
+        /** @description A difference of conversion rates (a minus b) with its interval. */
+        "huntaze.campaigns.v1.Comparison": {
+            difference?: number;
+            interval?: components["schemas"]["huntaze.campaigns.v1.Interval"] | null;
+            /** @description What is compared, e.g. `sent - holdout` or `B - A`. */
+            label?: string;
+            pValue?: number;
+            /** @description Whether the interval leaves out 0. */
+            significant?: boolean;
+            /** @description In words, e.g. "Not significant: the difference may be chance." */
+            verdict?: string;
+        };
+        /** @description Fans left out of the audience when it is resolved (never trusted to the platform). */
+        "huntaze.campaigns.v1.Exclusions": {
+            /**
+             * Format: int32
+             * @description Fans who received any automated message within this many hours; 0: none left out.
+             */
+            automatedWithinHours?: number;
+            /** @description Fans who already bought from these campaigns' messages (the same offer sent before). */
+            boughtInCampaignIds?: string[];
+            /**
+             * Format: int32
+             * @description Fans the creator or their team wrote to within this many hours (a person is talking to them); 0: none left out.
+             */
+            humanWithinHours?: number;
+        };
+        /** @description A 95% confidence interval. */
+        "huntaze.campaigns.v1.Interval": {
+            high?: number;
+            low?: number;
+        };
+        "huntaze.campaigns.v1.ListTemplatesResponse": {
+            /** @description By niche, then name. */
+            templates?: components["schemas"]["huntaze.campaigns.v1.Template"][];
+        };
+        /** @description A follow-up of a sequence, sent `delay_minutes` after the previous message unless the fan replied or bought meanwhile. */
+        "huntaze.campaigns.v1.Step": {
+            /** Format: int32 */
+            delayMinutes?: number;
+            platformMediaIds?: string[];
+            /** Format: int64 */
+            priceCents?: number;
+            text?: string;
+        };
+        "huntaze.campaigns.v1.Template": {
+            createdAt?: string | null;
+            id?: string;
+            name?: string;
+            /** @enum {string} */
+            niche?: "unspecified" | "general" | "fitness" | "gaming" | "adult" | "fashion";
+            /** Format: int64 */
+            priceCents?: number;
+            results?: components["schemas"]["huntaze.campaigns.v1.TemplateResults"] | null;
+            text?: string;
+            updatedAt?: string | null;
+            /** @description The variables its text uses, e.g. `name`. */
+            variables?: string[];
+        };
+        "huntaze.campaigns.v1.TemplateResults": {
+            /**
+             * Format: int64
+             * @description Campaigns that used the template, and their recipients (holdout left out).
+             */
+            campaigns?: number;
+            /** @description Recipients who bought, over recipients. */
+            conversion?: number;
+            /** Format: int64 */
+            purchases?: number;
+            /** Format: int64 */
+            recipients?: number;
+            /** Format: int64 */
+            revenueCents?: number;
+        };
+        /** @description One version of the message; fans are assigned to variants at random, by weight. */
+        "huntaze.campaigns.v1.Variant": {
+            /** @description A, B, ...: unique within the campaign. */
+            key?: string;
+            /** @description Media of the creator's vault on the platform, sent with the text (a pay-per-view message needs at least one). */
+            platformMediaIds?: string[];
+            /**
+             * Format: int64
+             * @description Pay-per-view price; 0 for a free message.
+             */
+            priceCents?: number;
+            /** @description `{name}` is the fan's first name. */
+            text?: string;
+            /**
+             * Format: int32
+             * @description Relative share of the audience; 0 means 1.
+             */
+            weight?: number;
+        };
+        "huntaze.campaigns.v1.VariantMetrics": {
+            conversion?: number;
+            /**
+             * Format: int64
+             * @description Recipients who bought anything within the attribution window, over recipients.
+             */
+            converted?: number;
+            /** Format: int64 */
+            failed?: number;
+            /** @description The variant's key; empty for the whole campaign. */
+            key?: string;
+            /** Format: int64 */
+            pending?: number;
+            /**
+             * Format: int64
+             * @description Purchases of the campaign's messages (pay-per-view unlocks and tips on them).
+             */
+            purchases?: number;
+            /**
+             * Format: int64
+             * @description Fans assigned (holdout left out).
+             */
+            recipients?: number;
+            /** Format: int64 */
+            revenueCents?: number;
+            /** @description Revenue of the campaign's messages over recipients. */
+            revenuePerRecipientCents?: number;
+            /**
+             * Format: int64
+             * @description Messages the platform accepted, failed, skipped, and still to send.
+             */
+            sent?: number;
+            /**
+             * Format: int64
+             * @description Refused by the per-fan automation budget.
+             */
+            skippedBudget?: number;
+            /**
+             * Format: int64
+             * @description Left out when sending (the fan is gone, or has no platform account).
+             */
+            skippedOther?: number;
+            /**
+             * Format: int64
+             * @description Sequences: fans whose follow-ups stopped because they replied or bought.
+             */
+            stopped?: number;
+        };
+        /** @description The creator's platform account as its worker reports it: a banner while the account waits for the creator (account.needs_attention), taken down when it is connected again (account.connected). */
+        "huntaze.crm.v1.AccountNotice": {
+            /** @description For needs_attention: what to do, shown to the creator. */
+            message?: string;
+            /** @description The platform of the account: onlyfans. */
+            platform?: string;
+            /** @description For needs_attention: wrong_password, challenge, stale_rules, session_ended, otp_required or unspecified. */
+            reason?: string;
+            /** @description needs_attention or connected. */
+            state?: string;
+            /** @description For connected: the account's name on the platform. */
+            username?: string;
+        };
         "huntaze.crm.v1.AddFanListMembersResponse": {
             /**
              * Format: int32
@@ -1662,6 +2586,13 @@ export interface components {
             platformMediaId?: string | null;
             thumbnailUrl?: string | null;
             url?: string | null;
+        };
+        "huntaze.crm.v1.AutomationBudget": {
+            /**
+             * Format: int32
+             * @description Automated messages one fan may receive in any 24 hours, 0 to 1,000 (0: none).
+             */
+            messagesPerFanPerDay?: number;
         };
         "huntaze.crm.v1.Conversation": {
             archived?: boolean;
@@ -1713,6 +2644,26 @@ export interface components {
              */
             valueCents?: number;
         };
+        "huntaze.crm.v1.FanAutomationUsage": {
+            fanId?: string;
+            /**
+             * Format: int32
+             * @description The creator's budget (automated messages per fan in any 24 hours).
+             */
+            messagesPerFanPerDay?: number;
+            /** @description When the budget is spent: when the oldest counted message leaves the 24 hours. */
+            nextAvailableAt?: string | null;
+            /**
+             * Format: int32
+             * @description How many more may go now (0 when the budget is spent).
+             */
+            remaining?: number;
+            /**
+             * Format: int32
+             * @description Automated messages (sender AI or automation) the fan received in the last 24 hours.
+             */
+            sentLastDay?: number;
+        };
         "huntaze.crm.v1.FanList": {
             createdAt?: string | null;
             id?: string;
@@ -1729,6 +2680,7 @@ export interface components {
             updatedAt?: string | null;
         };
         "huntaze.crm.v1.InboxEvent": {
+            account?: components["schemas"]["huntaze.crm.v1.AccountNotice"];
             ai?: components["schemas"]["huntaze.crm.v1.AiNotice"];
             conversation?: components["schemas"]["huntaze.crm.v1.Conversation"];
             createdAt?: string | null;
@@ -1741,7 +2693,7 @@ export interface components {
             message?: components["schemas"]["huntaze.crm.v1.Message"];
             messagesRead?: components["schemas"]["huntaze.crm.v1.MessagesRead"];
             reset?: components["schemas"]["huntaze.crm.v1.InboxReset"];
-            /** @description message.received, message.status_changed, message.read, fan.updated, conversation.updated, ai.suggestion_created, ai.suggestion_resolved, ai.handoff_requested, or inbox.reset. */
+            /** @description message.received, message.status_changed, message.read, fan.updated, conversation.updated, ai.suggestion_created, ai.suggestion_resolved, ai.handoff_requested, account.needs_attention, account.connected, or inbox.reset. */
             type?: string;
         };
         /** @description The events missed since `after_event_id` are no longer kept: reload the inbox. */
@@ -1847,13 +2799,38 @@ export interface components {
             /** Format: int32 */
             updatedCount?: number;
         };
-        /** ListMembersBody */
-        ListMembersBody: {
+        "huntaze.onlyfans.v1.AccountStatus": {
+            connectedAt?: string | null;
+            lastSyncedAt?: string | null;
+            platformUserId?: string;
+            /** @description Why, when not connected; what to do. */
+            reason?: string;
+            /** @enum {string} */
+            state?: "unspecified" | "disconnected" | "connected" | "needs_otp" | "needs_session_import" | "failed" | "needs_attention";
+            username?: string;
+        };
+        "huntaze.onlyfans.v1.RequestSyncResponse": {
+            accepted?: boolean;
+        };
+        /** ImportedSessionBody */
+        ImportedSessionBody: {
             /**
-             * Fanids
-             * @description At most 1,000 fans; all or nothing.
+             * Cookies
+             * @description The platform's cookies from the creator's browser (`sess`, `auth_id`, `fp`, ...).
              */
-            fanIds: string[];
+            cookies: {
+                [key: string]: string;
+            };
+            /**
+             * Useragent
+             * @description That browser's user-agent, exactly.
+             */
+            userAgent: string;
+            /**
+             * Xbc
+             * @description The browser's `x-bc` token (`localStorage.bcTokenSha`).
+             */
+            xBc: string;
         };
         /** Liveness */
         Liveness: {
@@ -1866,10 +2843,7 @@ export interface components {
         };
         /** LoginBody */
         LoginBody: {
-            /**
-             * Email
-             * @example ada@example.com
-             */
+            /** Email */
             email: string;
             /** Password */
             password: string;
@@ -1937,14 +2911,9 @@ export interface components {
              */
             unavailable: string[];
         };
-        /** OtpBody */
-        OtpBody: {
-            /** Code */
-            code: string;
-        };
-        /** PreviewBody */
-        PreviewBody: {
-            segment: components["schemas"]["SegmentIn"];
+        /** PreviewSegmentBody */
+        PreviewSegmentBody: {
+            segment: components["schemas"]["SegmentFilterBody"];
         };
         /**
          * Problem
@@ -1987,22 +2956,22 @@ export interface components {
              */
             type: string;
         };
-        /** QuietHoursIn */
-        QuietHoursIn: {
+        /** QuietHoursBody */
+        QuietHoursBody: {
             /**
              * End
-             * @description HH:MM; may be before `start` (the span crosses midnight).
+             * @default
              */
             end: string;
             /**
              * Start
-             * @description HH:MM in `timezone`.
+             * @description "HH:MM" in `timezone` (an IANA name); the span may cross midnight.
+             * @default
              */
             start: string;
             /**
              * Timezone
-             * @description An IANA name, e.g. `Europe/Paris`.
-             * @default UTC
+             * @default
              */
             timezone: string;
         };
@@ -2027,14 +2996,6 @@ export interface components {
              */
             unavailable?: string[];
         };
-        /** RecoveryCodesBody */
-        RecoveryCodesBody: {
-            /**
-             * Code
-             * @description A six-digit TOTP code or an unused recovery code.
-             */
-            code: string;
-        };
         /** RefreshBody */
         RefreshBody: {
             /**
@@ -2043,12 +3004,17 @@ export interface components {
              */
             refreshToken?: string | null;
         };
+        /** RegenerateRecoveryCodesBody */
+        RegenerateRecoveryCodesBody: {
+            /**
+             * Code
+             * @description A six-digit TOTP code or an unused recovery code.
+             */
+            code: string;
+        };
         /** RegisterBody */
         RegisterBody: {
-            /**
-             * Email
-             * @example ada@example.com
-             */
+            /** Email */
             email: string;
             /**
              * Name
@@ -2062,33 +3028,35 @@ export interface components {
              */
             password: string;
         };
-        /** RemoveMembersBody */
-        RemoveMembersBody: {
-            /**
-             * Fanids
-             * @description At most 1,000 fans; all or nothing.
-             */
-            fanIds: string[];
+        /** RemoveFanListMembersBody */
+        RemoveFanListMembersBody: {
+            /** Fanids */
+            fanIds?: string[];
         };
-        /** ReplyBody */
+        /**
+         * ReplyBody
+         * @description A person's message (`sender_kind` is for services).
+         */
         ReplyBody: {
             /** Attachments */
-            attachments?: components["schemas"]["AttachmentIn"][];
+            attachments?: components["schemas"]["AttachmentBody"][];
             /**
              * Conversationid
-             * @description Or give `fanId`.
+             * @description The conversation to write in; or leave it empty and give `fan_id` (the fan's conversation, opened when it has none yet).
+             * @default
              */
-            conversationId?: string | null;
+            conversationId: string;
             /**
              * Fanid
-             * @description Writes to the fan's conversation, opened when it has none.
+             * @default
              */
-            fanId?: string | null;
+            fanId: string;
             /**
              * Idempotencykey
-             * @description The same key always answers the same message (or send the `Idempotency-Key` header). Required in one of the two places.
+             * @description Required, at most 200 characters: the same key always answers the same message.
+             * @default
              */
-            idempotencyKey?: string | null;
+            idempotencyKey: string;
             /**
              * Pricecents
              * @description Pay-per-view price; 0 for a free message.
@@ -2102,12 +3070,14 @@ export interface components {
              */
             text: string;
         };
-        /** ResendBody */
-        ResendBody: {
-            /**
-             * Email
-             * @example ada@example.com
-             */
+        /** RequestPasswordResetBody */
+        RequestPasswordResetBody: {
+            /** Email */
+            email: string;
+        };
+        /** ResendVerificationBody */
+        ResendVerificationBody: {
+            /** Email */
             email: string;
         };
         /** ResetPasswordBody */
@@ -2120,8 +3090,8 @@ export interface components {
              */
             token: string;
         };
-        /** ResponseStyleIn */
-        ResponseStyleIn: {
+        /** ResponseStyleBody */
+        ResponseStyleBody: {
             /** Language */
             language?: string | null;
             /**
@@ -2134,10 +3104,7 @@ export interface components {
             /** Useemoji */
             useEmoji?: boolean | null;
         };
-        /**
-         * SaveProfileBody
-         * @description Only the fields sent change; the others keep their value.
-         */
+        /** SaveProfileBody */
         SaveProfileBody: {
             /**
              * Bio
@@ -2160,28 +3127,30 @@ export interface components {
              * Timezone
              * @description IANA name, e.g. Europe/Paris.
              * @default
-             * @example Europe/Paris
              */
             timezone: string;
         };
-        /**
-         * SegmentIn
-         * @description Fans matching every condition that is set.
-         */
-        SegmentIn: {
+        /** ScheduleCampaignBody */
+        ScheduleCampaignBody: {
+            /**
+             * Sendat
+             * @description A local date and time in the campaign's time zone (`2026-12-01T18:00`), or an instant with its offset; empty: now.
+             * @default
+             */
+            sendAt: string;
+        };
+        /** SegmentFilterBody */
+        SegmentFilterBody: {
             /**
              * Lastactivewithindays
              * @description Fans seen (or who wrote) within this many days.
              */
             lastActiveWithinDays?: number | null;
-            /**
-             * Maxvaluecents
-             * @description Lifetime spend, at most.
-             */
+            /** Maxvaluecents */
             maxValueCents?: number | null;
             /**
              * Minvaluecents
-             * @description Lifetime spend, at least.
+             * @description Lifetime spend bounds, in cents, inclusive.
              */
             minValueCents?: number | null;
             /**
@@ -2205,59 +3174,27 @@ export interface components {
              */
             tagsAny?: string[];
         };
-        /** SessionIn */
-        SessionIn: {
+        /**
+         * StepIn
+         * @description A follow-up of a sequence.
+         */
+        StepIn: {
+            /** Delayminutes */
+            delayMinutes: number;
+            /** Platformmediaids */
+            platformMediaIds?: string[];
             /**
-             * Cookies
-             * @description The platform's cookies (`sess`, `auth_id`, ...).
+             * Pricecents
+             * @default 0
              */
-            cookies: {
-                [key: string]: string;
-            };
-            /**
-             * Useragent
-             * @description That browser's user-agent, exactly.
-             */
-            userAgent: string;
-            /**
-             * Xbc
-             * @description The browser's `x-bc` (`bcTokenSha`).
-             */
-            xBc: string;
+            priceCents: number;
+            /** Text */
+            text: string;
         };
-        /** StatusOut */
-        StatusOut: {
-            /** Connectedat */
-            connectedAt: string | null;
-            /** Lastsyncedat */
-            lastSyncedAt: string | null;
-            /** Platformuserid */
-            platformUserId: string;
-            /**
-             * Reason
-             * @description Why, when not connected, and what to do.
-             */
-            reason: string;
-            /**
-             * State
-             * @enum {string}
-             */
-            state: "disconnected" | "connected" | "needs_otp" | "needs_session_import" | "failed" | "needs_attention";
-            /** Username */
-            username: string;
-        };
-        /** SyncOut */
-        SyncOut: {
-            /** Accepted */
-            accepted: boolean;
-        };
-        /** TokenBody */
-        TokenBody: {
-            /**
-             * Token
-             * @description The token from the link in the email.
-             */
-            token: string;
+        /** SubmitOtpBody */
+        SubmitOtpBody: {
+            /** Code */
+            code: string;
         };
         /** TokensOut */
         TokensOut: {
@@ -2278,38 +3215,42 @@ export interface components {
              */
             tokenType: "Bearer";
         };
-        /** TwoFactorLoginBody */
-        TwoFactorLoginBody: {
-            /**
-             * Challengetoken
-             * @description From the login answer's `challenge`.
-             */
-            challengeToken: string;
-            /**
-             * Code
-             * @description A six-digit TOTP code or an unused recovery code.
-             */
-            code: string;
+        /** UpdateAutomationBudgetBody */
+        UpdateAutomationBudgetBody: {
+            budget: components["schemas"]["AutomationBudgetIn"];
         };
         /**
-         * UpdateConversationBody
-         * @description Members that are present change; `assignedMemberId: null` unassigns.
+         * UpdateCampaignBody
+         * @description Drafts only; members that are present replace the campaign's.
          */
+        UpdateCampaignBody: {
+            /** Holdoutpercent */
+            holdoutPercent?: number | null;
+            /** Listid */
+            listId?: string | null;
+            /** Name */
+            name?: string | null;
+            /** Timezone */
+            timezone?: string | null;
+            /**
+             * Variants
+             * @description Replaces every variant.
+             */
+            variants?: components["schemas"]["VariantIn"][] | null;
+        };
+        /** UpdateConversationBody */
         UpdateConversationBody: {
             /** Archived */
             archived?: boolean | null;
             /**
              * Assignedmemberid
-             * @description A team member's user id.
+             * @description Empty string: unassign.
              */
             assignedMemberId?: string | null;
             /** Pinned */
             pinned?: boolean | null;
         };
-        /**
-         * UpdateFanBody
-         * @description Members that are present replace the fan's; absent ones stay as they are.
-         */
+        /** UpdateFanBody */
         UpdateFanBody: {
             /** Avatarurl */
             avatarUrl?: string | null;
@@ -2325,23 +3266,44 @@ export interface components {
             handle?: string | null;
             /** Notes */
             notes?: string | null;
-            /**
-             * Tags
-             * @description Replaces every tag.
-             */
+            /** Tags */
             tags?: string[] | null;
         };
-        /** UpdateListBody */
-        UpdateListBody: {
+        /** UpdateFanListBody */
+        UpdateFanListBody: {
             /** Name */
             name?: string | null;
-            /** @description Dynamic lists only. */
-            segment?: components["schemas"]["SegmentIn"] | null;
+            /** @description Dynamic lists only: replaces the segment. */
+            segment?: components["schemas"]["SegmentFilterBody"] | null;
+        };
+        /** UpdateFanTagsBody */
+        UpdateFanTagsBody: {
+            /** Addtags */
+            addTags?: string[];
+            /**
+             * Fanids
+             * @description At most 1,000 fans.
+             */
+            fanIds?: string[];
+            /** Removetags */
+            removeTags?: string[];
         };
         /** UpdateQuickReplyBody */
         UpdateQuickReplyBody: {
             /** Shortcut */
             shortcut?: string | null;
+            /** Text */
+            text?: string | null;
+        };
+        /**
+         * UpdateTemplateBody
+         * @description Members that are present replace the template's.
+         */
+        UpdateTemplateBody: {
+            /** Name */
+            name?: string | null;
+            /** Pricecents */
+            priceCents?: number | null;
             /** Text */
             text?: string | null;
         };
@@ -2362,6 +3324,47 @@ export interface components {
             /** Twofactorenabled */
             twoFactorEnabled: boolean;
         };
+        /**
+         * VariantIn
+         * @description One version of the message; `{name}` is the fan's first name.
+         */
+        VariantIn: {
+            /**
+             * Key
+             * @description A, B, ...: unique within the campaign.
+             */
+            key: string;
+            /**
+             * Platformmediaids
+             * @description Media of the creator's vault on the platform, sent with the text (a pay-per-view message needs at least one).
+             */
+            platformMediaIds?: string[];
+            /**
+             * Pricecents
+             * @description Pay-per-view price; 0 for a free message.
+             * @default 0
+             */
+            priceCents: number;
+            /**
+             * Text
+             * @description `{name}` is the fan's first name.
+             */
+            text: string;
+            /**
+             * Weight
+             * @description Relative share of the audience; 0 means 1.
+             * @default 0
+             */
+            weight: number;
+        };
+        /** VerifyEmailBody */
+        VerifyEmailBody: {
+            /**
+             * Token
+             * @description The token from the link in the email.
+             */
+            token: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -2371,7 +3374,7 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    get_ai_config_api_ai_config_get: {
+    get_config_api_ai_config_get: {
         parameters: {
             query?: never;
             header?: never;
@@ -2386,7 +3389,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["huntaze.ai.v1.AiConfig"];
                 };
             };
             /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
@@ -2427,7 +3430,7 @@ export interface operations {
             };
         };
     };
-    put_ai_config_api_ai_config_put: {
+    update_config_api_ai_config_put: {
         parameters: {
             query?: never;
             header?: never;
@@ -2446,7 +3449,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["huntaze.ai.v1.AiConfig"];
                 };
             };
             /** @description Malformed JSON or an invalid request. */
@@ -2523,7 +3526,7 @@ export interface operations {
             };
         };
     };
-    post_ai_config_api_ai_config_post: {
+    update_config_api_ai_config_post: {
         parameters: {
             query?: never;
             header?: never;
@@ -2542,7 +3545,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["huntaze.ai.v1.AiConfig"];
                 };
             };
             /** @description Malformed JSON or an invalid request. */
@@ -2619,9 +3622,10 @@ export interface operations {
             };
         };
     };
-    list_audit_api_ai_conversations__conversation_id__audit_get: {
+    list_audit_entries_api_ai_conversations__conversation_id__audit_get: {
         parameters: {
             query?: {
+                /** @description At most 200; 0: 50. */
                 limit?: number | null;
             };
             header?: never;
@@ -2639,7 +3643,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AuditEntriesOut"];
+                    "application/json": components["schemas"]["huntaze.ai.v1.ListAuditEntriesResponse"];
                 };
             };
             /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
@@ -2692,8 +3696,11 @@ export interface operations {
     list_suggestions_api_ai_suggestions_get: {
         parameters: {
             query?: {
+                /** @description Only this conversation's; empty: every conversation. */
                 conversationId?: string;
+                /** @description At most 200; 0: 50. */
                 limit?: number | null;
+                /** @description Only these statuses; empty: all. */
                 status?: ("pending" | "suggested" | "scheduled" | "sent" | "accepted" | "edited" | "rejected" | "cancelled" | "handed_off" | "ignored")[] | null;
             };
             header?: never;
@@ -2847,7 +3854,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["AcceptBody"];
+                "application/json": components["schemas"]["AcceptSuggestionBody"];
             };
         };
         responses: {
@@ -3047,6 +4054,344 @@ export interface operations {
             };
         };
     };
+    export_csv_api_analytics_export_csv_get: {
+        parameters: {
+            query?: {
+                /** @description The last 7, 30 or 90 days. */
+                period?: "30d" | "7d" | "90d";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One line per day. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": unknown;
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_fan_insights_api_analytics_insights_get: {
+        parameters: {
+            query?: {
+                period?: "30d" | "7d" | "90d";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.analytics.v1.FanInsights"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_overview_api_analytics_overview_get: {
+        parameters: {
+            query?: {
+                /** @description Unset: 30 days. */
+                period?: "30d" | "7d" | "90d";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.analytics.v1.Overview"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_series_api_analytics_series_get: {
+        parameters: {
+            query?: {
+                granularity?: "day" | "hour";
+                period?: "30d" | "7d" | "90d";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.analytics.v1.Series"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_summary_api_analytics_summary_get: {
+        parameters: {
+            query?: {
+                period?: "30d" | "7d" | "90d";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.analytics.v1.InsightSummary"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     confirm_totp_enrollment_api_auth_2fa_confirm_post: {
         parameters: {
             query?: never;
@@ -3056,7 +4401,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["CodeBody"];
+                "application/json": components["schemas"]["ConfirmTotpEnrollmentBody"];
             };
         };
         responses: {
@@ -3161,7 +4506,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["DisableTwoFactorBody"];
+                "application/json": components["schemas"]["DisableTotpBody"];
             };
         };
         responses: {
@@ -3329,7 +4674,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["RecoveryCodesBody"];
+                "application/json": components["schemas"]["RegenerateRecoveryCodesBody"];
             };
         };
         responses: {
@@ -3539,7 +4884,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["EmailBody"];
+                "application/json": components["schemas"]["RequestPasswordResetBody"];
             };
         };
         responses: {
@@ -3722,7 +5067,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["TwoFactorLoginBody"];
+                "application/json": components["schemas"]["CompleteTwoFactorLoginBody"];
             };
         };
         responses: {
@@ -3928,7 +5273,7 @@ export interface operations {
             };
         };
     };
-    refresh_api_auth_refresh_post: {
+    refresh_session_api_auth_refresh_post: {
         parameters: {
             query?: never;
             header?: never;
@@ -4129,7 +5474,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ResendBody"];
+                "application/json": components["schemas"]["ResendVerificationBody"];
             };
         };
         responses: {
@@ -4362,6 +5707,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description The session's id (a UUID). */
                 session_id: string;
             };
             cookie?: never;
@@ -4579,7 +5925,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["TokenBody"];
+                "application/json": components["schemas"]["VerifyEmailBody"];
             };
         };
         responses: {
@@ -4666,6 +6012,1281 @@ export interface operations {
             };
         };
     };
+    list_campaigns_api_campaigns_get: {
+        parameters: {
+            query?: {
+                /** @description `nextCursor` of the previous page (same filters). */
+                cursor?: string;
+                /** @description Page size, 1 to 200; default 50. */
+                limit?: number | null;
+                /** @description One status only; unset: every status. */
+                status?: ("draft" | "scheduled" | "running" | "paused" | "completed" | "cancelled") | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        campaigns: components["schemas"]["huntaze.campaigns.v1.Campaign"][];
+                        /** @description Pass as `cursor` for the next page. */
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_campaign_api_campaigns_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateCampaignBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.Campaign"];
+                };
+            };
+            /** @description Malformed JSON or an invalid request. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: e.g. a cross-site request with the session cookie, or a change that needs a verified email address (`email-not-verified`: verify, then refresh the tokens). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the gateway accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_campaign_api_campaigns__campaign_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign's id (a UUID). */
+                campaign_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.Campaign"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_campaign_api_campaigns__campaign_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign's id (a UUID). */
+                campaign_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: e.g. a cross-site request with the session cookie, or a change that needs a verified email address (`email-not-verified`: verify, then refresh the tokens). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state (e.g. the email is taken). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    update_campaign_api_campaigns__campaign_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign's id (a UUID). */
+                campaign_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateCampaignBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.Campaign"];
+                };
+            };
+            /** @description Malformed JSON or an invalid request. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: e.g. a cross-site request with the session cookie, or a change that needs a verified email address (`email-not-verified`: verify, then refresh the tokens). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state (e.g. the email is taken). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the gateway accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancel_campaign_api_campaigns__campaign_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign's id (a UUID). */
+                campaign_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.Campaign"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: e.g. a cross-site request with the session cookie, or a change that needs a verified email address (`email-not-verified`: verify, then refresh the tokens). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state (e.g. the email is taken). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_campaign_metrics_api_campaigns__campaign_id__metrics_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign's id (a UUID). */
+                campaign_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.CampaignMetrics"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    pause_campaign_api_campaigns__campaign_id__pause_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign's id (a UUID). */
+                campaign_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.Campaign"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: e.g. a cross-site request with the session cookie, or a change that needs a verified email address (`email-not-verified`: verify, then refresh the tokens). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state (e.g. the email is taken). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    resume_campaign_api_campaigns__campaign_id__resume_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign's id (a UUID). */
+                campaign_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.Campaign"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: e.g. a cross-site request with the session cookie, or a change that needs a verified email address (`email-not-verified`: verify, then refresh the tokens). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state (e.g. the email is taken). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    schedule_campaign_api_campaigns__campaign_id__schedule_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign's id (a UUID). */
+                campaign_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ScheduleCampaignBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.Campaign"];
+                };
+            };
+            /** @description Malformed JSON or an invalid request. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: e.g. a cross-site request with the session cookie, or a change that needs a verified email address (`email-not-verified`: verify, then refresh the tokens). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state (e.g. the email is taken). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the gateway accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_templates_api_campaigns_templates_get: {
+        parameters: {
+            query?: {
+                /** @description One niche only; unset: every niche. */
+                niche?: ("general" | "fitness" | "gaming" | "adult" | "fashion") | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.ListTemplatesResponse"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    update_template_api_campaigns_templates__template_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The template's id (a UUID). */
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateTemplateBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.Template"];
+                };
+            };
+            /** @description Malformed JSON or an invalid request. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: e.g. a cross-site request with the session cookie, or a change that needs a verified email address (`email-not-verified`: verify, then refresh the tokens). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the gateway accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_automation_budget_api_crm_automation_budget_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.crm.v1.AutomationBudget"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    update_automation_budget_api_crm_automation_budget_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateAutomationBudgetBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.crm.v1.AutomationBudget"];
+                };
+            };
+            /** @description Malformed JSON or an invalid request. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: e.g. a cross-site request with the session cookie, or a change that needs a verified email address (`email-not-verified`: verify, then refresh the tokens). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the gateway accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     list_conversations_api_crm_conversations_get: {
         parameters: {
             query?: {
@@ -4682,7 +7303,7 @@ export interface operations {
                 /** @description Full-text search over the fan (name, handle, tags...) and the conversation's messages. */
                 search?: string;
                 /** @description Unset: most recent activity first. */
-                sort?: "-lastMessageAt" | "lastMessageAt" | "pinnedFirst" | "-unreadCount" | "unreadCount";
+                sort?: "-lastMessageAt" | "pinnedFirst" | "-unreadCount" | "lastMessageAt" | "unreadCount";
                 /** @description Only conversations with unread messages. */
                 unread?: boolean;
             };
@@ -5126,7 +7747,7 @@ export interface operations {
                 /** @description Full-text search over name, handle, email, notes and tags (web-search syntax). */
                 search?: string;
                 /** @description Unset: newest first. */
-                sort?: "-createdAt" | "createdAt" | "-lastMessageAt" | "lastMessageAt" | "-valueCents" | "valueCents" | "displayName" | "-displayName" | "-lastSeenAt" | "lastSeenAt";
+                sort?: "-createdAt" | "-lastMessageAt" | "-valueCents" | "displayName" | "-lastSeenAt" | "createdAt" | "lastMessageAt" | "valueCents" | "-displayName" | "lastSeenAt";
                 /** @description Fans in one of these subscription states. */
                 subscriptionStates?: ("none" | "active" | "cancelled" | "expired")[] | null;
                 /** @description Fans with every one of these tags. */
@@ -5574,6 +8195,83 @@ export interface operations {
             };
         };
     };
+    get_fan_automation_usage_api_crm_fans__fan_id__automation_usage_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The fan's id (a UUID). */
+                fan_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.crm.v1.FanAutomationUsage"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     list_fan_purchases_api_crm_fans__fan_id__purchases_get: {
         parameters: {
             query?: {
@@ -5669,7 +8367,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["FanTagsBody"];
+                "application/json": components["schemas"]["UpdateFanTagsBody"];
             };
         };
         responses: {
@@ -5850,7 +8548,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["CreateListBody"];
+                "application/json": components["schemas"]["CreateFanListBody"];
             };
         };
         responses: {
@@ -6110,7 +8808,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["UpdateListBody"];
+                "application/json": components["schemas"]["UpdateFanListBody"];
             };
         };
         responses: {
@@ -6304,7 +9002,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ListMembersBody"];
+                "application/json": components["schemas"]["AddFanListMembersBody"];
             };
         };
         responses: {
@@ -6421,7 +9119,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["RemoveMembersBody"];
+                "application/json": components["schemas"]["RemoveFanListMembersBody"];
             };
         };
         responses: {
@@ -6535,7 +9233,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["PreviewBody"];
+                "application/json": components["schemas"]["PreviewSegmentBody"];
             };
         };
         responses: {
@@ -7161,6 +9859,62 @@ export interface operations {
             };
         };
     };
+    get_dashboard_api_dashboard_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.analytics.v1.Dashboard"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     mark_message_read_api_messages__message_id__read_post: {
         parameters: {
             query?: never;
@@ -7247,7 +10001,7 @@ export interface operations {
             };
         };
     };
-    reply_api_messages_reply_post: {
+    send_message_api_messages_reply_post: {
         parameters: {
             query?: never;
             header?: {
@@ -7460,6 +10214,187 @@ export interface operations {
             };
         };
     };
+    list_campaigns_api_of_campaigns_get: {
+        parameters: {
+            query?: {
+                /** @description `nextCursor` of the previous page (same filters). */
+                cursor?: string;
+                /** @description Page size, 1 to 200; default 50. */
+                limit?: number | null;
+                /** @description One status only; unset: every status. */
+                status?: ("draft" | "scheduled" | "running" | "paused" | "completed" | "cancelled") | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        campaigns: components["schemas"]["huntaze.campaigns.v1.Campaign"][];
+                        /** @description Pass as `cursor` for the next page. */
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_campaign_api_of_campaigns_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateCampaignBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.Campaign"];
+                };
+            };
+            /** @description Malformed JSON or an invalid request. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: e.g. a cross-site request with the session cookie, or a change that needs a verified email address (`email-not-verified`: verify, then refresh the tokens). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the gateway accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     connect_api_of_connect_post: {
         parameters: {
             query?: never;
@@ -7479,7 +10414,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["StatusOut"];
+                    "application/json": components["schemas"]["huntaze.onlyfans.v1.AccountStatus"];
                 };
             };
             /** @description Malformed JSON or an invalid request. */
@@ -7565,7 +10500,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["OtpBody"];
+                "application/json": components["schemas"]["SubmitOtpBody"];
             };
         };
         responses: {
@@ -7575,7 +10510,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["StatusOut"];
+                    "application/json": components["schemas"]["huntaze.onlyfans.v1.AccountStatus"];
                 };
             };
             /** @description Malformed JSON or an invalid request. */
@@ -7676,7 +10611,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["StatusOut"];
+                    "application/json": components["schemas"]["huntaze.onlyfans.v1.AccountStatus"];
                 };
             };
             /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
@@ -7717,7 +10652,7 @@ export interface operations {
             };
         };
     };
-    inbox_api_of_inbox_get: {
+    conversations_api_of_inbox_get: {
         parameters: {
             query?: {
                 /** @description `nextCursor` of the previous page (same filters). */
@@ -7791,7 +10726,7 @@ export interface operations {
             };
         };
     };
-    send_api_of_send_post: {
+    send_message_api_of_send_post: {
         parameters: {
             query?: never;
             header?: {
@@ -7917,7 +10852,7 @@ export interface operations {
             };
         };
     };
-    status_api_of_status_get: {
+    get_status_api_of_status_get: {
         parameters: {
             query?: never;
             header?: never;
@@ -7932,7 +10867,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["StatusOut"];
+                    "application/json": components["schemas"]["huntaze.onlyfans.v1.AccountStatus"];
                 };
             };
             /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
@@ -7973,7 +10908,7 @@ export interface operations {
             };
         };
     };
-    sync_api_of_sync_post: {
+    request_sync_api_of_sync_post: {
         parameters: {
             query?: never;
             header?: never;
@@ -7988,7 +10923,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SyncOut"];
+                    "application/json": components["schemas"]["huntaze.onlyfans.v1.RequestSyncResponse"];
                 };
             };
             /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
@@ -8038,7 +10973,7 @@ export interface operations {
             };
         };
     };
-    threads_api_of_threads_get: {
+    conversations_api_of_threads_get: {
         parameters: {
             query?: {
                 /** @description `nextCursor` of the previous page (same filters). */
@@ -8177,7 +11112,7 @@ export interface operations {
             };
         };
     };
-    connect_platform_api_onboarding_connect_platform_post: {
+    connect_api_onboarding_connect_platform_post: {
         parameters: {
             query?: never;
             header?: never;
@@ -8196,7 +11131,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["StatusOut"];
+                    "application/json": components["schemas"]["huntaze.onlyfans.v1.AccountStatus"];
                 };
             };
             /** @description Malformed JSON or an invalid request. */
@@ -8329,7 +11264,7 @@ export interface operations {
             };
         };
     };
-    save_ai_config_api_onboarding_save_ai_config_post: {
+    update_config_api_onboarding_save_ai_config_post: {
         parameters: {
             query?: never;
             header?: never;
@@ -8348,7 +11283,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["huntaze.ai.v1.AiConfig"];
                 };
             };
             /** @description Malformed JSON or an invalid request. */
