@@ -237,6 +237,8 @@ def _add(
             options = runtime_of(request).call() if caller is None else caller.options
             if exposed.before is not None:
                 options = await exposed.before(request, message) or options
+            if declared.deadline_seconds:
+                options = {**options, "timeout": declared.deadline_seconds}
             call = getattr(edge.stub_of(request), method.name)(message, **options)
             reply = await (renamed(call, renames) if renames else call)
         except (DomainError, grpc.aio.AioRpcError) as error:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Annotated, Any
+
+import httpx
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, FastAPI
 from google.api import annotations_pb2
 
 from huntaze.auth.v1 import auth_pb2
 from huntaze.common.v1 import route_pb2
 from huntaze.crm.v1 import crm_pb2
+from huntaze.onlyfans.v1 import onlyfans_pb2
 from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
 from huntaze_gateway.rpc_routes import Edge, Exposed, expose, http_rule
+from huntaze_gateway.upstream import CallOptions
 
 
 def test_every_declared_route_is_served_at_its_method_and_path() -> None:
@@ -74,3 +80,52 @@ def test_an_edge_addition_for_an_rpc_without_a_route_is_refused() -> None:
             edge,
             (Exposed("WatchInbox"),),
         )
+
+
+async def test_a_route_with_its_own_deadline_waits_that_long_for_the_answer() -> None:
+    """A sign-in drives a browser on the worker: Connect gets the deadline its route declares,
+    where every other call gets the channel's usual one (no `timeout` of its own)."""
+    calls: dict[str, dict[str, object]] = {}
+
+    class Recording:
+        def __getattr__(self, name: str) -> object:
+            async def call(message: object, **options: object) -> object:
+                calls[name] = options
+                return (
+                    onlyfans_pb2.ConnectResponse()
+                    if name == "Connect"
+                    else (onlyfans_pb2.AccountStatus())
+                )
+
+            return call
+
+    app = FastAPI()
+    routers = (APIRouter(prefix="/api/of"), APIRouter(prefix="/api/onboarding"))
+
+    def caller() -> Any:
+        return SimpleNamespace(options=CallOptions()("a-token"))
+
+    edge = Edge(
+        caller=Annotated[Any, Depends(caller)],
+        stub_of=lambda request: Recording(),
+        problems=lambda *s: {},
+    )
+    expose(routers, onlyfans_pb2.DESCRIPTOR.services_by_name["OnlyFansService"], edge)
+    for router in routers:
+        app.include_router(router)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+    ) as client:
+        connected = await client.post(
+            "/api/of/connect",
+            json={"credentials": {"email": "creator@example.com", "password": "secret-words"}},
+        )
+        assert connected.status_code == 200, connected.text
+        status = await client.get("/api/of/status")
+        assert status.status_code == 200, status.text
+    declared = onlyfans_pb2.DESCRIPTOR.services_by_name["OnlyFansService"].methods_by_name[
+        "Connect"
+    ]
+    assert declared.GetOptions().Extensions[route_pb2.route].deadline_seconds == 60
+    assert calls["Connect"]["timeout"] == 60
+    assert "timeout" not in calls["GetStatus"]

@@ -236,7 +236,8 @@ class WorkerStack:
         self.stub = self._connect(self.worker.port)
 
     def _connect(self, port: int) -> onlyfans_pb2_grpc.OnlyFansServiceAsyncStub:
-        channel = create_channel(f"127.0.0.1:{port}")
+        # A sign-in drives a browser: as long as the gateway gives Connect (its route's deadline).
+        channel = create_channel(f"127.0.0.1:{port}", deadline=60.0)
         self._channels.append(channel)
         return onlyfans_pb2_grpc.OnlyFansServiceStub(channel)  # type: ignore[return-value]
 

@@ -30,12 +30,17 @@ class Route(_message.Message):
     PROBLEMS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     PUBLIC_FIELD_NUMBER: _builtins.int
+    DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     """The operation's summary in the OpenAPI document."""
     status: _builtins.int
     """The success status, when not 200 (or 204 for a reply without fields)."""
     public: _builtins.bool
     """Served without an access token."""
+    deadline_seconds: _builtins.float
+    """How long the gateway waits for the answer, instead of its usual upstream deadline
+    (a sign-in that drives a browser takes seconds).
+    """
     @_builtins.property
     def problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """The statuses of the problem documents it may answer, besides those every route may
@@ -49,10 +54,11 @@ class Route(_message.Message):
         problems: _abc.Iterable[_builtins.int] | None = ...,
         status: _builtins.int = ...,
         public: _builtins.bool = ...,
+        deadline_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["problems", b"problems", "public", b"public", "status", b"status", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_seconds", b"deadline_seconds", "problems", b"problems", "public", b"public", "status", b"status", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
