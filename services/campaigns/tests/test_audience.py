@@ -259,3 +259,54 @@ async def test_the_crm_resolves_an_audience_page_by_page_for_the_campaigns_servi
         )
     )
     assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_another_creators_campaign_and_template_are_not_found_and_unchanged(
+    stack: Stack,
+) -> None:
+    owner = await stack.sign_up()
+    fans = await stack.fans(owner, 2)
+    campaign = await stack.create(owner, list_id=await stack.static_list(owner, fans))
+    templates = await stack.stub.ListTemplates(pb.ListTemplatesRequest(), metadata=owner.auth)
+    template = templates.templates[0]
+    intruder = await stack.sign_up()
+    by_campaign = (
+        stack.stub.GetCampaign(
+            pb.GetCampaignRequest(campaign_id=campaign.id), metadata=intruder.auth
+        ),
+        stack.stub.UpdateCampaign(
+            pb.UpdateCampaignRequest(campaign_id=campaign.id, name="mine"), metadata=intruder.auth
+        ),
+        stack.stub.ScheduleCampaign(
+            pb.ScheduleCampaignRequest(campaign_id=campaign.id), metadata=intruder.auth
+        ),
+        stack.stub.PauseCampaign(
+            pb.PauseCampaignRequest(campaign_id=campaign.id), metadata=intruder.auth
+        ),
+        stack.stub.ResumeCampaign(
+            pb.ResumeCampaignRequest(campaign_id=campaign.id), metadata=intruder.auth
+        ),
+        stack.stub.CancelCampaign(
+            pb.CancelCampaignRequest(campaign_id=campaign.id), metadata=intruder.auth
+        ),
+        stack.stub.GetCampaignMetrics(
+            pb.GetCampaignMetricsRequest(campaign_id=campaign.id), metadata=intruder.auth
+        ),
+        stack.stub.DeleteCampaign(
+            pb.DeleteCampaignRequest(campaign_id=campaign.id), metadata=intruder.auth
+        ),
+        stack.stub.UpdateTemplate(
+            pb.UpdateTemplateRequest(template_id=template.id, name="mine"), metadata=intruder.auth
+        ),
+    )
+    for call in by_campaign:
+        error = await rpc_error(call)
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+    unchanged = await stack.stub.GetCampaign(
+        pb.GetCampaignRequest(campaign_id=campaign.id), metadata=owner.auth
+    )
+    assert unchanged == campaign
+    listed = await stack.stub.ListCampaigns(pb.ListCampaignsRequest(), metadata=intruder.auth)
+    assert list(listed.campaigns) == []
+    again = await stack.stub.ListTemplates(pb.ListTemplatesRequest(), metadata=owner.auth)
+    assert next(t for t in again.templates if t.id == template.id).name == template.name
