@@ -7,7 +7,7 @@ agent's own (same status, reason and details)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import grpc
 
@@ -71,6 +71,17 @@ def relayed(error: grpc.aio.AioRpcError) -> DomainError:
     )
 
 
+def _profile(fan: crm_pb2.Fan) -> FanProfile:
+    return FanProfile(
+        fan_id=fan.id,
+        display_name=fan.display_name,
+        spend_cents=fan.value_cents,
+        tags=tuple(fan.tags),
+        notes=fan.notes,
+        subscription_state=_SUBSCRIPTIONS.get(fan.subscription_state, "none"),
+    )
+
+
 def _turn(message: crm_pb2.Message) -> Turn:
     inbound = message.direction == crm_pb2.MESSAGE_DIRECTION_IN
     return Turn("fan" if inbound else "creator", message.text)
@@ -91,21 +102,32 @@ class CrmClient:
         is gone is left out)."""
         metadata = await self.service_metadata(creator_id)
         wanted = sorted({str(fan_id) for fan_id in fan_ids})
-        found: dict[uuid.UUID, FanProfile] = {}
+        found: list[crm_pb2.Fan] = []
         for start in range(0, len(wanted), FANS_PER_CALL):
-            answer = await self._stub.BatchGetFans(
-                crm_pb2.BatchGetFansRequest(fan_ids=wanted[start : start + FANS_PER_CALL]),
-                metadata=metadata,
-            )
-            for fan in answer.fans:
-                found[uuid.UUID(fan.id)] = FanProfile(
-                    fan_id=fan.id,
-                    display_name=fan.display_name,
-                    spend_cents=fan.value_cents,
-                    tags=tuple(fan.tags),
-                    notes=fan.notes,
-                    subscription_state=_SUBSCRIPTIONS.get(fan.subscription_state, "none"),
+            chunk = wanted[start : start + FANS_PER_CALL]
+            try:
+                answer = await self._stub.BatchGetFans(
+                    crm_pb2.BatchGetFansRequest(fan_ids=chunk), metadata=metadata
                 )
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                # A fan of the chunk is gone (all or nothing): the others one by one.
+                found += await self._each_fan(chunk, metadata)
+                continue
+            found += answer.fans
+        return {uuid.UUID(fan.id): _profile(fan) for fan in found}
+
+    async def _each_fan(self, fan_ids: Sequence[str], metadata: Metadata) -> list[crm_pb2.Fan]:
+        found = []
+        for fan_id in fan_ids:
+            try:
+                found.append(
+                    await self._stub.GetFan(crm_pb2.GetFanRequest(fan_id=fan_id), metadata=metadata)
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
         return found
 
     async def history(

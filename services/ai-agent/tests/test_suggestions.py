@@ -13,6 +13,7 @@ import grpc
 
 from huntaze.ai.v1 import ai_pb2
 from huntaze.crm.v1 import crm_pb2
+from huntaze_devstack.testing import eventually
 from huntaze_kit.rich_status import from_rpc_error
 
 from .conftest import Stack, next_of, rpc_error
@@ -241,3 +242,30 @@ async def test_the_protos_rules_bound_pages_and_edited_text(stack: Stack) -> Non
         ai_pb2.ListSuggestionsRequest(limit=200), metadata=creator.auth
     )
     assert list(page.suggestions) == []
+
+
+async def test_a_batch_with_a_fan_deleted_meanwhile_drafts_the_others(stack: Stack) -> None:
+    """One CRM call reads a batch's fans, all or nothing: a fan deleted since their message came
+    makes the agent read the others one by one, and the gone fan's message is ignored."""
+    service, drafting = stack.agent.service, stack.agent.drafting
+    assert service is not None
+    assert drafting is not None
+    await drafting.stop(0)  # no worker: this test drafts the batch itself
+    creator = await stack.sign_up()
+    for n, fan in enumerate(("stays", "goes")):
+        await stack.platform.fan_writes(
+            creator, platform_message_id=f"m-{n}", text="hi", platform_fan_id=fan
+        )
+    fans = await eventually(
+        lambda: stack.crm_stub.ListFans(crm_pb2.ListFansRequest(), metadata=creator.auth),
+        lambda page: len(page.fans) == 2,
+    )
+    gone = next(f for f in fans.fans if f.platform_fan_id == "goes")
+    batch = await eventually(lambda: service.claim_drafts(limit=10), lambda b: len(b) == 2)
+    await stack.crm_stub.DeleteFan(crm_pb2.DeleteFanRequest(fan_id=gone.id), metadata=creator.auth)
+
+    assert await service.draft_batch(batch) == []
+
+    statuses = {s.fan_id: s.status for s in await stack.suggestions(creator)}
+    assert statuses.pop(gone.id) == ai_pb2.SUGGESTION_STATUS_IGNORED
+    assert list(statuses.values()) == [ai_pb2.SUGGESTION_STATUS_SUGGESTED]

@@ -317,7 +317,10 @@ class CrmService:
         ids = parse_ids(fan_ids, "fan_ids", violations)
         violations.raise_if_any()
         async with self._sessions() as session:
-            return await CrmRepository(session).get_fans(creator_id=creator_id, fan_ids=ids)
+            fans = await CrmRepository(session).get_fans(creator_id=creator_id, fan_ids=ids)
+        if len(fans) != len(set(ids)):  # all or nothing, like the other calls naming many fans
+            raise _not_found("Fan")
+        return fans
 
     async def create_fan(
         self,

@@ -251,8 +251,8 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchGetFans(self, request, context):
-        """Several fans at once (for services drafting replies to many fans); ids that name no fan
-        of the caller are left out of the answer.
+        """Several fans at once (for services drafting replies to many fans); all or nothing: an id
+        that names no fan of the caller is NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

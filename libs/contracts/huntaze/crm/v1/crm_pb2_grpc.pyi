@@ -48,8 +48,8 @@ class CrmServiceStub:
     GetFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetFanRequest, _crm_pb2.Fan]
     """The fan's profile, tags, notes, spend and subscription."""
     BatchGetFans: _grpc.UnaryUnaryMultiCallable[_crm_pb2.BatchGetFansRequest, _crm_pb2.BatchGetFansResponse]
-    """Several fans at once (for services drafting replies to many fans); ids that name no fan
-    of the caller are left out of the answer.
+    """Several fans at once (for services drafting replies to many fans); all or nothing: an id
+    that names no fan of the caller is NOT_FOUND.
     """
     CreateFan: _grpc.UnaryUnaryMultiCallable[_crm_pb2.CreateFanRequest, _crm_pb2.Fan]
     """A fan added by hand (the platform workers add the others). A platform account id is unique per
@@ -171,8 +171,8 @@ class CrmServiceAsyncStub(CrmServiceStub):
     GetFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
     """The fan's profile, tags, notes, spend and subscription."""
     BatchGetFans: _aio.UnaryUnaryMultiCallable[_crm_pb2.BatchGetFansRequest, _crm_pb2.BatchGetFansResponse]  # type: ignore[assignment]
-    """Several fans at once (for services drafting replies to many fans); ids that name no fan
-    of the caller are left out of the answer.
+    """Several fans at once (for services drafting replies to many fans); all or nothing: an id
+    that names no fan of the caller is NOT_FOUND.
     """
     CreateFan: _aio.UnaryUnaryMultiCallable[_crm_pb2.CreateFanRequest, _crm_pb2.Fan]  # type: ignore[assignment]
     """A fan added by hand (the platform workers add the others). A platform account id is unique per
@@ -309,8 +309,8 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _crm_pb2.BatchGetFansRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.BatchGetFansResponse, _abc.Awaitable[_crm_pb2.BatchGetFansResponse]]:
-        """Several fans at once (for services drafting replies to many fans); ids that name no fan
-        of the caller are left out of the answer.
+        """Several fans at once (for services drafting replies to many fans); all or nothing: an id
+        that names no fan of the caller is NOT_FOUND.
         """
 
     @_abc_1.abstractmethod
