@@ -69,12 +69,6 @@ class ScheduleCampaignBody(
     )
 
 
-class UpdateTemplateBody(
-    ProtoBody, message=campaigns_pb2.UpdateTemplateRequest, omit="template_id", partial=True
-):
-    """Members that are present replace the template's."""
-
-
 expose(
     (of_campaigns_router, campaigns_router),
     campaigns_pb2.DESCRIPTOR.services_by_name["CampaignService"],

@@ -2279,13 +2279,15 @@ class AutomationBudget(_message.Message):
     def __init__(
         self,
         *,
-        messages_per_fan_per_day: _builtins.int = ...,
+        messages_per_fan_per_day: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_messages_per_fan_per_day", b"_messages_per_fan_per_day", "messages_per_fan_per_day", b"messages_per_fan_per_day"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages_per_fan_per_day", b"messages_per_fan_per_day"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_messages_per_fan_per_day", b"_messages_per_fan_per_day", "messages_per_fan_per_day", b"messages_per_fan_per_day"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__messages_per_fan_per_day: _TypeAlias = _typing.Literal["messages_per_fan_per_day"]  # noqa: Y015
+    _WhichOneofArgType__messages_per_fan_per_day: _TypeAlias = _typing.Literal["_messages_per_fan_per_day", b"_messages_per_fan_per_day"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__messages_per_fan_per_day) -> _WhichOneofReturnType__messages_per_fan_per_day | None: ...
 
 Global___AutomationBudget: _TypeAlias = AutomationBudget  # noqa: Y015
 
