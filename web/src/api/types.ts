@@ -2588,11 +2588,8 @@ export interface components {
             url?: string | null;
         };
         "huntaze.crm.v1.AutomationBudget": {
-            /**
-             * Format: int32
-             * @description Automated messages one fan may receive in any 24 hours, 0 to 1,000 (0: none).
-             */
-            messagesPerFanPerDay?: number;
+            /** @description Automated messages one fan may receive in any 24 hours, 0 to 1,000 (0: none). */
+            messagesPerFanPerDay?: number | null;
         };
         "huntaze.crm.v1.Conversation": {
             archived?: boolean;
@@ -3295,10 +3292,7 @@ export interface components {
             /** Text */
             text?: string | null;
         };
-        /**
-         * UpdateTemplateBody
-         * @description Members that are present replace the template's.
-         */
+        /** UpdateTemplateBody */
         UpdateTemplateBody: {
             /** Name */
             name?: string | null;
