@@ -1,7 +1,7 @@
 // Campaigns: the list, a new campaign (from a template of the creator's niche or from scratch,
 // to a list or saved segment, with variants and a holdout), scheduling, pause / resume / cancel,
 // and the results with the lift over the holdout and its interval.
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { api, money, ok, when, type Campaign, type CampaignMetrics, type Comparison, type Schemas, type Template, type VariantMetrics } from "../api/client";
 import { navigate } from "../router";
 import { num, percent } from "../ui/figures";
@@ -85,6 +85,7 @@ interface VariantDraft {
 
 const EMPTY_VARIANT: VariantDraft = { text: "", price: "", media: "" };
 const KEYS = ["A", "B", "C", "D"];
+const LIVE_REFRESH_MS = 5000;
 
 function variantsIn(drafts: VariantDraft[]): VariantIn[] {
   return drafts.map((d, i) => ({
@@ -236,6 +237,16 @@ export function CampaignPage({ campaignId }: { campaignId: string }) {
     [campaignId],
   );
   const [sendAt, setSendAt] = useState("");
+  // While sends are due or being made, the status and the results follow them.
+  const live = campaign.data?.status === "scheduled" || campaign.data?.status === "running";
+  useEffect(() => {
+    if (!live) return;
+    const timer = window.setInterval(() => {
+      campaign.reload();
+      metrics.reload();
+    }, LIVE_REFRESH_MS);
+    return () => window.clearInterval(timer);
+  }, [live]);
   const act = useAction(async (what: "schedule" | "pause" | "resume" | "cancel") => {
     const path = { campaign_id: campaignId };
     let updated: Campaign;

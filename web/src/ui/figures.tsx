@@ -38,7 +38,7 @@ export interface Bar {
 
 const WIDTH = 640;
 const HEIGHT = 180;
-const PAD_BOTTOM = 22;
+const PAD_BOTTOM = 1;
 const PAD_TOP = 8;
 
 /** Bars for a series, described in words for screen readers (the figures are in `summary`). */
@@ -47,7 +47,8 @@ export function BarChart({ title, bars, format, summary }: { title: string; bars
   const step = WIDTH / Math.max(1, bars.length);
   const barWidth = Math.max(2, step * 0.7);
   const usable = HEIGHT - PAD_BOTTOM - PAD_TOP;
-  const every = Math.ceil(bars.length / 7);
+  const every = Math.max(1, Math.ceil(bars.length / 5));
+  const ticks = bars.filter((_, i) => i % every === 0 || i === bars.length - 1).map((b) => b.label);
   return (
     <figure class="chart">
       <svg viewBox={`0 0 ${WIDTH} ${HEIGHT}`} role="img" aria-label={`${title}: ${summary}`} preserveAspectRatio="none">
@@ -60,14 +61,11 @@ export function BarChart({ title, bars, format, summary }: { title: string; bars
             </rect>
           );
         })}
-        {bars.map((b, i) =>
-          i % every === 0 ? (
-            <text key={`t${b.label}`} x={i === 0 ? 0 : i * step + step / 2} y={HEIGHT - 6} text-anchor={i === 0 ? "start" : "middle"} class="tick">
-              {b.label}
-            </text>
-          ) : null,
-        )}
       </svg>
+      {/* Labels in HTML, so they keep their size when the chart stretches to the screen. */}
+      <div class="ticks" aria-hidden="true">
+        {ticks.map((t) => <span key={t}>{t}</span>)}
+      </div>
       <figcaption class="muted">{summary}</figcaption>
     </figure>
   );
