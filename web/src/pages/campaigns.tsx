@@ -9,6 +9,13 @@ import { Button, ErrorBanner, Field, fieldError, Input, Loading, Notice, PageTit
 
 type Niche = NonNullable<Template["niche"]>;
 type VariantIn = Schemas["VariantIn"];
+type Kind = Exclude<Schemas["CreateCampaignBody"]["kind"], "sequence">;
+
+const KINDS: { id: Kind; label: string }[] = [
+  { id: "one_off", label: "One message to a list or segment" },
+  { id: "welcome", label: "Welcome each new subscriber" },
+  { id: "reengagement", label: "Win back expired or silent fans" },
+];
 
 const NICHES: { id: Exclude<Niche, "unspecified">; label: string }[] = [
   { id: "general", label: "General" },
@@ -102,7 +109,9 @@ export function NewCampaign() {
   const [niche, setNiche] = useState<Exclude<Niche, "unspecified">>("general");
   const templates = useLoad(() => ok(api.GET("/api/campaigns/templates", { params: { query: { niche } } })), [niche]);
   const [name, setName] = useState("");
+  const [kind, setKind] = useState<Kind>("one_off");
   const [listId, setListId] = useState("");
+  const [silentDays, setSilentDays] = useState("30");
   const [holdout, setHoldout] = useState("10");
   const [templateId, setTemplateId] = useState("");
   const [variants, setVariants] = useState<VariantDraft[]>([{ ...EMPTY_VARIANT }]);
@@ -120,9 +129,9 @@ export function NewCampaign() {
       api.POST("/api/campaigns", {
         body: {
           name,
-          kind: "one_off",
-          listId,
-          silentForDays: 0,
+          kind,
+          listId: kind === "welcome" ? "" : listId,
+          silentForDays: kind === "reengagement" && !listId && silentDays.trim() ? Number(silentDays) : 0,
           holdoutPercent: holdout.trim() ? Number(holdout) : 0,
           attributionWindowHours: 0,
           timezone: Intl.DateTimeFormat().resolvedOptions().timeZone || "",
@@ -150,22 +159,38 @@ export function NewCampaign() {
         >
           <ErrorBanner error={create.error} />
           <Input label="Campaign name" value={name} onValue={setName} error={fieldError(create.error, "name")} required />
-          <Field label="Audience" hint="A list or a saved segment of your fans (make one on the Fans page)." error={fieldError(create.error, "listId")}>
-            {(id, describedBy) =>
-              lists.loading && !lists.data ? (
-                <select id={id} aria-describedby={describedBy} disabled><option>Loading your lists…</option></select>
-              ) : (
-                <select id={id} aria-describedby={describedBy} value={listId} onChange={(e) => setListId(e.currentTarget.value)} required>
-                  <option value="">Choose an audience</option>
-                  {audiences.map((l) => (
-                    <option key={l.id} value={l.id}>
-                      {l.name} ({num(l.memberCount)} fans{l.kind === "dynamic" ? ", segment" : ""})
-                    </option>
-                  ))}
-                </select>
-              )
-            }
+          <Field label="Kind">
+            {(id) => (
+              <select id={id} value={kind} onChange={(e) => setKind(e.currentTarget.value as Kind)}>
+                {KINDS.map((k) => <option key={k.id} value={k.id}>{k.label}</option>)}
+              </select>
+            )}
           </Field>
+          {kind !== "welcome" && (
+            <Field
+              label="Audience"
+              hint={kind === "reengagement" ? "Optional: without one, fans whose subscription ended or who went silent." : "A list or a saved segment of your fans (make one on the Fans page)."}
+              error={fieldError(create.error, "listId")}
+            >
+              {(id, describedBy) =>
+                lists.loading && !lists.data ? (
+                  <select id={id} aria-describedby={describedBy} disabled><option>Loading your lists…</option></select>
+                ) : (
+                  <select id={id} aria-describedby={describedBy} value={listId} onChange={(e) => setListId(e.currentTarget.value)} required={kind === "one_off"}>
+                    <option value="">{kind === "reengagement" ? "Expired or silent fans" : "Choose an audience"}</option>
+                    {audiences.map((l) => (
+                      <option key={l.id} value={l.id}>
+                        {l.name} ({num(l.memberCount)} fans{l.kind === "dynamic" ? ", segment" : ""})
+                      </option>
+                    ))}
+                  </select>
+                )
+              }
+            </Field>
+          )}
+          {kind === "reengagement" && !listId && (
+            <Input label="Silent for (days)" type="number" min="1" inputMode="numeric" value={silentDays} onValue={setSilentDays} error={fieldError(create.error, "silentForDays")} />
+          )}
           <ErrorBanner error={lists.error} />
           {variants.map((v, i) => (
             <fieldset key={KEYS[i]}>
@@ -196,7 +221,7 @@ export function NewCampaign() {
             hint="Fans drawn at random and not sent to, to measure what the campaign adds."
             error={fieldError(create.error, "holdoutPercent")}
           />
-          <Button type="submit" busy={create.busy} disabled={!name.trim() || !listId}>Create draft</Button>
+          <Button type="submit" busy={create.busy} disabled={!name.trim() || (kind === "one_off" && !listId)}>Create draft</Button>
         </form>
         <div class="card">
           <h2>Templates</h2>
