@@ -21,6 +21,7 @@ export function Analytics() {
   const period: Period = asked === "7d" || asked === "90d" ? asked : "30d";
   const overview = useLoad(() => ok(api.GET("/api/analytics/overview", { params: { query: { period } } })), [period]);
   const series = useLoad(() => ok(api.GET("/api/analytics/series", { params: { query: { period } } })), [period]);
+  const summary = useLoad(() => ok(api.GET("/api/analytics/summary", { params: { query: { period } } })), [period]);
   return (
     <section class="page">
       <div class="row">
@@ -44,6 +45,16 @@ export function Analytics() {
           <button type="button" class="btn btn-secondary" onClick={overview.reload}>Try again</button>
         </>
       ) : null}
+      <div class="card summary" aria-label="Summary" role="region">
+        {summary.loading && !summary.data && <Loading label="Writing the summary…" />}
+        <ErrorBanner error={summary.error} />
+        {summary.data && (
+          <>
+            <p>{summary.data.summary}</p>
+            <p class="muted">{summary.data.writtenBy === "facts" || !summary.data.writtenBy ? "Written from your figures." : `Written by ${summary.data.writtenBy} from your figures.`}</p>
+          </>
+        )}
+      </div>
       {overview.data && <Report data={overview.data} />}
       <div class="card">
         <h2>Revenue per day</h2>
@@ -77,7 +88,6 @@ function Report({ data }: { data: Overview }) {
       <p class="muted">
         {data.startDay} to {data.endDay} ({data.timezone || "UTC"}), compared with the period before.
       </p>
-      {data.summary && <p class="card summary">{data.summary}</p>}
       <div class="stats" role="group" aria-label="The period at a glance">
         <Stat label="Revenue" value={money(num(revenue?.totalCents?.current))} detail={changeText(revenue?.totalCents, "the period before")} trend={revenue?.totalCents?.percent} />
         <Stat label="Purchases" value={num(revenue?.purchases?.current)} detail={changeText(revenue?.purchases, "the period before")} trend={revenue?.purchases?.percent} />
