@@ -528,6 +528,18 @@ async def test_a_campaign_from_a_template_scheduled_paused_resumed_cancelled_and
     )
 
 
+async def test_a_campaign_that_does_not_exist_says_so_and_leads_back(
+    watched: Watched, creator: Creator
+) -> None:
+    page = watched.page
+    missing = f"/campaigns/{uuid.uuid4()}"
+    await sign_in(page, creator, next_path=missing)
+    await expect(page.get_by_role("alert")).to_contain_text(re.compile("campaign", re.IGNORECASE))
+    await page.get_by_role("link", name="Back to campaigns").click()
+    await expect(page).to_have_url("/campaigns")
+    await expect(page.get_by_role("heading", name="Campaigns")).to_be_visible()
+
+
 async def test_analytics_by_period_with_revenue_insights_and_the_csv_export(
     watched: Watched, creator: Creator
 ) -> None:
