@@ -51,7 +51,7 @@ export function Campaigns() {
       {campaigns.loading && !campaigns.data && <Loading label="Loading campaigns…" />}
       <ErrorBanner error={campaigns.error} />
       {campaigns.data && list.length === 0 && (
-        <p class="empty">No campaign yet. Start one from a template of your niche: <a href="/campaigns/new">new campaign</a>.</p>
+        <p class="empty">No campaign yet. <a href="/campaigns/new">Start one from a template of your niche</a>.</p>
       )}
       {list.length > 0 && (
         <div class="table-wrap" tabIndex={0} role="region" aria-label="Campaigns, scrollable">
