@@ -268,6 +268,28 @@ async def test_a_new_creator_signs_up_onboards_connects_and_answers_a_fan(
     assert paid[0]["price"] == 7.5
     assert any("coffee is on me" in m["text"] for m in delivered), delivered
 
+    # The fan buys it on the platform: the dashboard, the console's home, shows the revenue.
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Dashboard").click()
+    await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    before = await revenue_today(page)
+    bought = await simulator.control.post(
+        f"/_control/fans/{fan['id']}/purchases", json={"message_id": paid[0]["id"]}
+    )
+    assert bought.status_code == 200, bought.text
+    deadline = time.monotonic() + 90
+    while await revenue_today(page) < before + 750:
+        assert time.monotonic() < deadline, "the purchase never showed on the dashboard"
+        await asyncio.sleep(1)
+        await page.reload()
+    await expect(page.get_by_role("img", name=re.compile("Revenue per day"))).to_be_visible()
+
+
+async def revenue_today(page: Page) -> int:
+    """The dashboard's revenue today, in cents, once it has loaded."""
+    value = page.locator(".stat", has_text="Revenue today").locator(".value")
+    await expect(value).to_be_visible()
+    return round(float(re.sub(r"[^0-9.]", "", await value.inner_text())) * 100)
+
 
 @dataclass
 class Creator:
@@ -429,6 +451,126 @@ async def test_two_factor_from_settings_then_sign_in_with_a_code(
     await expect(page).to_have_url(re.compile("/onboarding$"))
 
 
+async def audience_of_everyone(suite: Suite, creator: Creator) -> str:
+    """A saved segment of every fan of the creator (made over the API: the fans page's own
+    test covers making one in the console)."""
+    async with suite.client() as client:
+        login = await suite.login(client, creator.email, creator.password)
+        client.headers["authorization"] = f"Bearer {login['tokens']['accessToken']}"
+        made = await client.post(
+            "/api/crm/lists",
+            json={"name": f"Everyone {uuid.uuid4().hex[:6]}", "kind": "dynamic", "segment": {}},
+        )
+        assert made.status_code == 201, made.text
+        return str(made.json()["id"])
+
+
+async def test_a_campaign_from_a_template_scheduled_paused_resumed_cancelled_and_its_results(
+    watched: Watched, suite: Suite, creator: Creator
+) -> None:
+    everyone = await audience_of_everyone(suite, creator)
+    page = watched.page
+    await sign_in(page, creator, next_path="/campaigns")
+    await expect(page.get_by_role("heading", name="Campaigns")).to_be_visible()
+
+    async def new_campaign(name: str) -> None:
+        await page.get_by_role("link", name="New campaign").click()
+        await expect(page.get_by_role("heading", name="New campaign")).to_be_visible()
+        await page.get_by_label("Niche").select_option("fitness")
+        template = page.locator(".templates li").first
+        await expect(template).to_be_visible()
+        await template.get_by_role("button").click()
+        await expect(page.get_by_label("Text (A)")).not_to_have_value("")
+        await page.get_by_label("Campaign name").fill(name)
+        await page.get_by_label("Audience").select_option(value=everyone)
+        await page.get_by_label("PPV price in $ (A)").fill("")
+        await page.get_by_role("button", name="Add a variant to test").click()
+        await page.get_by_label("Text (B)").fill("Hey {name}, a new workout is up")
+        await page.get_by_label("Holdout (%)").fill("50")
+        await page.get_by_role("button", name="Create draft").click()
+        await expect(page.get_by_role("heading", name=name)).to_be_visible()
+        await expect(page.get_by_text("Draft", exact=True)).to_be_visible()
+
+    # Scheduled for later: paused, resumed, then cancelled for good.
+    await new_campaign("Later drop")
+    await page.get_by_label("Send at").fill("2099-01-01T09:00")
+    await page.get_by_role("button", name="Schedule").click()
+    await expect(page.get_by_text("Scheduled", exact=True)).to_be_visible()
+    await page.get_by_role("button", name="Pause").click()
+    await expect(page.get_by_text("Paused", exact=True)).to_be_visible()
+    await page.get_by_role("button", name="Resume").click()
+    await expect(page.get_by_text("Scheduled", exact=True)).to_be_visible()
+    await page.get_by_role("button", name="Cancel campaign").click()
+    await page.get_by_role("button", name="Yes, cancel it").click()
+    await expect(page.get_by_text("Cancelled", exact=True)).to_be_visible()
+
+    # Sent now: the results, with the lift over the holdout and its interval.
+    await page.get_by_role("link", name="← Campaigns").click()
+    await new_campaign("Workout drop")
+    await page.get_by_role("button", name="Send now").click()
+    lift = page.get_by_role("group", name="Lift over the holdout")
+    await expect(lift).to_be_visible()
+    await expect(lift).to_contain_text("95% interval")
+    await expect(lift.get_by_role("status")).to_contain_text("Not significant")
+    results = page.get_by_role("table", name="Results per variant")
+    await expect(results.get_by_role("rowheader", name="A", exact=True)).to_be_visible()
+    await expect(results.get_by_role("rowheader", name="B", exact=True)).to_be_visible()
+    audience = page.locator(".stat", has_text="Audience").locator(".value")
+    await expect(audience).to_have_text("3")
+
+    # Both are listed.
+    await page.get_by_role("link", name="← Campaigns").click()
+    listed = page.get_by_role("table", name="Campaigns")
+    await expect(listed.get_by_role("link", name="Workout drop")).to_be_visible()
+    await expect(listed.get_by_role("row", name=re.compile("Later drop"))).to_contain_text(
+        "Cancelled"
+    )
+
+
+async def test_a_campaign_that_does_not_exist_says_so_and_leads_back(
+    watched: Watched, creator: Creator
+) -> None:
+    page = watched.page
+    missing = f"/campaigns/{uuid.uuid4()}"
+    await sign_in(page, creator, next_path=missing)
+    await expect(page.get_by_role("alert")).to_contain_text(re.compile("campaign", re.IGNORECASE))
+    await page.get_by_role("link", name="Back to campaigns").click()
+    await expect(page).to_have_url("/campaigns")
+    await expect(page.get_by_role("heading", name="Campaigns")).to_be_visible()
+
+
+async def test_analytics_by_period_with_revenue_insights_and_the_csv_export(
+    watched: Watched, creator: Creator
+) -> None:
+    page = watched.page
+    await sign_in(page, creator, next_path="/analytics")
+    await expect(page.get_by_role("heading", name="Analytics")).to_be_visible()
+    revenue = page.locator(".stat", has_text="Revenue").first.locator(".value")
+    await expect(revenue).to_have_text("$12.00")
+    by_type = page.get_by_role("table", name="Revenue by type")
+    await expect(by_type.get_by_role("row", name=re.compile("Tips"))).to_contain_text("$12.00")
+    by_platform = page.get_by_role("table", name="Revenue by platform")
+    await expect(by_platform.get_by_role("row", name=re.compile("OnlyFans"))).to_contain_text(
+        "$12.00"
+    )
+    await expect(page.get_by_role("heading", name="AI replies")).to_be_visible()
+    await expect(page.get_by_role("region", name="Summary")).to_contain_text("revenue was $12.00")
+
+    await page.get_by_role("link", name="Last 7 days").click()
+    await expect(page).to_have_url("/analytics?period=7d")
+    await expect(page.get_by_role("link", name="Last 7 days")).to_have_attribute(
+        "aria-current", "page"
+    )
+    async with page.expect_download() as downloading:
+        await page.get_by_role("link", name=re.compile("Download CSV")).click()
+    download = await downloading.value
+    saved = await download.path()
+    lines = Path(saved).read_text().splitlines()
+    assert lines[0].startswith("day,revenue_cents"), lines[:2]
+    # The $12.00 tip of today is in the last 7 days.
+    assert sum(int(line.split(",")[1]) for line in lines[1:]) == 1200, lines
+
+
 AXE_SCRIPT = REPO_ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
 VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 800}}
 SIGNED_OUT_PAGES = {
@@ -440,9 +582,14 @@ SIGNED_OUT_PAGES = {
 }
 
 
-def signed_in_pages(creator: Creator) -> dict[str, str]:
+def signed_in_pages(creator: Creator, campaign_id: str) -> dict[str, str]:
     return {
         "onboarding": "/onboarding",
+        "dashboard": "/dashboard",
+        "campaigns": "/campaigns",
+        "campaign-new": "/campaigns/new",
+        "campaign": f"/campaigns/{campaign_id}",
+        "analytics": "/analytics?period=30d",
         "inbox": "/inbox",
         "thread": f"/inbox/{creator.conversation_id}",
         "fans": "/fans",
@@ -483,10 +630,34 @@ async def settled(page: Page) -> None:
     await expect(page.locator(".loading")).to_have_count(0)
 
 
+async def scheduled_campaign(suite: Suite, creator: Creator) -> str:
+    """A campaign sent to every fan with a holdout, so its page has results to show."""
+    list_id = await audience_of_everyone(suite, creator)
+    async with suite.client() as client:
+        login = await suite.login(client, creator.email, creator.password)
+        client.headers["authorization"] = f"Bearer {login['tokens']['accessToken']}"
+        created = await client.post(
+            "/api/campaigns",
+            json={
+                "name": "Checked for accessibility",
+                "kind": "one_off",
+                "listId": list_id,
+                "holdoutPercent": 50,
+                "variants": [{"key": "A", "text": "Hi {name}", "priceCents": 0}],
+            },
+        )
+        assert created.status_code == 201, created.text
+        campaign_id = str(created.json()["id"])
+        scheduled = await client.post(f"/api/campaigns/{campaign_id}/schedule", json={})
+        assert scheduled.status_code == 200, scheduled.text
+        return campaign_id
+
+
 async def test_every_page_is_accessible_and_screenshotted_at_phone_and_desktop_widths(
     browser: Browser, suite: Suite, onlyfans_worker: Suite, creator: Creator
 ) -> None:
     assert AXE_SCRIPT.is_file(), "npm ci installs axe-core"
+    campaign_id = await scheduled_campaign(suite, creator)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     found: dict[str, list[str]] = {}
     for viewport_name, viewport in VIEWPORTS.items():
@@ -502,7 +673,7 @@ async def test_every_page_is_accessible_and_screenshotted_at_phone_and_desktop_w
                 await settled(page)
                 await check_and_keep(page, f"{name}-{viewport_name}", found)
             await sign_in(page, creator)
-            for name, path in signed_in_pages(creator).items():
+            for name, path in signed_in_pages(creator, campaign_id).items():
                 await page.goto(path)
                 await expect(page).to_have_url(path)
                 await settled(page)
@@ -511,4 +682,4 @@ async def test_every_page_is_accessible_and_screenshotted_at_phone_and_desktop_w
             await context.close()
     assert not found, "\n".join(f"{page}: {v}" for page, vs in found.items() for v in vs)
     shots = sorted(ARTIFACTS.glob("*.png"))
-    assert len(shots) >= 2 * (len(SIGNED_OUT_PAGES) + len(signed_in_pages(creator)))
+    assert len(shots) >= 2 * (len(SIGNED_OUT_PAGES) + len(signed_in_pages(creator, campaign_id)))

@@ -4,6 +4,9 @@ import { useEffect } from "preact/hooks";
 import { api, whenSignedOut } from "./api/client";
 import { ForgotPassword, ResetPassword, SignIn, SignUp, VerifyEmail } from "./pages/auth";
 import { FanProfile, Fans } from "./pages/fans";
+import { Analytics } from "./pages/analytics";
+import { CampaignPage, Campaigns, NewCampaign } from "./pages/campaigns";
+import { Dashboard } from "./pages/dashboard";
 import { Inbox } from "./pages/inbox";
 import { Onboarding } from "./pages/onboarding";
 import { Settings } from "./pages/settings";
@@ -13,8 +16,11 @@ import { ErrorBanner, Loading } from "./ui/kit";
 
 /** The signed-in pages in the navigation; a new page is one more entry. */
 export const NAV: { path: string; label: string }[] = [
+  { path: "/dashboard", label: "Dashboard" },
   { path: "/inbox", label: "Inbox" },
   { path: "/fans", label: "Fans" },
+  { path: "/campaigns", label: "Campaigns" },
+  { path: "/analytics", label: "Analytics" },
   { path: "/settings", label: "Settings" },
 ];
 
@@ -67,10 +73,15 @@ function SignedInPage({ path }: { path: string }) {
   let params: Record<string, string> | null;
   if (path === "/onboarding") return <Onboarding />;
   let page: ComponentChildren;
-  if (path === "/inbox") page = <Inbox conversationId={null} />;
+  if (path === "/dashboard") page = <Dashboard />;
+  else if (path === "/inbox") page = <Inbox conversationId={null} />;
   else if ((params = match("/inbox/:id", path))) page = <Inbox conversationId={params.id} />;
   else if (path === "/fans") page = <Fans />;
   else if ((params = match("/fans/:id", path))) page = <FanProfile fanId={params.id} />;
+  else if (path === "/campaigns") page = <Campaigns />;
+  else if (path === "/campaigns/new") page = <NewCampaign />;
+  else if ((params = match("/campaigns/:id", path))) page = <CampaignPage campaignId={params.id} />;
+  else if (path === "/analytics") page = <Analytics />;
   else if (path === "/settings") page = <Settings tab="ai" />;
   else if ((params = match("/settings/:tab", path))) page = <Settings tab={params.tab} />;
   else
@@ -78,7 +89,7 @@ function SignedInPage({ path }: { path: string }) {
       <section class="page">
         <h1 class="page-title">Page not found</h1>
         <p>
-          Nothing lives at this address. Go to the <a href="/inbox">inbox</a>.
+          Nothing lives at this address. Go to the <a href="/dashboard">dashboard</a>.
         </p>
       </section>
     );
@@ -125,7 +136,7 @@ export function App() {
     return <SignIn next={query.get("next")} />;
   }
   if (path === "/sign-in" || path === "/") {
-    return <Redirect to={onboarded(session) ? query.get("next") || "/inbox" : "/onboarding"} />;
+    return <Redirect to={onboarded(session) ? query.get("next") || "/dashboard" : "/onboarding"} />;
   }
   return <SignedInPage path={path} />;
 }

@@ -16,6 +16,16 @@ export type Suggestion = Schemas["huntaze.ai.v1.Suggestion"];
 export type User = Schemas["huntaze.auth.v1.User"];
 export type Profile = Schemas["huntaze.auth.v1.Profile"];
 export type Session = Schemas["huntaze.auth.v1.Session"];
+export type Dashboard = Schemas["huntaze.analytics.v1.Dashboard"];
+export type Change = Schemas["huntaze.analytics.v1.Change"];
+export type Overview = Schemas["huntaze.analytics.v1.Overview"];
+export type SeriesPoint = Schemas["huntaze.analytics.v1.SeriesPoint"];
+export type FanInsight = Schemas["huntaze.analytics.v1.FanInsight"];
+export type Campaign = Schemas["huntaze.campaigns.v1.Campaign"];
+export type CampaignMetrics = Schemas["huntaze.campaigns.v1.CampaignMetrics"];
+export type VariantMetrics = Schemas["huntaze.campaigns.v1.VariantMetrics"];
+export type Comparison = Schemas["huntaze.campaigns.v1.Comparison"];
+export type Template = Schemas["huntaze.campaigns.v1.Template"];
 
 export interface FieldError {
   field: string;

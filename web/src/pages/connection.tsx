@@ -4,9 +4,10 @@ import { useState } from "preact/hooks";
 import { api, ApiError, ok, when, type Schemas } from "../api/client";
 import { Button, ErrorBanner, fieldError, Input, Loading, Notice, useAction, useLoad } from "../ui/kit";
 
-export type Status = Schemas["StatusOut"];
+export type Status = Schemas["huntaze.onlyfans.v1.AccountStatus"];
 
-const STATE_TEXT: Record<Status["state"], string> = {
+const STATE_TEXT: Record<NonNullable<Status["state"]>, string> = {
+  unspecified: "Not connected",
   disconnected: "Not connected",
   connected: "Connected",
   needs_otp: "Waiting for the code OnlyFans sent you",
@@ -22,7 +23,7 @@ export function useOnlyFansStatus() {
 export function StatusLine({ status }: { status: Status }) {
   return (
     <p>
-      <strong>{STATE_TEXT[status.state]}</strong>
+      <strong>{STATE_TEXT[status.state ?? "unspecified"]}</strong>
       {status.username && <> as @{status.username}</>}
       {status.lastSyncedAt && <span class="muted"> · last synced {when(status.lastSyncedAt)}</span>}
       {status.reason && status.state !== "connected" && <span class="muted"> · {status.reason}</span>}

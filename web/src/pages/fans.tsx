@@ -4,7 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, money, ok, when, type Fan, type FanList, type Schemas } from "../api/client";
 import { Button, ErrorBanner, Field, fieldError, Input, Loading, Notice, PageTitle, useAction, useLoad } from "../ui/kit";
 
-type Segment = Schemas["SegmentIn"];
+type Segment = Schemas["SegmentFilterBody"];
 type SubscriptionState = NonNullable<Segment["subscriptionStates"]>[number];
 type Sort = "-lastMessageAt" | "-valueCents" | "displayName" | "-createdAt";
 

@@ -532,7 +532,7 @@ function Composer({ conversationId, onSent }: { conversationId: string; onSent: 
       .filter(Boolean)
       .map((id) => ({ kind: "file" as const, platformMediaId: id, mimeType: "", thumbnailUrl: "", url: "" }));
     const answer = await ok(
-      api.POST("/api/messages/reply", { body: { conversationId, text: text.trim(), priceCents: cents, attachments, idempotencyKey: key } }),
+      api.POST("/api/messages/reply", { body: { conversationId, fanId: "", text: text.trim(), priceCents: cents, attachments, idempotencyKey: key } }),
     );
     if (answer.message) onSent(answer.message);
     setText("");
