@@ -472,7 +472,7 @@ def quick_actions(dashboard: pb.Dashboard) -> list[pb.QuickAction]:
             pb.QuickAction(
                 key="reconnect_account",
                 label="Reconnect your OnlyFans account",
-                href="/settings/platforms",
+                href="/settings/connections",
             )
         )
     if dashboard.unread_messages:
@@ -480,7 +480,7 @@ def quick_actions(dashboard: pb.Dashboard) -> list[pb.QuickAction]:
             pb.QuickAction(
                 key="reply_unread",
                 label=f"Reply to {dashboard.unread_messages} unread messages",
-                href="/messages?unread=1",
+                href="/inbox",
             )
         )
     if dashboard.fans.expiring:
@@ -488,7 +488,7 @@ def quick_actions(dashboard: pb.Dashboard) -> list[pb.QuickAction]:
             pb.QuickAction(
                 key="win_back_expiring",
                 label=f"Win back {dashboard.fans.expiring} fans whose subscription ends soon",
-                href="/fans?segment=expiring",
+                href="/fans",
             )
         )
     if not dashboard.active_campaigns:

@@ -5,14 +5,6 @@ import { api, money, ok, type Dashboard as DashboardData, type SeriesPoint } fro
 import { BarChart, changeText, num, percent, Stat } from "../ui/figures";
 import { ErrorBanner, Loading, PageTitle, useLoad } from "../ui/kit";
 
-/** Where each quick action opens in the console (its `href` when the console has no page of its own). */
-const ACTION_PAGES: Record<string, string> = {
-  reply_unread: "/inbox",
-  reconnect_account: "/settings/connections",
-  win_back_expiring: "/fans",
-  create_campaign: "/campaigns/new",
-};
-
 export function Dashboard() {
   const dashboard = useLoad(() => ok(api.GET("/api/dashboard")));
   const series = useLoad(() => ok(api.GET("/api/analytics/series", { params: { query: { period: "30d" } } })));
@@ -61,7 +53,7 @@ function Figures({ data }: { data: DashboardData }) {
           <ul class="actions">
             {(data.quickActions ?? []).map((q) => (
               <li key={q.key}>
-                <a class="btn btn-secondary" href={ACTION_PAGES[q.key ?? ""] ?? q.href}>{q.label}</a>
+                <a class="btn btn-secondary" href={q.href}>{q.label}</a>
               </li>
             ))}
           </ul>
