@@ -432,7 +432,10 @@ class OnlyFansWebDriver:
     async def saved_session(self, account: str) -> bytes:
         """The session as opaque bytes (cookies, local storage, x-bc, user-agent): secret."""
         held = self._held(account)
-        state = await held.context.storage_state()
+        try:
+            state = await held.context.storage_state()
+        except PlaywrightError:
+            raise PlatformUnavailable("the browser closed the OnlyFans session") from None
         return json.dumps(
             {
                 "format": SESSION_FORMAT,
@@ -534,10 +537,14 @@ class OnlyFansWebDriver:
 
     async def _signed_in(self, account: str, held: _Account, page: BrowserPage) -> LoginResult:
         """After the last login step: keep the browser's x-bc and account id, close the page."""
-        held.x_bc = str(await page.evaluate("localStorage.getItem('bcTokenSha') || ''"))
-        cookies = {cookie["name"]: cookie["value"] for cookie in await held.context.cookies()}
-        held.user_id = cookies.get("auth_id", "")
-        await page.close()
+        try:
+            held.x_bc = str(await page.evaluate("localStorage.getItem('bcTokenSha') || ''"))
+            cookies = {cookie["name"]: cookie["value"] for cookie in await held.context.cookies()}
+            held.user_id = cookies.get("auth_id", "")
+            await page.close()
+        except PlaywrightError:
+            await self.release(account)
+            raise PlatformUnavailable("the OnlyFans home page did not load") from None
         held.pending = None
         if not held.x_bc or not held.user_id:
             await self.release(account)

@@ -24,7 +24,8 @@ from huntaze_onlyfans_worker.driver import (
     ImportedSession,
     LoginResult,
     LoginStatus,
-    PlatformUnavailable,
+    PlatformError,
+    RateLimited,
 )
 from huntaze_onlyfans_worker.models import Connection, Lease
 
@@ -146,28 +147,36 @@ class OnlyfansService:
         async with accounts.gate(creator_id).lock:
             try:
                 result = await attempt()
-            except PlatformUnavailable as error:
-                raise Unavailable(message=str(error), reason="PLATFORM_UNAVAILABLE") from None
-            async with accounts.sessions() as session, session.begin():
-                if login is not None and result.status in {
-                    LoginStatus.CONNECTED,
-                    LoginStatus.NEEDS_OTP,
-                }:
-                    # Kept for logging in again when the session ends.
-                    await accounts.vault.seal(
-                        session, creator_id=creator_id, name=CREDENTIALS, secret=login.encode()
-                    )
-                if result.status is LoginStatus.CONNECTED:
-                    await accounts.mark_connected(session, creator_id, result)
-                else:
-                    await accounts.set_state(
-                        session, creator_id, LOGIN_STATES[result.status], reason=result.reason
-                    )
+                await self._record_login(creator_id, result, login=login)
+            except PlatformError as error:
+                # A login left halfway holds a browser context and nothing was written.
+                await accounts.driver.release(str(creator_id))
+                raise _unavailable(error) from None
         log.info("onlyfans.connect", creator_id=str(creator_id), outcome=result.status.value)
         if result.status is LoginStatus.CONNECTED:
             for listener in self.on_connected:
                 listener(creator_id)
         return await self.status(creator_id=creator_id)
+
+    async def _record_login(
+        self, creator_id: uuid.UUID, result: LoginResult, *, login: StoredLogin | None
+    ) -> None:
+        accounts = self.accounts
+        async with accounts.sessions() as session, session.begin():
+            if login is not None and result.status in {
+                LoginStatus.CONNECTED,
+                LoginStatus.NEEDS_OTP,
+            }:
+                # Kept for logging in again when the session ends.
+                await accounts.vault.seal(
+                    session, creator_id=creator_id, name=CREDENTIALS, secret=login.encode()
+                )
+            if result.status is LoginStatus.CONNECTED:
+                await accounts.mark_connected(session, creator_id, result)
+            else:
+                await accounts.set_state(
+                    session, creator_id, LOGIN_STATES[result.status], reason=result.reason
+                )
 
     async def status(self, *, creator_id: uuid.UUID) -> Status:
         return Status.of(await self.accounts.connection(creator_id))
@@ -204,3 +213,15 @@ class OnlyfansService:
                 aggregate_id=str(creator_id),
             )
         return True
+
+
+def _unavailable(error: PlatformError) -> Unavailable:
+    """A login the platform did not carry through is worth trying again, never an internal error:
+    the platform was down, slowed us down, or closed the session while it was being stored."""
+    if isinstance(error, RateLimited):
+        return Unavailable(
+            message=str(error),
+            reason="PLATFORM_RATE_LIMITED",
+            retry_after_seconds=max(1, round(error.retry_after)),
+        )
+    return Unavailable(message=str(error), reason="PLATFORM_UNAVAILABLE")

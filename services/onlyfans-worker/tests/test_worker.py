@@ -385,3 +385,33 @@ async def test_a_send_interrupted_after_the_platform_took_it_is_not_sent_again(
         "See you at 8",
         "Running late",
     ]
+
+
+async def test_a_login_the_platform_slows_down_answers_unavailable_and_stores_nothing(
+    worker_stack: WorkerStack,
+) -> None:
+    simulator = worker_stack.simulator
+    # The home page's own script spends the only request: the worker's profile call gets a 429.
+    await simulator.control.patch(
+        "/_control/config",
+        json={
+            "rate_limit_requests": 1,
+            "rate_limit_window_seconds": 60,
+            "rate_limit_block_seconds": 30,
+        },
+    )
+    creator = await worker_stack.sign_up()
+    with pytest.raises(grpc.aio.AioRpcError) as slowed:
+        await worker_stack.connect(creator)
+    assert slowed.value.code() == grpc.StatusCode.UNAVAILABLE
+    status = await worker_stack.stub.GetStatus(
+        onlyfans_pb2.GetStatusRequest(), metadata=creator.auth
+    )
+    assert status.state != CONNECTED
+    driver = worker_stack.worker.driver
+    assert driver is not None
+    assert not driver.holds(creator.id)
+
+    await simulator.control.patch("/_control/config", json={"rate_limit_requests": 1000})
+    await simulator.advance(31)
+    assert (await worker_stack.connect(creator)).state == CONNECTED
