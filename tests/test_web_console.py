@@ -256,7 +256,16 @@ async def test_a_new_creator_signs_up_onboards_connects_and_answers_a_fan(
     # The creator answers by hand, as a pay-per-view message, and sees it delivered.
     await page.get_by_label("Reply", exact=True).fill("Here is something special")
     await page.get_by_label("PPV price ($)").fill("7.50")
-    await page.get_by_label("Media from your vault").fill(str(simulator.platform.data.vault[0].id))
+    # Its media come from the vault the worker lists from the platform, picked by keyboard.
+    picker = page.get_by_role("group", name="Media from your vault")
+    await picker.get_by_role("button", name="Choose from your vault").click()
+    picked = picker.get_by_role("checkbox").first
+    await picked.focus()
+    await page.keyboard.press("Space")
+    await expect(picked).to_be_checked()
+    media_id = re.search(r"#(\d+)", await picker.locator("li").first.inner_text())
+    assert media_id is not None
+    await expect(picker).to_contain_text("1 attached")
     await page.get_by_role("button", name="Send for $7.50").click()
     sent = messages.locator(".msg.out", has_text="Here is something special")
     await expect(sent).to_contain_text("PPV $7.50")
@@ -266,6 +275,15 @@ async def test_a_new_creator_signs_up_onboards_connects_and_answers_a_fan(
     paid = [m for m in delivered if "Here is something special" in m["text"]]
     assert len(paid) == 1, delivered
     assert paid[0]["price"] == 7.5
+    assert paid[0]["media_files"] == [int(media_id.group(1))]
+    assert media_id.group(1) in {str(m.id) for m in simulator.platform.data.vault}
+
+    # The campaign form picks from the same vault.
+    await page.goto("/campaigns/new")
+    variant = page.get_by_role("group", name="Media from your vault (A)")
+    await variant.get_by_role("button", name="Choose from your vault").click()
+    await variant.get_by_role("checkbox").nth(1).check()
+    await expect(variant).to_contain_text(re.compile(r"1 attached: (Photo|Video)"))
     assert any("coffee is on me" in m["text"] for m in delivered), delivered
 
     # The fan buys it on the platform: the dashboard, the console's home, shows the revenue.
@@ -527,6 +545,90 @@ async def test_a_campaign_from_a_template_scheduled_paused_resumed_cancelled_and
     )
 
 
+async def test_a_sequence_with_follow_ups_drafted_then_deleted_after_a_confirmation(
+    watched: Watched, suite: Suite, creator: Creator
+) -> None:
+    everyone = await audience_of_everyone(suite, creator)
+    page = watched.page
+    await sign_in(page, creator, next_path="/campaigns/new")
+    await page.get_by_label("Campaign name").fill("Welcome series")
+    await page.get_by_label("Kind").select_option("sequence")
+    await page.get_by_label("Audience").select_option(value=everyone)
+    await page.get_by_label("Text (A)").fill("Hi {name}, glad you are here")
+    await page.get_by_label("Wait (follow-up 1)").fill("2")
+    await page.get_by_label("Text (follow-up 1)").fill("Still there, {name}?")
+    await page.get_by_role("button", name="Add a follow-up").click()
+    await page.get_by_label("Wait (follow-up 2)").fill("6")
+    await page.get_by_label("Unit (follow-up 2)").select_option("hours")
+    await page.get_by_label("Text (follow-up 2)").fill("Last call for the bundle")
+    await page.get_by_label("PPV price in $ (follow-up 2)").fill("12")
+    await page.get_by_role("button", name="Add a follow-up").click()
+    await page.get_by_role("button", name="Remove follow-up 3").click()
+    await expect(page.get_by_label("Text (follow-up 3)")).to_have_count(0)
+    # Without an OnlyFans connection the vault cannot be read: the picker says what to do.
+    picker = page.get_by_role("group", name="Media from your vault (follow-up 2)")
+    await picker.get_by_role("button", name="Choose from your vault").click()
+    await expect(picker.get_by_role("link", name="Connections")).to_be_visible()
+    await page.get_by_role("button", name="Create draft").click()
+
+    await expect(page.get_by_role("heading", name="Welcome series")).to_be_visible()
+    steps = page.locator(".steps-list li")
+    await expect(steps).to_have_count(2)
+    await expect(steps.nth(0)).to_contain_text("After 2 days: Still there, {name}?")
+    await expect(steps.nth(1)).to_contain_text("After 6 hours: Last call for the bundle")
+    await expect(steps.nth(1)).to_contain_text("PPV $12.00")
+
+    # Deleting asks once more; keeping it changes nothing.
+    await page.get_by_role("button", name="Delete draft").click()
+    confirm = page.get_by_role("group", name="Delete the draft")
+    await confirm.get_by_role("button", name="Keep it").click()
+    await expect(page.get_by_role("heading", name="Welcome series")).to_be_visible()
+    await page.get_by_role("button", name="Delete draft").click()
+    await confirm.get_by_role("button", name="Yes, delete it").click()
+    await expect(page).to_have_url("/campaigns")
+    await expect(page.get_by_role("heading", name="Campaigns")).to_be_visible()
+    await expect(page.get_by_role("link", name="Welcome series")).to_have_count(0)
+
+
+async def test_a_template_edited_with_its_variables_and_its_past_results(
+    watched: Watched, creator: Creator
+) -> None:
+    page = watched.page
+    await sign_in(page, creator, next_path="/campaigns")
+    await page.get_by_role("link", name="Templates").click()
+    await expect(page.get_by_role("heading", name="Templates")).to_be_visible()
+    await page.get_by_label("Niche").select_option("gaming")
+    card = page.locator(".templates > li").first
+    await expect(card).to_be_visible()
+    name = await card.get_by_role("heading").inner_text()
+    results = card.get_by_role("definition")
+    await expect(results).to_have_count(5)
+    await expect(card.get_by_role("term")).to_have_text(
+        ["Campaigns", "Recipients", "Purchases", "Revenue", "Bought"]
+    )
+
+    await card.get_by_role("button", name=f"Edit “{name}”").click()
+    text = card.get_by_label("Template text")
+    await text.fill("New raid tonight, {nickname}")
+    await card.get_by_role("button", name="Save template").click()
+    await expect(card.get_by_role("alert")).to_contain_text("nickname")
+    await text.fill("New raid tonight, ")
+    await card.get_by_role("button", name="Insert {name}").click()
+    await expect(text).to_have_value("New raid tonight, {name}")
+    await card.get_by_label("Template PPV price in $").fill("4.5")
+    await card.get_by_role("button", name="Save template").click()
+    await expect(card.get_by_role("button", name=f"Edit “{name}”")).to_be_visible()
+    await expect(card).to_contain_text("New raid tonight, {name}")
+    await expect(card).to_contain_text("PPV $4.50 · uses {name}")
+
+    # Kept: the new campaign form offers the edited text.
+    await page.goto("/campaigns/new")
+    await page.get_by_label("Niche").select_option("gaming")
+    await expect(page.locator(".templates > li", has_text=name)).to_contain_text(
+        "New raid tonight, {name}"
+    )
+
+
 async def test_a_campaign_that_does_not_exist_says_so_and_leads_back(
     watched: Watched, creator: Creator
 ) -> None:
@@ -588,6 +690,7 @@ def signed_in_pages(creator: Creator, campaign_id: str) -> dict[str, str]:
         "dashboard": "/dashboard",
         "campaigns": "/campaigns",
         "campaign-new": "/campaigns/new",
+        "campaign-templates": "/campaigns/templates",
         "campaign": f"/campaigns/{campaign_id}",
         "analytics": "/analytics?period=30d",
         "inbox": "/inbox",

@@ -5,7 +5,7 @@ import { api, whenSignedOut } from "./api/client";
 import { ForgotPassword, ResetPassword, SignIn, SignUp, VerifyEmail } from "./pages/auth";
 import { FanProfile, Fans } from "./pages/fans";
 import { Analytics } from "./pages/analytics";
-import { CampaignPage, Campaigns, NewCampaign } from "./pages/campaigns";
+import { CampaignPage, Campaigns, NewCampaign, Templates } from "./pages/campaigns";
 import { Dashboard } from "./pages/dashboard";
 import { Inbox } from "./pages/inbox";
 import { Onboarding } from "./pages/onboarding";
@@ -80,6 +80,7 @@ function SignedInPage({ path }: { path: string }) {
   else if ((params = match("/fans/:id", path))) page = <FanProfile fanId={params.id} />;
   else if (path === "/campaigns") page = <Campaigns />;
   else if (path === "/campaigns/new") page = <NewCampaign />;
+  else if (path === "/campaigns/templates") page = <Templates />;
   else if ((params = match("/campaigns/:id", path))) page = <CampaignPage campaignId={params.id} />;
   else if (path === "/analytics") page = <Analytics />;
   else if (path === "/settings") page = <Settings tab="ai" />;

@@ -67,6 +67,18 @@ class PlatformMedia:
 
 
 @dataclass(frozen=True)
+class PlatformVaultMedia:
+    """A file of the creator's vault: what a pay-per-view message attaches by its id."""
+
+    platform_media_id: str
+    # photo, video, audio or gif, as the platform names it.
+    kind: str
+    duration_seconds: int
+    thumbnail_url: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
 class PlatformChat:
     platform_fan_id: str
     last_message_id: str | None
@@ -198,6 +210,10 @@ class PlatformDriver(Protocol):
     async def transactions(
         self, account: str, *, since: datetime, cursor: str | None
     ) -> Page[PlatformTransaction]: ...
+
+    async def vault_media(
+        self, account: str, *, cursor: str | None, limit: int
+    ) -> Page[PlatformVaultMedia]: ...
 
     def listen(
         self, account: str, *, on_open: Callable[[], None] | None = None

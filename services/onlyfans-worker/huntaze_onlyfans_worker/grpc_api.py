@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import uuid
 
-from huntaze.onlyfans.v1 import onlyfans_pb2, onlyfans_pb2_grpc
+from huntaze.common.v1 import common_pb2
+from huntaze.onlyfans.v1 import events_pb2, onlyfans_pb2, onlyfans_pb2_grpc
 from huntaze_kit.errors import InvalidArgument, Unauthenticated
 from huntaze_kit.grpc_server import AccessPolicy, Context
 from huntaze_kit.identity import current_principal
 from huntaze_onlyfans_worker.accounts import timestamp
-from huntaze_onlyfans_worker.driver import ImportedSession
+from huntaze_onlyfans_worker.driver import ImportedSession, PlatformVaultMedia
 from huntaze_onlyfans_worker.service import OnlyfansService, Status
 
 SERVICE_NAME: str = onlyfans_pb2.DESCRIPTOR.services_by_name["OnlyFansService"].full_name
@@ -31,6 +32,14 @@ STATES = {
     "needs_session_import": onlyfans_pb2.CONNECTION_STATE_NEEDS_SESSION_IMPORT,
     "failed": onlyfans_pb2.CONNECTION_STATE_FAILED,
     "needs_attention": onlyfans_pb2.CONNECTION_STATE_NEEDS_ATTENTION,
+}
+
+# The platform's names of vault files.
+MEDIA_KINDS = {
+    "photo": events_pb2.MEDIA_KIND_IMAGE,
+    "gif": events_pb2.MEDIA_KIND_IMAGE,
+    "video": events_pb2.MEDIA_KIND_VIDEO,
+    "audio": events_pb2.MEDIA_KIND_AUDIO,
 }
 
 
@@ -64,6 +73,18 @@ def status_message(status: Status) -> onlyfans_pb2.AccountStatus:
         message.connected_at.CopyFrom(timestamp(status.connected_at))
     if status.last_synced_at is not None:
         message.last_synced_at.CopyFrom(timestamp(status.last_synced_at))
+    return message
+
+
+def vault_media_message(media: PlatformVaultMedia) -> onlyfans_pb2.VaultMedia:
+    message = onlyfans_pb2.VaultMedia(
+        platform_media_id=media.platform_media_id,
+        kind=MEDIA_KINDS.get(media.kind, events_pb2.MEDIA_KIND_FILE),
+        duration_seconds=media.duration_seconds,
+        thumbnail_url=media.thumbnail_url,
+    )
+    if media.created_at is not None:
+        message.created_at.CopyFrom(timestamp(media.created_at))
     return message
 
 
@@ -117,3 +138,16 @@ class OnlyFansServicer(onlyfans_pb2_grpc.OnlyFansServiceServicer):
     ) -> onlyfans_pb2.RequestSyncResponse:
         accepted = await self.service.request_sync(creator_id=_creator())
         return onlyfans_pb2.RequestSyncResponse(accepted=accepted)
+
+    async def ListVaultMedia(
+        self, request: onlyfans_pb2.ListVaultMediaRequest, context: Context
+    ) -> onlyfans_pb2.ListVaultMediaResponse:
+        page = await self.service.vault_media(
+            creator_id=_creator(),
+            page_size=request.page.page_size,
+            page_token=request.page.page_token,
+        )
+        return onlyfans_pb2.ListVaultMediaResponse(
+            media=[vault_media_message(media) for media in page.items],
+            page=common_pb2.PageResponse(next_page_token=page.next_cursor or ""),
+        )

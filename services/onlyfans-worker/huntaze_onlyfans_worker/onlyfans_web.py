@@ -48,6 +48,7 @@ from huntaze_onlyfans_worker.driver import (
     PlatformSubscriber,
     PlatformTransaction,
     PlatformUnavailable,
+    PlatformVaultMedia,
     RateLimited,
     SendThrottled,
     SessionDead,
@@ -77,6 +78,7 @@ CHATS_PAGE = 100
 MESSAGES_PAGE = 100
 SUBSCRIBERS_PAGE = 20
 TRANSACTIONS_PAGE = 100
+VAULT_PAGE = 100
 # When a 429 names no delay: the platform's block is reported to last minutes.
 DEFAULT_RETRY_AFTER = 60.0
 HEARTBEAT_SECONDS = 25.0
@@ -714,6 +716,30 @@ class OnlyFansWebDriver:
         marker = answer.get("nextMarker")
         more = bool(answer.get("hasMore")) and marker is not None
         return Page(items, str(marker) if more else None)
+
+    async def vault_media(
+        self, account: str, *, cursor: str | None, limit: int
+    ) -> Page[PlatformVaultMedia]:
+        """The vault's media, newest first, as the web client's vault page lists them."""
+        offset = int(cursor or 0)
+        answer = await self._call(
+            account,
+            "GET",
+            "/vault/media",
+            params={"limit": min(limit, VAULT_PAGE), "offset": offset},
+        )
+        items = [
+            PlatformVaultMedia(
+                platform_media_id=str(item["id"]),
+                kind=str(item.get("type") or "photo"),
+                duration_seconds=int(item.get("duration") or 0),
+                thumbnail_url=str(((item.get("files") or {}).get("thumb") or {}).get("url") or ""),
+                created_at=_time(item.get("createdAt")),
+            )
+            for item in answer["list"]
+        ]
+        more = bool(answer.get("hasMore")) and bool(items)
+        return Page(items, str(offset + len(items)) if more else None)
 
     async def send_message(
         self,

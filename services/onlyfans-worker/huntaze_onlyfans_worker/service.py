@@ -11,11 +11,18 @@ from datetime import datetime
 from sqlalchemy import delete
 
 from huntaze.onlyfans.v1 import events_pb2
-from huntaze_kit.errors import FailedPrecondition, InvalidArgument, Unavailable
+from huntaze_kit.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    RateLimited,
+    Unavailable,
+)
 from huntaze_kit.logging import get_logger
 from huntaze_onlyfans_worker.accounts import (
     CREDENTIALS,
     AccountElsewhere,
+    AccountPaused,
     Accounts,
     StoredLogin,
     timestamp,
@@ -24,15 +31,19 @@ from huntaze_onlyfans_worker.driver import (
     ImportedSession,
     LoginResult,
     LoginStatus,
+    Page,
     PlatformError,
-    RateLimited,
+    PlatformVaultMedia,
 )
+from huntaze_onlyfans_worker.driver import RateLimited as PlatformRateLimited
 from huntaze_onlyfans_worker.models import Connection, Lease
 
 log = get_logger(__name__)
 
 SYNC_REQUESTED = "onlyfans.account.sync_requested"
 MAX_FIELD_LENGTH = 4096
+VAULT_PAGE_DEFAULT = 24
+VAULT_PAGE_MAX = 100
 # What a login outcome leaves the connection as.
 LOGIN_STATES = {
     LoginStatus.CONNECTED: "connected",
@@ -151,7 +162,7 @@ class OnlyfansService:
             except PlatformError as error:
                 # A login left halfway holds a browser context and nothing was written.
                 await accounts.driver.release(str(creator_id))
-                raise _unavailable(error) from None
+                raise _login_failure(error) from None
         log.info("onlyfans.connect", creator_id=str(creator_id), outcome=result.status.value)
         if result.status is LoginStatus.CONNECTED:
             for listener in self.on_connected:
@@ -214,14 +225,64 @@ class OnlyfansService:
             )
         return True
 
+    async def vault_media(
+        self, *, creator_id: uuid.UUID, page_size: int, page_token: str
+    ) -> Page[PlatformVaultMedia]:
+        """One page of the creator's vault, read from the platform now (nothing is stored)."""
+        if page_size < 0 or page_size > VAULT_PAGE_MAX:
+            raise InvalidArgument.for_field("page.page_size", f"from 1 to {VAULT_PAGE_MAX}")
+        if page_token and not page_token.isdigit():
+            raise InvalidArgument.for_field("page.page_token", "is not a cursor of this list")
+        current = await self.accounts.connection(creator_id)
+        if current is None or current.state != "connected":
+            raise FailedPrecondition(
+                message="Connect your OnlyFans account first.", reason="NOT_CONNECTED"
+            )
+        accounts = self.accounts
+        try:
+            # The platform is driven by the worker holding the account's lease, never by two.
+            await accounts.claim(creator_id)
+        except AccountElsewhere:
+            raise Unavailable(
+                message="Another worker is busy with this account; try again shortly.",
+                reason="ACCOUNT_BUSY",
+                retry_after_seconds=accounts.lease_seconds,
+            ) from None
+        # A 429 rests the whole account: the creator is told when to come back, not kept waiting.
+        resting = accounts.backoff_left(creator_id).total_seconds()
+        if resting > 0:
+            raise _resting(resting)
+        size = page_size or VAULT_PAGE_DEFAULT
+        try:
+            return await accounts.drive(
+                creator_id,
+                lambda account: accounts.driver.vault_media(
+                    account, cursor=page_token or None, limit=size
+                ),
+            )
+        except PlatformRateLimited as limited:
+            raise _resting(limited.retry_after) from None
+        except AccountPaused as paused:
+            raise FailedPrecondition(message=str(paused), reason="ACCOUNT_PAUSED") from None
+        except PlatformError as error:
+            raise Unavailable(message=str(error), reason="PLATFORM_UNAVAILABLE") from None
 
-def _unavailable(error: PlatformError) -> Unavailable:
+
+def _resting(seconds: float) -> RateLimited:
+    return RateLimited(
+        message="OnlyFans asked to slow down; the vault can be read again shortly.",
+        reason="PLATFORM_RATE_LIMITED",
+        retry_after_seconds=max(1.0, seconds),
+    )
+
+
+def _login_failure(error: PlatformError) -> DomainError:
     """A login the platform did not carry through is worth trying again, never an internal error:
     the platform was down, slowed us down, or closed the session while it was being stored."""
-    if isinstance(error, RateLimited):
-        return Unavailable(
-            message=str(error),
+    if isinstance(error, PlatformRateLimited):
+        return RateLimited(
+            message="OnlyFans asked to slow down; try connecting again shortly.",
             reason="PLATFORM_RATE_LIMITED",
-            retry_after_seconds=max(1, round(error.retry_after)),
+            retry_after_seconds=max(1.0, error.retry_after),
         )
     return Unavailable(message=str(error), reason="PLATFORM_UNAVAILABLE")

@@ -120,6 +120,18 @@ async def test_connect_with_otp_sync_then_crm_routes_and_a_reply_sent_once(
     synced = await gateway.post("/api/of/sync", headers=auth)
     assert synced.status_code == 202
 
+    # The vault, listed from the platform for the media pickers, a page at a time.
+    vault = await get_json(gateway, creator, "/api/of/vault/media", limit=10)
+    assert len(vault["media"]) == 10
+    assert vault["nextCursor"]
+    assert {media["kind"] for media in vault["media"]} == {"image", "video"}
+    rest = await get_json(gateway, creator, "/api/of/vault/media", cursor=vault["nextCursor"])
+    assert len(rest["media"]) == 2
+    assert rest["nextCursor"] is None
+    too_many = await gateway.get("/api/of/vault/media", headers=auth, params={"limit": 101})
+    assert too_many.status_code == 422, too_many.text
+    assert too_many.headers["content-type"].startswith("application/problem+json")
+
     fan = await simulator.new_fan(name="Sasha")
     await simulator.fan_writes(fan["id"], "are you there?")
     conversation = await eventually(

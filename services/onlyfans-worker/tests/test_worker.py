@@ -9,6 +9,7 @@ import uuid
 import grpc
 import pytest
 
+from huntaze.common.v1 import common_pb2
 from huntaze.crm.v1 import crm_pb2
 from huntaze.crm.v1 import events_pb2 as crm_events
 from huntaze.onlyfans.v1 import events_pb2, onlyfans_pb2
@@ -387,7 +388,7 @@ async def test_a_send_interrupted_after_the_platform_took_it_is_not_sent_again(
     ]
 
 
-async def test_a_login_the_platform_slows_down_answers_unavailable_and_stores_nothing(
+async def test_a_login_the_platform_slows_down_is_refused_for_now_and_stores_nothing(
     worker_stack: WorkerStack,
 ) -> None:
     simulator = worker_stack.simulator
@@ -403,7 +404,7 @@ async def test_a_login_the_platform_slows_down_answers_unavailable_and_stores_no
     creator = await worker_stack.sign_up()
     with pytest.raises(grpc.aio.AioRpcError) as slowed:
         await worker_stack.connect(creator)
-    assert slowed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert slowed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     status = await worker_stack.stub.GetStatus(
         onlyfans_pb2.GetStatusRequest(), metadata=creator.auth
     )
@@ -415,3 +416,69 @@ async def test_a_login_the_platform_slows_down_answers_unavailable_and_stores_no
     await simulator.control.patch("/_control/config", json={"rate_limit_requests": 1000})
     await simulator.advance(31)
     assert (await worker_stack.connect(creator)).state == CONNECTED
+
+
+async def test_the_vault_is_listed_from_the_platform_page_by_page(
+    worker_stack: WorkerStack,
+) -> None:
+    stranger = await worker_stack.sign_up()
+    with pytest.raises(grpc.aio.AioRpcError) as not_connected:
+        await worker_stack.stub.ListVaultMedia(
+            onlyfans_pb2.ListVaultMediaRequest(), metadata=stranger.auth
+        )
+    assert not_connected.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    creator = await connected_and_synced(worker_stack)
+    for page, field in (
+        (common_pb2.PageRequest(page_size=101), "page.page_size"),
+        (common_pb2.PageRequest(page_token="not-a-cursor"), "page.page_token"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await worker_stack.stub.ListVaultMedia(
+                onlyfans_pb2.ListVaultMediaRequest(page=page), metadata=creator.auth
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in (refused.value.details() or "")
+
+    listed: list[onlyfans_pb2.VaultMedia] = []
+    sizes: list[int] = []
+    token = ""
+    while True:
+        answer = await worker_stack.stub.ListVaultMedia(
+            onlyfans_pb2.ListVaultMediaRequest(
+                page=common_pb2.PageRequest(page_size=5, page_token=token)
+            ),
+            metadata=creator.auth,
+        )
+        listed.extend(answer.media)
+        sizes.append(len(answer.media))
+        token = answer.page.next_page_token
+        if not token:
+            break
+    # The simulated platform starts with 12 files in the vault: a third videos.
+    assert sizes == [5, 5, 2]
+    assert len({media.platform_media_id for media in listed}) == 12
+    videos = [media for media in listed if media.kind == events_pb2.MEDIA_KIND_VIDEO]
+    assert len(videos) == 4
+    assert all(media.duration_seconds > 0 for media in videos)
+    assert all(media.kind == events_pb2.MEDIA_KIND_IMAGE for media in listed if media not in videos)
+    assert all(media.HasField("created_at") and media.thumbnail_url for media in listed)
+
+    # A listed id is one the platform takes in a pay-per-view message.
+    accounts = worker_stack.worker.accounts
+    assert accounts is not None
+    fan = await worker_stack.simulator.new_fan(name="Robin")
+    await accounts.drive(
+        uuid.UUID(creator.id),
+        lambda account: accounts.driver.send_message(
+            account,
+            str(fan["id"]),
+            text="Just for you",
+            price_cents=999,
+            media_ids=(listed[0].platform_media_id,),
+        ),
+    )
+    copies = await sent_to(worker_stack.simulator, fan["id"])
+    assert [(copy["price"], copy["media_files"]) for copy in copies] == [
+        (9.99, [int(listed[0].platform_media_id)])
+    ]

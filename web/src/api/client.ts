@@ -26,6 +26,8 @@ export type CampaignMetrics = Schemas["huntaze.campaigns.v1.CampaignMetrics"];
 export type VariantMetrics = Schemas["huntaze.campaigns.v1.VariantMetrics"];
 export type Comparison = Schemas["huntaze.campaigns.v1.Comparison"];
 export type Template = Schemas["huntaze.campaigns.v1.Template"];
+export type Step = Schemas["huntaze.campaigns.v1.Step"];
+export type VaultMedia = Schemas["huntaze.onlyfans.v1.VaultMedia"];
 
 export interface FieldError {
   field: string;

@@ -1449,6 +1449,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/of/vault/media": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the media of my OnlyFans vault
+         * @description The media of the creator's vault on the platform, newest first, read from the platform now: their ids are what a pay-per-view message or a campaign attaches (`platform_media_ids`). At most 100 a page (24 by default).
+         */
+        get: operations["list_vault_media_api_of_vault_media_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/onboarding/complete": {
         parameters: {
             query?: never;
@@ -2808,6 +2828,21 @@ export interface components {
         };
         "huntaze.onlyfans.v1.RequestSyncResponse": {
             accepted?: boolean;
+        };
+        "huntaze.onlyfans.v1.VaultMedia": {
+            /** @description When it was added to the vault. */
+            createdAt?: string | null;
+            /**
+             * Format: int32
+             * @description Videos and audio; 0 otherwise.
+             */
+            durationSeconds?: number;
+            /** @enum {string} */
+            kind?: "unspecified" | "image" | "video" | "audio" | "file";
+            /** @description What `platform_media_ids` take. */
+            platformMediaId?: string;
+            /** @description The platform's thumbnail (its own CDN's address). */
+            thumbnailUrl?: string;
         };
         /** ImportedSessionBody */
         ImportedSessionBody: {
@@ -11005,6 +11040,98 @@ export interface operations {
             };
             /** @description Some fields are not valid: see `errors`. */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_vault_media_api_of_vault_media_get: {
+        parameters: {
+            query?: {
+                /** @description `nextCursor` of the previous page (same filters). */
+                cursor?: string;
+                /** @description Page size, 1 to 200; default 50. */
+                limit?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        media: components["schemas"]["huntaze.onlyfans.v1.VaultMedia"][];
+                        /** @description Pass as `cursor` for the next page. */
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state (e.g. the email is taken). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many attempts: wait `Retry-After` seconds. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,18 +1,22 @@
 // Campaigns: the list, a new campaign (from a template of the creator's niche or from scratch,
-// to a list or saved segment, with variants and a holdout), scheduling, pause / resume / cancel,
-// and the results with the lift over the holdout and its interval.
+// to a list or saved segment, with variants and a holdout, or a sequence of follow-ups),
+// scheduling, pause / resume / cancel, deleting a draft, the results with the lift over the
+// holdout and its interval; and the templates, with what they earned, to edit.
 import { useEffect, useState } from "preact/hooks";
-import { api, money, ok, when, type Campaign, type CampaignMetrics, type Comparison, type Schemas, type Template, type VariantMetrics } from "../api/client";
+import { api, money, ok, when, type Campaign, type CampaignMetrics, type Comparison, type Schemas, type Step, type Template, type VariantMetrics } from "../api/client";
 import { navigate } from "../router";
 import { num, percent } from "../ui/figures";
 import { Button, ErrorBanner, Field, fieldError, Input, Loading, Notice, PageTitle, useAction, useLoad } from "../ui/kit";
+import { MediaPicker } from "../ui/media";
 
 type Niche = NonNullable<Template["niche"]>;
 type VariantIn = Schemas["VariantIn"];
-type Kind = Exclude<Schemas["CreateCampaignBody"]["kind"], "sequence">;
+type StepIn = Schemas["StepIn"];
+type Kind = Schemas["CreateCampaignBody"]["kind"];
 
 const KINDS: { id: Kind; label: string }[] = [
   { id: "one_off", label: "One message to a list or segment" },
+  { id: "sequence", label: "A message, then follow-ups until the fan replies or buys" },
   { id: "welcome", label: "Welcome each new subscriber" },
   { id: "reengagement", label: "Win back expired or silent fans" },
 ];
@@ -46,6 +50,7 @@ export function Campaigns() {
       <div class="row">
         <PageTitle>Campaigns</PageTitle>
         <span class="grow" />
+        <a class="btn btn-secondary" href="/campaigns/templates">Templates</a>
         <a class="btn btn-primary" href="/campaigns/new">New campaign</a>
       </div>
       {campaigns.loading && !campaigns.data && <Loading label="Loading campaigns…" />}
@@ -87,21 +92,44 @@ export function Campaigns() {
 interface VariantDraft {
   text: string;
   price: string;
-  media: string;
+  media: string[];
 }
 
-const EMPTY_VARIANT: VariantDraft = { text: "", price: "", media: "" };
+type DelayUnit = "minutes" | "hours" | "days";
+interface StepDraft extends VariantDraft {
+  delay: string;
+  unit: DelayUnit;
+}
+
+const EMPTY_VARIANT: VariantDraft = { text: "", price: "", media: [] };
+const EMPTY_STEP: StepDraft = { ...EMPTY_VARIANT, delay: "1", unit: "days" };
 const KEYS = ["A", "B", "C", "D"];
+const MAX_STEPS = 10;
+const UNIT_MINUTES: Record<DelayUnit, number> = { minutes: 1, hours: 60, days: 1440 };
 const LIVE_REFRESH_MS = 5000;
 
+function cents(price: string): number {
+  return price.trim() ? Math.round(Number(price) * 100) : 0;
+}
+
 function variantsIn(drafts: VariantDraft[]): VariantIn[] {
-  return drafts.map((d, i) => ({
-    key: KEYS[i],
+  return drafts.map((d, i) => ({ key: KEYS[i], text: d.text, priceCents: cents(d.price), weight: 1, platformMediaIds: d.media }));
+}
+
+function stepsIn(drafts: StepDraft[]): StepIn[] {
+  return drafts.map((d) => ({
+    delayMinutes: Math.round(Number(d.delay || 0) * UNIT_MINUTES[d.unit]),
     text: d.text,
-    priceCents: d.price.trim() ? Math.round(Number(d.price) * 100) : 0,
-    weight: 1,
-    platformMediaIds: d.media.split(",").map((m) => m.trim()).filter(Boolean),
+    priceCents: cents(d.price),
+    platformMediaIds: d.media,
   }));
+}
+
+/** "2 days", "90 minutes": a step's delay as the creator set it. */
+export function delayText(minutes: number): string {
+  if (minutes % 1440 === 0) return `${minutes / 1440} day${minutes === 1440 ? "" : "s"}`;
+  if (minutes % 60 === 0) return `${minutes / 60} hour${minutes === 60 ? "" : "s"}`;
+  return `${minutes} minute${minutes === 1 ? "" : "s"}`;
 }
 
 export function NewCampaign() {
@@ -115,6 +143,7 @@ export function NewCampaign() {
   const [holdout, setHoldout] = useState("10");
   const [templateId, setTemplateId] = useState("");
   const [variants, setVariants] = useState<VariantDraft[]>([{ ...EMPTY_VARIANT }]);
+  const [steps, setSteps] = useState<StepDraft[]>([{ ...EMPTY_STEP }]);
 
   const applyTemplate = (t: Template) => {
     setTemplateId(t.id ?? "");
@@ -123,6 +152,9 @@ export function NewCampaign() {
   };
   const setVariant = (index: number, patch: Partial<VariantDraft>) =>
     setVariants((old) => old.map((v, i) => (i === index ? { ...v, ...patch } : v)));
+  const setStep = (index: number, patch: Partial<StepDraft>) =>
+    setSteps((old) => old.map((v, i) => (i === index ? { ...v, ...patch } : v)));
+  const listRequired = kind === "one_off" || kind === "sequence";
 
   const create = useAction(async () => {
     const created = await ok(
@@ -137,6 +169,7 @@ export function NewCampaign() {
           timezone: Intl.DateTimeFormat().resolvedOptions().timeZone || "",
           templateId,
           variants: variantsIn(variants),
+          steps: kind === "sequence" ? stepsIn(steps) : [],
         },
       }),
     );
@@ -176,7 +209,7 @@ export function NewCampaign() {
                 lists.loading && !lists.data ? (
                   <select id={id} aria-describedby={describedBy} disabled><option>Loading your lists…</option></select>
                 ) : (
-                  <select id={id} aria-describedby={describedBy} value={listId} onChange={(e) => setListId(e.currentTarget.value)} required={kind === "one_off"}>
+                  <select id={id} aria-describedby={describedBy} value={listId} onChange={(e) => setListId(e.currentTarget.value)} required={listRequired}>
                     <option value="">{kind === "reengagement" ? "Expired or silent fans" : "Choose an audience"}</option>
                     {audiences.map((l) => (
                       <option key={l.id} value={l.id}>
@@ -194,14 +227,14 @@ export function NewCampaign() {
           <ErrorBanner error={lists.error} />
           {variants.map((v, i) => (
             <fieldset key={KEYS[i]}>
-              <legend>{variants.length > 1 ? `Variant ${KEYS[i]}` : "Message"}</legend>
+              <legend>{variants.length > 1 ? `Variant ${KEYS[i]}` : kind === "sequence" ? "First message" : "Message"}</legend>
               <Field label={`Text (${KEYS[i]})`} hint="{name} becomes the fan's first name." error={fieldError(create.error, `variants[${i}].text`)}>
                 {(id, describedBy) => (
                   <textarea id={id} aria-describedby={describedBy} value={v.text} onInput={(e) => setVariant(i, { text: e.currentTarget.value })} />
                 )}
               </Field>
               <Input label={`PPV price in $ (${KEYS[i]})`} type="number" min="0" step="0.01" inputMode="decimal" value={v.price} onValue={(p) => setVariant(i, { price: p })} hint="Empty for a free message." />
-              <Input label={`Media from your vault (${KEYS[i]})`} value={v.media} onValue={(m) => setVariant(i, { media: m })} hint="Media ids, separated by commas; a PPV message needs one." />
+              <MediaPicker label={`Media from your vault (${KEYS[i]})`} selected={v.media} onChange={(media) => setVariant(i, { media })} />
               {i > 0 && (
                 <Button kind="ghost" onClick={() => setVariants((old) => old.filter((_, j) => j !== i))}>Remove variant {KEYS[i]}</Button>
               )}
@@ -209,6 +242,49 @@ export function NewCampaign() {
           ))}
           {variants.length < KEYS.length && (
             <Button kind="secondary" onClick={() => setVariants((old) => [...old, { ...EMPTY_VARIANT }])}>Add a variant to test</Button>
+          )}
+          {kind === "sequence" && (
+            <>
+              <p class="hint">Each follow-up waits its delay after the previous message, and is not sent to a fan who replied or bought meanwhile.</p>
+              {steps.map((step, i) => (
+                <fieldset key={i}>
+                  <legend>Follow-up {i + 1}</legend>
+                  <div class="row">
+                    <Input
+                      label={`Wait (follow-up ${i + 1})`}
+                      type="number"
+                      min="1"
+                      inputMode="numeric"
+                      value={step.delay}
+                      onValue={(delay) => setStep(i, { delay })}
+                      error={fieldError(create.error, `steps[${i}].delayMinutes`)}
+                    />
+                    <Field label={`Unit (follow-up ${i + 1})`}>
+                      {(id) => (
+                        <select id={id} value={step.unit} onChange={(e) => setStep(i, { unit: e.currentTarget.value as DelayUnit })}>
+                          <option value="minutes">minutes</option>
+                          <option value="hours">hours</option>
+                          <option value="days">days</option>
+                        </select>
+                      )}
+                    </Field>
+                  </div>
+                  <Field label={`Text (follow-up ${i + 1})`} hint="{name} becomes the fan's first name." error={fieldError(create.error, `steps[${i}].text`)}>
+                    {(id, describedBy) => (
+                      <textarea id={id} aria-describedby={describedBy} value={step.text} onInput={(e) => setStep(i, { text: e.currentTarget.value })} />
+                    )}
+                  </Field>
+                  <Input label={`PPV price in $ (follow-up ${i + 1})`} type="number" min="0" step="0.01" inputMode="decimal" value={step.price} onValue={(price) => setStep(i, { price })} hint="Empty for a free message." />
+                  <MediaPicker label={`Media from your vault (follow-up ${i + 1})`} selected={step.media} onChange={(media) => setStep(i, { media })} />
+                  {steps.length > 1 && (
+                    <Button kind="ghost" onClick={() => setSteps((old) => old.filter((_, j) => j !== i))}>Remove follow-up {i + 1}</Button>
+                  )}
+                </fieldset>
+              ))}
+              {steps.length < MAX_STEPS && (
+                <Button kind="secondary" onClick={() => setSteps((old) => [...old, { ...EMPTY_STEP }])}>Add a follow-up</Button>
+              )}
+            </>
           )}
           <Input
             label="Holdout (%)"
@@ -221,10 +297,14 @@ export function NewCampaign() {
             hint="Fans drawn at random and not sent to, to measure what the campaign adds."
             error={fieldError(create.error, "holdoutPercent")}
           />
-          <Button type="submit" busy={create.busy} disabled={!name.trim() || (kind === "one_off" && !listId)}>Create draft</Button>
+          <Button type="submit" busy={create.busy} disabled={!name.trim() || (listRequired && !listId)}>Create draft</Button>
         </form>
         <div class="card">
-          <h2>Templates</h2>
+          <div class="row">
+            <h2>Templates</h2>
+            <span class="grow" />
+            <a href="/campaigns/templates">Edit templates</a>
+          </div>
           <Field label="Niche">
             {(id) => (
               <select id={id} value={niche} onChange={(e) => setNiche(e.currentTarget.value as typeof niche)}>
@@ -272,6 +352,10 @@ export function CampaignPage({ campaignId }: { campaignId: string }) {
     }, LIVE_REFRESH_MS);
     return () => window.clearInterval(timer);
   }, [live]);
+  const remove = useAction(async () => {
+    await ok(api.DELETE("/api/campaigns/{campaign_id}", { params: { path: { campaign_id: campaignId } } }));
+    navigate("/campaigns");
+  });
   const act = useAction(async (what: "schedule" | "pause" | "resume" | "cancel") => {
     const path = { campaign_id: campaignId };
     let updated: Campaign;
@@ -326,7 +410,11 @@ export function CampaignPage({ campaignId }: { campaignId: string }) {
             <ConfirmCancel busy={act.busy} onConfirm={() => void act.run("cancel")} />
           )}
           {(status === "completed" || status === "cancelled") && <p class="muted">This campaign is over{c.completedAt ? `, since ${when(c.completedAt)}` : ""}.</p>}
+          {(status === "draft" || status === "completed" || status === "cancelled") && (
+            <ConfirmDelete busy={remove.busy} draft={status === "draft"} onConfirm={() => void remove.run()} />
+          )}
         </div>
+        <ErrorBanner error={remove.error} />
         <h3>Messages</h3>
         <ul class="variants">
           {(c.variants ?? []).map((v) => (
@@ -335,6 +423,7 @@ export function CampaignPage({ campaignId }: { campaignId: string }) {
             </li>
           ))}
         </ul>
+        {(c.steps ?? []).length > 0 && <Steps steps={c.steps ?? []} />}
       </div>
       <div class="card">
         <div class="row">
@@ -354,9 +443,40 @@ export function CampaignPage({ campaignId }: { campaignId: string }) {
         </div>
         {metrics.loading && !metrics.data && <Loading label="Loading results…" />}
         <ErrorBanner error={metrics.error} />
-        {metrics.data && (status === "draft" ? <p class="muted">Results appear once the campaign is scheduled.</p> : <Results metrics={metrics.data} />)}
+        {metrics.data && (status === "draft" ? <p class="muted">Results appear once the campaign is scheduled.</p> : <Results metrics={metrics.data} sequence={c.kind === "sequence"} />)}
       </div>
     </section>
+  );
+}
+
+function Steps({ steps }: { steps: Step[] }) {
+  return (
+    <>
+      <h3>Follow-ups</h3>
+      <p class="muted">Each stops for a fan who replied or bought.</p>
+      <ol class="steps-list">
+        {steps.map((step, i) => (
+          <li key={i}>
+            <span class="muted">After {delayText(num(step.delayMinutes))}:</span> {step.text}{" "}
+            {num(step.priceCents) > 0 && <span class="ppv">PPV {money(num(step.priceCents))}</span>}
+          </li>
+        ))}
+      </ol>
+    </>
+  );
+}
+
+/** Deleting is for good too: a draft goes with its messages, an ended campaign with its results. */
+function ConfirmDelete({ busy, draft, onConfirm }: { busy: boolean; draft: boolean; onConfirm: () => void }) {
+  const [asking, setAsking] = useState(false);
+  const what = draft ? "draft" : "campaign";
+  if (!asking) return <Button kind="danger" busy={busy} onClick={() => setAsking(true)}>Delete {what}</Button>;
+  return (
+    <div class="row" role="group" aria-label={`Delete the ${what}`}>
+      <span>{draft ? "The draft and its messages are deleted for good." : "The campaign and its results are deleted for good."}</span>
+      <Button kind="danger" busy={busy} onClick={onConfirm}>Yes, delete it</Button>
+      <Button kind="ghost" onClick={() => setAsking(false)}>Keep it</Button>
+    </div>
   );
 }
 
@@ -377,7 +497,7 @@ function rate(value: number | undefined): string {
   return percent((value ?? 0) * 100, 1);
 }
 
-function Results({ metrics }: { metrics: CampaignMetrics }) {
+function Results({ metrics, sequence }: { metrics: CampaignMetrics; sequence: boolean }) {
   const rows: VariantMetrics[] = [...(metrics.variants ?? []), ...(metrics.total ? [{ ...metrics.total, key: "" }] : [])];
   return (
     <>
@@ -401,6 +521,7 @@ function Results({ metrics }: { metrics: CampaignMetrics }) {
               <th scope="col">Failed</th>
               <th scope="col">Skipped</th>
               <th scope="col">Pending</th>
+              {sequence && <th scope="col">Stopped</th>}
               <th scope="col">Bought</th>
               <th scope="col">Revenue</th>
             </tr>
@@ -414,6 +535,7 @@ function Results({ metrics }: { metrics: CampaignMetrics }) {
                 <td>{num(v.failed)}</td>
                 <td>{num(v.skippedBudget) + num(v.skippedOther)}</td>
                 <td>{num(v.pending)}</td>
+                {sequence && <td>{num(v.stopped)}</td>}
                 <td>{num(v.converted)} ({rate(v.conversion)})</td>
                 <td>{money(num(v.revenueCents))}</td>
               </tr>
@@ -441,5 +563,115 @@ function Lift({ comparison, title }: { comparison: Comparison; title: string }) 
       </p>
       {comparison.significant ? <Notice kind="success">{comparison.verdict}</Notice> : <Notice kind="warning">{comparison.verdict || "Not significant: the difference may be chance."}</Notice>}
     </div>
+  );
+}
+
+const NICHE_LABELS: Record<string, string> = Object.fromEntries(NICHES.map((n) => [n.id, n.label]));
+const VARIABLES = ["name"];
+
+/** The creator's templates: what each earned in the campaigns that used it, and its text to edit. */
+export function Templates() {
+  const [niche, setNiche] = useState<Exclude<Niche, "unspecified"> | "">("");
+  const templates = useLoad(
+    () => ok(api.GET("/api/campaigns/templates", { params: { query: niche ? { niche } : {} } })),
+    [niche],
+  );
+  const list = templates.data?.templates ?? [];
+  return (
+    <section class="page">
+      <a href="/campaigns">← Campaigns</a>
+      <PageTitle>Templates</PageTitle>
+      <p class="muted">A campaign started from a template keeps its own copy: editing a template changes the campaigns made after.</p>
+      <Field label="Niche">
+        {(id) => (
+          <select id={id} value={niche} onChange={(e) => setNiche(e.currentTarget.value as typeof niche)}>
+            <option value="">Every niche</option>
+            {NICHES.map((n) => <option key={n.id} value={n.id}>{n.label}</option>)}
+          </select>
+        )}
+      </Field>
+      {templates.loading && !templates.data && <Loading label="Loading templates…" />}
+      <ErrorBanner error={templates.error} />
+      {templates.data && list.length === 0 && <p class="empty">No template for this niche.</p>}
+      <ul class="templates">
+        {list.map((t) => (
+          <TemplateCard key={t.id} template={t} onSaved={templates.reload} />
+        ))}
+      </ul>
+    </section>
+  );
+}
+
+function TemplateCard({ template, onSaved }: { template: Template; onSaved: () => void }) {
+  const [editing, setEditing] = useState(false);
+  const [shown, setShown] = useState(template);
+  const [name, setName] = useState("");
+  const [text, setText] = useState("");
+  const [price, setPrice] = useState("");
+  const results = shown.results;
+  const open = () => {
+    setName(shown.name ?? "");
+    setText(shown.text ?? "");
+    setPrice(num(shown.priceCents) ? String(num(shown.priceCents) / 100) : "");
+    setEditing(true);
+  };
+  const save = useAction(async () => {
+    const saved = await ok(
+      api.PATCH("/api/campaigns/templates/{template_id}", {
+        params: { path: { template_id: shown.id ?? "" } },
+        body: { name, text, priceCents: cents(price) },
+      }),
+    );
+    setShown(saved);
+    setEditing(false);
+    onSaved();
+  });
+  const heading = shown.name ?? "Template";
+  return (
+    <li>
+      <h2>{heading}</h2>
+      <p class="muted">
+        {NICHE_LABELS[shown.niche ?? ""] ?? "General"} · {num(shown.priceCents) ? `PPV ${money(num(shown.priceCents))}` : "Free message"}
+        {(shown.variables ?? []).length > 0 && ` · uses ${(shown.variables ?? []).map((v) => `{${v}}`).join(", ")}`}
+      </p>
+      {!editing && <p>{shown.text}</p>}
+      <dl class="template-results">
+        <div><dt>Campaigns</dt><dd>{num(results?.campaigns)}</dd></div>
+        <div><dt>Recipients</dt><dd>{num(results?.recipients)}</dd></div>
+        <div><dt>Purchases</dt><dd>{num(results?.purchases)}</dd></div>
+        <div><dt>Revenue</dt><dd>{money(num(results?.revenueCents))}</dd></div>
+        <div><dt>Bought</dt><dd>{percent((results?.conversion ?? 0) * 100, 1)}</dd></div>
+      </dl>
+      {editing ? (
+        <form
+          class="template-edit"
+          aria-label={`Edit “${heading}”`}
+          onSubmit={(e) => {
+            e.preventDefault();
+            void save.run();
+          }}
+        >
+          <ErrorBanner error={save.error} />
+          <Input label="Template name" value={name} onValue={setName} error={fieldError(save.error, "name")} required />
+          <Field label="Template text" hint="Variables in braces are filled in for each fan." error={fieldError(save.error, "text")}>
+            {(id, describedBy) => <textarea id={id} aria-describedby={describedBy} value={text} onInput={(e) => setText(e.currentTarget.value)} required />}
+          </Field>
+          <div class="row">
+            {VARIABLES.map((v) => (
+              <Button key={v} kind="ghost" class="btn-small" onClick={() => setText((old) => `${old}{${v}}`)}>
+                Insert {`{${v}}`}
+              </Button>
+            ))}
+          </div>
+          <Input label="Template PPV price in $" type="number" min="0" step="0.01" inputMode="decimal" value={price} onValue={setPrice} hint="Empty for a free message." error={fieldError(save.error, "priceCents")} />
+          <div class="row">
+            <Button type="submit" busy={save.busy} disabled={!name.trim() || !text.trim()}>Save template</Button>
+            <Button kind="ghost" onClick={() => setEditing(false)}>Cancel</Button>
+          </div>
+        </form>
+      ) : (
+        <Button kind="secondary" class="btn-small" onClick={open}>Edit “{heading}”</Button>
+      )}
+    </li>
   );
 }

@@ -16,6 +16,7 @@ import {
 
 import { useInboxEvents, useStreamState } from "../stream";
 import { Button, ErrorBanner, Field, Loading, useAction, useLoad } from "../ui/kit";
+import { MediaPicker } from "../ui/media";
 import { StatusLine, useOnlyFansStatus } from "./connection";
 
 const ROW_HEIGHT = 72;
@@ -515,7 +516,7 @@ function loadQuickReplies(): Promise<QuickReply[]> {
 function Composer({ conversationId, onSent }: { conversationId: string; onSent: (m: Message) => void }) {
   const [text, setText] = useState("");
   const [price, setPrice] = useState("");
-  const [media, setMedia] = useState("");
+  const [media, setMedia] = useState<string[]>([]);
   const [replies, setReplies] = useState<QuickReply[]>([]);
   const [selected, setSelected] = useState(0);
   const [key, setKey] = useState(newKey);
@@ -527,17 +528,14 @@ function Composer({ conversationId, onSent }: { conversationId: string; onSent: 
 
   const send = useAction(async () => {
     const cents = price.trim() ? Math.round(Number(price) * 100) : 0;
-    const attachments = media
-      .split(/[\s,]+/)
-      .filter(Boolean)
-      .map((id) => ({ kind: "file" as const, platformMediaId: id, mimeType: "", thumbnailUrl: "", url: "" }));
+    const attachments = media.map((id) => ({ kind: "file" as const, platformMediaId: id, mimeType: "", thumbnailUrl: "", url: "" }));
     const answer = await ok(
       api.POST("/api/messages/reply", { body: { conversationId, fanId: "", text: text.trim(), priceCents: cents, attachments, idempotencyKey: key } }),
     );
     if (answer.message) onSent(answer.message);
     setText("");
     setPrice("");
-    setMedia("");
+    setMedia([]);
     setKey(newKey());
   });
 
@@ -606,11 +604,10 @@ function Composer({ conversationId, onSent }: { conversationId: string; onSent: 
         </Button>
       </div>
       {priceInvalid && <p class="field-error">Enter a price such as 9.99, or leave it empty to send for free.</p>}
-      {(Number(price) > 0 || media) && (
-        <div class="field" style={{ marginTop: "0.5rem" }}>
-          <label for="reply-media">Media from your vault</label>
-          <input id="reply-media" value={media} onInput={(e) => setMedia(e.currentTarget.value)} aria-describedby="reply-media-hint" />
-          <p class="hint" id="reply-media-hint">A paid message unlocks media: the OnlyFans vault ids of its photos or videos, separated by commas.</p>
+      {(Number(price) > 0 || media.length > 0) && (
+        <div style={{ marginTop: "0.5rem" }}>
+          <MediaPicker label="Media from your vault" selected={media} onChange={setMedia} />
+          <p class="hint">A paid message unlocks the media attached to it.</p>
         </div>
       )}
     </form>

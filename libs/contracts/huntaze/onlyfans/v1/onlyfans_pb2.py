@@ -25,10 +25,12 @@ _sym_db = _symbol_database.Default()
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from huntaze.common.v1 import common_pb2 as huntaze_dot_common_dot_v1_dot_common__pb2
 from huntaze.common.v1 import route_pb2 as huntaze_dot_common_dot_v1_dot_route__pb2
+from huntaze.onlyfans.v1 import events_pb2 as huntaze_dot_onlyfans_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"huntaze/onlyfans/v1/onlyfans.proto\x12\x13huntaze.onlyfans.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dhuntaze/common/v1/route.proto\"e\n\x0b\x43redentials\x12\x19\n\x05\x65mail\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc0\x02\x12\x1c\n\x08password\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12\x1d\n\x0btotp_secret\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\"\xdb\x01\n\x0fImportedSession\x12^\n\x07\x63ookies\x18\x01 \x03(\x0b\x32\x31.huntaze.onlyfans.v1.ImportedSession.CookiesEntryB\x1a\xbaH\x17\x9a\x01\x14\x08\x01\x10\x64\"\x07r\x05\x10\x01\x18\x80\x02*\x05r\x03\x18\x80 \x12\x18\n\x04x_bc\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x02\x12\x1e\n\nuser_agent\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x1a.\n\x0c\x43ookiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x93\x01\n\x0e\x43onnectRequest\x12\x37\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32 .huntaze.onlyfans.v1.CredentialsH\x00\x12\x37\n\x07session\x18\x02 \x01(\x0b\x32$.huntaze.onlyfans.v1.ImportedSessionH\x00\x42\x0f\n\x06method\x12\x05\xbaH\x02\x08\x01\"\xe6\x01\n\rAccountStatus\x12\x33\n\x05state\x18\x01 \x01(\x0e\x32$.huntaze.onlyfans.v1.ConnectionState\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x18\n\x10platform_user_id\x18\x03 \x01(\t\x12\x10\n\x08username\x18\x04 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_synced_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\x0f\x43onnectResponse\x12\x32\n\x06status\x18\x01 \x01(\x0b\x32\".huntaze.onlyfans.v1.AccountStatus\"+\n\x10SubmitOtpRequest\x12\x17\n\x04\x63ode\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18 \"\x12\n\x10GetStatusRequest\"\x13\n\x11\x44isconnectRequest\"\x14\n\x12RequestSyncRequest\"\'\n\x13RequestSyncResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08*\x84\x02\n\x0f\x43onnectionState\x12 \n\x1c\x43ONNECTION_STATE_UNSPECIFIED\x10\x00\x12!\n\x1d\x43ONNECTION_STATE_DISCONNECTED\x10\x01\x12\x1e\n\x1a\x43ONNECTION_STATE_CONNECTED\x10\x02\x12\x1e\n\x1a\x43ONNECTION_STATE_NEEDS_OTP\x10\x03\x12)\n%CONNECTION_STATE_NEEDS_SESSION_IMPORT\x10\x04\x12\x1b\n\x17\x43ONNECTION_STATE_FAILED\x10\x05\x12$\n CONNECTION_STATE_NEEDS_ATTENTION\x10\x06\x32\xfb\x06\n\x0fOnlyFansService\x12\xda\x01\n\x07\x43onnect\x12#.huntaze.onlyfans.v1.ConnectRequest\x1a$.huntaze.onlyfans.v1.ConnectResponse\"\x83\x01\xca\xf3\x18.\n\x1b\x43onnect my OnlyFans account\x12\x06\x91\x03\x93\x03\xf7\x03)\x00\x00\x00\x00\x00\x00N@\x82\xd3\xe4\x93\x02K\"\x0f/api/of/connect:\x01*Z-\" /api/onboarding/connect-platform:\x01*b\x06statusb\x06status\x12\xb6\x01\n\tSubmitOtp\x12%.huntaze.onlyfans.v1.SubmitOtpRequest\x1a$.huntaze.onlyfans.v1.ConnectResponse\"\\\xca\xf3\x18\x32\n\x1f\x45nter the code OnlyFans sent me\x12\x06\x91\x03\x93\x03\x99\x03)\x00\x00\x00\x00\x00\x00N@\x82\xd3\xe4\x93\x02 \"\x13/api/of/connect/otp:\x01*b\x06status\x12\x8e\x01\n\tGetStatus\x12%.huntaze.onlyfans.v1.GetStatusRequest\x1a\".huntaze.onlyfans.v1.AccountStatus\"6\xca\xf3\x18\x1c\n\x16My OnlyFans connection\x12\x02\x91\x03\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/of/status\x12\x9c\x01\n\nDisconnect\x12&.huntaze.onlyfans.v1.DisconnectRequest\x1a\".huntaze.onlyfans.v1.AccountStatus\"B\xca\xf3\x18$\n\x1e\x44isconnect my OnlyFans account\x12\x02\x91\x03\x82\xd3\xe4\x93\x02\x14\"\x12/api/of/disconnect\x12\xa1\x01\n\x0bRequestSync\x12\'.huntaze.onlyfans.v1.RequestSyncRequest\x1a(.huntaze.onlyfans.v1.RequestSyncResponse\"?\xca\xf3\x18\'\n\x1cSync my OnlyFans account now\x12\x04\x91\x03\x99\x03\x18\xca\x01\x82\xd3\xe4\x93\x02\x0e\"\x0c/api/of/syncb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"huntaze/onlyfans/v1/onlyfans.proto\x12\x13huntaze.onlyfans.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ehuntaze/common/v1/common.proto\x1a\x1dhuntaze/common/v1/route.proto\x1a huntaze/onlyfans/v1/events.proto\"e\n\x0b\x43redentials\x12\x19\n\x05\x65mail\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc0\x02\x12\x1c\n\x08password\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12\x1d\n\x0btotp_secret\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\"\xdb\x01\n\x0fImportedSession\x12^\n\x07\x63ookies\x18\x01 \x03(\x0b\x32\x31.huntaze.onlyfans.v1.ImportedSession.CookiesEntryB\x1a\xbaH\x17\x9a\x01\x14\x08\x01\x10\x64\"\x07r\x05\x10\x01\x18\x80\x02*\x05r\x03\x18\x80 \x12\x18\n\x04x_bc\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x02\x12\x1e\n\nuser_agent\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x1a.\n\x0c\x43ookiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x93\x01\n\x0e\x43onnectRequest\x12\x37\n\x0b\x63redentials\x18\x01 \x01(\x0b\x32 .huntaze.onlyfans.v1.CredentialsH\x00\x12\x37\n\x07session\x18\x02 \x01(\x0b\x32$.huntaze.onlyfans.v1.ImportedSessionH\x00\x42\x0f\n\x06method\x12\x05\xbaH\x02\x08\x01\"\xe6\x01\n\rAccountStatus\x12\x33\n\x05state\x18\x01 \x01(\x0e\x32$.huntaze.onlyfans.v1.ConnectionState\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x18\n\x10platform_user_id\x18\x03 \x01(\t\x12\x10\n\x08username\x18\x04 \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_synced_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\x0f\x43onnectResponse\x12\x32\n\x06status\x18\x01 \x01(\x0b\x32\".huntaze.onlyfans.v1.AccountStatus\"+\n\x10SubmitOtpRequest\x12\x17\n\x04\x63ode\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18 \"\x12\n\x10GetStatusRequest\"\x13\n\x11\x44isconnectRequest\"\x14\n\x12RequestSyncRequest\"\'\n\x13RequestSyncResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"E\n\x15ListVaultMediaRequest\x12,\n\x04page\x18\x01 \x01(\x0b\x32\x1e.huntaze.common.v1.PageRequest\"\xb6\x01\n\nVaultMedia\x12\x19\n\x11platform_media_id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.huntaze.onlyfans.v1.MediaKind\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x05\x12\x15\n\rthumbnail_url\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x16ListVaultMediaResponse\x12.\n\x05media\x18\x01 \x03(\x0b\x32\x1f.huntaze.onlyfans.v1.VaultMedia\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.huntaze.common.v1.PageResponse*\x84\x02\n\x0f\x43onnectionState\x12 \n\x1c\x43ONNECTION_STATE_UNSPECIFIED\x10\x00\x12!\n\x1d\x43ONNECTION_STATE_DISCONNECTED\x10\x01\x12\x1e\n\x1a\x43ONNECTION_STATE_CONNECTED\x10\x02\x12\x1e\n\x1a\x43ONNECTION_STATE_NEEDS_OTP\x10\x03\x12)\n%CONNECTION_STATE_NEEDS_SESSION_IMPORT\x10\x04\x12\x1b\n\x17\x43ONNECTION_STATE_FAILED\x10\x05\x12$\n CONNECTION_STATE_NEEDS_ATTENTION\x10\x06\x32\xc2\x08\n\x0fOnlyFansService\x12\xda\x01\n\x07\x43onnect\x12#.huntaze.onlyfans.v1.ConnectRequest\x1a$.huntaze.onlyfans.v1.ConnectResponse\"\x83\x01\xca\xf3\x18.\n\x1b\x43onnect my OnlyFans account\x12\x06\x91\x03\x93\x03\xf7\x03)\x00\x00\x00\x00\x00\x00N@\x82\xd3\xe4\x93\x02K\"\x0f/api/of/connect:\x01*Z-\" /api/onboarding/connect-platform:\x01*b\x06statusb\x06status\x12\xb6\x01\n\tSubmitOtp\x12%.huntaze.onlyfans.v1.SubmitOtpRequest\x1a$.huntaze.onlyfans.v1.ConnectResponse\"\\\xca\xf3\x18\x32\n\x1f\x45nter the code OnlyFans sent me\x12\x06\x91\x03\x93\x03\x99\x03)\x00\x00\x00\x00\x00\x00N@\x82\xd3\xe4\x93\x02 \"\x13/api/of/connect/otp:\x01*b\x06status\x12\x8e\x01\n\tGetStatus\x12%.huntaze.onlyfans.v1.GetStatusRequest\x1a\".huntaze.onlyfans.v1.AccountStatus\"6\xca\xf3\x18\x1c\n\x16My OnlyFans connection\x12\x02\x91\x03\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/of/status\x12\x9c\x01\n\nDisconnect\x12&.huntaze.onlyfans.v1.DisconnectRequest\x1a\".huntaze.onlyfans.v1.AccountStatus\"B\xca\xf3\x18$\n\x1e\x44isconnect my OnlyFans account\x12\x02\x91\x03\x82\xd3\xe4\x93\x02\x14\"\x12/api/of/disconnect\x12\xa1\x01\n\x0bRequestSync\x12\'.huntaze.onlyfans.v1.RequestSyncRequest\x1a(.huntaze.onlyfans.v1.RequestSyncResponse\"?\xca\xf3\x18\'\n\x1cSync my OnlyFans account now\x12\x04\x91\x03\x99\x03\x18\xca\x01\x82\xd3\xe4\x93\x02\x0e\"\x0c/api/of/sync\x12\xc4\x01\n\x0eListVaultMedia\x12*.huntaze.onlyfans.v1.ListVaultMediaRequest\x1a+.huntaze.onlyfans.v1.ListVaultMediaResponse\"Y\xca\xf3\x18:\n#List the media of my OnlyFans vault\x12\n\x91\x03\x99\x03\xa6\x03\xad\x03\xf7\x03)\x00\x00\x00\x00\x00\x00N@\x82\xd3\xe4\x93\x02\x15\x12\x13/api/of/vault/mediab\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -63,30 +65,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ONLYFANSSERVICE'].methods_by_name['Disconnect']._serialized_options = b'\312\363\030$\n\036Disconnect my OnlyFans account\022\002\221\003\202\323\344\223\002\024\"\022/api/of/disconnect'
   _globals['_ONLYFANSSERVICE'].methods_by_name['RequestSync']._loaded_options = None
   _globals['_ONLYFANSSERVICE'].methods_by_name['RequestSync']._serialized_options = b'\312\363\030\'\n\034Sync my OnlyFans account now\022\004\221\003\231\003\030\312\001\202\323\344\223\002\016\"\014/api/of/sync'
-  _globals['_CONNECTIONSTATE']._serialized_start=1111
-  _globals['_CONNECTIONSTATE']._serialized_end=1371
-  _globals['_CREDENTIALS']._serialized_start=182
-  _globals['_CREDENTIALS']._serialized_end=283
-  _globals['_IMPORTEDSESSION']._serialized_start=286
-  _globals['_IMPORTEDSESSION']._serialized_end=505
-  _globals['_IMPORTEDSESSION_COOKIESENTRY']._serialized_start=459
-  _globals['_IMPORTEDSESSION_COOKIESENTRY']._serialized_end=505
-  _globals['_CONNECTREQUEST']._serialized_start=508
-  _globals['_CONNECTREQUEST']._serialized_end=655
-  _globals['_ACCOUNTSTATUS']._serialized_start=658
-  _globals['_ACCOUNTSTATUS']._serialized_end=888
-  _globals['_CONNECTRESPONSE']._serialized_start=890
-  _globals['_CONNECTRESPONSE']._serialized_end=959
-  _globals['_SUBMITOTPREQUEST']._serialized_start=961
-  _globals['_SUBMITOTPREQUEST']._serialized_end=1004
-  _globals['_GETSTATUSREQUEST']._serialized_start=1006
-  _globals['_GETSTATUSREQUEST']._serialized_end=1024
-  _globals['_DISCONNECTREQUEST']._serialized_start=1026
-  _globals['_DISCONNECTREQUEST']._serialized_end=1045
-  _globals['_REQUESTSYNCREQUEST']._serialized_start=1047
-  _globals['_REQUESTSYNCREQUEST']._serialized_end=1067
-  _globals['_REQUESTSYNCRESPONSE']._serialized_start=1069
-  _globals['_REQUESTSYNCRESPONSE']._serialized_end=1108
-  _globals['_ONLYFANSSERVICE']._serialized_start=1374
-  _globals['_ONLYFANSSERVICE']._serialized_end=2265
+  _globals['_ONLYFANSSERVICE'].methods_by_name['ListVaultMedia']._loaded_options = None
+  _globals['_ONLYFANSSERVICE'].methods_by_name['ListVaultMedia']._serialized_options = b'\312\363\030:\n#List the media of my OnlyFans vault\022\n\221\003\231\003\246\003\255\003\367\003)\000\000\000\000\000\000N@\202\323\344\223\002\025\022\023/api/of/vault/media'
+  _globals['_CONNECTIONSTATE']._serialized_start=1554
+  _globals['_CONNECTIONSTATE']._serialized_end=1814
+  _globals['_CREDENTIALS']._serialized_start=248
+  _globals['_CREDENTIALS']._serialized_end=349
+  _globals['_IMPORTEDSESSION']._serialized_start=352
+  _globals['_IMPORTEDSESSION']._serialized_end=571
+  _globals['_IMPORTEDSESSION_COOKIESENTRY']._serialized_start=525
+  _globals['_IMPORTEDSESSION_COOKIESENTRY']._serialized_end=571
+  _globals['_CONNECTREQUEST']._serialized_start=574
+  _globals['_CONNECTREQUEST']._serialized_end=721
+  _globals['_ACCOUNTSTATUS']._serialized_start=724
+  _globals['_ACCOUNTSTATUS']._serialized_end=954
+  _globals['_CONNECTRESPONSE']._serialized_start=956
+  _globals['_CONNECTRESPONSE']._serialized_end=1025
+  _globals['_SUBMITOTPREQUEST']._serialized_start=1027
+  _globals['_SUBMITOTPREQUEST']._serialized_end=1070
+  _globals['_GETSTATUSREQUEST']._serialized_start=1072
+  _globals['_GETSTATUSREQUEST']._serialized_end=1090
+  _globals['_DISCONNECTREQUEST']._serialized_start=1092
+  _globals['_DISCONNECTREQUEST']._serialized_end=1111
+  _globals['_REQUESTSYNCREQUEST']._serialized_start=1113
+  _globals['_REQUESTSYNCREQUEST']._serialized_end=1133
+  _globals['_REQUESTSYNCRESPONSE']._serialized_start=1135
+  _globals['_REQUESTSYNCRESPONSE']._serialized_end=1174
+  _globals['_LISTVAULTMEDIAREQUEST']._serialized_start=1176
+  _globals['_LISTVAULTMEDIAREQUEST']._serialized_end=1245
+  _globals['_VAULTMEDIA']._serialized_start=1248
+  _globals['_VAULTMEDIA']._serialized_end=1430
+  _globals['_LISTVAULTMEDIARESPONSE']._serialized_start=1432
+  _globals['_LISTVAULTMEDIARESPONSE']._serialized_end=1551
+  _globals['_ONLYFANSSERVICE']._serialized_start=1817
+  _globals['_ONLYFANSSERVICE']._serialized_end=2907
 # @@protoc_insertion_point(module_scope)

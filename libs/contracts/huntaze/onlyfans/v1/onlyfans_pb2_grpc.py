@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class OnlyFansServiceStub:
     """The creator's OnlyFans connection: connect (login form or session import), the OTP step,
-    status, sync and disconnect.
+    status, sync and disconnect; and the media of the creator's vault on the platform.
 
     Every method acts for the creator of the access token in the `authorization: Bearer <jwt>`
     metadata. No answer carries a password, a code, a cookie or any other secret.
@@ -64,11 +64,16 @@ class OnlyFansServiceStub:
                 request_serializer=huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.RequestSyncRequest.SerializeToString,
                 response_deserializer=huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.RequestSyncResponse.FromString,
                 _registered_method=True)
+        self.ListVaultMedia = channel.unary_unary(
+                '/huntaze.onlyfans.v1.OnlyFansService/ListVaultMedia',
+                request_serializer=huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.ListVaultMediaRequest.SerializeToString,
+                response_deserializer=huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.ListVaultMediaResponse.FromString,
+                _registered_method=True)
 
 
 class OnlyFansServiceServicer:
     """The creator's OnlyFans connection: connect (login form or session import), the OTP step,
-    status, sync and disconnect.
+    status, sync and disconnect; and the media of the creator's vault on the platform.
 
     Every method acts for the creator of the access token in the `authorization: Bearer <jwt>`
     metadata. No answer carries a password, a code, a cookie or any other secret.
@@ -111,6 +116,15 @@ class OnlyFansServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListVaultMedia(self, request, context):
+        """The media of the creator's vault on the platform, newest first, read from the platform
+        now: their ids are what a pay-per-view message or a campaign attaches
+        (`platform_media_ids`). At most 100 a page (24 by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OnlyFansServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +153,11 @@ def add_OnlyFansServiceServicer_to_server(servicer, server):
                     request_deserializer=huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.RequestSyncRequest.FromString,
                     response_serializer=huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.RequestSyncResponse.SerializeToString,
             ),
+            'ListVaultMedia': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVaultMedia,
+                    request_deserializer=huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.ListVaultMediaRequest.FromString,
+                    response_serializer=huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.ListVaultMediaResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'huntaze.onlyfans.v1.OnlyFansService', rpc_method_handlers)
@@ -149,7 +168,7 @@ def add_OnlyFansServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class OnlyFansService:
     """The creator's OnlyFans connection: connect (login form or session import), the OTP step,
-    status, sync and disconnect.
+    status, sync and disconnect; and the media of the creator's vault on the platform.
 
     Every method acts for the creator of the access token in the `authorization: Bearer <jwt>`
     metadata. No answer carries a password, a code, a cookie or any other secret.
@@ -280,6 +299,33 @@ class OnlyFansService:
             '/huntaze.onlyfans.v1.OnlyFansService/RequestSync',
             huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.RequestSyncRequest.SerializeToString,
             huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.RequestSyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVaultMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huntaze.onlyfans.v1.OnlyFansService/ListVaultMedia',
+            huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.ListVaultMediaRequest.SerializeToString,
+            huntaze_dot_onlyfans_dot_v1_dot_onlyfans__pb2.ListVaultMediaResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,7 +28,7 @@ GRPC_VERSION: str
 
 class OnlyFansServiceStub:
     """The creator's OnlyFans connection: connect (login form or session import), the OTP step,
-    status, sync and disconnect.
+    status, sync and disconnect; and the media of the creator's vault on the platform.
 
     Every method acts for the creator of the access token in the `authorization: Bearer <jwt>`
     metadata. No answer carries a password, a code, a cookie or any other secret.
@@ -51,11 +51,16 @@ class OnlyFansServiceStub:
     """Forgets the session and the stored login, and stops syncing; the fans and messages stay."""
     RequestSync: _grpc.UnaryUnaryMultiCallable[_onlyfans_pb2.RequestSyncRequest, _onlyfans_pb2.RequestSyncResponse]
     """Syncs fans, messages and purchases now (asynchronously; see the event stream)."""
+    ListVaultMedia: _grpc.UnaryUnaryMultiCallable[_onlyfans_pb2.ListVaultMediaRequest, _onlyfans_pb2.ListVaultMediaResponse]
+    """The media of the creator's vault on the platform, newest first, read from the platform
+    now: their ids are what a pay-per-view message or a campaign attaches
+    (`platform_media_ids`). At most 100 a page (24 by default).
+    """
 
 @_typing.type_check_only
 class OnlyFansServiceAsyncStub(OnlyFansServiceStub):
     """The creator's OnlyFans connection: connect (login form or session import), the OTP step,
-    status, sync and disconnect.
+    status, sync and disconnect; and the media of the creator's vault on the platform.
 
     Every method acts for the creator of the access token in the `authorization: Bearer <jwt>`
     metadata. No answer carries a password, a code, a cookie or any other secret.
@@ -75,10 +80,15 @@ class OnlyFansServiceAsyncStub(OnlyFansServiceStub):
     """Forgets the session and the stored login, and stops syncing; the fans and messages stay."""
     RequestSync: _aio.UnaryUnaryMultiCallable[_onlyfans_pb2.RequestSyncRequest, _onlyfans_pb2.RequestSyncResponse]  # type: ignore[assignment]
     """Syncs fans, messages and purchases now (asynchronously; see the event stream)."""
+    ListVaultMedia: _aio.UnaryUnaryMultiCallable[_onlyfans_pb2.ListVaultMediaRequest, _onlyfans_pb2.ListVaultMediaResponse]  # type: ignore[assignment]
+    """The media of the creator's vault on the platform, newest first, read from the platform
+    now: their ids are what a pay-per-view message or a campaign attaches
+    (`platform_media_ids`). At most 100 a page (24 by default).
+    """
 
 class OnlyFansServiceServicer(metaclass=_abc_1.ABCMeta):
     """The creator's OnlyFans connection: connect (login form or session import), the OTP step,
-    status, sync and disconnect.
+    status, sync and disconnect; and the media of the creator's vault on the platform.
 
     Every method acts for the creator of the access token in the `authorization: Bearer <jwt>`
     metadata. No answer carries a password, a code, a cookie or any other secret.
@@ -126,5 +136,16 @@ class OnlyFansServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_onlyfans_pb2.RequestSyncResponse, _abc.Awaitable[_onlyfans_pb2.RequestSyncResponse]]:
         """Syncs fans, messages and purchases now (asynchronously; see the event stream)."""
+
+    @_abc_1.abstractmethod
+    def ListVaultMedia(
+        self,
+        request: _onlyfans_pb2.ListVaultMediaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_onlyfans_pb2.ListVaultMediaResponse, _abc.Awaitable[_onlyfans_pb2.ListVaultMediaResponse]]:
+        """The media of the creator's vault on the platform, newest first, read from the platform
+        now: their ids are what a pay-per-view message or a campaign attaches
+        (`platform_media_ids`). At most 100 a page (24 by default).
+        """
 
 def add_OnlyFansServiceServicer_to_server(servicer: OnlyFansServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
