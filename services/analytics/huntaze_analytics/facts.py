@@ -15,7 +15,7 @@ import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asyncpg.pgproto import pgproto
@@ -120,11 +120,16 @@ class StoredEvent:
     message: Any = None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: Timestamp) -> datetime | None:
-    """A set Timestamp as an aware datetime; None when unset."""
-    if not value.seconds and not value.nanos:
+    """A set Timestamp as an aware datetime; None when unset. (What `ToDatetime(tzinfo=UTC)`
+    answers, without its detours through naive time: every event has one or two.)"""
+    seconds, nanos = value.seconds, value.nanos
+    if not seconds and not nanos:
         return None
-    return value.ToDatetime(tzinfo=UTC)
+    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
 def decode(event_type: str, message_type: str, payload: bytes) -> Message | None:
