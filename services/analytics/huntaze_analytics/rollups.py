@@ -5,9 +5,9 @@
 a second guard behind the consumers' own deduplication, which also covers replays older than
 its retention) and locks their creators, then reads the state the batch touches (fans, open
 conversations), applies every event in order in memory, and writes every table back: three
-statements a batch, whatever its size.
-A rebuild runs the very same code over the stored events (`store=False`), in the order they
-were stored, so it ends with the same rollups.
+statements a batch, whatever its size (and one more for a month's first event, which makes its
+partition). A rebuild runs the very same code over the stored events (`store=False`), in the
+order they were stored, so it ends with the same rollups.
 
 Days and hours are the creator's own, in the timezone of their profile (UTC until set). When a
 creator's timezone changes, their rollups are rebuilt from their events in the new timezone:
