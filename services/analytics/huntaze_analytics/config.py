@@ -20,7 +20,10 @@ class AnalyticsSettings(CommonSettings):
         default=9466, ge=0, le=65535, description="Port of `/metrics` (Prometheus)."
     )
     analytics_consumer_batch_size: int = Field(
-        default=256, ge=1, le=1000, description="Events fetched per pull, per stream."
+        default=1000,
+        ge=1,
+        le=1000,
+        description="Events fetched per pull, per stream (and applied in one transaction).",
     )
     analytics_snapshot_interval_seconds: float = Field(
         default=3600.0,

@@ -3,10 +3,11 @@
 
 `Rollups.apply(conn, events, store=True)` stores the events (those already stored are skipped:
 a second guard behind the consumers' own deduplication, which also covers replays older than
-its retention), then reads the state the batch touches (fans, open conversations) in one query
-each, applies every event in order in memory, and writes each table back in one statement.
-A rebuild runs the very same code over the stored events (`store=False`), in the order they
-were stored, so it ends with the same rollups.
+its retention) and locks their creators, then reads the state the batch touches (fans, open
+conversations), applies every event in order in memory, and writes every table back: three
+statements a batch, whatever its size (and one more for a month's first event, which makes its
+partition). A rebuild runs the very same code over the stored events (`store=False`), in the
+order they were stored, so it ends with the same rollups.
 
 Days and hours are the creator's own, in the timezone of their profile (UTC until set). When a
 creator's timezone changes, their rollups are rebuilt from their events in the new timezone:
@@ -62,6 +63,13 @@ RESOLUTION_COLUMNS = {
     "sent": "ai_autopilot_sends",
 }
 _ZONES: dict[str, ZoneInfo] = {}
+# An upsert that always updates: it locks each creator's row, in the order given (sorted, so
+# that batches touching the same creators never deadlock). `{0}` is its parameter's number.
+_LOCK_CREATORS = (
+    f"locked AS (INSERT INTO {S}.creators AS t (creator_id) SELECT unnest(${{0}}::uuid[])"
+    " ON CONFLICT (creator_id) DO UPDATE SET updated_at = t.updated_at"
+    " RETURNING creator_id, timezone)"
+)
 
 
 def zone(name: str) -> ZoneInfo:
@@ -99,6 +107,11 @@ FAN_COLUMNS = (
     "lapsed",
     "deleted",
 )
+# The fans' columns a wait's row leaves empty (see `Rollups._load`).
+_WAIT_PADDING = "".join(f", NULL::{t}" for t in (
+    "text", "text", "text", "timestamptz", "timestamptz", "timestamptz",
+    "int8", "int8", "int8", "bool", "bool",
+))  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -224,18 +237,18 @@ class Rollups:
         """Stores (when `store`) and applies `events`; answers the creators whose timezone
         changed (their rollups must be rebuilt: see `rebuild`). With `fans`, the fans' states
         are kept there across calls and written by the caller (`_flush_fans`), once each."""
+        creators = sorted({e.creator_id for e in events if e.creator_id is not None})
         if store:
-            events = await self._store(conn, events)
+            events, zones = await self._store(conn, events, creators)
+        else:
+            zones = await self._creators(conn, creators)
         owned = [e for e in events if e.creator_id is not None]
         if not owned:
             return []
-        creators = sorted({e.creator_id for e in owned if e.creator_id is not None})
-        zones = await self._creators(conn, creators)
         changes = _Changes()
         if fans is not None:
             changes.fans, changes.dirty_fans = fans.states, fans.dirty
-        await self._load_fans(conn, owned, changes, zones)
-        await self._load_waits(conn, owned, changes)
+        await self._load(conn, owned, changes, zones)
         for event in owned:
             self._apply_one(event, zones, changes)
         await self._write(conn, changes, fans=fans is None)
@@ -246,12 +259,19 @@ class Rollups:
         ]
 
     # -- reading ------------------------------------------------------------------------------
+    #
+    # A batch costs three round trips: storing its events with its creators' locks, reading
+    # the fans and waits it touches, and writing everything back. Round trips, not rows, are
+    # what a batch's time is made of (all the more on a busy machine, where each one waits
+    # for both processes to be scheduled).
 
     async def _store(
-        self, conn: asyncpg.Connection, events: Sequence[StoredEvent]
-    ) -> list[StoredEvent]:
+        self, conn: asyncpg.Connection, events: Sequence[StoredEvent], creators: list[uuid.UUID]
+    ) -> tuple[list[StoredEvent], dict[uuid.UUID, str]]:
+        """Stores the events not stored yet and locks their creators' rows, in one statement;
+        answers the new events and the creators' timezones."""
         if not events:
-            return []
+            return [], {}
         # A month's partition is made by the first event of that month.
         months = {(at.year, at.month) for at in (e.occurred_at.astimezone(UTC) for e in events)}
         unseen = sorted(months - self._months)
@@ -262,90 +282,91 @@ class Rollups:
             )
             self._months.update(unseen)
         try:
-            stored = await self._insert_events(conn, events)
+            row = await conn.fetchrow(
+                f"WITH stored AS (INSERT INTO {S}.events ({STORED_COLUMNS})"
+                " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],"
+                " $6::text[], $7::timestamptz[], $8::bytea[])"
+                f" ON CONFLICT DO NOTHING RETURNING event_id), {_LOCK_CREATORS.format(9)}"
+                " SELECT (SELECT array_agg(event_id) FROM stored),"
+                " (SELECT array_agg(row(creator_id, timezone)) FROM locked)",
+                [e.event_id for e in events],
+                [e.event_type for e in events],
+                [e.message_type for e in events],
+                [e.creator_id for e in events],
+                [e.aggregate_type for e in events],
+                [e.aggregate_id for e in events],
+                [e.occurred_at for e in events],
+                [e.payload for e in events],
+                creators,
+            )
         except asyncpg.CheckViolationError:
             # No partition: the transaction that made it was rolled back. The retry makes it.
             self._months.clear()
             raise
-        new = {row[0] for row in stored}
-        return [e for e in events if e.event_id in new]
-
-    async def _insert_events(
-        self, conn: asyncpg.Connection, events: Sequence[StoredEvent]
-    ) -> list[asyncpg.Record]:
-        rows: list[asyncpg.Record] = await conn.fetch(
-            f"INSERT INTO {S}.events ({STORED_COLUMNS})"
-            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],"
-            " $6::text[], $7::timestamptz[], $8::bytea[])"
-            " ON CONFLICT DO NOTHING RETURNING event_id",
-            [e.event_id for e in events],
-            [e.event_type for e in events],
-            [e.message_type for e in events],
-            [e.creator_id for e in events],
-            [e.aggregate_type for e in events],
-            [e.aggregate_id for e in events],
-            [e.occurred_at for e in events],
-            [e.payload for e in events],
-        )
-        return rows
+        assert row is not None
+        new = set(row[0] or ())
+        return [e for e in events if e.event_id in new], dict(row[1] or ())
 
     async def _creators(
         self, conn: asyncpg.Connection, creators: list[uuid.UUID]
     ) -> dict[uuid.UUID, str]:
-        # An upsert that always updates: it locks each creator's row, in the order given.
-        rows = await conn.fetch(
-            f"INSERT INTO {S}.creators AS t (creator_id) SELECT unnest($1::uuid[])"
-            " ON CONFLICT (creator_id) DO UPDATE SET updated_at = t.updated_at"
-            " RETURNING creator_id, timezone",
+        if not creators:
+            return {}
+        row = await conn.fetchrow(
+            f"WITH {_LOCK_CREATORS.format(1)}"
+            " SELECT array_agg(row(creator_id, timezone)) FROM locked",
             creators,
         )
-        return {row[0]: row[1] for row in rows}
+        assert row is not None
+        return dict(row[0] or ())
 
-    async def _load_fans(
+    async def _load(
         self,
         conn: asyncpg.Connection,
         events: Sequence[StoredEvent],
         changes: _Changes,
         zones: dict[uuid.UUID, str],
     ) -> None:
-        keys = {key for e in events if (key := _fan_key(e)) is not None and key not in changes.fans}
-        if not keys:
-            return
-        rows = await conn.fetch(
-            f"SELECT {', '.join(FAN_COLUMNS)} FROM {S}.fans"
-            " WHERE (creator_id, fan_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-        )
-        for row in rows:
-            fan = FanState(*row)
-            if fan.last_active_at is not None:
-                local = fan.last_active_at.astimezone(zone(zones.get(fan.creator_id, "UTC")))
-                fan.active_day = local.date()
-                fan.counted_day = None if fan.deleted else fan.active_day
-            changes.fans[(row[0], row[1])] = fan
-
-    async def _load_waits(
-        self, conn: asyncpg.Connection, events: Sequence[StoredEvent], changes: _Changes
-    ) -> None:
-        keys = set()
+        """Reads the fans the events change (those not held already) and their
+        conversations' waits for a reply, in one statement (after the creators' locks: it sees
+        what the batches before this one wrote)."""
+        fan_keys = {
+            key for e in events if (key := _fan_key(e)) is not None and key not in changes.fans
+        }
+        wait_keys = set()
         for e in events:
             conversation_of = _CONVERSATION_OF.get(type(e.message))
             if conversation_of is not None and e.creator_id is not None:
                 conversation = _uuid(conversation_of(e.message))
                 if conversation is not None:
-                    keys.add((e.creator_id, conversation))
-        if not keys:
+                    wait_keys.add((e.creator_id, conversation))
+        if not fan_keys and not wait_keys:
             return
+        # One result: the fans' rows, then the waits' (`conversation_id`, `since` in the
+        # fans' second and third columns, the marker column true).
         rows = await conn.fetch(
-            f"SELECT creator_id, conversation_id, since FROM {S}.open_waits"
-            " WHERE (creator_id, conversation_id) IN"
-            " (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
+            f"SELECT false, {', '.join(FAN_COLUMNS)} FROM {S}.fans"
+            " WHERE (creator_id, fan_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))"
+            f" UNION ALL SELECT true, creator_id, conversation_id, since{_WAIT_PADDING}"
+            f" FROM {S}.open_waits WHERE (creator_id, conversation_id) IN"
+            " (SELECT * FROM unnest($3::uuid[], $4::uuid[]))",
+            [k[0] for k in fan_keys],
+            [k[1] for k in fan_keys],
+            [k[0] for k in wait_keys],
+            [k[1] for k in wait_keys],
         )
-        changes.loaded_waits = {(row[0], row[1]) for row in rows}
-        changes.waits = {(row[0], row[1]): row[2] for row in rows}
+        for row in rows:
+            if row[0]:
+                key = (row[1], row[2])
+                changes.loaded_waits.add(key)
+                changes.waits[key] = row[3]
+                continue
+            fan = FanState(*row[1:])
+            if fan.last_active_at is not None:
+                local = fan.last_active_at.astimezone(zone(zones.get(fan.creator_id, "UTC")))
+                fan.active_day = local.date()
+                fan.counted_day = None if fan.deleted else fan.active_day
+            changes.fans[(fan.creator_id, fan.fan_id)] = fan
 
     # -- applying -----------------------------------------------------------------------------
 
