@@ -18,18 +18,26 @@ import math
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast, get_args, get_origin
 
 from buf.validate import validate_pb2
 from google.protobuf import field_mask_pb2, message_factory, struct_pb2
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic._internal._model_construction import ModelMetaclass
 from pydantic.alias_generators import to_camel
 
-from huntaze.common.v1 import common_pb2
-from huntaze_gateway.codec import ProtoEnum, is_wrapper, map_entry
+from huntaze.common.v1 import common_pb2, route_pb2
+from huntaze_gateway.codec import ProtoEnum, enum_names, enum_values, is_wrapper, map_entry
 
 # The generated files sit at the root of the contracts' `huntaze` package.
 _GENERATED = Path(common_pb2.__file__).parents[2]
@@ -67,9 +75,6 @@ def clean_text(value: str) -> str:
     except UnicodeEncodeError as error:
         raise ValueError("contains characters that are not allowed (surrogates)") from error
     return value
-
-
-QueryText = Annotated[str, AfterValidator(clean_text)]
 
 
 class ApiModel(BaseModel):
@@ -289,6 +294,9 @@ def _limited(kind: Any, schema: Mapping[str, Any]) -> Any:
     limits = {
         _CONSTRAINTS[keyword]: schema[keyword] for keyword in _CONSTRAINTS.keys() & schema.keys()
     }
+    if limits and get_origin(kind) is Annotated:  # before its checks: JSON Schema states them
+        base, *checks = get_args(kind)
+        return Annotated[(base, Field(**limits), *checks)]
     return Annotated[kind, Field(**limits)] if limits else kind
 
 
@@ -345,3 +353,93 @@ def body_model(
         (ProtoBody,),
         {**options, "partial": partial, "made": True},
     )
+
+
+class QueryModel(ApiModel):
+    """A GET route's query parameters (`query_model`)."""
+
+    # Other parameters are not refused (nor is `unread_only` taken for `unread`); a default
+    # is a value as sent (`-createdAt`, to the enum's number).
+    model_config = ConfigDict(extra="ignore", validate_by_name=False, validate_default=True)
+    # Each member's field, from the request message down (`("filter", "tags_any")`).
+    paths: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    @classmethod
+    def renames(cls) -> dict[str, str]:
+        """The fields' paths -> the parameters, as violations name them (`query.search`)."""
+        return {".".join(p): f"query.{cls.model_fields[n].alias}" for n, p in cls.paths.items()}
+
+    def proto_fields(self) -> dict[str, Any]:
+        """The fields the parameters fill, as `codec.to_message` takes them (a message none of
+        them fills is left unset)."""
+        values: dict[str, Any] = {}
+        for name, (*outer, last) in self.paths.items():
+            value = getattr(self, name)
+            if value is not None and value != []:
+                target = values
+                for key in outer:
+                    target = target.setdefault(key, {})
+                target[last] = value
+        return values
+
+
+@functools.cache
+def query_model(message: Descriptor, skip: frozenset[str]) -> type[QueryModel] | None:
+    """The query parameters of the fields of `message` but `skip` (None if there are none):
+    typed and limited as a body's members, named and valued as their proto's
+    `huntaze.common.v1.query` option says."""
+    members: dict[str, Any] = {}
+    paths: dict[str, tuple[str, ...]] = {}
+    for outer in (field for field in message.fields if field.name not in skip):
+        flat = outer.GetOptions().Extensions[route_pb2.query].flatten
+        for field in cast("Descriptor", outer.message_type).fields if flat else (outer,):
+            option = field.GetOptions().Extensions[route_pb2.query]
+            schema = proto_member(cast("Descriptor", field.containing_type).full_name, field.name)
+            schema = schema or {}
+            limits = {**value_schema(schema), **({"minLength": 1} if option.required else {})}
+            # A parameter that may be null has its limits in the type; the others in its Field
+            # (in the type, FastAPI would not document them).
+            nullable = field.is_repeated or field.has_presence
+            nested = {keyword: limits[keyword] for keyword in NESTED_KEYWORDS & limits.keys()}
+            own_limits = limits if nullable else nested
+            kind, default = _member(field, option.required, nullable, own_limits)
+            if field.enum_type is not None and not field.is_repeated:
+                names = query_values(field.enum_type, sort=option.sort)
+                if option.default:  # the default first
+                    names = {option.default: names[option.default], **names}
+                kind = Annotated[Literal[tuple(names)], AfterValidator(names.__getitem__)]
+                kind, default = (kind, option.default) if option.default else (kind | None, None)
+            name = "_".join((outer.name, field.name) if flat else (field.name,))
+            paths[name] = (outer.name, field.name) if flat else (field.name,)
+            alias, described = option.name or field.json_name, schema.get("description")
+            own = {_CONSTRAINTS[key]: limits[key] for key in LIMIT_KEYWORDS & limits.keys()}
+            own = {} if nullable else own
+            members[name] = (kind, Field(default, alias=alias, description=described, **own))
+    if not members:
+        return None
+    model = create_model(f"{message.name}Query", __base__=QueryModel, **members)
+    model.paths = paths
+    return model
+
+
+def query_values(enum: EnumDescriptor, *, sort: bool) -> dict[str, int]:
+    """An enum's values by their query names: `query_value`, a sort's (`sort_names`), else
+    their lower-case names."""
+    named = {
+        value.GetOptions().Extensions[route_pb2.query_value]: value.number
+        for value in enum.values
+        if value.GetOptions().HasExtension(route_pb2.query_value)
+    }
+    return named or (sort_names(enum) if sort else enum_values(enum))
+
+
+def sort_names(enum: EnumDescriptor) -> dict[str, int]:
+    """A sort enum's query values, in order: the JSON name of the field sorted by, descending
+    after a `-` (`FAN_SORT_LAST_MESSAGE_AT_DESC` -> `-lastMessageAt`)."""
+    names = {}
+    for number, name in enum_names(enum).items():
+        field, _, order = name.rpartition("_")
+        sorted_by = to_camel(field if order in ("asc", "desc") else name)
+        if number:
+            names[f"-{sorted_by}" if order == "desc" else sorted_by] = number
+    return names

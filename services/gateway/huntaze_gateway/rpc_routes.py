@@ -25,27 +25,27 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import grpc
+import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from google.api import annotations_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import (
-    EnumDescriptor,
     FieldDescriptor,
     MethodDescriptor,
     ServiceDescriptor,
 )
 from google.protobuf.message import Message
-from pydantic.alias_generators import to_camel
 
 from huntaze.common.v1 import common_pb2, route_pb2
-from huntaze_gateway.codec import JsonResponse, ProtoEnum, enum_names, to_json, to_message
-from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody, QueryText, body_model, proto_member
+from huntaze_gateway.codec import JsonResponse, to_json, to_message
+from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody, body_model, proto_member, query_model
 from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
 from huntaze_gateway.problems import camel_field, error_details_of
+from huntaze_gateway.sse import EVENT_STREAM_MEDIA_TYPE, EventStreamResponse, Stream, frame, relay
 from huntaze_gateway.state import runtime_of
 from huntaze_kit.errors import DomainError, FieldViolation, InvalidArgument
 from huntaze_kit.rich_status import from_rpc_error
@@ -71,6 +71,24 @@ PAGE_FIELDS: Mapping[str, str] = {
     "page.page_size": "query.limit",
 }
 _PATH_LIMITS = {"minLength": "min_length", "maxLength": "max_length", "pattern": "pattern"}
+SSE_RETRY_MILLISECONDS = 3000
+_EVENT_ID = {"ge": 0, "le": 2**63 - 1}
+LastEventIdHeader = Annotated[
+    int | None,
+    Header(
+        alias="last-event-id",
+        description="The last event seen (browsers send it when they reconnect).",
+        **_EVENT_ID,
+    ),
+]
+LastEventIdQuery = Annotated[
+    int | None,
+    Query(
+        alias="lastEventId",
+        description="The same, for clients that cannot set headers; the header wins.",
+        **_EVENT_ID,
+    ),
+]
 
 # What the edge does once the call answered: `then(request, reply, answer)` sets or clears
 # cookies on the answer, or returns another one.
@@ -90,27 +108,12 @@ class Exposed:
     then: EdgeHook | None = None
     # The answer `then` writes instead of the reply's JSON, for the OpenAPI document.
     answer: Any = None
-    # A GET route's request fields are query parameters named as in JSON, but: `query` renames
-    # them ("" puts a message's own fields in the query), `values` names an enum's values (the
-    # first is the default) and `required` lists the ones that must be sent (not empty).
-    query: Mapping[str, str] = field(default_factory=dict)
-    values: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    required: str = ""
     before: BeforeHook | None = None
     failed: FailedHook | None = None
     # Header -> the field it fills (the body may name the same value, not another one).
     headers: Mapping[str, str] = field(default_factory=dict)
     # Other success statuses `then` may answer with the same JSON, and what they mean.
     statuses: Mapping[int, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _QueryParameter:
-    parameter: inspect.Parameter
-    name: str
-    # The field's names from the request message down (`("filter", "tags_any")`).
-    path: tuple[str, ...]
-    values: Mapping[str, int] | None
 
 
 def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str, str]]:
@@ -182,6 +185,9 @@ def _add(
     if not declared.summary:
         raise ValueError(f"{method.full_name} has no huntaze.common.v1.route summary")
     path = path.removeprefix(router.prefix)
+    if method.server_streaming:
+        _add_stream(router, method, path, edge, declared)
+        return
     first_verb = http_rules(method)[0][0]
     summary = f"{declared.summary} ({verb} form)" if verb != first_verb else declared.summary
     status_code = declared.status or 200
@@ -205,10 +211,11 @@ def _add(
     # A list RPC (a `PageRequest page`): `cursor` and `limit` in, a page of its items out.
     paged = _is_page_request(method.input_type.fields_by_name.get("page"))
     items = next((f for f in answered.fields if f.is_repeated), None)
-    query = _query_parameters(method, exposed, skip={*path_fields, "page"}) if verb == "GET" else []
+    skip = frozenset({*path_fields, "page"})
+    query = query_model(method.input_type, skip) if verb == "GET" else None
     renames = {
         **(PAGE_FIELDS if paged else {}),
-        **{".".join(q.path): f"query.{q.name}" for q in query},
+        **(query.renames() if query else {}),
         **({body_field: ""} if body_class and body_field != "*" else {}),
     }
     caller_verified = not declared.public and exposed.before is None
@@ -220,9 +227,8 @@ def _add(
             message.client.CopyFrom(edge.client_of(request))
         if query or paged:
             page = {"page_size": arguments.get("limit"), "page_token": arguments.get("cursor")}
-            to_message(
-                {**_query_values(query, arguments), "page": page if paged else None}, message
-            )
+            values = arguments["query"].proto_fields() if query else {}
+            to_message({**values, "page": page if paged else None}, message)
         body: ProtoBody | None = arguments.get("body")
         if body is not None:
             values = body.proto_fields(sent_only=sent_only)
@@ -270,7 +276,7 @@ def _add(
             for header, name in exposed.headers.items()
         ),
         *([_keyword("cursor", Cursor, ""), _keyword("limit", Limit, None)] if paged else ()),
-        *(q.parameter for q in query),
+        *([_keyword("query", Annotated[query, Query()])] if query else ()),
     ]
     if body_class is not None:  # a body that may be left out says so (`optional_body`)
         optional = getattr(body_class, "optional_body", False)
@@ -310,6 +316,66 @@ def _add(
     )
 
 
+def _add_stream(
+    router: APIRouter, method: MethodDescriptor, path: str, edge: Edge, declared: Any
+) -> None:
+    """A server stream as Server-Sent Events (`sse.relay`): each message an event (`id:` its
+    `id`, `event:` its `type`, `data:` its JSON), until the caller's token expires or its
+    session is revoked. SSE's resume (`Last-Event-ID`, or the `lastEventId` query parameter
+    for clients that cannot set headers; the header wins) fills the request's `after_event_id`
+    and sets its `resume`."""
+    request_class: Any = message_factory.GetMessageClass(method.input_type)
+    shown = method.output_type
+
+    def render(message: Any) -> bytes:
+        data = orjson.dumps(to_json(message), option=orjson.OPT_UTC_Z)
+        return frame(data, event=message.type, event_id=message.id)
+
+    async def endpoint(
+        request: Request, caller: Any, header: int | None, query: int | None
+    ) -> EventStreamResponse:
+        runtime, after = runtime_of(request), header if header is not None else query
+        message = request_class(after_event_id=after or 0, resume=after is not None)
+        options = {**caller.options, "timeout": None}
+        session_id, revocations = caller.principal.session_id, runtime.verifier.revocations
+        stream = Stream(
+            call=getattr(edge.stub_of(request), method.name)(message, **options),
+            render=render,
+            render_error=lambda error: bytes(
+                runtime.problems.from_error_details(from_rpc_error(error), request.url.path).body
+            ),
+            heartbeat_seconds=runtime.settings.gateway_sse_heartbeat_seconds,
+            retry_milliseconds=SSE_RETRY_MILLISECONDS,
+            expires_at=caller.principal.expires_at,
+            revoked=lambda: session_id is not None and revocations.is_revoked(session_id),
+        )
+        return EventStreamResponse(relay(stream))
+
+    endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            _keyword("request", Request),
+            _keyword("caller", edge.caller),
+            _keyword("header", LastEventIdHeader, None),
+            _keyword("query", LastEventIdQuery, None),
+        ]
+    )
+    endpoint.__name__ = _snake(method.name)
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=["GET"],
+        response_class=EventStreamResponse,
+        response_description="An endless `text/event-stream`: `id:` the event id, `event:` its "
+        f"type, `data:` an `{shown.name}` as JSON.",
+        summary=declared.summary,
+        description=METHOD_COMMENTS.get(method.full_name, ""),
+        responses={
+            200: {"content": {EVENT_STREAM_MEDIA_TYPE: {"schema": schema_ref(shown.full_name)}}},
+            **edge.problems(*declared.problems),
+        },
+    )
+
+
 def _keyword(
     name: str, annotation: Any, default: Any = inspect.Parameter.empty
 ) -> inspect.Parameter:
@@ -346,88 +412,6 @@ def _path_parameter(method: MethodDescriptor, name: str) -> inspect.Parameter:
     )
     annotation = Annotated[str, Path(description=described, **limits)]
     return _keyword(name, annotation)
-
-
-def _query_parameters(
-    method: MethodDescriptor, route: Exposed, *, skip: set[str]
-) -> list[_QueryParameter]:
-    found = []
-    for outer in method.input_type.fields:
-        if outer.name in skip:
-            continue
-        nested = outer.message_type
-        if route.query.get(outer.name) == "" and nested is not None:
-            found += [
-                _query_parameter(inner, nested.full_name, (outer.name, inner.name), route)
-                for inner in nested.fields
-            ]
-        else:
-            found.append(_query_parameter(outer, method.input_type.full_name, (outer.name,), route))
-    return found
-
-
-def _query_parameter(
-    field: FieldDescriptor, message: str, path: tuple[str, ...], route: Exposed
-) -> _QueryParameter:
-    """The query parameter of a request field: its type, default and description from the
-    descriptor; integers bounded to what the field holds."""
-    values = route.values.get(field.name)
-    name = route.query.get(field.name, field.json_name)
-    documented = proto_member(message, field.name) or {}
-    rules: dict[str, Any] = {"description": documented.get("description")}
-    item: Any = QueryText
-    default: Any = None
-    if values is not None:
-        item, default = Literal[tuple(values)], next(iter(values))
-    elif field.enum_type is not None:
-        item = Annotated[str, ProtoEnum(field.enum_type)]
-    elif field.type == FieldDescriptor.TYPE_BOOL:
-        item, default = bool, None if field.has_presence else False
-    elif field.type in _INTEGER_BITS:
-        limit = 2 ** (_INTEGER_BITS[field.type] - 1)
-        item, rules = int, {**rules, "ge": -limit, "le": limit - 1}
-    elif field.name in route.required.split():
-        default, rules = inspect.Parameter.empty, {**rules, "min_length": 1}
-    elif not field.is_repeated:
-        default = ""
-    kind = list[item] if field.is_repeated else item
-    if default is None:
-        kind = kind | None
-    annotation = Annotated[kind, Query(alias=name, **rules)]  # type: ignore[valid-type]
-    return _QueryParameter(
-        _keyword(f"query_{'_'.join(path)}", annotation, default), name, path, values
-    )
-
-
-_INTEGER_BITS = {FieldDescriptor.TYPE_INT64: 64, FieldDescriptor.TYPE_INT32: 32}
-
-
-def _query_values(query: Sequence[_QueryParameter], arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields the query parameters fill, as `codec.to_message` takes them (an empty
-    message is left unset)."""
-    values: dict[str, Any] = {}
-    for q in query:
-        value = arguments[q.parameter.name]
-        if value is None:
-            continue
-        *outer, name = q.path
-        target = values
-        for key in outer:
-            target = target.setdefault(key, {})
-        target[name] = value if q.values is None else q.values[value]
-    return values
-
-
-def sort_names(enum: EnumDescriptor) -> dict[str, int]:
-    """A sort enum's query values, the default (the first) first: the JSON name of the field
-    sorted by, descending after a `-` (`FAN_SORT_LAST_MESSAGE_AT_DESC` -> `-lastMessageAt`)."""
-    names = {}
-    for number, name in enum_names(enum).items():
-        field, _, order = name.rpartition("_")
-        sorted_by = to_camel(field if order in ("asc", "desc") else name)
-        if number:
-            names[f"-{sorted_by}" if order == "desc" else sorted_by] = number
-    return names
 
 
 def _is_page_request(field: FieldDescriptor | None) -> bool:

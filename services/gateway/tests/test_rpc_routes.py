@@ -73,12 +73,12 @@ def test_every_declared_route_has_a_summary_and_a_body_model() -> None:
 def test_an_edge_addition_for_an_rpc_without_a_route_is_refused() -> None:
     service = crm_pb2.DESCRIPTOR.services_by_name["CrmService"]
     edge = Edge(caller=None, stub_of=lambda request: None, problems=lambda *statuses: {})
-    with pytest.raises(ValueError, match="WatchInbox"):
+    with pytest.raises(ValueError, match="ResolveAudience"):
         expose(
             (APIRouter(prefix="/api/crm"), APIRouter(prefix="/api/messages")),
             service,
             edge,
-            (Exposed("WatchInbox"),),
+            (Exposed("ResolveAudience"),),
         )
 
 

@@ -64,6 +64,53 @@ class Route(_message.Message):
 
 Global___Route: _TypeAlias = Route  # noqa: Y015
 
+@_typing.final
+class Query(_message.Message):
+    """How a request field of a GET route is sent as a query parameter, when not simply as its
+    JSON name (enum values: their lower-case names, or `query_value`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    FLATTEN_FIELD_NUMBER: _builtins.int
+    SORT_FIELD_NUMBER: _builtins.int
+    DEFAULT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The parameter's name; empty: the field's JSON name."""
+    required: _builtins.bool
+    """Must be sent, and not empty."""
+    flatten: _builtins.bool
+    """A message field whose own fields are the parameters (`filter.tags_any` is `tagsAny`)."""
+    sort: _builtins.bool
+    """A sort: its values are named after the field sorted by, descending after a `-`
+    (`FAN_SORT_LAST_MESSAGE_AT_DESC` -> `-lastMessageAt`, `..._ASC` -> `lastMessageAt`).
+    """
+    default: _builtins.str
+    """The value sent when the parameter is not, by its query name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        required: _builtins.bool = ...,
+        flatten: _builtins.bool = ...,
+        sort: _builtins.bool = ...,
+        default: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default", b"default", "flatten", b"flatten", "name", b"name", "required", b"required", "sort", b"sort"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Query: _TypeAlias = Query  # noqa: Y015
+
 ROUTE_FIELD_NUMBER: _builtins.int
+QUERY_FIELD_NUMBER: _builtins.int
+QUERY_VALUE_FIELD_NUMBER: _builtins.int
 route: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___Route]
 """In the range protobuf leaves to an organization's own options."""
+query: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___Query]
+query_value: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.EnumValueOptions, _builtins.str]
+"""The value's name in a query parameter, instead of its lower-case name."""
