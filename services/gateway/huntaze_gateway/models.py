@@ -230,10 +230,13 @@ class _ProtoFields(ModelMetaclass):
             members: dict[str, Any] = {}
             inherited = {name for base in bases for name in getattr(base, "model_fields", {})}
             descriptor = cast("Descriptor", message.DESCRIPTOR)
+            options = {f.name: f.GetOptions().Extensions[route_pb2.body] for f in descriptor.fields}
+            namespace["null_clears"] = frozenset(n for n, o in options.items() if o.null_clears)
             for field in descriptor.fields:
                 if field.name in declared or field.name in inherited:
                     continue
-                if field.name not in omit.split() and not _edge_filled(field):
+                left_out = field.name in omit.split() or options[field.name].services_only
+                if not left_out and not _edge_filled(field):
                     needed = not partial and (
                         field.name in required.split() or refuses_empty(field)
                     )
@@ -326,6 +329,8 @@ class ProtoBody(ApiModel, metaclass=_ProtoFields):
     `partial` makes every member default to null ("not sent"). Names are space-separated."""
 
     proto_message: ClassVar[str]
+    # Members whose null is sent as the empty value, which clears them (`route.proto`'s `Body`).
+    null_clears: ClassVar[frozenset[str]] = frozenset()
 
     if TYPE_CHECKING:
         # The members come from the descriptor, which the type checker cannot read.
@@ -336,7 +341,10 @@ class ProtoBody(ApiModel, metaclass=_ProtoFields):
     def proto_fields(self, *, sent_only: bool = False) -> dict[str, Any]:
         """The members by their proto names (for `codec.to_message`); `sent_only`: only those
         the request sent, for an update that changes exactly them."""
-        return self.model_dump(by_alias=False, exclude_unset=sent_only)
+        values = self.model_dump(by_alias=False, exclude_unset=sent_only)
+        for name in self.null_clears & values.keys():
+            values[name] = "" if values[name] is None else values[name]
+        return values
 
 
 @functools.cache

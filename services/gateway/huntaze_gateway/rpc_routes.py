@@ -34,7 +34,6 @@ from fastapi.responses import JSONResponse
 from google.api import annotations_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import (
-    FieldDescriptor,
     MethodDescriptor,
     ServiceDescriptor,
 )
@@ -112,8 +111,6 @@ class Exposed:
     failed: FailedHook | None = None
     # Header -> the field it fills (the body may name the same value, not another one).
     headers: Mapping[str, str] = field(default_factory=dict)
-    # Other success statuses `then` may answer with the same JSON, and what they mean.
-    statuses: Mapping[int, str] = field(default_factory=dict)
 
 
 def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str, str]]:
@@ -129,12 +126,6 @@ def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str, str]]:
             (verb.upper(), str(getattr(binding, verb)), binding.body, binding.response_body)
         )
     return rules
-
-
-def http_rule(method: MethodDescriptor) -> tuple[str, str]:
-    """The HTTP method and path of an RPC's `google.api.http` rule."""
-    verb, path, _, _ = http_rules(method)[0]
-    return verb, path
 
 
 @dataclass(frozen=True)
@@ -209,7 +200,8 @@ def _add(
     client = method.input_type.fields_by_name.get("client")
     with_client = client is not None and client.message_type is not None
     # A list RPC (a `PageRequest page`): `cursor` and `limit` in, a page of its items out.
-    paged = _is_page_request(method.input_type.fields_by_name.get("page"))
+    page = method.input_type.fields_by_name.get("page")
+    paged = page is not None and page.message_type is common_pb2.PageRequest.DESCRIPTOR
     items = next((f for f in answered.fields if f.is_repeated), None)
     skip = frozenset({*path_fields, "page"})
     query = query_model(method.input_type, skip) if verb == "GET" else None
@@ -264,7 +256,8 @@ def _add(
         elif no_content:
             answer = Response(status_code=NO_CONTENT)
         else:
-            answer = JsonResponse(to_json(shown), status_code=status_code)
+            earlier = declared.created and not getattr(reply, declared.created)
+            answer = JsonResponse(to_json(shown), status_code=200 if earlier else status_code)
         return answer if exposed.then is None else exposed.then(request, reply, answer)
 
     parameters = [
@@ -289,21 +282,21 @@ def _add(
     # JSON answers keep the default response class, whose documented schema is the response
     # model's (the endpoint answers with its own `JsonResponse`).
     response_class: type[Response] = Response if no_content else JSONResponse
-    others: dict[int | str, dict[str, Any]] = {
-        status: {
-            "description": text,
-            "content": {"application/json": {"schema": schema_ref(answered.full_name)}},
-        }
-        for status, text in exposed.statuses.items()
-    }
+    answer_schema = None if no_content else proto_schema(answered.full_name)
+    if paged and items is not None and items.message_type is not None:
+        answer_schema = page_schema(items.json_name, items.message_type.full_name)
+    # The answer to a request made before (`created`) is the same JSON.
+    content = {"application/json": {"schema": schema_ref(answered.full_name)}}
+    others: dict[int | str, dict[str, Any]] = (
+        {200: {"description": declared.earlier, "content": content}} if declared.created else {}
+    )
     router.add_api_route(
         path,
         endpoint,
         methods=[verb],
         status_code=NO_CONTENT if no_content else status_code,
         response_class=response_class,
-        response_model=exposed.answer
-        or _answer_schema(answered, paged=paged, no_content=no_content),
+        response_model=exposed.answer or answer_schema,
         summary=summary,
         description=METHOD_COMMENTS.get(method.full_name, ""),
         responses={
@@ -414,14 +407,6 @@ def _path_parameter(method: MethodDescriptor, name: str) -> inspect.Parameter:
     return _keyword(name, annotation)
 
 
-def _is_page_request(field: FieldDescriptor | None) -> bool:
-    return (
-        field is not None
-        and field.message_type is not None
-        and field.message_type.full_name == common_pb2.PageRequest.DESCRIPTOR.full_name
-    )
-
-
 def page_answer(key: str, items: Iterable[Message], page: common_pb2.PageResponse) -> JsonResponse:
     """One page of a list answer: the items under `key`, and the cursor of the next page."""
     return JsonResponse(
@@ -456,15 +441,6 @@ async def renamed(call: Awaitable[T], renames: Mapping[str, str]) -> T:
             for v in details.violations
         ]
         raise InvalidArgument.for_violations(violations, reason=details.reason) from None
-
-
-def _answer_schema(answered: Any, *, paged: bool, no_content: bool) -> Any:
-    if no_content:
-        return None
-    items = next((f for f in answered.fields if f.is_repeated), None)
-    if paged and items is not None and items.message_type is not None:
-        return page_schema(items.json_name, items.message_type.full_name)
-    return proto_schema(answered.full_name)
 
 
 def _snake(name: str) -> str:

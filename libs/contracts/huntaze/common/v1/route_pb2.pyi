@@ -31,6 +31,8 @@ class Route(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PUBLIC_FIELD_NUMBER: _builtins.int
     DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    EARLIER_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     """The operation's summary in the OpenAPI document."""
     status: _builtins.int
@@ -41,6 +43,11 @@ class Route(_message.Message):
     """How long the gateway waits for the answer, instead of its usual upstream deadline
     (a sign-in that drives a browser takes seconds).
     """
+    created: _builtins.str
+    """A bool field of the reply that is false when the request had been made before (the same
+    idempotency key): the answer is then 200, not `status`, and `earlier` says what it holds.
+    """
+    earlier: _builtins.str
     @_builtins.property
     def problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """The statuses of the problem documents it may answer, besides those every route may
@@ -55,10 +62,12 @@ class Route(_message.Message):
         status: _builtins.int = ...,
         public: _builtins.bool = ...,
         deadline_seconds: _builtins.float = ...,
+        created: _builtins.str = ...,
+        earlier: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_seconds", b"deadline_seconds", "problems", b"problems", "public", b"public", "status", b"status", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "deadline_seconds", b"deadline_seconds", "earlier", b"earlier", "problems", b"problems", "public", b"public", "status", b"status", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -106,11 +115,39 @@ class Query(_message.Message):
 
 Global___Query: _TypeAlias = Query  # noqa: Y015
 
+@_typing.final
+class Body(_message.Message):
+    """What a request body makes of a field, besides its protovalidate rules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICES_ONLY_FIELD_NUMBER: _builtins.int
+    NULL_CLEARS_FIELD_NUMBER: _builtins.int
+    services_only: _builtins.bool
+    """Set by services only: a body over HTTP leaves it out."""
+    null_clears: _builtins.bool
+    """Sent as null, it is sent empty (what clears it), not left unchanged."""
+    def __init__(
+        self,
+        *,
+        services_only: _builtins.bool = ...,
+        null_clears: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["null_clears", b"null_clears", "services_only", b"services_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Body: _TypeAlias = Body  # noqa: Y015
+
 ROUTE_FIELD_NUMBER: _builtins.int
 QUERY_FIELD_NUMBER: _builtins.int
+BODY_FIELD_NUMBER: _builtins.int
 QUERY_VALUE_FIELD_NUMBER: _builtins.int
 route: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___Route]
 """In the range protobuf leaves to an organization's own options."""
 query: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___Query]
+body: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___Body]
 query_value: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.EnumValueOptions, _builtins.str]
 """The value's name in a query parameter, instead of its lower-case name."""
