@@ -405,12 +405,8 @@ def query_model(message: Descriptor, skip: frozenset[str]) -> type[QueryModel] |
             schema = proto_member(cast("Descriptor", field.containing_type).full_name, field.name)
             schema = schema or {}
             limits = {**value_schema(schema), **({"minLength": 1} if option.required else {})}
-            # A parameter that may be null has its limits in the type; the others in its Field
-            # (in the type, FastAPI would not document them).
             nullable = field.is_repeated or field.has_presence
-            nested = {keyword: limits[keyword] for keyword in NESTED_KEYWORDS & limits.keys()}
-            own_limits = limits if nullable else nested
-            kind, default = _member(field, option.required, nullable, own_limits)
+            kind, default = _member(field, option.required, nullable, limits)
             if field.enum_type is not None and not field.is_repeated:
                 names = query_values(field.enum_type, sort=option.sort)
                 if option.default:  # the default first
@@ -420,9 +416,7 @@ def query_model(message: Descriptor, skip: frozenset[str]) -> type[QueryModel] |
             name = "_".join((outer.name, field.name) if flat else (field.name,))
             paths[name] = (outer.name, field.name) if flat else (field.name,)
             alias, described = option.name or field.json_name, schema.get("description")
-            own = {_CONSTRAINTS[key]: limits[key] for key in LIMIT_KEYWORDS & limits.keys()}
-            own = {} if nullable else own
-            members[name] = (kind, Field(default, alias=alias, description=described, **own))
+            members[name] = (kind, Field(default, alias=alias, description=described))
     if not members:
         return None
     model = create_model(f"{message.name}Query", __base__=QueryModel, **members)

@@ -4,16 +4,16 @@
 The rule's path parameters (`/api/crm/fans/{fan_id}`) fill the request fields of the same name;
 its `body` (`*`, or one field) is the JSON body, made from the message (`models.body_model`),
 and a PATCH (or a request with an `update_mask`) changes only what was sent; a GET route's
-other fields are query parameters (a list RPC's `page` is `cursor` and `limit`); a `client`
-field is filled with the caller's address and user agent. The answer is the reply's public JSON
-(or its `response_body` field's), a page of its items, or 204 when the reply has no fields. The
-service's field violations are named as the client sent them (`page.page_token` ->
-`query.cursor`).
+other fields are query parameters (`models.query_model`; a list RPC's `page` is `cursor` and
+`limit`); a `client` field is filled with the caller's address and user agent. The answer is
+the reply's public JSON (or its `response_body` field's), a page of its items, or 204 when the
+reply has no fields; a server stream is Server-Sent Events. The service's field violations are
+named as the client sent them (`page.page_token` -> `query.cursor`).
 
 The RPC's `huntaze.common.v1.route` option gives the summary, the problems it may answer, the
 success status and whether it is public (no access token); its comment is the description.
-What only the edge knows is named per route (`Exposed`): query names, headers that fill fields,
-and hooks around the call for cookies and sessions.
+What only the edge knows is named per route (`Exposed`): headers that fill fields, and hooks
+around the call for cookies and sessions.
 
 Exposing a new RPC over HTTP: the two options in the proto, `make proto`, and an `expose(...)`
 call in the service's route module (once per service).
@@ -33,10 +33,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from google.api import annotations_pb2
 from google.protobuf import message_factory
-from google.protobuf.descriptor import (
-    MethodDescriptor,
-    ServiceDescriptor,
-)
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
 from huntaze.common.v1 import common_pb2, route_pb2
