@@ -8,8 +8,8 @@ parameters they came from (`page.page_token` -> `cursor`).
 
 Every route is declared in the proto (`rpc_routes`), `GET /api/crm/stream` too (the CRM's
 `WatchInbox` as Server-Sent Events), with its query parameters' names (`search`, `archived`,
-`sort`) and the bodies' fields; what stays here is the reply's `Idempotency-Key` header. Enum
-values are lower-case names (`onlyfans`, `ppv_unlock`); sort names are the field sorted by
+`sort`), what the bodies leave out and the reply's `Idempotency-Key` header. Enum values are
+lower-case names (`onlyfans`, `ppv_unlock`); sort names are the field sorted by
 (`lastMessageAt`), ascending, or descending after a `-` (`-lastMessageAt`).
 """
 
@@ -20,7 +20,7 @@ from fastapi import APIRouter
 from huntaze.crm.v1 import crm_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, problems
 from huntaze_gateway.of_routes import of_router
-from huntaze_gateway.rpc_routes import Edge, Exposed, expose
+from huntaze_gateway.rpc_routes import Edge, expose
 from huntaze_gateway.state import runtime_of
 
 crm_router = APIRouter(prefix="/api/crm", tags=["crm"])
@@ -31,5 +31,4 @@ expose(
     (crm_router, messages_router, of_router),
     crm_pb2.DESCRIPTOR.services_by_name["CrmService"],
     Edge(caller=CurrentCaller, stub_of=lambda request: runtime_of(request).crm, problems=problems),
-    (Exposed("SendMessage", headers={"Idempotency-Key": "idempotency_key"}),),
 )

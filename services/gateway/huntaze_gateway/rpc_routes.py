@@ -12,8 +12,9 @@ named as the client sent them (`page.page_token` -> `query.cursor`).
 
 The RPC's `huntaze.common.v1.route` option gives the summary, the problems it may answer, the
 success status and whether it is public (no access token); its comment is the description.
-What only the edge knows is named per route (`Exposed`): headers that fill fields, and hooks
-around the call for cookies and sessions.
+Its request fields' `huntaze.common.v1.query` and `body` options name the query parameters,
+what a body leaves out and the headers that fill fields. What only the edge does is named per
+route (`Exposed`): hooks around the call for cookies and sessions.
 
 Exposing a new RPC over HTTP: the two options in the proto, `make proto`, and an `expose(...)`
 call in the service's route module (once per service).
@@ -24,7 +25,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import grpc
@@ -106,8 +107,6 @@ class Exposed:
     answer: Any = None
     before: BeforeHook | None = None
     failed: FailedHook | None = None
-    # Header -> the field it fills (the body may name the same value, not another one).
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str, str]]:
@@ -208,7 +207,10 @@ def _add(
         **({body_field: ""} if body_class and body_field != "*" else {}),
     }
     caller_verified = not declared.public and exposed.before is None
-    headers = {name: camel_field(field) for name, field in exposed.headers.items()}
+    # Header -> the field it fills (`huntaze.common.v1.body`), and the body's member for it.
+    options = {f.name: f.GetOptions().Extensions[route_pb2.body] for f in method.input_type.fields}
+    filled = {option.header: name for name, option in options.items() if option.header}
+    headers = {header: camel_field(name) for header, name in filled.items()}
 
     async def endpoint(request: Request, caller: Any = None, **arguments: Any) -> Response:
         message = request_class(**{name: arguments[name] for name in path_fields})
@@ -226,7 +228,7 @@ def _add(
             if sent_only and "update_mask" in request_class.DESCRIPTOR.fields_by_name:
                 # AIP-134: the mask names the fields to change, so an empty value clears one.
                 message.update_mask.paths.extend(sorted(values))
-        for header, name in exposed.headers.items():
+        for header, name in filled.items():
             _from_header(message, name, arguments[f"header_{name}"], header, headers[header])
         try:
             options = runtime_of(request).call() if caller is None else caller.options
@@ -263,7 +265,7 @@ def _add(
         *(_path_parameter(method, name) for name in path_fields),
         *(
             _keyword(f"header_{name}", _header(header, headers[header]), None)
-            for header, name in exposed.headers.items()
+            for header, name in filled.items()
         ),
         *([_keyword("cursor", Cursor, ""), _keyword("limit", Limit, None)] if paged else ()),
         *([_keyword("query", Annotated[query, Query()])] if query else ()),

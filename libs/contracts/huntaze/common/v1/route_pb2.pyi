@@ -123,19 +123,23 @@ class Body(_message.Message):
 
     SERVICES_ONLY_FIELD_NUMBER: _builtins.int
     NULL_CLEARS_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
     services_only: _builtins.bool
     """Set by services only: a body over HTTP leaves it out."""
     null_clears: _builtins.bool
     """Sent as null, it is sent empty (what clears it), not left unchanged."""
+    header: _builtins.str
+    """Also sent as this header; the body may give the same value, not another."""
     def __init__(
         self,
         *,
         services_only: _builtins.bool = ...,
         null_clears: _builtins.bool = ...,
+        header: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["null_clears", b"null_clears", "services_only", b"services_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "null_clears", b"null_clears", "services_only", b"services_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
