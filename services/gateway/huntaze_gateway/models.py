@@ -119,25 +119,6 @@ def value_schema(member: dict[str, Any]) -> dict[str, Any]:
     return member
 
 
-def _document_rules(schema: dict[str, Any], model: type[BaseModel]) -> None:
-    message: str = getattr(model, "proto_message", "")
-    properties = schema.get("properties", {})
-    for name, field in model.model_fields.items():
-        member = properties.get(field.alias or name)
-        generated = proto_member(message, name)
-        if member is None or generated is None:
-            continue
-        source, target = value_schema(generated), value_schema(member)
-        for keyword in LIMIT_KEYWORDS & source.keys():
-            target[keyword] = source[keyword]
-        for part in NESTED_KEYWORDS & source.keys():
-            if "$ref" not in target.setdefault(part, {}):
-                nested = source[part]
-                target[part].update({k: nested[k] for k in LIMIT_KEYWORDS & nested.keys()})
-        if "description" in generated:
-            member.setdefault("description", generated["description"])
-
-
 def _json_problem(value: Any, depth: int) -> str | None:
     """What makes `value` unfit for a JSON column (NUL or surrogates in text, numbers that are
     not finite, nesting deeper than `MAX_JSON_DEPTH`), or None."""
@@ -233,6 +214,12 @@ class _ProtoFields(ModelMetaclass):
             options = {f.name: f.GetOptions().Extensions[route_pb2.body] for f in descriptor.fields}
             namespace["null_clears"] = frozenset(n for n, o in options.items() if o.null_clears)
             for field in descriptor.fields:
+                schema = proto_member(message.DESCRIPTOR.full_name, field.name) or {}
+                described = Field(description=schema.get("description"))
+                if field.name in declared:  # with the field's limits, and its comment
+                    declared[field.name] = Annotated[
+                        _limited(declared[field.name], schema), described
+                    ]
                 if field.name in declared or field.name in inherited:
                     continue
                 left_out = field.name in omit.split() or options[field.name].services_only
@@ -240,8 +227,8 @@ class _ProtoFields(ModelMetaclass):
                     needed = not partial and (
                         field.name in required.split() or refuses_empty(field)
                     )
-                    limits = proto_member(message.DESCRIPTOR.full_name, field.name) or {}
-                    members[field.name], default = _member(field, needed, partial, limits)
+                    kind, default = _member(field, needed, partial, schema)
+                    members[field.name] = Annotated[kind, described]
                     if default is not ...:
                         namespace[field.name] = default
             namespace["__annotations__"] = {**members, **declared}
@@ -324,7 +311,8 @@ class ProtoBody(ApiModel, metaclass=_ProtoFields):
             refresh_token: str | None = None  # what only HTTP says
 
     Its members are the message's fields, in their order, typed from the descriptor (a member
-    declared in the class, or in a body it extends, keeps its declaration); `omit` leaves
+    declared in the class keeps its type and default, with the field's limits and comment; one
+    declared in a body it extends keeps its declaration); `omit` leaves
     fields out (ones the path fills), `required` adds to the ones the rules make required,
     `partial` makes every member default to null ("not sent"). Names are space-separated."""
 
@@ -335,8 +323,6 @@ class ProtoBody(ApiModel, metaclass=_ProtoFields):
     if TYPE_CHECKING:
         # The members come from the descriptor, which the type checker cannot read.
         def __getattr__(self, name: str) -> Any: ...
-
-    model_config = ConfigDict(json_schema_extra=_document_rules)
 
     def proto_fields(self, *, sent_only: bool = False) -> dict[str, Any]:
         """The members by their proto names (for `codec.to_message`); `sent_only`: only those
