@@ -61,16 +61,20 @@ Cursor = Annotated[
 Limit = Annotated[
     int | None, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}; default 50.")
 ]
-# A list request's page fields, named as this API's query parameters. A key also renames the
-# fields below it (`filter.tags_any[0]` with `"filter": "query"` -> `query.tags_any[0]`).
+# A list request's page fields, named as this API's query parameters.
 PAGE_FIELDS: Mapping[str, str] = {
     "page.page_token": "query.cursor",
     "page.page_size": "query.limit",
 }
 _PATH_LIMITS = {"minLength": "min_length", "maxLength": "max_length", "pattern": "pattern"}
 SSE_RETRY_MILLISECONDS = 3000
+# What a server stream answers (`_event_stream`), by the name of its messages.
+EVENTS = (
+    "An endless `text/event-stream`: `id:` the event id, `event:` its type, `data:` an `{}` "
+    "as JSON."
+)
 _EVENT_ID = {"ge": 0, "le": 2**63 - 1}
-LastEventIdHeader = Annotated[
+LastEventId = Annotated[
     int | None,
     Header(
         alias="last-event-id",
@@ -172,9 +176,7 @@ def _add(
     if not declared.summary:
         raise ValueError(f"{method.full_name} has no huntaze.common.v1.route summary")
     path = path.removeprefix(router.prefix)
-    if method.server_streaming:
-        _add_stream(router, method, path, edge, declared)
-        return
+    streamed = method.server_streaming  # Server-Sent Events (`_event_stream`)
     first_verb = http_rules(method)[0][0]
     summary = f"{declared.summary} ({verb} form)" if verb != first_verb else declared.summary
     status_code = declared.status or 200
@@ -200,7 +202,7 @@ def _add(
     paged = page is not None and page.message_type is common_pb2.PageRequest.DESCRIPTOR
     items = next((f for f in answered.fields if f.is_repeated), None)
     skip = frozenset({*path_fields, "page"})
-    query = query_model(method.input_type, skip) if verb == "GET" else None
+    query = query_model(method.input_type, skip) if verb == "GET" and not streamed else None
     renames = {
         **(PAGE_FIELDS if paged else {}),
         **(query.renames() if query else {}),
@@ -216,10 +218,9 @@ def _add(
         message = request_class(**{name: arguments[name] for name in path_fields})
         if with_client and edge.client_of is not None:
             message.client.CopyFrom(edge.client_of(request))
-        if query or paged:
-            page = {"page_size": arguments.get("limit"), "page_token": arguments.get("cursor")}
-            values = arguments["query"].proto_fields() if query else {}
-            to_message({**values, "page": page if paged else None}, message)
+        page = {"page_size": arguments.get("limit"), "page_token": arguments.get("cursor")}
+        values = arguments["query"].proto_fields() if query else {}
+        to_message({**values, "page": page if paged else None}, message)
         body: ProtoBody | None = arguments.get("body")
         if body is not None:
             values = body.proto_fields(sent_only=sent_only)
@@ -236,7 +237,10 @@ def _add(
                 options = await exposed.before(request, message) or options
             if declared.deadline_seconds:
                 options = {**options, "timeout": declared.deadline_seconds}
-            call = getattr(edge.stub_of(request), method.name)(message, **options)
+            rpc = getattr(edge.stub_of(request), method.name)
+            if streamed:
+                return _event_stream(request, caller, rpc, message, arguments)
+            call = rpc(message, **options)
             reply = await (renamed(call, renames) if renames else call)
         except (DomainError, grpc.aio.AioRpcError) as error:
             if exposed.failed is None:
@@ -269,6 +273,14 @@ def _add(
         ),
         *([_keyword("cursor", Cursor, ""), _keyword("limit", Limit, None)] if paged else ()),
         *([_keyword("query", Annotated[query, Query()])] if query else ()),
+        *(
+            [
+                _keyword("last_event_id", LastEventId, None),
+                _keyword("last_event_id_query", LastEventIdQuery, None),
+            ]
+            if streamed
+            else ()
+        ),
     ]
     if body_class is not None:  # a body that may be left out says so (`optional_body`)
         optional = getattr(body_class, "optional_body", False)
@@ -281,7 +293,8 @@ def _add(
     # JSON answers keep the default response class, whose documented schema is the response
     # model's (the endpoint answers with its own `JsonResponse`).
     response_class: type[Response] = Response if no_content else JSONResponse
-    answer_schema = None if no_content else proto_schema(answered.full_name)
+    response_class = EventStreamResponse if streamed else response_class
+    answer_schema = None if no_content or streamed else proto_schema(answered.full_name)
     if paged and items is not None and items.message_type is not None:
         answer_schema = page_schema(items.json_name, items.message_type.full_name)
     # The answer to a request made before (`created`) is the same JSON.
@@ -289,6 +302,9 @@ def _add(
     others: dict[int | str, dict[str, Any]] = (
         {200: {"description": declared.earlier, "content": content}} if declared.created else {}
     )
+    if streamed:
+        events = {EVENT_STREAM_MEDIA_TYPE: {"schema": schema_ref(answered.full_name)}}
+        others = {200: {"description": EVENTS.format(answered.name), "content": events}}
     router.add_api_route(
         path,
         endpoint,
@@ -308,64 +324,35 @@ def _add(
     )
 
 
-def _add_stream(
-    router: APIRouter, method: MethodDescriptor, path: str, edge: Edge, declared: Any
-) -> None:
+def _render_event(message: Any) -> bytes:
+    data = orjson.dumps(to_json(message), option=orjson.OPT_UTC_Z)
+    return frame(data, event=message.type, event_id=message.id)
+
+
+def _event_stream(
+    request: Request, caller: Any, rpc: Any, message: Any, arguments: Mapping[str, Any]
+) -> EventStreamResponse:
     """A server stream as Server-Sent Events (`sse.relay`): each message an event (`id:` its
     `id`, `event:` its `type`, `data:` its JSON), until the caller's token expires or its
-    session is revoked. SSE's resume (`Last-Event-ID`, or the `lastEventId` query parameter
-    for clients that cannot set headers; the header wins) fills the request's `after_event_id`
-    and sets its `resume`."""
-    request_class: Any = message_factory.GetMessageClass(method.input_type)
-    shown = method.output_type
-
-    def render(message: Any) -> bytes:
-        data = orjson.dumps(to_json(message), option=orjson.OPT_UTC_Z)
-        return frame(data, event=message.type, event_id=message.id)
-
-    async def endpoint(
-        request: Request, caller: Any, header: int | None, query: int | None
-    ) -> EventStreamResponse:
-        runtime, after = runtime_of(request), header if header is not None else query
-        message = request_class(after_event_id=after or 0, resume=after is not None)
-        options = {**caller.options, "timeout": None}
-        session_id, revocations = caller.principal.session_id, runtime.verifier.revocations
-        stream = Stream(
-            call=getattr(edge.stub_of(request), method.name)(message, **options),
-            render=render,
-            render_error=lambda error: bytes(
-                runtime.problems.from_error_details(from_rpc_error(error), request.url.path).body
-            ),
-            heartbeat_seconds=runtime.settings.gateway_sse_heartbeat_seconds,
-            retry_milliseconds=SSE_RETRY_MILLISECONDS,
-            expires_at=caller.principal.expires_at,
-            revoked=lambda: session_id is not None and revocations.is_revoked(session_id),
-        )
-        return EventStreamResponse(relay(stream))
-
-    endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [
-            _keyword("request", Request),
-            _keyword("caller", edge.caller),
-            _keyword("header", LastEventIdHeader, None),
-            _keyword("query", LastEventIdQuery, None),
-        ]
+    session is revoked. SSE's resume (`Last-Event-ID`, or the same in the query; the header
+    wins) fills the request's `after_event_id` and sets its `resume`."""
+    header, query = arguments["last_event_id"], arguments["last_event_id_query"]
+    after = header if header is not None else query
+    message.after_event_id, message.resume = after or 0, after is not None
+    runtime = runtime_of(request)
+    session_id, revocations = caller.principal.session_id, runtime.verifier.revocations
+    stream = Stream(
+        call=rpc(message, **{**caller.options, "timeout": None}),
+        render=_render_event,
+        render_error=lambda error: bytes(
+            runtime.problems.from_error_details(from_rpc_error(error), request.url.path).body
+        ),
+        heartbeat_seconds=runtime.settings.gateway_sse_heartbeat_seconds,
+        retry_milliseconds=SSE_RETRY_MILLISECONDS,
+        expires_at=caller.principal.expires_at,
+        revoked=lambda: session_id is not None and revocations.is_revoked(session_id),
     )
-    endpoint.__name__ = _snake(method.name)
-    router.add_api_route(
-        path,
-        endpoint,
-        methods=["GET"],
-        response_class=EventStreamResponse,
-        response_description="An endless `text/event-stream`: `id:` the event id, `event:` its "
-        f"type, `data:` an `{shown.name}` as JSON.",
-        summary=declared.summary,
-        description=METHOD_COMMENTS.get(method.full_name, ""),
-        responses={
-            200: {"content": {EVENT_STREAM_MEDIA_TYPE: {"schema": schema_ref(shown.full_name)}}},
-            **edge.problems(*declared.problems),
-        },
-    )
+    return EventStreamResponse(relay(stream))
 
 
 def _keyword(
