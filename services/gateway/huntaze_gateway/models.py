@@ -47,7 +47,7 @@ METHOD_COMMENTS: Mapping[str, str] = json.loads((_GENERATED / "methods.json").re
 # The JSON Schema keywords a protovalidate rule becomes, as pydantic's constraints (`items`,
 # `propertyNames` and `additionalProperties` carry those of a list's items and a map's keys and
 # values).
-_CONSTRAINTS = {
+CONSTRAINTS = {
     "minLength": "min_length",
     "maxLength": "max_length",
     "pattern": "pattern",
@@ -60,8 +60,6 @@ _CONSTRAINTS = {
     "minProperties": "min_length",
     "maxProperties": "max_length",
 }
-LIMIT_KEYWORDS = frozenset(_CONSTRAINTS)
-NESTED_KEYWORDS = frozenset({"items", "propertyNames", "additionalProperties"})
 MAX_JSON_DEPTH = 16
 
 
@@ -282,7 +280,7 @@ def _member(
 
 def _limited(kind: Any, schema: Mapping[str, Any]) -> Any:
     limits = {
-        _CONSTRAINTS[keyword]: schema[keyword] for keyword in _CONSTRAINTS.keys() & schema.keys()
+        CONSTRAINTS[keyword]: schema[keyword] for keyword in CONSTRAINTS.keys() & schema.keys()
     }
     if limits and get_origin(kind) is Annotated:  # before its checks: JSON Schema states them
         base, *checks = get_args(kind)
@@ -386,10 +384,10 @@ def query_model(message: Descriptor, skip: frozenset[str]) -> type[QueryModel] |
     paths: dict[str, tuple[str, ...]] = {}
     for outer in (field for field in message.fields if field.name not in skip):
         flat = outer.GetOptions().Extensions[route_pb2.query].flatten
-        for field in cast("Descriptor", outer.message_type).fields if flat else (outer,):
+        parent = cast("Descriptor", outer.message_type) if flat else message
+        for field in parent.fields if flat else (outer,):
             option = field.GetOptions().Extensions[route_pb2.query]
-            schema = proto_member(cast("Descriptor", field.containing_type).full_name, field.name)
-            schema = schema or {}
+            schema = proto_member(parent.full_name, field.name) or {}
             limits = {**value_schema(schema), **({"minLength": 1} if option.required else {})}
             nullable = field.is_repeated or field.has_presence
             kind, default = _member(field, option.required, nullable, limits)

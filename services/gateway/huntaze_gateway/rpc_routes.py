@@ -36,6 +36,7 @@ from google.api import annotations_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
+from pydantic.alias_generators import to_snake
 
 from huntaze.common.v1 import common_pb2, route_pb2
 from huntaze_gateway.codec import JsonResponse, to_json, to_message
@@ -68,11 +69,6 @@ PAGE_FIELDS: Mapping[str, str] = {
 }
 _PATH_LIMITS = {"minLength": "min_length", "maxLength": "max_length", "pattern": "pattern"}
 SSE_RETRY_MILLISECONDS = 3000
-# What a server stream answers (`_event_stream`), by the name of its messages.
-EVENTS = (
-    "An endless `text/event-stream`: `id:` the event id, `event:` its type, `data:` an `{}` "
-    "as JSON."
-)
 _EVENT_ID = {"ge": 0, "le": 2**63 - 1}
 LastEventId = Annotated[
     int | None,
@@ -224,8 +220,7 @@ def _add(
         body: ProtoBody | None = arguments.get("body")
         if body is not None:
             values = body.proto_fields(sent_only=sent_only)
-            whole = body_field == "*"
-            to_message(values, message if whole else getattr(message, body_field))
+            to_message(values, message if body_field == "*" else getattr(message, body_field))
             if sent_only and "update_mask" in request_class.DESCRIPTOR.fields_by_name:
                 # AIP-134: the mask names the fields to change, so an empty value clears one.
                 message.update_mask.paths.extend(sorted(values))
@@ -289,7 +284,7 @@ def _add(
             _keyword("body", annotation, None if optional else inspect.Parameter.empty)
         )
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    endpoint.__name__ = _snake(method.name)
+    endpoint.__name__ = to_snake(method.name)
     # JSON answers keep the default response class, whose documented schema is the response
     # model's (the endpoint answers with its own `JsonResponse`).
     response_class: type[Response] = Response if no_content else JSONResponse
@@ -302,9 +297,11 @@ def _add(
     others: dict[int | str, dict[str, Any]] = (
         {200: {"description": declared.earlier, "content": content}} if declared.created else {}
     )
-    if streamed:
+    if streamed:  # its messages, as events (`_event_stream`)
+        described = "An endless `text/event-stream`: `id:` the event id, `event:` its type, "
+        described += f"`data:` an `{answered.name}` as JSON."
         events = {EVENT_STREAM_MEDIA_TYPE: {"schema": schema_ref(answered.full_name)}}
-        others = {200: {"description": EVENTS.format(answered.name), "content": events}}
+        others = {200: {"description": described, "content": events}}
     router.add_api_route(
         path,
         endpoint,
@@ -427,7 +424,3 @@ async def renamed(call: Awaitable[T], renames: Mapping[str, str]) -> T:
             for v in details.violations
         ]
         raise InvalidArgument.for_violations(violations, reason=details.reason) from None
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
