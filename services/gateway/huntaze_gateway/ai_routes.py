@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from huntaze.ai.v1 import ai_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, problems
-from huntaze_gateway.rpc_routes import Edge, Exposed, expose
+from huntaze_gateway.rpc_routes import Edge, expose
 from huntaze_gateway.state import runtime_of
 
 ai_router = APIRouter(prefix="/api/ai", tags=["ai"])
@@ -18,5 +18,4 @@ expose(
     (ai_router, ai_onboarding_router),
     ai_pb2.DESCRIPTOR.services_by_name["AiService"],
     Edge(caller=CurrentCaller, stub_of=lambda request: runtime_of(request).ai, problems=problems),
-    (Exposed("ListSuggestions", query={"statuses": "status"}),),
 )

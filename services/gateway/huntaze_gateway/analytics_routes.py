@@ -1,8 +1,8 @@
 """`/api/analytics/*` and `/api/dashboard`: the analytics service's figures for the caller.
 
-The JSON routes are declared in the proto and served by `rpc_routes`; only the query values
-are named here (`period=7d|30d|90d`, `granularity=day|hour`). The CSV export is written here:
-its answer is a file, not JSON.
+The JSON routes are declared in the proto and served by `rpc_routes` (`period=7d|30d|90d`,
+30 days by default, `granularity=day|hour`). The CSV export is written here: its answer is a
+file, not JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from huntaze.analytics.v1 import analytics_pb2
 from huntaze_gateway.auth_routes import CurrentCaller, problems
-from huntaze_gateway.rpc_routes import Edge, Exposed, expose
+from huntaze_gateway.rpc_routes import Edge, expose
 from huntaze_gateway.state import runtime_of
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ PERIODS = {
     "7d": analytics_pb2.PERIOD_7D,
     "90d": analytics_pb2.PERIOD_90D,
 }
-GRANULARITIES = {"day": analytics_pb2.GRANULARITY_DAY, "hour": analytics_pb2.GRANULARITY_HOUR}
 PeriodName = Literal["30d", "7d", "90d"]
 
 
@@ -65,9 +64,4 @@ expose(
     (analytics_router, dashboard_router),
     analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"],
     Edge(caller=CurrentCaller, stub_of=_analytics, problems=problems),
-    [
-        Exposed(rpc, values={"period": PERIODS})
-        for rpc in ("GetOverview", "GetFanInsights", "GetSummary")
-    ]
-    + [Exposed("GetSeries", values={"period": PERIODS, "granularity": GRANULARITIES})],
 )

@@ -181,9 +181,8 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
                 content = response.get("content")
                 if not status.isdigit() or int(status) < 400 or not content:
                     continue
-                json_content = content.pop("application/json", None)
-                if json_content is not None:
-                    content[PROBLEM_MEDIA_TYPE] = json_content
+                # Whatever the success's media type (JSON, an event stream).
+                response["content"] = {PROBLEM_MEDIA_TYPE: next(iter(content.values()))}
     add_proto_schemas(schema)
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {}).pop("HTTPValidationError", None)

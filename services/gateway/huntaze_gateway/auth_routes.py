@@ -12,7 +12,7 @@ import ipaddress
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -29,9 +29,6 @@ from huntaze_gateway.rpc_routes import Edge, Exposed, expose
 from huntaze_gateway.state import runtime_of
 from huntaze_kit.errors import Unauthenticated
 from huntaze_kit.identity import Principal, bearer_token
-
-if TYPE_CHECKING:
-    from huntaze.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
 
 REFRESH_COOKIE_PATH = "/api/auth"
 MAX_USER_AGENT = 512
@@ -195,13 +192,10 @@ def check_same_origin(request: Request, settings: GatewaySettings) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """A verified user, the auth stub, and the options of a call made for them (deadline,
-    request id and their token): `await caller.auth.Method(request, **caller.options)`."""
+    """A verified user, and the options of a call made for them (their token; the channels add
+    the deadline and request id): `await stub.Method(request, **caller.options)`."""
 
-    token: str
     principal: Principal
-    from_cookie: bool
-    auth: AuthServiceAsyncStub
     options: dict[str, Any]
 
 
@@ -231,13 +225,7 @@ async def current_caller(request: Request) -> Caller:
     if principal.kind != "user":
         raise Unauthenticated(message="Invalid token.", reason="INVALID_TOKEN")
     request.state.principal = principal  # for the hooks after the call
-    return Caller(
-        token=token,
-        principal=principal,
-        from_cookie=from_cookie,
-        auth=runtime.auth,
-        options=runtime.call(token),
-    )
+    return Caller(principal=principal, options=runtime.call(token))
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]

@@ -18,18 +18,26 @@ import math
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast, get_args, get_origin
 
 from buf.validate import validate_pb2
 from google.protobuf import field_mask_pb2, message_factory, struct_pb2
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic._internal._model_construction import ModelMetaclass
 from pydantic.alias_generators import to_camel
 
-from huntaze.common.v1 import common_pb2
-from huntaze_gateway.codec import ProtoEnum, is_wrapper, map_entry
+from huntaze.common.v1 import common_pb2, route_pb2
+from huntaze_gateway.codec import ProtoEnum, enum_names, enum_values, is_wrapper, map_entry
 
 # The generated files sit at the root of the contracts' `huntaze` package.
 _GENERATED = Path(common_pb2.__file__).parents[2]
@@ -39,7 +47,7 @@ METHOD_COMMENTS: Mapping[str, str] = json.loads((_GENERATED / "methods.json").re
 # The JSON Schema keywords a protovalidate rule becomes, as pydantic's constraints (`items`,
 # `propertyNames` and `additionalProperties` carry those of a list's items and a map's keys and
 # values).
-_CONSTRAINTS = {
+CONSTRAINTS = {
     "minLength": "min_length",
     "maxLength": "max_length",
     "pattern": "pattern",
@@ -52,8 +60,6 @@ _CONSTRAINTS = {
     "minProperties": "min_length",
     "maxProperties": "max_length",
 }
-LIMIT_KEYWORDS = frozenset(_CONSTRAINTS)
-NESTED_KEYWORDS = frozenset({"items", "propertyNames", "additionalProperties"})
 MAX_JSON_DEPTH = 16
 
 
@@ -67,9 +73,6 @@ def clean_text(value: str) -> str:
     except UnicodeEncodeError as error:
         raise ValueError("contains characters that are not allowed (surrogates)") from error
     return value
-
-
-QueryText = Annotated[str, AfterValidator(clean_text)]
 
 
 class ApiModel(BaseModel):
@@ -112,25 +115,6 @@ def value_schema(member: dict[str, Any]) -> dict[str, Any]:
             value: dict[str, Any] = option
             return value
     return member
-
-
-def _document_rules(schema: dict[str, Any], model: type[BaseModel]) -> None:
-    message: str = getattr(model, "proto_message", "")
-    properties = schema.get("properties", {})
-    for name, field in model.model_fields.items():
-        member = properties.get(field.alias or name)
-        generated = proto_member(message, name)
-        if member is None or generated is None:
-            continue
-        source, target = value_schema(generated), value_schema(member)
-        for keyword in LIMIT_KEYWORDS & source.keys():
-            target[keyword] = source[keyword]
-        for part in NESTED_KEYWORDS & source.keys():
-            if "$ref" not in target.setdefault(part, {}):
-                nested = source[part]
-                target[part].update({k: nested[k] for k in LIMIT_KEYWORDS & nested.keys()})
-        if "description" in generated:
-            member.setdefault("description", generated["description"])
 
 
 def _json_problem(value: Any, depth: int) -> str | None:
@@ -225,15 +209,24 @@ class _ProtoFields(ModelMetaclass):
             members: dict[str, Any] = {}
             inherited = {name for base in bases for name in getattr(base, "model_fields", {})}
             descriptor = cast("Descriptor", message.DESCRIPTOR)
+            options = {f.name: f.GetOptions().Extensions[route_pb2.body] for f in descriptor.fields}
+            namespace["null_clears"] = frozenset(n for n, o in options.items() if o.null_clears)
             for field in descriptor.fields:
+                schema = proto_member(message.DESCRIPTOR.full_name, field.name) or {}
+                described = Field(description=schema.get("description"))
+                if field.name in declared:  # with the field's limits, and its comment
+                    declared[field.name] = Annotated[
+                        _limited(declared[field.name], schema), described
+                    ]
                 if field.name in declared or field.name in inherited:
                     continue
-                if field.name not in omit.split() and not _edge_filled(field):
+                left_out = field.name in omit.split() or options[field.name].services_only
+                if not left_out and not _edge_filled(field):
                     needed = not partial and (
                         field.name in required.split() or refuses_empty(field)
                     )
-                    limits = proto_member(message.DESCRIPTOR.full_name, field.name) or {}
-                    members[field.name], default = _member(field, needed, partial, limits)
+                    kind, default = _member(field, needed, partial, schema)
+                    members[field.name] = Annotated[kind, described]
                     if default is not ...:
                         namespace[field.name] = default
             namespace["__annotations__"] = {**members, **declared}
@@ -287,8 +280,11 @@ def _member(
 
 def _limited(kind: Any, schema: Mapping[str, Any]) -> Any:
     limits = {
-        _CONSTRAINTS[keyword]: schema[keyword] for keyword in _CONSTRAINTS.keys() & schema.keys()
+        CONSTRAINTS[keyword]: schema[keyword] for keyword in CONSTRAINTS.keys() & schema.keys()
     }
+    if limits and get_origin(kind) is Annotated:  # before its checks: JSON Schema states them
+        base, *checks = get_args(kind)
+        return Annotated[(base, Field(**limits), *checks)]
     return Annotated[kind, Field(**limits)] if limits else kind
 
 
@@ -313,22 +309,26 @@ class ProtoBody(ApiModel, metaclass=_ProtoFields):
             refresh_token: str | None = None  # what only HTTP says
 
     Its members are the message's fields, in their order, typed from the descriptor (a member
-    declared in the class, or in a body it extends, keeps its declaration); `omit` leaves
+    declared in the class keeps its type and default, with the field's limits and comment; one
+    declared in a body it extends keeps its declaration); `omit` leaves
     fields out (ones the path fills), `required` adds to the ones the rules make required,
     `partial` makes every member default to null ("not sent"). Names are space-separated."""
 
     proto_message: ClassVar[str]
+    # Members whose null is sent as the empty value, which clears them (`route.proto`'s `Body`).
+    null_clears: ClassVar[frozenset[str]] = frozenset()
 
     if TYPE_CHECKING:
         # The members come from the descriptor, which the type checker cannot read.
         def __getattr__(self, name: str) -> Any: ...
 
-    model_config = ConfigDict(json_schema_extra=_document_rules)
-
     def proto_fields(self, *, sent_only: bool = False) -> dict[str, Any]:
         """The members by their proto names (for `codec.to_message`); `sent_only`: only those
         the request sent, for an update that changes exactly them."""
-        return self.model_dump(by_alias=False, exclude_unset=sent_only)
+        values = self.model_dump(by_alias=False, exclude_unset=sent_only)
+        for name in self.null_clears & values.keys():
+            values[name] = "" if values[name] is None else values[name]
+        return values
 
 
 @functools.cache
@@ -345,3 +345,87 @@ def body_model(
         (ProtoBody,),
         {**options, "partial": partial, "made": True},
     )
+
+
+class QueryModel(ApiModel):
+    """A GET route's query parameters (`query_model`)."""
+
+    # Other parameters are not refused (nor is `unread_only` taken for `unread`); a default
+    # is a value as sent (`-createdAt`, to the enum's number).
+    model_config = ConfigDict(extra="ignore", validate_by_name=False, validate_default=True)
+    # Each member's field, from the request message down (`("filter", "tags_any")`).
+    paths: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    @classmethod
+    def renames(cls) -> dict[str, str]:
+        """The fields' paths -> the parameters, as violations name them (`query.search`)."""
+        return {".".join(p): f"query.{cls.model_fields[n].alias}" for n, p in cls.paths.items()}
+
+    def proto_fields(self) -> dict[str, Any]:
+        """The fields the parameters fill, as `codec.to_message` takes them (a message none of
+        them fills is left unset)."""
+        values: dict[str, Any] = {}
+        for name, (*outer, last) in self.paths.items():
+            value = getattr(self, name)
+            if value is not None and value != []:
+                target = values
+                for key in outer:
+                    target = target.setdefault(key, {})
+                target[last] = value
+        return values
+
+
+@functools.cache
+def query_model(message: Descriptor, skip: frozenset[str]) -> type[QueryModel] | None:
+    """The query parameters of the fields of `message` but `skip` (None if there are none):
+    typed and limited as a body's members, named and valued as their proto's
+    `huntaze.common.v1.query` option says."""
+    members: dict[str, Any] = {}
+    paths: dict[str, tuple[str, ...]] = {}
+    for outer in (field for field in message.fields if field.name not in skip):
+        flat = outer.GetOptions().Extensions[route_pb2.query].flatten
+        parent = cast("Descriptor", outer.message_type) if flat else message
+        for field in parent.fields if flat else (outer,):
+            option = field.GetOptions().Extensions[route_pb2.query]
+            schema = proto_member(parent.full_name, field.name) or {}
+            limits = {**value_schema(schema), **({"minLength": 1} if option.required else {})}
+            nullable = field.is_repeated or field.has_presence
+            kind, default = _member(field, option.required, nullable, limits)
+            if field.enum_type is not None and not field.is_repeated:
+                names = query_values(field.enum_type, sort=option.sort)
+                if option.default:  # the default first
+                    names = {option.default: names[option.default], **names}
+                kind = Annotated[Literal[tuple(names)], AfterValidator(names.__getitem__)]
+                kind, default = (kind, option.default) if option.default else (kind | None, None)
+            name = "_".join((outer.name, field.name) if flat else (field.name,))
+            paths[name] = (outer.name, field.name) if flat else (field.name,)
+            alias, described = option.name or field.json_name, schema.get("description")
+            members[name] = (kind, Field(default, alias=alias, description=described))
+    if not members:
+        return None
+    model = create_model(f"{message.name}Query", __base__=QueryModel, **members)
+    model.paths = paths
+    return model
+
+
+def query_values(enum: EnumDescriptor, *, sort: bool) -> dict[str, int]:
+    """An enum's values by their query names: `query_value`, a sort's (`sort_names`), else
+    their lower-case names."""
+    named = {
+        value.GetOptions().Extensions[route_pb2.query_value]: value.number
+        for value in enum.values
+        if value.GetOptions().HasExtension(route_pb2.query_value)
+    }
+    return named or (sort_names(enum) if sort else enum_values(enum))
+
+
+def sort_names(enum: EnumDescriptor) -> dict[str, int]:
+    """A sort enum's query values, in order: the JSON name of the field sorted by, descending
+    after a `-` (`FAN_SORT_LAST_MESSAGE_AT_DESC` -> `-lastMessageAt`)."""
+    names = {}
+    for number, name in enum_names(enum).items():
+        field, _, order = name.rpartition("_")
+        sorted_by = to_camel(field if order in ("asc", "desc") else name)
+        if number:
+            names[f"-{sorted_by}" if order == "desc" else sorted_by] = number
+    return names

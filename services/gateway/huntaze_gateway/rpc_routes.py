@@ -4,16 +4,17 @@
 The rule's path parameters (`/api/crm/fans/{fan_id}`) fill the request fields of the same name;
 its `body` (`*`, or one field) is the JSON body, made from the message (`models.body_model`),
 and a PATCH (or a request with an `update_mask`) changes only what was sent; a GET route's
-other fields are query parameters (a list RPC's `page` is `cursor` and `limit`); a `client`
-field is filled with the caller's address and user agent. The answer is the reply's public JSON
-(or its `response_body` field's), a page of its items, or 204 when the reply has no fields. The
-service's field violations are named as the client sent them (`page.page_token` ->
-`query.cursor`).
+other fields are query parameters (`models.query_model`; a list RPC's `page` is `cursor` and
+`limit`); a `client` field is filled with the caller's address and user agent. The answer is
+the reply's public JSON (or its `response_body` field's), a page of its items, or 204 when the
+reply has no fields; a server stream is Server-Sent Events. The service's field violations are
+named as the client sent them (`page.page_token` -> `query.cursor`).
 
 The RPC's `huntaze.common.v1.route` option gives the summary, the problems it may answer, the
 success status and whether it is public (no access token); its comment is the description.
-What only the edge knows is named per route (`Exposed`): query names, headers that fill fields,
-and hooks around the call for cookies and sessions.
+Its request fields' `huntaze.common.v1.query` and `body` options name the query parameters,
+what a body leaves out and the headers that fill fields. What only the edge does is named per
+route (`Exposed`): hooks around the call for cookies and sessions.
 
 Exposing a new RPC over HTTP: the two options in the proto, `make proto`, and an `expose(...)`
 call in the service's route module (once per service).
@@ -24,28 +25,25 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
 import grpc
+import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from google.api import annotations_pb2
 from google.protobuf import message_factory
-from google.protobuf.descriptor import (
-    EnumDescriptor,
-    FieldDescriptor,
-    MethodDescriptor,
-    ServiceDescriptor,
-)
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_snake
 
 from huntaze.common.v1 import common_pb2, route_pb2
-from huntaze_gateway.codec import JsonResponse, ProtoEnum, enum_names, to_json, to_message
-from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody, QueryText, body_model, proto_member
+from huntaze_gateway.codec import JsonResponse, to_json, to_message
+from huntaze_gateway.models import METHOD_COMMENTS, ProtoBody, body_model, proto_member, query_model
 from huntaze_gateway.openapi import page_schema, proto_schema, schema_ref
 from huntaze_gateway.problems import camel_field, error_details_of
+from huntaze_gateway.sse import EVENT_STREAM_MEDIA_TYPE, EventStreamResponse, Stream, frame, relay
 from huntaze_gateway.state import runtime_of
 from huntaze_kit.errors import DomainError, FieldViolation, InvalidArgument
 from huntaze_kit.rich_status import from_rpc_error
@@ -64,13 +62,30 @@ Cursor = Annotated[
 Limit = Annotated[
     int | None, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}; default 50.")
 ]
-# A list request's page fields, named as this API's query parameters. A key also renames the
-# fields below it (`filter.tags_any[0]` with `"filter": "query"` -> `query.tags_any[0]`).
+# A list request's page fields, named as this API's query parameters.
 PAGE_FIELDS: Mapping[str, str] = {
     "page.page_token": "query.cursor",
     "page.page_size": "query.limit",
 }
 _PATH_LIMITS = {"minLength": "min_length", "maxLength": "max_length", "pattern": "pattern"}
+SSE_RETRY_MILLISECONDS = 3000
+_EVENT_ID = {"ge": 0, "le": 2**63 - 1}
+LastEventId = Annotated[
+    int | None,
+    Header(
+        alias="last-event-id",
+        description="The last event seen (browsers send it when they reconnect).",
+        **_EVENT_ID,
+    ),
+]
+LastEventIdQuery = Annotated[
+    int | None,
+    Query(
+        alias="lastEventId",
+        description="The same, for clients that cannot set headers; the header wins.",
+        **_EVENT_ID,
+    ),
+]
 
 # What the edge does once the call answered: `then(request, reply, answer)` sets or clears
 # cookies on the answer, or returns another one.
@@ -90,27 +105,8 @@ class Exposed:
     then: EdgeHook | None = None
     # The answer `then` writes instead of the reply's JSON, for the OpenAPI document.
     answer: Any = None
-    # A GET route's request fields are query parameters named as in JSON, but: `query` renames
-    # them ("" puts a message's own fields in the query), `values` names an enum's values (the
-    # first is the default) and `required` lists the ones that must be sent (not empty).
-    query: Mapping[str, str] = field(default_factory=dict)
-    values: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    required: str = ""
     before: BeforeHook | None = None
     failed: FailedHook | None = None
-    # Header -> the field it fills (the body may name the same value, not another one).
-    headers: Mapping[str, str] = field(default_factory=dict)
-    # Other success statuses `then` may answer with the same JSON, and what they mean.
-    statuses: Mapping[int, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _QueryParameter:
-    parameter: inspect.Parameter
-    name: str
-    # The field's names from the request message down (`("filter", "tags_any")`).
-    path: tuple[str, ...]
-    values: Mapping[str, int] | None
 
 
 def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str, str]]:
@@ -126,12 +122,6 @@ def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str, str]]:
             (verb.upper(), str(getattr(binding, verb)), binding.body, binding.response_body)
         )
     return rules
-
-
-def http_rule(method: MethodDescriptor) -> tuple[str, str]:
-    """The HTTP method and path of an RPC's `google.api.http` rule."""
-    verb, path, _, _ = http_rules(method)[0]
-    return verb, path
 
 
 @dataclass(frozen=True)
@@ -182,6 +172,7 @@ def _add(
     if not declared.summary:
         raise ValueError(f"{method.full_name} has no huntaze.common.v1.route summary")
     path = path.removeprefix(router.prefix)
+    streamed = method.server_streaming  # Server-Sent Events (`_event_stream`)
     first_verb = http_rules(method)[0][0]
     summary = f"{declared.summary} ({verb} form)" if verb != first_verb else declared.summary
     status_code = declared.status or 200
@@ -203,35 +194,37 @@ def _add(
     client = method.input_type.fields_by_name.get("client")
     with_client = client is not None and client.message_type is not None
     # A list RPC (a `PageRequest page`): `cursor` and `limit` in, a page of its items out.
-    paged = _is_page_request(method.input_type.fields_by_name.get("page"))
+    page = method.input_type.fields_by_name.get("page")
+    paged = page is not None and page.message_type is common_pb2.PageRequest.DESCRIPTOR
     items = next((f for f in answered.fields if f.is_repeated), None)
-    query = _query_parameters(method, exposed, skip={*path_fields, "page"}) if verb == "GET" else []
+    skip = frozenset({*path_fields, "page"})
+    query = query_model(method.input_type, skip) if verb == "GET" and not streamed else None
     renames = {
         **(PAGE_FIELDS if paged else {}),
-        **{".".join(q.path): f"query.{q.name}" for q in query},
+        **(query.renames() if query else {}),
         **({body_field: ""} if body_class and body_field != "*" else {}),
     }
     caller_verified = not declared.public and exposed.before is None
-    headers = {name: camel_field(field) for name, field in exposed.headers.items()}
+    # Header -> the field it fills (`huntaze.common.v1.body`), and the body's member for it.
+    options = {f.name: f.GetOptions().Extensions[route_pb2.body] for f in method.input_type.fields}
+    filled = {option.header: name for name, option in options.items() if option.header}
+    headers = {header: camel_field(name) for header, name in filled.items()}
 
     async def endpoint(request: Request, caller: Any = None, **arguments: Any) -> Response:
         message = request_class(**{name: arguments[name] for name in path_fields})
         if with_client and edge.client_of is not None:
             message.client.CopyFrom(edge.client_of(request))
-        if query or paged:
-            page = {"page_size": arguments.get("limit"), "page_token": arguments.get("cursor")}
-            to_message(
-                {**_query_values(query, arguments), "page": page if paged else None}, message
-            )
+        page = {"page_size": arguments.get("limit"), "page_token": arguments.get("cursor")}
+        values = arguments["query"].proto_fields() if query else {}
+        to_message({**values, "page": page if paged else None}, message)
         body: ProtoBody | None = arguments.get("body")
         if body is not None:
             values = body.proto_fields(sent_only=sent_only)
-            whole = body_field == "*"
-            to_message(values, message if whole else getattr(message, body_field))
+            to_message(values, message if body_field == "*" else getattr(message, body_field))
             if sent_only and "update_mask" in request_class.DESCRIPTOR.fields_by_name:
                 # AIP-134: the mask names the fields to change, so an empty value clears one.
                 message.update_mask.paths.extend(sorted(values))
-        for header, name in exposed.headers.items():
+        for header, name in filled.items():
             _from_header(message, name, arguments[f"header_{name}"], header, headers[header])
         try:
             options = runtime_of(request).call() if caller is None else caller.options
@@ -239,7 +232,10 @@ def _add(
                 options = await exposed.before(request, message) or options
             if declared.deadline_seconds:
                 options = {**options, "timeout": declared.deadline_seconds}
-            call = getattr(edge.stub_of(request), method.name)(message, **options)
+            rpc = getattr(edge.stub_of(request), method.name)
+            if streamed:
+                return _event_stream(request, caller, rpc, message, arguments)
+            call = rpc(message, **options)
             reply = await (renamed(call, renames) if renames else call)
         except (DomainError, grpc.aio.AioRpcError) as error:
             if exposed.failed is None:
@@ -258,7 +254,8 @@ def _add(
         elif no_content:
             answer = Response(status_code=NO_CONTENT)
         else:
-            answer = JsonResponse(to_json(shown), status_code=status_code)
+            earlier = declared.created and not getattr(reply, declared.created)
+            answer = JsonResponse(to_json(shown), status_code=200 if earlier else status_code)
         return answer if exposed.then is None else exposed.then(request, reply, answer)
 
     parameters = [
@@ -267,10 +264,18 @@ def _add(
         *(_path_parameter(method, name) for name in path_fields),
         *(
             _keyword(f"header_{name}", _header(header, headers[header]), None)
-            for header, name in exposed.headers.items()
+            for header, name in filled.items()
         ),
         *([_keyword("cursor", Cursor, ""), _keyword("limit", Limit, None)] if paged else ()),
-        *(q.parameter for q in query),
+        *([_keyword("query", Annotated[query, Query()])] if query else ()),
+        *(
+            [
+                _keyword("last_event_id", LastEventId, None),
+                _keyword("last_event_id_query", LastEventIdQuery, None),
+            ]
+            if streamed
+            else ()
+        ),
     ]
     if body_class is not None:  # a body that may be left out says so (`optional_body`)
         optional = getattr(body_class, "optional_body", False)
@@ -279,25 +284,31 @@ def _add(
             _keyword("body", annotation, None if optional else inspect.Parameter.empty)
         )
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    endpoint.__name__ = _snake(method.name)
+    endpoint.__name__ = to_snake(method.name)
     # JSON answers keep the default response class, whose documented schema is the response
     # model's (the endpoint answers with its own `JsonResponse`).
     response_class: type[Response] = Response if no_content else JSONResponse
-    others: dict[int | str, dict[str, Any]] = {
-        status: {
-            "description": text,
-            "content": {"application/json": {"schema": schema_ref(answered.full_name)}},
-        }
-        for status, text in exposed.statuses.items()
-    }
+    response_class = EventStreamResponse if streamed else response_class
+    answer_schema = None if no_content or streamed else proto_schema(answered.full_name)
+    if paged and items is not None and items.message_type is not None:
+        answer_schema = page_schema(items.json_name, items.message_type.full_name)
+    # The answer to a request made before (`created`) is the same JSON.
+    content = {"application/json": {"schema": schema_ref(answered.full_name)}}
+    others: dict[int | str, dict[str, Any]] = (
+        {200: {"description": declared.earlier, "content": content}} if declared.created else {}
+    )
+    if streamed:  # its messages, as events (`_event_stream`)
+        described = "An endless `text/event-stream`: `id:` the event id, `event:` its type, "
+        described += f"`data:` an `{answered.name}` as JSON."
+        events = {EVENT_STREAM_MEDIA_TYPE: {"schema": schema_ref(answered.full_name)}}
+        others = {200: {"description": described, "content": events}}
     router.add_api_route(
         path,
         endpoint,
         methods=[verb],
         status_code=NO_CONTENT if no_content else status_code,
         response_class=response_class,
-        response_model=exposed.answer
-        or _answer_schema(answered, paged=paged, no_content=no_content),
+        response_model=exposed.answer or answer_schema,
         summary=summary,
         description=METHOD_COMMENTS.get(method.full_name, ""),
         responses={
@@ -308,6 +319,37 @@ def _add(
         if caller_verified or declared.public
         else {"security": list(edge.security)},
     )
+
+
+def _render_event(message: Any) -> bytes:
+    data = orjson.dumps(to_json(message), option=orjson.OPT_UTC_Z)
+    return frame(data, event=message.type, event_id=message.id)
+
+
+def _event_stream(
+    request: Request, caller: Any, rpc: Any, message: Any, arguments: Mapping[str, Any]
+) -> EventStreamResponse:
+    """A server stream as Server-Sent Events (`sse.relay`): each message an event (`id:` its
+    `id`, `event:` its `type`, `data:` its JSON), until the caller's token expires or its
+    session is revoked. SSE's resume (`Last-Event-ID`, or the same in the query; the header
+    wins) fills the request's `after_event_id` and sets its `resume`."""
+    header, query = arguments["last_event_id"], arguments["last_event_id_query"]
+    after = header if header is not None else query
+    message.after_event_id, message.resume = after or 0, after is not None
+    runtime = runtime_of(request)
+    session_id, revocations = caller.principal.session_id, runtime.verifier.revocations
+    stream = Stream(
+        call=rpc(message, **{**caller.options, "timeout": None}),
+        render=_render_event,
+        render_error=lambda error: bytes(
+            runtime.problems.from_error_details(from_rpc_error(error), request.url.path).body
+        ),
+        heartbeat_seconds=runtime.settings.gateway_sse_heartbeat_seconds,
+        retry_milliseconds=SSE_RETRY_MILLISECONDS,
+        expires_at=caller.principal.expires_at,
+        revoked=lambda: session_id is not None and revocations.is_revoked(session_id),
+    )
+    return EventStreamResponse(relay(stream))
 
 
 def _keyword(
@@ -348,96 +390,6 @@ def _path_parameter(method: MethodDescriptor, name: str) -> inspect.Parameter:
     return _keyword(name, annotation)
 
 
-def _query_parameters(
-    method: MethodDescriptor, route: Exposed, *, skip: set[str]
-) -> list[_QueryParameter]:
-    found = []
-    for outer in method.input_type.fields:
-        if outer.name in skip:
-            continue
-        nested = outer.message_type
-        if route.query.get(outer.name) == "" and nested is not None:
-            found += [
-                _query_parameter(inner, nested.full_name, (outer.name, inner.name), route)
-                for inner in nested.fields
-            ]
-        else:
-            found.append(_query_parameter(outer, method.input_type.full_name, (outer.name,), route))
-    return found
-
-
-def _query_parameter(
-    field: FieldDescriptor, message: str, path: tuple[str, ...], route: Exposed
-) -> _QueryParameter:
-    """The query parameter of a request field: its type, default and description from the
-    descriptor; integers bounded to what the field holds."""
-    values = route.values.get(field.name)
-    name = route.query.get(field.name, field.json_name)
-    documented = proto_member(message, field.name) or {}
-    rules: dict[str, Any] = {"description": documented.get("description")}
-    item: Any = QueryText
-    default: Any = None
-    if values is not None:
-        item, default = Literal[tuple(values)], next(iter(values))
-    elif field.enum_type is not None:
-        item = Annotated[str, ProtoEnum(field.enum_type)]
-    elif field.type == FieldDescriptor.TYPE_BOOL:
-        item, default = bool, None if field.has_presence else False
-    elif field.type in _INTEGER_BITS:
-        limit = 2 ** (_INTEGER_BITS[field.type] - 1)
-        item, rules = int, {**rules, "ge": -limit, "le": limit - 1}
-    elif field.name in route.required.split():
-        default, rules = inspect.Parameter.empty, {**rules, "min_length": 1}
-    elif not field.is_repeated:
-        default = ""
-    kind = list[item] if field.is_repeated else item
-    if default is None:
-        kind = kind | None
-    annotation = Annotated[kind, Query(alias=name, **rules)]  # type: ignore[valid-type]
-    return _QueryParameter(
-        _keyword(f"query_{'_'.join(path)}", annotation, default), name, path, values
-    )
-
-
-_INTEGER_BITS = {FieldDescriptor.TYPE_INT64: 64, FieldDescriptor.TYPE_INT32: 32}
-
-
-def _query_values(query: Sequence[_QueryParameter], arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields the query parameters fill, as `codec.to_message` takes them (an empty
-    message is left unset)."""
-    values: dict[str, Any] = {}
-    for q in query:
-        value = arguments[q.parameter.name]
-        if value is None:
-            continue
-        *outer, name = q.path
-        target = values
-        for key in outer:
-            target = target.setdefault(key, {})
-        target[name] = value if q.values is None else q.values[value]
-    return values
-
-
-def sort_names(enum: EnumDescriptor) -> dict[str, int]:
-    """A sort enum's query values, the default (the first) first: the JSON name of the field
-    sorted by, descending after a `-` (`FAN_SORT_LAST_MESSAGE_AT_DESC` -> `-lastMessageAt`)."""
-    names = {}
-    for number, name in enum_names(enum).items():
-        field, _, order = name.rpartition("_")
-        sorted_by = to_camel(field if order in ("asc", "desc") else name)
-        if number:
-            names[f"-{sorted_by}" if order == "desc" else sorted_by] = number
-    return names
-
-
-def _is_page_request(field: FieldDescriptor | None) -> bool:
-    return (
-        field is not None
-        and field.message_type is not None
-        and field.message_type.full_name == common_pb2.PageRequest.DESCRIPTOR.full_name
-    )
-
-
 def page_answer(key: str, items: Iterable[Message], page: common_pb2.PageResponse) -> JsonResponse:
     """One page of a list answer: the items under `key`, and the cursor of the next page."""
     return JsonResponse(
@@ -472,16 +424,3 @@ async def renamed(call: Awaitable[T], renames: Mapping[str, str]) -> T:
             for v in details.violations
         ]
         raise InvalidArgument.for_violations(violations, reason=details.reason) from None
-
-
-def _answer_schema(answered: Any, *, paged: bool, no_content: bool) -> Any:
-    if no_content:
-        return None
-    items = next((f for f in answered.fields if f.is_repeated), None)
-    if paged and items is not None and items.message_type is not None:
-        return page_schema(items.json_name, items.message_type.full_name)
-    return proto_schema(answered.full_name)
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -29,10 +29,10 @@ from huntaze_devstack.testing import (
     problem_fields,
     token_from_email,
 )
-from huntaze_gateway import crm_routes
+from huntaze_gateway import rpc_routes
 from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
-from huntaze_gateway.rpc_routes import sort_names
+from huntaze_gateway.models import sort_names
 
 PROBLEM = "application/problem+json"
 PASSWORD = "Violet-Harbour-Lantern-42"
@@ -238,7 +238,7 @@ def test_sort_names_cover_the_proto_sorts() -> None:
     for path, parameter, names in (
         ("/api/crm/fans", "sort", fan_sorts),
         ("/api/crm/conversations", "sort", conversation_sorts),
-        ("/api/crm/conversations", "archived", crm_routes.ARCHIVE_FILTERS),
+        ("/api/crm/conversations", "archived", ["false", "true", "all"]),
     ):
         documented = next(
             p for p in document["paths"][path]["get"]["parameters"] if p["name"] == parameter
@@ -733,7 +733,7 @@ async def test_the_stream_delivers_replays_and_lets_go(
         await until_watchers(live, 2)
         await worker.fan_writes(creator, platform_message_id="s-1", text="first")
         received = await stream.until("message.received")
-        assert stream.retry == crm_routes.SSE_RETRY_MILLISECONDS
+        assert stream.retry == rpc_routes.SSE_RETRY_MILLISECONDS
         assert received.data is not None
         assert received.data["id"] == received.id
         assert received.data["type"] == "message.received"

@@ -15,11 +15,15 @@ from huntaze.onlyfans.v1 import onlyfans_pb2
 from huntaze_devstack.protogen import field_rules, rule_keywords
 from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
-from huntaze_gateway.models import LIMIT_KEYWORDS, NESTED_KEYWORDS, ProtoBody, value_schema
+from huntaze_gateway.models import CONSTRAINTS, ProtoBody, value_schema
 from huntaze_kit.errors import InvalidArgument
 from huntaze_kit.validation import check_request
 
 DOCUMENT: dict[str, Any] = create_app(GatewaySettings()).openapi()
+# The JSON Schema keywords of a limit, and where a list's items and a map's keys and values
+# state theirs.
+LIMIT_KEYWORDS = frozenset(CONSTRAINTS)
+NESTED_KEYWORDS = frozenset({"items", "propertyNames", "additionalProperties"})
 SCHEMAS: dict[str, Any] = DOCUMENT["components"]["schemas"]
 
 

@@ -16,7 +16,7 @@ from huntaze.crm.v1 import crm_pb2
 from huntaze.onlyfans.v1 import onlyfans_pb2
 from huntaze_gateway.app import create_app
 from huntaze_gateway.config import GatewaySettings
-from huntaze_gateway.rpc_routes import Edge, Exposed, expose, http_rule
+from huntaze_gateway.rpc_routes import Edge, Exposed, expose, http_rules
 from huntaze_gateway.upstream import CallOptions
 
 
@@ -28,7 +28,7 @@ def test_every_declared_route_is_served_at_its_method_and_path() -> None:
         auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
     )
     declared = [
-        http_rule(method)
+        http_rules(method)[0][:2]
         for service in services
         for method in service.methods
         if method.GetOptions().HasExtension(annotations_pb2.http)
@@ -59,7 +59,7 @@ def test_every_declared_route_has_a_summary_and_a_body_model() -> None:
         if not method.GetOptions().HasExtension(annotations_pb2.http):
             continue
         assert method.GetOptions().Extensions[route_pb2.route].summary, method.name
-        verb, path = http_rule(method)
+        verb, path, _, _ = http_rules(method)[0]
         operation = document["paths"][path][verb.lower()]
         # A body made from the request message, unless the proto declares none.
         has_body = bool(method.GetOptions().Extensions[annotations_pb2.http].body)
@@ -73,12 +73,12 @@ def test_every_declared_route_has_a_summary_and_a_body_model() -> None:
 def test_an_edge_addition_for_an_rpc_without_a_route_is_refused() -> None:
     service = crm_pb2.DESCRIPTOR.services_by_name["CrmService"]
     edge = Edge(caller=None, stub_of=lambda request: None, problems=lambda *statuses: {})
-    with pytest.raises(ValueError, match="WatchInbox"):
+    with pytest.raises(ValueError, match="ResolveAudience"):
         expose(
             (APIRouter(prefix="/api/crm"), APIRouter(prefix="/api/messages")),
             service,
             edge,
-            (Exposed("WatchInbox"),),
+            (Exposed("ResolveAudience"),),
         )
 
 

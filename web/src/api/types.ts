@@ -1173,13 +1173,9 @@ export interface paths {
         };
         /**
          * The inbox as Server-Sent Events
-         * @description New messages, delivery status changes, reads, fan and conversation updates as they
-         *     happen. Reconnecting with `Last-Event-ID` first replays what was missed (the last 24 hours,
-         *     at most 1,000 events; beyond that an `inbox.reset` event says to reload). A comment line is
-         *     sent when idle; the stream ends when the access token expires (reconnect with a fresh one).
-         *     A failure upstream ends it with a `stream.error` event holding a problem document.
+         * @description New messages, delivery status changes, reads, fan and conversation updates as they happen. Reconnecting with `Last-Event-ID` (`after_event_id`, and `resume`) first replays what was missed (the last 24 hours, at most 1,000 events; beyond that an `inbox.reset` event says to reload). A comment line is sent when idle; the stream ends when the access token expires (reconnect with a fresh one). A failure upstream ends it with a `stream.error` event holding a problem document.
          */
-        get: operations["inbox_stream_api_crm_stream_get"];
+        get: operations["watch_inbox_api_crm_stream_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1686,8 +1682,8 @@ export interface components {
             /** Url */
             url?: string | null;
         };
-        /** AutomationBudgetIn */
-        AutomationBudgetIn: {
+        /** AutomationBudgetBody */
+        AutomationBudgetBody: {
             /**
              * Messagesperfanperday
              * @description Automated messages one fan may receive in any 24 hours, 0 to 1,000 (0: none).
@@ -3065,43 +3061,6 @@ export interface components {
             /** Fanids */
             fanIds?: string[];
         };
-        /**
-         * ReplyBody
-         * @description A person's message (`sender_kind` is for services).
-         */
-        ReplyBody: {
-            /** Attachments */
-            attachments?: components["schemas"]["AttachmentBody"][];
-            /**
-             * Conversationid
-             * @description The conversation to write in; or leave it empty and give `fan_id` (the fan's conversation, opened when it has none yet).
-             * @default
-             */
-            conversationId: string;
-            /**
-             * Fanid
-             * @default
-             */
-            fanId: string;
-            /**
-             * Idempotencykey
-             * @description Required, at most 200 characters: the same key always answers the same message.
-             * @default
-             */
-            idempotencyKey: string;
-            /**
-             * Pricecents
-             * @description Pay-per-view price; 0 for a free message.
-             * @default 0
-             */
-            priceCents: number;
-            /**
-             * Text
-             * @description At most 5,000 characters; may be empty when there are attachments.
-             * @default
-             */
-            text: string;
-        };
         /** RequestPasswordResetBody */
         RequestPasswordResetBody: {
             /** Email */
@@ -3206,6 +3165,40 @@ export interface components {
              */
             tagsAny?: string[];
         };
+        /** SendMessageBody */
+        SendMessageBody: {
+            /** Attachments */
+            attachments?: components["schemas"]["AttachmentBody"][];
+            /**
+             * Conversationid
+             * @description The conversation to write in; or leave it empty and give `fan_id` (the fan's conversation, opened when it has none yet).
+             * @default
+             */
+            conversationId: string;
+            /**
+             * Fanid
+             * @default
+             */
+            fanId: string;
+            /**
+             * Idempotencykey
+             * @description Required, at most 200 characters: the same key always answers the same message.
+             * @default
+             */
+            idempotencyKey: string;
+            /**
+             * Pricecents
+             * @description Pay-per-view price; 0 for a free message.
+             * @default 0
+             */
+            priceCents: number;
+            /**
+             * Text
+             * @description At most 5,000 characters; may be empty when there are attachments.
+             * @default
+             */
+            text: string;
+        };
         /**
          * StepIn
          * @description A follow-up of a sequence.
@@ -3249,7 +3242,7 @@ export interface components {
         };
         /** UpdateAutomationBudgetBody */
         UpdateAutomationBudgetBody: {
-            budget: components["schemas"]["AutomationBudgetIn"];
+            budget: components["schemas"]["AutomationBudgetBody"];
         };
         /**
          * UpdateCampaignBody
@@ -3655,7 +3648,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description At most 200; 0: 50. */
-                limit?: number | null;
+                limit?: number;
             };
             header?: never;
             path: {
@@ -3728,7 +3721,7 @@ export interface operations {
                 /** @description Only this conversation's; empty: every conversation. */
                 conversationId?: string;
                 /** @description At most 200; 0: 50. */
-                limit?: number | null;
+                limit?: number;
                 /** @description Only these statuses; empty: all. */
                 status?: ("pending" | "suggested" | "scheduled" | "sent" | "accepted" | "edited" | "rejected" | "cancelled" | "handed_off" | "ignored")[] | null;
             };
@@ -9808,7 +9801,7 @@ export interface operations {
             };
         };
     };
-    inbox_stream_api_crm_stream_get: {
+    watch_inbox_api_crm_stream_get: {
         parameters: {
             query?: {
                 /** @description The same, for clients that cannot set headers; the header wins. */
@@ -10042,7 +10035,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ReplyBody"];
+                "application/json": components["schemas"]["SendMessageBody"];
             };
         };
         responses: {
@@ -10767,7 +10760,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ReplyBody"];
+                "application/json": components["schemas"]["SendMessageBody"];
             };
         };
         responses: {

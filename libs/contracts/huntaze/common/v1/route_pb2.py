@@ -25,13 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhuntaze/common/v1/route.proto\x12\x11huntaze.common.v1\x1a google/protobuf/descriptor.proto\"d\n\x05Route\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12\x10\n\x08problems\x18\x02 \x03(\x05\x12\x0e\n\x06status\x18\x03 \x01(\x05\x12\x0e\n\x06public\x18\x04 \x01(\x08\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x05 \x01(\x01:I\n\x05route\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x18.huntaze.common.v1.Routeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhuntaze/common/v1/route.proto\x12\x11huntaze.common.v1\x1a google/protobuf/descriptor.proto\"\x86\x01\n\x05Route\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12\x10\n\x08problems\x18\x02 \x03(\x05\x12\x0e\n\x06status\x18\x03 \x01(\x05\x12\x0e\n\x06public\x18\x04 \x01(\x08\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x05 \x01(\x01\x12\x0f\n\x07\x63reated\x18\x06 \x01(\t\x12\x0f\n\x07\x65\x61rlier\x18\x07 \x01(\t\"W\n\x05Query\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08required\x18\x02 \x01(\x08\x12\x0f\n\x07\x66latten\x18\x03 \x01(\x08\x12\x0c\n\x04sort\x18\x04 \x01(\x08\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x05 \x01(\t\"B\n\x04\x42ody\x12\x15\n\rservices_only\x18\x01 \x01(\x08\x12\x13\n\x0bnull_clears\x18\x02 \x01(\x08\x12\x0e\n\x06header\x18\x03 \x01(\t:I\n\x05route\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x18.huntaze.common.v1.Route:H\n\x05query\x12\x1d.google.protobuf.FieldOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x18.huntaze.common.v1.Query:F\n\x04\x62ody\x12\x1d.google.protobuf.FieldOptions\x18\xba\x8e\x03 \x01(\x0b\x32\x17.huntaze.common.v1.Body:8\n\x0bquery_value\x12!.google.protobuf.EnumValueOptions\x18\xb9\x8e\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'huntaze.common.v1.route_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROUTE']._serialized_start=86
-  _globals['_ROUTE']._serialized_end=186
+  _globals['_ROUTE']._serialized_start=87
+  _globals['_ROUTE']._serialized_end=221
+  _globals['_QUERY']._serialized_start=223
+  _globals['_QUERY']._serialized_end=310
+  _globals['_BODY']._serialized_start=312
+  _globals['_BODY']._serialized_end=378
 # @@protoc_insertion_point(module_scope)

@@ -31,6 +31,8 @@ class Route(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PUBLIC_FIELD_NUMBER: _builtins.int
     DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    EARLIER_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     """The operation's summary in the OpenAPI document."""
     status: _builtins.int
@@ -41,6 +43,11 @@ class Route(_message.Message):
     """How long the gateway waits for the answer, instead of its usual upstream deadline
     (a sign-in that drives a browser takes seconds).
     """
+    created: _builtins.str
+    """A bool field of the reply that is false when the request had been made before (the same
+    idempotency key): the answer is then 200, not `status`, and `earlier` says what it holds.
+    """
+    earlier: _builtins.str
     @_builtins.property
     def problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """The statuses of the problem documents it may answer, besides those every route may
@@ -55,15 +62,96 @@ class Route(_message.Message):
         status: _builtins.int = ...,
         public: _builtins.bool = ...,
         deadline_seconds: _builtins.float = ...,
+        created: _builtins.str = ...,
+        earlier: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_seconds", b"deadline_seconds", "problems", b"problems", "public", b"public", "status", b"status", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "deadline_seconds", b"deadline_seconds", "earlier", b"earlier", "problems", b"problems", "public", b"public", "status", b"status", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Route: _TypeAlias = Route  # noqa: Y015
 
+@_typing.final
+class Query(_message.Message):
+    """How a request field of a GET route is sent as a query parameter, when not simply as its
+    JSON name (enum values: their lower-case names, or `query_value`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    FLATTEN_FIELD_NUMBER: _builtins.int
+    SORT_FIELD_NUMBER: _builtins.int
+    DEFAULT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The parameter's name; empty: the field's JSON name."""
+    required: _builtins.bool
+    """Must be sent, and not empty."""
+    flatten: _builtins.bool
+    """A message field whose own fields are the parameters (`filter.tags_any` is `tagsAny`)."""
+    sort: _builtins.bool
+    """A sort: its values are named after the field sorted by, descending after a `-`
+    (`FAN_SORT_LAST_MESSAGE_AT_DESC` -> `-lastMessageAt`, `..._ASC` -> `lastMessageAt`).
+    """
+    default: _builtins.str
+    """The value sent when the parameter is not, by its query name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        required: _builtins.bool = ...,
+        flatten: _builtins.bool = ...,
+        sort: _builtins.bool = ...,
+        default: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default", b"default", "flatten", b"flatten", "name", b"name", "required", b"required", "sort", b"sort"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Query: _TypeAlias = Query  # noqa: Y015
+
+@_typing.final
+class Body(_message.Message):
+    """What a request body makes of a field, besides its protovalidate rules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICES_ONLY_FIELD_NUMBER: _builtins.int
+    NULL_CLEARS_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    services_only: _builtins.bool
+    """Set by services only: a body over HTTP leaves it out."""
+    null_clears: _builtins.bool
+    """Sent as null, it is sent empty (what clears it), not left unchanged."""
+    header: _builtins.str
+    """Also sent as this header; the body may give the same value, not another."""
+    def __init__(
+        self,
+        *,
+        services_only: _builtins.bool = ...,
+        null_clears: _builtins.bool = ...,
+        header: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "null_clears", b"null_clears", "services_only", b"services_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Body: _TypeAlias = Body  # noqa: Y015
+
 ROUTE_FIELD_NUMBER: _builtins.int
+QUERY_FIELD_NUMBER: _builtins.int
+BODY_FIELD_NUMBER: _builtins.int
+QUERY_VALUE_FIELD_NUMBER: _builtins.int
 route: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___Route]
 """In the range protobuf leaves to an organization's own options."""
+query: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___Query]
+body: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___Body]
+query_value: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.EnumValueOptions, _builtins.str]
+"""The value's name in a query parameter, instead of its lower-case name."""

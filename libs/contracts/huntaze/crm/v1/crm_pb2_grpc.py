@@ -478,8 +478,12 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchInbox(self, request, context):
-        """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
-        Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
+        """New messages, delivery status changes, reads, fan and conversation updates as they
+        happen. Reconnecting with `Last-Event-ID` (`after_event_id`, and `resume`) first replays
+        what was missed (the last 24 hours, at most 1,000 events; beyond that an `inbox.reset` event
+        says to reload). A comment line is sent when idle; the stream ends when the access token
+        expires (reconnect with a fresh one). A failure upstream ends it with a `stream.error` event
+        holding a problem document.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

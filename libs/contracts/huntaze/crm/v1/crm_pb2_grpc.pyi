@@ -137,8 +137,12 @@ class CrmServiceStub:
     default audience, a page at a time by fan id, with the facts a campaign's exclusions need.
     """
     WatchInbox: _grpc.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEvent]
-    """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
-    Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
+    """New messages, delivery status changes, reads, fan and conversation updates as they
+    happen. Reconnecting with `Last-Event-ID` (`after_event_id`, and `resume`) first replays
+    what was missed (the last 24 hours, at most 1,000 events; beyond that an `inbox.reset` event
+    says to reload). A comment line is sent when idle; the stream ends when the access token
+    expires (reconnect with a fresh one). A failure upstream ends it with a `stream.error` event
+    holding a problem document.
     """
     GetAutomationBudget: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetAutomationBudgetRequest, _crm_pb2.AutomationBudget]
     """The per-fan budget every automated send (sender AI or automation) counts against:
@@ -260,8 +264,12 @@ class CrmServiceAsyncStub(CrmServiceStub):
     default audience, a page at a time by fan id, with the facts a campaign's exclusions need.
     """
     WatchInbox: _aio.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEvent]  # type: ignore[assignment]
-    """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
-    Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
+    """New messages, delivery status changes, reads, fan and conversation updates as they
+    happen. Reconnecting with `Last-Event-ID` (`after_event_id`, and `resume`) first replays
+    what was missed (the last 24 hours, at most 1,000 events; beyond that an `inbox.reset` event
+    says to reload). A comment line is sent when idle; the stream ends when the access token
+    expires (reconnect with a fresh one). A failure upstream ends it with a `stream.error` event
+    holding a problem document.
     """
     GetAutomationBudget: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetAutomationBudgetRequest, _crm_pb2.AutomationBudget]  # type: ignore[assignment]
     """The per-fan budget every automated send (sender AI or automation) counts against:
@@ -578,8 +586,12 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _crm_pb2.WatchInboxRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_crm_pb2.InboxEvent], _abc.AsyncIterator[_crm_pb2.InboxEvent]]:
-        """The creator's inbox as it changes: first the events after `after_event_id` (the SSE
-        Last-Event-ID; bounded to the last 24 hours and 1,000 events), then new ones as they happen.
+        """New messages, delivery status changes, reads, fan and conversation updates as they
+        happen. Reconnecting with `Last-Event-ID` (`after_event_id`, and `resume`) first replays
+        what was missed (the last 24 hours, at most 1,000 events; beyond that an `inbox.reset` event
+        says to reload). A comment line is sent when idle; the stream ends when the access token
+        expires (reconnect with a fresh one). A failure upstream ends it with a `stream.error` event
+        holding a problem document.
         """
 
     @_abc_1.abstractmethod
