@@ -1,5 +1,6 @@
 """What campaigns ask of the CRM over gRPC, always with a service token for the campaign's
-creator: the audience of a list or default segment (a page at a time), and one automated send.
+creator: whether a list is the creator's, the audience of a list or default segment (a page at a
+time), and one automated send.
 A refusal of the CRM comes back as the `DomainError` of its status, with its reason."""
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ class CrmClient:
     def __init__(self, channel: grpc.aio.Channel, *, tokens: ServiceTokenProvider) -> None:
         self._stub = crm_pb2_grpc.CrmServiceStub(channel)
         self._tokens = tokens
+
+    async def fan_list(self, *, creator_id: uuid.UUID, list_id: uuid.UUID) -> crm_pb2.FanList:
+        """The creator's list; NOT_FOUND (the CRM's) for another creator's or an unknown one."""
+        metadata = await self._tokens.metadata_for(str(creator_id))
+        try:
+            return await self._stub.GetFanList(
+                crm_pb2.GetFanListRequest(list_id=str(list_id)), metadata=metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            raise relayed(error) from error
 
     async def audience(
         self, *, creator_id: uuid.UUID, source: AudienceSource

@@ -315,15 +315,28 @@ class CampaignsService:
             raise _not_found("Template")
         return template
 
+    async def _check_list(self, creator_id: uuid.UUID, list_id: uuid.UUID | None) -> None:
+        """NOT_FOUND unless the list is the creator's (asked of the CRM before anything is
+        written: another creator's list is refused here, not only when scheduling)."""
+        if list_id is None:
+            return
+        try:
+            await self._crm.fan_list(creator_id=creator_id, list_id=list_id)
+        except NotFound as missing:
+            raise NotFound(message="List not found.", reason="LIST_NOT_FOUND") from missing
+
     async def create_campaign(self, *, creator_id: uuid.UUID, draft: Draft) -> Campaign:
         async with self._sessions() as session:
             template = await self._template(session, creator_id, draft.template_id)
+            columns = self._checked(draft, template)
+        await self._check_list(creator_id, columns["list_id"])
+        async with self._sessions() as session:
             campaign = Campaign(
                 id=uuid.uuid4(),
                 creator_id=creator_id,
                 status="draft",
                 seed=random.SystemRandom().getrandbits(62),
-                **self._checked(draft, template),
+                **columns,
             )
             session.add(campaign)
             await session.commit()
@@ -411,7 +424,10 @@ class CampaignsService:
                 attribution_window_hours=campaign.attribution_window_hours,
                 timezone=timezone if timezone is not None else campaign.timezone,
             )
-            for column, value in self._checked(draft, template).items():
+            columns = self._checked(draft, template)
+            if list_id is not None and columns["list_id"] != campaign.list_id:
+                await self._check_list(creator_id, columns["list_id"])
+            for column, value in columns.items():
                 setattr(campaign, column, value)
             campaign.updated_at = self.clock()
             await session.commit()

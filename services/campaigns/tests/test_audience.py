@@ -13,6 +13,7 @@ from huntaze.campaigns.v1 import campaigns_pb2 as pb
 from huntaze.crm.v1 import crm_pb2
 from huntaze_campaigns.models import Campaign
 from huntaze_campaigns.service import draw
+from huntaze_kit.rich_status import from_rpc_error
 
 from .conftest import SERVICE_SECRET, Stack, bearer, rpc_error
 
@@ -189,18 +190,27 @@ async def test_bad_campaigns_are_refused_with_every_reason(stack: Stack) -> None
     other = await stack.sign_up()
     fans = await stack.fans(other, 1)
     foreign_list = await stack.static_list(other, fans)
-    campaign = await stack.create(creator, list_id=foreign_list)
+    before = await stack.stub.ListCampaigns(pb.ListCampaignsRequest(), metadata=creator.auth)
+    refused = await rpc_error(stack.create(creator, list_id=foreign_list))
+    assert refused.code() == grpc.StatusCode.NOT_FOUND
+    assert from_rpc_error(refused).reason == "LIST_NOT_FOUND"
+    after = await stack.stub.ListCampaigns(pb.ListCampaignsRequest(), metadata=creator.auth)
+    assert len(after.campaigns) == len(before.campaigns)
+    # Nor may an update point a draft at it: refused, and the draft keeps its own list.
+    own_list = await stack.static_list(creator, await stack.fans(creator, 1))
+    campaign = await stack.create(creator, list_id=own_list)
     refused = await rpc_error(
-        stack.stub.ScheduleCampaign(
-            pb.ScheduleCampaignRequest(campaign_id=campaign.id), metadata=creator.auth
+        stack.stub.UpdateCampaign(
+            pb.UpdateCampaignRequest(campaign_id=campaign.id, list_id=foreign_list, name="Renamed"),
+            metadata=creator.auth,
         )
     )
     assert refused.code() == grpc.StatusCode.NOT_FOUND
     stored = await stack.stub.GetCampaign(
         pb.GetCampaignRequest(campaign_id=campaign.id), metadata=creator.auth
     )
+    assert (stored.list_id, stored.name) == (own_list, campaign.name)
     assert stored.status == pb.CAMPAIGN_STATUS_DRAFT
-    assert await stack.recipients(campaign.id) == []
 
 
 async def test_the_crm_resolves_an_audience_page_by_page_for_the_campaigns_service(
