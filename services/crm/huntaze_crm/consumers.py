@@ -12,6 +12,13 @@ AI), each event applied once.
 * `crm-ai-notices`: `ai.suggestion.created|resolved`, `ai.handoff.requested` (put on the inbox
   stream, so the creator sees drafts and hand-offs as they happen).
 
+Each batch of fan syncs, purchases or messages first locks every fan it touches that exists, in
+one order (`ingest.lock_fans`); fan syncs and purchases then apply fan after fan in that order
+(each fan's events in their own order), so they create new fans in that order too. The three
+consumers' batches of one sync then wait for each other instead of deadlocking. (A batch of
+messages keeps its events' order for the inbox: two of its runs of received messages, split by a
+delivery event, may create two new fans out of key order; a deadlock there is retried.)
+
 Besides the consumers' `processed_events` (the same event id twice is skipped), every effect is
 idempotent by the platform's own ids, so the same fact published twice under two event ids is
 stored once too.
@@ -33,7 +40,14 @@ from huntaze.ai.v1 import events_pb2 as ai_events
 from huntaze.crm.v1 import crm_pb2
 from huntaze.onlyfans.v1 import events_pb2 as of_events
 from huntaze_crm import convert
-from huntaze_crm.ingest import InboundMessage, MessageIngest
+from huntaze_crm.ingest import (
+    FanKey,
+    InboundMessage,
+    MessageIngest,
+    fans_of_messages,
+    in_fan_order,
+    lock_fans,
+)
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.repository import PendingInbox
 from huntaze_crm.service import (
@@ -85,6 +99,11 @@ _ATTENTION_REASONS = {
     for value in of_events.AttentionReason.DESCRIPTOR.values
 }
 _MAX_ID_LENGTH = 200
+_DELIVERY_EVENTS: dict[str, type[ProtoMessage]] = {
+    MESSAGE_SENDING: of_events.MessageSending,
+    MESSAGE_SENT: of_events.MessageSent,
+    MESSAGE_FAILED: of_events.MessageFailed,
+}
 _MAX_NOTICE_LENGTH = 500
 
 
@@ -164,12 +183,42 @@ class PlatformEvents:
             request_id=event.request_id,
         )
 
+    def _delivery_ref(self, event: ReceivedEvent) -> tuple[uuid.UUID, uuid.UUID | None, str]:
+        """The creator, message id and idempotency key a delivery event names."""
+        kind = _DELIVERY_EVENTS.get(event.subject)
+        if kind is None:
+            raise InvalidEvent(f"unexpected subject {event.subject}")
+        parsed: Any = self._parse(event, kind)
+        try:
+            message_id = uuid.UUID(parsed.message_id) if parsed.message_id else None
+        except ValueError:
+            message_id = None
+        return _creator(event, parsed.creator_id), message_id, parsed.idempotency_key
+
     async def messages(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
         inbox = PendingInbox()
-        received: list[InboundMessage] = []
-        for event in events:
+        inbound: dict[int, InboundMessage] = {}
+        refs: dict[int, tuple[uuid.UUID, uuid.UUID | None, str]] = {}
+        for index, event in enumerate(events):
             if event.subject == MESSAGE_RECEIVED:
-                received.append(self._inbound(event))
+                inbound[index] = self._inbound(event)
+            else:
+                refs[index] = self._delivery_ref(event)
+        keys: list[FanKey | None] = [
+            inbound[index].fan_key if index in inbound else None for index in range(len(events))
+        ]
+        for index, key in zip(
+            refs, await fans_of_messages(session, list(refs.values())), strict=True
+        ):
+            keys[index] = key
+        # The fans locked in key order first; the events then apply in their own order (the
+        # inbox shows them as they came), each run of received messages creating its new fans
+        # in key order.
+        await lock_fans(session, (key for key in keys if key is not None))
+        received: list[InboundMessage] = []
+        for index, event in enumerate(events):
+            if index in inbound:
+                received.append(inbound[index])
                 continue
             if received:
                 await self._ingest.receive(session, received, inbox)
@@ -219,9 +268,23 @@ class PlatformEvents:
         else:
             raise InvalidEvent(f"unexpected subject {event.subject}")
 
+    async def _in_fan_order(
+        self, session: AsyncSession, events: Sequence[ReceivedEvent], kind: type[ProtoMessage]
+    ) -> list[ReceivedEvent]:
+        """The events of fans (fan syncs, purchases) in `lock_fans` order, their fans locked."""
+        keys: list[FanKey | None] = []
+        for event in events:
+            parsed: Any = self._parse(event, kind)
+            profile = _profile(parsed.fan)
+            keys.append(
+                (_creator(event, parsed.creator_id), profile.platform, profile.platform_fan_id)
+            )
+        await lock_fans(session, (key for key in keys if key is not None))
+        return [events[index] for index in in_fan_order(keys)]
+
     async def purchases(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
         inbox = PendingInbox()
-        for event in events:
+        for event in await self._in_fan_order(session, events, of_events.PurchaseRecorded):
             with request_context(event.request_id):
                 await self._purchase(session, event, inbox)
         await inbox.write(session, self._service.clock())
@@ -255,7 +318,7 @@ class PlatformEvents:
 
     async def fans(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
         inbox = PendingInbox()
-        for event in events:
+        for event in await self._in_fan_order(session, events, of_events.FanSynced):
             with request_context(event.request_id):
                 await self._fan(session, event, inbox)
         await inbox.write(session, self._service.clock())
