@@ -1,6 +1,6 @@
 """What campaigns ask of the CRM over gRPC, always with a service token for the campaign's
 creator: whether a list is the creator's, the audience of a list or default segment (a page at a
-time), and one automated send.
+time), one automated send, and the record of a mass message against each fan's budget.
 A refusal of the CRM comes back as the `DomainError` of its status, with its reason."""
 
 from __future__ import annotations
@@ -95,6 +95,39 @@ class CrmClient:
             if not page.next_start_after:
                 return
             after = page.next_start_after
+
+    async def record_mass_message(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        fan_ids: Sequence[uuid.UUID],
+        text: str,
+        price_cents: int,
+        platform_media_ids: Sequence[str],
+        idempotency_key: str,
+    ) -> list[crm_pb2.MassMessageRecipient]:
+        """The CRM's record of a mass message to these fans, each counted against their
+        automation budget (in the order asked); the same key answers the same messages."""
+        metadata = await self._tokens.metadata_for(str(creator_id))
+        try:
+            response = await self._stub.RecordMassMessage(
+                crm_pb2.RecordMassMessageRequest(
+                    fan_ids=[str(fan_id) for fan_id in fan_ids],
+                    text=text,
+                    price_cents=price_cents,
+                    attachments=[
+                        crm_pb2.Attachment(
+                            kind=crm_pb2.ATTACHMENT_KIND_FILE, platform_media_id=media_id
+                        )
+                        for media_id in platform_media_ids
+                    ],
+                    idempotency_key=idempotency_key,
+                ),
+                metadata=metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise relayed(error) from error
+        return list(response.recipients)
 
     async def send(
         self,

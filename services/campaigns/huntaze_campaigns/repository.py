@@ -243,6 +243,10 @@ class DueSend:
     creator_id: uuid.UUID
     variant: str
 
+    @classmethod
+    def of(cls, send: Send) -> DueSend:
+        return cls(send.campaign_id, send.fan_id, send.step, send.creator_id, send.variant)
+
     @property
     def idempotency_key(self) -> str:
         """The CRM's key of this send: the same fan, campaign and step is one message."""

@@ -63,6 +63,8 @@ from huntaze_kit.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    RateLimited,
+    Unavailable,
 )
 from huntaze_kit.outbox import record_event
 
@@ -252,6 +254,16 @@ class _Effects:
             self.pending.events += events
         else:
             await repo.append_inbox_events(events=events, now=self.now)
+
+
+@dataclass(frozen=True)
+class MassRecipient:
+    """One fan's answer to `record_mass_message`: their message, or why they are left out."""
+
+    fan_id: uuid.UUID
+    message: models.Message | None
+    refused_reason: str
+    platform_fan_id: str
 
 
 class CrmService:
@@ -830,6 +842,109 @@ class CrmService:
             await effects.finish(repo)
             await session.commit()
         return message, True
+
+    async def record_mass_message(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        sender: Sender,
+        fan_ids: Sequence[str],
+        text: str,
+        price_cents: int,
+        attachments: Sequence[crm_pb2.Attachment],
+        idempotency_key: str,
+    ) -> list[MassRecipient]:
+        """One automated message to many fans that the platform's mass-message queue delivers:
+        per fan (in fan key order, as the platform event batches lock fans), the budget checked
+        and an outgoing message stored as `sending` under `<key>:<fan id>`, with no send request
+        (the caller's queue sends it). A fan seen under the key before answers its message."""
+        violations = Violations()
+        ids = parse_ids(fan_ids, "fan_ids", violations)
+        checked_attachments = stored_attachments(attachments, violations)
+        if not text.strip() and not checked_attachments:
+            violations.add("text", "is required when there are no attachments")
+        key = idempotency_key.strip()
+        check_required(key, "idempotency_key", violations)
+        violations.raise_if_any()
+        if sender.kind not in AUTOMATED_SENDERS:
+            raise InvalidArgument.for_field("sender_kind", "a mass message is automated")
+        now = self._clock()
+        answers: dict[uuid.UUID, MassRecipient] = {}
+        async with self._sessions() as session:
+            repo = CrmRepository(session)
+            fans = await repo.get_fans(creator_id=creator_id, fan_ids=ids)
+            for missing in set(ids) - {fan.id for fan in fans}:
+                answers[missing] = MassRecipient(missing, None, "FAN_NOT_FOUND", "")
+            effects = _Effects(session, creator_id, now)
+            for listed in sorted(fans, key=lambda f: (f.platform, f.platform_fan_id or "")):
+                fan_key = f"{key}:{listed.id}"
+                earlier = await repo.get_message_by_idempotency_key(
+                    creator_id=creator_id, idempotency_key=fan_key
+                )
+                if earlier is not None:
+                    answers[listed.id] = MassRecipient(
+                        listed.id, earlier, "", listed.platform_fan_id or ""
+                    )
+                    continue
+                if not listed.platform_fan_id:
+                    answers[listed.id] = MassRecipient(listed.id, None, "FAN_NOT_ON_PLATFORM", "")
+                    continue
+                conversation, fan = await self._send_target(repo, creator_id, None, listed.id, now)
+                try:
+                    await check_budget(
+                        session,
+                        creator_id=creator_id,
+                        conversation_id=conversation.id,
+                        now=now,
+                        default=self._automation_budget,
+                    )
+                except RateLimited as refused:
+                    answers[listed.id] = MassRecipient(
+                        listed.id, None, refused.reason, fan.platform_fan_id or ""
+                    )
+                    continue
+                message = await repo.insert_message(
+                    creator_id=creator_id,
+                    values={
+                        "conversation_id": conversation.id,
+                        "fan_id": fan.id,
+                        "platform": fan.platform,
+                        "direction": "out",
+                        "text": text,
+                        "price_cents": price_cents,
+                        "attachments": checked_attachments,
+                        "read": True,
+                        "delivery_status": "sending",
+                        "idempotency_key": fan_key,
+                        "sender_kind": sender.kind,
+                        "sender_id": sender.id,
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+                if message is None:  # a concurrent request with the same key: ask again
+                    raise Unavailable(
+                        message="The mass message is being recorded; try again.",
+                        reason="CONCURRENT_REQUEST",
+                        retry_after_seconds=1.0,
+                    )
+                conversation_row = await self._touch_conversation(
+                    repo,
+                    creator_id=creator_id,
+                    conversation=conversation,
+                    fan=fan,
+                    message=message,
+                    now=now,
+                    inbound=False,
+                )
+                effects.notify(MESSAGE_STATUS_CHANGED, convert.message(message))
+                effects.notify(CONVERSATION_UPDATED, convert.conversation(*conversation_row))
+                answers[listed.id] = MassRecipient(
+                    listed.id, message, "", fan.platform_fan_id or ""
+                )
+            await effects.finish(repo)
+            await session.commit()
+        return [answers[fan_id] for fan_id in ids]
 
     async def automation_budget(self, *, creator_id: uuid.UUID) -> int:
         async with self._sessions() as session:
