@@ -1,6 +1,5 @@
 """The campaigns process: gRPC API, the CRM and platform event consumers, the scheduler and the
-outbox relay,
-until SIGTERM.
+outbox relay, until SIGTERM.
 
 python -m huntaze_campaigns.server            # serve (default)
 python -m huntaze_campaigns.server migrate    # apply the campaigns schema's migrations, then exit
