@@ -740,8 +740,10 @@ class CampaignsService:
                 )
                 now = self.clock()
                 platform_fan_ids: list[str] = []
+                message_ids: list[str] = []
                 for send, recipient in zip(chunk, recorded, strict=True):
                     if recipient.message_id:
+                        message_ids.append(recipient.message_id)
                         send.state, send.mass_key = "requested", key
                         send.crm_message_id = uuid.UUID(recipient.message_id)
                         send.requested_at = now
@@ -779,6 +781,7 @@ class CampaignsService:
                             platform_media_ids=media,
                             occurred_at=convert.timestamp(now),
                             campaign_id=str(campaign_id),
+                            crm_message_ids=message_ids,
                         ),
                         aggregate_type="mass_message",
                         aggregate_id=key,

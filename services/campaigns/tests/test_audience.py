@@ -320,3 +320,69 @@ async def test_another_creators_campaign_and_template_are_not_found_and_unchange
     assert list(listed.campaigns) == []
     again = await stack.stub.ListTemplates(pb.ListTemplatesRequest(), metadata=owner.auth)
     assert next(t for t in again.templates if t.id == template.id).name == template.name
+
+
+async def test_the_crm_records_a_mass_message_against_each_fans_budget_once(
+    stack: Stack,
+) -> None:
+    creator = await stack.sign_up()
+    fans = await stack.fans(creator, 3)
+    other = await stack.sign_up()
+    foreign = (await stack.fans(other, 1))[0]
+    await stack.crm_stub.UpdateAutomationBudget(
+        crm_pb2.UpdateAutomationBudgetRequest(
+            budget=crm_pb2.AutomationBudget(messages_per_fan_per_day=1)
+        ),
+        metadata=creator.auth,
+    )
+    issued = await stack.auth_stub.IssueServiceToken(
+        auth_pb2.IssueServiceTokenRequest(
+            service_name="campaigns", service_secret=SERVICE_SECRET, creator_id=creator.id
+        )
+    )
+    service = bearer(issued.access_token)
+    await stack.crm_stub.SendMessage(
+        crm_pb2.SendMessageRequest(
+            fan_id=fans[0].id,
+            text="automated",
+            idempotency_key=f"auto:{uuid.uuid4()}",
+            sender_kind=crm_pb2.SENDER_KIND_AUTOMATION,
+        ),
+        metadata=service,
+    )
+    request = crm_pb2.RecordMassMessageRequest(
+        fan_ids=[fans[2].id, fans[0].id, foreign.id, fans[1].id],
+        text="Everyone gets this",
+        idempotency_key=f"campaign:{uuid.uuid4()}:mass",
+    )
+    first = await stack.crm_stub.RecordMassMessage(request, metadata=service)
+    answers = [(r.fan_id, bool(r.message_id), r.refused_reason) for r in first.recipients]
+    assert answers == [
+        (fans[2].id, True, ""),
+        (fans[0].id, False, "AUTOMATION_BUDGET_EXHAUSTED"),
+        (foreign.id, False, "FAN_NOT_FOUND"),
+        (fans[1].id, True, ""),
+    ]
+    assert first.recipients[0].platform_fan_id == fans[2].platform_fan_id
+    # The same key again (a retry after a crash): the same messages, nothing recorded twice.
+    again = await stack.crm_stub.RecordMassMessage(request, metadata=service)
+    assert list(again.recipients) == list(first.recipients)
+    for fan in fans[1:]:
+        outgoing = await stack.outgoing(creator, fan)
+        assert [(m.text, m.delivery_status, m.sender_kind) for m in outgoing] == [
+            (
+                "Everyone gets this",
+                crm_pb2.DELIVERY_STATUS_SENDING,
+                crm_pb2.SENDER_KIND_AUTOMATION,
+            )
+        ]
+    # Now those fans' budgets are spent too; and the creator may not record one themselves.
+    later = await stack.crm_stub.RecordMassMessage(
+        crm_pb2.RecordMassMessageRequest(
+            fan_ids=[fans[1].id], text="More", idempotency_key=f"campaign:{uuid.uuid4()}:mass"
+        ),
+        metadata=service,
+    )
+    assert later.recipients[0].refused_reason == "AUTOMATION_BUDGET_EXHAUSTED"
+    refused = await rpc_error(stack.crm_stub.RecordMassMessage(request, metadata=creator.auth))
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED

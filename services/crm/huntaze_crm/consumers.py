@@ -3,7 +3,9 @@ AI), each event applied once.
 
 * `crm-platform-messages`: `onlyfans.message.received` (a fan wrote: fan and conversation upserted,
   message stored once by its platform id) and `onlyfans.message.sending|sent|failed` (delivery
-  status of an outgoing message, found by message id or idempotency key).
+  status of an outgoing message, found by message id or idempotency key), and
+  `onlyfans.mass_message.queued|failed` (each fan's copy of a campaign's mass message, recorded
+  by `RecordMassMessage`, sent or failed).
 * `crm-purchases`: `onlyfans.purchase.recorded` (stored once by platform transaction id; the fan's
   spend recomputed as the sum of their purchases; linked to the message that sold it).
 * `crm-fan-sync`: `onlyfans.fan.synced` (the subscriber list: fan and subscription upserted).
@@ -29,6 +31,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
@@ -71,6 +74,8 @@ MESSAGE_RECEIVED = "onlyfans.message.received"
 MESSAGE_SENDING = "onlyfans.message.sending"
 MESSAGE_SENT = "onlyfans.message.sent"
 MESSAGE_FAILED = "onlyfans.message.failed"
+MASS_MESSAGE_QUEUED = "onlyfans.mass_message.queued"
+MASS_MESSAGE_FAILED = "onlyfans.mass_message.failed"
 PURCHASE_RECORDED = "onlyfans.purchase.recorded"
 FAN_SYNCED = "onlyfans.fan.synced"
 ACCOUNT_NEEDS_ATTENTION_SUBJECT = "onlyfans.account.needs_attention"
@@ -99,6 +104,10 @@ _ATTENTION_REASONS = {
     for value in of_events.AttentionReason.DESCRIPTOR.values
 }
 _MAX_ID_LENGTH = 200
+_MASS_EVENTS: dict[str, type[ProtoMessage]] = {
+    MASS_MESSAGE_QUEUED: of_events.MassMessageQueued,
+    MASS_MESSAGE_FAILED: of_events.MassMessageFailed,
+}
 _DELIVERY_EVENTS: dict[str, type[ProtoMessage]] = {
     MESSAGE_SENDING: of_events.MessageSending,
     MESSAGE_SENT: of_events.MessageSent,
@@ -198,19 +207,17 @@ class PlatformEvents:
     async def messages(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
         inbox = PendingInbox()
         inbound: dict[int, InboundMessage] = {}
-        refs: dict[int, tuple[uuid.UUID, uuid.UUID | None, str]] = {}
+        refs: list[tuple[int, tuple[uuid.UUID, uuid.UUID | None, str]]] = []
         for index, event in enumerate(events):
             if event.subject == MESSAGE_RECEIVED:
                 inbound[index] = self._inbound(event)
+            elif event.subject in _MASS_EVENTS:
+                creator_id, message_ids, _, _ = self._mass_outcome(event)
+                refs += [(index, (creator_id, message_id, "")) for message_id in message_ids]
             else:
-                refs[index] = self._delivery_ref(event)
-        keys: list[FanKey | None] = [
-            inbound[index].fan_key if index in inbound else None for index in range(len(events))
-        ]
-        for index, key in zip(
-            refs, await fans_of_messages(session, list(refs.values())), strict=True
-        ):
-            keys[index] = key
+                refs.append((index, self._delivery_ref(event)))
+        keys: list[FanKey | None] = [item.fan_key for item in inbound.values()]
+        keys += await fans_of_messages(session, [ref for _, ref in refs])
         # The fans locked in key order first; the events then apply in their own order (the
         # inbox shows them as they came), each run of received messages creating its new fans
         # in key order.
@@ -229,9 +236,43 @@ class PlatformEvents:
             await self._ingest.receive(session, received, inbox)
         await inbox.write(session, self._service.clock())
 
+    def _mass_outcome(
+        self, event: ReceivedEvent
+    ) -> tuple[uuid.UUID, list[uuid.UUID], str, datetime | None]:
+        """A mass message's outcome: the creator, the CRM messages it names, the status they
+        move to (`sent` or `failed`, with the reason) and when."""
+        parsed: Any = self._parse(event, _MASS_EVENTS[event.subject])
+        message_ids = []
+        for raw in parsed.message_ids:
+            try:
+                message_ids.append(uuid.UUID(raw))
+            except ValueError:
+                raise InvalidEvent(f"message id {raw!r} is not a UUID") from None
+        return (
+            _creator(event, parsed.creator_id),
+            message_ids,
+            parsed.reason if event.subject == MASS_MESSAGE_FAILED else "",
+            convert.from_timestamp(parsed.occurred_at),
+        )
+
     async def _delivery(
         self, session: AsyncSession, event: ReceivedEvent, inbox: PendingInbox
     ) -> None:
+        if event.subject in _MASS_EVENTS:
+            # Each fan's copy of a campaign's mass message (`RecordMassMessage`) moves on.
+            creator_id, message_ids, reason, at = self._mass_outcome(event)
+            for message_id in message_ids:
+                await self._service.update_delivery(
+                    session,
+                    creator_id=creator_id,
+                    message_id=str(message_id),
+                    idempotency_key="",
+                    status="failed" if event.subject == MASS_MESSAGE_FAILED else "sent",
+                    sent_at=at,
+                    reason=reason or "OnlyFans did not queue the mass message.",
+                    inbox=inbox,
+                )
+            return
         if event.subject == MESSAGE_SENDING:
             sending: of_events.MessageSending = self._parse(event, of_events.MessageSending)
             await self._service.update_delivery(
@@ -412,7 +453,14 @@ def platform_consumers(
     return [
         consumer(
             "crm-platform-messages",
-            [MESSAGE_RECEIVED, MESSAGE_SENDING, MESSAGE_SENT, MESSAGE_FAILED],
+            [
+                MESSAGE_RECEIVED,
+                MESSAGE_SENDING,
+                MESSAGE_SENT,
+                MESSAGE_FAILED,
+                MASS_MESSAGE_QUEUED,
+                MASS_MESSAGE_FAILED,
+            ],
             events.messages,
         ),
         consumer("crm-purchases", [PURCHASE_RECORDED], events.purchases),

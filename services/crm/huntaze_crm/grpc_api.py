@@ -20,7 +20,7 @@ from huntaze_crm.reads import conversation_messages
 from huntaze_crm.repository import ConversationRow
 from huntaze_crm.segments import Segment
 from huntaze_crm.service import CrmService, FanPatch, Sender
-from huntaze_kit.errors import InvalidArgument, Unauthenticated
+from huntaze_kit.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from huntaze_kit.grpc_server import AccessPolicy, Context
 from huntaze_kit.identity import current_principal
 
@@ -334,6 +334,10 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
     async def RecordMassMessage(
         self, request: crm_pb2.RecordMassMessageRequest, context: Context
     ) -> crm_pb2.RecordMassMessageResponse:
+        if current_principal().kind != "service":
+            raise PermissionDenied(
+                message="Only a service records mass messages.", reason="SERVICES_ONLY"
+            )
         recipients = await self._service.record_mass_message(
             creator_id=_creator(),
             sender=_sender(crm_pb2.SENDER_KIND_AUTOMATION),

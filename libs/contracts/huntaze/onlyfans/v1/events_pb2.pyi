@@ -538,12 +538,17 @@ class MassMessageQueued(_message.Message):
     PLATFORM_QUEUE_ID_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     creator_id: _builtins.str
     idempotency_key: _builtins.str
     platform_queue_id: _builtins.str
     recipients: _builtins.int
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The CRM messages the command named (its `crm_message_ids`): now sent."""
+
     def __init__(
         self,
         *,
@@ -552,10 +557,11 @@ class MassMessageQueued(_message.Message):
         platform_queue_id: _builtins.str = ...,
         recipients: _builtins.int = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id", "recipients", b"recipients"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "message_ids", b"message_ids", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id", "recipients", b"recipients"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -573,11 +579,16 @@ class MassMessageFailed(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     creator_id: _builtins.str
     idempotency_key: _builtins.str
     reason: _builtins.str
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The CRM messages the command named: failed."""
+
     def __init__(
         self,
         *,
@@ -585,10 +596,11 @@ class MassMessageFailed(_message.Message):
         idempotency_key: _builtins.str = ...,
         reason: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "message_ids", b"message_ids", "occurred_at", b"occurred_at", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
