@@ -157,6 +157,10 @@ class PlatformQueueStats:
     viewed: int
     purchased: int
     canceled: bool
+    # What it says and costs, and its send date (to recognise one queued before a crash).
+    text: str = ""
+    price_cents: int = 0
+    sent_at: datetime | None = None
 
 
 class PlatformRefused(PlatformError):

@@ -767,6 +767,9 @@ class OnlyFansWebDriver:
                     viewed=int(item.get("viewedCount") or 0),
                     purchased=int(item.get("purchasedCount") or 0),
                     canceled=bool(item.get("isCanceled")),
+                    text=plain_text(str(item.get("text") or "")),
+                    price_cents=_cents(item.get("price")),
+                    sent_at=_time(item.get("date")),
                 )
                 for item in items
             ]

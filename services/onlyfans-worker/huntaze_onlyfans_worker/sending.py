@@ -12,8 +12,9 @@ is taken as the delivered copy.
 Remaining risk: a copy the platform accepted but does not list among the chat's newest
 `RECONCILE_LIMIT` messages (many messages since, or a platform that hides it) is sent a second
 time; and a message with the same text and price the creator sent by hand in that window is taken
-for ours, so ours is not sent. A mass message interrupted mid-send is not sent again (at most
-once): the platform's queue cannot be matched to it reliably.
+for ours, so ours is not sent. A mass message interrupted mid-send is matched the same way
+against the platform's newest `RECONCILE_QUEUES` queue statistics (text, price, a date after the
+attempt began), with the same risks; none matching, it is queued.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ UNSEND_EFFECT = "unsend_mass_message"
 MASS_SEND_REQUESTED = "campaigns.mass_message.send_requested"
 MASS_UNSEND_REQUESTED = "campaigns.mass_message.unsend_requested"
 RECONCILE_LIMIT = 50
+# The newest mass messages read to find one queued before a crash.
+RECONCILE_QUEUES = 20
 # Platform and worker clocks may disagree this much when matching a copy to an attempt.
 CLOCK_SKEW = timedelta(minutes=5)
 THROTTLE_RETRIES = 3
@@ -311,12 +314,10 @@ class Sender:
         begun = await self._begin(creator_id, key, message_id="", platform_fan_id="")
         if begun.previous in {"sent", "failed"}:
             return
-        if begun.previous == "sending":
-            refusal = "Interrupted while queueing; check OnlyFans before sending it again."
         if refusal is None:
             try:
                 queue_id = await self.accounts.drive(
-                    creator_id, lambda account: self._queue(account, creator_id, request)
+                    creator_id, lambda account: self._queue(account, creator_id, request, begun)
                 )
             except (PlatformRefused, AccountPaused) as error:
                 refusal = str(error)
@@ -360,7 +361,23 @@ class Sender:
         account: str,
         creator_id: uuid.UUID,
         request: campaign_events.MassMessageSendRequested,
+        begun: _Begun,
     ) -> str:
+        if begun.interrupted_at is not None:
+            # Stopped mid-send before: a queue with the same text and price, dated after that
+            # attempt began, is taken as the one it made (none: the platform never took it).
+            since = begun.interrupted_at - CLOCK_SKEW
+            for queued in await self.accounts.driver.mass_message_stats(
+                account, limit=RECONCILE_QUEUES
+            ):
+                if (
+                    queued.text == request.text.strip()
+                    and queued.price_cents == request.price_cents
+                    and queued.sent_at is not None
+                    and queued.sent_at >= since
+                ):
+                    log.info("onlyfans.mass_message_found_after_interruption")
+                    return queued.platform_queue_id
         return await self._paced(
             creator_id,
             lambda: self.accounts.driver.send_mass_message(

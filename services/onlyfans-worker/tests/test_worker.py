@@ -498,3 +498,68 @@ async def test_a_mass_message_is_queued_once_and_each_unsend_command_deletes_it_
     assert subject == "onlyfans.mass_message.unsend_failed"
     assert "Interrupted" in reason
     assert copies(third) == 3
+
+
+async def test_a_mass_message_interrupted_mid_send_is_found_on_the_platform_or_queued_once(
+    worker_stack: WorkerStack,
+) -> None:
+    """A worker stopped mid-send leaves the attempt `sending`. If the platform took the mass
+    message, the redelivered command finds it among the queue's statistics and records it;
+    if not, it is queued now. Either way one queue per key."""
+    creator = await connected_and_synced(worker_stack)
+    simulator = worker_stack.simulator
+    fans = [await simulator.new_fan(name=f"Queue {i}") for i in range(2)]
+    ids = [str(fan["id"]) for fan in fans]
+    accounts = worker_stack.worker.accounts
+    assert accounts is not None
+    publisher = PlatformEvents(worker_stack.nc.jetstream())
+
+    async def interrupted(key: str) -> None:
+        async with accounts.sessions() as session, session.begin():
+            session.add(
+                SendAttempt(
+                    idempotency_key=f"mass:{key}",
+                    creator_id=uuid.UUID(creator.id),
+                    message_id="",
+                    platform_fan_id="",
+                    state="sending",
+                    attempts=1,
+                    started_at=accounts.clock(),
+                )
+            )
+
+    async def command(key: str, text: str) -> str:
+        await publisher.publish(
+            "campaigns.mass_message.send_requested",
+            campaign_events.MassMessageSendRequested(
+                creator_id=creator.id, idempotency_key=key, text=text, platform_fan_ids=ids
+            ),
+            creator_id=creator.id,
+            aggregate_type="mass_message",
+            aggregate_id=key,
+        )
+        queued = await worker_stack.events.wait_for(
+            "onlyfans.mass_message.queued",
+            events_pb2.MassMessageQueued,
+            lambda m: m.idempotency_key == key,
+        )
+        return queued[0].platform_queue_id
+
+    def queues_saying(text: str) -> list[int]:
+        return [q.id for q in simulator.platform.data.mass_messages.values() if q.text == text]
+
+    # The platform took it before the stop: found, not queued again.
+    await interrupted("taken")
+    made = await accounts.drive(
+        uuid.UUID(creator.id),
+        lambda account: accounts.driver.send_mass_message(
+            account, text="Taken before the stop", platform_fan_ids=tuple(ids)
+        ),
+    )
+    assert await command("taken", "Taken before the stop") == made
+    assert len(queues_saying("Taken before the stop")) == 1
+
+    # Stopped before the platform took it: queued now, once.
+    await interrupted("lost")
+    found = await command("lost", "Lost in the stop")
+    assert queues_saying("Lost in the stop") == [int(found)]
