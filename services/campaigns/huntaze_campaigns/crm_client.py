@@ -25,6 +25,8 @@ from huntaze_kit.grpc_client import ServiceTokenProvider
 from huntaze_kit.rich_status import from_rpc_error
 
 AUDIENCE_PAGE = 5000
+# The CRM records a mass message fan by fan (up to 1,000): more than the default deadline.
+MASS_RECORD_SECONDS = 60.0
 
 _ERRORS: dict[grpc.StatusCode, type[DomainError]] = {
     kind.status_code: kind
@@ -124,6 +126,7 @@ class CrmClient:
                     idempotency_key=idempotency_key,
                 ),
                 metadata=metadata,
+                timeout=MASS_RECORD_SECONDS,
             )
         except grpc.aio.AioRpcError as error:
             raise relayed(error) from error
