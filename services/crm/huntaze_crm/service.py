@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 from google.protobuf.message import Message as ProtoMessage
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,12 +26,14 @@ from huntaze_crm import convert, models
 from huntaze_crm.audiences import AudienceFan, AudienceQuery, resolve_audience
 from huntaze_crm.automation import (
     AUTOMATED_SENDERS,
+    BUDGET_EXHAUSTED,
     FanUsage,
     budget_of,
     check_budget,
     set_budget,
     usage_of,
 )
+from huntaze_crm.automation import WINDOW as AUTOMATION_WINDOW
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.pagination import Page
 from huntaze_crm.reads import CONVERSATION_ORDERS, ConversationFilter, CrmReader
@@ -63,7 +66,6 @@ from huntaze_kit.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    RateLimited,
     Unavailable,
 )
 from huntaze_kit.outbox import record_event
@@ -872,37 +874,65 @@ class CrmService:
         answers: dict[uuid.UUID, MassRecipient] = {}
         async with self._sessions() as session:
             repo = CrmRepository(session)
-            fans = await repo.get_fans(creator_id=creator_id, fan_ids=ids)
+            # Three reads for the whole chunk: the fans, locked in key order; the messages of
+            # a retry; each fan's automated messages of the last 24 hours (the budget's count,
+            # under those locks, as SendMessage checks it).
+            fans = list(
+                (
+                    await session.scalars(
+                        select(models.Fan)
+                        .where(models.Fan.creator_id == creator_id, models.Fan.id.in_(ids))
+                        .order_by(
+                            models.Fan.platform.collate("C"),
+                            models.Fan.platform_fan_id.collate("C"),
+                        )
+                        .with_for_update()
+                    )
+                ).all()
+            )
             for missing in set(ids) - {fan.id for fan in fans}:
                 answers[missing] = MassRecipient(missing, None, "FAN_NOT_FOUND", "")
-            effects = _Effects(session, creator_id, now)
-            for listed in sorted(fans, key=lambda f: (f.platform, f.platform_fan_id or "")):
-                fan_key = f"{key}:{listed.id}"
-                earlier = await repo.get_message_by_idempotency_key(
-                    creator_id=creator_id, idempotency_key=fan_key
+            keys = {fan.id: f"{key}:{fan.id}" for fan in fans}
+            earlier = {
+                message.fan_id: message
+                for message in await session.scalars(
+                    select(models.Message).where(
+                        models.Message.creator_id == creator_id,
+                        models.Message.idempotency_key.in_(list(keys.values())),
+                    )
                 )
-                if earlier is not None:
-                    answers[listed.id] = MassRecipient(
-                        listed.id, earlier, "", listed.platform_fan_id or ""
+            }
+            limit = await budget_of(session, creator_id=creator_id, default=self._automation_budget)
+            counted = await session.execute(
+                select(models.Message.fan_id, func.count())
+                .where(
+                    models.Message.creator_id == creator_id,
+                    models.Message.fan_id.in_([fan.id for fan in fans]),
+                    models.Message.created_at > now - AUTOMATION_WINDOW,
+                    models.Message.sender_kind.in_(AUTOMATED_SENDERS),
+                )
+                .group_by(models.Message.fan_id)
+            )
+            used: dict[uuid.UUID, int] = {fan_id: int(count) for fan_id, count in counted.all()}
+            effects = _Effects(session, creator_id, now)
+            for fan in fans:
+                fan_key = keys[fan.id]
+                if fan.id in earlier:
+                    answers[fan.id] = MassRecipient(
+                        fan.id, earlier[fan.id], "", fan.platform_fan_id or ""
                     )
                     continue
-                if not listed.platform_fan_id:
-                    answers[listed.id] = MassRecipient(listed.id, None, "FAN_NOT_ON_PLATFORM", "")
+                if not fan.platform_fan_id:
+                    answers[fan.id] = MassRecipient(fan.id, None, "FAN_NOT_ON_PLATFORM", "")
                     continue
-                conversation, fan = await self._send_target(repo, creator_id, None, listed.id, now)
-                try:
-                    await check_budget(
-                        session,
-                        creator_id=creator_id,
-                        conversation_id=conversation.id,
-                        now=now,
-                        default=self._automation_budget,
-                    )
-                except RateLimited as refused:
-                    answers[listed.id] = MassRecipient(
-                        listed.id, None, refused.reason, fan.platform_fan_id or ""
+                if used.get(fan.id, 0) >= limit:
+                    answers[fan.id] = MassRecipient(
+                        fan.id, None, BUDGET_EXHAUSTED, fan.platform_fan_id or ""
                     )
                     continue
+                conversation, _ = await repo.open_conversation(
+                    creator_id=creator_id, fan=fan, now=now
+                )
                 message = await repo.insert_message(
                     creator_id=creator_id,
                     values={
@@ -939,9 +969,7 @@ class CrmService:
                 )
                 effects.notify(MESSAGE_STATUS_CHANGED, convert.message(message))
                 effects.notify(CONVERSATION_UPDATED, convert.conversation(*conversation_row))
-                answers[listed.id] = MassRecipient(
-                    listed.id, message, "", fan.platform_fan_id or ""
-                )
+                answers[fan.id] = MassRecipient(fan.id, message, "", fan.platform_fan_id or "")
             await effects.finish(repo)
             await session.commit()
         return [answers[fan_id] for fan_id in ids]
