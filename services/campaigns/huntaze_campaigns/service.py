@@ -82,8 +82,8 @@ DEFAULT_SILENT_DAYS = 30
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 FINAL_STATUSES = ("completed", "cancelled")
-# Fans per platform mass message (the CRM records at most this many at once).
-MASS_CHUNK = 1000
+# Fans per platform mass message (the CRM records them in one call, well within its deadline).
+MASS_CHUNK = 500
 # How long after it went out the platform lets a mass message be deleted (a little less than
 # its 24 hours, so a command in flight still finds it deletable).
 UNSEND_WINDOW = timedelta(hours=23, minutes=30)
@@ -706,28 +706,24 @@ class CampaignsService:
                 campaign = await session.get(Campaign, campaign_id, with_for_update=True)
                 if campaign is None or campaign.status not in ("scheduled", "running"):
                     return
-                rows = (
-                    await session.execute(
-                        select(Send, Recipient.platform_fan_id)
-                        .join(
-                            Recipient,
-                            (Recipient.campaign_id == Send.campaign_id)
-                            & (Recipient.fan_id == Send.fan_id),
+                chunk = list(
+                    (
+                        await session.scalars(
+                            select(Send)
+                            .where(
+                                Send.campaign_id == campaign_id,
+                                Send.step == 0,
+                                Send.state == "queued",
+                                Send.due_at <= self.clock(),
+                            )
+                            .order_by(Send.fan_id)
+                            .limit(MASS_CHUNK)
+                            .with_for_update()
                         )
-                        .where(
-                            Send.campaign_id == campaign_id,
-                            Send.step == 0,
-                            Send.state == "queued",
-                            Send.due_at <= self.clock(),
-                        )
-                        .order_by(Send.fan_id)
-                        .limit(MASS_CHUNK)
-                        .with_for_update(of=Send)
-                    )
-                ).all()
-                if not rows:
+                    ).all()
+                )
+                if not chunk:
                     return
-                chunk = [row[0] for row in rows]
                 key = f"{repository.KEY_PREFIX}{campaign_id}:mass:{chunk[0].fan_id}"
                 text, price, media = self._message(campaign, DueSend.of(chunk[0]))
                 recorded = await self._crm.record_mass_message(
@@ -741,21 +737,29 @@ class CampaignsService:
                 now = self.clock()
                 platform_fan_ids: list[str] = []
                 message_ids: list[str] = []
+                requested: list[uuid.UUID] = []
+                skipped: dict[uuid.UUID, str] = {}
                 for send, recipient in zip(chunk, recorded, strict=True):
                     if recipient.message_id:
+                        requested.append(send.fan_id)
                         message_ids.append(recipient.message_id)
-                        send.state, send.mass_key = "requested", key
-                        send.crm_message_id = uuid.UUID(recipient.message_id)
-                        send.requested_at = now
                         platform_fan_ids.append(recipient.platform_fan_id)
                     else:
-                        send.state = "skipped"
-                        send.reason = (
+                        skipped[send.fan_id] = (
                             "automation_budget"
                             if recipient.refused_reason == BUDGET_EXHAUSTED
                             else recipient.refused_reason.lower() or "refused"
                         )
-                    send.claimed_until = None
+                # Two statements for the chunk (the tallies' triggers run per statement).
+                await repository.request_mass_sends(
+                    session,
+                    campaign_id=campaign_id,
+                    fan_ids=requested,
+                    crm_message_ids=[uuid.UUID(m) for m in message_ids],
+                    mass_key=key,
+                    now=now,
+                )
+                await repository.skip_sends(session, campaign_id=campaign_id, reasons=skipped)
                 if platform_fan_ids:
                     await session.execute(
                         insert(MassMessage)
