@@ -14,10 +14,11 @@ go through `huntaze_kit.effects.EffectLedger`, which makes them happen at most o
 however often the transaction is retried.
 
 A consumer may take a `batch_handler` instead of (or besides) `handler`: it gets all the new
-events of a chunk, in order, in one call under one savepoint, and can apply them with set-based
-statements. When it raises, that savepoint is rolled back and the chunk's events are applied one
-at a time, each under its own savepoint (by `handler`, or by `batch_handler` with one event), so a
-poison event is still isolated from its neighbours.
+events of a chunk, in order, in one call in the transaction itself (no savepoint), and can apply
+them with set-based statements. When it raises, the transaction is rolled back and the chunk's
+events are applied again in a new one, one at a time, each under its own savepoint (by
+`handler`, or by `batch_handler` with one event), so a poison event is still isolated from its
+neighbours.
 
 Two kinds of failure:
 
@@ -162,6 +163,11 @@ class ConsumerGone(Exception):
 
 class InfrastructureError(Exception):
     """The database (or the transaction itself) failed: the consumer pauses and tries again."""
+
+
+class _TogetherFailed(Exception):
+    """The batch handler failed on a chunk: its transaction is rolled back, and the chunk
+    applied again one event at a time."""
 
 
 def is_infrastructure_error(error: BaseException) -> bool:
@@ -800,11 +806,23 @@ class EventConsumer:
 
     async def _apply(self, pending: list[tuple[Msg, ReceivedEvent]]) -> _Outcome:
         """One statement claims every event id in `processed_events`; the new events are then
-        applied by the batch handler under one savepoint or, without one or when it fails, each
-        by the handler under its own savepoint, so a failing handler takes back only its own
-        writes (and its claim is removed before the commit). Events behind a failed event of
-        their aggregate are deferred. Handler failures are counted in the same transaction.
-        Raises when the transaction itself fails (nothing of it holds then)."""
+        applied by the batch handler, in the transaction itself (no savepoint: two round trips
+        fewer per chunk). When it fails, the transaction is rolled back and the chunk applied
+        again in a new one, each event by the handler under its own savepoint, so a failing
+        handler takes back only its own writes (and its claim is removed before the commit).
+        Events behind a failed event of their aggregate are deferred. Handler failures are
+        counted in the same transaction. Raises when the transaction itself fails (nothing of
+        it holds then)."""
+        together = self._batch_handler is not None
+        while True:
+            try:
+                return await self._apply_in_transaction(pending, together=together)
+            except _TogetherFailed:
+                together = False
+
+    async def _apply_in_transaction(
+        self, pending: list[tuple[Msg, ReceivedEvent]], *, together: bool
+    ) -> _Outcome:
         outcome = _Outcome()
         async with self._session_factory() as session, session.begin():
             fresh = await self._claim(session, [event.event_id for _, event in pending])
@@ -817,7 +835,8 @@ class EventConsumer:
                 new.append((msg, event))
             new = await self._without_waiting(session, new, outcome)
             applied_together = (
-                len(new) > 1
+                together
+                and len(new) > 1
                 and not self._stopping.is_set()
                 and await self._apply_together(session, new)
             )
@@ -940,19 +959,19 @@ class EventConsumer:
     async def _apply_together(
         self, session: AsyncSession, new: list[tuple[Msg, ReceivedEvent]]
     ) -> bool:
-        """Runs the batch handler over `new` under one savepoint; False (its writes taken
-        back) when there is none or it failed: the events are then applied one by one."""
+        """Runs the batch handler over `new` in the transaction; False when there is none.
+        Raises `_TogetherFailed` when it failed (the transaction is then rolled back, and the
+        events applied one by one in a new one)."""
         if self._batch_handler is None:
             return False
         try:
-            async with session.begin_nested():
-                await self._batch_handler(session, [event for _, event in new])
+            await self._batch_handler(session, [event for _, event in new])
         except Exception as err:
             if is_infrastructure_error(err):
                 raise InfrastructureError(_describe(err)) from err
             # Each event's own failure, if any, is logged (with its traceback) one by one.
             self._log.warning("consumer.batch_failed", events=len(new), error=_describe(err))
-            return False
+            raise _TogetherFailed from err
         return True
 
     async def _one_by_batch(self, session: AsyncSession, event: ReceivedEvent) -> None:
