@@ -182,16 +182,22 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     return driver
 
 
-# The subquery sorts the keys before any lock is taken.
-_LOCK_INBOXES = (
-    "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest($1::bigint[]) AS k ORDER BY 1) AS keys"
-)
+# One statement appends the events and signals the watchers. It first takes the creators'
+# inbox locks, in one order (the subquery sorts the keys), so that two writers never
+# deadlock: the locks are a one-time filter of the rows (an InitPlan, run before the first row
+# is read), so they are held before any event id is drawn.
 _APPEND_INBOX_EVENTS = """
 WITH appended AS (
     INSERT INTO crm.inbox_events (creator_id, type, payload, created_at)
     SELECT e.creator_id, e.type, e.payload, $4
     FROM unnest($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY
         AS e(creator_id, type, payload, position)
+    WHERE (
+        SELECT count(*) FROM (
+            SELECT pg_advisory_xact_lock(keys.k)
+            FROM (SELECT unnest($5::bigint[]) AS k ORDER BY 1) AS keys
+        ) AS locked
+    ) >= 0
     ORDER BY e.position
     RETURNING id, creator_id
 )
@@ -852,6 +858,5 @@ class CrmRepository:
             return
         connection = await driver_connection(self.session)
         keys = sorted({_inbox_lock_key(creator) for creator in {c for c, _, _ in events}})
-        await connection.execute(_LOCK_INBOXES, keys)
         creators, kinds, payloads = zip(*events, strict=True)
-        await connection.execute(_APPEND_INBOX_EVENTS, creators, kinds, payloads, now)
+        await connection.execute(_APPEND_INBOX_EVENTS, creators, kinds, payloads, now, keys)
