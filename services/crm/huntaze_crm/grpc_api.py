@@ -14,7 +14,7 @@ from huntaze.common.v1 import common_pb2
 from huntaze.crm.v1 import crm_pb2, crm_pb2_grpc
 from huntaze_crm import convert, models
 from huntaze_crm.audiences import DEFAULT_LIMIT as DEFAULT_AUDIENCE_PAGE
-from huntaze_crm.inbox import InboxHub
+from huntaze_crm.inbox import InboxHub, to_batch
 from huntaze_crm.pagination import page_request
 from huntaze_crm.reads import conversation_messages
 from huntaze_crm.repository import ConversationRow
@@ -552,3 +552,11 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
             _creator(), request.after_event_id, resume=request.resume
         ):
             yield event
+
+    async def WatchInboxBatches(
+        self, request: crm_pb2.WatchInboxRequest, context: Context
+    ) -> AsyncIterator[crm_pb2.InboxEventBatch]:
+        async for rows in self._inbox.watch_batches(
+            _creator(), request.after_event_id, resume=request.resume
+        ):
+            yield to_batch(rows)

@@ -16,9 +16,10 @@ to reload (`inbox.reset`) instead of silently missing events.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -68,6 +69,8 @@ _PAYLOADS: dict[str, str] = {
 
 
 def to_proto(row: InboxRecord) -> crm_pb2.InboxEvent:
+    if row.created_at is None:  # an `inbox.reset`, made here, never stored
+        return crm_pb2.InboxEvent(id=row.id, type=row.type, reset=crm_pb2.InboxReset())
     event = crm_pb2.InboxEvent(
         id=row.id, type=row.type, created_at=convert.timestamp(row.created_at)
     )
@@ -77,16 +80,40 @@ def to_proto(row: InboxRecord) -> crm_pb2.InboxEvent:
     return event
 
 
+def to_batch(rows: Sequence[InboxRecord]) -> crm_pb2.InboxEventBatch:
+    return crm_pb2.InboxEventBatch(events=[to_proto(row) for row in rows])
+
+
 @dataclass(eq=False)
 class _Watcher:
-    queue: asyncio.Queue[InboxRecord] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
-    overflowed: bool = False
+    """The rows handed to one watcher and not taken yet, a fetched batch per entry (a burst
+    costs one wake-up, not one per event)."""
 
-    def offer(self, event: InboxRecord) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+    batches: collections.deque[list[InboxRecord]] = field(default_factory=collections.deque)
+    queued: int = 0
+    overflowed: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, rows: list[InboxRecord]) -> None:
+        if self.queued + len(rows) > QUEUE_SIZE:
             self.overflowed = True
+        else:
+            self.batches.append(rows)
+            self.queued += len(rows)
+        self.ready.set()
+
+    def take(self) -> list[InboxRecord]:
+        """Every row offered since the last take, in order."""
+        batches, self.batches, self.queued = self.batches, collections.deque(), 0
+        self.ready.clear()
+        if len(batches) == 1:
+            return batches[0]
+        return [row for batch in batches for row in batch]
+
+    def drop(self) -> None:
+        self.batches.clear()
+        self.queued = 0
+        self.overflowed = False
 
 
 @dataclass(eq=False)
@@ -143,9 +170,19 @@ class InboxHub:
     async def watch(
         self, creator_id: uuid.UUID, after_id: int, *, resume: bool = False
     ) -> AsyncIterator[crm_pb2.InboxEvent]:
-        """The creator's inbox events after `after_id`, then live ones. A client resuming
-        (`resume`, or any `after_id` above 0) gets every kept event after it, 0 included; one
-        that is not, only what happens from now on."""
+        """The creator's inbox events after `after_id`, then live ones, one at a time (see
+        `watch_batches`)."""
+        async for rows in self.watch_batches(creator_id, after_id, resume=resume):
+            for row in rows:
+                yield to_proto(row)
+
+    async def watch_batches(
+        self, creator_id: uuid.UUID, after_id: int, *, resume: bool = False
+    ) -> AsyncIterator[list[InboxRecord]]:
+        """The creator's inbox events after `after_id`, then live ones, in id order, as many
+        at a time as there are (an `inbox.reset` row first when some were pruned). A client
+        resuming (`resume`, or any `after_id` above 0) gets every kept event after it, 0
+        included; one that is not, only what happens from now on."""
         watcher = _Watcher()
         channel = await self._join(creator_id, watcher)
         try:
@@ -153,39 +190,39 @@ class InboxHub:
                 pruned = await self._reader.inbox_pruned_through(creator_id=creator_id)
                 cursor = after_id
                 if after_id < pruned:
-                    yield crm_pb2.InboxEvent(
-                        id=pruned, type=INBOX_RESET, reset=crm_pb2.InboxReset()
-                    )
+                    yield [InboxRecord(id=pruned, type=INBOX_RESET, payload=b"", created_at=None)]
                     cursor = pruned
             else:
                 cursor = channel.last_id
-            async for event in self._replay(creator_id, cursor):
-                cursor = event.id
-                yield to_proto(event)
+            async for rows in self._replay(creator_id, cursor):
+                cursor = rows[-1].id
+                yield rows
             while not self._stopping.is_set():
                 if watcher.overflowed:
-                    watcher.overflowed = False
-                    while not watcher.queue.empty():
-                        watcher.queue.get_nowait()
-                    async for event in self._replay(creator_id, cursor):
-                        cursor = event.id
-                        yield to_proto(event)
+                    watcher.drop()
+                    async for rows in self._replay(creator_id, cursor):
+                        cursor = rows[-1].id
+                        yield rows
                     continue
-                row = await watcher.queue.get()
-                if row.id <= cursor:
+                await watcher.ready.wait()
+                if watcher.overflowed:
                     continue
-                cursor = row.id
-                yield to_proto(row)
+                rows = [row for row in watcher.take() if row.id > cursor]
+                if rows:
+                    cursor = rows[-1].id
+                    yield rows
         finally:
             await self._leave(channel, watcher)
 
-    async def _replay(self, creator_id: uuid.UUID, after_id: int) -> AsyncIterator[InboxRecord]:
+    async def _replay(
+        self, creator_id: uuid.UUID, after_id: int
+    ) -> AsyncIterator[list[InboxRecord]]:
         cursor = after_id
         while True:
             rows = await self._fetch(creator_id, cursor)
-            for row in rows:
-                cursor = row.id
-                yield row
+            if rows:
+                cursor = rows[-1].id
+                yield rows
             if len(rows) < FETCH_BATCH:
                 return
 
@@ -226,10 +263,10 @@ class InboxHub:
             try:
                 while True:
                     rows = await self._fetch(channel.creator_id, channel.last_id)
-                    for row in rows:
+                    if rows:
                         for watcher in list(channel.watchers):
-                            watcher.offer(row)
-                        channel.last_id = row.id
+                            watcher.offer(rows)
+                        channel.last_id = rows[-1].id
                     if len(rows) < FETCH_BATCH:
                         break
             except asyncio.CancelledError:

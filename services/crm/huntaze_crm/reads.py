@@ -33,7 +33,8 @@ class InboxRecord(NamedTuple):
     id: int
     type: str
     payload: bytes
-    created_at: datetime
+    # None for an `inbox.reset` (made for a watcher, never stored).
+    created_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -245,11 +245,20 @@ async def test_watch_inbox_follows_live_and_replays_what_was_missed(
     ids = [e.id for e in replayed]
     assert ids == sorted(ids)
     assert ids[0] > updated.id
+    # The gateway's form of the stream: what was missed comes as one message.
+    batches = stack.stub.WatchInboxBatches(
+        crm_pb2.WatchInboxRequest(after_event_id=updated.id), metadata=ada.auth
+    )
+    assert list((await next_event(batches)).events) == replayed
     # ... then it follows live again.
     await stack.platform.fan_writes(ada, platform_message_id="live-4", text="fourth")
     live = await next_event(resumed)
     assert (live.type, live.message.text) == ("message.received", "fourth")
     resumed.cancel()
+    live_batch = await next_event(batches)
+    assert [e.type for e in live_batch.events] == ["message.received", "conversation.updated"]
+    assert live_batch.events[0] == live
+    batches.cancel()
 
     # Past the retention, a resuming watcher is told to reload, then gets what is kept.
     engine = create_engine(stack.database_url, application_name="crm-tests")
@@ -265,6 +274,12 @@ async def test_watch_inbox_follows_live_and_replays_what_was_missed(
     assert reset.type == "inbox.reset"
     assert [e.type for e in kept] == ["message.received", "conversation.updated"]
     stale.cancel()
+    stale_batches = stack.stub.WatchInboxBatches(
+        crm_pb2.WatchInboxRequest(after_event_id=updated.id), metadata=ada.auth
+    )
+    assert list((await next_event(stale_batches)).events) == [reset]
+    assert list((await next_event(stale_batches)).events) == kept
+    stale_batches.cancel()
 
     # The other creator saw nothing of it.
     try:
@@ -319,8 +334,9 @@ async def test_a_batch_of_messages_is_stored_as_one_message_at_a_time_would_be(
     )
     first = before.conversations[0]
     watch = stack.stub.WatchInbox(crm_pb2.WatchInboxRequest(), metadata=ada.auth)
+    batches = stack.stub.WatchInboxBatches(crm_pb2.WatchInboxRequest(), metadata=ada.auth)
     await helpers.eventually(
-        lambda: asyncio.sleep(0, stack.crm.inbox.watcher_count), lambda n: n == 1
+        lambda: asyncio.sleep(0, stack.crm.inbox.watcher_count), lambda n: n == 2
     )
 
     now = datetime.now(UTC)
@@ -345,6 +361,10 @@ async def test_a_batch_of_messages_is_stored_as_one_message_at_a_time_would_be(
 
     seen = [await next_event() for _ in range(10)]
     watch.cancel()
+    # The batch's events were committed together: they come in one message.
+    batch = await asyncio.wait_for(batches.read(), 10)
+    batches.cancel()
+    assert list(batch.events) == seen
     assert [(e.type, e.message.text or e.fan.display_name) for e in seen] == [
         ("fan.updated", "Lily Rose"),
         ("message.received", "renamed"),

@@ -173,6 +173,7 @@ def _add(
         raise ValueError(f"{method.full_name} has no huntaze.common.v1.route summary")
     path = path.removeprefix(router.prefix)
     streamed = method.server_streaming  # Server-Sent Events (`_event_stream`)
+    render = _batch_renderer(method.output_type) if streamed else _render_event
     first_verb = http_rules(method)[0][0]
     summary = f"{declared.summary} ({verb} form)" if verb != first_verb else declared.summary
     status_code = declared.status or 200
@@ -234,7 +235,7 @@ def _add(
                 options = {**options, "timeout": declared.deadline_seconds}
             rpc = getattr(edge.stub_of(request), method.name)
             if streamed:
-                return _event_stream(request, caller, rpc, message, arguments)
+                return _event_stream(request, caller, rpc, message, arguments, render)
             call = rpc(message, **options)
             reply = await (renamed(call, renames) if renames else call)
         except (DomainError, grpc.aio.AioRpcError) as error:
@@ -326,8 +327,23 @@ def _render_event(message: Any) -> bytes:
     return frame(data, event=message.type, event_id=message.id)
 
 
+def _batch_renderer(streamed: Any) -> Callable[[Any], bytes]:
+    """A stream message whose one field is a list (events that came together) is each of its
+    elements as an event; any other message is one event."""
+    fields = streamed.fields
+    if len(fields) != 1 or not fields[0].is_repeated or fields[0].message_type is None:
+        return _render_event
+    name = fields[0].name
+    return lambda batch: b"".join([_render_event(event) for event in getattr(batch, name)])
+
+
 def _event_stream(
-    request: Request, caller: Any, rpc: Any, message: Any, arguments: Mapping[str, Any]
+    request: Request,
+    caller: Any,
+    rpc: Any,
+    message: Any,
+    arguments: Mapping[str, Any],
+    render: Callable[[Any], bytes],
 ) -> EventStreamResponse:
     """A server stream as Server-Sent Events (`sse.relay`): each message an event (`id:` its
     `id`, `event:` its `type`, `data:` its JSON), until the caller's token expires or its
@@ -340,7 +356,7 @@ def _event_stream(
     session_id, revocations = caller.principal.session_id, runtime.verifier.revocations
     stream = Stream(
         call=rpc(message, **{**caller.options, "timeout": None}),
-        render=_render_event,
+        render=render,
         render_error=lambda error: bytes(
             runtime.problems.from_error_details(from_rpc_error(error), request.url.path).body
         ),

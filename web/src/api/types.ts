@@ -1193,9 +1193,9 @@ export interface paths {
         };
         /**
          * The inbox as Server-Sent Events
-         * @description New messages, delivery status changes, reads, fan and conversation updates as they happen. Reconnecting with `Last-Event-ID` (`after_event_id`, and `resume`) first replays what was missed (the last 24 hours, at most 1,000 events; beyond that an `inbox.reset` event says to reload). A comment line is sent when idle; the stream ends when the access token expires (reconnect with a fresh one). A failure upstream ends it with a `stream.error` event holding a problem document.
+         * @description New messages, delivery status changes, reads, fan and conversation updates as they happen. Reconnecting with `Last-Event-ID` (`after_event_id`, and `resume`) first replays what was missed (the last 24 hours, at most 1,000 events; beyond that an `inbox.reset` event says to reload). A comment line is sent when idle; the stream ends when the access token expires (reconnect with a fresh one). A failure upstream ends it with a `stream.error` event holding a problem document. The events that come together travel as one stream message (a busy inbox costs a message per burst, not per event); each is its own Server-Sent Event.
          */
-        get: operations["watch_inbox_api_crm_stream_get"];
+        get: operations["watch_inbox_batches_api_crm_stream_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2742,6 +2742,10 @@ export interface components {
             reset?: components["schemas"]["huntaze.crm.v1.InboxReset"];
             /** @description message.received, message.status_changed, message.read, fan.updated, conversation.updated, ai.suggestion_created, ai.suggestion_resolved, ai.handoff_requested, account.needs_attention, account.connected, or inbox.reset. */
             type?: string;
+        };
+        /** @description Inbox events in id order, as they came together. */
+        "huntaze.crm.v1.InboxEventBatch": {
+            events?: components["schemas"]["huntaze.crm.v1.InboxEvent"][];
         };
         /** @description The events missed since `after_event_id` are no longer kept: reload the inbox. */
         "huntaze.crm.v1.InboxReset": Record<string, never>;
@@ -9930,7 +9934,7 @@ export interface operations {
             };
         };
     };
-    watch_inbox_api_crm_stream_get: {
+    watch_inbox_batches_api_crm_stream_get: {
         parameters: {
             query?: {
                 /** @description The same, for clients that cannot set headers; the header wins. */
@@ -9945,13 +9949,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description An endless `text/event-stream`: `id:` the event id, `event:` its type, `data:` an `InboxEvent` as JSON. */
+            /** @description An endless `text/event-stream`: `id:` the event id, `event:` its type, `data:` an `InboxEventBatch` as JSON. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": components["schemas"]["huntaze.crm.v1.InboxEvent"];
+                    "text/event-stream": components["schemas"]["huntaze.crm.v1.InboxEventBatch"];
                 };
             };
             /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */

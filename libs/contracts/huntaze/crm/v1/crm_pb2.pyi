@@ -2255,6 +2255,28 @@ class InboxEvent(_message.Message):
 Global___InboxEvent: _TypeAlias = InboxEvent  # noqa: Y015
 
 @_typing.final
+class InboxEventBatch(_message.Message):
+    """Inbox events in id order, as they came together."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___InboxEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___InboxEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InboxEventBatch: _TypeAlias = InboxEventBatch  # noqa: Y015
+
+@_typing.final
 class GetAutomationBudgetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -212,6 +212,11 @@ class CrmServiceStub:
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.WatchInboxRequest.SerializeToString,
                 response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.InboxEvent.FromString,
                 _registered_method=True)
+        self.WatchInboxBatches = channel.unary_stream(
+                '/huntaze.crm.v1.CrmService/WatchInboxBatches',
+                request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.WatchInboxRequest.SerializeToString,
+                response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.InboxEventBatch.FromString,
+                _registered_method=True)
         self.GetAutomationBudget = channel.unary_unary(
                 '/huntaze.crm.v1.CrmService/GetAutomationBudget',
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.GetAutomationBudgetRequest.SerializeToString,
@@ -495,12 +500,20 @@ class CrmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchInbox(self, request, context):
+        """Services only (no route): the events of WatchInboxBatches one stream message each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchInboxBatches(self, request, context):
         """New messages, delivery status changes, reads, fan and conversation updates as they
         happen. Reconnecting with `Last-Event-ID` (`after_event_id`, and `resume`) first replays
         what was missed (the last 24 hours, at most 1,000 events; beyond that an `inbox.reset` event
         says to reload). A comment line is sent when idle; the stream ends when the access token
         expires (reconnect with a fresh one). A failure upstream ends it with a `stream.error` event
-        holding a problem document.
+        holding a problem document. The events that come together travel as one stream message (a
+        busy inbox costs a message per burst, not per event); each is its own Server-Sent Event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -701,6 +714,11 @@ def add_CrmServiceServicer_to_server(servicer, server):
                     servicer.WatchInbox,
                     request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.WatchInboxRequest.FromString,
                     response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.InboxEvent.SerializeToString,
+            ),
+            'WatchInboxBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchInboxBatches,
+                    request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.WatchInboxRequest.FromString,
+                    response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.InboxEventBatch.SerializeToString,
             ),
             'GetAutomationBudget': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAutomationBudget,
@@ -1644,6 +1662,33 @@ class CrmService:
             '/huntaze.crm.v1.CrmService/WatchInbox',
             huntaze_dot_crm_dot_v1_dot_crm__pb2.WatchInboxRequest.SerializeToString,
             huntaze_dot_crm_dot_v1_dot_crm__pb2.InboxEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchInboxBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/huntaze.crm.v1.CrmService/WatchInboxBatches',
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.WatchInboxRequest.SerializeToString,
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.InboxEventBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -145,12 +145,15 @@ class CrmServiceStub:
     answers the same messages.
     """
     WatchInbox: _grpc.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEvent]
+    """Services only (no route): the events of WatchInboxBatches one stream message each."""
+    WatchInboxBatches: _grpc.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEventBatch]
     """New messages, delivery status changes, reads, fan and conversation updates as they
     happen. Reconnecting with `Last-Event-ID` (`after_event_id`, and `resume`) first replays
     what was missed (the last 24 hours, at most 1,000 events; beyond that an `inbox.reset` event
     says to reload). A comment line is sent when idle; the stream ends when the access token
     expires (reconnect with a fresh one). A failure upstream ends it with a `stream.error` event
-    holding a problem document.
+    holding a problem document. The events that come together travel as one stream message (a
+    busy inbox costs a message per burst, not per event); each is its own Server-Sent Event.
     """
     GetAutomationBudget: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetAutomationBudgetRequest, _crm_pb2.AutomationBudget]
     """The per-fan budget every automated send (sender AI or automation) counts against:
@@ -280,12 +283,15 @@ class CrmServiceAsyncStub(CrmServiceStub):
     answers the same messages.
     """
     WatchInbox: _aio.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEvent]  # type: ignore[assignment]
+    """Services only (no route): the events of WatchInboxBatches one stream message each."""
+    WatchInboxBatches: _aio.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEventBatch]  # type: ignore[assignment]
     """New messages, delivery status changes, reads, fan and conversation updates as they
     happen. Reconnecting with `Last-Event-ID` (`after_event_id`, and `resume`) first replays
     what was missed (the last 24 hours, at most 1,000 events; beyond that an `inbox.reset` event
     says to reload). A comment line is sent when idle; the stream ends when the access token
     expires (reconnect with a fresh one). A failure upstream ends it with a `stream.error` event
-    holding a problem document.
+    holding a problem document. The events that come together travel as one stream message (a
+    busy inbox costs a message per burst, not per event); each is its own Server-Sent Event.
     """
     GetAutomationBudget: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetAutomationBudgetRequest, _crm_pb2.AutomationBudget]  # type: ignore[assignment]
     """The per-fan budget every automated send (sender AI or automation) counts against:
@@ -616,12 +622,21 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _crm_pb2.WatchInboxRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_crm_pb2.InboxEvent], _abc.AsyncIterator[_crm_pb2.InboxEvent]]:
+        """Services only (no route): the events of WatchInboxBatches one stream message each."""
+
+    @_abc_1.abstractmethod
+    def WatchInboxBatches(
+        self,
+        request: _crm_pb2.WatchInboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_crm_pb2.InboxEventBatch], _abc.AsyncIterator[_crm_pb2.InboxEventBatch]]:
         """New messages, delivery status changes, reads, fan and conversation updates as they
         happen. Reconnecting with `Last-Event-ID` (`after_event_id`, and `resume`) first replays
         what was missed (the last 24 hours, at most 1,000 events; beyond that an `inbox.reset` event
         says to reload). A comment line is sent when idle; the stream ends when the access token
         expires (reconnect with a fresh one). A failure upstream ends it with a `stream.error` event
-        holding a problem document.
+        holding a problem document. The events that come together travel as one stream message (a
+        busy inbox costs a message per burst, not per event); each is its own Server-Sent Event.
         """
 
     @_abc_1.abstractmethod
