@@ -7,10 +7,10 @@ through the one mapping in `problems`. Field violations of list filters are rena
 parameters they came from (`page.page_token` -> `cursor`).
 
 Every route is declared in the proto (`rpc_routes`), `GET /api/crm/stream` too (the CRM's
-`WatchInboxBatches` as Server-Sent Events, an event per batched event), with its query parameters' names (`search`, `archived`,
-`sort`), what the bodies leave out and the reply's `Idempotency-Key` header. Enum values are
-lower-case names (`onlyfans`, `ppv_unlock`); sort names are the field sorted by
-(`lastMessageAt`), ascending, or descending after a `-` (`-lastMessageAt`).
+`WatchInboxBatches`, one Server-Sent Event per event), with its query parameters' names
+(`search`, `archived`, `sort`), what the bodies leave out and the reply's `Idempotency-Key`
+header. Enum values are lower-case names (`onlyfans`, `ppv_unlock`); sort names are the field
+sorted by (`lastMessageAt`), ascending, or descending after a `-` (`-lastMessageAt`).
 """
 
 from __future__ import annotations

@@ -113,15 +113,10 @@ def http_rules(method: MethodDescriptor) -> list[tuple[str, str, str, str]]:
     """The HTTP method, path, body and response body of an RPC's `google.api.http` rule and
     its other bindings."""
     rule = method.GetOptions().Extensions[annotations_pb2.http]
-    rules = []
-    for binding in (rule, *rule.additional_bindings):
-        verb = binding.WhichOneof("pattern")
-        if verb is None or verb == "custom":
-            raise ValueError(f"{method.full_name} has no google.api.http rule")
-        rules.append(
-            (verb.upper(), str(getattr(binding, verb)), binding.body, binding.response_body)
-        )
-    return rules
+    patterns = [(b.WhichOneof("pattern") or "", b) for b in (rule, *rule.additional_bindings)]
+    if any(verb in {"", "custom"} for verb, _ in patterns):
+        raise ValueError(f"{method.full_name} has no google.api.http rule")
+    return [(verb.upper(), str(getattr(b, verb)), b.body, b.response_body) for verb, b in patterns]
 
 
 @dataclass(frozen=True)
@@ -173,7 +168,6 @@ def _add(
         raise ValueError(f"{method.full_name} has no huntaze.common.v1.route summary")
     path = path.removeprefix(router.prefix)
     streamed = method.server_streaming  # Server-Sent Events (`_event_stream`)
-    render = _batch_renderer(method.output_type) if streamed else _render_event
     first_verb = http_rules(method)[0][0]
     summary = f"{declared.summary} ({verb} form)" if verb != first_verb else declared.summary
     status_code = declared.status or 200
@@ -235,7 +229,7 @@ def _add(
                 options = {**options, "timeout": declared.deadline_seconds}
             rpc = getattr(edge.stub_of(request), method.name)
             if streamed:
-                return _event_stream(request, caller, rpc, message, arguments, render)
+                return _event_stream(request, caller, rpc, message, arguments)
             call = rpc(message, **options)
             reply = await (renamed(call, renames) if renames else call)
         except (DomainError, grpc.aio.AioRpcError) as error:
@@ -323,32 +317,19 @@ def _add(
 
 
 def _render_event(message: Any) -> bytes:
+    """`id:` its `id`, `event:` its `type`, `data:` its JSON; a batch (one list field) each's."""
+    if len(fields := message.DESCRIPTOR.fields) == 1 and fields[0].is_repeated:
+        return b"".join([_render_event(event) for event in getattr(message, fields[0].name)])
     data = orjson.dumps(to_json(message), option=orjson.OPT_UTC_Z)
     return frame(data, event=message.type, event_id=message.id)
 
 
-def _batch_renderer(streamed: Any) -> Callable[[Any], bytes]:
-    """A stream message whose one field is a list (events that came together) is each of its
-    elements as an event; any other message is one event."""
-    fields = streamed.fields
-    if len(fields) != 1 or not fields[0].is_repeated or fields[0].message_type is None:
-        return _render_event
-    name = fields[0].name
-    return lambda batch: b"".join([_render_event(event) for event in getattr(batch, name)])
-
-
 def _event_stream(
-    request: Request,
-    caller: Any,
-    rpc: Any,
-    message: Any,
-    arguments: Mapping[str, Any],
-    render: Callable[[Any], bytes],
+    request: Request, caller: Any, rpc: Any, message: Any, arguments: Mapping[str, Any]
 ) -> EventStreamResponse:
-    """A server stream as Server-Sent Events (`sse.relay`): each message an event (`id:` its
-    `id`, `event:` its `type`, `data:` its JSON), until the caller's token expires or its
-    session is revoked. SSE's resume (`Last-Event-ID`, or the same in the query; the header
-    wins) fills the request's `after_event_id` and sets its `resume`."""
+    """A server stream as Server-Sent Events (`sse.relay`, `_render_event`) until the caller's
+    token expires or its session is revoked. SSE's resume (`Last-Event-ID`, or the same in the
+    query; the header wins) fills the request's `after_event_id` and sets its `resume`."""
     header, query = arguments["last_event_id"], arguments["last_event_id_query"]
     after = header if header is not None else query
     message.after_event_id, message.resume = after or 0, after is not None
@@ -356,7 +337,7 @@ def _event_stream(
     session_id, revocations = caller.principal.session_id, runtime.verifier.revocations
     stream = Stream(
         call=rpc(message, **{**caller.options, "timeout": None}),
-        render=render,
+        render=_render_event,
         render_error=lambda error: bytes(
             runtime.problems.from_error_details(from_rpc_error(error), request.url.path).body
         ),
