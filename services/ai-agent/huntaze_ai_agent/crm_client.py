@@ -71,7 +71,8 @@ def relayed(error: grpc.aio.AioRpcError) -> DomainError:
     )
 
 
-def _profile(fan: crm_pb2.Fan) -> FanProfile:
+def fan_profile(fan: crm_pb2.Fan) -> FanProfile:
+    """What drafting uses of a CRM fan."""
     return FanProfile(
         fan_id=fan.id,
         display_name=fan.display_name,
@@ -116,7 +117,7 @@ class CrmClient:
                 found += await self._each_fan(chunk, metadata)
                 continue
             found += answer.fans
-        return {uuid.UUID(fan.id): _profile(fan) for fan in found}
+        return {uuid.UUID(fan.id): fan_profile(fan) for fan in found}
 
     async def _each_fan(self, fan_ids: Sequence[str], metadata: Metadata) -> list[crm_pb2.Fan]:
         found = []
