@@ -59,6 +59,7 @@ class ClaimLoop(Generic[Item]):
         # Suggestions claimed and not yet finished (each holds a slot).
         self._busy = 0
         self._starved = False
+        self._refill = max(1, concurrency // 8)
         self.handled = 0
 
     async def run(self) -> None:
@@ -130,7 +131,11 @@ class ClaimLoop(Generic[Item]):
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        if self._starved:
+        # Drafts that end one at a time free their slots one at a time: the loop claims again
+        # once a share of them is free (or none is busy), not a batch of one per slot, each with
+        # its own claim, reads and ledger write.
+        free = self._concurrency - self._busy
+        if self._starved and (free >= self._refill or self._busy == 0):
             self._wake.set()
 
     async def stop(self, grace: float = 10.0) -> None:
