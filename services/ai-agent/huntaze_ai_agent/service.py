@@ -255,7 +255,9 @@ class AiAgentService:
         # message delivered again inserts nothing.
         inserted = list(await session.scalars(_RECORD_INCOMING, rows))
         waiting = inserted
-        if inserted and not self.drafter.pays:
+        # Only drafts that need no I/O (an LLM's answer, an embedding) are made here: the
+        # consumer's transaction, and every CRM event behind it, must not wait on a network.
+        if inserted and not self.drafter.pays and not self.style.vectors:
             waiting = await self._draft_now(session, inserted, fans)
         if waiting:
             # Delivered at commit: the drafting workers wake at once.
@@ -268,10 +270,10 @@ class AiAgentService:
         fans: dict[uuid.UUID, FanProfile],
     ) -> list[Suggestion]:
         """Drafts, in the consumer's transaction, the new suggestions whose event carried the
-        fan, when the provider is local (no I/O, nothing paid): no claim, no call to the CRM
-        and no transaction of their own; they are settled, with their events, as the message
-        is recorded. Answers the suggestions left for the drafting workers (an event without
-        the fan, or a draft that failed)."""
+        fan, when the provider is local and past replies are found by text search (no I/O,
+        nothing paid): no claim, no call to the CRM and no transaction of their own; they are
+        settled, with their events, as the message is recorded. Answers the suggestions left
+        for the drafting workers (an event without the fan, or a draft that failed)."""
         ready = [s for s in suggestions if s.message_id in fans]
         if not ready:
             return list(suggestions)
