@@ -506,21 +506,21 @@ class AiAgentService:
     async def _llm_drafts(
         self, drafts: Sequence[tuple[Suggestion, DraftRequest, Decision]]
     ) -> list[Awaitable[None]]:
-        """The conversations (read at once), then the calls recorded as started in one
-        transaction; each call is the work left for its suggestion."""
-        histories = await asyncio.gather(
+        """The conversations (one CRM call per creator, all at once), then the calls recorded
+        as started in one transaction; each call is the work left for its suggestion."""
+        by_creator: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]] = {}
+        for s, _, _ in drafts:
+            by_creator.setdefault(s.creator_id, []).append((s.conversation_id, s.message_id))
+        answers = await asyncio.gather(
             *(
-                self._crm.history(
-                    creator_id=s.creator_id,
-                    conversation_id=s.conversation_id,
-                    message_id=s.message_id,
-                )
-                for s, _, _ in drafts
+                self._crm.histories(creator_id=creator_id, messages=messages)
+                for creator_id, messages in by_creator.items()
             )
         )
+        histories = {key: turns for answer in answers for key, turns in answer.items()}
         calls = []
-        for (suggestion, request, _), history in zip(drafts, histories, strict=True):
-            with_history = dataclasses.replace(request, history=history)
+        for suggestion, request, _ in drafts:
+            with_history = dataclasses.replace(request, history=histories[suggestion.message_id])
             calls.append(PaidCall(suggestion, with_history, build_prompt(with_history)))
         known = await self._begin_calls(calls)
         return [

@@ -101,6 +101,58 @@ async def test_one_message_delivered_three_times_makes_one_llm_call_and_one_repl
     assert entry.cost_micros == 120 * 2.5 + 30 * 10
 
 
+async def test_the_llm_reads_each_conversation_of_a_batch_from_the_crm(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """The conversations of a batch's drafts are read in one CRM call: each prompt carries its
+    own conversation before the fan's message, oldest first, and not the message itself."""
+    creator = await stack.sign_up()
+    assert stack.agent.drafting is not None
+    await stack.agent.drafting.stop(0)  # the batch is drafted below, all at once
+    for fan in ("ann", "bea"):
+        await stack.platform.fan_writes(
+            creator, platform_message_id=f"{fan}-1", text=f"hello from {fan}", platform_fan_id=fan
+        )
+    await eventually(lambda: stack.suggestions(creator), lambda found: len(found) == 2)
+    conversations = await stack.crm_stub.ListConversations(
+        crm_pb2.ListConversationsRequest(), metadata=creator.auth
+    )
+    for conversation in conversations.conversations:
+        await stack.crm_stub.SendMessage(
+            crm_pb2.SendMessageRequest(
+                conversation_id=conversation.id,
+                text=f"re: {conversation.last_message_preview}",
+                idempotency_key=f"reply-{conversation.id}",
+            ),
+            metadata=creator.auth,
+        )
+    service = stack.agent.service
+    assert service is not None
+    await eventually(  # the creator's replies cancel the first two
+        lambda: stack.suggestions(creator),
+        lambda found: {s.status for s in found} == {ai_pb2.SUGGESTION_STATUS_CANCELLED},
+    )
+    for fan in ("ann", "bea"):
+        await stack.platform.fan_writes(
+            creator, platform_message_id=f"{fan}-2", text=f"{fan} again", platform_fan_id=fan
+        )
+    await eventually(lambda: stack.suggestions(creator), lambda found: len(found) == 4)
+    batch = await service.claim_drafts(limit=10)
+    assert len(batch) == 2
+
+    for work in await service.draft_batch(batch):
+        await work
+
+    sent = {r.fan_data["fan_message"]: r.fan_data["conversation"] for r in fake_openai.requests}
+    assert sent == {
+        f"{fan} again": [
+            {"from": "fan", "text": f"hello from {fan}"},
+            {"from": "creator", "text": f"re: hello from {fan}"},
+        ]
+        for fan in ("ann", "bea")
+    }
+
+
 async def test_a_retry_after_a_crash_reuses_the_paid_answer(
     stack: Stack, fake_openai: FakeOpenAI
 ) -> None:
