@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -70,12 +71,13 @@ def utc_now() -> datetime:
 @dataclass(frozen=True)
 class Timing:
     """How long the autopilot waits before it sends (a person does not answer at once), how
-    long a worker holds a claimed suggestion, and how long after an AI message a purchase is
-    attributed to it."""
+    long a worker holds a claimed suggestion (and one whose context the CRM did not give), and
+    how long after an AI message a purchase is attributed to it."""
 
     autopilot_min_delay: timedelta = timedelta(seconds=20)
     autopilot_max_delay: timedelta = timedelta(seconds=60)
     lease: timedelta = timedelta(seconds=120)
+    draft_retry: timedelta = timedelta(seconds=2)
     send_retry: timedelta = timedelta(seconds=30)
     attribution_window: timedelta = timedelta(hours=24)
 
@@ -449,10 +451,28 @@ class AiAgentService:
         creator, and what the local provider writes is stored in one transaction. An LLM's
         drafts take seconds each: they are answered as work left to do, one per suggestion,
         each stored as it ends."""
-        fans = await self._fans([c.suggestion for c in batch if _acts_on(c)])
+        try:
+            fans = await self._fans([c.suggestion for c in batch if _acts_on(c)])
+        except grpc.aio.AioRpcError:
+            await self._release([c.suggestion for c in batch])
+            raise
         outcomes, paid = await self._decide_all(batch, fans)
         await self._settle_many(outcomes)
         return await self._llm_drafts(paid) if paid else []
+
+    async def _release(self, suggestions: Sequence[Suggestion]) -> None:
+        """Claimed suggestions whose drafting could not start (the CRM did not answer, nothing
+        was paid for): taken up again after `timing.draft_retry`, not once the lease runs out."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(Suggestion)
+                .where(
+                    Suggestion.id.in_([s.id for s in suggestions]),
+                    Suggestion.status == "pending",
+                )
+                .values(claimed_until=self.clock() + self.timing.draft_retry)
+            )
+            await session.commit()
 
     async def _decide_all(
         self, batch: Sequence[Claimed], fans: dict[str, FanProfile]
@@ -511,12 +531,16 @@ class AiAgentService:
         by_creator: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]] = {}
         for s, _, _ in drafts:
             by_creator.setdefault(s.creator_id, []).append((s.conversation_id, s.message_id))
-        answers = await asyncio.gather(
-            *(
-                self._crm.histories(creator_id=creator_id, messages=messages)
-                for creator_id, messages in by_creator.items()
+        try:
+            answers = await asyncio.gather(
+                *(
+                    self._crm.histories(creator_id=creator_id, messages=messages)
+                    for creator_id, messages in by_creator.items()
+                )
             )
-        )
+        except grpc.aio.AioRpcError:
+            await self._release([s for s, _, _ in drafts])
+            raise
         histories = {key: turns for answer in answers for key, turns in answer.items()}
         calls = []
         for suggestion, request, _ in drafts:

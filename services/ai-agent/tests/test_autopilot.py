@@ -9,15 +9,19 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import pytest
 
 from huntaze.ai.v1 import ai_pb2
 from huntaze.ai.v1 import events_pb2 as ai_events
 from huntaze.crm.v1 import crm_pb2
 from huntaze.crm.v1 import events_pb2 as crm_events
+from huntaze_ai_agent.crm_client import CrmClient
 from huntaze_ai_agent.prompts import DraftRequest, FanProfile, build_prompt
 from huntaze_ai_agent.service import Timing
+from huntaze_devstack.embedded import free_port
 from huntaze_devstack.testing import eventually
+from huntaze_kit.grpc_client import create_channel
 
 from .conftest import Creator, FakeOpenAI, Stack, next_of
 
@@ -151,6 +155,41 @@ async def test_the_llm_reads_each_conversation_of_a_batch_from_the_crm(
         ]
         for fan in ("ann", "bea")
     }
+
+
+async def test_a_batch_the_crm_cannot_give_the_context_of_is_retried_soon(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """The CRM does not answer: nothing is paid for, and the batch is claimed again after a
+    short retry rather than once its lease runs out."""
+    creator = await stack.sign_up()
+    service = stack.agent.service
+    assert service is not None
+    assert stack.agent.drafting is not None
+    await stack.agent.drafting.stop(0)  # no worker: this test plays the workers itself
+    await stack.platform.fan_writes(creator, platform_message_id="m-1", text="hi")
+    await eventually(lambda: stack.suggestions(creator), lambda found: len(found) == 1)
+    batch = await service.claim_drafts(limit=5)
+    assert len(batch) == 1
+    crm = service._crm
+    # The CRM's address with nobody listening (the real client, refused at connect).
+    service._crm = CrmClient(create_channel(f"127.0.0.1:{free_port()}"), tokens=crm._tokens)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await service.draft_batch(batch)
+    finally:
+        service._crm = crm
+
+    assert await service.claim_drafts(limit=5) == []  # held for the retry, briefly
+    retried = datetime.now(UTC) + service.timing.draft_retry + timedelta(seconds=1)
+    service.clock = lambda: retried
+    [again] = await service.claim_drafts(limit=5)
+    service.clock = lambda: datetime.now(UTC)
+    for work in await service.draft_batch([again]):
+        await work
+    [suggestion] = await stack.suggestions(creator)
+    assert suggestion.status == ai_pb2.SUGGESTION_STATUS_SUGGESTED
+    assert len(fake_openai.requests) == 1
 
 
 async def test_a_retry_after_a_crash_reuses_the_paid_answer(
