@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from huntaze_crm.models import (
     SCHEMA,
@@ -602,18 +603,14 @@ class CrmRepository:
         ids = bindparam("conversation_ids", list(conversation_ids), type_=ARRAY(Uuid))
         asked = func.unnest(ids).table_valued("id").render_derived(name="asked")
         last = (
-            select(Message.id)
+            select(Message)
             .where(Message.creator_id == creator_id, Message.conversation_id == asked.c.id)
             .order_by(Message.created_at.desc(), Message.id.desc())
             .limit(limit)
             .lateral("last")
         )
-        chosen = select(last.c.id).select_from(asked).join(last, true())
-        statement = (
-            select(Message)
-            .where(Message.creator_id == creator_id, Message.id.in_(chosen))
-            .order_by(Message.conversation_id, Message.created_at.desc(), Message.id.desc())
-        )
+        message = aliased(Message, last)
+        statement = select(message).select_from(asked).join(last, true())
         return (await self.session.scalars(statement)).all()
 
     async def count_conversations(
