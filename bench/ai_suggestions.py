@@ -24,6 +24,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -38,6 +39,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from huntaze.ai.v1 import events_pb2 as ai_events
+from huntaze.crm.v1 import crm_pb2
+from huntaze.crm.v1 import events_pb2 as crm_events
 from huntaze_devstack.embedded import free_port
 from huntaze_devstack.testing import PlatformEvents
 from huntaze_kit.db import libpq_url
@@ -180,36 +184,80 @@ async def drive(
 
 
 async def stage_times(database_url: str, tally: Tally) -> dict[str, list[float]]:
-    """Where each message's time went, from the rows' timestamps: due -> stored by the CRM ->
-    recorded by the agent (its consumer's transaction) -> drafted and settled -> on the stream."""
+    """Where each message's time went, from the rows' timestamps (each a transaction's start:
+    a relay's is when it took the event to publish): due -> the CRM's ingest -> taken by
+    the CRM's relay -> recorded by the agent (its consumer's transaction) -> drafted and settled
+    -> taken by the agent's relay -> put on the inbox by the CRM -> on the stream."""
     conn = await asyncpg.connect(libpq_url(database_url))
     try:
         rows = await conn.fetch(
-            "SELECT s.incoming_text, m.created_at AS stored, s.created_at AS recorded, "
-            "s.updated_at AS settled FROM ai.suggestions s JOIN crm.messages m "
-            "ON m.id = s.message_id AND m.creator_id = s.creator_id"
+            "SELECT s.id, s.message_id, s.incoming_text, s.created_at AS recorded, "
+            "s.updated_at AS settled FROM ai.suggestions s"
+        )
+        crm_outbox = await conn.fetch(
+            "SELECT payload, created_at, published_at FROM crm.outbox "
+            "WHERE subject = 'crm.message.received'"
+        )
+        ai_outbox = await conn.fetch(
+            "SELECT payload, published_at FROM ai.outbox WHERE subject = 'ai.suggestion.created'"
+        )
+        notices = await conn.fetch(
+            "SELECT payload, created_at FROM crm.inbox_events WHERE type = $1",
+            "ai.suggestion_created",
         )
     finally:
         await conn.close()
-    stages: dict[str, list[float]] = {
-        "due -> stored by the CRM": [],
-        "stored -> recorded by the agent": [],
-        "recorded -> drafted": [],
-        "drafted -> on the stream": [],
-    }
+    ingested: dict[str, tuple[float, float]] = {}
+    for row in crm_outbox:
+        received = crm_events.MessageReceived.FromString(row["payload"])
+        ingested[received.message.id] = (
+            row["created_at"].timestamp() - tally.wall_offset,
+            _seconds(row["published_at"], tally),
+        )
+    relayed: dict[str, float] = {}
+    for row in ai_outbox:
+        created = ai_events.SuggestionCreated.FromString(row["payload"])
+        relayed[created.suggestion.id] = _seconds(row["published_at"], tally)
+    noticed: dict[str, float] = {}
+    for row in notices:
+        notice = crm_pb2.AiNotice.FromString(row["payload"])
+        noticed[notice.suggestion_id] = row["created_at"].timestamp() - tally.wall_offset
+    names = (
+        "due -> ingested by the CRM",
+        "ingested -> taken by the CRM's relay",
+        "taken -> recorded by the agent",
+        "recorded -> drafted",
+        "drafted -> taken by the agent's relay",
+        "taken -> on the CRM's inbox",
+        "on the inbox -> on the stream",
+    )
+    stages: dict[str, list[float]] = {name: [] for name in names}
     for row in rows:
         text: str = row["incoming_text"]
         sequence = int(text[1 : text.index(" ")])
         if sequence < 0 or sequence not in tally.suggested:
             continue
-        stored, recorded, settled = (
-            row[name].timestamp() - tally.wall_offset for name in ("stored", "recorded", "settled")
+        ingest = ingested.get(str(row["message_id"]))
+        suggestion_id = str(row["id"])
+        if ingest is None or suggestion_id not in relayed or suggestion_id not in noticed:
+            continue
+        times = (
+            tally.due[sequence],
+            *ingest,
+            row["recorded"].timestamp() - tally.wall_offset,
+            row["settled"].timestamp() - tally.wall_offset,
+            relayed[suggestion_id],
+            noticed[suggestion_id],
+            tally.suggested[sequence],
         )
-        stages["due -> stored by the CRM"].append(stored - tally.due[sequence])
-        stages["stored -> recorded by the agent"].append(recorded - stored)
-        stages["recorded -> drafted"].append(settled - recorded)
-        stages["drafted -> on the stream"].append(tally.suggested[sequence] - settled)
+        for name, start, end in zip(names, times, times[1:], strict=False):
+            stages[name].append(end - start)
     return {name: values for name, values in stages.items() if values}
+
+
+def _seconds(moment: datetime | None, tally: Tally) -> float:
+    # Never None for the events of a suggestion on the stream: they were published.
+    return moment.timestamp() - tally.wall_offset if moment is not None else float("inf")
 
 
 def _cpu(before: dict[str, float | None], after: dict[str, float | None], count: int) -> str:

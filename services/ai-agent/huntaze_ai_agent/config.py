@@ -83,7 +83,12 @@ class AiAgentSettings(CommonSettings):
         default_factory=dict, exclude=True, description="See `HUNTAZE_AI_SERVICE_SECRET`."
     )
     ai_draft_concurrency: int = Field(
-        default=64, ge=1, le=1000, description="Drafts in flight at once (LLM calls take seconds)."
+        # At 1 s an answer, 128 in flight leave room for 100 drafts a second.
+        default=128,
+        ge=1,
+        le=1000,
+        description="Drafts in flight at once (LLM calls take seconds); also the LLM client's "
+        "connections.",
     )
     ai_autopilot_min_delay_seconds: float = Field(
         default=20.0,

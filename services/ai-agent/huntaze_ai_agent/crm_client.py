@@ -1,8 +1,8 @@
 """What the agent asks of the CRM over gRPC: the fans of a batch of drafts (one call per
-creator), the recent conversation for an LLM's draft, that a conversation is the caller's, and
-sending a reply. Calls made for an event carry a service token for the event's creator; calls
-made for the creator carry their own access token, and the CRM's refusals reach them as the
-agent's own (same status, reason and details)."""
+creator), the recent conversations for a batch of an LLM's drafts (one call per creator), that
+a conversation is the caller's, and sending a reply. Calls made for an event carry a service
+token for the event's creator; calls made for the creator carry their own access token, and the
+CRM's refusals reach them as the agent's own (same status, reason and details)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ from huntaze_kit.grpc_client import ServiceTokenProvider
 from huntaze_kit.rich_status import from_rpc_error
 
 HISTORY_MESSAGES = 10
-# The CRM answers at most this many fans per BatchGetFans.
+# The CRM answers at most this many fans per BatchGetFans, conversations per
+# BatchListRecentMessages.
 FANS_PER_CALL = 200
+CONVERSATIONS_PER_CALL = 200
 
 _SUBSCRIPTIONS = {
     crm_pb2.SUBSCRIPTION_STATE_NONE: "none",
@@ -71,7 +73,8 @@ def relayed(error: grpc.aio.AioRpcError) -> DomainError:
     )
 
 
-def _profile(fan: crm_pb2.Fan) -> FanProfile:
+def fan_profile(fan: crm_pb2.Fan) -> FanProfile:
+    """What drafting uses of a CRM fan."""
     return FanProfile(
         fan_id=fan.id,
         display_name=fan.display_name,
@@ -80,6 +83,12 @@ def _profile(fan: crm_pb2.Fan) -> FanProfile:
         notes=fan.notes,
         subscription_state=_SUBSCRIPTIONS.get(fan.subscription_state, "none"),
     )
+
+
+def _history(newest_first: Sequence[crm_pb2.Message], message_id: uuid.UUID) -> tuple[Turn, ...]:
+    """The conversation before `message_id`, oldest first, from its last messages."""
+    earlier = [m for m in newest_first if m.id != str(message_id) and m.text]
+    return tuple(_turn(m) for m in reversed(earlier[:HISTORY_MESSAGES]))
 
 
 def _turn(message: crm_pb2.Message) -> Turn:
@@ -116,7 +125,7 @@ class CrmClient:
                 found += await self._each_fan(chunk, metadata)
                 continue
             found += answer.fans
-        return {uuid.UUID(fan.id): _profile(fan) for fan in found}
+        return {uuid.UUID(fan.id): fan_profile(fan) for fan in found}
 
     async def _each_fan(self, fan_ids: Sequence[str], metadata: Metadata) -> list[crm_pb2.Fan]:
         found = []
@@ -130,19 +139,55 @@ class CrmClient:
                     raise
         return found
 
-    async def history(
-        self, *, creator_id: uuid.UUID, conversation_id: uuid.UUID, message_id: uuid.UUID
-    ) -> tuple[Turn, ...]:
-        """The messages before `message_id`, oldest first."""
-        page = await self._stub.ListMessages(
-            crm_pb2.ListMessagesRequest(
-                conversation_id=str(conversation_id),
-                page=common_pb2.PageRequest(page_size=HISTORY_MESSAGES + 1),
-            ),
-            metadata=await self.service_metadata(creator_id),
-        )
-        earlier = [m for m in page.messages if m.id != str(message_id) and m.text]
-        return tuple(_turn(m) for m in reversed(earlier[:HISTORY_MESSAGES]))
+    async def histories(
+        self, *, creator_id: uuid.UUID, messages: Sequence[tuple[uuid.UUID, uuid.UUID]]
+    ) -> dict[uuid.UUID, tuple[Turn, ...]]:
+        """For each (conversation, message) of the creator, the messages before it, oldest
+        first, by message id: in as few calls as the CRM allows. A conversation gone meanwhile
+        makes the CRM refuse the lot: the others are then read one by one (a gone one has no
+        history)."""
+        metadata = await self.service_metadata(creator_id)
+        conversations = sorted({str(conversation_id) for conversation_id, _ in messages})
+        recent: dict[str, Sequence[crm_pb2.Message]] = {}
+        for start in range(0, len(conversations), CONVERSATIONS_PER_CALL):
+            chunk = conversations[start : start + CONVERSATIONS_PER_CALL]
+            try:
+                answer = await self._stub.BatchListRecentMessages(
+                    crm_pb2.BatchListRecentMessagesRequest(
+                        conversation_ids=chunk, limit=HISTORY_MESSAGES + 1
+                    ),
+                    metadata=metadata,
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                recent |= await self._each_conversation(chunk, metadata)
+                continue
+            recent |= {found.conversation_id: found.messages for found in answer.conversations}
+        return {
+            message_id: _history(recent.get(str(conversation_id), ()), message_id)
+            for conversation_id, message_id in messages
+        }
+
+    async def _each_conversation(
+        self, conversation_ids: Sequence[str], metadata: Metadata
+    ) -> dict[str, Sequence[crm_pb2.Message]]:
+        found: dict[str, Sequence[crm_pb2.Message]] = {}
+        for conversation_id in conversation_ids:
+            try:
+                page = await self._stub.ListMessages(
+                    crm_pb2.ListMessagesRequest(
+                        conversation_id=conversation_id,
+                        page=common_pb2.PageRequest(page_size=HISTORY_MESSAGES + 1),
+                    ),
+                    metadata=metadata,
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                continue
+            found[conversation_id] = page.messages
+        return found
 
     async def send(
         self,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,7 +35,7 @@ from huntaze.crm.v1 import crm_pb2
 from huntaze.crm.v1 import events_pb2 as crm_events
 from huntaze_ai_agent import convert
 from huntaze_ai_agent.configuration import AiConfiguration, QuietHours
-from huntaze_ai_agent.crm_client import CrmClient, Metadata
+from huntaze_ai_agent.crm_client import CrmClient, Metadata, fan_profile
 from huntaze_ai_agent.drafting import Attempt, Drafter, Usage, within_budget
 from huntaze_ai_agent.guardrails import Decision, decide, quiet_hours_end
 from huntaze_ai_agent.models import SCHEMA, AuditEntry, LlmCall, Suggestion
@@ -70,12 +71,13 @@ def utc_now() -> datetime:
 @dataclass(frozen=True)
 class Timing:
     """How long the autopilot waits before it sends (a person does not answer at once), how
-    long a worker holds a claimed suggestion, and how long after an AI message a purchase is
-    attributed to it."""
+    long a worker holds a claimed suggestion (and one whose context the CRM did not give), and
+    how long after an AI message a purchase is attributed to it."""
 
     autopilot_min_delay: timedelta = timedelta(seconds=20)
     autopilot_max_delay: timedelta = timedelta(seconds=60)
     lease: timedelta = timedelta(seconds=120)
+    draft_retry: timedelta = timedelta(seconds=2)
     send_retry: timedelta = timedelta(seconds=30)
     attribution_window: timedelta = timedelta(hours=24)
 
@@ -132,7 +134,7 @@ _SETTLE = text(
 _RECORD_INCOMING = (
     insert(Suggestion)
     .on_conflict_do_nothing(index_elements=["creator_id", "message_id"])
-    .returning(Suggestion.id)
+    .returning(Suggestion)
 )
 
 
@@ -164,6 +166,12 @@ class Outcome:
     status: str
     reason: str = ""
     draft: dict[str, Any] = field(default_factory=dict)
+
+
+def _acts_on(claimed: Claimed) -> bool:
+    """False when the creator's configuration leaves this suggestion's fan or platform alone."""
+    s, configuration = claimed.suggestion, claimed.configuration
+    return configuration.mode_for(str(s.fan_id)) != "off" and configuration.acts_on(s.platform)
 
 
 def _uuid(value: str, name: str) -> uuid.UUID:
@@ -224,8 +232,12 @@ class AiAgentService:
         """One pending suggestion per incoming message (with the request id it came with),
         whatever the number of deliveries; many messages in one statement."""
         rows = []
+        # The fan as the CRM had them with each message: what drafting at once needs.
+        fans: dict[uuid.UUID, FanProfile] = {}
         for event, request_id in events:
             message = event.message
+            if event.HasField("fan"):
+                fans[_uuid(message.id, "message.id")] = fan_profile(event.fan)
             rows.append(
                 {
                     "id": uuid.uuid4(),
@@ -241,11 +253,43 @@ class AiAgentService:
             )
         if not rows:
             return
-        # One statement for the lot, of one shape whatever their number (compiled once).
-        inserted = await session.execute(_RECORD_INCOMING, rows)
-        if inserted.first() is not None:
+        # One statement for the lot, of one shape whatever their number (compiled once); a
+        # message delivered again inserts nothing.
+        inserted = list(await session.scalars(_RECORD_INCOMING, rows))
+        waiting = inserted
+        # Only drafts that need no I/O (an LLM's answer, an embedding) are made here: the
+        # consumer's transaction, and every CRM event behind it, must not wait on a network.
+        if inserted and not self.drafter.pays and not self.style.vectors:
+            waiting = await self._draft_now(session, inserted, fans)
+        if waiting:
             # Delivered at commit: the drafting workers wake at once.
             await session.execute(text(f"NOTIFY {DRAFTS_CHANNEL}"))
+
+    async def _draft_now(
+        self,
+        session: AsyncSession,
+        suggestions: Sequence[Suggestion],
+        fans: dict[uuid.UUID, FanProfile],
+    ) -> list[Suggestion]:
+        """Drafts, in the consumer's transaction, the new suggestions whose event carried the
+        fan, when the provider is local and past replies are found by text search (no I/O,
+        nothing paid): no claim, no call to the CRM and no transaction of their own; they are
+        settled, with their events, as the message is recorded. Answers the suggestions left
+        for the drafting workers (an event without the fan, or a draft that failed)."""
+        ready = [s for s in suggestions if s.message_id in fans]
+        if not ready:
+            return list(suggestions)
+        claimed = await self._with_context(session, ready)
+        try:
+            outcomes, _ = await self._decide_all(
+                claimed, {fans[s.message_id].fan_id: fans[s.message_id] for s in ready}
+            )
+        except Exception:
+            # Still pending: the workers draft them (and log what fails again).
+            log.exception("ai.draft_now_failed", suggestions=len(ready))
+            return list(suggestions)
+        await self._settle_in(session, outcomes)
+        return [s for s in suggestions if s.message_id not in fans]
 
     async def creator_replied(
         self, session: AsyncSession, *, event: crm_events.MessageSendRequested
@@ -407,26 +451,51 @@ class AiAgentService:
         creator, and what the local provider writes is stored in one transaction. An LLM's
         drafts take seconds each: they are answered as work left to do, one per suggestion,
         each stored as it ends."""
+        try:
+            fans = await self._fans([c.suggestion for c in batch if _acts_on(c)])
+        except grpc.aio.AioRpcError:
+            await self._release([c.suggestion for c in batch])
+            raise
+        outcomes, paid = await self._decide_all(batch, fans)
+        await self._settle_many(outcomes)
+        return await self._llm_drafts(paid) if paid else []
+
+    async def _release(self, suggestions: Sequence[Suggestion]) -> None:
+        """Claimed suggestions whose drafting could not start (the CRM did not answer, nothing
+        was paid for): taken up again after `timing.draft_retry`, not once the lease runs out."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(Suggestion)
+                .where(
+                    Suggestion.id.in_([s.id for s in suggestions]),
+                    Suggestion.status == "pending",
+                )
+                .values(claimed_until=self.clock() + self.timing.draft_retry)
+            )
+            await session.commit()
+
+    async def _decide_all(
+        self, batch: Sequence[Claimed], fans: dict[str, FanProfile]
+    ) -> tuple[list[Outcome], list[tuple[Suggestion, DraftRequest, Decision]]]:
+        """What becomes of each claimed suggestion, given its fan (by fan id): the outcomes
+        known now (the local provider's drafts among them), and the LLM calls to make."""
         outcomes: list[Outcome] = []
         active: list[Suggestion] = []
         configurations: dict[uuid.UUID, AiConfiguration] = {}
         examples: dict[uuid.UUID, tuple[StyleExample, ...]] = {}
         for claimed in batch:
             s, configuration = claimed.suggestion, claimed.configuration
-            if configuration.mode_for(str(s.fan_id)) == "off" or not configuration.acts_on(
-                s.platform
-            ):
+            if not _acts_on(claimed):
                 outcomes.append(Outcome(s, "ignored"))
                 continue
             active.append(s)
             configurations[s.creator_id] = configuration
             examples[s.id] = claimed.examples
-        fans = await self._fans(active)
         now = self.clock()
         paid: list[tuple[Suggestion, DraftRequest, Decision]] = []
         for suggestion in active:
             configuration = configurations[suggestion.creator_id]
-            fan = fans.get(suggestion.fan_id)
+            fan = fans.get(str(suggestion.fan_id))
             if fan is None:  # deleted from the CRM since the message came
                 outcomes.append(Outcome(suggestion, "ignored"))
                 continue
@@ -452,27 +521,30 @@ class AiAgentService:
                     paid.append((suggestion, request, decision))
                 else:  # the local provider needs no I/O: drafted here, stored with the rest
                     outcomes.append(await self._drafted(suggestion, request, decision))
-        await self._settle_many(outcomes)
-        return await self._llm_drafts(paid) if paid else []
+        return outcomes, paid
 
     async def _llm_drafts(
         self, drafts: Sequence[tuple[Suggestion, DraftRequest, Decision]]
     ) -> list[Awaitable[None]]:
-        """The conversations (read at once), then the calls recorded as started in one
-        transaction; each call is the work left for its suggestion."""
-        histories = await asyncio.gather(
-            *(
-                self._crm.history(
-                    creator_id=s.creator_id,
-                    conversation_id=s.conversation_id,
-                    message_id=s.message_id,
+        """The conversations (one CRM call per creator, all at once), then the calls recorded
+        as started in one transaction; each call is the work left for its suggestion."""
+        by_creator: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]] = {}
+        for s, _, _ in drafts:
+            by_creator.setdefault(s.creator_id, []).append((s.conversation_id, s.message_id))
+        try:
+            answers = await asyncio.gather(
+                *(
+                    self._crm.histories(creator_id=creator_id, messages=messages)
+                    for creator_id, messages in by_creator.items()
                 )
-                for s, _, _ in drafts
             )
-        )
+        except grpc.aio.AioRpcError:
+            await self._release([s for s, _, _ in drafts])
+            raise
+        histories = {key: turns for answer in answers for key, turns in answer.items()}
         calls = []
-        for (suggestion, request, _), history in zip(drafts, histories, strict=True):
-            with_history = dataclasses.replace(request, history=history)
+        for suggestion, request, _ in drafts:
+            with_history = dataclasses.replace(request, history=histories[suggestion.message_id])
             calls.append(PaidCall(suggestion, with_history, build_prompt(with_history)))
         known = await self._begin_calls(calls)
         return [
@@ -480,8 +552,8 @@ class AiAgentService:
             for call, (_, _, decision) in zip(calls, drafts, strict=True)
         ]
 
-    async def _fans(self, suggestions: Sequence[Suggestion]) -> dict[uuid.UUID, FanProfile]:
-        """The fans of `suggestions`, one CRM call per creator, all at once."""
+    async def _fans(self, suggestions: Sequence[Suggestion]) -> dict[str, FanProfile]:
+        """The fans of `suggestions` by id, one CRM call per creator, all at once."""
         by_creator: dict[uuid.UUID, set[uuid.UUID]] = {}
         for suggestion in suggestions:
             by_creator.setdefault(suggestion.creator_id, set()).add(suggestion.fan_id)
@@ -491,7 +563,7 @@ class AiAgentService:
                 for creator_id, fan_ids in by_creator.items()
             )
         )
-        return {fan_id: fan for answer in answers for fan_id, fan in answer.items()}
+        return {str(fan_id): fan for answer in answers for fan_id, fan in answer.items()}
 
     async def _draft_with_llm(
         self, call: PaidCall, decision: Decision, known: Attempt | None
@@ -681,6 +753,14 @@ class AiAgentService:
         meanwhile (then it is cancelled already), stores it and its event."""
         if not outcomes:
             return
+        async with self._sessions() as session:
+            await self._settle_in(session, outcomes)
+            await session.commit()
+
+    async def _settle_in(self, session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+        """`_settle_many` in a transaction of the caller's."""
+        if not outcomes:
+            return
         arrays: dict[str, list[Any]] = {
             "id": [o.suggestion.id for o in outcomes],
             "status": [o.status for o in outcomes],
@@ -688,16 +768,14 @@ class AiAgentService:
         }
         for name, _ in _DRAFT_COLUMNS:
             arrays[name] = [o.draft.get(name, _DRAFT_DEFAULTS.get(name)) for o in outcomes]
-        async with self._sessions() as session:
-            settled = await session.scalars(
-                select(Suggestion).from_statement(_SETTLE).params(**arrays),
-                execution_options={"populate_existing": True},
-            )
-            events = [self._settled_event(row) for row in settled.all()]
-            await record_events(
-                session, schema=SCHEMA, events=[event for event in events if event is not None]
-            )
-            await session.commit()
+        settled = await session.scalars(
+            select(Suggestion).from_statement(_SETTLE).params(**arrays),
+            execution_options={"populate_existing": True},
+        )
+        events = [self._settled_event(row) for row in settled.all()]
+        await record_events(
+            session, schema=SCHEMA, events=[event for event in events if event is not None]
+        )
 
     def _settled_event(self, suggestion: Suggestion) -> OutboxEvent | None:
         if suggestion.status == "handed_off":

@@ -58,12 +58,16 @@ class ClaimLoop(Generic[Item]):
         self._in_flight: set[asyncio.Task[None]] = set()
         # Suggestions claimed and not yet finished (each holds a slot).
         self._busy = 0
+        self._starved = False
+        self._refill = max(1, concurrency // 8)
         self.handled = 0
 
     async def run(self) -> None:
         listener = await self._listen()
         try:
             while not self._stopping.is_set():
+                # Cleared before the claim: a NOTIFY that comes during it wakes the next wait.
+                self._wake.clear()
                 free = self._concurrency - self._busy
                 claimed: Sequence[Item] = ()
                 if free > 0:
@@ -74,9 +78,11 @@ class ClaimLoop(Generic[Item]):
                 if claimed:
                     self._busy += len(claimed)
                     self._start(self._batch(claimed))
+                # With every slot taken, work may be waiting that no NOTIFY will announce again:
+                # a slot that frees up wakes the loop (otherwise a NOTIFY or the poll does).
+                self._starved = free <= 0 or len(claimed) == free
                 if claimed and len(claimed) == free:
                     continue  # more may be waiting
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll)
         finally:
@@ -125,7 +131,12 @@ class ClaimLoop(Generic[Item]):
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._wake.set()
+        # Drafts that end one at a time free their slots one at a time: the loop claims again
+        # once a share of them is free (or none is busy), not a batch of one per slot, each with
+        # its own claim, reads and ledger write.
+        free = self._concurrency - self._busy
+        if self._starved and (free >= self._refill or self._busy == 0):
+            self._wake.set()
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stopping.set()

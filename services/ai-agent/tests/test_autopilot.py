@@ -9,15 +9,19 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import pytest
 
 from huntaze.ai.v1 import ai_pb2
 from huntaze.ai.v1 import events_pb2 as ai_events
 from huntaze.crm.v1 import crm_pb2
 from huntaze.crm.v1 import events_pb2 as crm_events
+from huntaze_ai_agent.crm_client import CrmClient
 from huntaze_ai_agent.prompts import DraftRequest, FanProfile, build_prompt
 from huntaze_ai_agent.service import Timing
+from huntaze_devstack.embedded import free_port
 from huntaze_devstack.testing import eventually
+from huntaze_kit.grpc_client import create_channel
 
 from .conftest import Creator, FakeOpenAI, Stack, next_of
 
@@ -99,6 +103,93 @@ async def test_one_message_delivered_three_times_makes_one_llm_call_and_one_repl
     )
     assert (entry.input_tokens, entry.output_tokens) == (120, 30)
     assert entry.cost_micros == 120 * 2.5 + 30 * 10
+
+
+async def test_the_llm_reads_each_conversation_of_a_batch_from_the_crm(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """The conversations of a batch's drafts are read in one CRM call: each prompt carries its
+    own conversation before the fan's message, oldest first, and not the message itself."""
+    creator = await stack.sign_up()
+    assert stack.agent.drafting is not None
+    await stack.agent.drafting.stop(0)  # the batch is drafted below, all at once
+    for fan in ("ann", "bea"):
+        await stack.platform.fan_writes(
+            creator, platform_message_id=f"{fan}-1", text=f"hello from {fan}", platform_fan_id=fan
+        )
+    await eventually(lambda: stack.suggestions(creator), lambda found: len(found) == 2)
+    conversations = await stack.crm_stub.ListConversations(
+        crm_pb2.ListConversationsRequest(), metadata=creator.auth
+    )
+    for conversation in conversations.conversations:
+        await stack.crm_stub.SendMessage(
+            crm_pb2.SendMessageRequest(
+                conversation_id=conversation.id,
+                text=f"re: {conversation.last_message_preview}",
+                idempotency_key=f"reply-{conversation.id}",
+            ),
+            metadata=creator.auth,
+        )
+    service = stack.agent.service
+    assert service is not None
+    await eventually(  # the creator's replies cancel the first two
+        lambda: stack.suggestions(creator),
+        lambda found: {s.status for s in found} == {ai_pb2.SUGGESTION_STATUS_CANCELLED},
+    )
+    for fan in ("ann", "bea"):
+        await stack.platform.fan_writes(
+            creator, platform_message_id=f"{fan}-2", text=f"{fan} again", platform_fan_id=fan
+        )
+    await eventually(lambda: stack.suggestions(creator), lambda found: len(found) == 4)
+    batch = await service.claim_drafts(limit=10)
+    assert len(batch) == 2
+
+    for work in await service.draft_batch(batch):
+        await work
+
+    sent = {r.fan_data["fan_message"]: r.fan_data["conversation"] for r in fake_openai.requests}
+    assert sent == {
+        f"{fan} again": [
+            {"from": "fan", "text": f"hello from {fan}"},
+            {"from": "creator", "text": f"re: hello from {fan}"},
+        ]
+        for fan in ("ann", "bea")
+    }
+
+
+async def test_a_batch_the_crm_cannot_give_the_context_of_is_retried_soon(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """The CRM does not answer: nothing is paid for, and the batch is claimed again after a
+    short retry rather than once its lease runs out."""
+    creator = await stack.sign_up()
+    service = stack.agent.service
+    assert service is not None
+    assert stack.agent.drafting is not None
+    await stack.agent.drafting.stop(0)  # no worker: this test plays the workers itself
+    await stack.platform.fan_writes(creator, platform_message_id="m-1", text="hi")
+    await eventually(lambda: stack.suggestions(creator), lambda found: len(found) == 1)
+    batch = await service.claim_drafts(limit=5)
+    assert len(batch) == 1
+    crm = service._crm
+    # The CRM's address with nobody listening (the real client, refused at connect).
+    service._crm = CrmClient(create_channel(f"127.0.0.1:{free_port()}"), tokens=crm._tokens)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await service.draft_batch(batch)
+    finally:
+        service._crm = crm
+
+    assert await service.claim_drafts(limit=5) == []  # held for the retry, briefly
+    retried = datetime.now(UTC) + service.timing.draft_retry + timedelta(seconds=1)
+    service.clock = lambda: retried
+    [again] = await service.claim_drafts(limit=5)
+    service.clock = lambda: datetime.now(UTC)
+    for work in await service.draft_batch([again]):
+        await work
+    [suggestion] = await stack.suggestions(creator)
+    assert suggestion.status == ai_pb2.SUGGESTION_STATUS_SUGGESTED
+    assert len(fake_openai.requests) == 1
 
 
 async def test_a_retry_after_a_crash_reuses_the_paid_answer(

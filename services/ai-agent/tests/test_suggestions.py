@@ -13,10 +13,11 @@ import grpc
 
 from huntaze.ai.v1 import ai_pb2
 from huntaze.crm.v1 import crm_pb2
+from huntaze.crm.v1 import events_pb2 as crm_events
 from huntaze_devstack.testing import eventually
 from huntaze_kit.rich_status import from_rpc_error
 
-from .conftest import Stack, next_of, rpc_error
+from .conftest import Creator, Stack, next_of, rpc_error
 
 
 async def test_a_fan_message_becomes_a_suggestion_on_the_stream_then_a_queued_reply(
@@ -244,28 +245,74 @@ async def test_the_protos_rules_bound_pages_and_edited_text(stack: Stack) -> Non
     assert list(page.suggestions) == []
 
 
+async def test_the_local_provider_drafts_as_the_message_is_recorded(stack: Stack) -> None:
+    """The CRM's event carries the fan: with the local provider the suggestion is drafted in
+    the transaction that records the message, with no drafting worker and no call back."""
+    assert stack.agent.drafting is not None
+    await stack.agent.drafting.stop(0)  # no worker
+    creator = await stack.sign_up()
+    inbox = await stack.watch(creator)
+
+    await stack.platform.fan_writes(creator, platform_message_id="m-1", text="hey there")
+
+    created = await next_of(inbox, "ai.suggestion_created")
+    assert created.ai.status == "suggested"
+    [suggestion] = await stack.suggestions(creator)
+    assert suggestion.status == ai_pb2.SUGGESTION_STATUS_SUGGESTED
+    assert "Lily" in suggestion.text
+
+
+async def inbound_without_fan(stack: Stack, creator: Creator) -> list[crm_events.MessageReceived]:
+    """`crm.message.received` for each of the creator's inbound messages, as a CRM that does
+    not send the fan with them would have published it, under a message id of its own."""
+    conversations = await stack.crm_stub.ListConversations(
+        crm_pb2.ListConversationsRequest(), metadata=creator.auth
+    )
+    events = []
+    for conversation in conversations.conversations:
+        for message in await stack.messages(creator, conversation.id):
+            if message.direction == crm_pb2.MESSAGE_DIRECTION_IN:
+                copy = crm_pb2.Message()
+                copy.CopyFrom(message)
+                copy.id = str(uuid.uuid4())
+                events.append(crm_events.MessageReceived(creator_id=creator.id, message=copy))
+    return events
+
+
 async def test_a_batch_with_a_fan_deleted_meanwhile_drafts_the_others(stack: Stack) -> None:
-    """One CRM call reads a batch's fans, all or nothing: a fan deleted since their message came
-    makes the agent read the others one by one, and the gone fan's message is ignored."""
+    """Messages whose event does not carry the fan wait for the drafting workers, which read a
+    batch's fans in one CRM call, all or nothing: a fan deleted since their message came makes
+    the agent read the others one by one, and the gone fan's message is ignored."""
     service, drafting = stack.agent.service, stack.agent.drafting
     assert service is not None
     assert drafting is not None
-    await drafting.stop(0)  # no worker: this test drafts the batch itself
     creator = await stack.sign_up()
     for n, fan in enumerate(("stays", "goes")):
         await stack.platform.fan_writes(
             creator, platform_message_id=f"m-{n}", text="hi", platform_fan_id=fan
         )
-    fans = await eventually(
-        lambda: stack.crm_stub.ListFans(crm_pb2.ListFansRequest(), metadata=creator.auth),
-        lambda page: len(page.fans) == 2,
-    )
+    await stack.settled(creator, 2)
+    await drafting.stop(0)  # no worker from here: this test drafts the batch itself
+    for event in await inbound_without_fan(stack, creator):
+        await stack.platform.publish(
+            "crm.message.received",
+            event,
+            creator_id=creator.id,
+            aggregate_id=event.message.conversation_id,
+            aggregate_type="conversation",
+        )
+    fans = await stack.crm_stub.ListFans(crm_pb2.ListFansRequest(), metadata=creator.auth)
     gone = next(f for f in fans.fans if f.platform_fan_id == "goes")
-    batch = await eventually(lambda: service.claim_drafts(limit=10), lambda b: len(b) == 2)
+    await eventually(lambda: stack.suggestions(creator), lambda found: len(found) == 4)
+    batch = await service.claim_drafts(limit=10)
+    assert len(batch) == 2
     await stack.crm_stub.DeleteFan(crm_pb2.DeleteFanRequest(fan_id=gone.id), metadata=creator.auth)
 
     assert await service.draft_batch(batch) == []
 
-    statuses = {s.fan_id: s.status for s in await stack.suggestions(creator)}
+    waited = {c.suggestion.id for c in batch}
+    statuses = {
+        s.fan_id: s.status for s in await stack.suggestions(creator) if uuid.UUID(s.id) in waited
+    }
     assert statuses.pop(gone.id) == ai_pb2.SUGGESTION_STATUS_IGNORED
     assert list(statuses.values()) == [ai_pb2.SUGGESTION_STATUS_SUGGESTED]

@@ -39,6 +39,7 @@ _READ_METHODS = (
     "ListConversations",
     "GetConversation",
     "ListMessages",
+    "BatchListRecentMessages",
     "GetMessage",
     "SearchMessages",
     "ListQuickReplies",
@@ -287,6 +288,22 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
         )
         return crm_pb2.ListMessagesResponse(
             messages=[convert.message(r) for r in rows], page=_next(token)
+        )
+
+    async def BatchListRecentMessages(
+        self, request: crm_pb2.BatchListRecentMessagesRequest, context: Context
+    ) -> crm_pb2.BatchListRecentMessagesResponse:
+        recent = await self._service.recent_messages(
+            creator_id=_creator(), conversation_ids=request.conversation_ids, limit=request.limit
+        )
+        return crm_pb2.BatchListRecentMessagesResponse(
+            conversations=[
+                crm_pb2.RecentMessages(
+                    conversation_id=str(conversation_id),
+                    messages=[convert.message(row) for row in rows],
+                )
+                for conversation_id, rows in recent.items()
+            ]
         )
 
     async def GetMessage(

@@ -446,6 +446,8 @@ class MessageIngest:
                 creator_id=str(creator_id),
                 message=message_proto,
                 occurred_at=convert.timestamp(now),
+                # As this message leaves them: the AI agent drafts from it without a call back.
+                fan=crm_pb2.Fan(**convert.fan_fields(fan)),
             ),
             aggregate_type="conversation",
             aggregate_id=conversation["id"],

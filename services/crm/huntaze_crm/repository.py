@@ -21,6 +21,8 @@ from google.protobuf.message import Message as ProtoMessage
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Uuid,
+    bindparam,
     delete,
     exists,
     func,
@@ -30,9 +32,10 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from huntaze_crm.models import (
     SCHEMA,
@@ -597,6 +600,34 @@ class CrmRepository:
         if query:
             statement = statement.where(_search(Message.search_vector, query))
         return (await self.session.scalars(_page(statement, MESSAGE_SORT, page))).all()
+
+    async def recent_messages(
+        self, *, creator_id: uuid.UUID, conversation_ids: Sequence[uuid.UUID], limit: int
+    ) -> Sequence[Message]:
+        """The last `limit` messages of each conversation (newest first in each), in one
+        statement: an index range scan per conversation."""
+        ids = bindparam("conversation_ids", list(conversation_ids), type_=ARRAY(Uuid))
+        asked = func.unnest(ids).table_valued("id").render_derived(name="asked")
+        last = (
+            select(Message)
+            .where(Message.creator_id == creator_id, Message.conversation_id == asked.c.id)
+            .order_by(Message.created_at.desc(), Message.id.desc())
+            .limit(limit)
+            .lateral("last")
+        )
+        message = aliased(Message, last)
+        statement = select(message).select_from(asked).join(last, true())
+        return (await self.session.scalars(statement)).all()
+
+    async def count_conversations(
+        self, *, creator_id: uuid.UUID, conversation_ids: Sequence[uuid.UUID]
+    ) -> int:
+        found = await self.session.scalar(
+            select(func.count())
+            .select_from(Conversation)
+            .where(Conversation.creator_id == creator_id, Conversation.id.in_(conversation_ids))
+        )
+        return int(found or 0)
 
     # --- purchases -------------------------------------------------------------------------------
 

@@ -665,6 +665,27 @@ class CrmService:
         conversation_uuid = parse_id(conversation_id, "conversation_id")
         return await self._messages(creator_id, conversation_uuid, "", page)
 
+    async def recent_messages(
+        self, *, creator_id: uuid.UUID, conversation_ids: Sequence[str], limit: int
+    ) -> dict[uuid.UUID, list[models.Message]]:
+        """The last `limit` messages of each conversation, newest first; all or nothing, like
+        the calls naming many fans."""
+        violations = Violations()
+        ids = parse_ids(conversation_ids, "conversation_ids", violations)
+        violations.raise_if_any()
+        async with self._sessions() as session:
+            repo = CrmRepository(session)
+            found = await repo.count_conversations(creator_id=creator_id, conversation_ids=ids)
+            if found != len(set(ids)):
+                raise _not_found("Conversation")
+            rows = await repo.recent_messages(
+                creator_id=creator_id, conversation_ids=ids, limit=limit
+            )
+        recent: dict[uuid.UUID, list[models.Message]] = {conversation: [] for conversation in ids}
+        for row in rows:
+            recent[row.conversation_id].append(row)
+        return recent
+
     async def search_messages(
         self, *, creator_id: uuid.UUID, query: str, conversation_id: str, page: Page
     ) -> tuple[list[models.Message], str]:

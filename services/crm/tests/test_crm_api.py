@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import grpc
+import pytest
 
 from huntaze.auth.v1 import auth_pb2
 from huntaze.common.v1 import common_pb2
@@ -163,6 +164,37 @@ async def test_lists_search_segments_and_pagination(
         crm_pb2.ListConversationsRequest(query="bikini"), metadata=ada.auth
     )
     assert [c.fan.id for c in conversations.conversations] == [fans[2].id]
+
+
+async def test_the_recent_messages_of_several_conversations_in_one_call(
+    stack: Any, creators: Any
+) -> None:
+    ada, _ = creators
+    conversations = []
+    for name in ("one", "two"):
+        fan = await make_fan(stack, ada, f"of-{name}")
+        for n in range(3):
+            sent = await stack.stub.SendMessage(
+                crm_pb2.SendMessageRequest(
+                    fan_id=fan.id, text=f"{name} {n}", idempotency_key=f"{name}-{n}"
+                ),
+                metadata=ada.auth,
+            )
+        conversations.append(sent.message.conversation_id)
+
+    answer = await stack.stub.BatchListRecentMessages(
+        crm_pb2.BatchListRecentMessagesRequest(conversation_ids=conversations, limit=2),
+        metadata=ada.auth,
+    )
+
+    recent = {c.conversation_id: [m.text for m in c.messages] for c in answer.conversations}
+    assert recent == {conversations[0]: ["one 2", "one 1"], conversations[1]: ["two 2", "two 1"]}
+    with_unknown = crm_pb2.BatchListRecentMessagesRequest(
+        conversation_ids=[conversations[0], str(uuid.uuid4())], limit=2
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stack.stub.BatchListRecentMessages(with_unknown, metadata=ada.auth)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_bad_input_is_invalid_argument_or_not_found(

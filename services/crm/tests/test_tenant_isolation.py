@@ -29,6 +29,7 @@ OBJECT_OF_FIELD = {
     "fan_id": "fan",
     "fan_ids": "fan",
     "conversation_id": "conversation",
+    "conversation_ids": "conversation",
     "message_id": "message",
     "quick_reply_id": "quick_reply",
     "list_id": "list",
@@ -46,6 +47,7 @@ ALTERNATIVES = {"SendMessage": {"conversation_id", "fan_id"}}
 SAMPLES: dict[str, dict[str, Any]] = {
     "SendMessage": {"text": "hello", "idempotency_key": "isolation-key"},
     "SearchMessages": {"query": "hello"},
+    "BatchListRecentMessages": {"limit": 5},
     "UpdateFanTags": {"add_tags": ["stolen"]},
     "UpdateFan": {"display_name": "renamed"},
     "UpdateQuickReply": {"text": "changed"},

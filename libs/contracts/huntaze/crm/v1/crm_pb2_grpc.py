@@ -102,6 +102,11 @@ class CrmServiceStub:
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.MarkConversationReadRequest.SerializeToString,
                 response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.Conversation.FromString,
                 _registered_method=True)
+        self.BatchListRecentMessages = channel.unary_unary(
+                '/huntaze.crm.v1.CrmService/BatchListRecentMessages',
+                request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchListRecentMessagesRequest.SerializeToString,
+                response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchListRecentMessagesResponse.FromString,
+                _registered_method=True)
         self.ListMessages = channel.unary_unary(
                 '/huntaze.crm.v1.CrmService/ListMessages',
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.ListMessagesRequest.SerializeToString,
@@ -337,10 +342,19 @@ class CrmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListMessages(self, request, context):
+    def BatchListRecentMessages(self, request, context):
         """Messages.
 
-        The messages of one conversation, newest first (the next page goes back in time).
+        The last messages of several conversations at once, newest first in each (for services
+        drafting replies in many conversations); all or nothing: an id that names no conversation
+        of the caller is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMessages(self, request, context):
+        """The messages of one conversation, newest first (the next page goes back in time).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -604,6 +618,11 @@ def add_CrmServiceServicer_to_server(servicer, server):
                     servicer.MarkConversationRead,
                     request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.MarkConversationReadRequest.FromString,
                     response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.Conversation.SerializeToString,
+            ),
+            'BatchListRecentMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchListRecentMessages,
+                    request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchListRecentMessagesRequest.FromString,
+                    response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchListRecentMessagesResponse.SerializeToString,
             ),
             'ListMessages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMessages,
@@ -1068,6 +1087,33 @@ class CrmService:
             '/huntaze.crm.v1.CrmService/MarkConversationRead',
             huntaze_dot_crm_dot_v1_dot_crm__pb2.MarkConversationReadRequest.SerializeToString,
             huntaze_dot_crm_dot_v1_dot_crm__pb2.Conversation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchListRecentMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huntaze.crm.v1.CrmService/BatchListRecentMessages',
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchListRecentMessagesRequest.SerializeToString,
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.BatchListRecentMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,11 +80,15 @@ class CrmServiceStub:
     """
     MarkConversationRead: _grpc.UnaryUnaryMultiCallable[_crm_pb2.MarkConversationReadRequest, _crm_pb2.Conversation]
     """Marks every inbound message of the conversation read; its unread count drops to 0."""
-    ListMessages: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListMessagesRequest, _crm_pb2.ListMessagesResponse]
+    BatchListRecentMessages: _grpc.UnaryUnaryMultiCallable[_crm_pb2.BatchListRecentMessagesRequest, _crm_pb2.BatchListRecentMessagesResponse]
     """Messages.
 
-    The messages of one conversation, newest first (the next page goes back in time).
+    The last messages of several conversations at once, newest first in each (for services
+    drafting replies in many conversations); all or nothing: an id that names no conversation
+    of the caller is NOT_FOUND.
     """
+    ListMessages: _grpc.UnaryUnaryMultiCallable[_crm_pb2.ListMessagesRequest, _crm_pb2.ListMessagesResponse]
+    """The messages of one conversation, newest first (the next page goes back in time)."""
     GetMessage: _grpc.UnaryUnaryMultiCallable[_crm_pb2.GetMessageRequest, _crm_pb2.Message]
     SearchMessages: _grpc.UnaryUnaryMultiCallable[_crm_pb2.SearchMessagesRequest, _crm_pb2.SearchMessagesResponse]
     """Full-text search over message texts, newest first."""
@@ -218,11 +222,15 @@ class CrmServiceAsyncStub(CrmServiceStub):
     """
     MarkConversationRead: _aio.UnaryUnaryMultiCallable[_crm_pb2.MarkConversationReadRequest, _crm_pb2.Conversation]  # type: ignore[assignment]
     """Marks every inbound message of the conversation read; its unread count drops to 0."""
-    ListMessages: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListMessagesRequest, _crm_pb2.ListMessagesResponse]  # type: ignore[assignment]
+    BatchListRecentMessages: _aio.UnaryUnaryMultiCallable[_crm_pb2.BatchListRecentMessagesRequest, _crm_pb2.BatchListRecentMessagesResponse]  # type: ignore[assignment]
     """Messages.
 
-    The messages of one conversation, newest first (the next page goes back in time).
+    The last messages of several conversations at once, newest first in each (for services
+    drafting replies in many conversations); all or nothing: an id that names no conversation
+    of the caller is NOT_FOUND.
     """
+    ListMessages: _aio.UnaryUnaryMultiCallable[_crm_pb2.ListMessagesRequest, _crm_pb2.ListMessagesResponse]  # type: ignore[assignment]
+    """The messages of one conversation, newest first (the next page goes back in time)."""
     GetMessage: _aio.UnaryUnaryMultiCallable[_crm_pb2.GetMessageRequest, _crm_pb2.Message]  # type: ignore[assignment]
     SearchMessages: _aio.UnaryUnaryMultiCallable[_crm_pb2.SearchMessagesRequest, _crm_pb2.SearchMessagesResponse]  # type: ignore[assignment]
     """Full-text search over message texts, newest first."""
@@ -427,15 +435,25 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
         """Marks every inbound message of the conversation read; its unread count drops to 0."""
 
     @_abc_1.abstractmethod
+    def BatchListRecentMessages(
+        self,
+        request: _crm_pb2.BatchListRecentMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_crm_pb2.BatchListRecentMessagesResponse, _abc.Awaitable[_crm_pb2.BatchListRecentMessagesResponse]]:
+        """Messages.
+
+        The last messages of several conversations at once, newest first in each (for services
+        drafting replies in many conversations); all or nothing: an id that names no conversation
+        of the caller is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
     def ListMessages(
         self,
         request: _crm_pb2.ListMessagesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_crm_pb2.ListMessagesResponse, _abc.Awaitable[_crm_pb2.ListMessagesResponse]]:
-        """Messages.
-
-        The messages of one conversation, newest first (the next page goes back in time).
-        """
+        """The messages of one conversation, newest first (the next page goes back in time)."""
 
     @_abc_1.abstractmethod
     def GetMessage(

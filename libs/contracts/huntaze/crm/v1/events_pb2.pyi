@@ -125,21 +125,29 @@ class MessageReceived(_message.Message):
     CREATOR_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    FAN_FIELD_NUMBER: _builtins.int
     creator_id: _builtins.str
     @_builtins.property
     def message(self) -> _crm_pb2.Message: ...
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def fan(self) -> _crm_pb2.Fan:
+        """The fan who wrote, as of this message (set by the CRM from the fan's row it updates
+        with the message): what a consumer needs of them without asking the CRM again.
+        """
+
     def __init__(
         self,
         *,
         creator_id: _builtins.str = ...,
         message: _crm_pb2.Message | None = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        fan: _crm_pb2.Fan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "occurred_at", b"occurred_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fan", b"fan", "message", b"message", "occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "message", b"message", "occurred_at", b"occurred_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "fan", b"fan", "message", b"message", "occurred_at", b"occurred_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
