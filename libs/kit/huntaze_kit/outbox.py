@@ -66,9 +66,8 @@ import asyncpg
 import orjson
 from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from prometheus_client import Counter, Gauge
 from sqlalchemy import (
     BigInteger,
@@ -111,9 +110,6 @@ _LEGACY_INBOX_TABLE = "inbox"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _MAX_ERROR_LENGTH = 2000
 DEFAULT_STUCK_AFTER = 10
-# A reply's status header, and its value when no stream takes the subject.
-_STATUS_HEADER = "Status"
-_NO_RESPONDERS = "503"
 
 OUTBOX_BACKLOG = Gauge(
     "huntaze_outbox_backlog", "Outbox rows not published yet (parked ones included).", ["schema"]
@@ -596,88 +592,6 @@ def _describe(error: BaseException) -> str:
     return message[:_MAX_ERROR_LENGTH]
 
 
-class _PubAcks:
-    """JetStream publishes whose PubAcks come back on one wildcard inbox of the relay's.
-
-    What `publish_async` does for each message (a semaphore, a fresh token from NUID and
-    random bytes, a done callback, the ack decoded into a `PubAck`), done once per relay
-    instead: a counter names each reply, and the ack is read for the two facts the relay
-    needs, an error or a duplicate.
-    """
-
-    def __init__(self, nc: NatsClient) -> None:
-        self._nc = nc
-        self._prefix = nc.new_inbox()
-        self._waiting: dict[str, asyncio.Future[bool]] = {}
-        self._sent = 0
-        self._subscription: Subscription | None = None
-
-    async def open(self) -> None:
-        if self._subscription is None:
-            self._subscription = await self._nc.subscribe(f"{self._prefix}.*", cb=self._answer)
-
-    async def close(self) -> None:
-        subscription, self._subscription = self._subscription, None
-        for future in self._waiting.values():
-            future.cancel()
-        self._waiting.clear()
-        if subscription is not None and not self._nc.is_closed:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-
-    async def publish(
-        self, subject: str, payload: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[bool]:
-        """Publishes; the future answers whether JetStream had the message already (by its
-        `Nats-Msg-Id`), or fails with JetStream's error."""
-        self._sent += 1
-        token = str(self._sent)
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = future
-        try:
-            await self._nc.publish(
-                subject, payload, reply=f"{self._prefix}.{token}", headers=headers
-            )
-        except BaseException:
-            del self._waiting[token]
-            raise
-        return future
-
-    def forget(self, futures: Sequence[asyncio.Future[bool]]) -> None:
-        """Drops the futures given up on (their acks, should they come, are ignored)."""
-        if futures:
-            given_up = set(futures)
-            self._waiting = {
-                token: future for token, future in self._waiting.items() if future not in given_up
-            }
-
-    async def _answer(self, msg: Msg) -> None:
-        future = self._waiting.pop(msg.subject[len(self._prefix) + 1 :], None)
-        if future is None or future.done():
-            return
-        status = msg.headers.get(_STATUS_HEADER) if msg.headers else None
-        if status == _NO_RESPONDERS:
-            future.set_exception(NoStreamResponseError())
-            return
-        try:
-            answer = orjson.loads(msg.data)
-        except orjson.JSONDecodeError as err:
-            future.set_exception(err)
-            return
-        error: Any = answer.get("error") if isinstance(answer, dict) else "no PubAck"
-        if error:
-            details: dict[str, Any] = error if isinstance(error, dict) else {}
-            future.set_exception(
-                APIError(
-                    code=details.get("code"),
-                    err_code=details.get("err_code"),
-                    description=details.get("description", str(error)),
-                )
-            )
-            return
-        future.set_result(bool(answer.get("duplicate")))
-
-
 class OutboxRelay:
     """Publishes the outbox of one schema to JetStream; run one or more per service.
 
@@ -733,7 +647,7 @@ class OutboxRelay:
         self._dsn = libpq_url(database_url)
         self._nats_url = nats_url if isinstance(nats_url, str) else None
         self._nc: NatsClient | None = None if isinstance(nats_url, str) else nats_url
-        self._acks: _PubAcks | None = None
+        self._js: JetStreamContext | None = None
         self._pool: asyncpg.Pool | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -814,8 +728,9 @@ class OutboxRelay:
                 assert self._nats_url is not None
                 self._nc = await connect_nats(self._nats_url, name=self.name)
                 owned_nc = True
-            self._acks = _PubAcks(self._nc)
-            await self._acks.open()
+            self._js = self._nc.jetstream(
+                publish_async_max_pending=max(4000, 2 * self.batch_size * self.concurrency)
+            )
             self._pool = await self._create_pool()
             if self._pool is None:
                 return  # stopped while waiting for the database
@@ -836,13 +751,11 @@ class OutboxRelay:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._pool.close(), 10)
                 self._pool = None
-            if self._acks is not None:
-                await self._acks.close()
-                self._acks = None
             if owned_nc and self._nc is not None:
                 with contextlib.suppress(Exception):
                     await close_nats(self._nc)
                 self._nc = None
+            self._js = None
             self._running = False
             self._stopped.set()
             self._log.info("outbox.relay_stopped", published=self.published, failed=self.failed)
@@ -929,14 +842,14 @@ class OutboxRelay:
 
     async def relay_once(self) -> tuple[int, int]:
         """Claims, publishes and marks one batch; returns (rows claimed, rows held back)."""
-        if self._pool is None or self._acks is None:
+        if self._pool is None or self._js is None:
             raise RuntimeError("relay_once() needs a running relay")
-        acks = self._acks
+        js = self._js
         async with self._pool.acquire() as conn, conn.transaction():
             claim = await self._claim(conn)
             if not claim.ready:
                 return claim.held_back, claim.held_back
-            result = await self._publish(acks, claim.ready)
+            result = await self._publish(js, claim.ready)
             await self._mark(conn, result)
         self.cycles += 1
         self.published += len(result.published)
@@ -979,19 +892,23 @@ class OutboxRelay:
             )
         return Claim(ready=ready, held_back=held_back)
 
-    async def _publish(self, acks: _PubAcks, records: Sequence[OutboxRecord]) -> PublishResult:
+    async def _publish(
+        self, js: JetStreamContext, records: Sequence[OutboxRecord]
+    ) -> PublishResult:
         """Publishes with many acks in flight; rows of one aggregate go in successive waves, and
         a failure stops the rest of its aggregate, so per-aggregate order holds."""
         result = PublishResult()
         stopped: set[tuple[str, str]] = set()
         for wave in _waves(records):
-            in_flight: list[tuple[OutboxRecord, asyncio.Future[bool]]] = []
+            in_flight: list[tuple[OutboxRecord, asyncio.Future[PubAck]]] = []
             for record in wave:
                 if record.aggregate_key in stopped:
                     continue
                 try:
-                    future = await acks.publish(
-                        record.subject, record.payload, record.nats_headers()
+                    # No `wait_stall`: it costs a timer per message, and the client allows
+                    # more acks in flight (at least twice a batch) than one cycle uses.
+                    future = await js.publish_async(
+                        record.subject, record.payload, headers=record.nats_headers()
                     )
                 except Exception as err:
                     result.failed.append((record, _describe(err)))
@@ -1005,7 +922,6 @@ class OutboxRelay:
             )
             for future in pending:
                 future.cancel()
-            acks.forget(list(pending))
             for record, future in in_flight:
                 error: str | None = None
                 if future.cancelled():
@@ -1017,7 +933,7 @@ class OutboxRelay:
                     stopped.add(record.aggregate_key)
                     continue
                 result.published.append(record)
-                if future.result():
+                if future.result().duplicate:
                     result.duplicates += 1
         return result
 
