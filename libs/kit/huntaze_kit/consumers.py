@@ -64,6 +64,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -77,7 +78,6 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import BadSubscriptionError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Integer, Text, Uuid, bindparam, text
@@ -281,6 +281,11 @@ class _Puller:
     (nats-py's `fetch(n)` waits for all n messages or its timeout, which delays a trickle of
     events by up to that timeout.) A no-wait request takes what is available now; when there
     is nothing, a request for one message waits up to `wait` seconds.
+
+    Messages reach the subscription's callback, which only queues them and wakes the waiting
+    request: a request wakes once for all the messages that came together. (A subscription
+    read with `next_msg` costs two tasks per message, a fifth of what the consumer spends on
+    it.)
     """
 
     def __init__(self, nc: NatsClient, stream: str, consumer: str) -> None:
@@ -290,10 +295,13 @@ class _Puller:
         self._sub: Subscription | None = None
         self._request_no = 0
         self._partial: list[Msg] = []
+        # Received and not read by a request yet (late ones of an earlier request included).
+        self._arrived: deque[Msg] = deque()
+        self._wake: asyncio.Future[None] | None = None
 
     async def open(self) -> None:
         if self._sub is None:
-            self._sub = await self._nc.subscribe(f"{self._prefix}.*")
+            self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._receive)
 
     async def close(self) -> None:
         sub, self._sub = self._sub, None
@@ -301,9 +309,20 @@ class _Puller:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    async def _receive(self, msg: Msg) -> None:
+        self._arrived.append(msg)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
     def take_partial(self) -> list[Msg]:
-        """Messages an interrupted fetch had already received (they need a nak)."""
+        """Messages an interrupted fetch had already received, and those received since (they
+        need a nak)."""
         partial, self._partial = self._partial, []
+        while self._arrived:
+            msg = self._arrived.popleft()
+            if not (msg.headers and msg.headers.get(_STATUS)):
+                partial.append(msg)
         return partial
 
     async def fetch(self, batch: int, wait: float) -> list[Msg]:
@@ -312,6 +331,22 @@ class _Puller:
             return got
         expires = max(int(wait * 1_000_000_000), 1_000_000)
         return await self._request({"batch": 1, "expires": expires}, 1, wait + 1.0)
+
+    async def _next(self, loop: asyncio.AbstractEventLoop, deadline: float) -> Msg | None:
+        """The next message received, or None at `deadline`."""
+        while not self._arrived:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            self._wake = loop.create_future()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wake
+            except TimeoutError:
+                return None
+            finally:
+                self._wake = None
+        return self._arrived.popleft()
 
     async def _request(self, body: dict[str, Any], batch: int, wait: float) -> list[Msg]:
         sub = self._sub
@@ -325,12 +360,8 @@ class _Puller:
         got: list[Msg] = []
         self._partial = got
         while len(got) < batch:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                msg = await sub.next_msg(timeout=remaining)
-            except NatsTimeoutError:
+            msg = await self._next(loop, deadline)
+            if msg is None:
                 break
             status = msg.headers.get(_STATUS) if msg.headers else None
             if not status:
