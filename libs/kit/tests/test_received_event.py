@@ -1,0 +1,71 @@
+"""How the kit consumer reads an event from a JetStream message: its id parsed the fast way
+accepts exactly what `uuid.UUID` accepts, and compares, hashes and prints as one."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from huntaze_kit.consumers import InvalidEvent, ReceivedEvent
+from huntaze_kit.streams import Headers
+
+EVENT_ID = uuid.UUID("7bca141b-86c2-4d6c-a840-9f1492d5cafa")
+
+
+def message(event_id: str) -> Msg:
+    return Msg(
+        _client=Client(),
+        subject="crm.purchase.recorded",
+        reply="$JS.ACK.CRM.analytics-ingest.2.41.40.1764554400000000000.9",
+        data=b"\x08\x01",
+        headers={
+            Headers.EVENT_ID: event_id,
+            Headers.EVENT_TYPE: "huntaze.crm.v1.PurchaseRecorded",
+            Headers.AGGREGATE_TYPE: "fan",
+            Headers.AGGREGATE_ID: "42",
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        str(EVENT_ID),
+        str(EVENT_ID).upper(),
+        EVENT_ID.hex,
+        "{" + str(EVENT_ID) + "}",
+        "urn:uuid:" + str(EVENT_ID),
+        "7bca-141b-86c2-4d6c-a840-9f14-92d5-cafa",
+    ],
+)
+def test_every_form_uuid_accepts_is_the_same_event_id(written: str) -> None:
+    event = ReceivedEvent.from_msg(message(written))
+    assert event.event_id == uuid.UUID(written) == EVENT_ID
+    assert isinstance(event.event_id, uuid.UUID)
+    assert hash(event.event_id) == hash(EVENT_ID)
+    assert {EVENT_ID: "found"}[event.event_id] == "found"
+    assert str(event.event_id) == str(EVENT_ID)
+    assert event.stream_sequence == 41
+    assert event.delivery_count == 2
+    assert event.payload == b"\x08\x01"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        str(EVENT_ID)[:-1],
+        str(EVENT_ID) + "0",
+        " " + str(EVENT_ID),
+        "x" * 36,
+        "not-a-uuid",
+        str(EVENT_ID).replace("a", "g", 1),
+    ],
+)
+def test_what_uuid_rejects_is_an_invalid_event(written: str) -> None:
+    with pytest.raises(ValueError, match=r"badly formed|invalid literal"):
+        uuid.UUID(written)
+    with pytest.raises(InvalidEvent, match="is not a UUID"):
+        ReceivedEvent.from_msg(message(written))
