@@ -99,11 +99,27 @@ async def test_random_blocks_read_as_nats_py_reads_them() -> None:
     rng = random.Random(7)
     pieces = [b"A", b"Nats-Msg-Id", b":", b": ", b" ", b"\t", b"\r\n", b"\n", b"\r", b"v", b"0"]
     pieces += [b"\xc3\xa9", b"\xff", b"\x1f", b"\x00", b"-", b"404", b"Status", b"Description"]
-    for _ in range(5000):
-        head = rng.choice([b"NATS/1.0\r\n", b"NATS/1.0 ", b"NATS/1.0 100 Idle\r\n"])
-        body = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 16)))
-        block = head + body + rng.choice([b"\r\n\r\n", b"\r\n", b""])
+    # Mostly well-formed lines, so that many blocks take the fast path.
+    names = [b"A", b"Nats-Msg-Id", b"Huntaze-Event-Id", b"X_y.z"] * 8
+    names += [b"A B", b"", b"\xc3\xa9", b" A"]
+    separators = [b": "] * 12 + [b":"] * 4 + [b":  ", b": \t", b" : ", b""]
+    values = [b"v", b"v w", b"a: b", b"~!", b"1  2"] * 6
+    values += [b" v", b"v ", b"", b"\xc3\xa9", b"v\x7f"]
+    plain = 0
+    for number in range(6000):
+        if number % 2:
+            head = rng.choice([b"NATS/1.0\r\n", b"NATS/1.0 ", b"NATS/1.0 100 Idle\r\n"])
+            body = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 16)))
+        else:
+            head = b"NATS/1.0\r\n"
+            body = b"\r\n".join(
+                rng.choice(names) + rng.choice(separators) + rng.choice(values)
+                for _ in range(rng.randrange(1, 6))
+            )
+        block = head + body + rng.choice([b"\r\n\r\n"] * 4 + [b"\r\n", b""])
         assert await outcome(ours, block) == await outcome(nats_py, block), block
+        plain += parse_plain_headers(block) is not None
+    assert plain > 200  # the fast path is among those compared
 
 
 async def test_headers_over_a_real_server(nats_url: str) -> None:
