@@ -212,6 +212,22 @@ def _parse_event_id(raw_id: str) -> uuid.UUID:
         raise InvalidEvent(f"{Headers.EVENT_ID} {raw_id!r} is not a UUID") from err
 
 
+def _delivery(msg: Msg) -> tuple[int, int]:
+    """(times delivered, stream sequence) of a JetStream message, read from its ack subject.
+    (nats-py's `msg.metadata` builds frozen dataclasses and a datetime besides, 8 us a message,
+    for these two numbers.) The subject is `$JS.ACK.<stream>.<consumer>.<delivered>.<stream
+    seq>.<consumer seq>.<time>.<pending>`, or with `<domain>.<account hash>` before the stream
+    and a token after the pending count; anything else is left to nats-py (which raises)."""
+    tokens = msg.reply.split(".") if msg.reply else []
+    if len(tokens) >= 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        if len(tokens) == 9:
+            return int(tokens[4]), int(tokens[5])
+        if len(tokens) >= 11:
+            return int(tokens[6]), int(tokens[7])
+    metadata = msg.metadata
+    return metadata.num_delivered, metadata.sequence.stream
+
+
 def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -247,7 +263,7 @@ class ReceivedEvent:
         message_type = headers.get(Headers.EVENT_TYPE)
         if not message_type:
             raise InvalidEvent(f"no {Headers.EVENT_TYPE} header")
-        metadata = msg.metadata
+        delivery_count, stream_sequence = _delivery(msg)
         return cls(
             event_id=event_id,
             subject=msg.subject,
@@ -255,9 +271,9 @@ class ReceivedEvent:
             creator_id=headers.get(Headers.CREATOR_ID) or None,
             request_id=headers.get(Headers.REQUEST_ID) or None,
             payload=bytes(msg.data),
-            delivery_count=metadata.num_delivered,
+            delivery_count=delivery_count,
             headers=headers,
-            stream_sequence=metadata.sequence.stream,
+            stream_sequence=stream_sequence,
             occurred_at=_parse_time(headers.get(Headers.OCCURRED_AT)),
         )
 

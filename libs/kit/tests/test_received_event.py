@@ -15,11 +15,14 @@ from huntaze_kit.streams import Headers
 EVENT_ID = uuid.UUID("7bca141b-86c2-4d6c-a840-9f1492d5cafa")
 
 
-def message(event_id: str) -> Msg:
+V1_REPLY = "$JS.ACK.CRM.analytics-ingest.2.41.40.1764554400000000000.9"
+
+
+def message(event_id: str, reply: str = V1_REPLY) -> Msg:
     return Msg(
         _client=Client(),
         subject="crm.purchase.recorded",
-        reply="$JS.ACK.CRM.analytics-ingest.2.41.40.1764554400000000000.9",
+        reply=reply,
         data=b"\x08\x01",
         headers={
             Headers.EVENT_ID: event_id,
@@ -69,3 +72,30 @@ def test_what_uuid_rejects_is_an_invalid_event(written: str) -> None:
         uuid.UUID(written)
     with pytest.raises(InvalidEvent, match="is not a UUID"):
         ReceivedEvent.from_msg(message(written))
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        V1_REPLY,
+        "$JS.ACK.hub.ACCHASH.CRM.analytics-ingest.3.1041.40.1764554400000000000.0.x8Kz",
+        "$JS.ACK._.ACCHASH.CRM.analytics-ingest.1.7.7.1764554400000000000.12",
+        "$JS.ACK.hub.ACCHASH.CRM.analytics-ingest.5.99.98.1764554400000000000.0.r.extra",
+    ],
+)
+def test_delivery_count_and_sequence_are_those_nats_py_reads(reply: str) -> None:
+    msg = message(str(EVENT_ID), reply)
+    event = ReceivedEvent.from_msg(msg)
+    assert event.delivery_count == msg.metadata.num_delivered
+    assert event.stream_sequence == msg.metadata.sequence.stream
+
+
+@pytest.mark.parametrize(
+    "reply", ["", "_INBOX.abc", "$JS.ACK.CRM.c.1.2", "$JS.ACK.a.b.c.d.e.f.g.h"]
+)
+def test_a_message_without_a_jetstream_ack_subject_raises_as_nats_py_does(reply: str) -> None:
+    msg = message(str(EVENT_ID), reply)
+    with pytest.raises(Exception) as expected:  # noqa: PT011
+        _ = msg.metadata
+    with pytest.raises(type(expected.value)):
+        ReceivedEvent.from_msg(msg)
