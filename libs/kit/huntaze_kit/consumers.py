@@ -849,15 +849,20 @@ class EventConsumer:
 
     async def _settle(self, outcome: _Outcome) -> None:
         await self._hand_back(outcome.unstarted)
+        # Per message only what must be: the metric once per chunk, the memory of held
+        # events consulted only when it holds any.
+        if outcome.applied:
+            self._processed_metric.inc(len(outcome.applied))
         for msg, event in outcome.applied:
             self.processed += 1
-            self._processed_metric.inc()
-            self._release_held(event)
+            if self._held:
+                self._release_held(event)
             await self._ack(msg)
         for msg, event in outcome.duplicates:
             self.duplicates += 1
             self._duplicates_metric.inc()
-            self._release_held(event)
+            if self._held:
+                self._release_held(event)
             self._log.info("consumer.duplicate", event_id=str(event.event_id))
             await self._ack(msg)
         for msg, event, error, failures, give_up in outcome.failed:
