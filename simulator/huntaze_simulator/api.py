@@ -202,7 +202,7 @@ async def queue_mass_message(
         excluded_lists=body.excluded_lists,
         send_at=body.scheduled_date.timestamp() if body.scheduled_date else None,
     )
-    return views.queue_entry(queued)
+    return views.queue_entry(platform, queued)
 
 
 @router.get("/messages/queue/stats")
@@ -218,14 +218,14 @@ async def queue_stats(
 async def get_queue(
     queue_id: int, platform: PlatformDep, session: CreatorSession
 ) -> dict[str, Any]:
-    return views.queue_entry(platform.mass_message(queue_id))
+    return views.queue_entry(platform, platform.mass_message(queue_id))
 
 
 @router.delete("/messages/queue/{queue_id}")
 async def cancel_queue(
     queue_id: int, platform: PlatformDep, session: CreatorSession
 ) -> dict[str, Any]:
-    return views.queue_entry(platform.cancel_mass_message(queue_id))
+    return views.queue_entry(platform, platform.cancel_mass_message(queue_id))
 
 
 # Fans ----------------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ MIN_PRICE = 3.0
 MAX_PRICE = 200.0
 SUBSCRIPTION_DAYS = 30
 DAY = 86400.0
+# A mass message may be deleted (unsent) for a day after it went out.
+UNSEND_WINDOW = DAY
 # Times above this are milliseconds (1e11 s is the year 5138).
 MILLISECOND_THRESHOLD = 10**11
 SESS_ALPHABET = string.ascii_lowercase + string.digits
@@ -570,9 +572,21 @@ class Platform:
             raise errors.not_found("Queue not found")
         return queued
 
+    def unsend_seconds(self, queued: MassMessage) -> int:
+        """How long the mass message may still be deleted: until a day after it went out."""
+        if queued.canceled:
+            return 0
+        return max(0, int(queued.send_at + UNSEND_WINDOW - self.clock.now()))
+
     def cancel_mass_message(self, queue_id: int) -> MassMessage:
-        """Stops the queue and unsends the copies already delivered."""
+        """Stops the queue and unsends the copies already delivered, within a day of its send
+        date (a scheduled one that has not gone out yet may always be deleted)."""
         queued = self.mass_message(queue_id)
+        if queued.canceled:
+            raise errors.bad_request("This message has already been deleted")
+        if self.clock.now() > queued.send_at and not self.unsend_seconds(queued):
+            # The platform's text for a message past its window is not documented.
+            raise errors.bad_request("This message can no longer be deleted")
         queued.canceled = True
         for fan_id in queued.recipients:
             chat = self.data.messages.get(fan_id, [])

@@ -81,6 +81,7 @@ def message(platform: Platform, item: Message, *, full_users: bool = False) -> d
     attached = [media(vault[media_id]) for media_id in item.media_ids if media_id in vault]
     queued = platform.data.mass_messages.get(item.queue_id) if item.queue_id else None
     unsend_seconds = max(0, int(item.created_at + DAY - platform.clock.now()))
+    queue_unsend_seconds = platform.unsend_seconds(queued) if queued is not None else 0
     return {
         "id": item.id,
         "responseType": "message",
@@ -99,8 +100,8 @@ def message(platform: Platform, item: Message, *, full_users: bool = False) -> d
         "isCouplePeopleMedia": False,
         "queueId": item.queue_id,
         "isFromQueue": item.queue_id is not None,
-        "canUnsendQueue": queued is not None and not queued.canceled,
-        "unsendSecondsQueue": unsend_seconds if queued else 0,
+        "canUnsendQueue": queue_unsend_seconds > 0,
+        "unsendSecondsQueue": queue_unsend_seconds,
         "fromUser": sender,
         "isMarkdownDisabled": True,
         "isSentByMe": item.from_creator,
@@ -277,9 +278,10 @@ def fan_list(item: FanList) -> dict[str, Any]:
     }
 
 
-def queue_entry(item: MassMessage) -> dict[str, Any]:
+def queue_entry(platform: Platform, item: MassMessage) -> dict[str, Any]:
     """The answer to `POST /messages/queue` (and `GET /messages/queue/{id}`)."""
     pending = 0 if item.canceled else len(item.recipients) - item.delivered
+    unsend_seconds = platform.unsend_seconds(item)
     return {
         "id": item.id,
         "date": iso(item.send_at),
@@ -287,8 +289,8 @@ def queue_entry(item: MassMessage) -> dict[str, Any]:
         "isDone": pending == 0,
         "total": len(item.recipients),
         "pending": pending,
-        "canUnsend": not item.canceled,
-        "unsendSeconds": 0,
+        "canUnsend": unsend_seconds > 0,
+        "unsendSeconds": unsend_seconds,
         "hasError": False,
         "isCanceled": item.canceled,
         "isCouplePeopleMedia": False,
@@ -312,8 +314,8 @@ def queue_stats(platform: Platform, item: MassMessage) -> dict[str, Any]:
         "sentCount": len(copies),
         "viewedCount": sum(1 for m in copies if m.purchased),
         "purchasedCount": sum(1 for m in copies if m.purchased),
-        "canUnsend": not item.canceled,
-        "unsendSeconds": 0,
+        "canUnsend": platform.unsend_seconds(item) > 0,
+        "unsendSeconds": platform.unsend_seconds(item),
         "isCanceled": item.canceled,
         "mediaTypes": sorted({vault[i].type for i in item.media_ids if i in vault}),
         "releaseForms": [],

@@ -318,6 +318,45 @@ async def test_a_scheduled_mass_message_waits_for_its_date(
     assert canceled["isCanceled"] is True
 
 
+async def test_a_mass_message_can_be_deleted_for_a_day_after_it_went_out(
+    client: PlatformClient, busy: Simulator
+) -> None:
+    fans = [await busy.new_fan() for _ in range(2)]
+
+    async def queue(text: str) -> dict[str, Any]:
+        queued: dict[str, Any] = await client.ok(
+            "POST",
+            "/messages/queue",
+            json={"text": text, "userIds": [fan["id"] for fan in fans]},
+        )
+        await eventually(
+            lambda: client.ok("GET", f"/messages/queue/{queued['id']}"), lambda s: s["isDone"]
+        )
+        return queued
+
+    kept = await queue("<p>stays</p>")
+    taken_back = await queue("<p>taken back</p>")
+    state = await client.ok("GET", f"/messages/queue/{taken_back['id']}")
+    assert state["canUnsend"] is True
+    assert 86000 < state["unsendSeconds"] <= 86400
+    deleted = await client.ok("DELETE", f"/messages/queue/{taken_back['id']}")
+    assert deleted["isCanceled"] is True
+    chat = await client.ok("GET", f"/chats/{fans[0]['id']}/messages")
+    assert [m["queueId"] for m in chat["list"] if m["isFromQueue"]] == [kept["id"]]
+    again = await client.call("DELETE", f"/messages/queue/{taken_back['id']}")
+    assert again.status_code == 400
+
+    await busy.advance(86400 + 60)
+    state = await client.ok("GET", f"/messages/queue/{kept['id']}")
+    assert (state["canUnsend"], state["unsendSeconds"]) == (False, 0)
+    late = await client.call("DELETE", f"/messages/queue/{kept['id']}")
+    assert is_platform_error(
+        late, status=400, code=0, message="This message can no longer be deleted"
+    )
+    chat = await client.ok("GET", f"/chats/{fans[1]['id']}/messages")
+    assert [m["queueId"] for m in chat["list"] if m["isFromQueue"]] == [kept["id"]]
+
+
 async def test_an_unknown_path_answers_in_the_platforms_shape(client: PlatformClient) -> None:
     missing = await client.get("/no/such/path")
     assert is_platform_error(missing, status=404, code=0, message="Not Found")

@@ -83,6 +83,8 @@ def campaign(row: Campaign) -> pb.Campaign:
         created_at=timestamp(row.created_at),
         updated_at=timestamp(row.updated_at),
         completed_at=timestamp(row.completed_at),
+        mass_message=row.mass_message,
+        unsent_at=timestamp(row.unsent_at),
     )
 
 

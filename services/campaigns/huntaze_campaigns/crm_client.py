@@ -1,5 +1,6 @@
 """What campaigns ask of the CRM over gRPC, always with a service token for the campaign's
-creator: the audience of a list or default segment (a page at a time), and one automated send.
+creator: whether a list is the creator's, the audience of a list or default segment (a page at a
+time), one automated send, and the record of a mass message against each fan's budget.
 A refusal of the CRM comes back as the `DomainError` of its status, with its reason."""
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from huntaze_kit.grpc_client import ServiceTokenProvider
 from huntaze_kit.rich_status import from_rpc_error
 
 AUDIENCE_PAGE = 5000
+# The CRM records a mass message fan by fan (up to 1,000): more than the default deadline.
+MASS_RECORD_SECONDS = 60.0
 
 _ERRORS: dict[grpc.StatusCode, type[DomainError]] = {
     kind.status_code: kind
@@ -58,6 +61,16 @@ class CrmClient:
         self._stub = crm_pb2_grpc.CrmServiceStub(channel)
         self._tokens = tokens
 
+    async def fan_list(self, *, creator_id: uuid.UUID, list_id: uuid.UUID) -> crm_pb2.FanList:
+        """The creator's list; NOT_FOUND (the CRM's) for another creator's or an unknown one."""
+        metadata = await self._tokens.metadata_for(str(creator_id))
+        try:
+            return await self._stub.GetFanList(
+                crm_pb2.GetFanListRequest(list_id=str(list_id)), metadata=metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            raise relayed(error) from error
+
     async def audience(
         self, *, creator_id: uuid.UUID, source: AudienceSource
     ) -> AsyncIterator[list[crm_pb2.AudienceFan]]:
@@ -84,6 +97,40 @@ class CrmClient:
             if not page.next_start_after:
                 return
             after = page.next_start_after
+
+    async def record_mass_message(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        fan_ids: Sequence[uuid.UUID],
+        text: str,
+        price_cents: int,
+        platform_media_ids: Sequence[str],
+        idempotency_key: str,
+    ) -> list[crm_pb2.MassMessageRecipient]:
+        """The CRM's record of a mass message to these fans, each counted against their
+        automation budget (in the order asked); the same key answers the same messages."""
+        metadata = await self._tokens.metadata_for(str(creator_id))
+        try:
+            response = await self._stub.RecordMassMessage(
+                crm_pb2.RecordMassMessageRequest(
+                    fan_ids=[str(fan_id) for fan_id in fan_ids],
+                    text=text,
+                    price_cents=price_cents,
+                    attachments=[
+                        crm_pb2.Attachment(
+                            kind=crm_pb2.ATTACHMENT_KIND_FILE, platform_media_id=media_id
+                        )
+                        for media_id in platform_media_ids
+                    ],
+                    idempotency_key=idempotency_key,
+                ),
+                metadata=metadata,
+                timeout=MASS_RECORD_SECONDS,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise relayed(error) from error
+        return list(response.recipients)
 
     async def send(
         self,

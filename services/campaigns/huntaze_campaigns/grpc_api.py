@@ -34,6 +34,7 @@ def access_policy() -> AccessPolicy:
             "UpdateCampaign",
             "ScheduleCampaign",
             "ResumeCampaign",
+            "UnsendCampaign",
             "UpdateTemplate",
         ),
     )
@@ -61,6 +62,8 @@ def _variant(result: VariantResult) -> pb.VariantMetrics:
         converted=result.converted,
         conversion=result.conversion,
         revenue_per_recipient_cents=result.revenue_per_recipient,
+        opened=result.opened,
+        unsent=result.unsent,
     )
 
 
@@ -207,6 +210,12 @@ class CampaignServicer(campaigns_pb2_grpc.CampaignServiceServicer):
         self, request: pb.CancelCampaignRequest, context: Context
     ) -> pb.Campaign:
         row = await self._service.cancel(creator_id=_creator(), campaign_id=request.campaign_id)
+        return convert.campaign(row)
+
+    async def UnsendCampaign(
+        self, request: pb.UnsendCampaignRequest, context: Context
+    ) -> pb.Campaign:
+        row = await self._service.unsend(creator_id=_creator(), campaign_id=request.campaign_id)
         return convert.campaign(row)
 
     async def GetCampaignMetrics(

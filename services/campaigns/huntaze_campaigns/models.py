@@ -31,8 +31,21 @@ SCHEMA = "campaigns"
 NICHES = ("general", "fitness", "gaming", "adult", "fashion")
 KINDS = ("one_off", "welcome", "reengagement", "sequence")
 STATUSES = ("draft", "scheduled", "running", "paused", "completed", "cancelled")
-# queued -> requested (the CRM stored it) -> sent | failed; or skipped, stopped, cancelled.
-SEND_STATES = ("queued", "requested", "sent", "failed", "skipped", "stopped", "cancelled")
+# queued -> requested (the CRM stored it) -> sent | failed; or skipped, stopped, cancelled;
+# a mass message's sent copies may then be unsent.
+SEND_STATES = (
+    "queued",
+    "requested",
+    "sent",
+    "failed",
+    "skipped",
+    "stopped",
+    "cancelled",
+    "unsent",
+)
+# requested (the command published) -> queued (the platform took it) | failed;
+# queued -> unsend_requested -> unsent | unsend_failed.
+MASS_STATES = ("requested", "queued", "failed", "unsend_requested", "unsent", "unsend_failed")
 
 metadata = MetaData(
     schema=SCHEMA,
@@ -132,6 +145,10 @@ class Campaign(Base):
     created_at: Mapped[datetime] = _timestamp()
     updated_at: Mapped[datetime] = _timestamp()
     completed_at: Mapped[datetime | None] = _timestamp(nullable=True)
+    # Sent through the platform's mass-message queue (decided when scheduled: one variant, no
+    # per-fan text), rather than fan by fan through the CRM.
+    mass_message: Mapped[bool] = mapped_column(Boolean, server_default=sql("false"))
+    unsent_at: Mapped[datetime | None] = _timestamp(nullable=True)
 
 
 class Recipient(Base):
@@ -187,6 +204,34 @@ class Send(Base):
     platform_message_id: Mapped[str] = _label()
     requested_at: Mapped[datetime | None] = _timestamp(nullable=True)
     sent_at: Mapped[datetime | None] = _timestamp(nullable=True)
+    # The mass message that carries it (`MassMessage.idempotency_key`), if one does.
+    mass_key: Mapped[str] = _label()
+
+
+class MassMessage(Base):
+    """One platform mass message of a campaign (up to `MASS_CHUNK` fans): the command sent to
+    the worker under its key, and what the platform reported of it (its queue's figures)."""
+
+    __tablename__ = "mass_messages"
+    __table_args__ = (
+        ForeignKeyConstraint(["campaign_id"], ["campaigns.id"], ondelete="CASCADE"),
+        CheckConstraint(_one_of("state", MASS_STATES), name="state"),
+        Index("ix_mass_messages_campaign_id", "campaign_id"),
+    )
+
+    idempotency_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    creator_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    state: Mapped[str] = mapped_column(Text, server_default="requested")
+    recipients: Mapped[int] = mapped_column(Integer, server_default="0")
+    platform_queue_id: Mapped[str] = _label()
+    sent: Mapped[int] = mapped_column(Integer, server_default="0")
+    viewed: Mapped[int] = mapped_column(Integer, server_default="0")
+    purchased: Mapped[int] = mapped_column(Integer, server_default="0")
+    reason: Mapped[str] = _label()
+    requested_at: Mapped[datetime] = _timestamp()
+    queued_at: Mapped[datetime | None] = _timestamp(nullable=True)
+    unsent_at: Mapped[datetime | None] = _timestamp(nullable=True)
 
 
 class AttributedPurchase(Base):

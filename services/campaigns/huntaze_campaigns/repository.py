@@ -243,6 +243,10 @@ class DueSend:
     creator_id: uuid.UUID
     variant: str
 
+    @classmethod
+    def of(cls, send: Send) -> DueSend:
+        return cls(send.campaign_id, send.fan_id, send.step, send.creator_id, send.variant)
+
     @property
     def idempotency_key(self) -> str:
         """The CRM's key of this send: the same fan, campaign and step is one message."""
@@ -312,6 +316,62 @@ async def settle_send(
         .returning(Send.step)
     )
     return moved.first() is not None
+
+
+_REQUEST_MASS_SENDS = """
+UPDATE campaigns.sends s
+SET state = 'requested', mass_key = :mass_key, crm_message_id = v.crm_message_id,
+    requested_at = :now, claimed_until = NULL
+FROM unnest(CAST(:fan_ids AS uuid[]), CAST(:crm_message_ids AS uuid[]))
+    AS v(fan_id, crm_message_id)
+WHERE s.campaign_id = :campaign_id AND s.step = 0 AND s.fan_id = v.fan_id
+    AND s.state = 'queued'
+"""
+_SKIP_SENDS = """
+UPDATE campaigns.sends s
+SET state = 'skipped', reason = v.reason, claimed_until = NULL
+FROM unnest(CAST(:fan_ids AS uuid[]), CAST(:reasons AS text[])) AS v(fan_id, reason)
+WHERE s.campaign_id = :campaign_id AND s.step = 0 AND s.fan_id = v.fan_id
+    AND s.state = 'queued'
+"""
+
+
+async def request_mass_sends(
+    session: AsyncSession,
+    *,
+    campaign_id: uuid.UUID,
+    fan_ids: Sequence[uuid.UUID],
+    crm_message_ids: Sequence[uuid.UUID],
+    mass_key: str,
+    now: datetime,
+) -> None:
+    """The first sends of these fans, carried by the mass message `mass_key` (one statement)."""
+    if fan_ids:
+        await session.execute(
+            text(_REQUEST_MASS_SENDS),
+            {
+                "campaign_id": campaign_id,
+                "fan_ids": list(fan_ids),
+                "crm_message_ids": list(crm_message_ids),
+                "mass_key": mass_key,
+                "now": now,
+            },
+        )
+
+
+async def skip_sends(
+    session: AsyncSession, *, campaign_id: uuid.UUID, reasons: dict[uuid.UUID, str]
+) -> None:
+    """The first sends of these fans skipped, each with its reason (one statement)."""
+    if reasons:
+        await session.execute(
+            text(_SKIP_SENDS),
+            {
+                "campaign_id": campaign_id,
+                "fan_ids": list(reasons),
+                "reasons": list(reasons.values()),
+            },
+        )
 
 
 async def complete_if_done(

@@ -1,5 +1,5 @@
-"""The campaigns process: gRPC API, the CRM event consumer, the scheduler and the outbox relay,
-until SIGTERM.
+"""The campaigns process: gRPC API, the CRM and platform event consumers, the scheduler and the
+outbox relay, until SIGTERM.
 
 python -m huntaze_campaigns.server            # serve (default)
 python -m huntaze_campaigns.server migrate    # apply the campaigns schema's migrations, then exit
@@ -12,14 +12,14 @@ import functools
 
 from huntaze.campaigns.v1 import campaigns_pb2_grpc
 from huntaze_campaigns.config import SERVICE_ACCOUNT, CampaignsSettings
-from huntaze_campaigns.consumers import crm_consumer
+from huntaze_campaigns.consumers import crm_consumer, platform_consumer
 from huntaze_campaigns.crm_client import CrmClient
 from huntaze_campaigns.grpc_api import SERVICE_NAME, CampaignServicer, access_policy
 from huntaze_campaigns.measurement import load_library
 from huntaze_campaigns.models import SCHEMA
 from huntaze_campaigns.scheduler import Scheduler
 from huntaze_campaigns.service import CampaignsService, Clock, Timing, utc_now
-from huntaze_campaigns.streams import CAMPAIGNS, CRM
+from huntaze_campaigns.streams import CAMPAIGNS, CRM, ONLYFANS
 from huntaze_kit.consumers import EventConsumer
 from huntaze_kit.grpc_client import GrpcKeySource, ServiceTokenProvider
 from huntaze_kit.grpc_server import GrpcServer
@@ -60,6 +60,7 @@ class CampaignsServer(Service):
         self.service: CampaignsService | None = None
         self.scheduler: Scheduler | None = None
         self.consumer: EventConsumer | None = None
+        self.platform_consumer: EventConsumer | None = None
         self.relay: OutboxRelay | None = None
         self._key_source = key_source
         self._clock = clock
@@ -69,7 +70,10 @@ class CampaignsServer(Service):
         settings = self.settings
         db = await host.database(settings, application_name="huntaze-campaigns")
         nats = await host.nats(
-            settings.nats_url, name="huntaze-campaigns", streams=[CAMPAIGNS], reads_from=[CRM]
+            settings.nats_url,
+            name="huntaze-campaigns",
+            streams=[CAMPAIGNS],
+            reads_from=[CRM, ONLYFANS],
         )
         auth_channel = host.channel("auth", settings.auth_grpc_target)
         secret = settings.campaigns_service_secret
@@ -102,6 +106,13 @@ class CampaignsServer(Service):
             batch=settings.campaigns_consumer_batch_size,
         )
         await host.consumer(self.consumer)
+        self.platform_consumer = platform_consumer(
+            nats=nats,
+            session_factory=db.sessions,
+            service=service,
+            batch=settings.campaigns_consumer_batch_size,
+        )
+        await host.consumer(self.platform_consumer)
         self.scheduler = Scheduler(
             service,
             concurrency=settings.campaigns_send_concurrency,

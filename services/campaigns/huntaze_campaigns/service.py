@@ -9,6 +9,17 @@ CRM's `SendMessage` as an automated send under a key that names the campaign, th
 step: a send made again after a crash answers the CRM's first message, never a second one. The
 per-fan automation budget refusing it leaves it skipped, with the reason.
 
+A campaign whose audience allows it goes through the platform's mass-message queue instead
+(`mass_eligible`: one message, the same text for every fan, no follow-ups; exclusions are
+applied here, and the queue gets the explicit fans left): up to `MASS_CHUNK` due sends at a time,
+under a key named after the chunk's first fan, are recorded by the CRM against each fan's
+automation budget (`RecordMassMessage`: refused fans are skipped with the reason), then the
+command `campaigns.mass_message.send_requested` is published for the others, in the transaction
+that moves their sends on. A crash before that commit forms the same chunk and key again, which
+the CRM answers with the same messages; after it, nothing is left to send. The worker's
+`onlyfans.mass_message.*` events bring back the outcome, the queue's figures (sent, viewed,
+bought) and unsend.
+
 From events (inside the consumer's transaction): delivery outcomes, replies and purchases
 (which stop a fan's sequence; purchases within a campaign's window are attributed to it), and
 new subscribers (enrolled in running welcome campaigns).
@@ -35,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from huntaze.campaigns.v1 import events_pb2
 from huntaze.crm.v1 import crm_pb2
 from huntaze.crm.v1 import events_pb2 as crm_events
+from huntaze.onlyfans.v1 import events_pb2 as platform_events
 from huntaze_campaigns import convert, repository
 from huntaze_campaigns.crm_client import AudienceSource, CrmClient
 from huntaze_campaigns.measurement import Comparison, compare, rate
@@ -42,12 +54,13 @@ from huntaze_campaigns.models import (
     SCHEMA,
     AttributedPurchase,
     Campaign,
+    MassMessage,
     Recipient,
     Send,
     Template,
 )
 from huntaze_campaigns.repository import DueSend, PlannedFan, Results
-from huntaze_campaigns.templates import render, unknown_variables
+from huntaze_campaigns.templates import render, unknown_variables, variables_of
 from huntaze_kit.errors import (
     DomainError,
     FailedPrecondition,
@@ -69,6 +82,13 @@ DEFAULT_SILENT_DAYS = 30
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 FINAL_STATUSES = ("completed", "cancelled")
+# Fans per platform mass message (the CRM records them in one call, well within its deadline).
+MASS_CHUNK = 500
+# How long after it went out the platform lets a mass message be deleted (a little less than
+# its 24 hours, so a command in flight still finds it deletable).
+UNSEND_WINDOW = timedelta(hours=23, minutes=30)
+MASS_MESSAGE_REQUESTED = "campaigns.mass_message.send_requested"
+MASS_UNSEND_REQUESTED = "campaigns.mass_message.unsend_requested"
 # Re-engagement without a list: expired fans (and silent ones, `silent_for_days`).
 REENGAGE_STATES = (crm_pb2.SUBSCRIPTION_STATE_EXPIRED,)
 
@@ -116,6 +136,8 @@ class VariantResult:
     purchases: int
     revenue_cents: int
     converted: int
+    opened: int = 0
+    unsent: int = 0
 
     @property
     def conversion(self) -> float:
@@ -315,15 +337,28 @@ class CampaignsService:
             raise _not_found("Template")
         return template
 
+    async def _check_list(self, creator_id: uuid.UUID, list_id: uuid.UUID | None) -> None:
+        """NOT_FOUND unless the list is the creator's (asked of the CRM before anything is
+        written: another creator's list is refused here, not only when scheduling)."""
+        if list_id is None:
+            return
+        try:
+            await self._crm.fan_list(creator_id=creator_id, list_id=list_id)
+        except NotFound as missing:
+            raise NotFound(message="List not found.", reason="LIST_NOT_FOUND") from missing
+
     async def create_campaign(self, *, creator_id: uuid.UUID, draft: Draft) -> Campaign:
         async with self._sessions() as session:
             template = await self._template(session, creator_id, draft.template_id)
+            columns = self._checked(draft, template)
+        await self._check_list(creator_id, columns["list_id"])
+        async with self._sessions() as session:
             campaign = Campaign(
                 id=uuid.uuid4(),
                 creator_id=creator_id,
                 status="draft",
                 seed=random.SystemRandom().getrandbits(62),
-                **self._checked(draft, template),
+                **columns,
             )
             session.add(campaign)
             await session.commit()
@@ -411,7 +446,10 @@ class CampaignsService:
                 attribution_window_hours=campaign.attribution_window_hours,
                 timezone=timezone if timezone is not None else campaign.timezone,
             )
-            for column, value in self._checked(draft, template).items():
+            columns = self._checked(draft, template)
+            if list_id is not None and columns["list_id"] != campaign.list_id:
+                await self._check_list(creator_id, columns["list_id"])
+            for column, value in columns.items():
                 setattr(campaign, column, value)
             campaign.updated_at = self.clock()
             await session.commit()
@@ -477,6 +515,7 @@ class CampaignsService:
                     start=start,
                 )
             current.status = "scheduled"
+            current.mass_message = mass_eligible(current)
             current.send_at = start
             current.audience_count = len(planned)
             current.holdout_count = sum(1 for fan in planned if fan.holdout)
@@ -623,6 +662,9 @@ class CampaignsService:
         if recipient.stopped_at is not None:
             await self._record(send, "stopped", reason=recipient.stop_reason)
             return
+        if campaign.mass_message and send.step == 0:
+            await self._dispatch_mass(campaign.id)
+            return
         text, price, media = self._message(campaign, send)
         try:
             message = await self._crm.send(
@@ -654,6 +696,112 @@ class CampaignsService:
             values["platform_message_id"] = message.platform_message_id
             values["sent_at"] = self.clock()
         await self._record(send, state, **values)
+
+    async def _dispatch_mass(self, campaign_id: uuid.UUID) -> None:
+        """Sends the campaign's due first messages through the platform's queue, a chunk at a
+        time (see the module's notes): each chunk's sends, the CRM's record of them and the
+        command move on together, once."""
+        while True:
+            async with self._sessions() as session:
+                campaign = await session.get(Campaign, campaign_id, with_for_update=True)
+                if campaign is None or campaign.status not in ("scheduled", "running"):
+                    return
+                chunk = list(
+                    (
+                        await session.scalars(
+                            select(Send)
+                            .where(
+                                Send.campaign_id == campaign_id,
+                                Send.step == 0,
+                                Send.state == "queued",
+                                Send.due_at <= self.clock(),
+                            )
+                            .order_by(Send.fan_id)
+                            .limit(MASS_CHUNK)
+                            .with_for_update()
+                        )
+                    ).all()
+                )
+                if not chunk:
+                    return
+                key = f"{repository.KEY_PREFIX}{campaign_id}:mass:{chunk[0].fan_id}"
+                text, price, media = self._message(campaign, DueSend.of(chunk[0]))
+                recorded = await self._crm.record_mass_message(
+                    creator_id=campaign.creator_id,
+                    fan_ids=[send.fan_id for send in chunk],
+                    text=text,
+                    price_cents=price,
+                    platform_media_ids=media,
+                    idempotency_key=key,
+                )
+                now = self.clock()
+                platform_fan_ids: list[str] = []
+                message_ids: list[str] = []
+                requested: list[uuid.UUID] = []
+                skipped: dict[uuid.UUID, str] = {}
+                for send, recipient in zip(chunk, recorded, strict=True):
+                    if recipient.message_id:
+                        requested.append(send.fan_id)
+                        message_ids.append(recipient.message_id)
+                        platform_fan_ids.append(recipient.platform_fan_id)
+                    else:
+                        skipped[send.fan_id] = (
+                            "automation_budget"
+                            if recipient.refused_reason == BUDGET_EXHAUSTED
+                            else recipient.refused_reason.lower() or "refused"
+                        )
+                # Two statements for the chunk (the tallies' triggers run per statement).
+                await repository.request_mass_sends(
+                    session,
+                    campaign_id=campaign_id,
+                    fan_ids=requested,
+                    crm_message_ids=[uuid.UUID(m) for m in message_ids],
+                    mass_key=key,
+                    now=now,
+                )
+                await repository.skip_sends(session, campaign_id=campaign_id, reasons=skipped)
+                if platform_fan_ids:
+                    await session.execute(
+                        insert(MassMessage)
+                        .values(
+                            idempotency_key=key,
+                            campaign_id=campaign_id,
+                            creator_id=campaign.creator_id,
+                            recipients=len(platform_fan_ids),
+                            requested_at=now,
+                        )
+                        .on_conflict_do_nothing()
+                    )
+                    await record_event(
+                        session,
+                        schema=SCHEMA,
+                        subject=MASS_MESSAGE_REQUESTED,
+                        event=events_pb2.MassMessageSendRequested(
+                            creator_id=str(campaign.creator_id),
+                            idempotency_key=key,
+                            text=text,
+                            platform_fan_ids=platform_fan_ids,
+                            price_cents=price,
+                            platform_media_ids=media,
+                            occurred_at=convert.timestamp(now),
+                            campaign_id=str(campaign_id),
+                            crm_message_ids=message_ids,
+                        ),
+                        aggregate_type="mass_message",
+                        aggregate_id=key,
+                        creator_id=str(campaign.creator_id),
+                    )
+                await session.flush()
+                done = await repository.complete_if_done(session, campaign_id=campaign_id, now=now)
+                if done is not None:
+                    await self._changed(session, done, "completed")
+                await session.commit()
+            log.info(
+                "campaigns.mass_message_requested",
+                campaign_id=str(campaign_id),
+                recipients=len(platform_fan_ids),
+                skipped=len(chunk) - len(platform_fan_ids),
+            )
 
     def _message(self, campaign: Campaign, send: DueSend) -> tuple[str, int, list[str]]:
         """The text, price and media of a send: its variant's, or its follow-up's."""
@@ -888,15 +1036,154 @@ class CampaignsService:
             if campaign.status == "scheduled":
                 campaign.status = "running"
 
+    async def unsend(self, *, creator_id: uuid.UUID, campaign_id: str) -> Campaign:
+        """Asks the worker to delete each of the campaign's mass messages the platform still
+        allows deleting; NOTHING_TO_UNSEND when there is none."""
+        now = self.clock()
+        async with self._sessions() as session:
+            campaign = await self._owned(session, creator_id, campaign_id, lock=True)
+            deletable = list(
+                (
+                    await session.scalars(
+                        select(MassMessage)
+                        .where(
+                            MassMessage.campaign_id == campaign.id,
+                            MassMessage.state == "queued",
+                            MassMessage.queued_at > now - UNSEND_WINDOW,
+                        )
+                        .order_by(MassMessage.idempotency_key)
+                        .with_for_update()
+                    )
+                ).all()
+            )
+            if not deletable:
+                raise FailedPrecondition(
+                    message="Nothing of this campaign can be unsent: only mass messages the "
+                    "platform queued in the last 24 hours can.",
+                    reason="NOTHING_TO_UNSEND",
+                )
+            for mass in deletable:
+                mass.state = "unsend_requested"
+                await record_event(
+                    session,
+                    schema=SCHEMA,
+                    subject=MASS_UNSEND_REQUESTED,
+                    event=events_pb2.MassMessageUnsendRequested(
+                        creator_id=str(creator_id),
+                        idempotency_key=mass.idempotency_key,
+                        platform_queue_id=mass.platform_queue_id,
+                        campaign_id=str(campaign.id),
+                        occurred_at=convert.timestamp(now),
+                    ),
+                    aggregate_type="mass_message",
+                    aggregate_id=mass.idempotency_key,
+                    creator_id=str(creator_id),
+                )
+            campaign.updated_at = now
+            await session.commit()
+            await session.refresh(campaign)
+        return campaign
+
+    # --- from the platform worker (the consumer's session; no commit) ---------------------------
+
+    async def _mass(self, session: AsyncSession, key: str, creator: str) -> MassMessage | None:
+        """Our mass message of this key and creator (locked); None for anyone else's."""
+        mass = await session.get(MassMessage, key, with_for_update=True)
+        if mass is None or str(mass.creator_id) != creator:
+            return None
+        return mass
+
+    async def mass_queued(
+        self, session: AsyncSession, *, event: platform_events.MassMessageQueued
+    ) -> None:
+        """The platform took the mass message: its sends are sent."""
+        mass = await self._mass(session, event.idempotency_key, event.creator_id)
+        if mass is None or mass.state != "requested":
+            return
+        at = convert.from_timestamp(event.occurred_at) or self.clock()
+        mass.state, mass.platform_queue_id, mass.queued_at = "queued", event.platform_queue_id, at
+        await session.execute(
+            update(Send)
+            .where(Send.mass_key == mass.idempotency_key, Send.state == "requested")
+            .values(
+                state="sent",
+                sent_at=at,
+                platform_message_id=f"queue:{event.platform_queue_id}",
+            )
+        )
+
+    async def mass_failed(
+        self, session: AsyncSession, *, event: platform_events.MassMessageFailed
+    ) -> None:
+        mass = await self._mass(session, event.idempotency_key, event.creator_id)
+        if mass is None or mass.state != "requested":
+            return
+        reason = (event.reason or "failed")[:500]
+        mass.state, mass.reason = "failed", reason
+        await session.execute(
+            update(Send)
+            .where(Send.mass_key == mass.idempotency_key, Send.state == "requested")
+            .values(state="failed", reason=reason)
+        )
+
+    async def mass_stats(
+        self, session: AsyncSession, *, event: platform_events.MassMessageStats
+    ) -> None:
+        """The queue's figures as the platform reports them now (they only grow)."""
+        mass = await self._mass(session, event.idempotency_key, event.creator_id)
+        if mass is None:
+            return
+        mass.sent = max(mass.sent, event.sent)
+        mass.viewed = max(mass.viewed, event.viewed)
+        mass.purchased = max(mass.purchased, event.purchased)
+
+    async def mass_unsent(
+        self,
+        session: AsyncSession,
+        *,
+        event: platform_events.MassMessageUnsent,
+        failed: bool,
+    ) -> None:
+        mass = await self._mass(session, event.idempotency_key, event.creator_id)
+        if mass is None or mass.state != "unsend_requested":
+            return
+        now = convert.from_timestamp(event.occurred_at) or self.clock()
+        if failed:
+            mass.state, mass.reason = "unsend_failed", (event.reason or "failed")[:500]
+            return
+        mass.state, mass.unsent_at = "unsent", now
+        await session.execute(
+            update(Send)
+            .where(Send.mass_key == mass.idempotency_key, Send.state == "sent")
+            .values(state="unsent", reason="unsent")
+        )
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id == mass.campaign_id, Campaign.unsent_at.is_(None))
+            .values(unsent_at=now, updated_at=func.now())
+        )
+
     # --- metrics -------------------------------------------------------------------------------
 
     async def metrics(self, *, creator_id: uuid.UUID, campaign_id: str) -> Metrics:
         async with self._sessions() as session:
             campaign = await self._owned(session, creator_id, campaign_id, lock=False)
             counts = await repository.campaign_counts(session, campaign_id=campaign.id)
+            # A mass message has one variant: the queue's views are its.
+            opened = int(
+                await session.scalar(
+                    select(func.coalesce(func.sum(MassMessage.viewed), 0)).where(
+                        MassMessage.campaign_id == campaign.id
+                    )
+                )
+                or 0
+            )
         keys = [str(v["key"]) for v in campaign.variants]
         keys += sorted({variant for variant, holdout in counts if not holdout} - {*keys, ""})
-        variants = [_variant_result(key, counts.get((key, False))) for key in keys]
+        variants = [
+            _variant_result(key, counts.get((key, False)), opened=opened if index == 0 else 0)
+            for index, key in enumerate(keys)
+        ]
         holdout = counts.get(("", True))
         total = _sum_results(variants)
         # In a thread: the statistics library may still be loading (it takes seconds).
@@ -1001,7 +1288,23 @@ def _within(fan: crm_pb2.AudienceFan, name: str, hours: int, now: datetime) -> b
     return bool(last > now - timedelta(hours=hours))
 
 
-def _variant_result(key: str, counts: repository.VariantCounts | None) -> VariantResult:
+def mass_eligible(campaign: Campaign) -> bool:
+    """Whether the platform's mass-message queue can carry the campaign: a one-off or
+    re-engagement message in one version, the same text for every fan (no variables). The
+    exclusions are applied when the audience is resolved and the queue gets the fans left by id
+    (the platform ignores some exclusion fields: it is never trusted to exclude); the fans the
+    automation budget refuses are left out of it."""
+    return (
+        campaign.kind in ("one_off", "reengagement")
+        and len(campaign.variants) == 1
+        and not campaign.steps
+        and not variables_of(str(campaign.variants[0]["text"]))
+    )
+
+
+def _variant_result(
+    key: str, counts: repository.VariantCounts | None, *, opened: int = 0
+) -> VariantResult:
     counts = counts or repository.VariantCounts()
 
     def number(state: str, reason: str | None = None) -> int:
@@ -1022,6 +1325,8 @@ def _variant_result(key: str, counts: repository.VariantCounts | None) -> Varian
         skipped_other=skipped - budget,
         pending=number("queued") + number("requested"),
         stopped=counts.stopped,
+        opened=opened,
+        unsent=number("unsent"),
         purchases=counts.purchases,
         revenue_cents=counts.revenue_cents,
         converted=counts.converted,
@@ -1044,6 +1349,8 @@ def _sum_results(results: Sequence[VariantResult]) -> VariantResult:
                 "purchases",
                 "revenue_cents",
                 "converted",
+                "opened",
+                "unsent",
             )
         },
     )

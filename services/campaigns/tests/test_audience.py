@@ -13,6 +13,7 @@ from huntaze.campaigns.v1 import campaigns_pb2 as pb
 from huntaze.crm.v1 import crm_pb2
 from huntaze_campaigns.models import Campaign
 from huntaze_campaigns.service import draw
+from huntaze_kit.rich_status import from_rpc_error
 
 from .conftest import SERVICE_SECRET, Stack, bearer, rpc_error
 
@@ -189,18 +190,27 @@ async def test_bad_campaigns_are_refused_with_every_reason(stack: Stack) -> None
     other = await stack.sign_up()
     fans = await stack.fans(other, 1)
     foreign_list = await stack.static_list(other, fans)
-    campaign = await stack.create(creator, list_id=foreign_list)
+    before = await stack.stub.ListCampaigns(pb.ListCampaignsRequest(), metadata=creator.auth)
+    refused = await rpc_error(stack.create(creator, list_id=foreign_list))
+    assert refused.code() == grpc.StatusCode.NOT_FOUND
+    assert from_rpc_error(refused).reason == "LIST_NOT_FOUND"
+    after = await stack.stub.ListCampaigns(pb.ListCampaignsRequest(), metadata=creator.auth)
+    assert len(after.campaigns) == len(before.campaigns)
+    # Nor may an update point a draft at it: refused, and the draft keeps its own list.
+    own_list = await stack.static_list(creator, await stack.fans(creator, 1))
+    campaign = await stack.create(creator, list_id=own_list)
     refused = await rpc_error(
-        stack.stub.ScheduleCampaign(
-            pb.ScheduleCampaignRequest(campaign_id=campaign.id), metadata=creator.auth
+        stack.stub.UpdateCampaign(
+            pb.UpdateCampaignRequest(campaign_id=campaign.id, list_id=foreign_list, name="Renamed"),
+            metadata=creator.auth,
         )
     )
     assert refused.code() == grpc.StatusCode.NOT_FOUND
     stored = await stack.stub.GetCampaign(
         pb.GetCampaignRequest(campaign_id=campaign.id), metadata=creator.auth
     )
+    assert (stored.list_id, stored.name) == (own_list, campaign.name)
     assert stored.status == pb.CAMPAIGN_STATUS_DRAFT
-    assert await stack.recipients(campaign.id) == []
 
 
 async def test_the_crm_resolves_an_audience_page_by_page_for_the_campaigns_service(
@@ -310,3 +320,69 @@ async def test_another_creators_campaign_and_template_are_not_found_and_unchange
     assert list(listed.campaigns) == []
     again = await stack.stub.ListTemplates(pb.ListTemplatesRequest(), metadata=owner.auth)
     assert next(t for t in again.templates if t.id == template.id).name == template.name
+
+
+async def test_the_crm_records_a_mass_message_against_each_fans_budget_once(
+    stack: Stack,
+) -> None:
+    creator = await stack.sign_up()
+    fans = await stack.fans(creator, 3)
+    other = await stack.sign_up()
+    foreign = (await stack.fans(other, 1))[0]
+    await stack.crm_stub.UpdateAutomationBudget(
+        crm_pb2.UpdateAutomationBudgetRequest(
+            budget=crm_pb2.AutomationBudget(messages_per_fan_per_day=1)
+        ),
+        metadata=creator.auth,
+    )
+    issued = await stack.auth_stub.IssueServiceToken(
+        auth_pb2.IssueServiceTokenRequest(
+            service_name="campaigns", service_secret=SERVICE_SECRET, creator_id=creator.id
+        )
+    )
+    service = bearer(issued.access_token)
+    await stack.crm_stub.SendMessage(
+        crm_pb2.SendMessageRequest(
+            fan_id=fans[0].id,
+            text="automated",
+            idempotency_key=f"auto:{uuid.uuid4()}",
+            sender_kind=crm_pb2.SENDER_KIND_AUTOMATION,
+        ),
+        metadata=service,
+    )
+    request = crm_pb2.RecordMassMessageRequest(
+        fan_ids=[fans[2].id, fans[0].id, foreign.id, fans[1].id],
+        text="Everyone gets this",
+        idempotency_key=f"campaign:{uuid.uuid4()}:mass",
+    )
+    first = await stack.crm_stub.RecordMassMessage(request, metadata=service)
+    answers = [(r.fan_id, bool(r.message_id), r.refused_reason) for r in first.recipients]
+    assert answers == [
+        (fans[2].id, True, ""),
+        (fans[0].id, False, "AUTOMATION_BUDGET_EXHAUSTED"),
+        (foreign.id, False, "FAN_NOT_FOUND"),
+        (fans[1].id, True, ""),
+    ]
+    assert first.recipients[0].platform_fan_id == fans[2].platform_fan_id
+    # The same key again (a retry after a crash): the same messages, nothing recorded twice.
+    again = await stack.crm_stub.RecordMassMessage(request, metadata=service)
+    assert list(again.recipients) == list(first.recipients)
+    for fan in fans[1:]:
+        outgoing = await stack.outgoing(creator, fan)
+        assert [(m.text, m.delivery_status, m.sender_kind) for m in outgoing] == [
+            (
+                "Everyone gets this",
+                crm_pb2.DELIVERY_STATUS_SENDING,
+                crm_pb2.SENDER_KIND_AUTOMATION,
+            )
+        ]
+    # Now those fans' budgets are spent too; and the creator may not record one themselves.
+    later = await stack.crm_stub.RecordMassMessage(
+        crm_pb2.RecordMassMessageRequest(
+            fan_ids=[fans[1].id], text="More", idempotency_key=f"campaign:{uuid.uuid4()}:mass"
+        ),
+        metadata=service,
+    )
+    assert later.recipients[0].refused_reason == "AUTOMATION_BUDGET_EXHAUSTED"
+    refused = await rpc_error(stack.crm_stub.RecordMassMessage(request, metadata=creator.auth))
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -11,12 +11,14 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import grpc
 import pytest
 from sqlalchemy import select, update
 
+from huntaze.auth.v1 import auth_pb2
 from huntaze.campaigns.v1 import campaigns_pb2 as pb
 from huntaze.crm.v1 import crm_pb2
 from huntaze.onlyfans.v1 import onlyfans_pb2, onlyfans_pb2_grpc
@@ -24,12 +26,13 @@ from huntaze_campaigns.models import Send
 from huntaze_devstack.testing import eventually
 from huntaze_kit.grpc_client import create_channel
 from huntaze_kit.migrations import upgrade_async
+from huntaze_kit.rich_status import from_rpc_error
 from huntaze_onlyfans_worker.config import OnlyfansSettings
 from huntaze_onlyfans_worker.server import WorkerServer
 from huntaze_simulator.demo import DemoShape
 from huntaze_simulator.testing import Simulator, serve
 
-from .conftest import Creator, Stack
+from .conftest import SERVICE_SECRET, Creator, Stack, bearer, rpc_error
 
 pytestmark = [
     pytest.mark.slow,
@@ -218,3 +221,174 @@ async def test_a_ppv_campaign_through_the_worker_survives_restarts_and_measures_
     assert metrics.lift.label == "sent - holdout"
     assert metrics.lift.difference == pytest.approx(2 / len(reached) - 0)
     assert "significant" in metrics.lift.verdict.lower()
+
+
+async def test_a_mass_message_campaign_goes_through_the_platforms_queue_once_and_can_be_unsent(
+    chain: Chain,
+) -> None:
+    """One message with no per-fan text: one platform mass message to the fans left after the
+    exclusions and the holdout, by id, minus the fan whose automation budget is spent (skipped,
+    with the reason). The campaigns service stopped after the CRM recorded the chunk but before
+    its commit sends nothing twice. The queue's figures come back (sent, viewed, bought), and
+    the creator takes the message back within the platform's day."""
+    stack = chain.stack
+    creator = await stack.sign_up()
+    await _connected(chain, creator)
+    await stack.crm_stub.UpdateAutomationBudget(
+        crm_pb2.UpdateAutomationBudgetRequest(
+            budget=crm_pb2.AutomationBudget(messages_per_fan_per_day=1)
+        ),
+        metadata=creator.auth,
+    )
+    active = await stack.crm_stub.CreateFanList(
+        crm_pb2.CreateFanListRequest(
+            name="Active subscribers",
+            kind=crm_pb2.FAN_LIST_KIND_DYNAMIC,
+            segment=crm_pb2.SegmentFilter(subscription_states=[crm_pb2.SUBSCRIPTION_STATE_ACTIVE]),
+        ),
+        metadata=creator.auth,
+    )
+    media = str(chain.simulator.platform.data.vault[0].id)
+    history = await chain.sent_on_platform()
+    before = max((copy["id"] for copy in history), default=0)
+    campaign = await stack.create(
+        creator,
+        name="Weekend set",
+        list_id=active.id,
+        holdout_percent=25,
+        variants=[
+            pb.Variant(
+                key="A",
+                text="My weekend set is here",
+                price_cents=PRICE_CENTS,
+                platform_media_ids=[media],
+            )
+        ],
+    )
+    scheduled = await stack.schedule(
+        creator, campaign.id, send_at=(stack.clock() + timedelta(hours=1)).isoformat()
+    )
+    assert scheduled.mass_message
+    recipients = await stack.recipients(campaign.id)
+    held = {r.platform_fan_id for r in recipients if r.holdout}
+    assert len(held) == scheduled.holdout_count >= 1
+    spent = next(r for r in recipients if not r.holdout)
+    reached = {r.platform_fan_id for r in recipients if not r.holdout} - {spent.platform_fan_id}
+
+    # Meanwhile another campaign spends one recipient's budget (a mass message of its own).
+    single = await stack.crm_stub.CreateFanList(
+        crm_pb2.CreateFanListRequest(name="One", kind=crm_pb2.FAN_LIST_KIND_STATIC),
+        metadata=creator.auth,
+    )
+    await stack.crm_stub.AddFanListMembers(
+        crm_pb2.AddFanListMembersRequest(list_id=single.id, fan_ids=[str(spent.fan_id)]),
+        metadata=creator.auth,
+    )
+    first = await stack.create(
+        creator, list_id=single.id, variants=[pb.Variant(key="A", text="Hello you")]
+    )
+    first = await stack.schedule(creator, first.id)
+    assert first.mass_message
+    await eventually(
+        lambda: stack.sends(first.id), lambda rows: [r.state for r in rows] == ["sent"], 60.0
+    )
+
+    # The crash window: the CRM recorded the chunk (what the service asks first), and the
+    # service stopped before its own commit. Its next dispatch asks again under the same key.
+    chunk = sorted(r.fan_id for r in recipients if not r.holdout)
+    key = f"campaign:{campaign.id}:mass:{chunk[0]}"
+    issued = await stack.auth_stub.IssueServiceToken(
+        auth_pb2.IssueServiceTokenRequest(
+            service_name="campaigns", service_secret=SERVICE_SECRET, creator_id=creator.id
+        )
+    )
+    recorded = await stack.crm_stub.RecordMassMessage(
+        crm_pb2.RecordMassMessageRequest(
+            fan_ids=[str(fan_id) for fan_id in chunk],
+            text="My weekend set is here",
+            price_cents=PRICE_CENTS,
+            attachments=[
+                crm_pb2.Attachment(kind=crm_pb2.ATTACHMENT_KIND_FILE, platform_media_id=media)
+            ],
+            idempotency_key=key,
+        ),
+        metadata=bearer(issued.access_token),
+    )
+    refused = {r.platform_fan_id: r.refused_reason for r in recorded.recipients if r.refused_reason}
+    assert refused == {spent.platform_fan_id: "AUTOMATION_BUDGET_EXHAUSTED"}
+    assert all(r.message_id for r in recorded.recipients if not r.refused_reason)
+
+    stack.clock.advance(hours=1, minutes=1)
+    await chain.simulator.advance(3660)  # the platform's hour passes too (purchase times)
+    stack.wake()
+    sends = await eventually(
+        lambda: stack.sends(campaign.id),
+        lambda rows: all(row.state in ("sent", "skipped") for row in rows),
+        within=90.0,
+    )
+    by_state = {s.state: s for s in sends}
+    assert {s.reason for s in sends if s.state == "skipped"} == {"automation_budget"}
+    assert len([s for s in sends if s.state == "sent"]) == len(reached)
+    assert {s.mass_key for s in sends if s.state == "sent"} == {key}
+    assert by_state["sent"].platform_message_id.startswith("queue:")
+    copies = await eventually(
+        lambda: chain.sent_on_platform(before),
+        lambda found: len(found) == 1 + len(reached),
+        within=60.0,
+    )
+    ours = [c for c in copies if c["price"] == PRICE_CENTS / 100]
+    assert sorted(str(c["fan_id"]) for c in ours) == sorted(reached)  # one copy each
+    assert len({c["queue_id"] for c in ours}) == 1
+    assert {c["price"] for c in ours} == {PRICE_CENTS / 100}
+    for fan_id in reached:  # one message each in the CRM, sent once the platform queued it
+        messages = await eventually(
+            lambda fan_id=fan_id: stack.outgoing_by_platform_id(creator, fan_id),
+            lambda found: (
+                [m.delivery_status for m in found if m.text == "My weekend set is here"]
+                == [crm_pb2.DELIVERY_STATUS_SENT]
+            ),
+        )
+        assert all(m.sender_kind == crm_pb2.SENDER_KIND_AUTOMATION for m in messages)
+
+    # A fan buys their copy; the next sync brings the purchase and the queue's figures.
+    buyer = ours[0]
+    bought = await chain.simulator.control.post(
+        f"/_control/fans/{buyer['fan_id']}/purchases", json={"message_id": buyer["id"]}
+    )
+    bought.raise_for_status()
+    await chain.onlyfans().RequestSync(onlyfans_pb2.RequestSyncRequest(), metadata=creator.auth)
+    metrics = await eventually(
+        lambda: stack.metrics(creator, campaign.id),
+        lambda found: found.total.purchases == 1 and found.total.opened == 1,
+        within=60.0,
+    )
+    assert metrics.total.revenue_cents == PRICE_CENTS
+    assert metrics.total.sent == len(reached)
+    assert metrics.total.skipped_budget == 1
+    assert metrics.variants[0].opened == 1
+
+    # Unsend: the worker deletes the queue once; the copies leave the fans' chats.
+    unsent = await stack.stub.UnsendCampaign(
+        pb.UnsendCampaignRequest(campaign_id=campaign.id), metadata=creator.auth
+    )
+    assert unsent.id == campaign.id
+    metrics = await eventually(
+        lambda: stack.metrics(creator, campaign.id),
+        lambda found: found.total.unsent == len(reached),
+        within=60.0,
+    )
+    assert chain.simulator.platform.data.mass_messages[int(buyer["queue_id"])].canceled
+    for fan_id in reached:
+        chat = chain.simulator.platform.data.messages.get(int(fan_id), [])
+        assert buyer["queue_id"] not in {m.queue_id for m in chat}
+    stored = await stack.stub.GetCampaign(
+        pb.GetCampaignRequest(campaign_id=campaign.id), metadata=creator.auth
+    )
+    assert stored.HasField("unsent_at")
+    again = await rpc_error(
+        stack.stub.UnsendCampaign(
+            pb.UnsendCampaignRequest(campaign_id=campaign.id), metadata=creator.auth
+        )
+    )
+    assert again.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert from_rpc_error(again).reason == "NOTHING_TO_UNSEND"

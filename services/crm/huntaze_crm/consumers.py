@@ -3,7 +3,9 @@ AI), each event applied once.
 
 * `crm-platform-messages`: `onlyfans.message.received` (a fan wrote: fan and conversation upserted,
   message stored once by its platform id) and `onlyfans.message.sending|sent|failed` (delivery
-  status of an outgoing message, found by message id or idempotency key).
+  status of an outgoing message, found by message id or idempotency key), and
+  `onlyfans.mass_message.queued|failed` (each fan's copy of a campaign's mass message, recorded
+  by `RecordMassMessage`, sent or failed).
 * `crm-purchases`: `onlyfans.purchase.recorded` (stored once by platform transaction id; the fan's
   spend recomputed as the sum of their purchases; linked to the message that sold it).
 * `crm-fan-sync`: `onlyfans.fan.synced` (the subscriber list: fan and subscription upserted).
@@ -11,6 +13,13 @@ AI), each event applied once.
   on the inbox stream: the creator sees a banner while the account waits for them, and its end).
 * `crm-ai-notices`: `ai.suggestion.created|resolved`, `ai.handoff.requested` (put on the inbox
   stream, so the creator sees drafts and hand-offs as they happen).
+
+Each batch of fan syncs, purchases or messages first locks every fan it touches that exists, in
+one order (`ingest.lock_fans`); fan syncs and purchases then apply fan after fan in that order
+(each fan's events in their own order), so they create new fans in that order too. The three
+consumers' batches of one sync then wait for each other instead of deadlocking. (A batch of
+messages keeps its events' order for the inbox: two of its runs of received messages, split by a
+delivery event, may create two new fans out of key order; a deadlock there is retried.)
 
 Besides the consumers' `processed_events` (the same event id twice is skipped), every effect is
 idempotent by the platform's own ids, so the same fact published twice under two event ids is
@@ -22,6 +31,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
@@ -33,7 +43,14 @@ from huntaze.ai.v1 import events_pb2 as ai_events
 from huntaze.crm.v1 import crm_pb2
 from huntaze.onlyfans.v1 import events_pb2 as of_events
 from huntaze_crm import convert
-from huntaze_crm.ingest import InboundMessage, MessageIngest
+from huntaze_crm.ingest import (
+    FanKey,
+    InboundMessage,
+    MessageIngest,
+    fans_of_messages,
+    in_fan_order,
+    lock_fans,
+)
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.repository import PendingInbox
 from huntaze_crm.service import (
@@ -57,6 +74,8 @@ MESSAGE_RECEIVED = "onlyfans.message.received"
 MESSAGE_SENDING = "onlyfans.message.sending"
 MESSAGE_SENT = "onlyfans.message.sent"
 MESSAGE_FAILED = "onlyfans.message.failed"
+MASS_MESSAGE_QUEUED = "onlyfans.mass_message.queued"
+MASS_MESSAGE_FAILED = "onlyfans.mass_message.failed"
 PURCHASE_RECORDED = "onlyfans.purchase.recorded"
 FAN_SYNCED = "onlyfans.fan.synced"
 ACCOUNT_NEEDS_ATTENTION_SUBJECT = "onlyfans.account.needs_attention"
@@ -85,6 +104,15 @@ _ATTENTION_REASONS = {
     for value in of_events.AttentionReason.DESCRIPTOR.values
 }
 _MAX_ID_LENGTH = 200
+_MASS_EVENTS: dict[str, type[ProtoMessage]] = {
+    MASS_MESSAGE_QUEUED: of_events.MassMessageQueued,
+    MASS_MESSAGE_FAILED: of_events.MassMessageFailed,
+}
+_DELIVERY_EVENTS: dict[str, type[ProtoMessage]] = {
+    MESSAGE_SENDING: of_events.MessageSending,
+    MESSAGE_SENT: of_events.MessageSent,
+    MESSAGE_FAILED: of_events.MessageFailed,
+}
 _MAX_NOTICE_LENGTH = 500
 
 
@@ -164,12 +192,40 @@ class PlatformEvents:
             request_id=event.request_id,
         )
 
+    def _delivery_ref(self, event: ReceivedEvent) -> tuple[uuid.UUID, uuid.UUID | None, str]:
+        """The creator, message id and idempotency key a delivery event names."""
+        kind = _DELIVERY_EVENTS.get(event.subject)
+        if kind is None:
+            raise InvalidEvent(f"unexpected subject {event.subject}")
+        parsed: Any = self._parse(event, kind)
+        try:
+            message_id = uuid.UUID(parsed.message_id) if parsed.message_id else None
+        except ValueError:
+            message_id = None
+        return _creator(event, parsed.creator_id), message_id, parsed.idempotency_key
+
     async def messages(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
         inbox = PendingInbox()
-        received: list[InboundMessage] = []
-        for event in events:
+        inbound: dict[int, InboundMessage] = {}
+        refs: list[tuple[int, tuple[uuid.UUID, uuid.UUID | None, str]]] = []
+        for index, event in enumerate(events):
             if event.subject == MESSAGE_RECEIVED:
-                received.append(self._inbound(event))
+                inbound[index] = self._inbound(event)
+            elif event.subject in _MASS_EVENTS:
+                creator_id, message_ids, _, _ = self._mass_outcome(event)
+                refs += [(index, (creator_id, message_id, "")) for message_id in message_ids]
+            else:
+                refs.append((index, self._delivery_ref(event)))
+        keys: list[FanKey | None] = [item.fan_key for item in inbound.values()]
+        keys += await fans_of_messages(session, [ref for _, ref in refs])
+        # The fans locked in key order first; the events then apply in their own order (the
+        # inbox shows them as they came), each run of received messages creating its new fans
+        # in key order.
+        await lock_fans(session, (key for key in keys if key is not None))
+        received: list[InboundMessage] = []
+        for index, event in enumerate(events):
+            if index in inbound:
+                received.append(inbound[index])
                 continue
             if received:
                 await self._ingest.receive(session, received, inbox)
@@ -180,9 +236,43 @@ class PlatformEvents:
             await self._ingest.receive(session, received, inbox)
         await inbox.write(session, self._service.clock())
 
+    def _mass_outcome(
+        self, event: ReceivedEvent
+    ) -> tuple[uuid.UUID, list[uuid.UUID], str, datetime | None]:
+        """A mass message's outcome: the creator, the CRM messages it names, the status they
+        move to (`sent` or `failed`, with the reason) and when."""
+        parsed: Any = self._parse(event, _MASS_EVENTS[event.subject])
+        message_ids = []
+        for raw in parsed.message_ids:
+            try:
+                message_ids.append(uuid.UUID(raw))
+            except ValueError:
+                raise InvalidEvent(f"message id {raw!r} is not a UUID") from None
+        return (
+            _creator(event, parsed.creator_id),
+            message_ids,
+            parsed.reason if event.subject == MASS_MESSAGE_FAILED else "",
+            convert.from_timestamp(parsed.occurred_at),
+        )
+
     async def _delivery(
         self, session: AsyncSession, event: ReceivedEvent, inbox: PendingInbox
     ) -> None:
+        if event.subject in _MASS_EVENTS:
+            # Each fan's copy of a campaign's mass message (`RecordMassMessage`) moves on.
+            creator_id, message_ids, reason, at = self._mass_outcome(event)
+            for message_id in message_ids:
+                await self._service.update_delivery(
+                    session,
+                    creator_id=creator_id,
+                    message_id=str(message_id),
+                    idempotency_key="",
+                    status="failed" if event.subject == MASS_MESSAGE_FAILED else "sent",
+                    sent_at=at,
+                    reason=reason or "OnlyFans did not queue the mass message.",
+                    inbox=inbox,
+                )
+            return
         if event.subject == MESSAGE_SENDING:
             sending: of_events.MessageSending = self._parse(event, of_events.MessageSending)
             await self._service.update_delivery(
@@ -219,9 +309,23 @@ class PlatformEvents:
         else:
             raise InvalidEvent(f"unexpected subject {event.subject}")
 
+    async def _in_fan_order(
+        self, session: AsyncSession, events: Sequence[ReceivedEvent], kind: type[ProtoMessage]
+    ) -> list[ReceivedEvent]:
+        """The events of fans (fan syncs, purchases) in `lock_fans` order, their fans locked."""
+        keys: list[FanKey | None] = []
+        for event in events:
+            parsed: Any = self._parse(event, kind)
+            profile = _profile(parsed.fan)
+            keys.append(
+                (_creator(event, parsed.creator_id), profile.platform, profile.platform_fan_id)
+            )
+        await lock_fans(session, (key for key in keys if key is not None))
+        return [events[index] for index in in_fan_order(keys)]
+
     async def purchases(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
         inbox = PendingInbox()
-        for event in events:
+        for event in await self._in_fan_order(session, events, of_events.PurchaseRecorded):
             with request_context(event.request_id):
                 await self._purchase(session, event, inbox)
         await inbox.write(session, self._service.clock())
@@ -255,7 +359,7 @@ class PlatformEvents:
 
     async def fans(self, session: AsyncSession, events: Sequence[ReceivedEvent]) -> None:
         inbox = PendingInbox()
-        for event in events:
+        for event in await self._in_fan_order(session, events, of_events.FanSynced):
             with request_context(event.request_id):
                 await self._fan(session, event, inbox)
         await inbox.write(session, self._service.clock())
@@ -349,7 +453,14 @@ def platform_consumers(
     return [
         consumer(
             "crm-platform-messages",
-            [MESSAGE_RECEIVED, MESSAGE_SENDING, MESSAGE_SENT, MESSAGE_FAILED],
+            [
+                MESSAGE_RECEIVED,
+                MESSAGE_SENDING,
+                MESSAGE_SENT,
+                MESSAGE_FAILED,
+                MASS_MESSAGE_QUEUED,
+                MASS_MESSAGE_FAILED,
+            ],
             events.messages,
         ),
         consumer("crm-purchases", [PURCHASE_RECORDED], events.purchases),

@@ -20,7 +20,7 @@ from huntaze_crm.reads import conversation_messages
 from huntaze_crm.repository import ConversationRow
 from huntaze_crm.segments import Segment
 from huntaze_crm.service import CrmService, FanPatch, Sender
-from huntaze_kit.errors import InvalidArgument, Unauthenticated
+from huntaze_kit.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from huntaze_kit.grpc_server import AccessPolicy, Context
 from huntaze_kit.identity import current_principal
 
@@ -54,7 +54,9 @@ _READ_METHODS = (
 # What a service acting for a creator (service token) may call.
 SERVICE_METHODS: dict[str, frozenset[str]] = {
     "ai": _methods(*_READ_METHODS, "SendMessage"),
-    "campaigns": _methods(*_READ_METHODS, "SendMessage", "UpdateFanTags", "ResolveAudience"),
+    "campaigns": _methods(
+        *_READ_METHODS, "SendMessage", "UpdateFanTags", "ResolveAudience", "RecordMassMessage"
+    ),
     "analytics": _methods(*_READ_METHODS),
 }
 
@@ -345,6 +347,34 @@ class CrmServicer(crm_pb2_grpc.CrmServiceServicer):
             idempotency_key=request.idempotency_key,
         )
         return crm_pb2.SendMessageResponse(message=convert.message(message), created=created)
+
+    async def RecordMassMessage(
+        self, request: crm_pb2.RecordMassMessageRequest, context: Context
+    ) -> crm_pb2.RecordMassMessageResponse:
+        if current_principal().kind != "service":
+            raise PermissionDenied(
+                message="Only a service records mass messages.", reason="SERVICES_ONLY"
+            )
+        recipients = await self._service.record_mass_message(
+            creator_id=_creator(),
+            sender=_sender(crm_pb2.SENDER_KIND_AUTOMATION),
+            fan_ids=list(request.fan_ids),
+            text=request.text,
+            price_cents=request.price_cents,
+            attachments=list(request.attachments),
+            idempotency_key=request.idempotency_key,
+        )
+        return crm_pb2.RecordMassMessageResponse(
+            recipients=[
+                crm_pb2.MassMessageRecipient(
+                    fan_id=str(recipient.fan_id),
+                    message_id=str(recipient.message.id) if recipient.message else "",
+                    refused_reason=recipient.refused_reason,
+                    platform_fan_id=recipient.platform_fan_id,
+                )
+                for recipient in recipients
+            ]
+        )
 
     async def GetAutomationBudget(
         self, request: crm_pb2.GetAutomationBudgetRequest, context: Context

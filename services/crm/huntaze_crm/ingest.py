@@ -5,8 +5,9 @@ For the messages of a batch, in one transaction (the consumer's):
 
 1. one read finds the platform messages stored before (those are skipped, as are second copies
    within the batch);
-2. one `SELECT ... FOR UPDATE` locks the fans of the rest, another their conversations (in id
-   order; every writer locks a fan before its conversation, so none deadlocks);
+2. one `SELECT ... FOR UPDATE` locks the fans of the rest, another their conversations (fans in
+   `lock_fans` order, conversations in id order; every writer locks a fan before its
+   conversation, so none deadlocks);
 3. the batch is played in Python, message after message, exactly as one message at a time
    would have changed fans and conversations, which gives the events with the state after each
    message: `crm.fan.created|updated` and `crm.message.received` for the outbox, `fan.updated`,
@@ -20,7 +21,7 @@ For the messages of a batch, in one transaction (the consumer's):
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,9 +62,29 @@ SELECT {", ".join(f"f.{name.strip()}" for name in _FAN_COLUMNS.split(","))}
 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(creator_id, platform, platform_fan_id)
 JOIN crm.fans f ON f.creator_id = k.creator_id AND f.platform = k.platform
     AND f.platform_fan_id = k.platform_fan_id
-ORDER BY f.id
+ORDER BY f.creator_id, f.platform COLLATE "C", f.platform_fan_id COLLATE "C"
 FOR UPDATE OF f
 """  # noqa: S608 (constants only)
+# The one order every batch of platform events locks fans in (see `lock_fans`): byte order of
+# the key, which Python's tuple order of (UUID, str, str) agrees with.
+_LOCK_FANS_IN_ORDER = """
+SELECT f.id
+FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(creator_id, platform, platform_fan_id)
+JOIN crm.fans f ON f.creator_id = k.creator_id AND f.platform = k.platform
+    AND f.platform_fan_id = k.platform_fan_id
+ORDER BY f.creator_id, f.platform COLLATE "C", f.platform_fan_id COLLATE "C"
+FOR UPDATE OF f
+"""
+# The fan of each outgoing message a delivery event names (by id, else by idempotency key).
+_FANS_OF_MESSAGES = """
+SELECT DISTINCT ON (k.ord) k.ord, f.creator_id, f.platform, f.platform_fan_id
+FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY
+    AS k(creator_id, message_id, idempotency_key, ord)
+JOIN crm.messages m ON m.creator_id = k.creator_id
+    AND (m.id = k.message_id OR (k.idempotency_key <> '' AND m.idempotency_key = k.idempotency_key))
+JOIN crm.fans f ON f.creator_id = m.creator_id AND f.id = m.fan_id
+ORDER BY k.ord, (m.id = k.message_id) DESC
+"""
 _LOCK_CONVERSATIONS = f"""
 SELECT {", ".join(f"c.{name.strip()}" for name in _CONVERSATION_COLUMNS.split(","))}
 FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(creator_id, fan_id, platform)
@@ -137,6 +158,41 @@ _TICK = timedelta(microseconds=1)
 
 FanKey = tuple[uuid.UUID, str, str]  # creator, platform, platform fan id
 ConversationKey = tuple[uuid.UUID, uuid.UUID, str]  # creator, fan id, platform
+
+
+async def lock_fans(session: AsyncSession, keys: Iterable[FanKey]) -> None:
+    """Locks the fans of `keys` that exist, in key order. Every batch of platform events (fan
+    syncs, purchases, messages) locks its fans this way before anything else, and creates new
+    fans in key order (fan syncs and purchases apply fan after fan, `in_fan_order`): two batches
+    with fans in common wait for one another instead of each holding a fan the other needs (the
+    deadlocks a sync's concurrent fan, purchase and message batches ran into)."""
+    unique = sorted(set(keys))
+    if not unique:
+        return
+    connection = await driver_connection(session)
+    creators, platforms, fan_ids = zip(*unique, strict=True)
+    await connection.fetch(_LOCK_FANS_IN_ORDER, creators, platforms, fan_ids)
+
+
+async def fans_of_messages(
+    session: AsyncSession, refs: Sequence[tuple[uuid.UUID, uuid.UUID | None, str]]
+) -> list[FanKey | None]:
+    """The fan key of each (creator, message id, idempotency key); None for an unknown
+    message."""
+    if not refs:
+        return []
+    connection = await driver_connection(session)
+    creators, message_ids, keys = zip(*refs, strict=True)
+    found: list[FanKey | None] = [None] * len(refs)
+    for row in await connection.fetch(_FANS_OF_MESSAGES, creators, message_ids, keys):
+        found[row[0] - 1] = (row[1], row[2], row[3])
+    return found
+
+
+def in_fan_order(keys: Sequence[FanKey | None]) -> list[int]:
+    """The indexes of `keys` in `lock_fans` order, each fan's in their own order (a stable
+    sort); None (nothing to lock) first."""
+    return sorted(range(len(keys)), key=lambda i: (keys[i] is not None, keys[i] or ()))
 
 
 class ConcurrentWrite(RuntimeError):
@@ -408,7 +464,8 @@ class MessageIngest:
         )
 
     async def _write(self, connection: asyncpg.Connection, changes: _Changes) -> None:
-        new_fans = [changes.fans[key] for key in changes.new_fans]
+        # Created in key order, like every batch's new fans (`lock_fans`).
+        new_fans = [changes.fans[key] for key in sorted(changes.new_fans)]
         if new_fans:
             inserted = await connection.fetch(
                 _INSERT_FANS,

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 from google.protobuf.message import Message as ProtoMessage
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,12 +26,14 @@ from huntaze_crm import convert, models
 from huntaze_crm.audiences import AudienceFan, AudienceQuery, resolve_audience
 from huntaze_crm.automation import (
     AUTOMATED_SENDERS,
+    BUDGET_EXHAUSTED,
     FanUsage,
     budget_of,
     check_budget,
     set_budget,
     usage_of,
 )
+from huntaze_crm.automation import WINDOW as AUTOMATION_WINDOW
 from huntaze_crm.models import SCHEMA
 from huntaze_crm.pagination import Page
 from huntaze_crm.reads import CONVERSATION_ORDERS, ConversationFilter, CrmReader
@@ -63,6 +66,7 @@ from huntaze_kit.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from huntaze_kit.outbox import record_event
 
@@ -252,6 +256,16 @@ class _Effects:
             self.pending.events += events
         else:
             await repo.append_inbox_events(events=events, now=self.now)
+
+
+@dataclass(frozen=True)
+class MassRecipient:
+    """One fan's answer to `record_mass_message`: their message, or why they are left out."""
+
+    fan_id: uuid.UUID
+    message: models.Message | None
+    refused_reason: str
+    platform_fan_id: str
 
 
 class CrmService:
@@ -851,6 +865,135 @@ class CrmService:
             await effects.finish(repo)
             await session.commit()
         return message, True
+
+    async def record_mass_message(
+        self,
+        *,
+        creator_id: uuid.UUID,
+        sender: Sender,
+        fan_ids: Sequence[str],
+        text: str,
+        price_cents: int,
+        attachments: Sequence[crm_pb2.Attachment],
+        idempotency_key: str,
+    ) -> list[MassRecipient]:
+        """One automated message to many fans that the platform's mass-message queue delivers:
+        per fan (in fan key order, as the platform event batches lock fans), the budget checked
+        and an outgoing message stored as `sending` under `<key>:<fan id>`, with no send request
+        (the caller's queue sends it). A fan seen under the key before answers its message."""
+        violations = Violations()
+        ids = parse_ids(fan_ids, "fan_ids", violations)
+        checked_attachments = stored_attachments(attachments, violations)
+        if not text.strip() and not checked_attachments:
+            violations.add("text", "is required when there are no attachments")
+        key = idempotency_key.strip()
+        check_required(key, "idempotency_key", violations)
+        violations.raise_if_any()
+        if sender.kind not in AUTOMATED_SENDERS:
+            raise InvalidArgument.for_field("sender_kind", "a mass message is automated")
+        now = self._clock()
+        answers: dict[uuid.UUID, MassRecipient] = {}
+        async with self._sessions() as session:
+            repo = CrmRepository(session)
+            # Three reads for the whole chunk: the fans, locked in key order; the messages of
+            # a retry; each fan's automated messages of the last 24 hours (the budget's count,
+            # under those locks, as SendMessage checks it).
+            fans = list(
+                (
+                    await session.scalars(
+                        select(models.Fan)
+                        .where(models.Fan.creator_id == creator_id, models.Fan.id.in_(ids))
+                        .order_by(
+                            models.Fan.platform.collate("C"),
+                            models.Fan.platform_fan_id.collate("C"),
+                        )
+                        .with_for_update()
+                    )
+                ).all()
+            )
+            for missing in set(ids) - {fan.id for fan in fans}:
+                answers[missing] = MassRecipient(missing, None, "FAN_NOT_FOUND", "")
+            keys = {fan.id: f"{key}:{fan.id}" for fan in fans}
+            earlier = {
+                message.fan_id: message
+                for message in await session.scalars(
+                    select(models.Message).where(
+                        models.Message.creator_id == creator_id,
+                        models.Message.idempotency_key.in_(list(keys.values())),
+                    )
+                )
+            }
+            limit = await budget_of(session, creator_id=creator_id, default=self._automation_budget)
+            counted = await session.execute(
+                select(models.Message.fan_id, func.count())
+                .where(
+                    models.Message.creator_id == creator_id,
+                    models.Message.fan_id.in_([fan.id for fan in fans]),
+                    models.Message.created_at > now - AUTOMATION_WINDOW,
+                    models.Message.sender_kind.in_(AUTOMATED_SENDERS),
+                )
+                .group_by(models.Message.fan_id)
+            )
+            used: dict[uuid.UUID, int] = {fan_id: int(count) for fan_id, count in counted.all()}
+            effects = _Effects(session, creator_id, now)
+            for fan in fans:
+                fan_key = keys[fan.id]
+                if fan.id in earlier:
+                    answers[fan.id] = MassRecipient(
+                        fan.id, earlier[fan.id], "", fan.platform_fan_id or ""
+                    )
+                    continue
+                if not fan.platform_fan_id:
+                    answers[fan.id] = MassRecipient(fan.id, None, "FAN_NOT_ON_PLATFORM", "")
+                    continue
+                if used.get(fan.id, 0) >= limit:
+                    answers[fan.id] = MassRecipient(
+                        fan.id, None, BUDGET_EXHAUSTED, fan.platform_fan_id or ""
+                    )
+                    continue
+                conversation, _ = await repo.open_conversation(
+                    creator_id=creator_id, fan=fan, now=now
+                )
+                message = await repo.insert_message(
+                    creator_id=creator_id,
+                    values={
+                        "conversation_id": conversation.id,
+                        "fan_id": fan.id,
+                        "platform": fan.platform,
+                        "direction": "out",
+                        "text": text,
+                        "price_cents": price_cents,
+                        "attachments": checked_attachments,
+                        "read": True,
+                        "delivery_status": "sending",
+                        "idempotency_key": fan_key,
+                        "sender_kind": sender.kind,
+                        "sender_id": sender.id,
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+                if message is None:  # a concurrent request with the same key: ask again
+                    raise Unavailable(
+                        message="The mass message is being recorded; try again.",
+                        reason="CONCURRENT_REQUEST",
+                        retry_after_seconds=1.0,
+                    )
+                conversation_row = await self._touch_conversation(
+                    repo,
+                    creator_id=creator_id,
+                    conversation=conversation,
+                    fan=fan,
+                    message=message,
+                    now=now,
+                    inbound=False,
+                )
+                effects.notify(MESSAGE_STATUS_CHANGED, convert.message(message))
+                effects.notify(CONVERSATION_UPDATED, convert.conversation(*conversation_row))
+                answers[fan.id] = MassRecipient(fan.id, message, "", fan.platform_fan_id or "")
+            await effects.finish(repo)
+            await session.commit()
+        return [answers[fan_id] for fan_id in ids]
 
     async def automation_budget(self, *, creator_id: uuid.UUID) -> int:
         async with self._sessions() as session:

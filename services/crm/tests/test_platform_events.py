@@ -458,3 +458,92 @@ async def test_a_bad_event_among_good_ones_is_dead_lettered_alone(
         metadata=ada.auth,
     )
     assert sorted(m.platform_message_id for m in stored.messages) == good
+
+
+def platform_event(subject: str, payload: Any, creator: Any) -> ReceivedEvent:
+    return ReceivedEvent(
+        event_id=uuid.uuid4(),
+        subject=subject,
+        message_type=payload.DESCRIPTOR.full_name,
+        creator_id=creator.id,
+        request_id=None,
+        payload=payload.SerializeToString(),
+        delivery_count=1,
+        headers={},
+        stream_sequence=0,
+        occurred_at=None,
+    )
+
+
+async def test_a_fan_sync_and_a_purchase_batch_over_the_same_fans_wait_instead_of_deadlocking(
+    stack: Any, creators: Any, helpers: Any
+) -> None:
+    """A sync publishes fan and purchase events of the same fans, which two consumers apply at
+    once in their own orders. One batch holds fan A and goes on to fan B while the other's
+    batch names B before A: the second batch locks its fans in key order, so it waits for A
+    without holding B, and both commit (before, each held the fan the other needed)."""
+    ada, _ = creators
+    for fan in ("of-a", "of-b"):
+        await stack.platform.fan_writes(ada, platform_message_id=f"m-{fan}", platform_fan_id=fan)
+    await helpers.eventually(
+        lambda: stack.stub.ListFans(crm_pb2.ListFansRequest(), metadata=ada.auth),
+        lambda page: len(page.fans) == 2,
+    )
+
+    def synced(fan: str) -> ReceivedEvent:
+        return platform_event(
+            "onlyfans.fan.synced",
+            of_events.FanSynced(
+                creator_id=ada.id,
+                fan=of_events.FanProfile(platform_fan_id=fan, display_name=f"Synced {fan}"),
+                subscription_state=of_events.SUBSCRIPTION_STATE_ACTIVE,
+            ),
+            ada,
+        )
+
+    def bought(fan: str) -> ReceivedEvent:
+        return platform_event(
+            "onlyfans.purchase.recorded",
+            of_events.PurchaseRecorded(
+                creator_id=ada.id,
+                platform_transaction_id=f"t-{fan}",
+                fan=of_events.FanProfile(platform_fan_id=fan),
+                kind=of_events.PURCHASE_KIND_TIP,
+                amount_cents=500,
+                currency="USD",
+            ),
+            ada,
+        )
+
+    handlers = PlatformEvents(stack.crm.service)
+    engine = create_engine(stack.database_url, application_name="crm-tests-sync")
+    other_engine = create_engine(stack.database_url, application_name="crm-tests-purchases")
+    try:
+        sessions, other_sessions = session_factory(engine), session_factory(other_engine)
+        async with sessions() as session, session.begin():
+            await handlers.fans(session, [synced("of-a")])  # holds fan A
+
+            async def purchases() -> None:
+                async with other_sessions() as other, other.begin():
+                    await handlers.purchases(other, [bought("of-b"), bought("of-a")])
+
+            concurrent = asyncio.create_task(purchases())
+            await helpers.eventually(
+                lambda: count_rows(
+                    stack.database_url,
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE application_name = 'crm-tests-purchases' AND wait_event_type = 'Lock'",
+                ),
+                lambda waiting: waiting == 1,
+            )
+            await handlers.fans(session, [synced("of-b")])  # then fan B, in the same batch
+        await asyncio.wait_for(concurrent, 30)
+    finally:
+        await engine.dispose()
+        await other_engine.dispose()
+
+    fans = await stack.stub.ListFans(crm_pb2.ListFansRequest(), metadata=ada.auth)
+    assert sorted((f.display_name, f.value_cents) for f in fans.fans) == [
+        ("Synced of-a", 500),
+        ("Synced of-b", 500),
+    ]

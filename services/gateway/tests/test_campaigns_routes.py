@@ -1,7 +1,7 @@
 """The campaigns routes (declared in the campaigns proto) in front of real auth, CRM and
 campaigns gRPC servers (in-process): create on the seed's path and the REST one, list, get,
-edit, schedule, pause, resume, cancel, metrics and templates as JSON, and bad input as problem
-documents."""
+edit, schedule, pause, resume, cancel, unsend, metrics and templates as JSON, and bad input as
+problem documents."""
 
 from __future__ import annotations
 
@@ -138,6 +138,29 @@ async def test_pause_and_resume_a_scheduled_campaign(live: Any) -> None:
     assert_problem(edit, 409, "CAMPAIGN_NOT_DRAFT")
     busy = await live.client.delete(f"/api/campaigns/{campaign_id}", headers=creator.headers)
     assert_problem(busy, 409, "CAMPAIGN_IN_PROGRESS")
+    # One message, the same for everyone: the platform's mass-message queue will carry it, and
+    # nothing of it can be unsent before it went out.
+    assert scheduled.json()["massMessage"] is True
+    nothing = await live.client.post(
+        f"/api/campaigns/{campaign_id}/unsend", headers=creator.headers
+    )
+    assert_problem(nothing, 409, "NOTHING_TO_UNSEND")
+    unknown = await live.client.post(
+        "/api/campaigns/00000000-0000-4000-8000-000000000000/unsend", headers=creator.headers
+    )
+    assert_problem(unknown, 404, "CAMPAIGN_NOT_FOUND")
+    other = await sign_up(live)
+    foreign = await live.client.post(
+        "/api/campaigns",
+        json={
+            "name": "Not mine",
+            "kind": "one_off",
+            "listId": list_id,
+            "variants": [{"key": "A", "text": "Hi"}],
+        },
+        headers=other.headers,
+    )
+    assert_problem(foreign, 404, "LIST_NOT_FOUND")
 
 
 async def test_templates_are_listed_and_edited(live: Any) -> None:

@@ -1,6 +1,6 @@
 """The worker's consumers (replicas share each durable consumer): `worker-sends` delivers
 `crm.message.send_requested`; `worker-commands` runs the sync command; `worker-campaigns` the
-campaigns' mass-message command."""
+campaigns' mass-message commands (send and unsend)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from huntaze_onlyfans_worker.streams import CAMPAIGNS
 
 SEND_REQUESTED = "crm.message.send_requested"
 MASS_MESSAGE_REQUESTED = "campaigns.mass_message.send_requested"
+MASS_UNSEND_REQUESTED = "campaigns.mass_message.unsend_requested"
 # Retries of a command whose account another replica drives, or whose platform is down.
 SEND_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -86,8 +87,8 @@ def worker_consumers(
             schema=SCHEMA,
             durable="worker-campaigns",
             stream=CAMPAIGNS.name,
-            filter_subjects=[MASS_MESSAGE_REQUESTED],
-            handler=commands.sender.handle_mass_message,
+            filter_subjects=[MASS_MESSAGE_REQUESTED, MASS_UNSEND_REQUESTED],
+            handler=commands.sender.handle_campaign_command,
             backoff=SEND_BACKOFF,
             max_deliver=len(SEND_BACKOFF) + 1,
             batch=8,

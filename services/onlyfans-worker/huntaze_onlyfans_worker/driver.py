@@ -160,6 +160,21 @@ class SendThrottled(PlatformError):
     """A send came too soon after the previous one ("Allow 3 seconds")."""
 
 
+@dataclass(frozen=True)
+class PlatformQueueStats:
+    """A mass message's figures as the platform's queue statistics report them."""
+
+    platform_queue_id: str
+    sent: int
+    viewed: int
+    purchased: int
+    canceled: bool
+    # What it says and costs, and its send date (to recognise one queued before a crash).
+    text: str = ""
+    price_cents: int = 0
+    sent_at: datetime | None = None
+
+
 class PlatformRefused(PlatformError):
     """The platform refused this request for a reason of its own (a fan who left, a bad price)."""
 
@@ -239,5 +254,11 @@ class PlatformDriver(Protocol):
         price_cents: int = 0,
         media_ids: tuple[str, ...] = (),
     ) -> str: ...
+
+    async def mass_message_stats(self, account: str, *, limit: int) -> list[PlatformQueueStats]: ...
+
+    async def mass_message_canceled(self, account: str, platform_queue_id: str) -> bool: ...
+
+    async def unsend_mass_message(self, account: str, platform_queue_id: str) -> None: ...
 
     async def close(self) -> None: ...

@@ -44,6 +44,7 @@ from huntaze_onlyfans_worker.driver import (
     PlatformMedia,
     PlatformMessage,
     PlatformProfile,
+    PlatformQueueStats,
     PlatformRefused,
     PlatformSubscriber,
     PlatformTransaction,
@@ -59,6 +60,8 @@ from huntaze_onlyfans_worker.driver import (
 log = get_logger(__name__)
 
 API_PREFIX = "/api2/v2"
+# Mass messages' statistics per page (the web client's page).
+QUEUE_STATS_PAGE = 10
 # Flags Debian's Chromium needs here: no sandbox inside containers, and no background traffic.
 CHROMIUM_ARGS = (
     "--no-sandbox",
@@ -777,6 +780,45 @@ class OnlyFansWebDriver:
             },
         )
         return str(answer["id"])
+
+    async def mass_message_stats(self, account: str, *, limit: int) -> list[PlatformQueueStats]:
+        """The newest mass messages' figures (`/messages/queue/stats`, newest first)."""
+        found: list[PlatformQueueStats] = []
+        offset = 0
+        while len(found) < limit:
+            answer = await self._call(
+                account,
+                "GET",
+                "/messages/queue/stats",
+                params={"limit": QUEUE_STATS_PAGE, "offset": offset},
+            )
+            items = answer.get("list") or []
+            found += [
+                PlatformQueueStats(
+                    platform_queue_id=str(item["id"]),
+                    sent=int(item.get("sentCount") or 0),
+                    viewed=int(item.get("viewedCount") or 0),
+                    purchased=int(item.get("purchasedCount") or 0),
+                    canceled=bool(item.get("isCanceled")),
+                    text=plain_text(str(item.get("text") or "")),
+                    price_cents=_cents(item.get("price")),
+                    sent_at=_time(item.get("date")),
+                )
+                for item in items
+            ]
+            if not answer.get("hasMore") or not items:
+                break
+            offset += len(items)
+        return found[:limit]
+
+    async def mass_message_canceled(self, account: str, platform_queue_id: str) -> bool:
+        answer = await self._call(account, "GET", f"/messages/queue/{int(platform_queue_id)}")
+        return bool(answer.get("isCanceled"))
+
+    async def unsend_mass_message(self, account: str, platform_queue_id: str) -> None:
+        """Deletes a mass message from the fans' chats (`DELETE /messages/queue/{id}`), which
+        the platform allows for about 24 hours after it went out; refused after."""
+        await self._call(account, "DELETE", f"/messages/queue/{int(platform_queue_id)}")
 
     # The push socket ------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Sending: `crm.message.send_requested` and the campaigns' mass-message command
-(`campaigns.mass_message.send_requested`), each delivered once.
+"""Sending: `crm.message.send_requested` and the campaigns' mass-message commands
+(`campaigns.mass_message.send_requested`, each delivered once, and
+`campaigns.mass_message.unsend_requested`, each deleted once through the effect ledger).
 
 The idempotency key is committed (`send_attempts`, state `sending`) before the platform is asked.
 The outcome (`sent` or `failed`) commits with the consumer's inbox row and the outcome event. So a
@@ -11,8 +12,9 @@ is taken as the delivered copy.
 Remaining risk: a copy the platform accepted but does not list among the chat's newest
 `RECONCILE_LIMIT` messages (many messages since, or a platform that hides it) is sent a second
 time; and a message with the same text and price the creator sent by hand in that window is taken
-for ours, so ours is not sent. A mass message interrupted mid-send is not sent again (at most
-once): the platform's queue cannot be matched to it reliably.
+for ours, so ours is not sent. A mass message interrupted mid-send is matched the same way
+against the platform's newest `RECONCILE_QUEUES` queue statistics (text, price, a date after the
+attempt began), with the same risks; none matching, it is queued.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from huntaze.crm.v1 import crm_pb2
 from huntaze.crm.v1 import events_pb2 as crm_events
 from huntaze.onlyfans.v1 import events_pb2
 from huntaze_kit.consumers import InvalidEvent, ReceivedEvent
+from huntaze_kit.effects import EffectLedger, EffectOutcome
 from huntaze_kit.logging import get_logger
 from huntaze_onlyfans_worker.accounts import (
     AccountElsewhere,
@@ -55,7 +58,15 @@ MESSAGE_SENDING = "onlyfans.message.sending"
 MESSAGE_SENT = "onlyfans.message.sent"
 MESSAGE_FAILED = "onlyfans.message.failed"
 MASS_MESSAGE_QUEUED = "onlyfans.mass_message.queued"
+MASS_MESSAGE_FAILED = "onlyfans.mass_message.failed"
+MASS_MESSAGE_UNSENT = "onlyfans.mass_message.unsent"
+MASS_MESSAGE_UNSEND_FAILED = "onlyfans.mass_message.unsend_failed"
+UNSEND_EFFECT = "unsend_mass_message"
+MASS_SEND_REQUESTED = "campaigns.mass_message.send_requested"
+MASS_UNSEND_REQUESTED = "campaigns.mass_message.unsend_requested"
 RECONCILE_LIMIT = 50
+# The newest mass messages read to find one queued before a crash.
+RECONCILE_QUEUES = 20
 # Platform and worker clocks may disagree this much when matching a copy to an attempt.
 CLOCK_SKEW = timedelta(minutes=5)
 THROTTLE_RETRIES = 3
@@ -87,9 +98,11 @@ class Sender:
     """The send and mass-message handlers (kit `EventConsumer` handlers: they never commit the
     consumer's session)."""
 
-    def __init__(self, accounts: Accounts, pacing: Pacing) -> None:
+    def __init__(self, accounts: Accounts, pacing: Pacing, ledger: EffectLedger) -> None:
         self.accounts = accounts
         self.pacing = pacing
+        # The unsend commands' deletes, once per event (`worker-campaigns`).
+        self.ledger = ledger
 
     async def _begin(
         self, creator_id: uuid.UUID, key: str, *, message_id: str, platform_fan_id: str
@@ -301,18 +314,30 @@ class Sender:
         begun = await self._begin(creator_id, key, message_id="", platform_fan_id="")
         if begun.previous in {"sent", "failed"}:
             return
-        if begun.previous == "sending":
-            refusal = "Interrupted while queueing; check OnlyFans before sending it again."
         if refusal is None:
             try:
                 queue_id = await self.accounts.drive(
-                    creator_id, lambda account: self._queue(account, creator_id, request)
+                    creator_id, lambda account: self._queue(account, creator_id, request, begun)
                 )
             except (PlatformRefused, AccountPaused) as error:
                 refusal = str(error)
         if refusal is not None:
             await self._finish(session, key, state="failed", reason=refusal)
             log.warning("onlyfans.mass_message_failed", creator_id=str(creator_id))
+            await self.accounts.record(
+                session,
+                creator_id,
+                MASS_MESSAGE_FAILED,
+                events_pb2.MassMessageFailed(
+                    creator_id=str(creator_id),
+                    idempotency_key=request.idempotency_key,
+                    reason=refusal,
+                    occurred_at=timestamp(self.accounts.clock()),
+                    message_ids=list(request.crm_message_ids),
+                ),
+                aggregate_type="mass_message",
+                aggregate_id=key,
+            )
             return
         await self._finish(session, key, state="sent", platform_id=queue_id)
         await self.accounts.record(
@@ -325,6 +350,7 @@ class Sender:
                 platform_queue_id=queue_id,
                 recipients=len(request.platform_fan_ids),
                 occurred_at=timestamp(self.accounts.clock()),
+                message_ids=list(request.crm_message_ids),
             ),
             aggregate_type="mass_message",
             aggregate_id=key,
@@ -335,7 +361,23 @@ class Sender:
         account: str,
         creator_id: uuid.UUID,
         request: campaign_events.MassMessageSendRequested,
+        begun: _Begun,
     ) -> str:
+        if begun.interrupted_at is not None:
+            # Stopped mid-send before: a queue with the same text and price, dated after that
+            # attempt began, is taken as the one it made (none: the platform never took it).
+            since = begun.interrupted_at - CLOCK_SKEW
+            for queued in await self.accounts.driver.mass_message_stats(
+                account, limit=RECONCILE_QUEUES
+            ):
+                if (
+                    queued.text == request.text.strip()
+                    and queued.price_cents == request.price_cents
+                    and queued.sent_at is not None
+                    and queued.sent_at >= since
+                ):
+                    log.info("onlyfans.mass_message_found_after_interruption")
+                    return queued.platform_queue_id
         return await self._paced(
             creator_id,
             lambda: self.accounts.driver.send_mass_message(
@@ -345,4 +387,68 @@ class Sender:
                 price_cents=request.price_cents,
                 media_ids=tuple(request.platform_media_ids),
             ),
+        )
+
+    # Unsend -----------------------------------------------------------------------------------
+
+    async def handle_campaign_command(self, session: AsyncSession, event: ReceivedEvent) -> None:
+        """`worker-campaigns`: a mass message to queue, or one to take back."""
+        if event.subject == MASS_UNSEND_REQUESTED:
+            await self.handle_unsend(session, event)
+        elif event.subject == MASS_SEND_REQUESTED:
+            await self.handle_mass_message(session, event)
+        else:
+            raise InvalidEvent(f"unexpected subject {event.subject}")
+
+    async def handle_unsend(self, session: AsyncSession, event: ReceivedEvent) -> None:
+        """Deletes a queued mass message from the fans' chats, once per event (the effect
+        ledger): a redelivered command never deletes twice, and one interrupted mid-delete asks
+        the platform whether the queue is cancelled rather than deleting again."""
+        request = event.parse(campaign_events.MassMessageUnsendRequested)
+        creator_id = _creator(request.creator_id)
+        if not request.idempotency_key or not request.platform_queue_id.isdigit():
+            raise InvalidEvent("an unsend needs the mass message's key and its queue id")
+        attempt = await session.get(SendAttempt, f"mass:{request.idempotency_key}")
+        if (
+            attempt is None
+            or attempt.creator_id != creator_id
+            or attempt.platform_message_id != request.platform_queue_id
+        ):
+            raise InvalidEvent("no mass message of this creator has that key and queue id")
+        queue_id = request.platform_queue_id
+        reason = await self._ready(creator_id)
+        if reason is None:
+            try:
+                outcome = await self.ledger.once(
+                    event_id=event.event_id,
+                    effect=UNSEND_EFFECT,
+                    action=lambda: self.accounts.drive(
+                        creator_id,
+                        lambda account: self.accounts.driver.unsend_mass_message(account, queue_id),
+                    ),
+                )
+                if outcome is not EffectOutcome.PERFORMED:
+                    canceled = await self.accounts.drive(
+                        creator_id,
+                        lambda account: self.accounts.driver.mass_message_canceled(
+                            account, queue_id
+                        ),
+                    )
+                    if not canceled:
+                        reason = "Interrupted while unsending; check OnlyFans."
+            except (PlatformRefused, AccountPaused) as error:
+                reason = f"OnlyFans refused to unsend it: {error}"
+        await self.accounts.record(
+            session,
+            creator_id,
+            MASS_MESSAGE_UNSENT if reason is None else MASS_MESSAGE_UNSEND_FAILED,
+            events_pb2.MassMessageUnsent(
+                creator_id=str(creator_id),
+                idempotency_key=request.idempotency_key,
+                platform_queue_id=queue_id,
+                reason=reason or "",
+                occurred_at=timestamp(self.accounts.clock()),
+            ),
+            aggregate_type="mass_message",
+            aggregate_id=f"mass:{request.idempotency_key}",
         )

@@ -12,6 +12,7 @@ import shutil
 
 from huntaze.onlyfans.v1 import onlyfans_pb2_grpc
 from huntaze_kit.consumers import EventConsumer
+from huntaze_kit.effects import EffectLedger
 from huntaze_kit.grpc_client import GrpcKeySource
 from huntaze_kit.grpc_server import GrpcServer
 from huntaze_kit.host import Host, Service, service_main
@@ -149,6 +150,7 @@ class WorkerServer(Service):
                 jitter=settings.onlyfans_send_jitter_seconds,
                 throttle=settings.onlyfans_throttle_seconds,
             ),
+            EffectLedger(session_factory=db.sessions, schema=SCHEMA, consumer="worker-campaigns"),
         )
         self.consumers = worker_consumers(
             nats=nats, session_factory=db.sessions, commands=Commands(accounts, runner, sender)

@@ -2,8 +2,9 @@
 
 Subscribers -> `onlyfans.fan.synced` (all of them each time: states change without a trace);
 chats whose newest message is past the chat's cursor -> `onlyfans.message.received` for each new
-fan message; transactions since the newest one seen -> `onlyfans.purchase.recorded`. Each page's
-events and the cursor it advances commit together, so an interrupted sync resumes where it
+fan message; transactions since the newest one seen -> `onlyfans.purchase.recorded`; the queue
+statistics of the mass messages queued in the last week -> `onlyfans.mass_message.stats`. Each
+page's events and the cursor it advances commit together, so an interrupted sync resumes where it
 stopped; the CRM stores each message and purchase once by its platform id.
 """
 
@@ -29,13 +30,18 @@ from huntaze_onlyfans_worker.driver import (
     PlatformTransaction,
     TransactionKind,
 )
-from huntaze_onlyfans_worker.models import Connection, SyncCursor
+from huntaze_onlyfans_worker.models import Connection, SendAttempt, SyncCursor
 
 log = get_logger(__name__)
 
 MESSAGE_RECEIVED = "onlyfans.message.received"
 FAN_SYNCED = "onlyfans.fan.synced"
 PURCHASE_RECORDED = "onlyfans.purchase.recorded"
+MASS_MESSAGE_STATS = "onlyfans.mass_message.stats"
+# Mass messages whose figures each sync reads again (those queued this recently), and how many
+# of the platform's newest queue statistics it reads to find them.
+MASS_STATS_FOR = timedelta(days=7)
+MASS_STATS_LIMIT = 50
 # A first sync reads purchases this far back.
 FIRST_SYNC_HISTORY = timedelta(days=3 * 365)
 # Purchases are read again from a little before the newest one seen (the CRM deduplicates).
@@ -106,6 +112,7 @@ class Syncer:
         fans = await self._subscribers(creator_id)
         messages = await self._chats(creator_id)
         purchases = await self._transactions(creator_id)
+        await self._mass_stats(creator_id)
         async with self.accounts.sessions() as session, session.begin():
             connection = await session.get(Connection, creator_id, with_for_update=True)
             if connection is not None:
@@ -266,6 +273,50 @@ class Syncer:
                     session, creator_id, "transactions", "", newest.astimezone(UTC).isoformat()
                 )
         return count
+
+    async def _mass_stats(self, creator_id: uuid.UUID) -> None:
+        """`onlyfans.mass_message.stats` for the mass messages queued lately (sent, viewed and
+        bought copies, and whether they were deleted), as the platform's queue reports them."""
+        async with self.accounts.sessions() as session:
+            recent = (
+                await session.scalars(
+                    select(SendAttempt).where(
+                        SendAttempt.creator_id == creator_id,
+                        SendAttempt.idempotency_key.startswith("mass:"),
+                        SendAttempt.state == "sent",
+                        SendAttempt.updated_at > self.accounts.clock() - MASS_STATS_FOR,
+                    )
+                )
+            ).all()
+        keys = {attempt.platform_message_id: attempt.idempotency_key for attempt in recent}
+        if not keys:
+            return
+        stats = await self.accounts.drive(
+            creator_id,
+            functools.partial(self.accounts.driver.mass_message_stats, limit=MASS_STATS_LIMIT),
+        )
+        async with self.accounts.sessions() as session, session.begin():
+            for item in stats:
+                key = keys.get(item.platform_queue_id)
+                if key is None:
+                    continue
+                await self.accounts.record(
+                    session,
+                    creator_id,
+                    MASS_MESSAGE_STATS,
+                    events_pb2.MassMessageStats(
+                        creator_id=str(creator_id),
+                        idempotency_key=key.removeprefix("mass:"),
+                        platform_queue_id=item.platform_queue_id,
+                        sent=item.sent,
+                        viewed=item.viewed,
+                        purchased=item.purchased,
+                        canceled=item.canceled,
+                        occurred_at=timestamp(self.accounts.clock()),
+                    ),
+                    aggregate_type="mass_message",
+                    aggregate_id=key,
+                )
 
     async def _record_purchase(
         self, session: AsyncSession, creator_id: uuid.UUID, item: PlatformTransaction

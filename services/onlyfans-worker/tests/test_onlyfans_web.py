@@ -11,11 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from huntaze_devstack.testing import eventually
 from huntaze_onlyfans_worker.driver import (
     ImportedSession,
     LoginStatus,
     NotConnected,
     PlatformMessage,
+    PlatformQueueStats,
+    PlatformRefused,
     RateLimited,
     SendThrottled,
     SessionDead,
@@ -191,6 +194,45 @@ async def test_a_rate_limit_and_the_send_throttle_are_reported(
     await simulator.advance(31)
     await configure(simulator, rate_limit_requests=1000)
     assert (await driver.profile(ACCOUNT)).platform_user_id
+
+
+async def test_a_mass_message_reports_its_figures_and_is_deleted_only_within_a_day(
+    simulator: Simulator, driver: OnlyFansWebDriver
+) -> None:
+    await driver.log_in(ACCOUNT, email=EMAIL, password=PASSWORD)
+    await configure(simulator, send_interval_seconds=0)
+    fans = [await simulator.new_fan(name=f"Fan {i}") for i in range(3)]
+    media = str(simulator.platform.data.vault[0].id)
+    ids = tuple(str(fan["id"]) for fan in fans)
+    kept = await driver.send_mass_message(
+        ACCOUNT, text="stays", platform_fan_ids=ids, price_cents=500, media_ids=(media,)
+    )
+    taken_back = await driver.send_mass_message(ACCOUNT, text="goes", platform_fan_ids=ids)
+
+    async def figures() -> dict[str, PlatformQueueStats]:
+        found = await driver.mass_message_stats(ACCOUNT, limit=20)
+        return {item.platform_queue_id: item for item in found}
+
+    await eventually(figures, lambda f: f[kept].sent == 3 and f[taken_back].sent == 3)
+    copy = next(m for m in simulator.platform.data.messages[fans[0]["id"]] if m.text == "stays")
+    (
+        await simulator.control.post(
+            f"/_control/fans/{fans[0]['id']}/purchases", json={"message_id": copy.id}
+        )
+    ).raise_for_status()
+    stats = (await figures())[kept]
+    assert (stats.sent, stats.viewed, stats.purchased, stats.canceled) == (3, 1, 1, False)
+
+    assert not await driver.mass_message_canceled(ACCOUNT, taken_back)
+    await driver.unsend_mass_message(ACCOUNT, taken_back)
+    assert await driver.mass_message_canceled(ACCOUNT, taken_back)
+    assert (await figures())[taken_back].canceled
+    with pytest.raises(PlatformRefused):  # gone already
+        await driver.unsend_mass_message(ACCOUNT, taken_back)
+    await simulator.advance(86400 + 60)
+    with pytest.raises(PlatformRefused):  # past the platform's day
+        await driver.unsend_mass_message(ACCOUNT, kept)
+    assert not await driver.mass_message_canceled(ACCOUNT, kept)
 
 
 async def test_an_ended_session_is_reported_dead(

@@ -8,7 +8,9 @@ import uuid
 
 import grpc
 import pytest
+from sqlalchemy import text
 
+from huntaze.campaigns.v1 import events_pb2 as campaign_events
 from huntaze.common.v1 import common_pb2
 from huntaze.crm.v1 import crm_pb2
 from huntaze.crm.v1 import events_pb2 as crm_events
@@ -482,3 +484,179 @@ async def test_the_vault_is_listed_from_the_platform_page_by_page(
     assert [(copy["price"], copy["media_files"]) for copy in copies] == [
         (9.99, [int(listed[0].platform_media_id)])
     ]
+
+
+async def test_a_mass_message_is_queued_once_and_each_unsend_command_deletes_it_at_most_once(
+    worker_stack: WorkerStack,
+) -> None:
+    """The campaigns' commands: a mass message queued on the platform, then taken back. A worker
+    stopped after the delete but before its commit (the ledger's completed row, the queue
+    cancelled) records the command as done without deleting again; one stopped mid-delete with
+    the queue still there reports it, without deleting (at most once)."""
+    creator = await connected_and_synced(worker_stack)
+    simulator = worker_stack.simulator
+    fans = [await simulator.new_fan(name=f"Mass {i}") for i in range(3)]
+    publisher = PlatformEvents(worker_stack.nc.jetstream())
+    accounts = worker_stack.worker.accounts
+    assert accounts is not None
+
+    async def queue(key: str) -> str:
+        await publisher.publish(
+            "campaigns.mass_message.send_requested",
+            campaign_events.MassMessageSendRequested(
+                creator_id=creator.id,
+                idempotency_key=key,
+                text=f"All of you ({key})",
+                platform_fan_ids=[str(fan["id"]) for fan in fans],
+            ),
+            creator_id=creator.id,
+            aggregate_type="mass_message",
+            aggregate_id=key,
+        )
+        queued = await worker_stack.events.wait_for(
+            "onlyfans.mass_message.queued",
+            events_pb2.MassMessageQueued,
+            lambda m: m.idempotency_key == key,
+        )
+        return queued[0].platform_queue_id
+
+    async def unsend(key: str, queue_id: str, event_id: str) -> tuple[str, str]:
+        """The command published; the outcome's subject and reason."""
+        await publisher.publish(
+            "campaigns.mass_message.unsend_requested",
+            campaign_events.MassMessageUnsendRequested(
+                creator_id=creator.id, idempotency_key=key, platform_queue_id=queue_id
+            ),
+            creator_id=creator.id,
+            aggregate_type="mass_message",
+            aggregate_id=key,
+            event_id=event_id,
+        )
+
+        async def outcomes() -> list[tuple[str, str]]:
+            found = []
+            for subject in ("onlyfans.mass_message.unsent", "onlyfans.mass_message.unsend_failed"):
+                found += [
+                    (subject, m.reason)
+                    for m in await worker_stack.events.of(subject, events_pb2.MassMessageUnsent)
+                    if m.idempotency_key == key and m.platform_queue_id == queue_id
+                ]
+            return found
+
+        return (await eventually(outcomes, lambda found: len(found) == 1))[0]
+
+    def copies(queue_id: str) -> int:
+        return sum(
+            1
+            for chat in simulator.platform.data.messages.values()
+            for message in chat
+            if message.queue_id == int(queue_id)
+        )
+
+    first = await queue("campaign-a")
+    await eventually(lambda: asyncio.sleep(0, copies(first)), lambda n: n == 3)
+    assert await unsend("campaign-a", first, str(uuid.uuid4())) == (
+        "onlyfans.mass_message.unsent",
+        "",
+    )
+    assert copies(first) == 0
+
+    # Deleted, then the worker stopped before its commit: the redelivered command (a new event
+    # id here, with its ledger row as the stopped worker left it) deletes nothing again.
+    second = await queue("campaign-b")
+    replayed = str(uuid.uuid4())
+    await accounts.drive(
+        uuid.UUID(creator.id),
+        lambda account: accounts.driver.unsend_mass_message(account, second),
+    )
+    async with accounts.sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO onlyfans.effect_ledger (consumer, event_id, effect, completed_at)"
+                " VALUES ('worker-campaigns', :event_id, 'unsend_mass_message', now())"
+            ),
+            {"event_id": uuid.UUID(replayed)},
+        )
+    assert await unsend("campaign-b", second, replayed) == ("onlyfans.mass_message.unsent", "")
+
+    # Stopped mid-delete, the queue still there: reported, not deleted (at most once).
+    third = await queue("campaign-c")
+    await eventually(lambda: asyncio.sleep(0, copies(third)), lambda n: n == 3)
+    interrupted = str(uuid.uuid4())
+    async with accounts.sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO onlyfans.effect_ledger (consumer, event_id, effect)"
+                " VALUES ('worker-campaigns', :event_id, 'unsend_mass_message')"
+            ),
+            {"event_id": uuid.UUID(interrupted)},
+        )
+    subject, reason = await unsend("campaign-c", third, interrupted)
+    assert subject == "onlyfans.mass_message.unsend_failed"
+    assert "Interrupted" in reason
+    assert copies(third) == 3
+
+
+async def test_a_mass_message_interrupted_mid_send_is_found_on_the_platform_or_queued_once(
+    worker_stack: WorkerStack,
+) -> None:
+    """A worker stopped mid-send leaves the attempt `sending`. If the platform took the mass
+    message, the redelivered command finds it among the queue's statistics and records it;
+    if not, it is queued now. Either way one queue per key."""
+    creator = await connected_and_synced(worker_stack)
+    simulator = worker_stack.simulator
+    fans = [await simulator.new_fan(name=f"Queue {i}") for i in range(2)]
+    ids = [str(fan["id"]) for fan in fans]
+    accounts = worker_stack.worker.accounts
+    assert accounts is not None
+    publisher = PlatformEvents(worker_stack.nc.jetstream())
+
+    async def interrupted(key: str) -> None:
+        async with accounts.sessions() as session, session.begin():
+            session.add(
+                SendAttempt(
+                    idempotency_key=f"mass:{key}",
+                    creator_id=uuid.UUID(creator.id),
+                    message_id="",
+                    platform_fan_id="",
+                    state="sending",
+                    attempts=1,
+                    started_at=accounts.clock(),
+                )
+            )
+
+    async def command(key: str, text: str) -> str:
+        await publisher.publish(
+            "campaigns.mass_message.send_requested",
+            campaign_events.MassMessageSendRequested(
+                creator_id=creator.id, idempotency_key=key, text=text, platform_fan_ids=ids
+            ),
+            creator_id=creator.id,
+            aggregate_type="mass_message",
+            aggregate_id=key,
+        )
+        queued = await worker_stack.events.wait_for(
+            "onlyfans.mass_message.queued",
+            events_pb2.MassMessageQueued,
+            lambda m: m.idempotency_key == key,
+        )
+        return queued[0].platform_queue_id
+
+    def queues_saying(text: str) -> list[int]:
+        return [q.id for q in simulator.platform.data.mass_messages.values() if q.text == text]
+
+    # The platform took it before the stop: found, not queued again.
+    await interrupted("taken")
+    made = await accounts.drive(
+        uuid.UUID(creator.id),
+        lambda account: accounts.driver.send_mass_message(
+            account, text="Taken before the stop", platform_fan_ids=tuple(ids)
+        ),
+    )
+    assert await command("taken", "Taken before the stop") == made
+    assert len(queues_saying("Taken before the stop")) == 1
+
+    # Stopped before the platform took it: queued now, once.
+    await interrupted("lost")
+    found = await command("lost", "Lost in the stop")
+    assert queues_saying("Lost in the stop") == [int(found)]

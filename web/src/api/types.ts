@@ -752,6 +752,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/campaigns/{campaign_id}/unsend": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Unsend a campaign's mass messages
+         * @description Takes back the campaign's mass messages the platform still allows deleting (about 24 hours after they went out): each is deleted from the fans' chats by the platform worker, once. `NOTHING_TO_UNSEND` (409) when no mass message of the campaign can be taken back.
+         */
+        post: operations["unsend_campaign_api_campaigns__campaign_id__unsend_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/campaigns/templates": {
         parameters: {
             query?: never;
@@ -2374,6 +2394,8 @@ export interface components {
             kind?: "unspecified" | "one_off" | "welcome" | "reengagement" | "sequence";
             /** @description The CRM list or saved segment (dynamic list) the audience comes from. */
             listId?: string;
+            /** @description Sent through the platform's mass-message queue (one variant, no per-fan text, every fan within the automation budget) rather than fan by fan; decided when it is scheduled. */
+            massMessage?: boolean;
             name?: string;
             /** @description When the first sends are due. */
             sendAt?: string | null;
@@ -2389,6 +2411,8 @@ export interface components {
             templateId?: string;
             /** @description The IANA time zone the creator schedules in. */
             timezone?: string;
+            /** @description When its mass messages were taken back (unsend), if they were. */
+            unsentAt?: string | null;
             updatedAt?: string | null;
             variants?: components["schemas"]["huntaze.campaigns.v1.Variant"][];
         };
@@ -2521,6 +2545,11 @@ export interface components {
             failed?: number;
             /** @description The variant's key; empty for the whole campaign. */
             key?: string;
+            /**
+             * Format: int64
+             * @description Messages the platform reports opened (viewed), where it reports it: a mass message's queue statistics.
+             */
+            opened?: number;
             /** Format: int64 */
             pending?: number;
             /**
@@ -2557,6 +2586,11 @@ export interface components {
              * @description Sequences: fans whose follow-ups stopped because they replied or bought.
              */
             stopped?: number;
+            /**
+             * Format: int64
+             * @description Sent, then taken back (unsend).
+             */
+            unsent?: number;
         };
         /** @description The creator's platform account as its worker reports it: a banner while the account waits for the creator (account.needs_attention), taken down when it is connected again (account.connected). */
         "huntaze.crm.v1.AccountNotice": {
@@ -6940,6 +6974,101 @@ export interface operations {
             };
             /** @description The body is larger than the gateway accepts. */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some fields are not valid: see `errors`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An upstream service did not answer in time. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    unsend_campaign_api_campaigns__campaign_id__unsend_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The campaign's id (a UUID). */
+                campaign_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["huntaze.campaigns.v1.Campaign"];
+                };
+            };
+            /** @description No valid access token (or wrong credentials). Comes with `WWW-Authenticate`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: e.g. a cross-site request with the session cookie, or a change that needs a verified email address (`email-not-verified`: verify, then refresh the tokens). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflicts with the current state (e.g. the email is taken). */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

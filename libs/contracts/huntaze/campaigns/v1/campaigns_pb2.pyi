@@ -241,6 +241,8 @@ class Campaign(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    MASS_MESSAGE_FIELD_NUMBER: _builtins.int
+    UNSENT_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     kind: Global___CampaignKind.ValueType
@@ -260,6 +262,10 @@ class Campaign(_message.Message):
     """Fans in the snapshot after exclusions (holdout included), and in the holdout."""
     holdout_count: _builtins.int
     excluded_count: _builtins.int
+    mass_message: _builtins.bool
+    """Sent through the platform's mass-message queue (one variant, no per-fan text, every fan
+    within the automation budget) rather than fan by fan; decided when it is scheduled.
+    """
     @_builtins.property
     def exclusions(self) -> Global___Exclusions: ...
     @_builtins.property
@@ -278,6 +284,10 @@ class Campaign(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def unsent_at(self) -> _timestamp_pb2.Timestamp:
+        """When its mass messages were taken back (unsend), if they were."""
+
     def __init__(
         self,
         *,
@@ -301,10 +311,12 @@ class Campaign(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
+        mass_message: _builtins.bool = ...,
+        unsent_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "exclusions", b"exclusions", "send_at", b"send_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "exclusions", b"exclusions", "send_at", b"send_at", "unsent_at", b"unsent_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution_window_hours", b"attribution_window_hours", "audience_count", b"audience_count", "completed_at", b"completed_at", "created_at", b"created_at", "excluded_count", b"excluded_count", "exclusions", b"exclusions", "holdout_count", b"holdout_count", "holdout_percent", b"holdout_percent", "id", b"id", "kind", b"kind", "list_id", b"list_id", "name", b"name", "send_at", b"send_at", "silent_for_days", b"silent_for_days", "status", b"status", "steps", b"steps", "template_id", b"template_id", "timezone", b"timezone", "updated_at", b"updated_at", "variants", b"variants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution_window_hours", b"attribution_window_hours", "audience_count", b"audience_count", "completed_at", b"completed_at", "created_at", b"created_at", "excluded_count", b"excluded_count", "exclusions", b"exclusions", "holdout_count", b"holdout_count", "holdout_percent", b"holdout_percent", "id", b"id", "kind", b"kind", "list_id", b"list_id", "mass_message", b"mass_message", "name", b"name", "send_at", b"send_at", "silent_for_days", b"silent_for_days", "status", b"status", "steps", b"steps", "template_id", b"template_id", "timezone", b"timezone", "unsent_at", b"unsent_at", "updated_at", b"updated_at", "variants", b"variants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -768,6 +780,25 @@ class CancelCampaignRequest(_message.Message):
 Global___CancelCampaignRequest: _TypeAlias = CancelCampaignRequest  # noqa: Y015
 
 @_typing.final
+class UnsendCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsendCampaignRequest: _TypeAlias = UnsendCampaignRequest  # noqa: Y015
+
+@_typing.final
 class GetCampaignMetricsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -827,6 +858,8 @@ class VariantMetrics(_message.Message):
     CONVERTED_FIELD_NUMBER: _builtins.int
     CONVERSION_FIELD_NUMBER: _builtins.int
     REVENUE_PER_RECIPIENT_CENTS_FIELD_NUMBER: _builtins.int
+    OPENED_FIELD_NUMBER: _builtins.int
+    UNSENT_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The variant's key; empty for the whole campaign."""
     recipients: _builtins.int
@@ -849,6 +882,12 @@ class VariantMetrics(_message.Message):
     conversion: _builtins.float
     revenue_per_recipient_cents: _builtins.float
     """Revenue of the campaign's messages over recipients."""
+    opened: _builtins.int
+    """Messages the platform reports opened (viewed), where it reports it: a mass message's queue
+    statistics.
+    """
+    unsent: _builtins.int
+    """Sent, then taken back (unsend)."""
     def __init__(
         self,
         *,
@@ -865,10 +904,12 @@ class VariantMetrics(_message.Message):
         converted: _builtins.int = ...,
         conversion: _builtins.float = ...,
         revenue_per_recipient_cents: _builtins.float = ...,
+        opened: _builtins.int = ...,
+        unsent: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion", b"conversion", "converted", b"converted", "failed", b"failed", "key", b"key", "pending", b"pending", "purchases", b"purchases", "recipients", b"recipients", "revenue_cents", b"revenue_cents", "revenue_per_recipient_cents", b"revenue_per_recipient_cents", "sent", b"sent", "skipped_budget", b"skipped_budget", "skipped_other", b"skipped_other", "stopped", b"stopped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion", b"conversion", "converted", b"converted", "failed", b"failed", "key", b"key", "opened", b"opened", "pending", b"pending", "purchases", b"purchases", "recipients", b"recipients", "revenue_cents", b"revenue_cents", "revenue_per_recipient_cents", b"revenue_per_recipient_cents", "sent", b"sent", "skipped_budget", b"skipped_budget", "skipped_other", b"skipped_other", "stopped", b"stopped", "unsent", b"unsent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -97,6 +97,11 @@ class CampaignServiceStub:
                 request_serializer=huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.CancelCampaignRequest.SerializeToString,
                 response_deserializer=huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.Campaign.FromString,
                 _registered_method=True)
+        self.UnsendCampaign = channel.unary_unary(
+                '/huntaze.campaigns.v1.CampaignService/UnsendCampaign',
+                request_serializer=huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.UnsendCampaignRequest.SerializeToString,
+                response_deserializer=huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+                _registered_method=True)
         self.GetCampaignMetrics = channel.unary_unary(
                 '/huntaze.campaigns.v1.CampaignService/GetCampaignMetrics',
                 request_serializer=huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.GetCampaignMetricsRequest.SerializeToString,
@@ -192,6 +197,15 @@ class CampaignServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UnsendCampaign(self, request, context):
+        """Takes back the campaign's mass messages the platform still allows deleting (about 24 hours
+        after they went out): each is deleted from the fans' chats by the platform worker, once.
+        `NOTHING_TO_UNSEND` (409) when no mass message of the campaign can be taken back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCampaignMetrics(self, request, context):
         """Recipients, sends, skips, purchases and revenue per variant, and the lift over the holdout
         with its confidence interval.
@@ -256,6 +270,11 @@ def add_CampaignServiceServicer_to_server(servicer, server):
             'CancelCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelCampaign,
                     request_deserializer=huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.CancelCampaignRequest.FromString,
+                    response_serializer=huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.Campaign.SerializeToString,
+            ),
+            'UnsendCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnsendCampaign,
+                    request_deserializer=huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.UnsendCampaignRequest.FromString,
                     response_serializer=huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.Campaign.SerializeToString,
             ),
             'GetCampaignMetrics': grpc.unary_unary_rpc_method_handler(
@@ -568,6 +587,33 @@ class CampaignService:
             target,
             '/huntaze.campaigns.v1.CampaignService/CancelCampaign',
             huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.CancelCampaignRequest.SerializeToString,
+            huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnsendCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huntaze.campaigns.v1.CampaignService/UnsendCampaign',
+            huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.UnsendCampaignRequest.SerializeToString,
             huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2.Campaign.FromString,
             options,
             channel_credentials,

@@ -65,6 +65,11 @@ class CampaignServiceStub:
     ResumeCampaign: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.ResumeCampaignRequest, _campaigns_pb2.Campaign]
     CancelCampaign: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.CancelCampaignRequest, _campaigns_pb2.Campaign]
     """Sends not yet made are cancelled for good; messages already sent stay."""
+    UnsendCampaign: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.UnsendCampaignRequest, _campaigns_pb2.Campaign]
+    """Takes back the campaign's mass messages the platform still allows deleting (about 24 hours
+    after they went out): each is deleted from the fans' chats by the platform worker, once.
+    `NOTHING_TO_UNSEND` (409) when no mass message of the campaign can be taken back.
+    """
     GetCampaignMetrics: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.GetCampaignMetricsRequest, _campaigns_pb2.CampaignMetrics]
     """Recipients, sends, skips, purchases and revenue per variant, and the lift over the holdout
     with its confidence interval.
@@ -107,6 +112,11 @@ class CampaignServiceAsyncStub(CampaignServiceStub):
     ResumeCampaign: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.ResumeCampaignRequest, _campaigns_pb2.Campaign]  # type: ignore[assignment]
     CancelCampaign: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.CancelCampaignRequest, _campaigns_pb2.Campaign]  # type: ignore[assignment]
     """Sends not yet made are cancelled for good; messages already sent stay."""
+    UnsendCampaign: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.UnsendCampaignRequest, _campaigns_pb2.Campaign]  # type: ignore[assignment]
+    """Takes back the campaign's mass messages the platform still allows deleting (about 24 hours
+    after they went out): each is deleted from the fans' chats by the platform worker, once.
+    `NOTHING_TO_UNSEND` (409) when no mass message of the campaign can be taken back.
+    """
     GetCampaignMetrics: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.GetCampaignMetricsRequest, _campaigns_pb2.CampaignMetrics]  # type: ignore[assignment]
     """Recipients, sends, skips, purchases and revenue per variant, and the lift over the holdout
     with its confidence interval.
@@ -212,6 +222,17 @@ class CampaignServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_campaigns_pb2.Campaign, _abc.Awaitable[_campaigns_pb2.Campaign]]:
         """Sends not yet made are cancelled for good; messages already sent stay."""
+
+    @_abc_1.abstractmethod
+    def UnsendCampaign(
+        self,
+        request: _campaigns_pb2.UnsendCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaigns_pb2.Campaign, _abc.Awaitable[_campaigns_pb2.Campaign]]:
+        """Takes back the campaign's mass messages the platform still allows deleting (about 24 hours
+        after they went out): each is deleted from the fans' chats by the platform worker, once.
+        `NOTHING_TO_UNSEND` (409) when no mass message of the campaign can be taken back.
+        """
 
     @_abc_1.abstractmethod
     def GetCampaignMetrics(

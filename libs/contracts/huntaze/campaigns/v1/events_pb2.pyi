@@ -72,6 +72,7 @@ class MassMessageSendRequested(_message.Message):
     PLATFORM_MEDIA_IDS_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    CRM_MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     creator_id: _builtins.str
     idempotency_key: _builtins.str
     """The sender's key: the same key is sent once."""
@@ -85,6 +86,12 @@ class MassMessageSendRequested(_message.Message):
     def platform_media_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def crm_message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The CRM's message of each fan (`crm.RecordMassMessage`), in `platform_fan_ids`' order: the
+        worker's outcome events name them, so the CRM moves them on.
+        """
+
     def __init__(
         self,
         *,
@@ -96,11 +103,50 @@ class MassMessageSendRequested(_message.Message):
         platform_media_ids: _abc.Iterable[_builtins.str] | None = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         campaign_id: _builtins.str = ...,
+        crm_message_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_fan_ids", b"platform_fan_ids", "platform_media_ids", b"platform_media_ids", "price_cents", b"price_cents", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "creator_id", b"creator_id", "crm_message_ids", b"crm_message_ids", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_fan_ids", b"platform_fan_ids", "platform_media_ids", b"platform_media_ids", "price_cents", b"price_cents", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MassMessageSendRequested: _TypeAlias = MassMessageSendRequested  # noqa: Y015
+
+@_typing.final
+class MassMessageUnsendRequested(_message.Message):
+    """campaigns.mass_message.unsend_requested (a command): delete a mass message the platform
+    queued (`onlyfans.mass_message.queued`) from the fans' chats, where the platform still allows
+    it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATOR_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PLATFORM_QUEUE_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    creator_id: _builtins.str
+    idempotency_key: _builtins.str
+    """The key of the `campaigns.mass_message.send_requested` it takes back."""
+    platform_queue_id: _builtins.str
+    campaign_id: _builtins.str
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        creator_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        platform_queue_id: _builtins.str = ...,
+        campaign_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MassMessageUnsendRequested: _TypeAlias = MassMessageUnsendRequested  # noqa: Y015

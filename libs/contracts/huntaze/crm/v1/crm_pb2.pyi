@@ -2547,6 +2547,96 @@ class AudienceFan(_message.Message):
 Global___AudienceFan: _TypeAlias = AudienceFan  # noqa: Y015
 
 @_typing.final
+class RecordMassMessageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAN_IDS_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    PRICE_CENTS_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    price_cents: _builtins.int
+    idempotency_key: _builtins.str
+    """Required, at most 160 characters."""
+    @_builtins.property
+    def fan_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """At most 1,000 fans of the creator, each once."""
+
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attachment]: ...
+    def __init__(
+        self,
+        *,
+        fan_ids: _abc.Iterable[_builtins.str] | None = ...,
+        text: _builtins.str = ...,
+        price_cents: _builtins.int = ...,
+        attachments: _abc.Iterable[Global___Attachment] | None = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "fan_ids", b"fan_ids", "idempotency_key", b"idempotency_key", "price_cents", b"price_cents", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordMassMessageRequest: _TypeAlias = RecordMassMessageRequest  # noqa: Y015
+
+@_typing.final
+class MassMessageRecipient(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAN_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    REFUSED_REASON_FIELD_NUMBER: _builtins.int
+    PLATFORM_FAN_ID_FIELD_NUMBER: _builtins.int
+    fan_id: _builtins.str
+    message_id: _builtins.str
+    """The fan's message; empty when refused."""
+    refused_reason: _builtins.str
+    """Why the fan is left out: `AUTOMATION_BUDGET_EXHAUSTED`, `FAN_NOT_FOUND` or
+    `FAN_NOT_ON_PLATFORM`; empty when recorded.
+    """
+    platform_fan_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        fan_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        refused_reason: _builtins.str = ...,
+        platform_fan_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fan_id", b"fan_id", "message_id", b"message_id", "platform_fan_id", b"platform_fan_id", "refused_reason", b"refused_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MassMessageRecipient: _TypeAlias = MassMessageRecipient  # noqa: Y015
+
+@_typing.final
+class RecordMassMessageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___MassMessageRecipient]:
+        """One per fan asked for, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        recipients: _abc.Iterable[Global___MassMessageRecipient] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipients", b"recipients"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordMassMessageResponse: _TypeAlias = RecordMassMessageResponse  # noqa: Y015
+
+@_typing.final
 class ResolveAudienceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -207,6 +207,11 @@ class CrmServiceStub:
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceRequest.SerializeToString,
                 response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceResponse.FromString,
                 _registered_method=True)
+        self.RecordMassMessage = channel.unary_unary(
+                '/huntaze.crm.v1.CrmService/RecordMassMessage',
+                request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.RecordMassMessageRequest.SerializeToString,
+                response_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.RecordMassMessageResponse.FromString,
+                _registered_method=True)
         self.WatchInbox = channel.unary_stream(
                 '/huntaze.crm.v1.CrmService/WatchInbox',
                 request_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.WatchInboxRequest.SerializeToString,
@@ -496,6 +501,18 @@ class CrmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordMassMessage(self, request, context):
+        """Services only (no route): one automated message to many fans that the platform's
+        mass-message queue delivers, counted against each fan's automation budget as it is
+        recorded. Each fan the budget allows gets an outgoing message in their conversation
+        (delivery `sending`, key `<idempotency_key>:<fan id>`; no `crm.message.send_requested`: the
+        caller's queue sends it); each it refuses is answered with the reason. The same key always
+        answers the same messages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchInbox(self, request, context):
         """Services only (no route): the events of WatchInboxBatches one stream message each.
         """
@@ -706,6 +723,11 @@ def add_CrmServiceServicer_to_server(servicer, server):
                     servicer.ResolveAudience,
                     request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceRequest.FromString,
                     response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceResponse.SerializeToString,
+            ),
+            'RecordMassMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordMassMessage,
+                    request_deserializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.RecordMassMessageRequest.FromString,
+                    response_serializer=huntaze_dot_crm_dot_v1_dot_crm__pb2.RecordMassMessageResponse.SerializeToString,
             ),
             'WatchInbox': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchInbox,
@@ -1632,6 +1654,33 @@ class CrmService:
             '/huntaze.crm.v1.CrmService/ResolveAudience',
             huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceRequest.SerializeToString,
             huntaze_dot_crm_dot_v1_dot_crm__pb2.ResolveAudienceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordMassMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huntaze.crm.v1.CrmService/RecordMassMessage',
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.RecordMassMessageRequest.SerializeToString,
+            huntaze_dot_crm_dot_v1_dot_crm__pb2.RecordMassMessageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -140,6 +140,14 @@ class CrmServiceStub:
     """Services only (no route): the fans of a list (static, or a saved segment), or a campaign's
     default audience, a page at a time by fan id, with the facts a campaign's exclusions need.
     """
+    RecordMassMessage: _grpc.UnaryUnaryMultiCallable[_crm_pb2.RecordMassMessageRequest, _crm_pb2.RecordMassMessageResponse]
+    """Services only (no route): one automated message to many fans that the platform's
+    mass-message queue delivers, counted against each fan's automation budget as it is
+    recorded. Each fan the budget allows gets an outgoing message in their conversation
+    (delivery `sending`, key `<idempotency_key>:<fan id>`; no `crm.message.send_requested`: the
+    caller's queue sends it); each it refuses is answered with the reason. The same key always
+    answers the same messages.
+    """
     WatchInbox: _grpc.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEvent]
     """Services only (no route): the events of WatchInboxBatches one stream message each."""
     WatchInboxBatches: _grpc.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEventBatch]
@@ -273,6 +281,14 @@ class CrmServiceAsyncStub(CrmServiceStub):
     ResolveAudience: _aio.UnaryUnaryMultiCallable[_crm_pb2.ResolveAudienceRequest, _crm_pb2.ResolveAudienceResponse]  # type: ignore[assignment]
     """Services only (no route): the fans of a list (static, or a saved segment), or a campaign's
     default audience, a page at a time by fan id, with the facts a campaign's exclusions need.
+    """
+    RecordMassMessage: _aio.UnaryUnaryMultiCallable[_crm_pb2.RecordMassMessageRequest, _crm_pb2.RecordMassMessageResponse]  # type: ignore[assignment]
+    """Services only (no route): one automated message to many fans that the platform's
+    mass-message queue delivers, counted against each fan's automation budget as it is
+    recorded. Each fan the budget allows gets an outgoing message in their conversation
+    (delivery `sending`, key `<idempotency_key>:<fan id>`; no `crm.message.send_requested`: the
+    caller's queue sends it); each it refuses is answered with the reason. The same key always
+    answers the same messages.
     """
     WatchInbox: _aio.UnaryStreamMultiCallable[_crm_pb2.WatchInboxRequest, _crm_pb2.InboxEvent]  # type: ignore[assignment]
     """Services only (no route): the events of WatchInboxBatches one stream message each."""
@@ -602,6 +618,20 @@ class CrmServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_crm_pb2.ResolveAudienceResponse, _abc.Awaitable[_crm_pb2.ResolveAudienceResponse]]:
         """Services only (no route): the fans of a list (static, or a saved segment), or a campaign's
         default audience, a page at a time by fan id, with the facts a campaign's exclusions need.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordMassMessage(
+        self,
+        request: _crm_pb2.RecordMassMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_crm_pb2.RecordMassMessageResponse, _abc.Awaitable[_crm_pb2.RecordMassMessageResponse]]:
+        """Services only (no route): one automated message to many fans that the platform's
+        mass-message queue delivers, counted against each fan's automation budget as it is
+        recorded. Each fan the budget allows gets an outgoing message in their conversation
+        (delivery `sending`, key `<idempotency_key>:<fan id>`; no `crm.message.send_requested`: the
+        caller's queue sends it); each it refuses is answered with the reason. The same key always
+        answers the same messages.
         """
 
     @_abc_1.abstractmethod

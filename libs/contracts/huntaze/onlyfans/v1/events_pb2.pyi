@@ -538,12 +538,17 @@ class MassMessageQueued(_message.Message):
     PLATFORM_QUEUE_ID_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     creator_id: _builtins.str
     idempotency_key: _builtins.str
     platform_queue_id: _builtins.str
     recipients: _builtins.int
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The CRM messages the command named (its `crm_message_ids`): now sent."""
+
     def __init__(
         self,
         *,
@@ -552,11 +557,135 @@ class MassMessageQueued(_message.Message):
         platform_queue_id: _builtins.str = ...,
         recipients: _builtins.int = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id", "recipients", b"recipients"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "message_ids", b"message_ids", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id", "recipients", b"recipients"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MassMessageQueued: _TypeAlias = MassMessageQueued  # noqa: Y015
+
+@_typing.final
+class MassMessageFailed(_message.Message):
+    """onlyfans.mass_message.failed: a `campaigns.mass_message.send_requested` the platform refused,
+    or that was interrupted while being queued (not sent again: at most once).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATOR_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    creator_id: _builtins.str
+    idempotency_key: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The CRM messages the command named: failed."""
+
+    def __init__(
+        self,
+        *,
+        creator_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "message_ids", b"message_ids", "occurred_at", b"occurred_at", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MassMessageFailed: _TypeAlias = MassMessageFailed  # noqa: Y015
+
+@_typing.final
+class MassMessageStats(_message.Message):
+    """onlyfans.mass_message.stats: a queued mass message's figures as the platform reports them
+    (read at each sync, while it may still change).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATOR_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PLATFORM_QUEUE_ID_FIELD_NUMBER: _builtins.int
+    SENT_FIELD_NUMBER: _builtins.int
+    VIEWED_FIELD_NUMBER: _builtins.int
+    PURCHASED_FIELD_NUMBER: _builtins.int
+    CANCELED_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    creator_id: _builtins.str
+    idempotency_key: _builtins.str
+    platform_queue_id: _builtins.str
+    sent: _builtins.int
+    """Copies delivered, viewed (opened) and bought (pay-per-view unlocks)."""
+    viewed: _builtins.int
+    purchased: _builtins.int
+    canceled: _builtins.bool
+    """Deleted (unsent) from the fans' chats."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        creator_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        platform_queue_id: _builtins.str = ...,
+        sent: _builtins.int = ...,
+        viewed: _builtins.int = ...,
+        purchased: _builtins.int = ...,
+        canceled: _builtins.bool = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canceled", b"canceled", "creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id", "purchased", b"purchased", "sent", b"sent", "viewed", b"viewed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MassMessageStats: _TypeAlias = MassMessageStats  # noqa: Y015
+
+@_typing.final
+class MassMessageUnsent(_message.Message):
+    """onlyfans.mass_message.unsent and onlyfans.mass_message.unsend_failed: the outcome of a
+    `campaigns.mass_message.unsend_requested`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATOR_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PLATFORM_QUEUE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    creator_id: _builtins.str
+    idempotency_key: _builtins.str
+    platform_queue_id: _builtins.str
+    reason: _builtins.str
+    """Why it could not be taken back (unsend_failed only)."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        creator_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        platform_queue_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MassMessageUnsent: _TypeAlias = MassMessageUnsent  # noqa: Y015
