@@ -694,7 +694,9 @@ class CampaignsService:
         if message.delivery_status == crm_pb2.DELIVERY_STATUS_SENT:
             state = "sent"  # made before a crash, and delivered since
             values["platform_message_id"] = message.platform_message_id
-            values["sent_at"] = self.clock()
+            # When the platform sent it, as for the sends settled by their event: purchases
+            # are matched to the copy the fan had before buying.
+            values["sent_at"] = convert.from_timestamp(message.sent_at) or self.clock()
         await self._record(send, state, **values)
 
     async def _dispatch_mass(self, campaign_id: uuid.UUID) -> None:

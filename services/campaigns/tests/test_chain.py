@@ -22,7 +22,7 @@ from huntaze.auth.v1 import auth_pb2
 from huntaze.campaigns.v1 import campaigns_pb2 as pb
 from huntaze.crm.v1 import crm_pb2
 from huntaze.onlyfans.v1 import onlyfans_pb2, onlyfans_pb2_grpc
-from huntaze_campaigns.models import Send
+from huntaze_campaigns.models import Campaign, Send
 from huntaze_devstack.testing import eventually
 from huntaze_kit.grpc_client import create_channel
 from huntaze_kit.migrations import upgrade_async
@@ -184,6 +184,12 @@ async def test_a_ppv_campaign_through_the_worker_survives_restarts_and_measures_
             .returning(Send.fan_id)
         )
         assert len(lost.all()) == 2
+        # Those two commits never happened, so neither did the campaign's completion.
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id == uuid.UUID(campaign.id), Campaign.status == "completed")
+            .values(status="running", completed_at=None)
+        )
         await session.commit()
     stack.clock.advance(minutes=1)
     chain.worker = WorkerServer(chain.worker_settings())
