@@ -21,6 +21,7 @@ import pyotp
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
+from huntaze.onlyfans.v1 import events_pb2 as of_events
 from huntaze_devstack.browser import ensure_chromium
 from huntaze_devstack.embedded import free_port, port_accepts
 from huntaze_devstack.roles import new_passwords, provision_roles, service_roles
@@ -433,6 +434,55 @@ async def test_quick_replies_by_shortcut_and_reading_marks_the_conversation_read
     await expect(
         page.get_by_label("Messages with Marco Rossi").get_by_text("Thank you so much!")
     ).to_be_visible()
+
+
+async def test_a_mass_message_taken_back_shows_as_unsent_in_the_thread(
+    watched: Watched, suite: Suite, creator: Creator, worker: PlatformEvents
+) -> None:
+    """The worker reports a mass message deleted from the fans' chats: the copy in the open
+    thread turns from sent to unsent as the event arrives, and stays so on reload."""
+    page = watched.page
+    await sign_in(page, creator)
+    await page.get_by_role("link", name=re.compile("Noor Haddad")).click()
+    thread = page.get_by_label("Messages with Noor Haddad")
+    await expect(thread).to_contain_text("hello from Noor")
+    async with suite.client() as client:
+        login = await suite.login(client, creator.email, creator.password)
+        client.headers["authorization"] = f"Bearer {login['tokens']['accessToken']}"
+        conversations = (await client.get("/api/crm/conversations")).json()["conversations"]
+        noor = next(c for c in conversations if "Noor" in str(c["fan"]))
+        reply = page.get_by_label("Reply", exact=True)
+        await reply.fill("My weekend set is here")
+        await reply.press("Enter")
+        copy = thread.locator(".msg.out", has_text="My weekend set is here")
+        await expect(copy).to_be_visible()
+        listed = (await client.get(f"/api/crm/conversations/{noor['id']}/messages")).json()
+        message_id = next(
+            m["id"] for m in listed["messages"] if m["text"] == "My weekend set is here"
+        )
+    delivered = of_events.MessageSent(
+        creator_id=creator.id, message_id=message_id, platform_message_id="of-weekend"
+    )
+    await worker.publish(
+        "onlyfans.message.sent", delivered, creator_id=creator.id, aggregate_id="of-2"
+    )
+    await expect(copy).to_contain_text("Sent")
+    unsent = of_events.MassMessageUnsent(
+        creator_id=creator.id, idempotency_key="weekend", platform_queue_id="42"
+    )
+    unsent.message_ids.append(message_id)
+    await worker.publish(
+        "onlyfans.mass_message.unsent",
+        unsent,
+        creator_id=creator.id,
+        aggregate_type="mass_message",
+        aggregate_id="mass:weekend",
+    )
+    await expect(copy).to_contain_text("Unsent", timeout=20_000)
+    await page.reload()
+    await expect(
+        page.get_by_label("Messages with Noor Haddad").locator(".msg.out.unsent")
+    ).to_contain_text("Unsent")
 
 
 async def test_two_factor_from_settings_then_sign_in_with_a_code(

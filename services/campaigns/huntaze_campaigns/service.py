@@ -1064,6 +1064,20 @@ class CampaignsService:
                     "platform queued in the last 24 hours can.",
                     reason="NOTHING_TO_UNSEND",
                 )
+            # The CRM's messages each one carried, so the command names them (the worker's
+            # outcome passes them on to the CRM, which marks them unsent).
+            carried: dict[str, list[str]] = {mass.idempotency_key: [] for mass in deletable}
+            for mass_key, message_id in await session.execute(
+                select(Send.mass_key, Send.crm_message_id)
+                .where(
+                    Send.campaign_id == campaign.id,
+                    Send.mass_key.in_(list(carried)),
+                    Send.state == "sent",
+                    Send.crm_message_id.is_not(None),
+                )
+                .order_by(Send.fan_id)
+            ):
+                carried[mass_key].append(str(message_id))
             for mass in deletable:
                 mass.state = "unsend_requested"
                 await record_event(
@@ -1076,6 +1090,7 @@ class CampaignsService:
                         platform_queue_id=mass.platform_queue_id,
                         campaign_id=str(campaign.id),
                         occurred_at=convert.timestamp(now),
+                        crm_message_ids=carried[mass.idempotency_key],
                     ),
                     aggregate_type="mass_message",
                     aggregate_id=mass.idempotency_key,

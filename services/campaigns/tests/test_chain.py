@@ -384,6 +384,16 @@ async def test_a_mass_message_campaign_goes_through_the_platforms_queue_once_and
         within=60.0,
     )
     assert chain.simulator.platform.data.mass_messages[int(buyer["queue_id"])].canceled
+    for fan_id in reached:  # each fan's copy in the CRM is unsent too, the other campaign's not
+        await eventually(
+            lambda fan_id=fan_id: stack.outgoing_by_platform_id(creator, fan_id),
+            lambda found: (
+                [m.delivery_status for m in found if m.text == "My weekend set is here"]
+                == [crm_pb2.DELIVERY_STATUS_UNSENT]
+            ),
+        )
+    kept = await stack.outgoing_by_platform_id(creator, spent.platform_fan_id)
+    assert [m.delivery_status for m in kept] == [crm_pb2.DELIVERY_STATUS_SENT]
     for fan_id in reached:
         chat = chain.simulator.platform.data.messages.get(int(fan_id), [])
         assert buyer["queue_id"] not in {m.queue_id for m in chat}

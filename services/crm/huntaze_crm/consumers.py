@@ -4,8 +4,9 @@ AI), each event applied once.
 * `crm-platform-messages`: `onlyfans.message.received` (a fan wrote: fan and conversation upserted,
   message stored once by its platform id) and `onlyfans.message.sending|sent|failed` (delivery
   status of an outgoing message, found by message id or idempotency key), and
-  `onlyfans.mass_message.queued|failed` (each fan's copy of a campaign's mass message, recorded
-  by `RecordMassMessage`, sent or failed).
+  `onlyfans.mass_message.queued|failed|unsent` (each fan's copy of a campaign's mass message,
+  recorded by `RecordMassMessage`, sent, failed, or taken back after it was sent: `unsent`, once,
+  a `message.status_changed` on the inbox stream).
 * `crm-purchases`: `onlyfans.purchase.recorded` (stored once by platform transaction id; the fan's
   spend recomputed as the sum of their purchases; linked to the message that sold it).
 * `crm-fan-sync`: `onlyfans.fan.synced` (the subscriber list: fan and subscription upserted).
@@ -76,6 +77,7 @@ MESSAGE_SENT = "onlyfans.message.sent"
 MESSAGE_FAILED = "onlyfans.message.failed"
 MASS_MESSAGE_QUEUED = "onlyfans.mass_message.queued"
 MASS_MESSAGE_FAILED = "onlyfans.mass_message.failed"
+MASS_MESSAGE_UNSENT = "onlyfans.mass_message.unsent"
 PURCHASE_RECORDED = "onlyfans.purchase.recorded"
 FAN_SYNCED = "onlyfans.fan.synced"
 ACCOUNT_NEEDS_ATTENTION_SUBJECT = "onlyfans.account.needs_attention"
@@ -107,6 +109,13 @@ _MAX_ID_LENGTH = 200
 _MASS_EVENTS: dict[str, type[ProtoMessage]] = {
     MASS_MESSAGE_QUEUED: of_events.MassMessageQueued,
     MASS_MESSAGE_FAILED: of_events.MassMessageFailed,
+    MASS_MESSAGE_UNSENT: of_events.MassMessageUnsent,
+}
+# The status each mass-message outcome moves the CRM messages it names to.
+_MASS_STATUSES = {
+    MASS_MESSAGE_QUEUED: "sent",
+    MASS_MESSAGE_FAILED: "failed",
+    MASS_MESSAGE_UNSENT: "unsent",
 }
 _DELIVERY_EVENTS: dict[str, type[ProtoMessage]] = {
     MESSAGE_SENDING: of_events.MessageSending,
@@ -239,8 +248,8 @@ class PlatformEvents:
     def _mass_outcome(
         self, event: ReceivedEvent
     ) -> tuple[uuid.UUID, list[uuid.UUID], str, datetime | None]:
-        """A mass message's outcome: the creator, the CRM messages it names, the status they
-        move to (`sent` or `failed`, with the reason) and when."""
+        """A mass message's outcome: the creator, the CRM messages it names, the reason they
+        failed (`failed` only) and when."""
         parsed: Any = self._parse(event, _MASS_EVENTS[event.subject])
         message_ids = []
         for raw in parsed.message_ids:
@@ -267,7 +276,8 @@ class PlatformEvents:
                     creator_id=creator_id,
                     message_id=str(message_id),
                     idempotency_key="",
-                    status="failed" if event.subject == MASS_MESSAGE_FAILED else "sent",
+                    # Only a sent copy is unsent; a repeated or late outcome changes nothing.
+                    status=_MASS_STATUSES[event.subject],
                     sent_at=at,
                     reason=reason or "OnlyFans did not queue the mass message.",
                     inbox=inbox,
@@ -460,6 +470,7 @@ def platform_consumers(
                 MESSAGE_FAILED,
                 MASS_MESSAGE_QUEUED,
                 MASS_MESSAGE_FAILED,
+                MASS_MESSAGE_UNSENT,
             ],
             events.messages,
         ),

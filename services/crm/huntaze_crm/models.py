@@ -60,7 +60,7 @@ def like_prefix(query: str) -> str:
 PLATFORMS = ("onlyfans", "tiktok", "instagram", "reddit")
 SUBSCRIPTION_STATES = ("none", "active", "cancelled", "expired")
 DIRECTIONS = ("in", "out")
-DELIVERY_STATUSES = ("received", "queued", "sending", "sent", "failed")
+DELIVERY_STATUSES = ("received", "queued", "sending", "sent", "failed", "unsent")
 SENDER_KINDS = ("fan", "creator", "ai", "automation", "team_member")
 PURCHASE_KINDS = ("tip", "ppv_unlock", "subscription", "renewal")
 FAN_LIST_KINDS = ("static", "dynamic")

@@ -123,7 +123,9 @@ _NEXT_STATUSES = {
     "queued": {"sending", "sent", "failed"},
     "sending": {"sent", "failed"},
     "failed": {"sent"},
-    "sent": set(),
+    # A campaign's mass message taken back (`onlyfans.mass_message.unsent`); final.
+    "sent": {"unsent"},
+    "unsent": set(),
 }
 
 

@@ -15,6 +15,7 @@ from huntaze.crm.v1 import crm_pb2
 from huntaze.onlyfans.v1 import events_pb2 as of_events
 from huntaze_crm.consumers import PlatformEvents
 from huntaze_crm.inbox import InboxPruner
+from huntaze_crm.service import Sender
 from huntaze_kit.consumers import ReceivedEvent
 from huntaze_kit.db import async_url, create_engine, session_factory
 from huntaze_kit.dlq import list_dead_letters
@@ -547,3 +548,101 @@ async def test_a_fan_sync_and_a_purchase_batch_over_the_same_fans_wait_instead_o
         ("Synced of-a", 500),
         ("Synced of-b", 500),
     ]
+
+
+async def test_an_unsent_mass_message_is_unsent_in_the_crm_once(
+    stack: Any, creators: Any, helpers: Any
+) -> None:
+    """A campaign's mass message the worker deleted from the fans' chats: each copy it names
+    moves from sent to unsent, once (the same outcome again, under another event id, changes
+    nothing), with a `message.status_changed` on the creator's inbox stream; copies of another
+    mass message stay sent."""
+    ada, _ = creators
+    fans = [
+        await stack.stub.CreateFan(
+            crm_pb2.CreateFanRequest(
+                platform=crm_pb2.PLATFORM_ONLYFANS, platform_fan_id=f"of-mass-{index}"
+            ),
+            metadata=ada.auth,
+        )
+        for index in range(3)
+    ]
+    creator_id = uuid.UUID(ada.id)
+
+    async def mass(key: str, fan_ids: list[str]) -> list[str]:
+        recorded = await stack.crm.service.record_mass_message(
+            creator_id=creator_id,
+            sender=Sender("automation", "campaigns"),
+            fan_ids=fan_ids,
+            text=f"Weekend set {key}",
+            price_cents=900,
+            attachments=[],
+            idempotency_key=key,
+        )
+        ids = [str(recipient.message.id) for recipient in recorded if recipient.message]
+        await stack.platform.publish(
+            "onlyfans.mass_message.queued",
+            of_events.MassMessageQueued(
+                creator_id=ada.id, idempotency_key=key, platform_queue_id="7", message_ids=ids
+            ),
+            creator_id=ada.id,
+            aggregate_type="mass_message",
+            aggregate_id=f"mass:{key}",
+        )
+        return ids
+
+    taken_back = await mass("campaign:a", [fans[0].id, fans[1].id])
+    kept = await mass("campaign:b", [fans[2].id])
+
+    def get(message_id: str) -> Any:
+        return stack.stub.GetMessage(
+            crm_pb2.GetMessageRequest(message_id=message_id), metadata=ada.auth
+        )
+
+    for message_id in taken_back + kept:
+        await helpers.eventually(
+            lambda message_id=message_id: get(message_id),
+            lambda m: m.delivery_status == crm_pb2.DELIVERY_STATUS_SENT,
+        )
+    watch = stack.stub.WatchInbox(crm_pb2.WatchInboxRequest(), metadata=ada.auth)
+    await helpers.eventually(
+        lambda: asyncio.sleep(0, stack.crm.inbox.watcher_count), lambda n: n == 1
+    )
+    unsent = of_events.MassMessageUnsent(
+        creator_id=ada.id, idempotency_key="campaign:a", platform_queue_id="7"
+    )
+    unsent.message_ids.extend(taken_back)
+    outcomes = [  # the worker's outcome, and the same fact published again
+        await stack.platform.publish(
+            "onlyfans.mass_message.unsent",
+            unsent,
+            creator_id=ada.id,
+            aggregate_type="mass_message",
+            aggregate_id="mass:campaign:a",
+        )
+        for _ in range(2)
+    ]
+
+    changed = [await asyncio.wait_for(watch.read(), 10) for _ in range(2)]
+    assert {(e.type, e.message.id) for e in changed} == {
+        ("message.status_changed", message_id) for message_id in taken_back
+    }
+    assert {e.message.delivery_status for e in changed} == {crm_pb2.DELIVERY_STATUS_UNSENT}
+    for message_id in taken_back:
+        assert (await get(message_id)).delivery_status == crm_pb2.DELIVERY_STATUS_UNSENT
+    assert (await get(kept[0])).delivery_status == crm_pb2.DELIVERY_STATUS_SENT
+
+    # The repeated outcome is applied (its event id recorded) without a second change: the
+    # next inbox event is a fan's new message, not another status change.
+    await helpers.eventually(
+        lambda: count_rows(
+            stack.database_url,
+            "SELECT count(*) FROM crm.processed_events WHERE event_id = ANY(CAST(:ids AS uuid[]))",
+            ids=outcomes,
+        ),
+        lambda n: n == 2,
+    )
+    await stack.platform.fan_writes(ada, platform_message_id="after-unsend", text="where is it?")
+    following = await asyncio.wait_for(watch.read(), 10)
+    assert following.type != "message.status_changed"
+    watch.cancel()

@@ -448,6 +448,8 @@ class Sender:
                 platform_queue_id=queue_id,
                 reason=reason or "",
                 occurred_at=timestamp(self.accounts.clock()),
+                # Unsent, the CRM messages the command named are too.
+                message_ids=list(request.crm_message_ids) if reason is None else [],
             ),
             aggregate_type="mass_message",
             aggregate_id=f"mass:{request.idempotency_key}",

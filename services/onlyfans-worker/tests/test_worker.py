@@ -521,11 +521,16 @@ async def test_a_mass_message_is_queued_once_and_each_unsend_command_deletes_it_
         return queued[0].platform_queue_id
 
     async def unsend(key: str, queue_id: str, event_id: str) -> tuple[str, str]:
-        """The command published; the outcome's subject and reason."""
+        """The command published; the outcome's subject and reason. An unsent outcome names
+        the CRM messages the command named (the CRM marks them unsent), a failed one none."""
+        crm_message_ids = [str(uuid.uuid4()) for _ in fans]
         await publisher.publish(
             "campaigns.mass_message.unsend_requested",
             campaign_events.MassMessageUnsendRequested(
-                creator_id=creator.id, idempotency_key=key, platform_queue_id=queue_id
+                creator_id=creator.id,
+                idempotency_key=key,
+                platform_queue_id=queue_id,
+                crm_message_ids=crm_message_ids,
             ),
             creator_id=creator.id,
             aggregate_type="mass_message",
@@ -533,17 +538,19 @@ async def test_a_mass_message_is_queued_once_and_each_unsend_command_deletes_it_
             event_id=event_id,
         )
 
-        async def outcomes() -> list[tuple[str, str]]:
+        async def outcomes() -> list[tuple[str, str, list[str]]]:
             found = []
             for subject in ("onlyfans.mass_message.unsent", "onlyfans.mass_message.unsend_failed"):
                 found += [
-                    (subject, m.reason)
+                    (subject, m.reason, list(m.message_ids))
                     for m in await worker_stack.events.of(subject, events_pb2.MassMessageUnsent)
                     if m.idempotency_key == key and m.platform_queue_id == queue_id
                 ]
             return found
 
-        return (await eventually(outcomes, lambda found: len(found) == 1))[0]
+        subject, reason, named = (await eventually(outcomes, lambda found: len(found) == 1))[0]
+        assert named == (crm_message_ids if subject == "onlyfans.mass_message.unsent" else [])
+        return subject, reason
 
     def copies(queue_id: str) -> int:
         return sum(

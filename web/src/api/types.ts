@@ -2755,7 +2755,7 @@ export interface components {
             /** @description When the message was written: the platform's time for inbound messages, the time of the request for outgoing ones. Lists are ordered by it. */
             createdAt?: string | null;
             /** @enum {string} */
-            deliveryStatus?: "unspecified" | "received" | "queued" | "sending" | "sent" | "failed";
+            deliveryStatus?: "unspecified" | "received" | "queued" | "sending" | "sent" | "failed" | "unsent";
             /** @enum {string} */
             direction?: "unspecified" | "in" | "out";
             /** @description Why delivery failed (delivery_status FAILED). */

@@ -278,6 +278,7 @@ const STATUS_TEXT: Record<string, string> = {
   sending: "Sending…",
   sent: "Sent",
   failed: "Not delivered",
+  unsent: "Unsent",
   received: "",
 };
 
@@ -426,7 +427,7 @@ function MessageBubble({ message }: { message: Message }) {
   const out = message.direction === "out";
   const status = message.deliveryStatus ?? "";
   return (
-    <div class={out ? "msg out" : "msg"}>
+    <div class={out ? (status === "unsent" ? "msg out unsent" : "msg out") : "msg"}>
       {(message.priceCents ?? 0) > 0 && (
         <div class="ppv">
           PPV {money(message.priceCents)} {message.unlockedAt ? "· unlocked" : "· locked"}
@@ -441,6 +442,7 @@ function MessageBubble({ message }: { message: Message }) {
           <span class={status === "failed" ? "failed" : undefined}>
             {STATUS_TEXT[status] ?? status}
             {status === "failed" ? `: ${message.failureReason || "OnlyFans did not take it. Check the connection in Settings"}. Send it again once fixed.` : ""}
+            {status === "unsent" ? ": taken back from the fan's chat with the mass message" : ""}
           </span>
         )}
       </div>

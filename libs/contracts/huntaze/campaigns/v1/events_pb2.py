@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from huntaze.campaigns.v1 import campaigns_pb2 as huntaze_dot_campaigns_dot_v1_dot_campaigns__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!huntaze/campaigns/v1/events.proto\x12\x14huntaze.campaigns.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$huntaze/campaigns/v1/campaigns.proto\"\x88\x01\n\x0f\x43\x61mpaignChanged\x12\x12\n\ncreator_id\x18\x01 \x01(\t\x12\x30\n\x08\x63\x61mpaign\x18\x02 \x01(\x0b\x32\x1e.huntaze.campaigns.v1.Campaign\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xff\x01\n\x18MassMessageSendRequested\x12\x12\n\ncreator_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x18\n\x10platform_fan_ids\x18\x04 \x03(\t\x12\x13\n\x0bprice_cents\x18\x05 \x01(\x03\x12\x1a\n\x12platform_media_ids\x18\x06 \x03(\t\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mpaign_id\x18\x08 \x01(\t\x12\x17\n\x0f\x63rm_message_ids\x18\t \x03(\t\"\xaa\x01\n\x1aMassMessageUnsendRequested\x12\x12\n\ncreator_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x19\n\x11platform_queue_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!huntaze/campaigns/v1/events.proto\x12\x14huntaze.campaigns.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$huntaze/campaigns/v1/campaigns.proto\"\x88\x01\n\x0f\x43\x61mpaignChanged\x12\x12\n\ncreator_id\x18\x01 \x01(\t\x12\x30\n\x08\x63\x61mpaign\x18\x02 \x01(\x0b\x32\x1e.huntaze.campaigns.v1.Campaign\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xff\x01\n\x18MassMessageSendRequested\x12\x12\n\ncreator_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x18\n\x10platform_fan_ids\x18\x04 \x03(\t\x12\x13\n\x0bprice_cents\x18\x05 \x01(\x03\x12\x1a\n\x12platform_media_ids\x18\x06 \x03(\t\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mpaign_id\x18\x08 \x01(\t\x12\x17\n\x0f\x63rm_message_ids\x18\t \x03(\t\"\xc3\x01\n\x1aMassMessageUnsendRequested\x12\x12\n\ncreator_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x19\n\x11platform_queue_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63rm_message_ids\x18\x06 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,5 +38,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MASSMESSAGESENDREQUESTED']._serialized_start=270
   _globals['_MASSMESSAGESENDREQUESTED']._serialized_end=525
   _globals['_MASSMESSAGEUNSENDREQUESTED']._serialized_start=528
-  _globals['_MASSMESSAGEUNSENDREQUESTED']._serialized_end=698
+  _globals['_MASSMESSAGEUNSENDREQUESTED']._serialized_end=723
 # @@protoc_insertion_point(module_scope)

@@ -127,6 +127,7 @@ class MassMessageUnsendRequested(_message.Message):
     PLATFORM_QUEUE_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    CRM_MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     creator_id: _builtins.str
     idempotency_key: _builtins.str
     """The key of the `campaigns.mass_message.send_requested` it takes back."""
@@ -134,6 +135,12 @@ class MassMessageUnsendRequested(_message.Message):
     campaign_id: _builtins.str
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def crm_message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The CRM's messages of the fans it reached (`crm.RecordMassMessage`): the worker's
+        `onlyfans.mass_message.unsent` names them, so the CRM marks them unsent.
+        """
+
     def __init__(
         self,
         *,
@@ -142,10 +149,11 @@ class MassMessageUnsendRequested(_message.Message):
         platform_queue_id: _builtins.str = ...,
         campaign_id: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        crm_message_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "creator_id", b"creator_id", "crm_message_ids", b"crm_message_ids", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

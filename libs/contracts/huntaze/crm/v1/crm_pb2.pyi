@@ -103,6 +103,8 @@ class _DeliveryStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Delive
     DELIVERY_STATUS_SENDING: _DeliveryStatus.ValueType  # 3
     DELIVERY_STATUS_SENT: _DeliveryStatus.ValueType  # 4
     DELIVERY_STATUS_FAILED: _DeliveryStatus.ValueType  # 5
+    DELIVERY_STATUS_UNSENT: _DeliveryStatus.ValueType  # 6
+    """A campaign's mass message taken back: deleted from the fan's chat after it was sent."""
 
 class DeliveryStatus(_DeliveryStatus, metaclass=_DeliveryStatusEnumTypeWrapper): ...
 
@@ -114,6 +116,8 @@ DELIVERY_STATUS_QUEUED: DeliveryStatus.ValueType  # 2
 DELIVERY_STATUS_SENDING: DeliveryStatus.ValueType  # 3
 DELIVERY_STATUS_SENT: DeliveryStatus.ValueType  # 4
 DELIVERY_STATUS_FAILED: DeliveryStatus.ValueType  # 5
+DELIVERY_STATUS_UNSENT: DeliveryStatus.ValueType  # 6
+"""A campaign's mass message taken back: deleted from the fan's chat after it was sent."""
 Global___DeliveryStatus: _TypeAlias = DeliveryStatus  # noqa: Y015
 
 class _SenderKind:

@@ -666,6 +666,7 @@ class MassMessageUnsent(_message.Message):
     PLATFORM_QUEUE_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     creator_id: _builtins.str
     idempotency_key: _builtins.str
     platform_queue_id: _builtins.str
@@ -673,6 +674,10 @@ class MassMessageUnsent(_message.Message):
     """Why it could not be taken back (unsend_failed only)."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The CRM messages the command named (its `crm_message_ids`): unsent (unsent only)."""
+
     def __init__(
         self,
         *,
@@ -681,10 +686,11 @@ class MassMessageUnsent(_message.Message):
         platform_queue_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creator_id", b"creator_id", "idempotency_key", b"idempotency_key", "message_ids", b"message_ids", "occurred_at", b"occurred_at", "platform_queue_id", b"platform_queue_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
