@@ -648,7 +648,10 @@ async def test_a_template_edited_with_its_variables_and_its_past_results(
     await page.get_by_role("link", name="Templates").click()
     await expect(page.get_by_role("heading", name="Templates")).to_be_visible()
     await page.get_by_label("Niche").select_option("gaming")
-    card = page.locator(".templates > li").first
+    cards = page.locator(".templates > li")
+    # The list of every niche stays up while the filtered one loads: wait for the gaming one.
+    await expect(cards.filter(has_not_text="Gaming")).to_have_count(0)
+    card = cards.first
     await expect(card).to_be_visible()
     name = await card.get_by_role("heading").inner_text()
     results = card.get_by_role("definition")
