@@ -13,6 +13,7 @@ import contextlib
 import functools
 import importlib
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -39,12 +40,37 @@ PG_SYSTEM_USER = "pgserver"
 PG_SUPERUSER = "postgres"
 
 
+# Ports handed out by `free_port` in this process, never handed out twice.
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port the OS gives outgoing connections (Linux's `ip_local_port_range`)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
+    """A TCP port nobody listens on right now, for a process started later. It is taken below
+    the OS's ephemeral range: a port the OS picked could meanwhile become the source port of
+    some connection, and the process would then find it in use."""
+    low = min(_ephemeral_low(), 65536)
+    for port in secrets.SystemRandom().sample(range(10000, low), k=min(200, max(0, low - 10000))):
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.2) -> bool:
